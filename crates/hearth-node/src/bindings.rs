@@ -1,0 +1,79 @@
+//! TypeScript declarations for every type that crosses the IPC, generated from the Rust types.
+//!
+//! The UI imports `ui/src/lib/bindings.ts`. A test compares that file with
+//! [`typescript_bindings`] and fails when it is stale; `UPDATE_BINDINGS=1 cargo test -p
+//! hearth-node bindings` rewrites it.
+
+use ts_rs::{Config, TS};
+
+use crate::status::{ActivityState, ControlSource, NodeEvent, NodeStatus, PauseReason};
+
+/// The full text of `ui/src/lib/bindings.ts`.
+pub fn typescript_bindings() -> String {
+    let cfg = Config::default();
+    let declarations = [
+        (ControlSource::docs(), ControlSource::decl(&cfg)),
+        (PauseReason::docs(), PauseReason::decl(&cfg)),
+        (ActivityState::docs(), ActivityState::decl(&cfg)),
+        (NodeStatus::docs(), NodeStatus::decl(&cfg)),
+        (NodeEvent::docs(), NodeEvent::decl(&cfg)),
+    ];
+    let mut out = String::from(
+        "// Generated from the Rust types in crates/hearth-node by `typescript_bindings()`.\n\
+         // Do not edit: run `UPDATE_BINDINGS=1 cargo test -p hearth-node bindings`.\n",
+    );
+    for (docs, declaration) in declarations {
+        out.push('\n');
+        if let Some(docs) = docs {
+            out.push_str(&docs);
+        }
+        out.push_str("export ");
+        out.push_str(&declaration);
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::typescript_bindings;
+
+    fn committed_path() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../ui/src/lib/bindings.ts")
+    }
+
+    #[test]
+    fn bindings_file_is_current() {
+        let fresh = typescript_bindings();
+        let path = committed_path();
+        if std::env::var_os("UPDATE_BINDINGS").is_some() {
+            std::fs::write(&path, &fresh).unwrap();
+            return;
+        }
+        let committed = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            committed == fresh,
+            "{} is stale: run `UPDATE_BINDINGS=1 cargo test -p hearth-node bindings` and commit it",
+            path.display()
+        );
+    }
+
+    #[test]
+    fn bindings_name_every_ipc_type() {
+        let text = typescript_bindings();
+        for name in [
+            "ControlSource",
+            "PauseReason",
+            "ActivityState",
+            "NodeStatus",
+            "NodeEvent",
+        ] {
+            assert!(
+                text.contains(&format!("export type {name} =")),
+                "{name} missing"
+            );
+        }
+    }
+}

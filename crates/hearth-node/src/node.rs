@@ -1,0 +1,219 @@
+//! [`Node`]: the handle every frontend holds.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tokio::sync::{broadcast, watch};
+
+use crate::status::{ActivityState, ControlSource, NodeEvent, NodeStatus, PauseReason};
+
+/// How many events a slow subscriber may fall behind before it starts missing some.
+/// A subscriber that lags gets `RecvError::Lagged` and should re-read [`Node::status`].
+const EVENT_BUFFER: usize = 256;
+
+/// A cheap, cloneable handle to the node. All clones share one state.
+#[derive(Clone, Debug)]
+pub struct Node {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    status: watch::Sender<NodeStatus>,
+    events: broadcast::Sender<NodeEvent>,
+}
+
+impl Default for Node {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Node {
+    /// A node that starts out running.
+    pub fn new() -> Self {
+        let initial = NodeStatus {
+            activity: ActivityState::Running,
+            changed_at_ms: unix_millis(),
+            revision: 0,
+        };
+        let (status, _) = watch::channel(initial);
+        let (events, _) = broadcast::channel(EVENT_BUFFER);
+        Self {
+            shared: Arc::new(Shared { status, events }),
+        }
+    }
+
+    /// The current state.
+    pub fn status(&self) -> NodeStatus {
+        self.shared.status.borrow().clone()
+    }
+
+    /// Every event from now on, in the order the changes happened.
+    pub fn subscribe(&self) -> broadcast::Receiver<NodeEvent> {
+        self.shared.events.subscribe()
+    }
+
+    /// A receiver that always holds the latest status; for code that only needs "now".
+    pub fn watch_status(&self) -> watch::Receiver<NodeStatus> {
+        self.shared.status.subscribe()
+    }
+
+    /// Stop taking work. Pausing a paused node keeps its first reason.
+    pub fn pause(&self, source: ControlSource) -> NodeStatus {
+        self.transition(
+            ActivityState::Paused {
+                reason: PauseReason::User { source },
+            },
+            source,
+        )
+    }
+
+    /// Take work again. Resuming a running node changes nothing.
+    pub fn resume(&self, source: ControlSource) -> NodeStatus {
+        self.transition(ActivityState::Running, source)
+    }
+
+    /// Pause when running, resume when paused.
+    pub fn toggle(&self, source: ControlSource) -> NodeStatus {
+        if self.status().activity.is_paused() {
+            self.resume(source)
+        } else {
+            self.pause(source)
+        }
+    }
+
+    /// Move to `next` unless the node is already running or already paused, and announce the
+    /// change. The event is sent while the state is still locked, so subscribers see changes
+    /// in exactly the order they were made.
+    fn transition(&self, next: ActivityState, source: ControlSource) -> NodeStatus {
+        self.shared.status.send_if_modified(|status| {
+            if status.activity.is_paused() == next.is_paused() {
+                return false;
+            }
+            status.activity = next;
+            status.changed_at_ms = unix_millis();
+            status.revision += 1;
+            tracing::info!(
+                revision = status.revision,
+                paused = status.activity.is_paused(),
+                ?source,
+                "node state changed"
+            );
+            // No subscriber is not an error: the window may simply be closed.
+            if self
+                .shared
+                .events
+                .send(NodeEvent::StatusChanged {
+                    status: status.clone(),
+                })
+                .is_err()
+            {
+                tracing::debug!("state change announced with no subscribers");
+            }
+            true
+        });
+        self.status()
+    }
+}
+
+fn unix_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn starts_running_at_revision_zero() {
+        let node = Node::new();
+        assert_eq!(node.status().activity, ActivityState::Running);
+        assert_eq!(node.status().revision, 0);
+    }
+
+    #[test]
+    fn pause_then_resume_bumps_revision_and_records_source() {
+        let node = Node::new();
+        let paused = node.pause(ControlSource::Tray);
+        assert_eq!(
+            paused.activity,
+            ActivityState::Paused {
+                reason: PauseReason::User {
+                    source: ControlSource::Tray
+                }
+            }
+        );
+        assert_eq!(paused.revision, 1);
+        let running = node.resume(ControlSource::Window);
+        assert_eq!(running.activity, ActivityState::Running);
+        assert_eq!(running.revision, 2);
+    }
+
+    #[test]
+    fn repeated_pause_keeps_first_reason_and_sends_nothing() {
+        let node = Node::new();
+        let mut events = node.subscribe();
+        node.pause(ControlSource::Window);
+        let again = node.pause(ControlSource::Tray);
+        assert_eq!(again.revision, 1);
+        assert_eq!(
+            again.activity,
+            ActivityState::Paused {
+                reason: PauseReason::User {
+                    source: ControlSource::Window
+                }
+            }
+        );
+        assert!(events.try_recv().is_ok());
+        assert!(events.try_recv().is_err(), "second pause must not announce");
+    }
+
+    #[test]
+    fn toggle_flips_state() {
+        let node = Node::new();
+        assert!(node.toggle(ControlSource::Cli).activity.is_paused());
+        assert!(!node.toggle(ControlSource::Cli).activity.is_paused());
+    }
+
+    #[tokio::test]
+    async fn events_arrive_in_revision_order_across_threads() {
+        let node = Node::new();
+        let mut events = node.subscribe();
+        let workers: Vec<_> = (0..4)
+            .map(|_| {
+                let node = node.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..50 {
+                        node.toggle(ControlSource::Cli);
+                    }
+                })
+            })
+            .collect();
+        for worker in workers {
+            worker.join().unwrap();
+        }
+        let final_revision = node.status().revision;
+        let mut last = 0;
+        let mut seen = 0;
+        while let Ok(NodeEvent::StatusChanged { status }) = events.try_recv() {
+            assert_eq!(status.revision, last + 1, "events out of order");
+            last = status.revision;
+            seen += 1;
+        }
+        assert_eq!(seen, final_revision);
+        assert_eq!(last, final_revision);
+    }
+
+    #[tokio::test]
+    async fn watch_receiver_sees_latest_state() {
+        let node = Node::new();
+        let mut watcher = node.watch_status();
+        node.pause(ControlSource::Window);
+        watcher.changed().await.unwrap();
+        assert!(watcher.borrow().activity.is_paused());
+    }
+}
