@@ -1,0 +1,94 @@
+//! The tray icon: a status line, Pause/Resume, Open Hearth and Quit.
+
+use hearth_node::{ActivityState, ControlSource, Node, NodeStatus};
+use tauri::image::Image;
+use tauri::menu::{Menu, MenuEvent, MenuItem, PredefinedMenuItem};
+use tauri::tray::{TrayIcon, TrayIconBuilder};
+use tauri::{AppHandle, Manager, Wry};
+
+const TRAY_ID: &str = "hearth";
+const ITEM_STATUS: &str = "status";
+const ITEM_TOGGLE: &str = "toggle";
+const ITEM_OPEN: &str = "open";
+const ITEM_QUIT: &str = "quit";
+
+const ICON_RUNNING: &[u8] = include_bytes!("../../icons/tray-running.png");
+const ICON_PAUSED: &[u8] = include_bytes!("../../icons/tray-paused.png");
+
+/// Handles to the parts of the tray that change with the node's state.
+#[derive(Clone)]
+pub struct Tray {
+    icon: TrayIcon,
+    status_line: MenuItem<Wry>,
+    toggle: MenuItem<Wry>,
+}
+
+impl Tray {
+    /// Build the tray icon and its menu. Without a tray host this is a silent no-op.
+    pub fn create(app: &AppHandle) -> tauri::Result<Self> {
+        let status_line = MenuItem::with_id(app, ITEM_STATUS, "Hearth", false, None::<&str>)?;
+        let toggle = MenuItem::with_id(app, ITEM_TOGGLE, "Pause", true, None::<&str>)?;
+        let open = MenuItem::with_id(app, ITEM_OPEN, "Open Hearth", true, None::<&str>)?;
+        let quit = MenuItem::with_id(app, ITEM_QUIT, "Quit", true, None::<&str>)?;
+        let separator = PredefinedMenuItem::separator(app)?;
+        let menu = Menu::with_items(app, &[&status_line, &separator, &toggle, &open, &quit])?;
+        let icon = TrayIconBuilder::with_id(TRAY_ID)
+            .icon(Image::from_bytes(ICON_RUNNING)?)
+            .tooltip("Hearth")
+            .menu(&menu)
+            .show_menu_on_left_click(true)
+            .on_menu_event(on_menu_event)
+            .build(app)?;
+        Ok(Self {
+            icon,
+            status_line,
+            toggle,
+        })
+    }
+
+    /// Make the tray match `status`.
+    pub fn show_status(&self, status: &NodeStatus) {
+        let (line, toggle, icon) = match &status.activity {
+            ActivityState::Running => ("Running".to_owned(), "Pause", ICON_RUNNING),
+            ActivityState::Paused { reason } => (
+                format!("Paused ({})", reason.describe()),
+                "Resume",
+                ICON_PAUSED,
+            ),
+        };
+        let results = [
+            (
+                "status line",
+                self.status_line.set_text(format!("Hearth: {line}")),
+            ),
+            ("toggle", self.toggle.set_text(toggle)),
+            (
+                "icon",
+                Image::from_bytes(icon).and_then(|image| self.icon.set_icon(Some(image))),
+            ),
+        ];
+        for (part, result) in results {
+            if let Err(error) = result {
+                tracing::warn!(%error, part, "could not update the tray");
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for Tray {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tray").finish_non_exhaustive()
+    }
+}
+
+fn on_menu_event(app: &AppHandle, event: MenuEvent) {
+    tracing::debug!(item = event.id.as_ref(), "tray menu clicked");
+    match event.id.as_ref() {
+        ITEM_TOGGLE => {
+            app.state::<Node>().toggle(ControlSource::Tray);
+        }
+        ITEM_OPEN => crate::show_main_window(app),
+        ITEM_QUIT => app.exit(0),
+        _ => {}
+    }
+}
