@@ -1,0 +1,45 @@
+import { describe, expect, it } from "vitest";
+import type { NodeStatus } from "./bindings";
+import { describeReason, detail, headline, newer } from "./status";
+
+const running = (revision: number): NodeStatus => ({
+  activity: { kind: "running" },
+  changed_at_ms: 1_700_000_000_000 + revision,
+  revision,
+});
+
+const pausedFromTray = (revision: number): NodeStatus => ({
+  activity: { kind: "paused", reason: { kind: "user", source: "tray" } },
+  changed_at_ms: 1_700_000_000_000 + revision,
+  revision,
+});
+
+describe("newer", () => {
+  it("takes the first snapshot", () => {
+    expect(newer(null, running(0))).toEqual(running(0));
+  });
+  it("keeps the current snapshot when an older one arrives late", () => {
+    const current = pausedFromTray(3);
+    expect(newer(current, running(2))).toBe(current);
+  });
+  it("ignores a repeat of the same revision", () => {
+    const current = running(4);
+    expect(newer(current, running(4))).toBe(current);
+  });
+  it("replaces with a later revision", () => {
+    expect(newer(running(4), pausedFromTray(5)).revision).toBe(5);
+  });
+});
+
+describe("wording", () => {
+  it("names where the pause came from", () => {
+    expect(describeReason({ kind: "user", source: "tray" })).toBe("Paused from the tray");
+    expect(describeReason({ kind: "user", source: "window" })).toBe("Paused from this window");
+    expect(describeReason({ kind: "user", source: "cli" })).toBe("Paused from the command line");
+  });
+  it("gives a headline and a detail line", () => {
+    expect(headline(running(0))).toBe("Running");
+    expect(headline(pausedFromTray(1))).toBe("Paused");
+    expect(detail(pausedFromTray(1))).toBe("Paused from the tray. No new work will start.");
+  });
+});
