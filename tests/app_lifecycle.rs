@@ -1,0 +1,113 @@
+//! Living in the tray: closing the window hides it, the tray brings it back, and a second
+//! launch hands over to the running instance.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use hearth_e2e::{App, Desktop, TrayMenu, X11, app_binary, wait_for};
+
+const TITLE: &str = "Hearth";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn closing_hides_to_the_tray_and_open_brings_the_window_back() -> anyhow::Result<()> {
+    let desktop = Desktop::start().await?;
+    let app = App::launch(&desktop).await?;
+    let x11 = X11::connect(desktop.display())?;
+    let window = wait_for("the window", Duration::from_secs(10), || async {
+        x11.find_viewable_window(TITLE).ok().flatten()
+    })
+    .await?;
+
+    // Pause first, to show the state survives the window being hidden.
+    app.click("[data-testid=toggle-button]").await?;
+    app.wait_for_text("[data-testid=state-label]", |t| t == "Paused")
+        .await?;
+
+    x11.request_close(window)?;
+    wait_for("the window to hide", Duration::from_secs(10), || async {
+        (!x11.is_viewable(window).unwrap_or(true)).then_some(())
+    })
+    .await?;
+
+    // Still running: the tray answers and shows the state.
+    let tray = wait_for("the tray menu", Duration::from_secs(10), || async {
+        TrayMenu::find(&desktop).ok().flatten()
+    })
+    .await?;
+    assert_eq!(
+        tray.items(&desktop)?[0].label,
+        "Hearth: Paused (paused from the window)"
+    );
+
+    tray.click(&desktop, "Open Hearth")?;
+    wait_for(
+        "the window to come back",
+        Duration::from_secs(10),
+        || async { x11.is_viewable(window).unwrap_or(false).then_some(()) },
+    )
+    .await?;
+    assert_eq!(
+        app.text("[data-testid=state-label]").await.as_deref(),
+        Some("Paused"),
+        "the reopened window shows the same state"
+    );
+    app.close().await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_launch_focuses_the_first_and_exits() -> anyhow::Result<()> {
+    let desktop = Desktop::start().await?;
+    let app = App::launch(&desktop).await?;
+    let x11 = X11::connect(desktop.display())?;
+    let window = wait_for("the window", Duration::from_secs(10), || async {
+        x11.find_viewable_window(TITLE).ok().flatten()
+    })
+    .await?;
+    x11.request_close(window)?;
+    wait_for("the window to hide", Duration::from_secs(10), || async {
+        (!x11.is_viewable(window).unwrap_or(true)).then_some(())
+    })
+    .await?;
+
+    let mut second = Command::new(app_binary()?)
+        .envs(desktop.env())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = second.try_wait()? {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(20) {
+            second.kill()?;
+            anyhow::bail!("the second launch did not exit");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(status.success(), "second launch exited with {status}");
+
+    // The first instance showed its window and noted why.
+    let shown = wait_for(
+        "the first window to show",
+        Duration::from_secs(10),
+        || async { x11.is_viewable(window).unwrap_or(false).then_some(()) },
+    )
+    .await;
+    assert!(
+        shown.is_ok(),
+        "window not shown; app log:\n{}",
+        desktop.app_logs()?
+    );
+    assert!(
+        desktop
+            .app_logs()?
+            .contains("second launch: focusing the running instance")
+    );
+    assert_eq!(
+        x11.find_viewable_window(TITLE)?,
+        Some(window),
+        "the same window is back"
+    );
+    app.close().await
+}

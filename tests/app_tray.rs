@@ -1,0 +1,44 @@
+//! The tray menu, clicked over D-Bus as a desktop panel would, drives the window.
+
+use std::time::Duration;
+
+use hearth_e2e::{App, Desktop, TrayMenu, wait_for};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tray_menu_pauses_and_resumes_and_the_window_follows() -> anyhow::Result<()> {
+    let desktop = Desktop::start().await?;
+    let app = App::launch(&desktop).await?;
+    app.wait_for_text("[data-testid=state-label]", |t| t == "Running")
+        .await?;
+
+    let tray = wait_for("the tray menu", Duration::from_secs(10), || async {
+        TrayMenu::find(&desktop).ok().flatten()
+    })
+    .await?;
+    let items = tray.items(&desktop)?;
+    let labels: Vec<&str> = items.iter().map(|i| i.label.as_str()).collect();
+    assert_eq!(
+        labels,
+        ["Hearth: Running", "", "Pause", "Open Hearth", "Quit"],
+        "menu: {items:?}"
+    );
+    assert!(!items[0].enabled, "the status line is not clickable");
+
+    tray.click(&desktop, "Pause")?;
+    app.wait_for_text("[data-testid=state-label]", |t| t == "Paused")
+        .await?;
+    assert_eq!(
+        app.text("[data-testid=state-detail]").await.as_deref(),
+        Some("Paused from the tray. No new work will start.")
+    );
+    let labels: Vec<String> = tray.items(&desktop)?.into_iter().map(|i| i.label).collect();
+    assert_eq!(labels[0], "Hearth: Paused (paused from the tray)");
+    assert_eq!(labels[2], "Resume");
+
+    tray.click(&desktop, "Resume")?;
+    app.wait_for_text("[data-testid=state-label]", |t| t == "Running")
+        .await?;
+    assert_eq!(tray.items(&desktop)?[2].label, "Pause");
+
+    app.close().await
+}

@@ -1,0 +1,143 @@
+//! The real Hearth app, driven through tauri-driver and WebKitWebDriver.
+
+use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use fantoccini::{Client, ClientBuilder, Locator};
+
+use crate::process::Owned;
+use crate::{Desktop, wait_for};
+
+/// How long the UI gets to show a change.
+pub const UI_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The app running on a [`Desktop`], with a WebDriver session on its window.
+#[derive(Debug)]
+pub struct App {
+    client: Client,
+    _driver: Owned,
+}
+
+impl App {
+    /// Launch the app binary on `desktop` and wait until its window has loaded the UI.
+    pub async fn launch(desktop: &Desktop) -> anyhow::Result<Self> {
+        let binary = app_binary()?;
+        let port = free_port()?;
+        let native_port = free_port()?;
+        let driver = Owned::spawn(
+            "tauri-driver",
+            Command::new(tauri_driver()?)
+                .args(["--port", &port.to_string()])
+                .args(["--native-port", &native_port.to_string()])
+                .envs(desktop.env())
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit()),
+        )?;
+        wait_for(
+            "tauri-driver to listen",
+            Duration::from_secs(10),
+            || async { TcpStream::connect((Ipv4Addr::LOCALHOST, port)).ok() },
+        )
+        .await?;
+        let mut capabilities = serde_json::Map::new();
+        capabilities.insert(
+            "tauri:options".into(),
+            serde_json::json!({ "application": binary }),
+        );
+        capabilities.insert("browserName".into(), "wry".into());
+        let client = ClientBuilder::native()
+            .capabilities(capabilities)
+            .connect(&format!("http://127.0.0.1:{port}"))
+            .await?;
+        let app = Self {
+            client,
+            _driver: driver,
+        };
+        app.wait_for_text("[data-testid=state-label]", |t| !t.is_empty())
+            .await?;
+        Ok(app)
+    }
+
+    /// The WebDriver session, for anything the helpers below do not cover.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// The text of the element matching `css`, or `None` when there is none yet.
+    pub async fn text(&self, css: &str) -> Option<String> {
+        let element = self.client.find(Locator::Css(css)).await.ok()?;
+        element.text().await.ok()
+    }
+
+    /// Wait until the element matching `css` has text for which `accept` holds; return it.
+    pub async fn wait_for_text(
+        &self,
+        css: &str,
+        accept: impl Fn(&str) -> bool,
+    ) -> anyhow::Result<String> {
+        let what = format!("text of {css}");
+        let accept = &accept;
+        wait_for(&what, UI_TIMEOUT, || async move {
+            self.text(css).await.filter(|t| accept(t))
+        })
+        .await
+    }
+
+    /// Click the element matching `css`.
+    pub async fn click(&self, css: &str) -> anyhow::Result<()> {
+        self.client.find(Locator::Css(css)).await?.click().await?;
+        Ok(())
+    }
+
+    /// End the WebDriver session, which quits the app.
+    pub async fn close(self) -> anyhow::Result<()> {
+        self.client.close().await?;
+        Ok(())
+    }
+}
+
+/// The app binary beside this test binary: `<target>/debug/hearth-app`, or `$HEARTH_APP_BINARY`.
+pub fn app_binary() -> anyhow::Result<PathBuf> {
+    if let Some(path) = std::env::var_os("HEARTH_APP_BINARY") {
+        return Ok(PathBuf::from(path));
+    }
+    let test_binary = std::env::current_exe()?;
+    // <target>/debug/deps/<test> -> <target>/debug/hearth-app
+    let profile_dir = test_binary
+        .parent()
+        .and_then(Path::parent)
+        .ok_or_else(|| anyhow::anyhow!("unexpected test binary path {}", test_binary.display()))?;
+    let binary = profile_dir.join("hearth-app");
+    anyhow::ensure!(
+        binary.exists(),
+        "{} is missing: build it first with `cargo build --workspace --all-targets`",
+        binary.display()
+    );
+    Ok(binary)
+}
+
+/// `tauri-driver` from PATH or from cargo's bin directory.
+fn tauri_driver() -> anyhow::Result<PathBuf> {
+    let candidates = std::env::var_os("PATH")
+        .map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .chain(std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cargo/bin")));
+    for dir in candidates {
+        let candidate = dir.join("tauri-driver");
+        if candidate.is_file() {
+            return Ok(candidate);
+        }
+    }
+    anyhow::bail!(
+        "tauri-driver not found: install it with `cargo install --locked tauri-driver --version ^2`"
+    )
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
+        .local_addr()?
+        .port())
+}

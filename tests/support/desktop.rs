@@ -1,0 +1,188 @@
+//! A private desktop session: X server, session bus and tray host.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::process::Owned;
+
+/// An X server, a session bus with a tray host on it, and empty XDG directories.
+#[derive(Debug)]
+pub struct Desktop {
+    display: String,
+    bus_address: String,
+    home: tempfile::TempDir,
+    // Dropped in reverse order of start: tray host, bus, X server.
+    _tray_host: Owned,
+    _bus: Owned,
+    _xvfb: Owned,
+}
+
+impl Desktop {
+    /// Start everything and wait until the tray host owns its bus name.
+    pub async fn start() -> anyhow::Result<Self> {
+        let home = tempfile::Builder::new().prefix("hearth-e2e-").tempdir()?;
+        for dir in ["data", "config", "cache", "runtime"] {
+            std::fs::create_dir_all(home.path().join(dir))?;
+        }
+        set_private(&home.path().join("runtime"))?;
+        let (xvfb, display) = start_xvfb()?;
+        let (bus, bus_address) = start_session_bus()?;
+        let tray_host = Owned::spawn(
+            "status-notifier-watcher",
+            Command::new("status-notifier-watcher")
+                .env("DBUS_SESSION_BUS_ADDRESS", &bus_address)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+        )?;
+        let desktop = Self {
+            display,
+            bus_address,
+            home,
+            _tray_host: tray_host,
+            _bus: bus,
+            _xvfb: xvfb,
+        };
+        crate::wait_for("the tray host", Duration::from_secs(10), || async {
+            desktop
+                .gdbus(&[
+                    "call",
+                    "--dest",
+                    "org.freedesktop.DBus",
+                    "--object-path",
+                    "/org/freedesktop/DBus",
+                    "--method",
+                    "org.freedesktop.DBus.NameHasOwner",
+                    "org.kde.StatusNotifierWatcher",
+                ])
+                .ok()
+                .filter(|out| out.contains("true"))
+        })
+        .await?;
+        Ok(desktop)
+    }
+
+    /// The environment a program needs to run on this desktop.
+    pub fn env(&self) -> Vec<(String, String)> {
+        let dir = |name: &str| self.home.path().join(name).display().to_string();
+        vec![
+            ("DISPLAY".into(), self.display.clone()),
+            ("DBUS_SESSION_BUS_ADDRESS".into(), self.bus_address.clone()),
+            ("XDG_DATA_HOME".into(), dir("data")),
+            ("XDG_CONFIG_HOME".into(), dir("config")),
+            ("XDG_CACHE_HOME".into(), dir("cache")),
+            ("XDG_RUNTIME_DIR".into(), dir("runtime")),
+            ("GDK_BACKEND".into(), "x11".into()),
+            ("WEBKIT_DISABLE_COMPOSITING_MODE".into(), "1".into()),
+        ]
+    }
+
+    /// The X display, e.g. ":91".
+    pub fn display(&self) -> &str {
+        &self.display
+    }
+
+    /// Where the app keeps its data on this desktop.
+    pub fn app_data_dir(&self) -> PathBuf {
+        self.home.path().join("data").join("app.hearth.desktop")
+    }
+
+    /// Run `gdbus <args>` on this desktop's session bus and return its output.
+    pub fn gdbus(&self, args: &[&str]) -> anyhow::Result<String> {
+        let mut command = Command::new("gdbus");
+        command.arg(args[0]).arg("--session").args(&args[1..]);
+        self.output_of(&mut command)
+    }
+
+    /// Run a command on this desktop and return its standard output; fail on a non-zero exit.
+    pub fn output_of(&self, command: &mut Command) -> anyhow::Result<String> {
+        let output = command.envs(self.env()).output()?;
+        if !output.status.success() {
+            anyhow::bail!(
+                "{:?} failed: {}",
+                command,
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+
+    /// Save a screenshot of the whole screen as PNG (needs ImageMagick's `import`).
+    pub fn screenshot(&self, path: &Path) -> anyhow::Result<()> {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        self.output_of(Command::new("import").args(["-window", "root"]).arg(path))?;
+        Ok(())
+    }
+
+    /// Everything the app has written to its log files so far.
+    pub fn app_logs(&self) -> anyhow::Result<String> {
+        let mut logs = String::new();
+        for entry in std::fs::read_dir(self.app_data_dir().join("logs"))? {
+            logs.push_str(&std::fs::read_to_string(entry?.path())?);
+        }
+        Ok(logs)
+    }
+}
+
+/// Start Xvfb on a display it picks itself (`-displayfd`), so parallel tests never collide.
+fn start_xvfb() -> anyhow::Result<(Owned, String)> {
+    let mut xvfb = Owned::spawn(
+        "Xvfb",
+        Command::new("Xvfb")
+            .args([
+                "-displayfd",
+                "1",
+                "-screen",
+                "0",
+                "1280x800x24",
+                "-nolisten",
+                "tcp",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null()),
+    )?;
+    let number = first_line_of_stdout(&mut xvfb)?;
+    anyhow::ensure!(
+        number.parse::<u32>().is_ok(),
+        "Xvfb printed {number:?} instead of a display number"
+    );
+    Ok((xvfb, format!(":{number}")))
+}
+
+fn start_session_bus() -> anyhow::Result<(Owned, String)> {
+    let mut bus = Owned::spawn(
+        "dbus-daemon",
+        Command::new("dbus-daemon")
+            .args(["--session", "--nofork", "--print-address=1"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null()),
+    )?;
+    let address = first_line_of_stdout(&mut bus)?;
+    anyhow::ensure!(!address.is_empty(), "dbus-daemon printed no address");
+    Ok((bus, address))
+}
+
+/// The first line a child prints, trimmed; blocks until it prints one or exits.
+fn first_line_of_stdout(child: &mut Owned) -> anyhow::Result<String> {
+    let stdout = child
+        .child_mut()
+        .stdout
+        .take()
+        .ok_or_else(|| anyhow::anyhow!("child has no piped stdout"))?;
+    let mut reader = BufReader::new(stdout);
+    let mut line = String::new();
+    reader.read_line(&mut line)?;
+    // Keep the pipe open: a child writing to a closed pipe would die of SIGPIPE.
+    child.child_mut().stdout = Some(reader.into_inner());
+    Ok(line.trim().to_owned())
+}
+
+#[cfg(unix)]
+fn set_private(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    Ok(())
+}
