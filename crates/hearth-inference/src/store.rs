@@ -1,0 +1,403 @@
+//! The model store: one manifest per model under `models/<id>/manifest.toml`, weights beside it
+//! in `models/<id>/weights/`. Nothing is loaded before its size and sha256 match the manifest.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::error::{InferenceError, Result};
+
+/// What a model does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Task {
+    /// Text in, one unit-length vector per text out.
+    Embedding,
+    /// An image in, class labels with probabilities out.
+    ImageClassification,
+    /// Chat messages in, generated text out.
+    ChatGeneration,
+}
+
+/// The registry package the weights come from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Source {
+    /// Package registry: `pypi` or `npm`.
+    pub registry: String,
+    /// Package name in that registry.
+    pub package: String,
+    /// Exact version.
+    pub version: String,
+}
+
+/// One file the model needs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelFile {
+    /// File name under `weights/`.
+    pub name: String,
+    /// Where the file sits inside the package.
+    pub path_in_package: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Lower-case hex sha256.
+    pub sha256: String,
+}
+
+/// A model's manifest, as written in `manifest.toml`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Stable id, also the folder name.
+    pub id: String,
+    /// What the model does.
+    pub task: Task,
+    /// Human-readable name.
+    pub name: String,
+    /// SPDX licence of the weights.
+    pub licence: String,
+    /// Where the weights come from.
+    pub source: Source,
+    /// The files, each checked before use.
+    pub files: Vec<ModelFile>,
+    /// Task-specific settings (token limits, image size, normalisation), read by each model.
+    #[serde(default)]
+    pub preprocessing: BTreeMap<String, toml::Value>,
+}
+
+impl Manifest {
+    /// Parse a manifest file.
+    pub fn read(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| InferenceError::io(path, e))?;
+        let manifest: Manifest = toml::from_str(&text).map_err(|e| InferenceError::Manifest {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })?;
+        manifest.check(path)?;
+        Ok(manifest)
+    }
+
+    fn check(&self, path: &Path) -> Result<()> {
+        let bad = |reason: String| InferenceError::Manifest {
+            path: path.to_owned(),
+            reason,
+        };
+        if self.files.is_empty() {
+            return Err(bad("lists no files".into()));
+        }
+        for file in &self.files {
+            let plain_name = Path::new(&file.name)
+                .file_name()
+                .map(|n| n == file.name.as_str());
+            if plain_name != Some(true) {
+                return Err(bad(format!(
+                    "file name {:?} must be a plain file name",
+                    file.name
+                )));
+            }
+            if file.sha256.len() != 64 || !file.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(bad(format!("sha256 of {} is not 64 hex digits", file.name)));
+            }
+        }
+        Ok(())
+    }
+
+    /// A numeric preprocessing setting.
+    pub fn setting_f64(&self, key: &str) -> Option<f64> {
+        match self.preprocessing.get(key)? {
+            toml::Value::Float(f) => Some(*f),
+            toml::Value::Integer(i) => Some(*i as f64),
+            _ => None,
+        }
+    }
+
+    /// A list of numbers from the preprocessing settings.
+    pub fn setting_f32_list(&self, key: &str) -> Option<Vec<f32>> {
+        let toml::Value::Array(items) = self.preprocessing.get(key)? else {
+            return None;
+        };
+        items
+            .iter()
+            .map(|v| match v {
+                toml::Value::Float(f) => Some(*f as f32),
+                toml::Value::Integer(i) => Some(*i as f32),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+/// A model whose files were all found and verified.
+#[derive(Clone, Debug)]
+pub struct VerifiedModel {
+    /// Its manifest.
+    pub manifest: Manifest,
+    /// Its `weights/` folder.
+    pub weights_dir: PathBuf,
+}
+
+impl VerifiedModel {
+    /// The verified path of the file called `name`.
+    pub fn file(&self, name: &str) -> Result<PathBuf> {
+        if self.manifest.files.iter().any(|f| f.name == name) {
+            Ok(self.weights_dir.join(name))
+        } else {
+            Err(InferenceError::Manifest {
+                path: self.weights_dir.clone(),
+                reason: format!("{} lists no file {name:?}", self.manifest.id),
+            })
+        }
+    }
+}
+
+/// The folder of model folders.
+#[derive(Clone, Debug)]
+pub struct ModelStore {
+    root: PathBuf,
+}
+
+impl ModelStore {
+    /// A store rooted at `root` (the repository's `models/`).
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    /// The store in this repository: `$HEARTH_MODELS`, else `models/` at the workspace root.
+    pub fn from_env() -> Self {
+        match std::env::var_os("HEARTH_MODELS") {
+            Some(dir) => Self::new(dir),
+            None => Self::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models")),
+        }
+    }
+
+    /// Its root folder.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The manifest of model `id`.
+    pub fn manifest(&self, id: &str) -> Result<Manifest> {
+        let valid_id = !id.is_empty()
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
+        if !valid_id || id.starts_with('.') {
+            return Err(InferenceError::UnknownModel(id.to_owned()));
+        }
+        let path = self.root.join(id).join("manifest.toml");
+        if !path.exists() {
+            return Err(InferenceError::UnknownModel(id.to_owned()));
+        }
+        Manifest::read(&path)
+    }
+
+    /// Every model with a manifest, by id.
+    pub fn list(&self) -> Result<Vec<Manifest>> {
+        let entries =
+            std::fs::read_dir(&self.root).map_err(|e| InferenceError::io(&self.root, e))?;
+        let mut manifests = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| InferenceError::io(&self.root, e))?;
+            let path = entry.path().join("manifest.toml");
+            if path.exists() {
+                manifests.push(Manifest::read(&path)?);
+            }
+        }
+        manifests.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(manifests)
+    }
+
+    /// Check every file of model `id` against its manifest: present, right size, right hash.
+    pub fn verify(&self, id: &str) -> Result<VerifiedModel> {
+        let manifest = self.manifest(id)?;
+        let weights_dir = self.root.join(id).join("weights");
+        for file in &manifest.files {
+            verify_file(&weights_dir.join(&file.name), file.size, &file.sha256)?;
+        }
+        tracing::debug!(
+            model = id,
+            files = manifest.files.len(),
+            "model files verified"
+        );
+        Ok(VerifiedModel {
+            manifest,
+            weights_dir,
+        })
+    }
+}
+
+/// Check one file's size, then its sha256 (streamed, so large files cost no memory).
+pub fn verify_file(path: &Path, expected_size: u64, expected_sha256: &str) -> Result<()> {
+    let metadata = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(InferenceError::MissingFile {
+                path: path.to_owned(),
+            });
+        }
+        Err(e) => return Err(InferenceError::io(path, e)),
+    };
+    if metadata.len() != expected_size {
+        return Err(InferenceError::SizeMismatch {
+            path: path.to_owned(),
+            expected: expected_size,
+            actual: metadata.len(),
+        });
+    }
+    let actual = sha256_file(path)?;
+    if !actual.eq_ignore_ascii_case(expected_sha256) {
+        return Err(InferenceError::HashMismatch {
+            path: path.to_owned(),
+            expected: expected_sha256.to_ascii_lowercase(),
+            actual,
+        });
+    }
+    Ok(())
+}
+
+/// The lower-case hex sha256 of a file.
+pub fn sha256_file(path: &Path) -> Result<String> {
+    let mut file = File::open(path).map_err(|e| InferenceError::io(path, e))?;
+    let mut hasher = Sha256::new();
+    let mut buffer = vec![0u8; 1 << 20];
+    loop {
+        let read = file
+            .read(&mut buffer)
+            .map_err(|e| InferenceError::io(path, e))?;
+        if read == 0 {
+            break;
+        }
+        hasher.update(&buffer[..read]);
+    }
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MANIFEST: &str = r#"
+id = "tiny"
+task = "embedding"
+name = "Tiny"
+licence = "MIT"
+[source]
+registry = "pypi"
+package = "tiny"
+version = "1.0"
+[[files]]
+name = "weights.bin"
+path_in_package = "tiny/weights.bin"
+size = 5
+sha256 = "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
+[preprocessing]
+max_tokens = 256
+mean = [0.5, 0.5, 0.5]
+"#;
+
+    fn store_with(contents: &[u8]) -> (tempfile::TempDir, ModelStore) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("tiny/weights")).unwrap();
+        std::fs::write(dir.path().join("tiny/manifest.toml"), MANIFEST).unwrap();
+        std::fs::write(dir.path().join("tiny/weights/weights.bin"), contents).unwrap();
+        let store = ModelStore::new(dir.path());
+        (dir, store)
+    }
+
+    #[test]
+    fn verifies_a_matching_file_and_reads_settings() {
+        let (_dir, store) = store_with(b"hello");
+        let model = store.verify("tiny").unwrap();
+        assert_eq!(model.manifest.setting_f64("max_tokens"), Some(256.0));
+        assert_eq!(model.manifest.setting_f32_list("mean"), Some(vec![0.5; 3]));
+        assert!(
+            model
+                .file("weights.bin")
+                .unwrap()
+                .ends_with("tiny/weights/weights.bin")
+        );
+        assert!(model.file("other.bin").is_err());
+    }
+
+    #[test]
+    fn refuses_a_corrupted_file_naming_both_hashes() {
+        let (_dir, store) = store_with(b"hellO");
+        let err = store.verify("tiny").unwrap_err();
+        let message = err.to_string();
+        assert!(
+            matches!(err, InferenceError::HashMismatch { .. }),
+            "{err:?}"
+        );
+        assert!(message.contains("weights.bin"), "{message}");
+        assert!(
+            message.contains("2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824")
+        );
+        assert!(
+            message.contains(&sha256_file(&store.root().join("tiny/weights/weights.bin")).unwrap())
+        );
+    }
+
+    #[test]
+    fn refuses_a_truncated_file_before_hashing() {
+        let (_dir, store) = store_with(b"hell");
+        let err = store.verify("tiny").unwrap_err();
+        assert!(
+            matches!(
+                err,
+                InferenceError::SizeMismatch {
+                    expected: 5,
+                    actual: 4,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn missing_file_and_unknown_model_are_distinct_errors() {
+        let (dir, store) = store_with(b"hello");
+        std::fs::remove_file(dir.path().join("tiny/weights/weights.bin")).unwrap();
+        assert!(matches!(
+            store.verify("tiny"),
+            Err(InferenceError::MissingFile { .. })
+        ));
+        assert!(matches!(
+            store.verify("nope"),
+            Err(InferenceError::UnknownModel(_))
+        ));
+        assert!(matches!(
+            store.verify("../tiny"),
+            Err(InferenceError::UnknownModel(_))
+        ));
+    }
+
+    #[test]
+    fn malformed_manifest_is_an_error() {
+        let (dir, store) = store_with(b"hello");
+        std::fs::write(dir.path().join("tiny/manifest.toml"), "id = 3").unwrap();
+        assert!(matches!(
+            store.manifest("tiny"),
+            Err(InferenceError::Manifest { .. })
+        ));
+        let unsafe_name = MANIFEST.replace("name = \"weights.bin\"", "name = \"../x\"");
+        std::fs::write(dir.path().join("tiny/manifest.toml"), unsafe_name).unwrap();
+        assert!(matches!(
+            store.manifest("tiny"),
+            Err(InferenceError::Manifest { .. })
+        ));
+    }
+
+    #[test]
+    fn lists_every_manifest() {
+        let (_dir, store) = store_with(b"hello");
+        let ids: Vec<_> = store.list().unwrap().into_iter().map(|m| m.id).collect();
+        assert_eq!(ids, ["tiny"]);
+    }
+}
