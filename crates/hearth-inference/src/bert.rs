@@ -122,24 +122,24 @@ pub struct BertEncoder {
 }
 
 impl BertLayer {
-    fn forward(&self, x: Tensor<3>, mask_bias: Tensor<4>) -> Tensor<3> {
-        let [batch, seq, hidden] = x.dims();
+    /// `x` is `[batch * seq, hidden]`: keeping the dense layers two-dimensional makes each of
+    /// them one large matrix product instead of one per sequence.
+    fn forward(&self, x: Tensor<2>, batch: usize, seq: usize, mask_bias: Tensor<4>) -> Tensor<2> {
+        let [_, hidden] = x.dims();
         let head_dim = hidden / self.heads;
-        let split = |t: Tensor<3>| {
+        let split = |t: Tensor<2>| {
             t.reshape([batch, seq, self.heads, head_dim])
                 .swap_dims(1, 2)
         };
-        let q = split(self.query.forward(x.clone()));
+        // Scale the queries rather than the scores: seq x head_dim values instead of seq x seq.
+        let q = split(self.query.forward(x.clone())).mul_scalar(1.0 / (head_dim as f64).sqrt());
         let k = split(self.key.forward(x.clone()));
         let v = split(self.value.forward(x.clone()));
-        let scores = q
-            .matmul(k.swap_dims(2, 3))
-            .div_scalar((head_dim as f64).sqrt())
-            + mask_bias;
+        let scores = q.matmul(k.swap_dims(2, 3)) + mask_bias;
         let context = softmax(scores, 3)
             .matmul(v)
             .swap_dims(1, 2)
-            .reshape([batch, seq, hidden]);
+            .reshape([batch * seq, hidden]);
         let x = self
             .attention_norm
             .forward(self.attention_output.forward(context) + x);
@@ -161,19 +161,21 @@ impl BertEncoder {
             .repeat_dim(0, batch);
         let token_types = Tensor::<2, Int>::zeros([batch, seq], &device);
         let e = &self.embeddings;
-        let mut x = e.layer_norm.forward(
+        let embedded = e.layer_norm.forward(
             e.word_embeddings.forward(input_ids)
                 + e.position_embeddings.forward(positions)
                 + e.token_type_embeddings.forward(token_types),
         );
+        let hidden = embedded.dims()[2];
+        let mut x = embedded.reshape([batch * seq, hidden]);
         // Padding gets a large negative score so softmax gives it no weight.
         let mask_bias = (attention_mask.neg() + 1.0)
             .mul_scalar(-1.0e4)
             .reshape([batch, 1, 1, seq]);
         for layer in &self.layers {
-            x = layer.forward(x, mask_bias.clone());
+            x = layer.forward(x, batch, seq, mask_bias.clone());
         }
-        x
+        x.reshape([batch, seq, hidden])
     }
 
     /// Load a Hugging Face BERT checkpoint (PyTorch layout) from safetensors. Every tensor of

@@ -96,15 +96,27 @@ fn pad_same(x: Tensor<4>, kernel: usize, stride: usize) -> Tensor<4> {
     )
 }
 
+/// A 1x1 convolution as one matrix product per image: `[out, in] x [in, height*width]`.
+/// Most of the network's FLOPs are here, and a matrix product runs at BLAS (or tuned GPU
+/// kernel) speed where burn's CPU convolution would loop over every multiply-add.
+fn pointwise(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
+    let [batch, channels, height, width] = x.dims();
+    let [out, _, _, _] = conv.weight.dims();
+    let weight = conv.weight.val().reshape([1, out, channels]);
+    weight
+        .matmul(x.reshape([batch, channels, height * width]))
+        .reshape([batch, out, height, width])
+}
+
 impl MbConvBlock {
     fn forward(&self, input: Tensor<4>) -> Tensor<4> {
         let mut x = input.clone();
         if let (Some(expand), Some(bn)) = (&self.expand_conv, &self.bn0) {
-            x = relu6(bn.forward(expand.forward(x)));
+            x = relu6(bn.forward(pointwise(expand, x)));
         }
         x = pad_same(x, self.kernel, self.stride);
         x = relu6(self.bn1.forward(self.depthwise_conv.forward(x)));
-        x = self.bn2.forward(self.project_conv.forward(x));
+        x = self.bn2.forward(pointwise(&self.project_conv, x));
         if self.residual { x + input } else { x }
     }
 }
@@ -148,7 +160,7 @@ impl EfficientNetLite {
         for block in &self.blocks {
             x = block.forward(x);
         }
-        let x = relu6(self.bn1.forward(self.conv_head.forward(x)));
+        let x = relu6(self.bn1.forward(pointwise(&self.conv_head, x)));
         let [batch, channels, _, _] = x.dims();
         let pooled = x.mean_dim(3).mean_dim(2).reshape([batch, channels]);
         self.fc.forward(pooled)
