@@ -140,6 +140,11 @@ fn report(name: &str, f: &Figures) {
 }
 
 fn main() -> anyhow::Result<()> {
+    // `cargo test --all-targets` runs bench binaries too, without `--bench`: do nothing then.
+    if !std::env::args().any(|arg| arg == "--bench") {
+        println!("throughput: run with `cargo bench -p hearth-inference --bench throughput`");
+        return Ok(());
+    }
     let store = ModelStore::from_env();
     let owned = sentences();
     let texts: Vec<&str> = owned.iter().map(String::as_str).collect();

@@ -8,6 +8,8 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig};
 use burn::store::{ModuleSnapshot, PytorchStore};
 use burn::tensor::activation::relu6;
+use burn::tensor::module::conv2d;
+use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Tensor};
 
 use crate::error::{InferenceError, Result};
@@ -30,6 +32,7 @@ const STEM_CHANNELS: usize = 32;
 const HEAD_CHANNELS: usize = 1280;
 
 /// An inverted-residual block: optional 1x1 expansion, depthwise conv, 1x1 projection.
+/// Holds the checkpoint's weights; inference runs on the folded form ([`EfficientNetLite::fold`]).
 #[derive(Module, Debug)]
 pub struct MbConvBlock {
     expand_conv: Option<Conv2d>,
@@ -96,31 +99,6 @@ fn pad_same(x: Tensor<4>, kernel: usize, stride: usize) -> Tensor<4> {
     )
 }
 
-/// A 1x1 convolution as one matrix product per image: `[out, in] x [in, height*width]`.
-/// Most of the network's FLOPs are here, and a matrix product runs at BLAS (or tuned GPU
-/// kernel) speed where burn's CPU convolution would loop over every multiply-add.
-fn pointwise(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
-    let [batch, channels, height, width] = x.dims();
-    let [out, _, _, _] = conv.weight.dims();
-    let weight = conv.weight.val().reshape([1, out, channels]);
-    weight
-        .matmul(x.reshape([batch, channels, height * width]))
-        .reshape([batch, out, height, width])
-}
-
-impl MbConvBlock {
-    fn forward(&self, input: Tensor<4>) -> Tensor<4> {
-        let mut x = input.clone();
-        if let (Some(expand), Some(bn)) = (&self.expand_conv, &self.bn0) {
-            x = relu6(bn.forward(pointwise(expand, x)));
-        }
-        x = pad_same(x, self.kernel, self.stride);
-        x = relu6(self.bn1.forward(self.depthwise_conv.forward(x)));
-        x = self.bn2.forward(pointwise(&self.project_conv, x));
-        if self.residual { x + input } else { x }
-    }
-}
-
 impl EfficientNetLite {
     /// EfficientNet-Lite0 with untrained weights and `classes` outputs.
     pub fn lite0(device: &Device, classes: usize) -> Self {
@@ -153,17 +131,42 @@ impl EfficientNetLite {
         }
     }
 
-    /// Logits `[batch, classes]` for normalised images `[batch, 3, height, width]`.
-    pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
-        let x = pad_same(images, 3, 2);
-        let mut x = relu6(self.bn0.forward(self.conv_stem.forward(x)));
-        for block in &self.blocks {
-            x = block.forward(x);
+    /// The network for inference, with every BatchNorm folded into the convolution before it.
+    pub fn fold(&self) -> FoldedEfficientNet {
+        let stem = FoldedConv::new(&self.conv_stem, &self.bn0, 3, 2, 1);
+        let blocks = self
+            .blocks
+            .iter()
+            .map(|block| {
+                let hidden = block.depthwise_conv.weight.dims()[0];
+                FoldedBlock {
+                    expand: match (&block.expand_conv, &block.bn0) {
+                        (Some(conv), Some(bn)) => Some(FoldedConv::new(conv, bn, 1, 1, 1)),
+                        _ => None,
+                    },
+                    depthwise: FoldedConv::new(
+                        &block.depthwise_conv,
+                        &block.bn1,
+                        block.kernel,
+                        block.stride,
+                        hidden,
+                    ),
+                    project: FoldedConv::new(&block.project_conv, &block.bn2, 1, 1, 1),
+                    residual: block.residual,
+                }
+            })
+            .collect();
+        let fc_bias = match &self.fc.bias {
+            Some(bias) => bias.val(),
+            None => Tensor::zeros([self.fc.weight.dims()[1]], &self.fc.weight.device()),
+        };
+        FoldedEfficientNet {
+            stem,
+            blocks,
+            head: FoldedConv::new(&self.conv_head, &self.bn1, 1, 1, 1),
+            fc_weight: self.fc.weight.val(),
+            fc_bias,
         }
-        let x = relu6(self.bn1.forward(pointwise(&self.conv_head, x)));
-        let [batch, channels, _, _] = x.dims();
-        let pooled = x.mean_dim(3).mean_dim(2).reshape([batch, channels]);
-        self.fc.forward(pooled)
     }
 
     /// Load the PyTorch checkpoint (`_conv_stem.weight`, `_blocks.0._depthwise_conv.weight`, ...).
@@ -203,6 +206,105 @@ impl EfficientNetLite {
         macs += (side * side * STAGES[6].5 * HEAD_CHANNELS) as f64;
         macs += (HEAD_CHANNELS * classes) as f64;
         2.0 * macs
+    }
+}
+
+/// A convolution with the BatchNorm after it folded in:
+/// `bn(conv(x, w)) = conv(x, w * s) + (beta - mean * s)` with `s = gamma / sqrt(var + eps)`.
+#[derive(Clone, Debug)]
+struct FoldedConv {
+    weight: Tensor<4>,
+    bias: Tensor<1>,
+    kernel: usize,
+    stride: usize,
+    groups: usize,
+}
+
+impl FoldedConv {
+    fn new(conv: &Conv2d, bn: &BatchNorm, kernel: usize, stride: usize, groups: usize) -> Self {
+        let scale = bn.gamma.val() / bn.running_var.value().add_scalar(bn.epsilon).sqrt();
+        let out = scale.dims()[0];
+        let weight = conv.weight.val() * scale.clone().reshape([out, 1, 1, 1]);
+        let bias = bn.beta.val() - bn.running_mean.value() * scale;
+        Self {
+            weight,
+            bias,
+            kernel,
+            stride,
+            groups,
+        }
+    }
+
+    fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let [batch, channels, height, width] = x.dims();
+        let out = self.bias.dims()[0];
+        if self.kernel == 1 {
+            // A 1x1 convolution as one matrix product per image, `[out, in] x [in, h*w]`:
+            // most of the FLOPs are here, and burn's CPU convolution is a multiply-add loop
+            // while its matrix product is BLAS (or a tuned GPU kernel).
+            let weight = self.weight.clone().reshape([1, out, channels]);
+            return (weight.matmul(x.reshape([batch, channels, height * width]))
+                + self.bias.clone().reshape([1, out, 1]))
+            .reshape([batch, out, height, width]);
+        }
+        let bias = Some(self.bias.clone());
+        if self.stride == 1 {
+            // Odd kernel, stride 1: "same" padding is symmetric, so the convolution pads.
+            let pad = self.kernel / 2;
+            let options = ConvOptions::new([1, 1], [pad, pad], [1, 1], self.groups);
+            return conv2d(x, self.weight.clone(), bias, options);
+        }
+        let options = ConvOptions::new([self.stride, self.stride], [0, 0], [1, 1], self.groups);
+        conv2d(
+            pad_same(x, self.kernel, self.stride),
+            self.weight.clone(),
+            bias,
+            options,
+        )
+    }
+}
+
+#[derive(Clone, Debug)]
+struct FoldedBlock {
+    expand: Option<FoldedConv>,
+    depthwise: FoldedConv,
+    project: FoldedConv,
+    residual: bool,
+}
+
+impl FoldedBlock {
+    fn forward(&self, input: Tensor<4>) -> Tensor<4> {
+        let mut x = input.clone();
+        if let Some(expand) = &self.expand {
+            x = relu6(expand.forward(x));
+        }
+        x = relu6(self.depthwise.forward(x));
+        x = self.project.forward(x);
+        if self.residual { x + input } else { x }
+    }
+}
+
+/// EfficientNet-Lite0 ready for inference (see [`EfficientNetLite::fold`]).
+#[derive(Clone, Debug)]
+pub struct FoldedEfficientNet {
+    stem: FoldedConv,
+    blocks: Vec<FoldedBlock>,
+    head: FoldedConv,
+    fc_weight: Tensor<2>,
+    fc_bias: Tensor<1>,
+}
+
+impl FoldedEfficientNet {
+    /// Logits `[batch, classes]` for normalised images `[batch, 3, height, width]`.
+    pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
+        let mut x = relu6(self.stem.forward(images));
+        for block in &self.blocks {
+            x = block.forward(x);
+        }
+        let x = relu6(self.head.forward(x));
+        let [batch, channels, _, _] = x.dims();
+        let pooled = x.mean_dim(3).mean_dim(2).reshape([batch, channels]);
+        pooled.matmul(self.fc_weight.clone()) + self.fc_bias.clone().unsqueeze_dim(0)
     }
 }
 

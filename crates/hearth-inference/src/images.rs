@@ -9,7 +9,7 @@ use image::imageops::FilterType;
 use image::{ImageReader, Limits};
 
 use crate::device::ComputeDevice;
-use crate::efficientnet::EfficientNetLite;
+use crate::efficientnet::{EfficientNetLite, FoldedEfficientNet};
 use crate::error::{InferenceError, Result};
 use crate::store::{Manifest, ModelStore, Task};
 
@@ -130,7 +130,7 @@ pub struct ClassScore {
 /// A loaded image classifier.
 #[derive(Debug)]
 pub struct ImageClassifier {
-    model: EfficientNetLite,
+    model: FoldedEfficientNet,
     labels: Vec<String>,
     preprocessing: Preprocessing,
     device: ComputeDevice,
@@ -153,7 +153,8 @@ impl ImageClassifier {
             .map(str::to_owned)
             .collect();
         let network = EfficientNetLite::lite0(&device.device, labels.len())
-            .load_pytorch(&model.file(model.manifest.files[0].name.as_str())?)?;
+            .load_pytorch(&model.file(model.manifest.files[0].name.as_str())?)?
+            .fold();
         tracing::info!(model = id, device = %device.describe(), classes = labels.len(), "image classifier loaded");
         Ok(Self {
             model: network,
