@@ -124,7 +124,13 @@ pub struct BertEncoder {
 impl BertLayer {
     /// `x` is `[batch * seq, hidden]`: keeping the dense layers two-dimensional makes each of
     /// them one large matrix product instead of one per sequence.
-    fn forward(&self, x: Tensor<2>, batch: usize, seq: usize, mask_bias: Tensor<4>) -> Tensor<2> {
+    fn forward(
+        &self,
+        x: Tensor<2>,
+        batch: usize,
+        seq: usize,
+        mask_bias: Option<Tensor<4>>,
+    ) -> Tensor<2> {
         let [_, hidden] = x.dims();
         let head_dim = hidden / self.heads;
         let split = |t: Tensor<2>| {
@@ -135,7 +141,10 @@ impl BertLayer {
         let q = split(self.query.forward(x.clone())).mul_scalar(1.0 / (head_dim as f64).sqrt());
         let k = split(self.key.forward(x.clone()));
         let v = split(self.value.forward(x.clone()));
-        let scores = q.matmul(k.swap_dims(2, 3)) + mask_bias;
+        let mut scores = q.matmul(k.swap_dims(2, 3));
+        if let Some(bias) = mask_bias {
+            scores = scores + bias;
+        }
         let context = softmax(scores, 3)
             .matmul(v)
             .swap_dims(1, 2)
@@ -152,8 +161,13 @@ impl BertLayer {
 
 impl BertEncoder {
     /// Hidden states `[batch, seq, hidden]` for token ids `[batch, seq]` and a 0/1 attention
-    /// mask of the same shape (1 = real token, 0 = padding).
-    pub fn forward(&self, input_ids: Tensor<2, Int>, attention_mask: Tensor<2>) -> Tensor<3> {
+    /// mask of the same shape (1 = real token, 0 = padding). `None` means no padding: every
+    /// sequence fills the batch, and the masking pass is skipped.
+    pub fn forward(
+        &self,
+        input_ids: Tensor<2, Int>,
+        attention_mask: Option<Tensor<2>>,
+    ) -> Tensor<3> {
         let [batch, seq] = input_ids.dims();
         let device = input_ids.device();
         let positions = Tensor::<1, Int>::arange(0..seq as i64, &device)
@@ -169,9 +183,11 @@ impl BertEncoder {
         let hidden = embedded.dims()[2];
         let mut x = embedded.reshape([batch * seq, hidden]);
         // Padding gets a large negative score so softmax gives it no weight.
-        let mask_bias = (attention_mask.neg() + 1.0)
-            .mul_scalar(-1.0e4)
-            .reshape([batch, 1, 1, seq]);
+        let mask_bias = attention_mask.map(|mask| {
+            (mask.neg() + 1.0)
+                .mul_scalar(-1.0e4)
+                .reshape([batch, 1, 1, seq])
+        });
         for layer in &self.layers {
             x = layer.forward(x, batch, seq, mask_bias.clone());
         }

@@ -120,13 +120,20 @@ impl TextEmbedder {
         }
         let device = &self.device.device;
         let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [rows, width]), device);
-        let mask = Tensor::<2>::from_data(TensorData::new(mask, [rows, width]), device);
-        let hidden = self.encoder.forward(ids, mask.clone());
-        // Mean over real tokens, then L2 normalisation.
-        let mask3 = mask.unsqueeze_dim::<3>(2);
-        let summed = (hidden * mask3.clone()).sum_dim(1);
-        let counts = mask3.sum_dim(1).clamp_min(1e-9);
-        let mean = (summed / counts).reshape([rows, self.config.hidden]);
+        // Batches are sorted by length, so many (all the truncated ones) have no padding at all.
+        let padded = batch.iter().any(|s| s.len() != width);
+        let mean = if padded {
+            let mask = Tensor::<2>::from_data(TensorData::new(mask, [rows, width]), device);
+            let hidden = self.encoder.forward(ids, Some(mask.clone()));
+            // Mean over real tokens only.
+            let mask3 = mask.unsqueeze_dim::<3>(2);
+            let summed = (hidden * mask3.clone()).sum_dim(1);
+            let counts = mask3.sum_dim(1).clamp_min(1e-9);
+            summed / counts
+        } else {
+            self.encoder.forward(ids, None).mean_dim(1)
+        }
+        .reshape([rows, self.config.hidden]);
         let norm = mean
             .clone()
             .powi_scalar(2)

@@ -8,7 +8,7 @@ use burn::tensor::{Tensor, TensorData};
 use image::imageops::FilterType;
 use image::{ImageReader, Limits};
 
-use crate::device::ComputeDevice;
+use crate::device::{ComputeBackend, ComputeDevice};
 use crate::efficientnet::{EfficientNetLite, FoldedEfficientNet};
 use crate::error::{InferenceError, Result};
 use crate::store::{Manifest, ModelStore, Task};
@@ -19,8 +19,11 @@ pub const EFFICIENTNET_ID: &str = "efficientnet-lite0";
 pub const MAX_IMAGE_SIDE: u32 = 8192;
 /// Most memory a decoder may take for one image.
 const MAX_DECODE_BYTES: u64 = 256 << 20;
-/// Images per forward pass, at most.
-const BATCH_SIZE: usize = 32;
+/// Images per forward pass on the CPU.
+const CPU_BATCH: usize = 32;
+/// Images per forward pass on wgpu: the widest activation is ~4.9 MB per image, and wgpu
+/// adapters may bind no more than 128 MiB per storage buffer (lavapipe refuses 32 images).
+const WGPU_BATCH: usize = 16;
 /// Images in one request, at most.
 pub const MAX_IMAGES: usize = 256;
 
@@ -187,17 +190,28 @@ impl ImageClassifier {
             .enumerate()
             .map(|(index, bytes)| self.preprocessing.prepare(index, bytes))
             .collect::<Result<Vec<_>>>()?;
-        let mut results = Vec::with_capacity(prepared.len());
-        for chunk in prepared.chunks(BATCH_SIZE) {
-            for probabilities in self.probabilities(chunk)? {
-                results.push(self.top_k(&probabilities, top_k));
-            }
-        }
-        Ok(results)
+        Ok(self
+            .probabilities(&prepared)?
+            .iter()
+            .map(|probabilities| self.top_k(probabilities, top_k))
+            .collect())
     }
 
-    /// Softmax probabilities for already prepared inputs (each `[3, crop, crop]`).
+    /// Softmax probabilities for already prepared inputs (each `[3, crop, crop]`), in batches
+    /// sized for the backend.
     pub fn probabilities(&self, prepared: &[Vec<f32>]) -> Result<Vec<Vec<f32>>> {
+        let batch = match self.device.backend {
+            ComputeBackend::Cpu => CPU_BATCH,
+            ComputeBackend::Wgpu => WGPU_BATCH,
+        };
+        let mut all = Vec::with_capacity(prepared.len());
+        for chunk in prepared.chunks(batch) {
+            all.extend(self.probabilities_batch(chunk)?);
+        }
+        Ok(all)
+    }
+
+    fn probabilities_batch(&self, prepared: &[Vec<f32>]) -> Result<Vec<Vec<f32>>> {
         let side = self.preprocessing.crop as usize;
         let batch = prepared.len();
         let flat: Vec<f32> = prepared.iter().flatten().copied().collect();
