@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Instant;
 
-use burn::tensor::Tensor;
+use burn::tensor::{Distribution, Tensor};
 use hearth_inference::efficientnet::EfficientNetLite;
 use hearth_inference::embeddings::MINILM_ID;
 use hearth_inference::images::EFFICIENTNET_ID;
@@ -74,16 +74,19 @@ fn sentences() -> Vec<String> {
 }
 
 fn sgemm_gflops(device: &ComputeDevice) -> f64 {
-    let a = Tensor::<2>::ones([1024, 1024], &device.device);
-    let b = Tensor::<2>::ones([1024, 1024], &device.device);
+    let random = || Tensor::<2>::random([1024, 1024], Distribution::Default, &device.device);
+    let (a, b) = (random(), random());
     drop(a.clone().matmul(b.clone()).into_data()); // warm-up (and kernel compile on wgpu)
     let runs = 5;
-    let start = Instant::now();
+    let mut seconds = 0.0;
     for _ in 0..runs {
-        drop(a.clone().matmul(b.clone()).into_data());
+        // Fresh operands each time, read back, so nothing can be reused or left queued.
+        let (a, b) = (random(), random());
+        let start = Instant::now();
+        drop(a.matmul(b).into_data());
+        seconds += start.elapsed().as_secs_f64();
     }
-    let seconds = start.elapsed().as_secs_f64() / f64::from(runs);
-    2.0 * 1024f64.powi(3) / seconds / 1e9
+    2.0 * 1024f64.powi(3) / (seconds / f64::from(runs)) / 1e9
 }
 
 struct Figures {
