@@ -7,30 +7,42 @@ use std::time::{Duration, Instant};
 use hearth_e2e::{App, Desktop, TrayMenu, X11, app_binary, wait_for};
 
 const TITLE: &str = "Hearth";
+const WAIT: Duration = Duration::from_secs(10);
 
-#[tokio::test(flavor = "multi_thread")]
-async fn closing_hides_to_the_tray_and_open_brings_the_window_back() -> anyhow::Result<()> {
+/// The app on a fresh desktop, with its window on screen.
+async fn app_with_window() -> anyhow::Result<(Desktop, App, X11, u32)> {
     let desktop = Desktop::start().await?;
     let app = App::launch(&desktop).await?;
     let x11 = X11::connect(desktop.display())?;
-    let window = wait_for("the window", Duration::from_secs(10), || async {
+    let window = wait_for("the window", WAIT, || async {
         x11.find_viewable_window(TITLE).ok().flatten()
     })
     .await?;
+    Ok((desktop, app, x11, window))
+}
+
+/// Close the window as a window manager would and wait until it is off screen.
+async fn close_window(x11: &X11, window: u32) -> anyhow::Result<()> {
+    x11.request_close(window)?;
+    wait_for("the window to hide", WAIT, || async {
+        (!x11.is_viewable(window).unwrap_or(true)).then_some(())
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn closing_hides_to_the_tray_and_open_brings_the_window_back() -> anyhow::Result<()> {
+    let (desktop, app, x11, window) = app_with_window().await?;
 
     // Pause first, to show the state survives the window being hidden.
     app.click("[data-testid=toggle-button]").await?;
     app.wait_for_text("[data-testid=state-label]", |t| t == "Paused")
         .await?;
 
-    x11.request_close(window)?;
-    wait_for("the window to hide", Duration::from_secs(10), || async {
-        (!x11.is_viewable(window).unwrap_or(true)).then_some(())
-    })
-    .await?;
+    close_window(&x11, window).await?;
 
     // Still running: the tray answers and shows the state.
-    let tray = wait_for("the tray menu", Duration::from_secs(10), || async {
+    let tray = wait_for("the tray menu", WAIT, || async {
         TrayMenu::find(&desktop).ok().flatten()
     })
     .await?;
@@ -40,11 +52,9 @@ async fn closing_hides_to_the_tray_and_open_brings_the_window_back() -> anyhow::
     );
 
     tray.click(&desktop, "Open Hearth")?;
-    wait_for(
-        "the window to come back",
-        Duration::from_secs(10),
-        || async { x11.is_viewable(window).unwrap_or(false).then_some(()) },
-    )
+    wait_for("the window to come back", WAIT, || async {
+        x11.is_viewable(window).unwrap_or(false).then_some(())
+    })
     .await?;
     assert_eq!(
         app.text("[data-testid=state-label]").await.as_deref(),
@@ -56,18 +66,8 @@ async fn closing_hides_to_the_tray_and_open_brings_the_window_back() -> anyhow::
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_second_launch_focuses_the_first_and_exits() -> anyhow::Result<()> {
-    let desktop = Desktop::start().await?;
-    let app = App::launch(&desktop).await?;
-    let x11 = X11::connect(desktop.display())?;
-    let window = wait_for("the window", Duration::from_secs(10), || async {
-        x11.find_viewable_window(TITLE).ok().flatten()
-    })
-    .await?;
-    x11.request_close(window)?;
-    wait_for("the window to hide", Duration::from_secs(10), || async {
-        (!x11.is_viewable(window).unwrap_or(true)).then_some(())
-    })
-    .await?;
+    let (desktop, app, x11, window) = app_with_window().await?;
+    close_window(&x11, window).await?;
 
     let mut second = Command::new(app_binary()?)
         .envs(desktop.env())
@@ -88,11 +88,9 @@ async fn a_second_launch_focuses_the_first_and_exits() -> anyhow::Result<()> {
     assert!(status.success(), "second launch exited with {status}");
 
     // The first instance showed its window and noted why.
-    let shown = wait_for(
-        "the first window to show",
-        Duration::from_secs(10),
-        || async { x11.is_viewable(window).unwrap_or(false).then_some(()) },
-    )
+    let shown = wait_for("the first window to show", WAIT, || async {
+        x11.is_viewable(window).unwrap_or(false).then_some(())
+    })
     .await;
     assert!(
         shown.is_ok(),

@@ -82,19 +82,7 @@ impl TrayMenu {
 
     /// The menu's entries, top to bottom.
     pub fn items(&self, desktop: &Desktop) -> anyhow::Result<Vec<TrayItem>> {
-        let layout = desktop.gdbus(&[
-            "call",
-            "--dest",
-            &self.bus_name,
-            "--object-path",
-            &self.menu_path,
-            "--method",
-            "com.canonical.dbusmenu.GetLayout",
-            "--",
-            "0",
-            "-1",
-            "[]",
-        ])?;
+        let layout = self.call(desktop, "GetLayout", &["0", "-1", "[]"])?;
         Ok(parse_layout(&layout))
     }
 
@@ -105,21 +93,29 @@ impl TrayMenu {
             .iter()
             .find(|item| item.label == label)
             .ok_or_else(|| anyhow::anyhow!("no tray entry {label:?} in {items:?}"))?;
-        desktop.gdbus(&[
+        self.call(
+            desktop,
+            "Event",
+            &[&item.id.to_string(), "clicked", "<0>", "0"],
+        )?;
+        Ok(())
+    }
+
+    /// Call `com.canonical.dbusmenu.<method>` on the menu with gdbus-formatted `args`.
+    fn call(&self, desktop: &Desktop, method: &str, args: &[&str]) -> anyhow::Result<String> {
+        let method = format!("com.canonical.dbusmenu.{method}");
+        let mut command = vec![
             "call",
             "--dest",
             &self.bus_name,
             "--object-path",
             &self.menu_path,
             "--method",
-            "com.canonical.dbusmenu.Event",
+            &method,
             "--",
-            &item.id.to_string(),
-            "clicked",
-            "<0>",
-            "0",
-        ])?;
-        Ok(())
+        ];
+        command.extend_from_slice(args);
+        desktop.gdbus(&command)
     }
 }
 

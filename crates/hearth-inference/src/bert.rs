@@ -7,11 +7,11 @@ use std::path::Path;
 
 use burn::module::Module;
 use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
-use burn::store::{ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore};
+use burn::store::{PyTorchToBurnAdapter, SafetensorsStore};
 use burn::tensor::activation::{gelu, softmax};
 use burn::tensor::{Device, Int, Tensor};
 
-use crate::error::{InferenceError, Result};
+use crate::error::Result;
 
 /// Sizes of a BERT encoder.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -225,13 +225,7 @@ impl BertEncoder {
                 "layers.$1.output_norm.",
             )
             .allow_partial(true);
-        let result = self
-            .load_from(&mut store)
-            .map_err(|e| InferenceError::Weights {
-                path: path.to_owned(),
-                reason: e.to_string(),
-            })?;
-        crate::weights::check_complete(path, &result)?;
+        crate::weights::load_complete(&mut self, &mut store, path)?;
         Ok(self)
     }
 }

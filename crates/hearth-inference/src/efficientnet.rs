@@ -6,13 +6,13 @@ use std::path::Path;
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig};
-use burn::store::{ModuleSnapshot, PytorchStore};
+use burn::store::PytorchStore;
 use burn::tensor::activation::relu6;
 use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Tensor};
 
-use crate::error::{InferenceError, Result};
+use crate::error::Result;
 
 /// The checkpoint's BatchNorm epsilon.
 const BN_EPS: f64 = 1e-3;
@@ -176,13 +176,7 @@ impl EfficientNetLite {
         let mut store = PytorchStore::from_file(path)
             .with_key_remapping(r"(^|\.)_", "$1")
             .allow_partial(true);
-        let result = self
-            .load_from(&mut store)
-            .map_err(|e| InferenceError::Weights {
-                path: path.to_owned(),
-                reason: e.to_string(),
-            })?;
-        crate::weights::check_complete(path, &result)?;
+        crate::weights::load_complete(&mut self, &mut store, path)?;
         Ok(self)
     }
 

@@ -2,13 +2,28 @@
 
 use std::path::Path;
 
-use burn::store::ApplyResult;
+use burn::store::{ApplyResult, ModuleSnapshot, ModuleStore};
 
 use crate::error::{InferenceError, Result};
 
+/// Apply `store` (opened on `path`) to `module`, then [`check_complete`].
+pub(crate) fn load_complete<M: ModuleSnapshot, S: ModuleStore>(
+    module: &mut M,
+    store: &mut S,
+    path: &Path,
+) -> Result<()> {
+    let result = module
+        .load_from(store)
+        .map_err(|e| InferenceError::Weights {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })?;
+    check_complete(path, &result)
+}
+
 /// Fail unless every tensor of the model was loaded from `path` without error (wrong shapes and
 /// dtypes show up as errors, absent tensors as missing).
-pub(crate) fn check_complete(path: &Path, result: &ApplyResult) -> Result<()> {
+fn check_complete(path: &Path, result: &ApplyResult) -> Result<()> {
     if let Some(error) = result.errors.first() {
         return Err(InferenceError::Weights {
             path: path.to_owned(),
