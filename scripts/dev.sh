@@ -7,6 +7,8 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
+# rustup installs cargo (and `cargo install` puts tauri-driver) here; a fresh shell may not have it.
+export PATH="$HOME/.cargo/bin:$PATH"
 
 # System packages: WebKitGTK and tray libraries for Tauri, Xvfb/D-Bus/WebKitWebDriver and a tray
 # host for the end-to-end tests, Mesa's Vulkan driver so wgpu has a device without a GPU.
@@ -76,7 +78,6 @@ setup_rust() {
 }
 
 setup_test_tools() {
-  export PATH="$HOME/.cargo/bin:$PATH"
   if ! tauri-driver --help >/dev/null 2>&1; then
     log "installing tauri-driver"
     cargo install --locked tauri-driver --version '^2'
