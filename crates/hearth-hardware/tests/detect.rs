@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use hearth_hardware::amd::read_cards;
 use hearth_hardware::{
     AdapterRecord, GpuKind, NvidiaGpu, NvidiaSource, SourceStatus, Sources, Vendor, detect,
-    render_table, wgpu_adapters,
+    merge_adapters, render_table, wgpu_adapters,
 };
 
 fn fixture(name: &str) -> PathBuf {
@@ -178,4 +178,67 @@ fn this_machine_shows_its_vulkan_adapter_cpu_and_memory() {
     assert!(total > 512 * 1024 * 1024, "{total}");
     let json = serde_json::to_value(&report).unwrap();
     assert!(json["gpus"].is_array() && json["cpu"]["logical_cores"].is_u64());
+}
+
+#[test]
+fn one_gpu_seen_through_vulkan_and_gl_is_one_entry() {
+    let gpus = merge_adapters(&[
+        adapter(
+            "AMD Radeon RX 7800 XT (RADV NAVI32)",
+            0x1002,
+            0x747e,
+            GpuKind::Discrete,
+            "Gl",
+        ),
+        adapter(
+            "AMD Radeon RX 7800 XT (RADV NAVI32)",
+            0x1002,
+            0x747e,
+            GpuKind::Discrete,
+            "Vulkan",
+        ),
+        adapter(
+            "llvmpipe (LLVM 15.0.6, 256 bits)",
+            0x10005,
+            0,
+            GpuKind::Software,
+            "Vulkan",
+        ),
+        adapter(
+            "llvmpipe (LLVM 15.0.6, 256 bits)",
+            0,
+            0,
+            GpuKind::Software,
+            "Gl",
+        ),
+    ]);
+    assert_eq!(gpus.len(), 2, "{gpus:#?}");
+    assert_eq!(gpus[0].vendor, Vendor::Amd);
+    assert_eq!(gpus[0].apis, ["Vulkan", "Gl"]);
+    assert!(gpus[0].is_hardware());
+    assert_eq!(gpus[1].kind, GpuKind::Software);
+    assert_eq!(gpus[1].apis, ["Vulkan", "Gl"]);
+}
+
+#[test]
+fn different_devices_stay_separate_and_sort_by_name() {
+    let gpus = merge_adapters(&[
+        adapter(
+            "NVIDIA GeForce RTX 4090",
+            0x10de,
+            0x2684,
+            GpuKind::Discrete,
+            "Vulkan",
+        ),
+        adapter(
+            "AMD Radeon Graphics",
+            0x1002,
+            0x164e,
+            GpuKind::Integrated,
+            "Vulkan",
+        ),
+    ]);
+    assert_eq!(gpus.len(), 2);
+    assert_eq!(gpus[0].name, "AMD Radeon Graphics");
+    assert_eq!(gpus[1].vendor, Vendor::Nvidia);
 }
