@@ -31,6 +31,15 @@ pub enum InferenceError {
     /// A weights file could not be read into the model.
     #[error("could not load weights from {path}: {reason}")]
     Weights { path: PathBuf, reason: String },
+    /// A GGUF file is malformed, truncated or lacks something the model needs.
+    #[error("GGUF file {path}: {reason}")]
+    Gguf { path: PathBuf, reason: String },
+    /// The file is well formed but describes something this crate cannot run.
+    #[error("unsupported: {0}")]
+    Unsupported(String),
+    /// A request that cannot be served as asked (bad role, token limits, sampling settings).
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
     /// The tokenizer file could not be used.
     #[error("tokenizer: {0}")]
     Tokenizer(String),

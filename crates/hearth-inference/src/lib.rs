@@ -5,19 +5,29 @@
 //! - [`device`]: wgpu on a real GPU, else the CPU backend; the user may force either.
 //! - [`embeddings`]: all-MiniLM-L6-v2 sentence embeddings ([`TextEmbedder`]).
 //! - [`images`]: EfficientNet-Lite0 image classification ([`ImageClassifier`]).
+//! - [`chat`]: chat generation with Llama-family GGUF models such as SmolLM2 ([`ChatGenerator`]),
+//!   read by [`gguf`] and tokenised by [`gguf_tokenizer`].
 //!
-//! Model code ([`bert`], [`efficientnet`]) is separate from loading and preprocessing.
+//! Model code ([`bert`], [`efficientnet`], [`llama`]) is separate from loading and preprocessing.
 
 pub mod bert;
+pub mod chat;
 pub mod device;
 pub mod efficientnet;
 pub mod embeddings;
 mod error;
 pub mod fetch;
+pub mod gguf;
+pub mod gguf_tokenizer;
 pub mod images;
+pub mod llama;
 pub mod store;
 mod weights;
 
+pub use chat::{
+    CancelToken, ChatEvent, ChatGenerator, ChatMessage, FinishReason, Generation, GenerationParams,
+    Role,
+};
 pub use device::{BackendPreference, ComputeBackend, ComputeDevice};
 pub use embeddings::{EmbeddingOutput, TextEmbedder};
 pub use error::{InferenceError, Result};

@@ -5,14 +5,18 @@
 //!     hearth-models embed [--backend auto|cpu|wgpu] "a sentence" ["another" ...]
 //!     hearth-models classify [--backend ...] [--top 5] image.png [...]
 //!     hearth-models preprocess image.png out.npy   (the classifier's input, for reference runs)
+//!     hearth-models chat [--backend ...] [--max-tokens 256] [--temperature 0.7] [--seed 1]
+//!                        [--system TEXT] ["a message"]   (no message: a conversation on stdin)
 
-use std::io::Write;
+use std::io::{BufRead, Write};
 
 use anyhow::{Context, bail};
+use hearth_inference::chat::SMOLLM2_ID as CHAT_MODEL_ID;
 use hearth_inference::embeddings::MINILM_ID;
 use hearth_inference::images::EFFICIENTNET_ID;
 use hearth_inference::{
-    BackendPreference, ComputeDevice, ImageClassifier, ModelStore, TextEmbedder,
+    BackendPreference, CancelToken, ChatGenerator, ChatMessage, ComputeDevice, GenerationParams,
+    ImageClassifier, ModelStore, Role, TextEmbedder,
 };
 
 fn main() -> anyhow::Result<()> {
@@ -25,10 +29,23 @@ fn main() -> anyhow::Result<()> {
         .map(|t| t.parse())
         .transpose()?
         .unwrap_or(5);
+    let max_tokens: usize = take_option(&mut args, "--max-tokens")?
+        .map(|t| t.parse())
+        .transpose()?
+        .unwrap_or(256);
+    let temperature: f32 = take_option(&mut args, "--temperature")?
+        .map(|t| t.parse())
+        .transpose()?
+        .unwrap_or(0.0);
+    let seed: u64 = take_option(&mut args, "--seed")?
+        .map(|t| t.parse())
+        .transpose()?
+        .unwrap_or(0);
+    let system = take_option(&mut args, "--system")?;
     let store = ModelStore::from_env();
     let Some(command) = args.first().cloned() else {
         bail!(
-            "usage: hearth-models list | fetch | embed TEXT... | classify IMAGE... | preprocess IMAGE OUT.npy"
+            "usage: hearth-models list | fetch | embed TEXT... | classify IMAGE... | preprocess IMAGE OUT.npy | chat [MESSAGE]"
         );
     };
     let rest = &args[1..];
@@ -99,6 +116,64 @@ fn main() -> anyhow::Result<()> {
             let planar = classifier.preprocessing().prepare(0, &bytes)?;
             let side = classifier.preprocessing().crop as usize;
             write_npy(out, &planar, [1, 3, side, side])?;
+        }
+        "chat" => {
+            let device = ComputeDevice::select(backend)?;
+            eprintln!("loading {CHAT_MODEL_ID} on {}", device.describe());
+            let generator = ChatGenerator::load(&store, CHAT_MODEL_ID, &device)?;
+            let params = GenerationParams {
+                max_tokens,
+                temperature,
+                seed,
+                top_p: if temperature > 0.0 { 0.9 } else { 1.0 },
+                ..GenerationParams::default()
+            };
+            let mut messages: Vec<ChatMessage> = system
+                .map(|s| ChatMessage::new(Role::System, s))
+                .into_iter()
+                .collect();
+            let one_shot = rest.join(" ");
+            let stdin = std::io::stdin();
+            let mut lines = stdin.lock().lines();
+            loop {
+                let prompt = if one_shot.is_empty() {
+                    eprint!("> ");
+                    match lines.next() {
+                        Some(line) => line?,
+                        None => break,
+                    }
+                } else {
+                    one_shot.clone()
+                };
+                if prompt.trim().is_empty() {
+                    continue;
+                }
+                messages.push(ChatMessage::new(Role::User, prompt));
+                let mut out = std::io::stdout();
+                let generation = generator.generate(
+                    &messages,
+                    &params,
+                    &CancelToken::new(),
+                    &mut |_, text| {
+                        let _ = out.write_all(text.as_bytes());
+                        let _ = out.flush();
+                    },
+                )?;
+                let _ = writeln!(std::io::stdout());
+                let decoded = generation.tokens.len().saturating_sub(1);
+                eprintln!(
+                    "[{} prompt tokens in {:.2} s, {} tokens at {:.1} tokens/s, finished: {}]",
+                    generation.prompt_tokens,
+                    generation.prefill.as_secs_f64(),
+                    generation.tokens.len(),
+                    decoded as f64 / generation.decode.as_secs_f64().max(1e-9),
+                    generation.finish_reason
+                );
+                messages.push(ChatMessage::new(Role::Assistant, generation.text));
+                if !one_shot.is_empty() {
+                    break;
+                }
+            }
         }
         other => bail!("unknown command {other:?}"),
     }
