@@ -24,6 +24,12 @@ pub struct DrmCard {
     pub temperature_c: Option<f32>,
     /// Average board power in W (hwmon `power1_average`, microwatts).
     pub power_w: Option<f32>,
+    /// Board power limit in W (hwmon `power1_cap`), for energy estimates.
+    pub power_cap_w: Option<f32>,
+    /// Current shader clock (`pp_dpm_sclk`, the line marked `*`).
+    pub core_clock_mhz: Option<u32>,
+    /// Current memory clock (`pp_dpm_mclk`).
+    pub memory_clock_mhz: Option<u32>,
 }
 
 /// Every `cardN` under `<sysfs>/class/drm`, by number.
@@ -65,7 +71,26 @@ fn read_card(card_dir: &Path, name: String) -> Option<DrmCard> {
             .as_deref()
             .and_then(|h| read_number(&h.join("power1_average")))
             .map(|micro| micro as f32 / 1_000_000.0),
+        power_cap_w: hwmon
+            .as_deref()
+            .and_then(|h| read_number(&h.join("power1_cap")))
+            .map(|micro| micro as f32 / 1_000_000.0),
+        core_clock_mhz: read_current_clock(&device.join("pp_dpm_sclk")),
+        memory_clock_mhz: read_current_clock(&device.join("pp_dpm_mclk")),
     })
+}
+
+/// The active level of a `pp_dpm_*` table: lines like `1: 1800Mhz *`.
+fn read_current_clock(path: &Path) -> Option<u32> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let line = text.lines().find(|l| l.trim_end().ends_with('*'))?;
+    let (_, rest) = line.split_once(':')?;
+    let digits: String = rest
+        .trim()
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
 }
 
 fn first_hwmon(device: &Path) -> Option<std::path::PathBuf> {

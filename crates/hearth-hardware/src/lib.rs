@@ -4,21 +4,31 @@
 //! shows up through several — and fills in what the platform tells beyond wgpu: NVIDIA through
 //! NVML (loaded at run time; no driver is a clean "not available"), AMD through sysfs. CPU and
 //! memory come from sysinfo.
+//!
+//! [`Sampler`] takes live [`TelemetrySample`]s (1 Hz by default) into an hour-long ring buffer
+//! and a broadcast stream; [`drm_processes`] and [`NvidiaSource::processes`] tell which
+//! processes are using a GPU.
 
 pub mod amd;
 mod gpu;
 pub mod nvidia;
+pub mod processes;
 mod system;
 mod table;
+pub mod telemetry;
 
 use std::path::PathBuf;
 
 use serde::Serialize;
 
 pub use gpu::{AdapterRecord, GpuInfo, GpuKind, Vendor, merge_adapters, wgpu_adapters};
-pub use nvidia::{NvidiaGpu, NvidiaSource, Nvml};
+pub use nvidia::{NvidiaGpu, NvidiaReading, NvidiaSource, Nvml};
+pub use processes::{GpuProcess, ProcessSource, drm_processes};
 pub use system::{CpuInfo, MemoryInfo};
 pub use table::render_table;
+pub use telemetry::{
+    GpuReadings, GpuSample, PlatformGpus, Sampler, TelemetryHistory, TelemetrySample,
+};
 
 /// Whether an optional source of information could be used.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -102,7 +112,7 @@ pub fn detect(sources: &Sources<'_>) -> HardwareReport {
 pub fn detect_local() -> HardwareReport {
     detect(&Sources {
         sysfs: PathBuf::from("/sys"),
-        nvidia: &Nvml,
+        nvidia: &Nvml::default(),
         adapters: None,
     })
 }

@@ -1,7 +1,17 @@
 //! NVIDIA GPUs through NVML, loaded at run time: without the driver this is a clean "not
 //! available", never a crash. Behind [`NvidiaSource`] so tests can stand in for the driver.
 
+use std::sync::OnceLock;
+
+use nvml_wrapper::enum_wrappers::device::{Clock, TemperatureSensor};
+use nvml_wrapper::enums::device::UsedGpuMemory;
 use serde::Serialize;
+
+use crate::processes::{GpuProcess, ProcessSource};
+use crate::telemetry::GpuReading;
+
+/// NVIDIA's PCI vendor id.
+pub const NVIDIA_VENDOR: u32 = 0x10de;
 
 /// An NVIDIA GPU as NVML reports it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -11,19 +21,66 @@ pub struct NvidiaGpu {
     pub driver_version: String,
 }
 
-/// Something that lists NVIDIA GPUs.
-pub trait NvidiaSource: std::fmt::Debug {
-    /// The GPUs, or why they cannot be listed.
-    fn gpus(&self) -> Result<Vec<NvidiaGpu>, String>;
+/// One NVIDIA GPU's live figures; `None` where the board does not report one.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct NvidiaReading {
+    pub index: u32,
+    pub name: String,
+    pub utilisation_percent: Option<u32>,
+    pub vram_used_bytes: Option<u64>,
+    pub vram_total_bytes: Option<u64>,
+    pub temperature_c: Option<u32>,
+    pub power_mw: Option<u32>,
+    pub power_limit_mw: Option<u32>,
+    pub graphics_clock_mhz: Option<u32>,
+    pub memory_clock_mhz: Option<u32>,
 }
 
-/// The real NVML (`libnvidia-ml.so.1`).
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Nvml;
+impl NvidiaReading {
+    pub(crate) fn into_reading(self) -> GpuReading {
+        GpuReading {
+            id: format!("nvml:{}", self.index),
+            name: self.name,
+            utilisation_percent: self.utilisation_percent.map(|u| u as f32),
+            vram_used_bytes: self.vram_used_bytes,
+            vram_total_bytes: self.vram_total_bytes,
+            temperature_c: self.temperature_c.map(|t| t as f32),
+            power_w: self.power_mw.map(|p| p as f32 / 1000.0),
+            power_limit_w: self.power_limit_mw.map(|p| p as f32 / 1000.0),
+            core_clock_mhz: self.graphics_clock_mhz,
+            memory_clock_mhz: self.memory_clock_mhz,
+        }
+    }
+}
+
+/// Something that lists NVIDIA GPUs, reads their figures and the processes on them.
+pub trait NvidiaSource: std::fmt::Debug + Send + Sync {
+    /// The GPUs, or why they cannot be listed.
+    fn gpus(&self) -> Result<Vec<NvidiaGpu>, String>;
+    /// Live figures of every GPU.
+    fn readings(&self) -> Result<Vec<NvidiaReading>, String>;
+    /// Processes with work (compute or graphics) on any GPU.
+    fn processes(&self) -> Result<Vec<GpuProcess>, String>;
+}
+
+/// The real NVML (`libnvidia-ml.so.1`), loaded on first use and kept.
+#[derive(Debug, Default)]
+pub struct Nvml {
+    handle: OnceLock<Result<nvml_wrapper::Nvml, String>>,
+}
+
+impl Nvml {
+    fn nvml(&self) -> Result<&nvml_wrapper::Nvml, String> {
+        self.handle
+            .get_or_init(|| nvml_wrapper::Nvml::init().map_err(|e| e.to_string()))
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+}
 
 impl NvidiaSource for Nvml {
     fn gpus(&self) -> Result<Vec<NvidiaGpu>, String> {
-        let nvml = nvml_wrapper::Nvml::init().map_err(|e| e.to_string())?;
+        let nvml = self.nvml()?;
         let driver_version = nvml.sys_driver_version().map_err(|e| e.to_string())?;
         let count = nvml.device_count().map_err(|e| e.to_string())?;
         (0..count)
@@ -36,5 +93,55 @@ impl NvidiaSource for Nvml {
                 })
             })
             .collect()
+    }
+
+    fn readings(&self) -> Result<Vec<NvidiaReading>, String> {
+        let nvml = self.nvml()?;
+        let count = nvml.device_count().map_err(|e| e.to_string())?;
+        (0..count)
+            .map(|index| {
+                let device = nvml.device_by_index(index).map_err(|e| e.to_string())?;
+                let memory = device.memory_info().ok();
+                Ok(NvidiaReading {
+                    index,
+                    name: device.name().unwrap_or_default(),
+                    utilisation_percent: device.utilization_rates().ok().map(|u| u.gpu),
+                    vram_used_bytes: memory.as_ref().map(|m| m.used),
+                    vram_total_bytes: memory.as_ref().map(|m| m.total),
+                    temperature_c: device.temperature(TemperatureSensor::Gpu).ok(),
+                    power_mw: device.power_usage().ok(),
+                    power_limit_mw: device.enforced_power_limit().ok(),
+                    graphics_clock_mhz: device.clock_info(Clock::Graphics).ok(),
+                    memory_clock_mhz: device.clock_info(Clock::Memory).ok(),
+                })
+            })
+            .collect()
+    }
+
+    fn processes(&self) -> Result<Vec<GpuProcess>, String> {
+        let nvml = self.nvml()?;
+        let count = nvml.device_count().map_err(|e| e.to_string())?;
+        let mut found = Vec::new();
+        for index in 0..count {
+            let device = nvml.device_by_index(index).map_err(|e| e.to_string())?;
+            let lists = [
+                device.running_compute_processes().unwrap_or_default(),
+                device.running_graphics_processes().unwrap_or_default(),
+            ];
+            for info in lists.into_iter().flatten() {
+                found.push(GpuProcess {
+                    pid: info.pid,
+                    name: crate::processes::process_name(info.pid),
+                    gpu: format!("nvml:{index}"),
+                    vram_bytes: match info.used_gpu_memory {
+                        UsedGpuMemory::Used(bytes) => Some(bytes),
+                        UsedGpuMemory::Unavailable => None,
+                    },
+                    engine_busy_ns: None,
+                    source: ProcessSource::Nvml,
+                });
+            }
+        }
+        Ok(found)
     }
 }

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 
 use hearth_hardware::amd::read_cards;
 use hearth_hardware::{
-    AdapterRecord, GpuKind, NvidiaGpu, NvidiaSource, SourceStatus, Sources, Vendor, detect,
-    merge_adapters, render_table, wgpu_adapters,
+    AdapterRecord, GpuKind, GpuProcess, NvidiaGpu, NvidiaReading, NvidiaSource, ProcessSource,
+    SourceStatus, Sources, Vendor, detect, merge_adapters, render_table, wgpu_adapters,
 };
 
 fn fixture(name: &str) -> PathBuf {
@@ -28,6 +28,32 @@ impl NvidiaSource for OneRtx4090 {
             driver_version: "550.54.14".into(),
         }])
     }
+
+    fn readings(&self) -> Result<Vec<NvidiaReading>, String> {
+        Ok(vec![NvidiaReading {
+            index: 0,
+            name: "NVIDIA GeForce RTX 4090".into(),
+            utilisation_percent: Some(97),
+            vram_used_bytes: Some(8 << 30),
+            vram_total_bytes: Some(25_757_220_864),
+            temperature_c: Some(71),
+            power_mw: Some(412_000),
+            power_limit_mw: Some(450_000),
+            graphics_clock_mhz: Some(2520),
+            memory_clock_mhz: Some(10501),
+        }])
+    }
+
+    fn processes(&self) -> Result<Vec<GpuProcess>, String> {
+        Ok(vec![GpuProcess {
+            pid: 4242,
+            name: "Cyberpunk2077.exe".into(),
+            gpu: "nvml:0".into(),
+            vram_bytes: Some(6 << 30),
+            engine_busy_ns: None,
+            source: ProcessSource::Nvml,
+        }])
+    }
 }
 
 /// NVML on a machine without the NVIDIA driver.
@@ -36,6 +62,14 @@ struct NoDriver;
 
 impl NvidiaSource for NoDriver {
     fn gpus(&self) -> Result<Vec<NvidiaGpu>, String> {
+        Err("libnvidia-ml.so.1: cannot open shared object file".into())
+    }
+
+    fn readings(&self) -> Result<Vec<NvidiaReading>, String> {
+        Err("libnvidia-ml.so.1: cannot open shared object file".into())
+    }
+
+    fn processes(&self) -> Result<Vec<GpuProcess>, String> {
         Err("libnvidia-ml.so.1: cannot open shared object file".into())
     }
 }
@@ -63,6 +97,9 @@ fn amd_card_with_hwmon_reads_every_sensor() {
     assert_eq!(card.busy_percent, Some(37));
     assert_eq!(card.temperature_c, Some(61.0));
     assert_eq!(card.power_w, Some(143.0));
+    assert_eq!(card.power_cap_w, Some(220.0));
+    assert_eq!(card.core_clock_mhz, Some(1800));
+    assert_eq!(card.memory_clock_mhz, Some(1000));
 }
 
 #[test]
