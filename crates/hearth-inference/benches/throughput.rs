@@ -76,14 +76,15 @@ fn sentences() -> Vec<String> {
 fn sgemm_gflops(device: &ComputeDevice) -> f64 {
     let random = || Tensor::<2>::random([1024, 1024], Distribution::Default, &device.device);
     let (a, b) = (random(), random());
-    drop(a.clone().matmul(b.clone()).into_data()); // warm-up (and kernel compile on wgpu)
+    drop(a.clone().matmul(b.clone()).into_data().try_to_vec::<f32>()); // warm-up (and kernel compile on wgpu)
     let runs = 5;
     let mut seconds = 0.0;
     for _ in 0..runs {
         // Fresh operands each time, read back, so nothing can be reused or left queued.
         let (a, b) = (random(), random());
         let start = Instant::now();
-        drop(a.matmul(b).into_data());
+        // Take the values out: wgpu's data is read lazily, so dropping it would time nothing.
+        drop(a.matmul(b).into_data().try_to_vec::<f32>());
         seconds += start.elapsed().as_secs_f64();
     }
     2.0 * 1024f64.powi(3) / (seconds / f64::from(runs)) / 1e9

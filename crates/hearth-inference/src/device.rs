@@ -5,8 +5,9 @@ use std::fmt;
 use std::str::FromStr;
 use std::sync::OnceLock;
 
-use burn::tensor::wgpu::{WgpuBackend, wgpu};
+use burn::tensor::wgpu::WgpuBackend;
 use burn::tensor::{Device, DeviceKind};
+use hearth_hardware::GpuKind;
 
 use crate::error::{InferenceError, Result};
 
@@ -162,25 +163,17 @@ fn wgpu_device(adapter: &AdapterSummary) -> Result<Device> {
         })
 }
 
-/// Every adapter wgpu can see, on every backend.
+/// Every adapter wgpu can see, on every backend (hearth-hardware's probe).
 pub fn wgpu_adapters() -> Vec<AdapterSummary> {
-    let instance =
-        wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
-    let adapters = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()));
-    adapters
-        .iter()
-        .map(|adapter| {
-            let info = adapter.get_info();
-            AdapterSummary {
-                name: info.name,
-                api: format!("{:?}", info.backend),
-                is_hardware: matches!(
-                    info.device_type,
-                    wgpu::DeviceType::DiscreteGpu
-                        | wgpu::DeviceType::IntegratedGpu
-                        | wgpu::DeviceType::VirtualGpu
-                ),
-            }
+    hearth_hardware::wgpu_adapters()
+        .into_iter()
+        .map(|record| AdapterSummary {
+            is_hardware: matches!(
+                record.kind,
+                GpuKind::Discrete | GpuKind::Integrated | GpuKind::Virtual
+            ),
+            name: record.name,
+            api: record.api,
         })
         .collect()
 }

@@ -23,14 +23,19 @@ pub struct FetchReport {
 /// Where downloaded packages are kept: `$HEARTH_CACHE/wheels`, else `$XDG_CACHE_HOME/hearth/wheels`,
 /// else `~/.cache/hearth/wheels`.
 pub fn default_package_cache() -> PathBuf {
+    cache_dir().join("wheels")
+}
+
+/// Hearth's cache folder: `$HEARTH_CACHE`, else `$XDG_CACHE_HOME/hearth`, else `~/.cache/hearth`.
+pub fn cache_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("HEARTH_CACHE") {
-        return PathBuf::from(dir).join("wheels");
+        return PathBuf::from(dir);
     }
     let base = std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache")))
         .unwrap_or_else(std::env::temp_dir);
-    base.join("hearth").join("wheels")
+    base.join("hearth")
 }
 
 impl ModelStore {

@@ -8,9 +8,12 @@
 //! - [`chat`]: chat generation with Llama-family GGUF models such as SmolLM2 ([`ChatGenerator`]),
 //!   read by [`gguf`] and tokenised by [`gguf_tokenizer`].
 //!
+//! - [`capability`]: the capability benchmark (matrix products, bandwidth, which models fit).
+//!
 //! Model code ([`bert`], [`efficientnet`], [`llama`]) is separate from loading and preprocessing.
 
 pub mod bert;
+pub mod capability;
 pub mod chat;
 pub mod device;
 pub mod efficientnet;

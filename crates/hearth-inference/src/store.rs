@@ -62,6 +62,10 @@ pub struct Manifest {
     pub source: Source,
     /// The files, each checked before use.
     pub files: Vec<ModelFile>,
+    /// Memory the model takes when loaded and running a typical batch (measured peak RSS
+    /// growth on the CPU backend), for deciding where it fits.
+    #[serde(default)]
+    pub memory_mib: Option<u64>,
     /// Task-specific settings (token limits, image size, normalisation), read by each model.
     #[serde(default)]
     pub preprocessing: BTreeMap<String, toml::Value>,

@@ -5,6 +5,8 @@
 //!     hearth-models embed [--backend auto|cpu|wgpu] "a sentence" ["another" ...]
 //!     hearth-models classify [--backend ...] [--top 5] image.png [...]
 //!     hearth-models preprocess image.png out.npy   (the classifier's input, for reference runs)
+//!     hearth-models bench [--json] [--force]   (the capability benchmark; stored, re-run when
+//!                                              the hardware or drivers change, or with --force)
 //!     hearth-models chat [--backend ...] [--max-tokens 256] [--temperature 0.7] [--seed 1]
 //!                        [--system TEXT] ["a message"]   (no message: a conversation on stdin)
 
@@ -42,10 +44,12 @@ fn main() -> anyhow::Result<()> {
         .transpose()?
         .unwrap_or(0);
     let system = take_option(&mut args, "--system")?;
+    let json = take_flag(&mut args, "--json");
+    let force = take_flag(&mut args, "--force");
     let store = ModelStore::from_env();
     let Some(command) = args.first().cloned() else {
         bail!(
-            "usage: hearth-models list | fetch | embed TEXT... | classify IMAGE... | preprocess IMAGE OUT.npy | chat [MESSAGE]"
+            "usage: hearth-models list | fetch | embed TEXT... | classify IMAGE... | preprocess IMAGE OUT.npy | bench | chat [MESSAGE]"
         );
     };
     let rest = &args[1..];
@@ -117,6 +121,30 @@ fn main() -> anyhow::Result<()> {
             let side = classifier.preprocessing().crop as usize;
             write_npy(out, &planar, [1, 3, side, side])?;
         }
+        "bench" => {
+            let hardware = hearth_hardware::detect_local();
+            let devices = hearth_inference::capability::usable_devices();
+            let path = hearth_inference::fetch::cache_dir().join("capability.json");
+            let (report, measured) = hearth_inference::capability::load_or_run(
+                &path,
+                &store,
+                &hardware,
+                &devices,
+                force,
+                &mut |p| eprintln!("[{:>3.0}%] {}", p.fraction * 100.0, p.message),
+            )?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", hearth_inference::capability::render(&report));
+            }
+            if !measured {
+                eprintln!(
+                    "(stored result for this hardware, from {}; --force measures again)",
+                    path.display()
+                );
+            }
+        }
         "chat" => {
             let device = ComputeDevice::select(backend)?;
             eprintln!("loading {CHAT_MODEL_ID} on {}", device.describe());
@@ -178,6 +206,13 @@ fn main() -> anyhow::Result<()> {
         other => bail!("unknown command {other:?}"),
     }
     Ok(())
+}
+
+/// Remove `--name` from `args`; true if it was there.
+fn take_flag(args: &mut Vec<String>, name: &str) -> bool {
+    let before = args.len();
+    args.retain(|a| a != name);
+    args.len() != before
 }
 
 /// Remove `--name VALUE` from `args` and return VALUE.

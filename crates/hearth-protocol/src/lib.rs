@@ -1,0 +1,527 @@
+//! The wire protocol between Hearth nodes and pools (version [`PROTOCOL_VERSION`]), as JSON
+//! over HTTP.
+//!
+//! - A node registers with its ed25519 public key and hardware profile ([`Registration`]); its
+//!   id derives from the key ([`node_id`]).
+//! - Every later node request is signed ([`RequestSigner`]): the signature covers the method,
+//!   path, a timestamp and the body's sha256, and goes in three headers.
+//! - The node leases jobs by long poll ([`LeaseRequest`] → [`LeaseReply`]), reports progress with
+//!   heartbeats, gives a job back without penalty ([`ReturnJob`]) or submits a [`JobResult`].
+//! - The pool answers a result with a [`SignedReceipt`]: per node a hash chain, each receipt
+//!   naming the hash of the one before, signed with the pool's key.
+
+use std::fmt;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// Bumped on incompatible changes; pools refuse other versions at registration.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Header carrying the node id of a signed request.
+pub const HEADER_NODE: &str = "x-hearth-node";
+/// Header carrying the request's time, milliseconds since the Unix epoch.
+pub const HEADER_TIMESTAMP: &str = "x-hearth-timestamp";
+/// Header carrying the base64 ed25519 signature.
+pub const HEADER_SIGNATURE: &str = "x-hearth-signature";
+/// How far a signed request's timestamp may be from the pool's clock.
+pub const MAX_CLOCK_SKEW_MS: u64 = 5 * 60 * 1000;
+
+/// What went wrong with keys, signatures or receipts.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ProtocolError {
+    #[error("malformed key: {0}")]
+    BadKey(String),
+    #[error("malformed signature: {0}")]
+    BadSignature(String),
+    #[error("the signature does not match")]
+    SignatureMismatch,
+    #[error("receipt {job_id} does not follow the previous receipt of its node")]
+    BrokenChain { job_id: String },
+    #[error("no randomness from the operating system: {0}")]
+    Random(String),
+}
+
+/// Lower-case hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// sha256 of `bytes`, in hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
+}
+
+/// An ed25519 key pair (a node's identity, or a pool's receipt key).
+pub struct KeyPair(SigningKey);
+
+impl fmt::Debug for KeyPair {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never print the secret.
+        f.debug_tuple("KeyPair").field(&self.public_key()).finish()
+    }
+}
+
+impl KeyPair {
+    /// A new random key from the operating system's generator.
+    pub fn generate() -> Result<Self, ProtocolError> {
+        let mut secret = [0u8; 32];
+        getrandom::fill(&mut secret).map_err(|e| ProtocolError::Random(e.to_string()))?;
+        Ok(Self(SigningKey::from_bytes(&secret)))
+    }
+
+    /// The key from its 32 secret bytes (as stored on disk).
+    pub fn from_secret_bytes(secret: &[u8]) -> Result<Self, ProtocolError> {
+        let bytes: [u8; 32] = secret
+            .try_into()
+            .map_err(|_| ProtocolError::BadKey(format!("{} bytes, not 32", secret.len())))?;
+        Ok(Self(SigningKey::from_bytes(&bytes)))
+    }
+
+    /// The 32 secret bytes, for storing with restrictive permissions.
+    pub fn secret_bytes(&self) -> [u8; 32] {
+        self.0.to_bytes()
+    }
+
+    /// The public half.
+    pub fn public_key(&self) -> PublicKey {
+        PublicKey(BASE64.encode(self.0.verifying_key().to_bytes()))
+    }
+
+    /// Sign `message`; base64 signature.
+    pub fn sign(&self, message: &[u8]) -> String {
+        BASE64.encode(self.0.sign(message).to_bytes())
+    }
+}
+
+/// An ed25519 public key, base64 as on the wire.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct PublicKey(pub String);
+
+impl PublicKey {
+    fn key(&self) -> Result<VerifyingKey, ProtocolError> {
+        let bytes = BASE64
+            .decode(&self.0)
+            .map_err(|e| ProtocolError::BadKey(e.to_string()))?;
+        let bytes: [u8; 32] = bytes
+            .as_slice()
+            .try_into()
+            .map_err(|_| ProtocolError::BadKey(format!("{} bytes, not 32", bytes.len())))?;
+        VerifyingKey::from_bytes(&bytes).map_err(|e| ProtocolError::BadKey(e.to_string()))
+    }
+
+    /// Check that `signature` (base64) signs `message` under this key.
+    pub fn verify(&self, message: &[u8], signature: &str) -> Result<(), ProtocolError> {
+        let key = self.key()?;
+        let bytes = BASE64
+            .decode(signature)
+            .map_err(|e| ProtocolError::BadSignature(e.to_string()))?;
+        let signature = Signature::from_slice(&bytes)
+            .map_err(|e| ProtocolError::BadSignature(e.to_string()))?;
+        key.verify(message, &signature)
+            .map_err(|_| ProtocolError::SignatureMismatch)
+    }
+
+    /// Whether this is a well-formed key.
+    pub fn is_valid(&self) -> bool {
+        self.key().is_ok()
+    }
+}
+
+/// The node id for a public key: the first 16 bytes of its sha256, in hex.
+pub fn node_id(key: &PublicKey) -> String {
+    sha256_hex(key.0.as_bytes())[..32].to_owned()
+}
+
+/// The bytes a node signs for one request.
+pub fn request_payload(method: &str, path: &str, timestamp_ms: u64, body: &[u8]) -> Vec<u8> {
+    format!(
+        "hearth/{PROTOCOL_VERSION}\n{}\n{path}\n{timestamp_ms}\n{}",
+        method.to_ascii_uppercase(),
+        sha256_hex(body)
+    )
+    .into_bytes()
+}
+
+/// Signs node requests: the three headers for one request.
+#[derive(Debug)]
+pub struct RequestSigner {
+    key: KeyPair,
+    node_id: String,
+}
+
+impl RequestSigner {
+    /// Sign as the node that owns `key`.
+    pub fn new(key: KeyPair) -> Self {
+        let node_id = node_id(&key.public_key());
+        Self { key, node_id }
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    /// The key pair.
+    pub fn key(&self) -> &KeyPair {
+        &self.key
+    }
+
+    /// `(header, value)` pairs for a request.
+    pub fn headers(
+        &self,
+        method: &str,
+        path: &str,
+        timestamp_ms: u64,
+        body: &[u8],
+    ) -> [(&'static str, String); 3] {
+        let signature = self
+            .key
+            .sign(&request_payload(method, path, timestamp_ms, body));
+        [
+            (HEADER_NODE, self.node_id.clone()),
+            (HEADER_TIMESTAMP, timestamp_ms.to_string()),
+            (HEADER_SIGNATURE, signature),
+        ]
+    }
+}
+
+/// What a node offers.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HardwareProfile {
+    /// `cpu` or `wgpu`.
+    pub backend: String,
+    /// E.g. "wgpu (NVIDIA GeForce RTX 4070, Vulkan)".
+    pub device: String,
+    /// Memory models may use on that backend.
+    pub memory_bytes: u64,
+    /// Models the node can run (ids from the model store).
+    pub models: Vec<String>,
+    /// From the capability benchmark, where run.
+    pub matmul_gflops: Option<f64>,
+}
+
+/// `POST /node/v1/register`: signed with the key it registers (proof of possession).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Registration {
+    pub protocol_version: u32,
+    pub public_key: PublicKey,
+    pub profile: HardwareProfile,
+    /// The node software, e.g. "hearth 0.1.0".
+    pub client: String,
+}
+
+/// The pool's answer to a registration.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RegistrationReply {
+    pub node_id: String,
+    /// The key receipts are signed with.
+    pub pool_public_key: PublicKey,
+    pub pool_name: String,
+    /// True for the local demo pool: credits there are not money.
+    pub demo: bool,
+}
+
+/// `POST /node/v1/lease`: wait up to `wait_ms` for up to `max_jobs` jobs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LeaseRequest {
+    pub max_jobs: u32,
+    pub wait_ms: u64,
+}
+
+/// Jobs handed to the node (empty when none came within the wait).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LeaseReply {
+    pub jobs: Vec<Job>,
+}
+
+/// One message of a chat job.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatMessage {
+    pub role: String,
+    pub content: String,
+}
+
+/// Sampling settings of a chat job.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ChatParams {
+    pub max_tokens: u32,
+    pub temperature: f32,
+    pub top_p: f32,
+    pub seed: u64,
+    #[serde(default)]
+    pub stop: Vec<String>,
+    /// Send the text as it is generated, in heartbeats.
+    #[serde(default)]
+    pub stream: bool,
+}
+
+/// What to compute.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "task", rename_all = "snake_case")]
+pub enum TaskPayload {
+    Embeddings {
+        texts: Vec<String>,
+    },
+    Chat {
+        messages: Vec<ChatMessage>,
+        params: ChatParams,
+    },
+    ImageClassification {
+        /// Encoded images (PNG, JPEG), base64.
+        images: Vec<String>,
+        top_k: u32,
+    },
+}
+
+/// A unit of work leased to a node.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Job {
+    pub id: String,
+    /// Names this lease: results and heartbeats must quote it.
+    pub lease_id: String,
+    pub model: String,
+    pub task: TaskPayload,
+    /// The lease ends then unless a heartbeat extends it.
+    pub lease_expires_unix_ms: u64,
+}
+
+/// `POST /node/v1/jobs/{id}/heartbeat`: still working; optionally new text of a streamed chat.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    pub lease_id: String,
+    /// Text generated since the last heartbeat.
+    #[serde(default)]
+    pub text_delta: String,
+}
+
+/// The pool's answer to a heartbeat.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HeartbeatReply {
+    pub lease_expires_unix_ms: u64,
+    /// The customer went away: stop and return the job.
+    pub cancel: bool,
+}
+
+/// `POST /node/v1/jobs/{id}/return`: the node gives the job back (its owner needs the GPU).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ReturnJob {
+    pub lease_id: String,
+    pub reason: String,
+}
+
+/// One class with its probability.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ClassScore {
+    pub class: u32,
+    pub label: String,
+    pub probability: f32,
+}
+
+/// What a job produced.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "task", rename_all = "snake_case")]
+pub enum TaskOutput {
+    Embeddings {
+        vectors: Vec<Vec<f32>>,
+        /// Tokens per input.
+        tokens: Vec<u32>,
+    },
+    Chat {
+        text: String,
+        prompt_tokens: u32,
+        completion_tokens: u32,
+        /// Token ids of the answer, for verification by teacher forcing.
+        token_ids: Vec<u32>,
+        /// `stop` or `length`.
+        finish_reason: String,
+    },
+    ImageClassification {
+        results: Vec<Vec<ClassScore>>,
+    },
+}
+
+/// `POST /node/v1/jobs/{id}/result`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JobResult {
+    pub lease_id: String,
+    pub output: TaskOutput,
+    pub started_unix_ms: u64,
+    pub finished_unix_ms: u64,
+    /// GPU (or CPU) energy the job used, where known.
+    pub energy_wh: Option<f64>,
+    pub energy_estimated: bool,
+}
+
+/// What the pool pays for one job.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Receipt {
+    pub job_id: String,
+    pub node_id: String,
+    pub model: String,
+    /// Units billed: input tokens, output tokens or images.
+    pub units: u64,
+    /// `input_tokens`, `output_tokens` or `images`.
+    pub unit: String,
+    pub micro_credits: u64,
+    pub issued_unix_ms: u64,
+    /// Position in this node's chain, from 0.
+    pub sequence: u64,
+    /// [`SignedReceipt::hash`] of the node's previous receipt; empty for the first.
+    pub prev_hash: String,
+}
+
+impl Receipt {
+    /// The exact bytes signed: the JSON of the receipt (fields in declaration order).
+    pub fn canonical_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+}
+
+/// A receipt with the pool's signature.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedReceipt {
+    pub receipt: Receipt,
+    /// base64 ed25519 signature of [`Receipt::canonical_bytes`].
+    pub signature: String,
+}
+
+impl SignedReceipt {
+    /// Sign `receipt` with the pool's key.
+    pub fn sign(receipt: Receipt, pool_key: &KeyPair) -> Self {
+        let signature = pool_key.sign(&receipt.canonical_bytes());
+        Self { receipt, signature }
+    }
+
+    /// The hash the next receipt of the same node names.
+    pub fn hash(&self) -> String {
+        let mut bytes = self.receipt.canonical_bytes();
+        bytes.extend(self.signature.as_bytes());
+        sha256_hex(&bytes)
+    }
+
+    /// Check the pool's signature.
+    pub fn verify(&self, pool_key: &PublicKey) -> Result<(), ProtocolError> {
+        pool_key.verify(&self.receipt.canonical_bytes(), &self.signature)
+    }
+
+    /// Check that this receipt follows `previous` (or starts the chain when `None`).
+    pub fn follows(&self, previous: Option<&SignedReceipt>) -> Result<(), ProtocolError> {
+        let ok = match previous {
+            None => self.receipt.sequence == 0 && self.receipt.prev_hash.is_empty(),
+            Some(prev) => {
+                self.receipt.sequence == prev.receipt.sequence + 1
+                    && self.receipt.prev_hash == prev.hash()
+                    && self.receipt.node_id == prev.receipt.node_id
+            }
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(ProtocolError::BrokenChain {
+                job_id: self.receipt.job_id.clone(),
+            })
+        }
+    }
+}
+
+/// An error body, in OpenAI's shape (the node API uses it too).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+/// The inside of an [`ErrorBody`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    pub message: String,
+    /// `invalid_request_error`, `authentication_error`, `not_found_error`, `server_error`…
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub param: Option<String>,
+    pub code: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn signatures_verify_and_tampering_is_caught() {
+        let key = KeyPair::generate().unwrap();
+        let public = key.public_key();
+        let sig = key.sign(b"hello");
+        assert_eq!(public.verify(b"hello", &sig), Ok(()));
+        assert_eq!(
+            public.verify(b"hellO", &sig),
+            Err(ProtocolError::SignatureMismatch)
+        );
+        let other = KeyPair::generate().unwrap().public_key();
+        assert_eq!(
+            other.verify(b"hello", &sig),
+            Err(ProtocolError::SignatureMismatch)
+        );
+        assert!(matches!(
+            public.verify(b"hello", "!!"),
+            Err(ProtocolError::BadSignature(_))
+        ));
+        assert!(!PublicKey("AAAA".into()).is_valid());
+
+        let restored = KeyPair::from_secret_bytes(&key.secret_bytes()).unwrap();
+        assert_eq!(restored.public_key(), public);
+        assert_eq!(node_id(&public).len(), 32);
+    }
+
+    #[test]
+    fn request_signatures_cover_method_path_time_and_body() {
+        let signer = RequestSigner::new(KeyPair::generate().unwrap());
+        let public = signer.key().public_key();
+        let [_, _, (_, sig)] = signer.headers("post", "/node/v1/lease", 1000, b"{}");
+        let ok = request_payload("POST", "/node/v1/lease", 1000, b"{}");
+        assert_eq!(public.verify(&ok, &sig), Ok(()));
+        for other in [
+            request_payload("GET", "/node/v1/lease", 1000, b"{}"),
+            request_payload("POST", "/node/v1/jobs", 1000, b"{}"),
+            request_payload("POST", "/node/v1/lease", 1001, b"{}"),
+            request_payload("POST", "/node/v1/lease", 1000, b"{ }"),
+        ] {
+            assert!(public.verify(&other, &sig).is_err());
+        }
+    }
+
+    #[test]
+    fn receipts_chain_and_verify() {
+        let pool = KeyPair::generate().unwrap();
+        let receipt = |sequence, prev_hash: String| Receipt {
+            job_id: format!("job-{sequence}"),
+            node_id: "n".into(),
+            model: "m".into(),
+            units: 10,
+            unit: "images".into(),
+            micro_credits: 25,
+            issued_unix_ms: 5,
+            sequence,
+            prev_hash,
+        };
+        let first = SignedReceipt::sign(receipt(0, String::new()), &pool);
+        let second = SignedReceipt::sign(receipt(1, first.hash()), &pool);
+        assert_eq!(first.verify(&pool.public_key()), Ok(()));
+        assert_eq!(first.follows(None), Ok(()));
+        assert_eq!(second.follows(Some(&first)), Ok(()));
+        assert!(second.follows(None).is_err());
+
+        let mut forged = second.clone();
+        forged.receipt.micro_credits = 1_000_000;
+        assert_eq!(
+            forged.verify(&pool.public_key()),
+            Err(ProtocolError::SignatureMismatch)
+        );
+        let skipped = SignedReceipt::sign(receipt(2, first.hash()), &pool);
+        assert!(skipped.follows(Some(&first)).is_err());
+    }
+}
