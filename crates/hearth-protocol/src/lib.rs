@@ -4,7 +4,7 @@
 //! - A node registers with its ed25519 public key and hardware profile ([`Registration`]); its
 //!   id derives from the key ([`node_id`]).
 //! - Every later node request is signed ([`RequestSigner`]): the signature covers the method,
-//!   path, a timestamp and the body's sha256, and goes in three headers.
+//!   path, a timestamp, a nonce and the body's sha256, and goes in four headers.
 //! - The node leases jobs by long poll ([`LeaseRequest`] → [`LeaseReply`]), reports progress with
 //!   heartbeats, gives a job back without penalty ([`ReturnJob`]) or submits a [`JobResult`].
 //! - The pool answers a result with a [`SignedReceipt`]: per node a hash chain, each receipt
@@ -27,6 +27,9 @@ pub const HEADER_NODE: &str = "x-hearth-node";
 pub const HEADER_TIMESTAMP: &str = "x-hearth-timestamp";
 /// Header carrying the base64 ed25519 signature.
 pub const HEADER_SIGNATURE: &str = "x-hearth-signature";
+/// Header carrying a random nonce, so two identical requests in one millisecond still differ
+/// (ed25519 signatures are deterministic) and a pool can refuse exact replays.
+pub const HEADER_NONCE: &str = "x-hearth-nonce";
 /// How far a signed request's timestamp may be from the pool's clock.
 pub const MAX_CLOCK_SKEW_MS: u64 = 5 * 60 * 1000;
 
@@ -138,13 +141,27 @@ pub fn node_id(key: &PublicKey) -> String {
 }
 
 /// The bytes a node signs for one request.
-pub fn request_payload(method: &str, path: &str, timestamp_ms: u64, body: &[u8]) -> Vec<u8> {
+pub fn request_payload(
+    method: &str,
+    path: &str,
+    timestamp_ms: u64,
+    nonce: &str,
+    body: &[u8],
+) -> Vec<u8> {
     format!(
-        "hearth/{PROTOCOL_VERSION}\n{}\n{path}\n{timestamp_ms}\n{}",
+        "hearth/{PROTOCOL_VERSION}\n{}\n{path}\n{timestamp_ms}\n{nonce}\n{}",
         method.to_ascii_uppercase(),
         sha256_hex(body)
     )
     .into_bytes()
+}
+
+/// A fresh random nonce (16 bytes, hex).
+pub fn nonce() -> String {
+    let mut bytes = [0u8; 16];
+    // Without OS randomness the timestamp still separates most requests.
+    let _ = getrandom::fill(&mut bytes);
+    hex(&bytes)
 }
 
 /// Signs node requests: the three headers for one request.
@@ -171,20 +188,22 @@ impl RequestSigner {
         &self.key
     }
 
-    /// `(header, value)` pairs for a request.
+    /// `(header, value)` pairs for a request: node, timestamp, nonce, signature.
     pub fn headers(
         &self,
         method: &str,
         path: &str,
         timestamp_ms: u64,
         body: &[u8],
-    ) -> [(&'static str, String); 3] {
+    ) -> [(&'static str, String); 4] {
+        let nonce = nonce();
         let signature = self
             .key
-            .sign(&request_payload(method, path, timestamp_ms, body));
+            .sign(&request_payload(method, path, timestamp_ms, &nonce, body));
         [
             (HEADER_NODE, self.node_id.clone()),
             (HEADER_TIMESTAMP, timestamp_ms.to_string()),
+            (HEADER_NONCE, nonce),
             (HEADER_SIGNATURE, signature),
         ]
     }
@@ -481,14 +500,15 @@ mod tests {
     fn request_signatures_cover_method_path_time_and_body() {
         let signer = RequestSigner::new(KeyPair::generate().unwrap());
         let public = signer.key().public_key();
-        let [_, _, (_, sig)] = signer.headers("post", "/node/v1/lease", 1000, b"{}");
-        let ok = request_payload("POST", "/node/v1/lease", 1000, b"{}");
+        let [_, _, (_, nonce), (_, sig)] = signer.headers("post", "/node/v1/lease", 1000, b"{}");
+        let ok = request_payload("POST", "/node/v1/lease", 1000, &nonce, b"{}");
         assert_eq!(public.verify(&ok, &sig), Ok(()));
         for other in [
-            request_payload("GET", "/node/v1/lease", 1000, b"{}"),
-            request_payload("POST", "/node/v1/jobs", 1000, b"{}"),
-            request_payload("POST", "/node/v1/lease", 1001, b"{}"),
-            request_payload("POST", "/node/v1/lease", 1000, b"{ }"),
+            request_payload("GET", "/node/v1/lease", 1000, &nonce, b"{}"),
+            request_payload("POST", "/node/v1/jobs", 1000, &nonce, b"{}"),
+            request_payload("POST", "/node/v1/lease", 1001, &nonce, b"{}"),
+            request_payload("POST", "/node/v1/lease", 1000, "other", b"{}"),
+            request_payload("POST", "/node/v1/lease", 1000, &nonce, b"{ }"),
         ] {
             assert!(public.verify(&other, &sig).is_err());
         }

@@ -1,0 +1,171 @@
+//! What a pool is set up with: where it listens, its customers' keys, the models it sells and
+//! their prices, lease timing.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// What a model does, as the pool routes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelTask {
+    Embeddings,
+    Chat,
+    ImageClassification,
+}
+
+/// A model the pool sells, with its price in micro-credits (integers only).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelOffer {
+    /// The model id customers name and nodes load, e.g. `all-minilm-l6-v2`.
+    pub id: String,
+    pub task: ModelTask,
+    /// Embeddings: per 1000 input tokens. Chat: per output token. Images: per image.
+    pub micro_credits_per_unit: u64,
+}
+
+impl ModelOffer {
+    /// The unit billed: `input_tokens`, `output_tokens` or `images`.
+    pub fn unit(&self) -> &'static str {
+        match self.task {
+            ModelTask::Embeddings => "input_tokens",
+            ModelTask::Chat => "output_tokens",
+            ModelTask::ImageClassification => "images",
+        }
+    }
+
+    /// The price of `units`, rounded up (embeddings are priced per thousand tokens).
+    pub fn price(&self, units: u64) -> u64 {
+        match self.task {
+            ModelTask::Embeddings => units
+                .saturating_mul(self.micro_credits_per_unit)
+                .div_ceil(1000),
+            _ => units.saturating_mul(self.micro_credits_per_unit),
+        }
+    }
+}
+
+/// The models of a standard Hearth pool.
+pub fn default_models() -> Vec<ModelOffer> {
+    vec![
+        ModelOffer {
+            id: "all-minilm-l6-v2".into(),
+            task: ModelTask::Embeddings,
+            micro_credits_per_unit: 20,
+        },
+        ModelOffer {
+            id: "smollm2-135m-instruct".into(),
+            task: ModelTask::Chat,
+            micro_credits_per_unit: 2,
+        },
+        ModelOffer {
+            id: "efficientnet-lite0".into(),
+            task: ModelTask::ImageClassification,
+            micro_credits_per_unit: 50,
+        },
+    ]
+}
+
+/// Everything a pool is started with.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PoolConfig {
+    /// Address to listen on; port 0 picks a free one.
+    pub bind: SocketAddr,
+    /// Shown to nodes.
+    pub name: String,
+    /// A local demo pool: credits are not money, and the UI says so.
+    pub demo: bool,
+    /// Customer API keys (`Authorization: Bearer <key>`).
+    pub api_keys: Vec<String>,
+    pub models: Vec<ModelOffer>,
+    /// How long a lease lasts without a heartbeat.
+    pub lease_ms: u64,
+    /// Leases a job may lose (expiry, node gone) before the customer gets an error.
+    pub max_attempts: u32,
+    /// Largest request body accepted, in bytes.
+    pub body_limit_bytes: usize,
+    /// Longest a node's lease request may wait for work.
+    pub max_lease_wait_ms: u64,
+    /// Longest a customer request waits for its jobs.
+    pub request_timeout_ms: u64,
+    /// Texts per embeddings job: longer inputs are split across jobs (and nodes).
+    pub embeddings_per_job: usize,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        Self {
+            bind: SocketAddr::from(([127, 0, 0, 1], 0)),
+            name: "Hearth pool".into(),
+            demo: false,
+            api_keys: Vec::new(),
+            models: default_models(),
+            lease_ms: 30_000,
+            max_attempts: 3,
+            body_limit_bytes: 8 << 20,
+            max_lease_wait_ms: 30_000,
+            request_timeout_ms: 300_000,
+            embeddings_per_job: 16,
+        }
+    }
+}
+
+impl PoolConfig {
+    /// The lease length.
+    pub fn lease(&self) -> Duration {
+        Duration::from_millis(self.lease_ms)
+    }
+
+    /// The offer for model `id`.
+    pub fn model(&self, id: &str) -> Option<&ModelOffer> {
+        self.models.iter().find(|m| m.id == id)
+    }
+
+    /// Parse a TOML config file's text; unset fields keep their defaults.
+    pub fn from_toml(text: &str) -> Result<Self, String> {
+        let config: Self = toml::from_str(text).map_err(|e| format!("config: {e}"))?;
+        if config.models.is_empty() {
+            return Err("the config lists no models".into());
+        }
+        if config.embeddings_per_job == 0 || config.max_attempts == 0 {
+            return Err("embeddings_per_job and max_attempts must be at least 1".into());
+        }
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prices_are_integers_rounded_up_for_token_thousands() {
+        let models = default_models();
+        let embed = &models[0];
+        assert_eq!(embed.price(1000), 20);
+        assert_eq!(embed.price(1), 1, "a started thousand is paid");
+        assert_eq!(embed.price(0), 0);
+        assert_eq!(models[1].price(128), 256);
+        assert_eq!(models[2].price(3), 150);
+        assert_eq!(
+            models[2].price(u64::MAX),
+            u64::MAX,
+            "saturates, never wraps"
+        );
+    }
+
+    #[test]
+    fn config_files_override_defaults() {
+        let config = PoolConfig::from_toml(
+            "bind = \"127.0.0.1:8040\"\napi_keys = [\"sk-test\"]\nlease_ms = 5000\n",
+        )
+        .unwrap();
+        assert_eq!(config.bind.port(), 8040);
+        assert_eq!(config.lease_ms, 5000);
+        assert_eq!(config.models, default_models());
+        assert!(PoolConfig::from_toml("lease_ms = \"soon\"").is_err());
+        assert!(PoolConfig::from_toml("max_attempts = 0").is_err());
+    }
+}

@@ -1,0 +1,336 @@
+//! The node side of the pool: `/node/v1/...`. Every request but registration is signed by the
+//! node's key; registration is signed by the key it registers.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, Method, Uri};
+use hearth_protocol::{
+    HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIMESTAMP, Heartbeat, HeartbeatReply, JobResult,
+    LeaseReply, LeaseRequest, PROTOCOL_VERSION, Receipt, Registration, RegistrationReply,
+    ReturnJob, SignedReceipt, TaskOutput, TaskPayload, node_id, request_payload,
+};
+use serde::de::DeserializeOwned;
+
+use crate::PoolState;
+use crate::error::ApiError;
+use crate::nodes::NodeInfo;
+use crate::queue::{Completed, LeaseError, now_unix_ms};
+
+/// The body, or 413/400 in OpenAI's shape.
+pub(crate) fn body_bytes(
+    state: &PoolState,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Bytes, ApiError> {
+    body.map_err(|rejection| {
+        if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::too_large(state.config.body_limit_bytes)
+        } else {
+            ApiError::invalid(rejection.body_text())
+        }
+    })
+}
+
+/// Parse JSON, with serde's message (line, column, what was expected) on failure.
+pub(crate) fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::invalid(format!("malformed JSON body: {e}")))
+}
+
+fn lease_error(e: LeaseError) -> ApiError {
+    match e {
+        LeaseError::UnknownJob => {
+            ApiError::not_found("no such job (finished, expired or never leased)".into())
+        }
+        LeaseError::NotYourLease => ApiError::conflict(e.to_string()),
+    }
+}
+
+/// `POST /node/v1/register`.
+pub(crate) async fn register(
+    State(state): State<Arc<PoolState>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<RegistrationReply>, ApiError> {
+    let body = body_bytes(&state, body)?;
+    let registration: Registration = parse(&body)?;
+    if registration.protocol_version != PROTOCOL_VERSION {
+        return Err(ApiError::invalid(format!(
+            "protocol version {} is not supported (this pool speaks {PROTOCOL_VERSION})",
+            registration.protocol_version
+        )));
+    }
+    // Proof of possession: the registration is signed by the key it registers.
+    let signature = headers
+        .get(HEADER_SIGNATURE)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| ApiError::unauthorized("missing signature".into()))?;
+    let timestamp: u64 = headers
+        .get(HEADER_TIMESTAMP)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| ApiError::unauthorized("missing or malformed timestamp".into()))?;
+    let nonce = headers
+        .get(HEADER_NONCE)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| ApiError::unauthorized("missing nonce".into()))?;
+    if now_unix_ms().abs_diff(timestamp) > hearth_protocol::MAX_CLOCK_SKEW_MS {
+        return Err(ApiError::unauthorized(
+            "registration timestamp too far from the pool's clock".into(),
+        ));
+    }
+    registration
+        .public_key
+        .verify(
+            &request_payload(method.as_str(), uri.path(), timestamp, nonce, &body),
+            signature,
+        )
+        .map_err(|e| ApiError::unauthorized(format!("bad signature: {e}")))?;
+    let id = node_id(&registration.public_key);
+    tracing::info!(node = %id, device = %registration.profile.device, models = ?registration.profile.models, "node registered");
+    state.nodes.register(
+        id.clone(),
+        NodeInfo {
+            key: registration.public_key,
+            profile: registration.profile,
+            strikes: 0,
+        },
+    );
+    Ok(Json(RegistrationReply {
+        node_id: id,
+        pool_public_key: state.pool_key.public_key(),
+        pool_name: state.config.name.clone(),
+        demo: state.config.demo,
+    }))
+}
+
+/// `POST /node/v1/lease`: long poll for work.
+pub(crate) async fn lease(
+    State(state): State<Arc<PoolState>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<LeaseReply>, ApiError> {
+    let body = body_bytes(&state, body)?;
+    let (id, info) = state
+        .nodes
+        .authenticate(&method, uri.path(), &headers, &body)?;
+    let request: LeaseRequest = parse(&body)?;
+    let wait = Duration::from_millis(request.wait_ms.min(state.config.max_lease_wait_ms));
+    let max = request.max_jobs.clamp(1, 64) as usize;
+    let jobs = state
+        .queue
+        .lease(&id, &info.profile.models, max, wait)
+        .await;
+    Ok(Json(LeaseReply { jobs }))
+}
+
+/// `POST /node/v1/jobs/{id}/heartbeat`.
+pub(crate) async fn heartbeat(
+    State(state): State<Arc<PoolState>>,
+    Path(job_id): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<HeartbeatReply>, ApiError> {
+    let body = body_bytes(&state, body)?;
+    let (id, _) = state
+        .nodes
+        .authenticate(&method, uri.path(), &headers, &body)?;
+    let beat: Heartbeat = parse(&body)?;
+    let (lease_expires_unix_ms, cancel) = state
+        .queue
+        .heartbeat(&job_id, &id, &beat.lease_id, &beat.text_delta)
+        .map_err(lease_error)?;
+    Ok(Json(HeartbeatReply {
+        lease_expires_unix_ms,
+        cancel,
+    }))
+}
+
+/// `POST /node/v1/jobs/{id}/return`: no penalty.
+pub(crate) async fn give_back(
+    State(state): State<Arc<PoolState>>,
+    Path(job_id): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let body = body_bytes(&state, body)?;
+    let (id, _) = state
+        .nodes
+        .authenticate(&method, uri.path(), &headers, &body)?;
+    let request: ReturnJob = parse(&body)?;
+    state
+        .queue
+        .give_back(&job_id, &id, &request.lease_id)
+        .map_err(lease_error)?;
+    tracing::info!(job = %job_id, node = %id, reason = %request.reason, "job returned");
+    Ok(Json(serde_json::json!({ "returned": job_id })))
+}
+
+/// Check a result against its task: the right kind, one answer per input, sane numbers.
+fn check_output(task: &TaskPayload, output: &TaskOutput) -> Result<u64, String> {
+    match (task, output) {
+        (TaskPayload::Embeddings { texts }, TaskOutput::Embeddings { vectors, tokens }) => {
+            if vectors.len() != texts.len() || tokens.len() != texts.len() {
+                return Err(format!(
+                    "{} vectors and {} token counts for {} texts",
+                    vectors.len(),
+                    tokens.len(),
+                    texts.len()
+                ));
+            }
+            let dims = vectors.first().map_or(0, Vec::len);
+            if dims == 0
+                || vectors
+                    .iter()
+                    .any(|v| v.len() != dims || v.iter().any(|x| !x.is_finite()))
+            {
+                return Err("vectors are empty, ragged or not finite".into());
+            }
+            Ok(tokens.iter().map(|&t| u64::from(t)).sum())
+        }
+        (
+            TaskPayload::Chat { params, .. },
+            TaskOutput::Chat {
+                completion_tokens,
+                token_ids,
+                finish_reason,
+                ..
+            },
+        ) => {
+            if *completion_tokens > params.max_tokens
+                || token_ids.len() > params.max_tokens as usize + 1
+            {
+                return Err(format!(
+                    "{completion_tokens} tokens for a limit of {}",
+                    params.max_tokens
+                ));
+            }
+            if finish_reason != "stop" && finish_reason != "length" {
+                return Err(format!("finish reason {finish_reason:?}"));
+            }
+            Ok(u64::from(*completion_tokens))
+        }
+        (
+            TaskPayload::ImageClassification { images, top_k },
+            TaskOutput::ImageClassification { results },
+        ) => {
+            if results.len() != images.len() {
+                return Err(format!(
+                    "{} results for {} images",
+                    results.len(),
+                    images.len()
+                ));
+            }
+            let bad = results.iter().any(|r| {
+                r.is_empty()
+                    || r.len() > *top_k as usize
+                    || r.iter().any(|c| !(0.0..=1.0).contains(&c.probability))
+            });
+            if bad {
+                return Err(
+                    "class lists are empty, too long or have probabilities outside 0..1".into(),
+                );
+            }
+            Ok(images.len() as u64)
+        }
+        _ => Err("the output is for another kind of task".into()),
+    }
+}
+
+/// `POST /node/v1/jobs/{id}/result`: checked, paid once, answered with a signed receipt. A
+/// repeat of an accepted result gets the same receipt and pays nothing more.
+pub(crate) async fn result(
+    State(state): State<Arc<PoolState>>,
+    Path(job_id): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<SignedReceipt>, ApiError> {
+    let body = body_bytes(&state, body)?;
+    let (id, _) = state
+        .nodes
+        .authenticate(&method, uri.path(), &headers, &body)?;
+    let result: JobResult = parse(&body)?;
+
+    let accepted = match state.queue.accept_result(&job_id, &id, &result.lease_id) {
+        Ok(accepted) => accepted,
+        Err(error) => {
+            // Already paid to this node: the same receipt again (a retry after a lost reply).
+            let stored = state
+                .store
+                .receipt_for_job(&job_id)
+                .map_err(|e| ApiError::internal(e.to_string()))?;
+            if let Some(receipt) = stored.filter(|r| r.receipt.node_id == id) {
+                return Ok(Json(receipt));
+            }
+            if state.queue.is_paying(&job_id, &id, &result.lease_id) {
+                return Err(ApiError::conflict(
+                    "this result is being recorded; retry shortly".into(),
+                ));
+            }
+            return Err(lease_error(error));
+        }
+    };
+    let units = match check_output(&accepted.task, &result.output) {
+        Ok(units) => units,
+        Err(reason) => {
+            let strikes = state.nodes.strike(&id);
+            tracing::warn!(job = %job_id, node = %id, strikes, %reason, "result refused");
+            state.queue.reject_result(&job_id);
+            return Err(ApiError::unprocessable(format!("result refused: {reason}")));
+        }
+    };
+    let Some(offer) = state.config.model(&accepted.model) else {
+        state.queue.reject_result(&job_id);
+        return Err(ApiError::internal(format!(
+            "model {} is no longer sold",
+            accepted.model
+        )));
+    };
+
+    // One receipt at a time per pool: the chain head read and the append must not interleave.
+    let _chain = state.receipts.lock().await;
+    let head = state
+        .store
+        .chain_head(&id)
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let receipt = SignedReceipt::sign(
+        Receipt {
+            job_id: job_id.clone(),
+            node_id: id.clone(),
+            model: accepted.model,
+            units,
+            unit: offer.unit().to_owned(),
+            micro_credits: offer.price(units),
+            issued_unix_ms: now_unix_ms(),
+            sequence: head.as_ref().map_or(0, |h| h.receipt.sequence + 1),
+            prev_hash: head.as_ref().map_or_else(String::new, SignedReceipt::hash),
+        },
+        &state.pool_key,
+    );
+    if let Err(e) = state.store.append_receipt(&receipt) {
+        state.queue.reject_result(&job_id);
+        return Err(ApiError::internal(e.to_string()));
+    }
+    state.queue.complete(
+        &job_id,
+        Completed {
+            output: result.output,
+            receipt: receipt.clone(),
+        },
+    );
+    Ok(Json(receipt))
+}

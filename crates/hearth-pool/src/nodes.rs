@@ -1,0 +1,113 @@
+//! Registered nodes and the check on every signed node request.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, RwLock};
+
+use axum::http::{HeaderMap, Method};
+use hearth_protocol::{
+    HEADER_NODE, HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIMESTAMP, HardwareProfile,
+    MAX_CLOCK_SKEW_MS, PublicKey, request_payload,
+};
+
+use crate::error::ApiError;
+use crate::queue::now_unix_ms;
+
+/// A registered node.
+#[derive(Clone, Debug)]
+pub struct NodeInfo {
+    pub key: PublicKey,
+    pub profile: HardwareProfile,
+    /// Results that failed checks.
+    pub strikes: u32,
+}
+
+/// Every node that registered since the pool started (nodes register again after a restart:
+/// the registration is cheap and carries the current hardware profile).
+#[derive(Debug, Default)]
+pub struct Nodes {
+    nodes: RwLock<HashMap<String, NodeInfo>>,
+    /// Signatures seen within the clock-skew window: a replayed request is refused.
+    seen: Mutex<HashMap<String, u64>>,
+}
+
+impl Nodes {
+    /// Add or update a node.
+    pub fn register(&self, node_id: String, info: NodeInfo) {
+        self.nodes
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(node_id, info);
+    }
+
+    /// A node's record.
+    pub fn get(&self, node_id: &str) -> Option<NodeInfo> {
+        self.nodes
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(node_id)
+            .cloned()
+    }
+
+    /// Count a failed check against a node; returns its strikes.
+    pub fn strike(&self, node_id: &str) -> u32 {
+        let mut nodes = self.nodes.write().unwrap_or_else(|e| e.into_inner());
+        nodes.get_mut(node_id).map_or(0, |n| {
+            n.strikes += 1;
+            n.strikes
+        })
+    }
+
+    /// Number of registered nodes.
+    pub fn len(&self) -> usize {
+        self.nodes.read().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// True when no node registered yet.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Check a signed request: known node, fresh timestamp, valid signature over method,
+    /// path, timestamp, nonce and body, not seen before. Returns the node id and record.
+    pub fn authenticate(
+        &self,
+        method: &Method,
+        path: &str,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<(String, NodeInfo), ApiError> {
+        let header = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .ok_or_else(|| ApiError::unauthorized(format!("missing {name} header")))
+        };
+        let node_id = header(HEADER_NODE)?;
+        let timestamp: u64 = header(HEADER_TIMESTAMP)?
+            .parse()
+            .map_err(|_| ApiError::unauthorized("malformed timestamp".into()))?;
+        let nonce = header(HEADER_NONCE)?;
+        let signature = header(HEADER_SIGNATURE)?;
+        let info = self.get(node_id).ok_or_else(|| {
+            ApiError::unauthorized(format!("unknown node {node_id}: register first"))
+        })?;
+        let now = now_unix_ms();
+        if now.abs_diff(timestamp) > MAX_CLOCK_SKEW_MS {
+            return Err(ApiError::unauthorized(format!(
+                "request time {timestamp} is more than {MAX_CLOCK_SKEW_MS} ms from the pool's {now}"
+            )));
+        }
+        info.key
+            .verify(
+                &request_payload(method.as_str(), path, timestamp, nonce, body),
+                signature,
+            )
+            .map_err(|e| ApiError::unauthorized(format!("bad signature: {e}")))?;
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        seen.retain(|_, &mut at| now.abs_diff(at) <= 2 * MAX_CLOCK_SKEW_MS);
+        if seen.insert(signature.to_owned(), timestamp).is_some() {
+            return Err(ApiError::unauthorized("replayed request".into()));
+        }
+        Ok((node_id.to_owned(), info))
+    }
+}

@@ -1,0 +1,395 @@
+//! The job queue: customers' jobs wait here until a node that can run them leases them.
+//!
+//! A lease lasts [`PoolConfig::lease_ms`] and heartbeats extend it. An expired lease puts the
+//! job back at the front of the queue; after [`PoolConfig::max_attempts`] lost leases the
+//! customer gets an error. A node may give a job back (its owner needs the GPU) without
+//! penalty. A result is accepted once: the job is marked as being paid before any storage
+//! I/O, so a duplicate arriving meanwhile cannot be paid twice.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use hearth_protocol::{Job, SignedReceipt, TaskOutput, TaskPayload};
+use tokio::sync::{Notify, mpsc, oneshot};
+
+use crate::config::PoolConfig;
+
+/// Milliseconds since the Unix epoch.
+pub fn now_unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// A random id: `prefix` and 16 bytes of hex.
+pub fn random_id(prefix: &str) -> String {
+    let mut bytes = [0u8; 16];
+    if getrandom::fill(&mut bytes).is_err() {
+        // No OS randomness is a broken machine; fall back to time and a counter.
+        static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        bytes[..8].copy_from_slice(&now_unix_ms().to_le_bytes());
+        bytes[8..].copy_from_slice(&n.to_le_bytes());
+    }
+    format!("{prefix}{}", hearth_protocol::hex(&bytes))
+}
+
+/// A finished job as the customer receives it.
+#[derive(Debug)]
+pub struct Completed {
+    pub output: TaskOutput,
+    pub receipt: SignedReceipt,
+}
+
+/// Why a job ended without a result.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JobFailure {
+    #[error("the job lost {0} leases (nodes timed out or went away)")]
+    Exhausted(u32),
+}
+
+/// Why a node's request about a job was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LeaseError {
+    #[error("no such job")]
+    UnknownJob,
+    #[error("the lease is not held by this node, or has expired")]
+    NotYourLease,
+}
+
+enum JobState {
+    Queued,
+    Leased {
+        node_id: String,
+        lease_id: String,
+        expires: Instant,
+    },
+    /// A result was accepted and its receipt is being written.
+    Paying {
+        node_id: String,
+        lease_id: String,
+    },
+}
+
+struct JobEntry {
+    model: String,
+    task: TaskPayload,
+    attempts: u32,
+    state: JobState,
+    done: Option<oneshot::Sender<Result<Completed, JobFailure>>>,
+    deltas: Option<mpsc::UnboundedSender<String>>,
+    cancelled: bool,
+}
+
+#[derive(Default)]
+struct QueueState {
+    jobs: HashMap<String, JobEntry>,
+    queued: VecDeque<String>,
+}
+
+/// What a customer holds for a submitted job.
+#[derive(Debug)]
+pub struct Submitted {
+    pub job_id: String,
+    pub done: oneshot::Receiver<Result<Completed, JobFailure>>,
+    /// Streamed text of a chat job, when asked for.
+    pub deltas: Option<mpsc::UnboundedReceiver<String>>,
+}
+
+/// A result the caller may now pay for (see [`Queue::accept_result`]).
+#[derive(Debug)]
+pub struct Accepted {
+    pub model: String,
+    pub task: TaskPayload,
+}
+
+/// The queue.
+pub struct Queue {
+    state: Mutex<QueueState>,
+    work_ready: Notify,
+    config: Arc<PoolConfig>,
+}
+
+impl std::fmt::Debug for Queue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = self.lock();
+        f.debug_struct("Queue")
+            .field("jobs", &state.jobs.len())
+            .field("queued", &state.queued.len())
+            .finish()
+    }
+}
+
+impl Queue {
+    /// An empty queue.
+    pub fn new(config: Arc<PoolConfig>) -> Self {
+        Self {
+            state: Mutex::new(QueueState::default()),
+            work_ready: Notify::new(),
+            config,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, QueueState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Add a job; nodes waiting for work are woken.
+    pub fn submit(&self, model: &str, task: TaskPayload, stream: bool) -> Submitted {
+        let job_id = random_id("job-");
+        let (done_tx, done) = oneshot::channel();
+        let (deltas_tx, deltas) = if stream {
+            let (tx, rx) = mpsc::unbounded_channel();
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
+        {
+            let mut state = self.lock();
+            state.jobs.insert(
+                job_id.clone(),
+                JobEntry {
+                    model: model.to_owned(),
+                    task,
+                    attempts: 0,
+                    state: JobState::Queued,
+                    done: Some(done_tx),
+                    deltas: deltas_tx,
+                    cancelled: false,
+                },
+            );
+            state.queued.push_back(job_id.clone());
+        }
+        self.work_ready.notify_waiters();
+        Submitted {
+            job_id,
+            done,
+            deltas,
+        }
+    }
+
+    /// Up to `max` queued jobs for a node that runs `models`, waiting up to `wait` for some.
+    pub async fn lease(
+        &self,
+        node_id: &str,
+        models: &[String],
+        max: usize,
+        wait: Duration,
+    ) -> Vec<Job> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            // Register for wake-ups before looking, so a job added meanwhile is not missed.
+            let notified = self.work_ready.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let jobs = self.try_lease(node_id, models, max);
+            if !jobs.is_empty() {
+                return jobs;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return Vec::new();
+            }
+        }
+    }
+
+    fn try_lease(&self, node_id: &str, models: &[String], max: usize) -> Vec<Job> {
+        let mut state = self.lock();
+        let state = &mut *state;
+        let mut leased = Vec::new();
+        let lease = self.config.lease();
+        let mut i = 0;
+        while i < state.queued.len() && leased.len() < max {
+            let id = &state.queued[i];
+            let fits = state
+                .jobs
+                .get(id)
+                .is_some_and(|j| models.contains(&j.model));
+            if !fits {
+                i += 1;
+                continue;
+            }
+            let Some(id) = state.queued.remove(i) else {
+                break;
+            };
+            let Some(entry) = state.jobs.get_mut(&id) else {
+                continue;
+            };
+            let lease_id = random_id("lease-");
+            entry.state = JobState::Leased {
+                node_id: node_id.to_owned(),
+                lease_id: lease_id.clone(),
+                expires: Instant::now() + lease,
+            };
+            leased.push(Job {
+                id,
+                lease_id,
+                model: entry.model.clone(),
+                task: entry.task.clone(),
+                lease_expires_unix_ms: now_unix_ms() + lease.as_millis() as u64,
+            });
+        }
+        leased
+    }
+
+    fn held_lease<'a>(
+        state: &'a mut QueueState,
+        job_id: &str,
+        node_id: &str,
+        lease_id: &str,
+    ) -> Result<&'a mut JobEntry, LeaseError> {
+        let entry = state.jobs.get_mut(job_id).ok_or(LeaseError::UnknownJob)?;
+        match &entry.state {
+            JobState::Leased {
+                node_id: n,
+                lease_id: l,
+                ..
+            } if n == node_id && l == lease_id => Ok(entry),
+            _ => Err(LeaseError::NotYourLease),
+        }
+    }
+
+    /// Extend a lease and pass on streamed text; true when the customer has gone (the node
+    /// should stop and give the job back).
+    pub fn heartbeat(
+        &self,
+        job_id: &str,
+        node_id: &str,
+        lease_id: &str,
+        text_delta: &str,
+    ) -> Result<(u64, bool), LeaseError> {
+        let mut state = self.lock();
+        let entry = Self::held_lease(&mut state, job_id, node_id, lease_id)?;
+        let lease = self.config.lease();
+        if let JobState::Leased { expires, .. } = &mut entry.state {
+            *expires = Instant::now() + lease;
+        }
+        if !text_delta.is_empty()
+            && let Some(deltas) = &entry.deltas
+        {
+            let _ = deltas.send(text_delta.to_owned());
+        }
+        Ok((
+            now_unix_ms() + lease.as_millis() as u64,
+            entry.cancelled || entry.done.as_ref().is_some_and(|d| d.is_closed()),
+        ))
+    }
+
+    /// The node gives the job back: it goes to the front of the queue, no attempt counted.
+    pub fn give_back(&self, job_id: &str, node_id: &str, lease_id: &str) -> Result<(), LeaseError> {
+        {
+            let mut state = self.lock();
+            let entry = Self::held_lease(&mut state, job_id, node_id, lease_id)?;
+            if entry.cancelled {
+                state.jobs.remove(job_id);
+                return Ok(());
+            }
+            entry.state = JobState::Queued;
+            state.queued.push_front(job_id.to_owned());
+        }
+        self.work_ready.notify_waiters();
+        Ok(())
+    }
+
+    /// Take a result for payment: the lease must be this node's and live. The job is marked so
+    /// that no second result is accepted while the receipt is written.
+    pub fn accept_result(
+        &self,
+        job_id: &str,
+        node_id: &str,
+        lease_id: &str,
+    ) -> Result<Accepted, LeaseError> {
+        let mut state = self.lock();
+        let entry = Self::held_lease(&mut state, job_id, node_id, lease_id)?;
+        entry.state = JobState::Paying {
+            node_id: node_id.to_owned(),
+            lease_id: lease_id.to_owned(),
+        };
+        Ok(Accepted {
+            model: entry.model.clone(),
+            task: entry.task.clone(),
+        })
+    }
+
+    /// The receipt is stored: hand the result to the customer and forget the job.
+    pub fn complete(&self, job_id: &str, completed: Completed) {
+        let entry = self.lock().jobs.remove(job_id);
+        if let Some(done) = entry.and_then(|mut e| e.done.take()) {
+            let _ = done.send(Ok(completed));
+        }
+    }
+
+    /// A result was refused (wrong shape, failed checks) or could not be paid: the job counts
+    /// an attempt and goes back to the queue, or fails when out of attempts.
+    pub fn reject_result(&self, job_id: &str) {
+        self.requeue_or_fail(job_id);
+    }
+
+    fn requeue_or_fail(&self, job_id: &str) {
+        let mut state = self.lock();
+        let Some(entry) = state.jobs.get_mut(job_id) else {
+            return;
+        };
+        entry.attempts += 1;
+        if entry.attempts >= self.config.max_attempts || entry.cancelled {
+            let attempts = entry.attempts;
+            if let Some(mut entry) = state.jobs.remove(job_id)
+                && let Some(done) = entry.done.take()
+            {
+                let _ = done.send(Err(JobFailure::Exhausted(attempts)));
+            }
+            return;
+        }
+        entry.state = JobState::Queued;
+        state.queued.push_front(job_id.to_owned());
+        drop(state);
+        self.work_ready.notify_waiters();
+    }
+
+    /// Put jobs whose lease ran out back in the queue (or fail them). Returns how many expired.
+    pub fn expire_leases(&self) -> usize {
+        let now = Instant::now();
+        let expired: Vec<String> = self
+            .lock()
+            .jobs
+            .iter()
+            .filter(|(_, e)| matches!(e.state, JobState::Leased { expires, .. } if expires <= now))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in &expired {
+            tracing::info!(job = %id, "lease expired");
+            self.requeue_or_fail(id);
+        }
+        expired.len()
+    }
+
+    /// The customer went away: drop a queued job, tell the node of a leased one.
+    pub fn cancel(&self, job_id: &str) {
+        let mut state = self.lock();
+        let Some(entry) = state.jobs.get_mut(job_id) else {
+            return;
+        };
+        match entry.state {
+            JobState::Queued => {
+                state.jobs.remove(job_id);
+                state.queued.retain(|id| id != job_id);
+            }
+            _ => entry.cancelled = true,
+        }
+    }
+
+    /// Whether `node_id` holds or is paying for `job_id` under `lease_id` right now (a result
+    /// for a job already paid is looked up in the store instead).
+    pub fn is_paying(&self, job_id: &str, node_id: &str, lease_id: &str) -> bool {
+        matches!(
+            self.lock().jobs.get(job_id).map(|e| &e.state),
+            Some(JobState::Paying { node_id: n, lease_id: l }) if n == node_id && l == lease_id
+        )
+    }
+
+    /// Jobs waiting and leased, for status pages and tests.
+    pub fn counts(&self) -> (usize, usize) {
+        let state = self.lock();
+        (state.queued.len(), state.jobs.len() - state.queued.len())
+    }
+}

@@ -1,0 +1,125 @@
+//! What the pool keeps across restarts: each node's receipt chain and balance, and the pool's
+//! own signing key. Behind [`PoolStore`] so a server database can back a large pool; the
+//! embedded pool uses sled.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use hearth_protocol::SignedReceipt;
+use sled::Transactional;
+
+/// A storage failure.
+#[derive(Debug, thiserror::Error)]
+#[error("pool storage: {0}")]
+pub struct StoreError(pub String);
+
+impl From<sled::Error> for StoreError {
+    fn from(e: sled::Error) -> Self {
+        Self(e.to_string())
+    }
+}
+
+/// Durable pool state.
+pub trait PoolStore: Send + Sync + std::fmt::Debug {
+    /// The newest receipt issued to `node_id`.
+    fn chain_head(&self, node_id: &str) -> Result<Option<SignedReceipt>, StoreError>;
+    /// Record `receipt` as the node's new chain head and add its credits to the node's balance,
+    /// together and durably, before returning.
+    fn append_receipt(&self, receipt: &SignedReceipt) -> Result<(), StoreError>;
+    /// The receipt for `job_id`, if one was issued.
+    fn receipt_for_job(&self, job_id: &str) -> Result<Option<SignedReceipt>, StoreError>;
+    /// Micro-credits owed to each node, by node id.
+    fn balances(&self) -> Result<Vec<(String, u64)>, StoreError>;
+    /// The pool's receipt-signing key (32 secret bytes), created on first use.
+    fn pool_secret(&self, create: &dyn Fn() -> [u8; 32]) -> Result<[u8; 32], StoreError>;
+}
+
+/// [`PoolStore`] in a sled database.
+#[derive(Debug)]
+pub struct SledStore {
+    db: sled::Db,
+    heads: sled::Tree,
+    receipts: sled::Tree,
+    balances: sled::Tree,
+    /// Serialises appends: the chain head read and the write must not interleave.
+    append: Mutex<()>,
+}
+
+impl SledStore {
+    /// Open (or create) the database in `dir`.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        let db = sled::open(dir)?;
+        Ok(Self {
+            heads: db.open_tree("chain_heads")?,
+            receipts: db.open_tree("receipts_by_job")?,
+            balances: db.open_tree("balances")?,
+            db,
+            append: Mutex::new(()),
+        })
+    }
+
+    fn decode(bytes: &[u8]) -> Result<SignedReceipt, StoreError> {
+        serde_json::from_slice(bytes).map_err(|e| StoreError(format!("corrupt receipt: {e}")))
+    }
+}
+
+impl PoolStore for SledStore {
+    fn chain_head(&self, node_id: &str) -> Result<Option<SignedReceipt>, StoreError> {
+        self.heads
+            .get(node_id)?
+            .map(|b| Self::decode(&b))
+            .transpose()
+    }
+
+    fn append_receipt(&self, receipt: &SignedReceipt) -> Result<(), StoreError> {
+        let _guard = self.append.lock().unwrap_or_else(|e| e.into_inner());
+        let bytes = serde_json::to_vec(receipt).map_err(|e| StoreError(e.to_string()))?;
+        let node = receipt.receipt.node_id.as_bytes();
+        let credits = receipt.receipt.micro_credits;
+        (&self.heads, &self.receipts, &self.balances)
+            .transaction(|(heads, receipts, balances)| {
+                heads.insert(node, bytes.as_slice())?;
+                receipts.insert(receipt.receipt.job_id.as_bytes(), bytes.as_slice())?;
+                let old = balances
+                    .get(node)?
+                    .and_then(|b| <[u8; 8]>::try_from(b.as_ref()).ok())
+                    .map_or(0, u64::from_be_bytes);
+                balances.insert(node, &old.saturating_add(credits).to_be_bytes())?;
+                Ok(())
+            })
+            .map_err(|e: sled::transaction::TransactionError<()>| StoreError(format!("{e:?}")))?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    fn receipt_for_job(&self, job_id: &str) -> Result<Option<SignedReceipt>, StoreError> {
+        self.receipts
+            .get(job_id)?
+            .map(|b| Self::decode(&b))
+            .transpose()
+    }
+
+    fn balances(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        self.balances
+            .iter()
+            .map(|entry| {
+                let (k, v) = entry?;
+                let amount = <[u8; 8]>::try_from(v.as_ref())
+                    .map(u64::from_be_bytes)
+                    .map_err(|_| StoreError("corrupt balance".into()))?;
+                Ok((String::from_utf8_lossy(&k).into_owned(), amount))
+            })
+            .collect()
+    }
+
+    fn pool_secret(&self, create: &dyn Fn() -> [u8; 32]) -> Result<[u8; 32], StoreError> {
+        if let Some(bytes) = self.db.get("pool_secret")? {
+            return <[u8; 32]>::try_from(bytes.as_ref())
+                .map_err(|_| StoreError("corrupt pool key".into()));
+        }
+        let secret = create();
+        self.db.insert("pool_secret", &secret)?;
+        self.db.flush()?;
+        Ok(secret)
+    }
+}

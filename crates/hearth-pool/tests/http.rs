@@ -1,0 +1,612 @@
+//! The pool over real HTTP on loopback, with scripted nodes: a node here is this test signing
+//! requests with its own key and answering jobs with test outputs (the real models run in the
+//! node runtime's tests). Checked: the job flow and receipts, leases that expire, returns,
+//! duplicate results, signatures, and OpenAI-shaped errors.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers fail the test by panicking
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hearth_pool::{Pool, PoolConfig, SledStore};
+use hearth_protocol::{
+    ClassScore, HardwareProfile, Heartbeat, Job, JobResult, KeyPair, LeaseReply, LeaseRequest,
+    PROTOCOL_VERSION, PublicKey, Registration, RegistrationReply, RequestSigner, ReturnJob,
+    SignedReceipt, TaskOutput, TaskPayload,
+};
+use serde_json::{Value, json};
+
+const KEY: &str = "sk-test-customer";
+
+async fn pool(tweak: impl FnOnce(&mut PoolConfig)) -> (Pool, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = PoolConfig {
+        api_keys: vec![KEY.into()],
+        ..PoolConfig::default()
+    };
+    tweak(&mut config);
+    let store = Arc::new(SledStore::open(&dir.path().join("pool")).unwrap());
+    (Pool::start(config, store).await.unwrap(), dir)
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// A scripted node.
+struct Node {
+    url: String,
+    http: reqwest::Client,
+    signer: RequestSigner,
+    pool_key: PublicKey,
+}
+
+impl Node {
+    async fn join(url: &str, models: &[&str]) -> Self {
+        let key = KeyPair::generate().unwrap();
+        let registration = Registration {
+            protocol_version: PROTOCOL_VERSION,
+            public_key: key.public_key(),
+            profile: HardwareProfile {
+                backend: "cpu".into(),
+                device: "test".into(),
+                memory_bytes: 1 << 30,
+                models: models.iter().map(|m| m.to_string()).collect(),
+                matmul_gflops: None,
+            },
+            client: "test".into(),
+        };
+        let signer = RequestSigner::new(key);
+        let http = reqwest::Client::new();
+        let body = serde_json::to_vec(&registration).unwrap();
+        let reply: RegistrationReply = Self::send(&http, url, &signer, "/node/v1/register", body)
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(reply.node_id, signer.node_id());
+        Self {
+            url: url.to_owned(),
+            http,
+            signer,
+            pool_key: reply.pool_public_key,
+        }
+    }
+
+    async fn send(
+        http: &reqwest::Client,
+        url: &str,
+        signer: &RequestSigner,
+        path: &str,
+        body: Vec<u8>,
+    ) -> reqwest::Response {
+        let mut request = http.post(format!("{url}{path}")).body(body.clone());
+        for (name, value) in signer.headers("POST", path, now_ms(), &body) {
+            request = request.header(name, value);
+        }
+        request
+            .header("content-type", "application/json")
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn post(&self, path: &str, body: &impl serde::Serialize) -> reqwest::Response {
+        Self::send(
+            &self.http,
+            &self.url,
+            &self.signer,
+            path,
+            serde_json::to_vec(body).unwrap(),
+        )
+        .await
+    }
+
+    async fn lease(&self, wait_ms: u64) -> Vec<Job> {
+        let reply = self
+            .post(
+                "/node/v1/lease",
+                &LeaseRequest {
+                    max_jobs: 1,
+                    wait_ms,
+                },
+            )
+            .await;
+        assert_eq!(reply.status(), 200);
+        reply.json::<LeaseReply>().await.unwrap().jobs
+    }
+
+    async fn submit(&self, job: &Job, output: TaskOutput) -> reqwest::Response {
+        let result = JobResult {
+            lease_id: job.lease_id.clone(),
+            output,
+            started_unix_ms: now_ms(),
+            finished_unix_ms: now_ms(),
+            energy_wh: Some(0.001),
+            energy_estimated: true,
+        };
+        self.post(&format!("/node/v1/jobs/{}/result", job.id), &result)
+            .await
+    }
+}
+
+/// A plausible answer for a job: 4-dimensional unit vectors, token counts from word counts.
+fn answer(job: &Job) -> TaskOutput {
+    match &job.task {
+        TaskPayload::Embeddings { texts } => TaskOutput::Embeddings {
+            vectors: texts
+                .iter()
+                .map(|t| vec![t.len() as f32, 0.0, 0.0, 1.0])
+                .collect(),
+            tokens: texts
+                .iter()
+                .map(|t| t.split(' ').count() as u32 + 2)
+                .collect(),
+        },
+        TaskPayload::Chat { .. } => TaskOutput::Chat {
+            text: "Hello there!".into(),
+            prompt_tokens: 20,
+            completion_tokens: 4,
+            token_ids: vec![1, 2, 3, 4],
+            finish_reason: "stop".into(),
+        },
+        TaskPayload::ImageClassification { images, .. } => TaskOutput::ImageClassification {
+            results: images
+                .iter()
+                .map(|_| {
+                    vec![ClassScore {
+                        class: 285,
+                        label: "Egyptian cat".into(),
+                        probability: 0.9,
+                    }]
+                })
+                .collect(),
+        },
+    }
+}
+
+fn customer(url: &str, path: &str, body: Value) -> impl Future<Output = reqwest::Response> + use<> {
+    let request = reqwest::Client::new()
+        .post(format!("{url}{path}"))
+        .bearer_auth(KEY)
+        .json(&body);
+    async move { request.send().await.unwrap() }
+}
+
+#[tokio::test]
+async fn embeddings_flow_through_two_nodes_and_each_is_paid_with_a_chained_receipt() {
+    let (pool, _dir) = pool(|_| {}).await;
+    let url = pool.url();
+    let a = Node::join(&url, &["all-minilm-l6-v2"]).await;
+    let b = Node::join(&url, &["all-minilm-l6-v2"]).await;
+    let texts: Vec<String> = (0..40).map(|i| format!("sentence number {i}")).collect();
+    let request = tokio::spawn(customer(
+        &url,
+        "/v1/embeddings",
+        json!({ "model": "all-minilm-l6-v2", "input": texts }),
+    ));
+
+    // 40 texts → jobs of 16, 16 and 8, leased one at a time by the two nodes in turn.
+    let mut receipts = Vec::new();
+    let mut done = 0;
+    while done < 3 {
+        for node in [&a, &b] {
+            for job in node.lease(200).await {
+                let response = node.submit(&job, answer(&job)).await;
+                assert_eq!(response.status(), 200);
+                let receipt: SignedReceipt = response.json().await.unwrap();
+                receipt.verify(&node.pool_key).unwrap();
+                receipts.push((node.signer.node_id().to_owned(), receipt));
+                done += 1;
+            }
+        }
+    }
+    let response = request.await.unwrap();
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    let data = body["data"].as_array().unwrap();
+    assert_eq!(data.len(), 40);
+    for (i, item) in data.iter().enumerate() {
+        assert_eq!(item["index"], i);
+        // The first value is the text's length: order survived the split.
+        assert_eq!(item["embedding"][0], texts[i].len() as f64);
+    }
+    let tokens: u64 = texts.iter().map(|t| t.split(' ').count() as u64 + 2).sum();
+    assert_eq!(body["usage"]["prompt_tokens"], tokens);
+
+    // Each node's receipts form a chain.
+    for node in [&a, &b] {
+        let mine: Vec<&SignedReceipt> = receipts
+            .iter()
+            .filter(|(id, _)| id == node.signer.node_id())
+            .map(|(_, r)| r)
+            .collect();
+        let mut previous = None;
+        for receipt in mine {
+            receipt.follows(previous).unwrap();
+            previous = Some(receipt);
+        }
+    }
+    let total: u64 = receipts.iter().map(|(_, r)| r.receipt.micro_credits).sum();
+    let balances = pool.state().store.balances().unwrap();
+    assert_eq!(balances.iter().map(|(_, b)| b).sum::<u64>(), total);
+}
+
+#[tokio::test]
+async fn a_repeated_result_gets_the_same_receipt_and_pays_nothing_more() {
+    let (pool, _dir) = pool(|_| {}).await;
+    let url = pool.url();
+    let node = Node::join(&url, &["efficientnet-lite0"]).await;
+    let request = tokio::spawn(customer(
+        &url,
+        "/v1/images/classifications",
+        json!({ "model": "efficientnet-lite0", "images": ["iVBORw0KGgo=", "iVBORw0KGgo="], "top_k": 3 }),
+    ));
+    let job = node.lease(2000).await.remove(0);
+    let first: SignedReceipt = node.submit(&job, answer(&job)).await.json().await.unwrap();
+    assert_eq!(first.receipt.units, 2);
+    assert_eq!(first.receipt.micro_credits, 100);
+    let again = node.submit(&job, answer(&job)).await;
+    assert_eq!(again.status(), 200);
+    assert_eq!(again.json::<SignedReceipt>().await.unwrap(), first);
+    assert_eq!(
+        pool.state().store.balances().unwrap(),
+        vec![(node.signer.node_id().to_owned(), 100)]
+    );
+    let body: Value = request.await.unwrap().json().await.unwrap();
+    assert_eq!(body["data"][1]["labels"][0]["label"], "Egyptian cat");
+    assert_eq!(body["usage"]["images"], 2);
+}
+
+#[tokio::test]
+async fn an_expired_lease_goes_to_another_node_and_the_late_result_is_refused() {
+    let (pool, _dir) = pool(|c| c.lease_ms = 300).await;
+    let url = pool.url();
+    let slow = Node::join(&url, &["smollm2-135m-instruct"]).await;
+    let fast = Node::join(&url, &["smollm2-135m-instruct"]).await;
+    let request = tokio::spawn(customer(
+        &url,
+        "/v1/chat/completions",
+        json!({ "model": "smollm2-135m-instruct", "messages": [{"role": "user", "content": "Hi"}] }),
+    ));
+    let job = slow.lease(2000).await.remove(0);
+    // The slow node goes quiet; after the lease the job is offered again.
+    let again = fast.lease(3000).await.remove(0);
+    assert_eq!(again.id, job.id);
+    assert_ne!(again.lease_id, job.lease_id);
+    let late = slow.submit(&job, answer(&job)).await;
+    assert_eq!(late.status(), 409);
+    let late: Value = late.json().await.unwrap();
+    assert_eq!(late["error"]["type"], "conflict_error");
+    assert_eq!(fast.submit(&again, answer(&again)).await.status(), 200);
+    let body: Value = request.await.unwrap().json().await.unwrap();
+    assert_eq!(body["choices"][0]["message"]["content"], "Hello there!");
+    assert_eq!(body["usage"]["completion_tokens"], 4);
+}
+
+#[tokio::test]
+async fn a_returned_job_is_leased_again_and_too_many_lost_leases_fail_the_request() {
+    let (pool, _dir) = pool(|c| {
+        c.lease_ms = 200;
+        c.max_attempts = 2;
+    })
+    .await;
+    let url = pool.url();
+    let node = Node::join(&url, &["all-minilm-l6-v2"]).await;
+    let request = tokio::spawn(customer(
+        &url,
+        "/v1/embeddings",
+        json!({ "model": "all-minilm-l6-v2", "input": "hello" }),
+    ));
+    // Given back twice (a game started): no penalty, it comes back each time.
+    for _ in 0..2 {
+        let job = node.lease(2000).await.remove(0);
+        let reply = node
+            .post(
+                &format!("/node/v1/jobs/{}/return", job.id),
+                &ReturnJob {
+                    lease_id: job.lease_id.clone(),
+                    reason: "game started".into(),
+                },
+            )
+            .await;
+        assert_eq!(reply.status(), 200);
+    }
+    // Then lost twice: the customer gets a 503 in OpenAI's shape.
+    for _ in 0..2 {
+        let job = node.lease(2000).await.remove(0);
+        let beat = node
+            .post(
+                &format!("/node/v1/jobs/{}/heartbeat", job.id),
+                &Heartbeat {
+                    lease_id: job.lease_id.clone(),
+                    text_delta: String::new(),
+                },
+            )
+            .await;
+        assert_eq!(beat.status(), 200);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let response = request.await.unwrap();
+    assert_eq!(response.status(), 503);
+    let body: Value = response.json().await.unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("lost 2 leases")
+    );
+}
+
+#[tokio::test]
+async fn streamed_chat_arrives_as_openai_chunks() {
+    let (pool, _dir) = pool(|_| {}).await;
+    let url = pool.url();
+    let node = Node::join(&url, &["smollm2-135m-instruct"]).await;
+    let request = tokio::spawn(async move {
+        let response = customer(
+            &url,
+            "/v1/chat/completions",
+            json!({ "model": "smollm2-135m-instruct", "stream": true,
+                    "stream_options": {"include_usage": true},
+                    "messages": [{"role": "user", "content": "Hi"}] }),
+        )
+        .await;
+        assert_eq!(response.headers()["content-type"], "text/event-stream");
+        response.text().await.unwrap()
+    });
+    let job = node.lease(2000).await.remove(0);
+    for piece in ["Hello", " there", "!"] {
+        let beat = node
+            .post(
+                &format!("/node/v1/jobs/{}/heartbeat", job.id),
+                &Heartbeat {
+                    lease_id: job.lease_id.clone(),
+                    text_delta: piece.into(),
+                },
+            )
+            .await;
+        assert_eq!(beat.status(), 200);
+    }
+    assert_eq!(node.submit(&job, answer(&job)).await.status(), 200);
+    let text = request.await.unwrap();
+    let events: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .collect();
+    assert_eq!(*events.last().unwrap(), "[DONE]");
+    let chunks: Vec<Value> = events[..events.len() - 1]
+        .iter()
+        .map(|e| serde_json::from_str(e).unwrap())
+        .collect();
+    assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
+    let content: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert_eq!(content, "Hello there!");
+    assert_eq!(
+        chunks[chunks.len() - 2]["choices"][0]["finish_reason"],
+        "stop"
+    );
+    assert_eq!(chunks[chunks.len() - 1]["usage"]["completion_tokens"], 4);
+}
+
+#[tokio::test]
+async fn node_requests_need_a_valid_fresh_signature() {
+    let (pool, _dir) = pool(|_| {}).await;
+    let url = pool.url();
+    let node = Node::join(&url, &["all-minilm-l6-v2"]).await;
+    let http = reqwest::Client::new();
+    let body = serde_json::to_vec(&LeaseRequest {
+        max_jobs: 1,
+        wait_ms: 0,
+    })
+    .unwrap();
+    let path = "/node/v1/lease";
+    let send = |headers: Vec<(&'static str, String)>, body: Vec<u8>| {
+        let mut request = http.post(format!("{url}{path}")).body(body);
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
+        async move { request.send().await.unwrap() }
+    };
+    let error_type = |r: reqwest::Response| async move {
+        assert_eq!(r.status(), 401);
+        let body: Value = r.json().await.unwrap();
+        body["error"]["message"].as_str().unwrap().to_owned()
+    };
+
+    // No headers at all.
+    assert!(
+        error_type(send(vec![], body.clone()).await)
+            .await
+            .contains("missing")
+    );
+    // Signed, then the body changed.
+    let headers = node.signer.headers("POST", path, now_ms(), &body).to_vec();
+    let tampered = serde_json::to_vec(&LeaseRequest {
+        max_jobs: 9,
+        wait_ms: 0,
+    })
+    .unwrap();
+    assert!(
+        error_type(send(headers, tampered).await)
+            .await
+            .contains("bad signature")
+    );
+    // A stranger's key under this node's id.
+    let stranger = RequestSigner::new(KeyPair::generate().unwrap());
+    let mut headers = stranger.headers("POST", path, now_ms(), &body).to_vec();
+    headers[0].1 = node.signer.node_id().to_owned();
+    assert!(
+        error_type(send(headers, body.clone()).await)
+            .await
+            .contains("bad signature")
+    );
+    // An hour old.
+    let headers = node
+        .signer
+        .headers("POST", path, now_ms() - 3_600_000, &body)
+        .to_vec();
+    assert!(
+        error_type(send(headers, body.clone()).await)
+            .await
+            .contains("ms from")
+    );
+    // A good request works once; replayed, it is refused.
+    let headers = node.signer.headers("POST", path, now_ms(), &body).to_vec();
+    assert_eq!(send(headers.clone(), body.clone()).await.status(), 200);
+    assert!(
+        error_type(send(headers, body.clone()).await)
+            .await
+            .contains("replayed")
+    );
+    // An unregistered node.
+    let headers = stranger.headers("POST", path, now_ms(), &body).to_vec();
+    assert!(
+        error_type(send(headers, body).await)
+            .await
+            .contains("register")
+    );
+}
+
+#[tokio::test]
+async fn customer_mistakes_get_openai_errors_and_nothing_is_queued() {
+    let (pool, _dir) = pool(|c| c.body_limit_bytes = 64 * 1024).await;
+    let url = pool.url();
+    let http = reqwest::Client::new();
+    let check = |response: reqwest::Response, status: u16, kind: &'static str| async move {
+        assert_eq!(response.status(), status);
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"]["type"], kind, "{body}");
+        body
+    };
+
+    let no_key = http
+        .post(format!("{url}/v1/embeddings"))
+        .json(&json!({"model": "all-minilm-l6-v2", "input": "x"}))
+        .send()
+        .await
+        .unwrap();
+    let body = check(no_key, 401, "authentication_error").await;
+    assert_eq!(body["error"]["code"], "invalid_api_key");
+
+    let malformed = http
+        .post(format!("{url}/v1/embeddings"))
+        .bearer_auth(KEY)
+        .body("{\"model\": ")
+        .send()
+        .await
+        .unwrap();
+    check(malformed, 400, "invalid_request_error").await;
+
+    let unknown = customer(
+        &url,
+        "/v1/embeddings",
+        json!({"model": "gpt-9", "input": "x"}),
+    )
+    .await;
+    let body = check(unknown, 404, "not_found_error").await;
+    assert_eq!(body["error"]["code"], "model_not_found");
+
+    let huge = "x".repeat(100 * 1024);
+    let too_big = customer(
+        &url,
+        "/v1/embeddings",
+        json!({"model": "all-minilm-l6-v2", "input": huge}),
+    )
+    .await;
+    check(too_big, 413, "invalid_request_error").await;
+
+    let wizard = customer(
+        &url,
+        "/v1/chat/completions",
+        json!({"model": "smollm2-135m-instruct", "messages": [{"role": "wizard", "content": "hi"}]}),
+    )
+    .await;
+    let body = check(wizard, 400, "invalid_request_error").await;
+    assert_eq!(body["error"]["param"], "messages[0].role");
+
+    let zero = customer(
+        &url,
+        "/v1/chat/completions",
+        json!({"model": "smollm2-135m-instruct", "max_tokens": 0, "messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await;
+    check(zero, 400, "invalid_request_error").await;
+
+    let wrong_endpoint = customer(
+        &url,
+        "/v1/embeddings",
+        json!({"model": "smollm2-135m-instruct", "input": "x"}),
+    )
+    .await;
+    check(wrong_endpoint, 400, "invalid_request_error").await;
+
+    let nowhere = customer(&url, "/v1/completions", json!({})).await;
+    check(nowhere, 404, "not_found_error").await;
+
+    assert_eq!(pool.state().queue.counts(), (0, 0), "nothing was queued");
+
+    let models: Value = http
+        .get(format!("{url}/v1/models"))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ids: Vec<&str> = models["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            "all-minilm-l6-v2",
+            "smollm2-135m-instruct",
+            "efficientnet-lite0"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_result_of_the_wrong_shape_is_refused_and_counted_against_the_node() {
+    let (pool, _dir) = pool(|_| {}).await;
+    let url = pool.url();
+    let node = Node::join(&url, &["all-minilm-l6-v2"]).await;
+    let _request = tokio::spawn(customer(
+        &url,
+        "/v1/embeddings",
+        json!({ "model": "all-minilm-l6-v2", "input": ["a", "b"] }),
+    ));
+    let job = node.lease(2000).await.remove(0);
+    let short = TaskOutput::Embeddings {
+        vectors: vec![vec![1.0]],
+        tokens: vec![1],
+    };
+    let response = node.submit(&job, short).await;
+    assert_eq!(response.status(), 422);
+    assert_eq!(
+        pool.state()
+            .nodes
+            .get(node.signer.node_id())
+            .unwrap()
+            .strikes,
+        1
+    );
+    assert!(
+        pool.state().store.balances().unwrap().is_empty(),
+        "nothing paid"
+    );
+    // The job is offered again.
+    let again = node.lease(2000).await.remove(0);
+    assert_eq!(again.id, job.id);
+}
