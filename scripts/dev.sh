@@ -77,11 +77,21 @@ setup_rust() {
   export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-auto}"
 }
 
+# The official OpenAI Python client, pinned, for the pool's compatibility test.
+OPENAI_CLIENT="openai==3.57.0"
+
 setup_test_tools() {
   if ! tauri-driver --help >/dev/null 2>&1; then
     log "installing tauri-driver"
     cargo install --locked tauri-driver --version '^2'
   fi
+  local venv="$HOME/.cache/hearth/client-venv"
+  if ! "$venv/bin/python" -c "import openai, sys; sys.exit(openai.__version__ != '${OPENAI_CLIENT#openai==}')" 2>/dev/null; then
+    log "installing the OpenAI Python client ($OPENAI_CLIENT)"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet "$OPENAI_CLIENT"
+  fi
+  export HEARTH_TEST_PYTHON="$venv/bin/python"
 }
 
 setup_ui() {

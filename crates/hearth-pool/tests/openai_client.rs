@@ -1,0 +1,97 @@
+//! The official OpenAI Python client against the pool, unchanged: models, embeddings (base64
+//! and float), chat, streamed chat, and errors. A scripted node answers the jobs.
+//!
+//! The client comes from the README's test command (`scripts/dev.sh test` installs a pinned
+//! `openai` into a virtualenv and sets `HEARTH_TEST_PYTHON`).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers fail the test by panicking
+
+use std::path::PathBuf;
+
+use hearth_protocol::{Heartbeat, TaskPayload};
+use serde_json::Value;
+
+mod support;
+
+use support::{KEY, Node, answer, pool};
+
+#[tokio::test]
+async fn the_official_openai_client_works_unchanged() {
+    let python = std::env::var("HEARTH_TEST_PYTHON").expect(
+        "HEARTH_TEST_PYTHON must name a Python with the openai package: run scripts/dev.sh test",
+    );
+    let (pool, _dir) = pool(|_| {}).await;
+    let url = pool.url();
+    let node = Node::join(&url, &["all-minilm-l6-v2", "smollm2-135m-instruct"]).await;
+
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/openai_client.py");
+    let client = tokio::process::Command::new(python)
+        .arg(script)
+        .arg(&url)
+        .arg(KEY)
+        .kill_on_drop(true)
+        .output();
+    // The node answers until the client is done; streamed chats get their text in pieces.
+    let serve = async {
+        loop {
+            for job in node.lease(500).await {
+                if let TaskPayload::Chat { params, .. } = &job.task
+                    && params.stream
+                {
+                    for piece in ["Hello", " there", "!"] {
+                        let beat = Heartbeat {
+                            lease_id: job.lease_id.clone(),
+                            text_delta: piece.into(),
+                        };
+                        node.post(&format!("/node/v1/jobs/{}/heartbeat", job.id), &beat)
+                            .await;
+                    }
+                }
+                assert_eq!(node.submit(&job, answer(&job)).await.status(), 200);
+            }
+        }
+    };
+    let output = tokio::select! {
+        output = client => output.unwrap(),
+        () = serve => unreachable!(),
+    };
+    assert!(
+        output.status.success(),
+        "client failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let seen: Value = serde_json::from_slice(&output.stdout).unwrap();
+    eprintln!("openai {}", seen["version"]);
+    assert_eq!(
+        seen["models"],
+        serde_json::json!([
+            "all-minilm-l6-v2",
+            "smollm2-135m-instruct",
+            "efficientnet-lite0"
+        ])
+    );
+    // The scripted node's vectors are [text length, 0, 0, 1]: base64 decoded by the client.
+    assert_eq!(
+        seen["embeddings"],
+        serde_json::json!([[11.0, 0.0, 0.0, 1.0], [13.0, 0.0, 0.0, 1.0]])
+    );
+    assert_eq!(seen["embedding_tokens"], 4 + 5);
+    assert_eq!(
+        seen["float_embedding"],
+        serde_json::json!([3.0, 0.0, 0.0, 1.0])
+    );
+    assert_eq!(seen["chat"], "Hello there!");
+    assert_eq!(seen["chat_finish"], "stop");
+    assert_eq!(seen["chat_usage"], serde_json::json!([20, 4]));
+    assert_eq!(
+        seen["stream_pieces"],
+        serde_json::json!(["Hello", " there", "!"])
+    );
+    assert_eq!(seen["stream_finish"], "stop");
+    assert_eq!(seen["stream_usage"], 4);
+    assert_eq!(
+        seen["not_found"],
+        serde_json::json!([404, "model_not_found"])
+    );
+    assert_eq!(seen["bad_key"], 401);
+}
