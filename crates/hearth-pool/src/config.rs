@@ -92,6 +92,8 @@ pub struct PoolConfig {
     pub request_timeout_ms: u64,
     /// Texts per embeddings job: longer inputs are split across jobs (and nodes).
     pub embeddings_per_job: usize,
+    /// Share of jobs (0.0 ..= 1.0) checked by a second node before anyone is paid.
+    pub verification_share: f64,
 }
 
 impl Default for PoolConfig {
@@ -108,6 +110,7 @@ impl Default for PoolConfig {
             max_lease_wait_ms: 30_000,
             request_timeout_ms: 300_000,
             embeddings_per_job: 16,
+            verification_share: 0.05,
         }
     }
 }
@@ -131,6 +134,9 @@ impl PoolConfig {
         }
         if config.embeddings_per_job == 0 || config.max_attempts == 0 {
             return Err("embeddings_per_job and max_attempts must be at least 1".into());
+        }
+        if !(0.0..=1.0).contains(&config.verification_share) {
+            return Err("verification_share must be between 0 and 1".into());
         }
         Ok(config)
     }

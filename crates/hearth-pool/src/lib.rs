@@ -5,18 +5,22 @@
 //!   `/v1/images/classifications`), authenticated by API key.
 //! - [`node_api`]: the node API (`/node/v1/...`), every request signed by the node's key.
 //! - [`queue`]: leases, heartbeats, expiry and requeue, results accepted once.
+//! - [`verify`]: a share of jobs answered twice (or scored) before anyone is paid.
 //! - [`store`]: receipt chains and balances, durable, behind [`PoolStore`] ([`SledStore`]).
+//! - [`embedded`]: the local demo pool the desktop app starts, with its demo customer.
 //!
 //! [`Pool::start`] runs a pool on a tokio runtime; the desktop app starts one in-process on
 //! 127.0.0.1 as its local demo pool.
 
 pub mod config;
+pub mod embedded;
 pub mod error;
 pub mod node_api;
 pub mod nodes;
 pub mod openai;
 pub mod queue;
 pub mod store;
+pub mod verify;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -80,6 +84,7 @@ pub fn router(state: Arc<PoolState>) -> Router {
         .route("/node/v1/jobs/{id}/heartbeat", post(node_api::heartbeat))
         .route("/node/v1/jobs/{id}/return", post(node_api::give_back))
         .route("/node/v1/jobs/{id}/result", post(node_api::result))
+        .route("/node/v1/receipts", post(node_api::receipts))
         .route("/health", get(|| async { "ok" }))
         .fallback(|uri: axum::http::Uri| async move {
             ApiError::not_found(format!("no route for {}", uri.path()))
@@ -162,6 +167,16 @@ impl Pool {
     pub fn state(&self) -> &Arc<PoolState> {
         &self.state
     }
+}
+
+/// What the pool owes each node, as CSV: `node_id,micro_credits`, one line per node.
+pub fn payout_csv(store: &dyn PoolStore) -> Result<String, StoreError> {
+    let mut csv = String::from("node_id,micro_credits\n");
+    for (node, credits) in store.balances()? {
+        // Node ids are hex; nothing needs quoting.
+        csv.push_str(&format!("{node},{credits}\n"));
+    }
+    Ok(csv)
 }
 
 impl Drop for Pool {

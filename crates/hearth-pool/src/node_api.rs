@@ -11,8 +11,9 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, Method, Uri};
 use hearth_protocol::{
     HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIMESTAMP, Heartbeat, HeartbeatReply, JobResult,
-    LeaseReply, LeaseRequest, PROTOCOL_VERSION, Receipt, Registration, RegistrationReply,
-    ReturnJob, SignedReceipt, TaskOutput, TaskPayload, node_id, request_payload,
+    LeaseReply, LeaseRequest, PROTOCOL_VERSION, Receipt, ReceiptsReply, ReceiptsRequest,
+    Registration, RegistrationReply, ResultReply, ReturnJob, SignedReceipt, TaskOutput,
+    TaskPayload, node_id, request_payload,
 };
 use serde::de::DeserializeOwned;
 
@@ -20,6 +21,7 @@ use crate::PoolState;
 use crate::error::ApiError;
 use crate::nodes::NodeInfo;
 use crate::queue::{Completed, LeaseError, now_unix_ms};
+use crate::verify::{Answer, Verdict};
 
 /// The body, or 413/400 in OpenAI's shape.
 pub(crate) fn body_bytes(
@@ -245,8 +247,68 @@ fn check_output(task: &TaskPayload, output: &TaskOutput) -> Result<u64, String> 
             }
             Ok(images.len() as u64)
         }
+        (TaskPayload::ChatScore { token_ids, .. }, TaskOutput::ChatScore { ranks }) => {
+            if ranks.len() != token_ids.len() {
+                return Err(format!(
+                    "{} ranks for {} tokens",
+                    ranks.len(),
+                    token_ids.len()
+                ));
+            }
+            Ok(token_ids.len() as u64)
+        }
         _ => Err("the output is for another kind of task".into()),
     }
+}
+
+/// Issue and store a receipt to each of `paid` for job `job_id`, durably; returns them.
+async fn pay(
+    state: &Arc<PoolState>,
+    job_id: &str,
+    model: &str,
+    paid: &[Answer],
+) -> Result<Vec<SignedReceipt>, ApiError> {
+    let offer = state
+        .config
+        .model(model)
+        .ok_or_else(|| ApiError::internal(format!("model {model} is no longer sold")))?;
+    let mut receipts = Vec::with_capacity(paid.len());
+    {
+        // One receipt at a time: each chain's head read and append must not interleave.
+        let _chain = state.receipts.lock().await;
+        for answer in paid {
+            let head = state
+                .store
+                .chain_head(&answer.node_id)
+                .map_err(|e| ApiError::internal(e.to_string()))?;
+            let receipt = SignedReceipt::sign(
+                Receipt {
+                    job_id: job_id.to_owned(),
+                    node_id: answer.node_id.clone(),
+                    model: model.to_owned(),
+                    units: answer.units,
+                    unit: offer.unit().to_owned(),
+                    micro_credits: offer.price(answer.units),
+                    issued_unix_ms: now_unix_ms(),
+                    sequence: head.as_ref().map_or(0, |h| h.receipt.sequence + 1),
+                    prev_hash: head.as_ref().map_or_else(String::new, SignedReceipt::hash),
+                },
+                &state.pool_key,
+            );
+            state
+                .store
+                .append_receipt(&receipt)
+                .map_err(|e| ApiError::internal(e.to_string()))?;
+            receipts.push(receipt);
+        }
+    }
+    // Durable before anyone hears of it; results arriving together share the disk write.
+    let store = Arc::clone(&state.store);
+    tokio::task::spawn_blocking(move || store.sync())
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok(receipts)
 }
 
 /// `POST /node/v1/jobs/{id}/result`: checked, paid once, answered with a signed receipt. A
@@ -258,7 +320,7 @@ pub(crate) async fn result(
     uri: Uri,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<SignedReceipt>, ApiError> {
+) -> Result<Json<ResultReply>, ApiError> {
     let body = body_bytes(&state, body)?;
     let (id, _) = state
         .nodes
@@ -271,10 +333,13 @@ pub(crate) async fn result(
             // Already paid to this node: the same receipt again (a retry after a lost reply).
             let stored = state
                 .store
-                .receipt_for_job(&job_id)
+                .receipt_for_job(&job_id, &id)
                 .map_err(|e| ApiError::internal(e.to_string()))?;
-            if let Some(receipt) = stored.filter(|r| r.receipt.node_id == id) {
-                return Ok(Json(receipt));
+            if let Some(receipt) = stored {
+                return Ok(Json(ResultReply {
+                    receipt: Some(receipt),
+                    pending_verification: false,
+                }));
             }
             if state.queue.is_paying(&job_id, &id, &result.lease_id) {
                 return Err(ApiError::conflict(
@@ -284,7 +349,7 @@ pub(crate) async fn result(
             return Err(lease_error(error));
         }
     };
-    let units = match check_output(&accepted.task, &result.output) {
+    let units = match check_output(&accepted.leased_task, &result.output) {
         Ok(units) => units,
         Err(reason) => {
             let strikes = state.nodes.strike(&id);
@@ -293,44 +358,107 @@ pub(crate) async fn result(
             return Err(ApiError::unprocessable(format!("result refused: {reason}")));
         }
     };
-    let Some(offer) = state.config.model(&accepted.model) else {
-        state.queue.reject_result(&job_id);
-        return Err(ApiError::internal(format!(
-            "model {} is no longer sold",
-            accepted.model
-        )));
+    let answer = Answer {
+        node_id: id.clone(),
+        output: result.output,
+        units,
     };
-
-    // One receipt at a time per pool: the chain head read and the append must not interleave.
-    let _chain = state.receipts.lock().await;
-    let head = state
-        .store
-        .chain_head(&id)
-        .map_err(|e| ApiError::internal(e.to_string()))?;
-    let receipt = SignedReceipt::sign(
-        Receipt {
-            job_id: job_id.clone(),
-            node_id: id.clone(),
-            model: accepted.model,
-            units,
-            unit: offer.unit().to_owned(),
-            micro_credits: offer.price(units),
-            issued_unix_ms: now_unix_ms(),
-            sequence: head.as_ref().map_or(0, |h| h.receipt.sequence + 1),
-            prev_hash: head.as_ref().map_or_else(String::new, SignedReceipt::hash),
-        },
-        &state.pool_key,
-    );
-    if let Err(e) = state.store.append_receipt(&receipt) {
-        state.queue.reject_result(&job_id);
-        return Err(ApiError::internal(e.to_string()));
+    if !accepted.verify {
+        let receipts = match pay(
+            &state,
+            &job_id,
+            &accepted.model,
+            std::slice::from_ref(&answer),
+        )
+        .await
+        {
+            Ok(receipts) => receipts,
+            Err(error) => {
+                state.queue.reject_result(&job_id);
+                return Err(error);
+            }
+        };
+        let receipt = receipts.into_iter().next();
+        if let Some(receipt) = &receipt {
+            state.queue.complete(
+                &job_id,
+                Completed {
+                    output: answer.output,
+                    receipt: receipt.clone(),
+                },
+            );
+        }
+        return Ok(Json(ResultReply {
+            receipt,
+            pending_verification: false,
+        }));
     }
-    state.queue.complete(
-        &job_id,
-        Completed {
-            output: result.output,
-            receipt: receipt.clone(),
-        },
-    );
-    Ok(Json(receipt))
+
+    let (paid, struck, output) = match state.queue.record_answer(&job_id, answer) {
+        Verdict::NeedAnother { .. } => {
+            return Ok(Json(ResultReply {
+                receipt: None,
+                pending_verification: true,
+            }));
+        }
+        Verdict::Settled {
+            paid,
+            struck,
+            output,
+        } => (paid, struck, Some(output)),
+        Verdict::Redo { paid, struck } => (paid, struck, None),
+        Verdict::Unresolved => {
+            return Err(ApiError::unprocessable(
+                "no two answers to this job agreed; nobody is paid for it".into(),
+            ));
+        }
+    };
+    for node in &struck {
+        let strikes = state.nodes.strike(node);
+        tracing::warn!(job = %job_id, %node, strikes, "answer failed verification");
+    }
+    let receipts = pay(&state, &job_id, &accepted.model, &paid).await?;
+    if let (Some(output), Some(first)) = (output, receipts.first()) {
+        state.queue.complete(
+            &job_id,
+            Completed {
+                output,
+                receipt: first.clone(),
+            },
+        );
+    }
+    if struck.contains(&id) {
+        return Err(ApiError::unprocessable(
+            "the result failed verification".into(),
+        ));
+    }
+    Ok(Json(ResultReply {
+        receipt: receipts.into_iter().find(|r| r.receipt.node_id == id),
+        pending_verification: false,
+    }))
+}
+
+/// `POST /node/v1/receipts`: the node's receipts in order, to catch its ledger up (also the
+/// way to collect receipts of results that were verified later).
+pub(crate) async fn receipts(
+    State(state): State<Arc<PoolState>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<ReceiptsReply>, ApiError> {
+    let body = body_bytes(&state, body)?;
+    let (id, _) = state
+        .nodes
+        .authenticate(&method, uri.path(), &headers, &body)?;
+    let request: ReceiptsRequest = parse(&body)?;
+    let receipts = state
+        .store
+        .receipts_after(
+            &id,
+            request.after_sequence,
+            request.limit.clamp(1, 1000) as usize,
+        )
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok(Json(ReceiptsReply { receipts }))
 }

@@ -1,6 +1,6 @@
 //! Registered nodes and the check on every signed node request.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Mutex, RwLock};
 
 use axum::http::{HeaderMap, Method};
@@ -27,7 +27,34 @@ pub struct NodeInfo {
 pub struct Nodes {
     nodes: RwLock<HashMap<String, NodeInfo>>,
     /// Signatures seen within the clock-skew window: a replayed request is refused.
-    seen: Mutex<HashMap<String, u64>>,
+    seen: Mutex<SeenSignatures>,
+}
+
+/// Signatures accepted recently, oldest first, forgotten after twice the clock-skew window
+/// (a request older than the window is refused for its timestamp anyway).
+#[derive(Debug, Default)]
+struct SeenSignatures {
+    set: HashSet<String>,
+    order: VecDeque<(u64, String)>,
+}
+
+impl SeenSignatures {
+    /// Record `signature`; false if it was already there.
+    fn insert(&mut self, signature: &str, now: u64) -> bool {
+        while let Some((at, _)) = self.order.front() {
+            if now.saturating_sub(*at) <= 2 * MAX_CLOCK_SKEW_MS {
+                break;
+            }
+            if let Some((_, old)) = self.order.pop_front() {
+                self.set.remove(&old);
+            }
+        }
+        if !self.set.insert(signature.to_owned()) {
+            return false;
+        }
+        self.order.push_back((now, signature.to_owned()));
+        true
+    }
 }
 
 impl Nodes {
@@ -103,9 +130,12 @@ impl Nodes {
                 signature,
             )
             .map_err(|e| ApiError::unauthorized(format!("bad signature: {e}")))?;
-        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-        seen.retain(|_, &mut at| now.abs_diff(at) <= 2 * MAX_CLOCK_SKEW_MS);
-        if seen.insert(signature.to_owned(), timestamp).is_some() {
+        let fresh = self
+            .seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(signature, now);
+        if !fresh {
             return Err(ApiError::unauthorized("replayed request".into()));
         }
         Ok((node_id.to_owned(), info))

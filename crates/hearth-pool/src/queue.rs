@@ -14,6 +14,7 @@ use hearth_protocol::{Job, SignedReceipt, TaskOutput, TaskPayload};
 use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::config::PoolConfig;
+use crate::verify::{self, Answer, Verdict};
 
 /// Milliseconds since the Unix epoch.
 pub fn now_unix_ms() -> u64 {
@@ -47,6 +48,8 @@ pub struct Completed {
 pub enum JobFailure {
     #[error("the job lost {0} leases (nodes timed out or went away)")]
     Exhausted(u32),
+    #[error("the nodes' answers did not agree, so none was accepted")]
+    Unverified,
 }
 
 /// Why a node's request about a job was refused.
@@ -75,6 +78,14 @@ enum JobState {
 struct JobEntry {
     model: String,
     task: TaskPayload,
+    /// Checked by a second node before anyone is paid.
+    verify: bool,
+    /// Answers so far (under verification), each from a different node.
+    answers: Vec<Answer>,
+    /// Nodes that may not take the job again (they answered, or were struck).
+    exclude: Vec<String>,
+    /// What the next node runs instead of `task` (chat scoring).
+    check_task: Option<TaskPayload>,
     attempts: u32,
     state: JobState,
     done: Option<oneshot::Sender<Result<Completed, JobFailure>>>,
@@ -97,11 +108,16 @@ pub struct Submitted {
     pub deltas: Option<mpsc::UnboundedReceiver<String>>,
 }
 
-/// A result the caller may now pay for (see [`Queue::accept_result`]).
+/// A result the caller may now check and pay for (see [`Queue::accept_result`]).
 #[derive(Debug)]
 pub struct Accepted {
     pub model: String,
+    /// What the node was asked to run (the job, or a check of another node's answer).
+    pub leased_task: TaskPayload,
+    /// The customer's job.
     pub task: TaskPayload,
+    /// The result goes through [`Queue::record_answer`] before anyone is paid.
+    pub verify: bool,
 }
 
 /// The queue.
@@ -135,9 +151,14 @@ impl Queue {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Add a job; nodes waiting for work are woken.
+    /// Add a job; nodes waiting for work are woken. A share of jobs is marked for
+    /// verification (never streamed chats: their text reaches the customer as it is made).
     pub fn submit(&self, model: &str, task: TaskPayload, stream: bool) -> Submitted {
         let job_id = random_id("job-");
+        let mut draw = [0u8; 8];
+        let _ = getrandom::fill(&mut draw);
+        let verify = !stream
+            && (u64::from_le_bytes(draw) as f64 / u64::MAX as f64) < self.config.verification_share;
         let (done_tx, done) = oneshot::channel();
         let (deltas_tx, deltas) = if stream {
             let (tx, rx) = mpsc::unbounded_channel();
@@ -152,6 +173,10 @@ impl Queue {
                 JobEntry {
                     model: model.to_owned(),
                     task,
+                    verify,
+                    answers: Vec::new(),
+                    exclude: Vec::new(),
+                    check_task: None,
                     attempts: 0,
                     state: JobState::Queued,
                     done: Some(done_tx),
@@ -201,10 +226,9 @@ impl Queue {
         let mut i = 0;
         while i < state.queued.len() && leased.len() < max {
             let id = &state.queued[i];
-            let fits = state
-                .jobs
-                .get(id)
-                .is_some_and(|j| models.contains(&j.model));
+            let fits = state.jobs.get(id).is_some_and(|j| {
+                models.contains(&j.model) && !j.exclude.iter().any(|n| n == node_id)
+            });
             if !fits {
                 i += 1;
                 continue;
@@ -225,7 +249,10 @@ impl Queue {
                 id,
                 lease_id,
                 model: entry.model.clone(),
-                task: entry.task.clone(),
+                task: entry
+                    .check_task
+                    .clone()
+                    .unwrap_or_else(|| entry.task.clone()),
                 lease_expires_unix_ms: now_unix_ms() + lease.as_millis() as u64,
             });
         }
@@ -307,8 +334,55 @@ impl Queue {
         };
         Ok(Accepted {
             model: entry.model.clone(),
+            leased_task: entry
+                .check_task
+                .clone()
+                .unwrap_or_else(|| entry.task.clone()),
             task: entry.task.clone(),
+            verify: entry.verify,
         })
+    }
+
+    /// Add an answer to a job under verification and decide. On [`Verdict::NeedAnother`] and
+    /// [`Verdict::Redo`] the job is back in the queue for a node that has not answered it; on
+    /// [`Verdict::Unresolved`] the customer gets an error. On [`Verdict::Settled`] the caller
+    /// pays and then calls [`Queue::complete`].
+    pub fn record_answer(&self, job_id: &str, answer: Answer) -> Verdict {
+        let mut state = self.lock();
+        let Some(entry) = state.jobs.get_mut(job_id) else {
+            return Verdict::Unresolved;
+        };
+        entry.exclude.push(answer.node_id.clone());
+        entry.answers.push(answer);
+        let verdict = verify::judge(&entry.task, &entry.answers);
+        match &verdict {
+            Verdict::NeedAnother { check_task } => {
+                entry.check_task = check_task.clone();
+                entry.state = JobState::Queued;
+                state.queued.push_front(job_id.to_owned());
+                drop(state);
+                self.work_ready.notify_waiters();
+            }
+            Verdict::Redo { .. } => {
+                // A fresh answer from another node, taken without a second check.
+                entry.answers.clear();
+                entry.check_task = None;
+                entry.verify = false;
+                entry.state = JobState::Queued;
+                state.queued.push_front(job_id.to_owned());
+                drop(state);
+                self.work_ready.notify_waiters();
+            }
+            Verdict::Unresolved => {
+                if let Some(mut entry) = state.jobs.remove(job_id)
+                    && let Some(done) = entry.done.take()
+                {
+                    let _ = done.send(Err(JobFailure::Unverified));
+                }
+            }
+            Verdict::Settled { .. } => {}
+        }
+        verdict
     }
 
     /// The receipt is stored: hand the result to the customer and forget the job.

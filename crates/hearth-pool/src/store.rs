@@ -24,10 +24,24 @@ pub trait PoolStore: Send + Sync + std::fmt::Debug {
     /// The newest receipt issued to `node_id`.
     fn chain_head(&self, node_id: &str) -> Result<Option<SignedReceipt>, StoreError>;
     /// Record `receipt` as the node's new chain head and add its credits to the node's balance,
-    /// together and durably, before returning.
+    /// together (atomically). Durable only after [`PoolStore::sync`].
     fn append_receipt(&self, receipt: &SignedReceipt) -> Result<(), StoreError>;
-    /// The receipt for `job_id`, if one was issued.
-    fn receipt_for_job(&self, job_id: &str) -> Result<Option<SignedReceipt>, StoreError>;
+    /// Make everything appended so far durable. Callers appending concurrently share the
+    /// disk writes (group commit): call it outside any lock.
+    fn sync(&self) -> Result<(), StoreError>;
+    /// The receipt `node_id` got for `job_id`, if one was issued.
+    fn receipt_for_job(
+        &self,
+        job_id: &str,
+        node_id: &str,
+    ) -> Result<Option<SignedReceipt>, StoreError>;
+    /// `node_id`'s receipts after sequence `after` (all when `None`), oldest first, at most `limit`.
+    fn receipts_after(
+        &self,
+        node_id: &str,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<SignedReceipt>, StoreError>;
     /// Micro-credits owed to each node, by node id.
     fn balances(&self) -> Result<Vec<(String, u64)>, StoreError>;
     /// The pool's receipt-signing key (32 secret bytes), created on first use.
@@ -39,9 +53,12 @@ pub trait PoolStore: Send + Sync + std::fmt::Debug {
 pub struct SledStore {
     db: sled::Db,
     heads: sled::Tree,
+    /// Keyed `job id / node id`.
     receipts: sled::Tree,
+    /// Keyed `node id / sequence (big-endian)`, for catching a node up in order.
+    by_node: sled::Tree,
     balances: sled::Tree,
-    /// Serialises appends: the chain head read and the write must not interleave.
+    /// Serialises appends to the balances' read-modify-write.
     append: Mutex<()>,
 }
 
@@ -52,6 +69,7 @@ impl SledStore {
         Ok(Self {
             heads: db.open_tree("chain_heads")?,
             receipts: db.open_tree("receipts_by_job")?,
+            by_node: db.open_tree("receipts_by_node")?,
             balances: db.open_tree("balances")?,
             db,
             append: Mutex::new(()),
@@ -76,10 +94,15 @@ impl PoolStore for SledStore {
         let bytes = serde_json::to_vec(receipt).map_err(|e| StoreError(e.to_string()))?;
         let node = receipt.receipt.node_id.as_bytes();
         let credits = receipt.receipt.micro_credits;
-        (&self.heads, &self.receipts, &self.balances)
-            .transaction(|(heads, receipts, balances)| {
+        let job_key = format!("{}/{}", receipt.receipt.job_id, receipt.receipt.node_id);
+        let mut node_key = node.to_vec();
+        node_key.push(b'/');
+        node_key.extend(receipt.receipt.sequence.to_be_bytes());
+        (&self.heads, &self.receipts, &self.by_node, &self.balances)
+            .transaction(|(heads, receipts, by_node, balances)| {
                 heads.insert(node, bytes.as_slice())?;
-                receipts.insert(receipt.receipt.job_id.as_bytes(), bytes.as_slice())?;
+                receipts.insert(job_key.as_bytes(), bytes.as_slice())?;
+                by_node.insert(node_key.as_slice(), bytes.as_slice())?;
                 let old = balances
                     .get(node)?
                     .and_then(|b| <[u8; 8]>::try_from(b.as_ref()).ok())
@@ -88,15 +111,43 @@ impl PoolStore for SledStore {
                 Ok(())
             })
             .map_err(|e: sled::transaction::TransactionError<()>| StoreError(format!("{e:?}")))?;
+        Ok(())
+    }
+
+    fn sync(&self) -> Result<(), StoreError> {
         self.db.flush()?;
         Ok(())
     }
 
-    fn receipt_for_job(&self, job_id: &str) -> Result<Option<SignedReceipt>, StoreError> {
+    fn receipt_for_job(
+        &self,
+        job_id: &str,
+        node_id: &str,
+    ) -> Result<Option<SignedReceipt>, StoreError> {
         self.receipts
-            .get(job_id)?
+            .get(format!("{job_id}/{node_id}"))?
             .map(|b| Self::decode(&b))
             .transpose()
+    }
+
+    fn receipts_after(
+        &self,
+        node_id: &str,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<SignedReceipt>, StoreError> {
+        let mut prefix = node_id.as_bytes().to_vec();
+        prefix.push(b'/');
+        let mut start = prefix.clone();
+        start.extend(after.map_or(0, |a| a.saturating_add(1)).to_be_bytes());
+        let mut end = prefix;
+        end.extend(u64::MAX.to_be_bytes());
+        let mut out = Vec::new();
+        for entry in self.by_node.range(start..=end).take(limit) {
+            let (_, bytes) = entry?;
+            out.push(Self::decode(&bytes)?);
+        }
+        Ok(out)
     }
 
     fn balances(&self) -> Result<Vec<(String, u64)>, StoreError> {

@@ -8,7 +8,8 @@
 use std::time::Duration;
 
 use hearth_protocol::{
-    Heartbeat, KeyPair, LeaseRequest, RequestSigner, ReturnJob, SignedReceipt, TaskOutput,
+    Heartbeat, KeyPair, LeaseRequest, RequestSigner, ResultReply, ReturnJob, SignedReceipt,
+    TaskOutput,
 };
 use serde_json::{Value, json};
 
@@ -37,7 +38,12 @@ async fn embeddings_flow_through_two_nodes_and_each_is_paid_with_a_chained_recei
             for job in node.lease(200).await {
                 let response = node.submit(&job, answer(&job)).await;
                 assert_eq!(response.status(), 200);
-                let receipt: SignedReceipt = response.json().await.unwrap();
+                let receipt = response
+                    .json::<ResultReply>()
+                    .await
+                    .unwrap()
+                    .receipt
+                    .unwrap();
                 receipt.verify(&node.pool_key).unwrap();
                 receipts.push((node.signer.node_id().to_owned(), receipt));
                 done += 1;
@@ -86,12 +92,22 @@ async fn a_repeated_result_gets_the_same_receipt_and_pays_nothing_more() {
         json!({ "model": "efficientnet-lite0", "images": ["iVBORw0KGgo=", "iVBORw0KGgo="], "top_k": 3 }),
     ));
     let job = node.lease(2000).await.remove(0);
-    let first: SignedReceipt = node.submit(&job, answer(&job)).await.json().await.unwrap();
+    let first = node
+        .submit(&job, answer(&job))
+        .await
+        .json::<ResultReply>()
+        .await
+        .unwrap()
+        .receipt
+        .unwrap();
     assert_eq!(first.receipt.units, 2);
     assert_eq!(first.receipt.micro_credits, 100);
     let again = node.submit(&job, answer(&job)).await;
     assert_eq!(again.status(), 200);
-    assert_eq!(again.json::<SignedReceipt>().await.unwrap(), first);
+    assert_eq!(
+        again.json::<ResultReply>().await.unwrap().receipt,
+        Some(first)
+    );
     assert_eq!(
         pool.state().store.balances().unwrap(),
         vec![(node.signer.node_id().to_owned(), 100)]

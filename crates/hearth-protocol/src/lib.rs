@@ -295,6 +295,13 @@ pub enum TaskPayload {
         images: Vec<String>,
         top_k: u32,
     },
+    /// Verification of another node's chat answer by teacher forcing: run the conversation
+    /// followed by `token_ids` and report, for each of those tokens, its rank among the
+    /// model's own predictions at that position (0 = the most likely).
+    ChatScore {
+        messages: Vec<ChatMessage>,
+        token_ids: Vec<u32>,
+    },
 }
 
 /// A unit of work leased to a node.
@@ -362,6 +369,33 @@ pub enum TaskOutput {
     ImageClassification {
         results: Vec<Vec<ClassScore>>,
     },
+    ChatScore {
+        /// One rank per scored token.
+        ranks: Vec<u32>,
+    },
+}
+
+/// The pool's answer to a result: a receipt now, or later when the result was picked for
+/// verification (fetch it with [`ReceiptsRequest`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ResultReply {
+    pub receipt: Option<SignedReceipt>,
+    /// The result is being checked by another node; credit follows if it holds.
+    pub pending_verification: bool,
+}
+
+/// `POST /node/v1/receipts`: this node's receipts after `after_sequence` (all when `None`),
+/// oldest first, at most `limit`. A node catches up its ledger with it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReceiptsRequest {
+    pub after_sequence: Option<u64>,
+    pub limit: u32,
+}
+
+/// Receipts, oldest first.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReceiptsReply {
+    pub receipts: Vec<SignedReceipt>,
 }
 
 /// `POST /node/v1/jobs/{id}/result`.

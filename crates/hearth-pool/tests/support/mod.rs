@@ -19,6 +19,8 @@ pub async fn pool(tweak: impl FnOnce(&mut PoolConfig)) -> (Pool, tempfile::TempD
     let dir = tempfile::tempdir().unwrap();
     let mut config = PoolConfig {
         api_keys: vec![KEY.into()],
+        // Tests that want verification ask for it.
+        verification_share: 0.0,
         ..PoolConfig::default()
     };
     tweak(&mut config);
@@ -149,6 +151,9 @@ pub fn answer(job: &Job) -> TaskOutput {
             completion_tokens: 4,
             token_ids: vec![1, 2, 3, 4],
             finish_reason: "stop".into(),
+        },
+        TaskPayload::ChatScore { token_ids, .. } => TaskOutput::ChatScore {
+            ranks: vec![0; token_ids.len()],
         },
         TaskPayload::ImageClassification { images, .. } => TaskOutput::ImageClassification {
             results: images

@@ -1,0 +1,159 @@
+//! Dispatch throughput: 32 simulated nodes on loopback lease and submit no-op jobs as fast as
+//! the pool hands them out; every request signed and checked, every receipt signed and stored
+//! durably (sled, flushed) before the node hears of it.
+//!
+//!     cargo bench -p hearth-pool --bench dispatch
+//!
+//! Reports jobs/s through lease and submit, and per-job overhead (lease round trip + submit
+//! round trip, as a node sees it) at p50 and p99. `HEARTH_DISPATCH_JOBS` sets the job count.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hearth_pool::{Pool, PoolConfig, SledStore};
+use hearth_protocol::{
+    HardwareProfile, JobResult, KeyPair, LeaseReply, LeaseRequest, PROTOCOL_VERSION, Registration,
+    RequestSigner, TaskOutput, TaskPayload,
+};
+
+const NODES: usize = 32;
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+async fn send(
+    http: &reqwest::Client,
+    url: &str,
+    signer: &RequestSigner,
+    path: &str,
+    body: Vec<u8>,
+) -> anyhow::Result<reqwest::Response> {
+    let mut request = http.post(format!("{url}{path}")).body(body.clone());
+    for (name, value) in signer.headers("POST", path, now_ms(), &body) {
+        request = request.header(name, value);
+    }
+    let response = request.send().await?;
+    anyhow::ensure!(
+        response.status().is_success(),
+        "{path}: {}",
+        response.status()
+    );
+    Ok(response)
+}
+
+/// One node: register, then lease and submit until no job comes within 500 ms.
+async fn node(url: String) -> anyhow::Result<Vec<Duration>> {
+    let http = reqwest::Client::new();
+    let key = KeyPair::generate()?;
+    let registration = Registration {
+        protocol_version: PROTOCOL_VERSION,
+        public_key: key.public_key(),
+        profile: HardwareProfile {
+            backend: "cpu".into(),
+            device: "no-op".into(),
+            memory_bytes: 1 << 30,
+            models: vec!["all-minilm-l6-v2".into()],
+            matmul_gflops: None,
+        },
+        client: "dispatch bench".into(),
+    };
+    let signer = RequestSigner::new(key);
+    send(
+        &http,
+        &url,
+        &signer,
+        "/node/v1/register",
+        serde_json::to_vec(&registration)?,
+    )
+    .await?;
+    let lease = serde_json::to_vec(&LeaseRequest {
+        max_jobs: 1,
+        wait_ms: 500,
+    })?;
+    let mut overheads = Vec::new();
+    loop {
+        let started = Instant::now();
+        let reply: LeaseReply = send(&http, &url, &signer, "/node/v1/lease", lease.clone())
+            .await?
+            .json()
+            .await?;
+        let leased = started.elapsed();
+        let Some(job) = reply.jobs.into_iter().next() else {
+            return Ok(overheads);
+        };
+        let TaskPayload::Embeddings { texts } = &job.task else {
+            anyhow::bail!("unexpected task");
+        };
+        let result = JobResult {
+            lease_id: job.lease_id.clone(),
+            output: TaskOutput::Embeddings {
+                vectors: vec![vec![1.0]; texts.len()],
+                tokens: vec![1; texts.len()],
+            },
+            started_unix_ms: now_ms(),
+            finished_unix_ms: now_ms(),
+            energy_wh: None,
+            energy_estimated: false,
+        };
+        let submitted = Instant::now();
+        send(
+            &http,
+            &url,
+            &signer,
+            &format!("/node/v1/jobs/{}/result", job.id),
+            serde_json::to_vec(&result)?,
+        )
+        .await?;
+        overheads.push(leased + submitted.elapsed());
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    if !std::env::args().any(|arg| arg == "--bench") {
+        println!("dispatch: run with `cargo bench -p hearth-pool --bench dispatch`");
+        return Ok(());
+    }
+    let jobs: usize = std::env::var("HEARTH_DISPATCH_JOBS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20_000);
+    let dir = tempfile::tempdir()?;
+    let store = Arc::new(SledStore::open(&dir.path().join("pool"))?);
+    let pool = Pool::start(PoolConfig::default(), store).await?;
+    let queue = &pool.state().queue;
+    let mut receivers = Vec::with_capacity(jobs);
+    for i in 0..jobs {
+        let task = TaskPayload::Embeddings {
+            texts: vec![format!("job {i}")],
+        };
+        receivers.push(queue.submit("all-minilm-l6-v2", task, false).done);
+    }
+    let started = Instant::now();
+    let nodes: Vec<_> = (0..NODES).map(|_| tokio::spawn(node(pool.url()))).collect();
+    let mut overheads = Vec::new();
+    for node in nodes {
+        overheads.extend(node.await??);
+    }
+    // The last 500 ms were the nodes' final empty lease.
+    let elapsed = started.elapsed().as_secs_f64() - 0.5;
+    let mut completed = 0;
+    for done in receivers {
+        if matches!(done.await, Ok(Ok(_))) {
+            completed += 1;
+        }
+    }
+    overheads.sort();
+    let pct = |p: f64| overheads[((overheads.len() as f64 * p) as usize).min(overheads.len() - 1)];
+    println!(
+        "{completed} of {jobs} jobs through {NODES} nodes in {elapsed:.2} s: {:.0} jobs/s; \
+         per-job overhead (lease + submit round trips) p50 {:.2} ms, p99 {:.2} ms",
+        completed as f64 / elapsed,
+        pct(0.5).as_secs_f64() * 1e3,
+        pct(0.99).as_secs_f64() * 1e3
+    );
+    Ok(())
+}
