@@ -47,6 +47,8 @@ pub struct PoolState {
     pub pool_key: KeyPair,
     /// Held while a receipt is issued, so each node's chain grows one receipt at a time.
     pub receipts: tokio::sync::Mutex<()>,
+    /// Makes receipts durable in batches.
+    pub durability: store::GroupCommit,
 }
 
 /// Why a pool could not start.
@@ -121,6 +123,7 @@ impl Pool {
             store,
             pool_key,
             receipts: tokio::sync::Mutex::new(()),
+            durability: store::GroupCommit::default(),
             config,
         });
         let (shutdown, stopped) = oneshot::channel::<()>();

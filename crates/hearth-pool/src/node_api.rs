@@ -302,12 +302,8 @@ async fn pay(
             receipts.push(receipt);
         }
     }
-    // Durable before anyone hears of it; results arriving together share the disk write.
-    let store = Arc::clone(&state.store);
-    tokio::task::spawn_blocking(move || store.sync())
-        .await
-        .map_err(|e| ApiError::internal(e.to_string()))?
-        .map_err(|e| ApiError::internal(e.to_string()))?;
+    // Durable before anyone hears of it; results arriving together share one disk write.
+    state.durability.sync(&state.store).await?;
     Ok(receipts)
 }
 
@@ -326,7 +322,29 @@ pub(crate) async fn result(
         .nodes
         .authenticate(&method, uri.path(), &headers, &body)?;
     let result: JobResult = parse(&body)?;
+    let next = result.next.clone();
+    let mut reply = settle(&state, &job_id, &id, result).await?;
+    if let Some(next) = next {
+        let models = state
+            .nodes
+            .get(&id)
+            .map(|n| n.profile.models)
+            .unwrap_or_default();
+        let wait = Duration::from_millis(next.wait_ms.min(state.config.max_lease_wait_ms));
+        let max = next.max_jobs.clamp(1, 64) as usize;
+        reply.jobs = state.queue.lease(&id, &models, max, wait).await;
+    }
+    Ok(Json(reply))
+}
 
+/// Check, verify and pay one result.
+async fn settle(
+    state: &Arc<PoolState>,
+    job_id: &str,
+    id: &str,
+    result: JobResult,
+) -> Result<ResultReply, ApiError> {
+    let (job_id, id) = (job_id.to_owned(), id.to_owned());
     let accepted = match state.queue.accept_result(&job_id, &id, &result.lease_id) {
         Ok(accepted) => accepted,
         Err(error) => {
@@ -336,10 +354,11 @@ pub(crate) async fn result(
                 .receipt_for_job(&job_id, &id)
                 .map_err(|e| ApiError::internal(e.to_string()))?;
             if let Some(receipt) = stored {
-                return Ok(Json(ResultReply {
+                return Ok(ResultReply {
                     receipt: Some(receipt),
                     pending_verification: false,
-                }));
+                    jobs: Vec::new(),
+                });
             }
             if state.queue.is_paying(&job_id, &id, &result.lease_id) {
                 return Err(ApiError::conflict(
@@ -365,7 +384,7 @@ pub(crate) async fn result(
     };
     if !accepted.verify {
         let receipts = match pay(
-            &state,
+            state,
             &job_id,
             &accepted.model,
             std::slice::from_ref(&answer),
@@ -388,18 +407,20 @@ pub(crate) async fn result(
                 },
             );
         }
-        return Ok(Json(ResultReply {
+        return Ok(ResultReply {
             receipt,
             pending_verification: false,
-        }));
+            jobs: Vec::new(),
+        });
     }
 
     let (paid, struck, output) = match state.queue.record_answer(&job_id, answer) {
         Verdict::NeedAnother { .. } => {
-            return Ok(Json(ResultReply {
+            return Ok(ResultReply {
                 receipt: None,
                 pending_verification: true,
-            }));
+                jobs: Vec::new(),
+            });
         }
         Verdict::Settled {
             paid,
@@ -417,7 +438,7 @@ pub(crate) async fn result(
         let strikes = state.nodes.strike(node);
         tracing::warn!(job = %job_id, %node, strikes, "answer failed verification");
     }
-    let receipts = pay(&state, &job_id, &accepted.model, &paid).await?;
+    let receipts = pay(state, &job_id, &accepted.model, &paid).await?;
     if let (Some(output), Some(first)) = (output, receipts.first()) {
         state.queue.complete(
             &job_id,
@@ -432,10 +453,11 @@ pub(crate) async fn result(
             "the result failed verification".into(),
         ));
     }
-    Ok(Json(ResultReply {
+    Ok(ResultReply {
         receipt: receipts.into_iter().find(|r| r.receipt.node_id == id),
         pending_verification: false,
-    }))
+        jobs: Vec::new(),
+    })
 }
 
 /// `POST /node/v1/receipts`: the node's receipts in order, to catch its ledger up (also the

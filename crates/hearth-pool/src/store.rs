@@ -48,6 +48,40 @@ pub trait PoolStore: Send + Sync + std::fmt::Debug {
     fn pool_secret(&self, create: &dyn Fn() -> [u8; 32]) -> Result<[u8; 32], StoreError>;
 }
 
+/// Group commit: many receipts appended at about the same time are made durable by one
+/// [`PoolStore::sync`]. Each caller waits until a sync that began after its append has
+/// finished; while one sync runs, later callers queue behind it and the first of them syncs
+/// for all.
+#[derive(Debug, Default)]
+pub struct GroupCommit {
+    /// Appends announced so far.
+    requested: std::sync::atomic::AtomicU64,
+    /// Appends known durable.
+    durable: std::sync::atomic::AtomicU64,
+    flushing: tokio::sync::Mutex<()>,
+}
+
+impl GroupCommit {
+    /// Make everything this caller appended durable (call after appending).
+    pub async fn sync(&self, store: &std::sync::Arc<dyn PoolStore>) -> Result<(), crate::ApiError> {
+        use std::sync::atomic::Ordering;
+        let mine = self.requested.fetch_add(1, Ordering::SeqCst) + 1;
+        let _turn = self.flushing.lock().await;
+        if self.durable.load(Ordering::SeqCst) >= mine {
+            return Ok(());
+        }
+        // Everything announced up to now was appended before it was announced.
+        let target = self.requested.load(Ordering::SeqCst);
+        let store = std::sync::Arc::clone(store);
+        tokio::task::spawn_blocking(move || store.sync())
+            .await
+            .map_err(|e| crate::ApiError::internal(e.to_string()))?
+            .map_err(|e| crate::ApiError::internal(e.to_string()))?;
+        self.durable.fetch_max(target, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
 /// [`PoolStore`] in a sled database.
 #[derive(Debug)]
 pub struct SledStore {

@@ -382,6 +382,9 @@ pub struct ResultReply {
     pub receipt: Option<SignedReceipt>,
     /// The result is being checked by another node; credit follows if it holds.
     pub pending_verification: bool,
+    /// Jobs leased for [`JobResult::next`].
+    #[serde(default)]
+    pub jobs: Vec<Job>,
 }
 
 /// `POST /node/v1/receipts`: this node's receipts after `after_sequence` (all when `None`),
@@ -408,6 +411,9 @@ pub struct JobResult {
     /// GPU (or CPU) energy the job used, where known.
     pub energy_wh: Option<f64>,
     pub energy_estimated: bool,
+    /// Lease the next jobs in the same round trip (a busy node saves a request per job).
+    #[serde(default)]
+    pub next: Option<LeaseRequest>,
 }
 
 /// What the pool pays for one job.

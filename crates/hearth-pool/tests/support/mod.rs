@@ -126,6 +126,7 @@ impl Node {
             finished_unix_ms: now_ms(),
             energy_wh: Some(0.001),
             energy_estimated: true,
+            next: None,
         };
         self.post(&format!("/node/v1/jobs/{}/result", job.id), &result)
             .await
