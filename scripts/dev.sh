@@ -143,7 +143,7 @@ cmd_test() {
   log "running the Rust tests (unit, integration, end-to-end)"
   local results
   results="$(mktemp)"
-  cargo test --workspace --all-targets --locked 2>&1 | tee "$results"
+  cargo test --workspace --all-targets --locked --no-fail-fast 2>&1 | tee "$results"
   # One closing line for the whole run, summed over every test binary.
   awk '/^test result:/ { passed += $4; failed += $6 } END { printf "rust tests: %d passed, %d failed\n", passed, failed }' "$results"
   rm -f "$results"

@@ -1,0 +1,584 @@
+//! The node's ledger, in sled: every job it ran, every receipt the pool signed for it, hourly
+//! earnings for charts, and the user's settings.
+//!
+//! Layout (schema [`SCHEMA_VERSION`]):
+//! - `jobs`: key `started_ms (8 bytes, big-endian) ++ job id` → [`JobRecord`] JSON, so a time
+//!   range is one ordered scan and the newest jobs are at the end;
+//! - `job_index`: job id → its `jobs` key;
+//! - `receipts`: key `sequence (big-endian)` → [`SignedReceipt`] JSON, the pool's hash chain;
+//! - `hours`: key `unix hour (big-endian)` → [`Totals`] JSON, updated with each finished job;
+//! - `settings`: key → JSON value; `meta`: `schema_version`.
+//!
+//! A finished job, its receipt and its hour's totals are written in one transaction and
+//! flushed to disk before [`Ledger::finish_job`] returns, so a crash never loses a job the UI
+//! was told about and never counts one twice.
+
+use std::io::Write;
+use std::path::Path;
+use std::sync::Mutex;
+
+use hearth_protocol::{PublicKey, SignedReceipt};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use sled::Transactional;
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+
+/// The layout this code reads and writes; older ledgers are migrated on open.
+pub const SCHEMA_VERSION: u32 = 1;
+const MS_PER_HOUR: u64 = 3_600_000;
+
+/// What can go wrong with the ledger.
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    #[error("ledger storage: {0}")]
+    Storage(#[from] sled::Error),
+    #[error("ledger record {key} is corrupt: {reason}")]
+    Corrupt { key: String, reason: String },
+    #[error("ledger schema {found} is newer than this Hearth understands ({SCHEMA_VERSION})")]
+    TooNew { found: u32 },
+    #[error("unknown job {0}")]
+    UnknownJob(String),
+    #[error("receipt for job {job_id} (sequence {sequence}) does not verify: {reason}")]
+    BadReceipt {
+        job_id: String,
+        sequence: u64,
+        reason: String,
+    },
+    #[error("writing the export: {0}")]
+    Export(#[from] std::io::Error),
+}
+
+/// Shorthand for ledger results.
+pub type Result<T, E = LedgerError> = std::result::Result<T, E>;
+
+/// Where a job stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobStatus {
+    /// Started, not finished.
+    Running,
+    /// Finished and accepted by the pool.
+    Completed,
+    /// Finished with an error.
+    Failed,
+    /// Given back to the pool (the owner needed the GPU).
+    Returned,
+    /// Running when Hearth stopped (crash, power cut); the pool runs it again elsewhere.
+    Interrupted,
+}
+
+/// One job as the node saw it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JobRecord {
+    pub job_id: String,
+    pub model: String,
+    /// `embeddings`, `chat`, `image_classification`, `chat_score`.
+    pub task: String,
+    pub started_unix_ms: u64,
+    pub ended_unix_ms: Option<u64>,
+    pub status: JobStatus,
+    /// Units billed (tokens, images), from the receipt.
+    pub units: u64,
+    pub micro_credits: u64,
+    pub energy_wh: Option<f64>,
+    pub energy_estimated: bool,
+    /// The pool's signed receipt, once paid.
+    pub receipt: Option<SignedReceipt>,
+    /// Why it failed or was returned.
+    pub note: Option<String>,
+}
+
+/// How a job ended.
+#[derive(Clone, Debug, PartialEq)]
+pub struct JobOutcome {
+    pub status: JobStatus,
+    pub ended_unix_ms: u64,
+    pub energy_wh: Option<f64>,
+    pub energy_estimated: bool,
+    /// The receipt, for completed jobs (units and credits come from it).
+    pub receipt: Option<SignedReceipt>,
+    pub note: Option<String>,
+}
+
+/// Sums over a period.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Totals {
+    pub jobs_completed: u64,
+    pub jobs_failed: u64,
+    pub micro_credits: u64,
+    pub energy_wh: f64,
+    /// Some of `energy_wh` was estimated rather than measured.
+    pub energy_estimated: bool,
+}
+
+impl Totals {
+    fn add(&mut self, other: &Totals) {
+        self.jobs_completed += other.jobs_completed;
+        self.jobs_failed += other.jobs_failed;
+        self.micro_credits = self.micro_credits.saturating_add(other.micro_credits);
+        self.energy_wh += other.energy_wh;
+        self.energy_estimated |= other.energy_estimated;
+    }
+}
+
+/// What [`Ledger::verify_chain`] found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChainReport {
+    pub receipts: u64,
+    pub micro_credits: u64,
+}
+
+/// The ledger.
+#[derive(Debug)]
+pub struct Ledger {
+    db: sled::Db,
+    jobs: sled::Tree,
+    job_index: sled::Tree,
+    receipts: sled::Tree,
+    hours: sled::Tree,
+    settings: sled::Tree,
+    meta: sled::Tree,
+    /// Serialises writers: each reads totals and chain heads it then updates.
+    write: Mutex<()>,
+}
+
+fn corrupt(key: impl std::fmt::Debug, e: impl std::fmt::Display) -> LedgerError {
+    LedgerError::Corrupt {
+        key: format!("{key:?}"),
+        reason: e.to_string(),
+    }
+}
+
+fn decode<T: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|e| corrupt(String::from_utf8_lossy(key), e))
+}
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    // Our record types serialise infallibly (no maps with non-string keys, no custom code).
+    serde_json::to_vec(value).unwrap_or_default()
+}
+
+fn job_key(started_unix_ms: u64, job_id: &str) -> Vec<u8> {
+    let mut key = started_unix_ms.to_be_bytes().to_vec();
+    key.extend(job_id.as_bytes());
+    key
+}
+
+type TxResult<T> = std::result::Result<T, ConflictableTransactionError<LedgerError>>;
+
+fn tx_error(e: TransactionError<LedgerError>) -> LedgerError {
+    match e {
+        TransactionError::Abort(e) => e,
+        TransactionError::Storage(e) => LedgerError::Storage(e),
+    }
+}
+
+impl Ledger {
+    /// Open (or create) the ledger in `dir`, migrating an older layout. Jobs left running by a
+    /// previous run are marked [`JobStatus::Interrupted`].
+    pub fn open(dir: &Path) -> Result<Self> {
+        let db = sled::open(dir)?;
+        let ledger = Self {
+            jobs: db.open_tree("jobs")?,
+            job_index: db.open_tree("job_index")?,
+            receipts: db.open_tree("receipts")?,
+            hours: db.open_tree("hours")?,
+            settings: db.open_tree("settings")?,
+            meta: db.open_tree("meta")?,
+            db,
+            write: Mutex::new(()),
+        };
+        ledger.migrate()?;
+        ledger.mark_interrupted()?;
+        Ok(ledger)
+    }
+
+    /// The schema version stored in the database (0: written before versions existed).
+    pub fn schema_version(&self) -> Result<u32> {
+        Ok(match self.meta.get("schema_version")? {
+            None => 0,
+            Some(bytes) => decode(b"schema_version", &bytes)?,
+        })
+    }
+
+    fn migrate(&self) -> Result<()> {
+        let found = self.schema_version()?;
+        if found > SCHEMA_VERSION {
+            return Err(LedgerError::TooNew { found });
+        }
+        if found == 0 {
+            // Version 0 kept jobs in a `jobs_v0` tree keyed by job id alone, with no index
+            // and no hourly totals. Re-key them by time and rebuild the totals.
+            let old = self.db.open_tree("jobs_v0")?;
+            for entry in old.iter() {
+                let (key, bytes) = entry?;
+                let record: JobRecord = decode(&key, &bytes)?;
+                let time_key = job_key(record.started_unix_ms, &record.job_id);
+                self.jobs.insert(time_key.as_slice(), bytes.as_ref())?;
+                self.job_index.insert(record.job_id.as_bytes(), time_key)?;
+                if let Some(hour_delta) = hour_totals(&record) {
+                    let hour = record.ended_unix_ms.unwrap_or(record.started_unix_ms) / MS_PER_HOUR;
+                    let mut totals: Totals = match self.hours.get(hour.to_be_bytes())? {
+                        Some(b) => decode(b"hour", &b)?,
+                        None => Totals::default(),
+                    };
+                    totals.add(&hour_delta);
+                    self.hours.insert(hour.to_be_bytes(), encode(&totals))?;
+                }
+            }
+            self.db.drop_tree("jobs_v0")?;
+        }
+        self.meta
+            .insert("schema_version", encode(&SCHEMA_VERSION))?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Jobs still `Running` from a previous run become `Interrupted`. A damaged record is
+    /// left as it is (reads of it report it), so one bad record never locks the user out.
+    fn mark_interrupted(&self) -> Result<()> {
+        let mut changed = false;
+        for entry in self.jobs.iter() {
+            let (key, bytes) = entry?;
+            let mut record: JobRecord = match decode(&key, &bytes) {
+                Ok(record) => record,
+                Err(error) => {
+                    tracing::warn!(%error, "skipping a damaged job record");
+                    continue;
+                }
+            };
+            if record.status == JobStatus::Running {
+                record.status = JobStatus::Interrupted;
+                record.note = Some("Hearth stopped while the job ran".into());
+                self.jobs.insert(key, encode(&record))?;
+                changed = true;
+            }
+        }
+        if changed {
+            self.db.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Record that a job started (durable: a crash afterwards shows it as interrupted).
+    pub fn start_job(
+        &self,
+        job_id: &str,
+        model: &str,
+        task: &str,
+        started_unix_ms: u64,
+    ) -> Result<()> {
+        let record = JobRecord {
+            job_id: job_id.to_owned(),
+            model: model.to_owned(),
+            task: task.to_owned(),
+            started_unix_ms,
+            ended_unix_ms: None,
+            status: JobStatus::Running,
+            units: 0,
+            micro_credits: 0,
+            energy_wh: None,
+            energy_estimated: false,
+            receipt: None,
+            note: None,
+        };
+        let key = job_key(started_unix_ms, job_id);
+        let _write = self.write.lock().unwrap_or_else(|e| e.into_inner());
+        (&self.jobs, &self.job_index)
+            .transaction(|(jobs, index)| -> TxResult<()> {
+                jobs.insert(key.as_slice(), encode(&record))?;
+                index.insert(job_id.as_bytes(), key.as_slice())?;
+                Ok(())
+            })
+            .map_err(tx_error)?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Record how a job ended: its record, its receipt (checked against the pool's key and
+    /// the chain) and its hour's totals, in one transaction, flushed before returning.
+    pub fn finish_job(
+        &self,
+        job_id: &str,
+        outcome: JobOutcome,
+        pool_key: &PublicKey,
+    ) -> Result<JobRecord> {
+        let _write = self.write.lock().unwrap_or_else(|e| e.into_inner());
+        let key = self
+            .job_index
+            .get(job_id)?
+            .ok_or_else(|| LedgerError::UnknownJob(job_id.to_owned()))?;
+        let mut record: JobRecord = match self.jobs.get(&key)? {
+            Some(bytes) => decode(&key, &bytes)?,
+            None => return Err(LedgerError::UnknownJob(job_id.to_owned())),
+        };
+        if let Some(receipt) = &outcome.receipt {
+            self.check_receipt(receipt, pool_key)?;
+            record.units = receipt.receipt.units;
+            record.micro_credits = receipt.receipt.micro_credits;
+        }
+        record.status = outcome.status;
+        record.ended_unix_ms = Some(outcome.ended_unix_ms);
+        record.energy_wh = outcome.energy_wh;
+        record.energy_estimated = outcome.energy_estimated;
+        record.receipt = outcome.receipt.clone();
+        record.note = outcome.note;
+        let hour = outcome.ended_unix_ms / MS_PER_HOUR;
+        let mut totals: Totals = match self.hours.get(hour.to_be_bytes())? {
+            Some(bytes) => decode(b"hour", &bytes)?,
+            None => Totals::default(),
+        };
+        if let Some(delta) = hour_totals(&record) {
+            totals.add(&delta);
+        }
+        let bytes = encode(&record);
+        (&self.jobs, &self.receipts, &self.hours)
+            .transaction(|(jobs, receipts, hours)| -> TxResult<()> {
+                jobs.insert(key.as_ref(), bytes.as_slice())?;
+                if let Some(receipt) = &outcome.receipt {
+                    receipts.insert(&receipt.receipt.sequence.to_be_bytes(), encode(receipt))?;
+                }
+                hours.insert(&hour.to_be_bytes(), encode(&totals))?;
+                Ok(())
+            })
+            .map_err(tx_error)?;
+        self.db.flush()?;
+        Ok(record)
+    }
+
+    /// Import finished jobs in bulk (from an export or an older installation), with their
+    /// hourly totals, flushed once at the end. Receipts are not imported: they belong to the
+    /// chain, which only grows through [`Ledger::finish_job`].
+    pub fn import_jobs(&self, records: &[JobRecord]) -> Result<()> {
+        let _write = self.write.lock().unwrap_or_else(|e| e.into_inner());
+        let mut jobs = sled::Batch::default();
+        let mut index = sled::Batch::default();
+        let mut hours: std::collections::BTreeMap<u64, Totals> = std::collections::BTreeMap::new();
+        for record in records {
+            let key = job_key(record.started_unix_ms, &record.job_id);
+            let mut stored = record.clone();
+            stored.receipt = None;
+            jobs.insert(key.as_slice(), encode(&stored));
+            index.insert(record.job_id.as_bytes(), key);
+            if let Some(delta) = hour_totals(record) {
+                let hour = record.ended_unix_ms.unwrap_or(record.started_unix_ms) / MS_PER_HOUR;
+                let totals = match hours.get_mut(&hour) {
+                    Some(t) => t,
+                    None => {
+                        let existing = match self.hours.get(hour.to_be_bytes())? {
+                            Some(b) => decode(b"hour", &b)?,
+                            None => Totals::default(),
+                        };
+                        hours.entry(hour).or_insert(existing)
+                    }
+                };
+                totals.add(&delta);
+            }
+        }
+        self.jobs.apply_batch(jobs)?;
+        self.job_index.apply_batch(index)?;
+        for (hour, totals) in hours {
+            self.hours.insert(hour.to_be_bytes(), encode(&totals))?;
+        }
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// The newest receipt stored.
+    pub fn chain_head(&self) -> Result<Option<SignedReceipt>> {
+        match self.receipts.last()? {
+            Some((key, bytes)) => Ok(Some(decode(&key, &bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// A receipt is accepted only with the pool's signature and as the next link of the chain.
+    fn check_receipt(&self, receipt: &SignedReceipt, pool_key: &PublicKey) -> Result<()> {
+        let bad = |reason: String| LedgerError::BadReceipt {
+            job_id: receipt.receipt.job_id.clone(),
+            sequence: receipt.receipt.sequence,
+            reason,
+        };
+        receipt.verify(pool_key).map_err(|e| bad(e.to_string()))?;
+        let head = self.chain_head()?;
+        receipt
+            .follows(head.as_ref())
+            .map_err(|e| bad(e.to_string()))
+    }
+
+    /// One job.
+    pub fn job(&self, job_id: &str) -> Result<Option<JobRecord>> {
+        let Some(key) = self.job_index.get(job_id)? else {
+            return Ok(None);
+        };
+        match self.jobs.get(&key)? {
+            Some(bytes) => Ok(Some(decode(&key, &bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The newest `n` jobs, newest first.
+    pub fn recent_jobs(&self, n: usize) -> Result<Vec<JobRecord>> {
+        self.jobs
+            .iter()
+            .rev()
+            .take(n)
+            .map(|entry| {
+                let (key, bytes) = entry?;
+                decode(&key, &bytes)
+            })
+            .collect()
+    }
+
+    /// Jobs started in `[from, to)`, oldest first, at most `limit`.
+    pub fn jobs_between(
+        &self,
+        from_unix_ms: u64,
+        to_unix_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<JobRecord>> {
+        self.jobs
+            .range(from_unix_ms.to_be_bytes()..to_unix_ms.to_be_bytes())
+            .take(limit)
+            .map(|entry| {
+                let (key, bytes) = entry?;
+                decode(&key, &bytes)
+            })
+            .collect()
+    }
+
+    /// Totals of jobs that ended in `[from, to)`, to the hour.
+    pub fn totals_between(&self, from_unix_ms: u64, to_unix_ms: u64) -> Result<Totals> {
+        let mut sum = Totals::default();
+        let (from, to) = (from_unix_ms / MS_PER_HOUR, to_unix_ms.div_ceil(MS_PER_HOUR));
+        for entry in self.hours.range(from.to_be_bytes()..to.to_be_bytes()) {
+            let (key, bytes) = entry?;
+            sum.add(&decode::<Totals>(&key, &bytes)?);
+        }
+        Ok(sum)
+    }
+
+    /// Totals per hour in `[from, to)`: `(hour start in unix ms, totals)`, for charts.
+    pub fn hourly(&self, from_unix_ms: u64, to_unix_ms: u64) -> Result<Vec<(u64, Totals)>> {
+        let (from, to) = (from_unix_ms / MS_PER_HOUR, to_unix_ms.div_ceil(MS_PER_HOUR));
+        self.hours
+            .range(from.to_be_bytes()..to.to_be_bytes())
+            .map(|entry| {
+                let (key, bytes) = entry?;
+                let hour = <[u8; 8]>::try_from(key.as_ref())
+                    .map(u64::from_be_bytes)
+                    .map_err(|e| corrupt("hour key", e))?;
+                Ok((hour * MS_PER_HOUR, decode(&key, &bytes)?))
+            })
+            .collect()
+    }
+
+    /// Check every stored receipt: the pool's signature, and each one following the last.
+    pub fn verify_chain(&self, pool_key: &PublicKey) -> Result<ChainReport> {
+        let mut previous: Option<SignedReceipt> = None;
+        let mut report = ChainReport {
+            receipts: 0,
+            micro_credits: 0,
+        };
+        for entry in self.receipts.iter() {
+            let (key, bytes) = entry?;
+            let receipt: SignedReceipt = decode(&key, &bytes)?;
+            let bad = |reason: String| LedgerError::BadReceipt {
+                job_id: receipt.receipt.job_id.clone(),
+                sequence: receipt.receipt.sequence,
+                reason,
+            };
+            receipt.verify(pool_key).map_err(|e| bad(e.to_string()))?;
+            receipt
+                .follows(previous.as_ref())
+                .map_err(|e| bad(e.to_string()))?;
+            report.receipts += 1;
+            report.micro_credits = report
+                .micro_credits
+                .saturating_add(receipt.receipt.micro_credits);
+            previous = Some(receipt);
+        }
+        Ok(report)
+    }
+
+    /// Every job as CSV, oldest first.
+    pub fn export_csv(&self, out: &mut dyn Write) -> Result<u64> {
+        writeln!(
+            out,
+            "job_id,model,task,status,started_unix_ms,ended_unix_ms,units,micro_credits,energy_wh,energy_estimated,receipt_sequence"
+        )?;
+        let mut rows = 0;
+        for entry in self.jobs.iter() {
+            let (key, bytes) = entry?;
+            let r: JobRecord = decode(&key, &bytes)?;
+            writeln!(
+                out,
+                "{},{},{},{},{},{},{},{},{},{},{}",
+                csv_field(&r.job_id),
+                csv_field(&r.model),
+                csv_field(&r.task),
+                serde_json::to_value(r.status)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default(),
+                r.started_unix_ms,
+                r.ended_unix_ms.map(|v| v.to_string()).unwrap_or_default(),
+                r.units,
+                r.micro_credits,
+                r.energy_wh.map(|v| format!("{v:.6}")).unwrap_or_default(),
+                r.energy_estimated,
+                r.receipt
+                    .as_ref()
+                    .map(|s| s.receipt.sequence.to_string())
+                    .unwrap_or_default()
+            )?;
+            rows += 1;
+        }
+        Ok(rows)
+    }
+
+    /// A setting, if set.
+    pub fn setting<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
+        match self.settings.get(key)? {
+            Some(bytes) => Ok(Some(decode(key.as_bytes(), &bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Store a setting durably.
+    pub fn set_setting<T: Serialize>(&self, key: &str, value: &T) -> Result<()> {
+        self.settings.insert(key, encode(value))?;
+        self.db.flush()?;
+        Ok(())
+    }
+}
+
+/// The totals one finished job adds to its hour.
+fn hour_totals(record: &JobRecord) -> Option<Totals> {
+    let energy = record.energy_wh.unwrap_or(0.0);
+    match record.status {
+        JobStatus::Completed => Some(Totals {
+            jobs_completed: 1,
+            micro_credits: record.micro_credits,
+            energy_wh: energy,
+            energy_estimated: record.energy_estimated,
+            ..Totals::default()
+        }),
+        JobStatus::Failed => Some(Totals {
+            jobs_failed: 1,
+            energy_wh: energy,
+            energy_estimated: record.energy_estimated,
+            ..Totals::default()
+        }),
+        _ => None,
+    }
+}
+
+/// A CSV field, quoted when it holds a comma, quote or line break.
+fn csv_field(value: &str) -> String {
+    if value.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", value.replace('"', "\"\""))
+    } else {
+        value.to_owned()
+    }
+}

@@ -1,0 +1,356 @@
+//! The ledger on real sled files: the job lifecycle, receipts checked against the pool's key
+//! and chain, durability across reopening, interrupted jobs, migration, exports, settings and
+//! damaged records.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers fail the test by panicking
+
+use hearth_ledger::{JobOutcome, JobRecord, JobStatus, Ledger, LedgerError, SCHEMA_VERSION};
+use hearth_protocol::{KeyPair, Receipt, SignedReceipt};
+
+const HOUR: u64 = 3_600_000;
+const T0: u64 = 1_764_000_000_000; // 2025-11-24, an hour boundary plus change
+
+/// The pool's side: signs a chain of receipts for one node.
+struct Pool {
+    key: KeyPair,
+    head: Option<SignedReceipt>,
+}
+
+impl Pool {
+    fn new() -> Self {
+        Self {
+            key: KeyPair::generate().unwrap(),
+            head: None,
+        }
+    }
+
+    fn receipt(&mut self, job_id: &str, units: u64, micro_credits: u64) -> SignedReceipt {
+        let receipt = SignedReceipt::sign(
+            Receipt {
+                job_id: job_id.into(),
+                node_id: "node".into(),
+                model: "all-minilm-l6-v2".into(),
+                units,
+                unit: "input_tokens".into(),
+                micro_credits,
+                issued_unix_ms: T0,
+                sequence: self.head.as_ref().map_or(0, |h| h.receipt.sequence + 1),
+                prev_hash: self
+                    .head
+                    .as_ref()
+                    .map_or_else(String::new, SignedReceipt::hash),
+            },
+            &self.key,
+        );
+        self.head = Some(receipt.clone());
+        receipt
+    }
+}
+
+fn completed(at: u64, receipt: SignedReceipt) -> JobOutcome {
+    JobOutcome {
+        status: JobStatus::Completed,
+        ended_unix_ms: at,
+        energy_wh: Some(0.5),
+        energy_estimated: true,
+        receipt: Some(receipt),
+        note: None,
+    }
+}
+
+#[test]
+fn a_job_is_recorded_with_its_receipt_and_counted_in_its_hour() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::open(dir.path()).unwrap();
+    let mut pool = Pool::new();
+    for i in 0..5u64 {
+        let id = format!("job-{i}");
+        ledger
+            .start_job(&id, "all-minilm-l6-v2", "embeddings", T0 + i * 1000)
+            .unwrap();
+        let receipt = pool.receipt(&id, 100 + i, 10 * (i + 1));
+        let record = ledger
+            .finish_job(
+                &id,
+                completed(T0 + i * 1000 + 500, receipt),
+                &pool.key.public_key(),
+            )
+            .unwrap();
+        assert_eq!(record.micro_credits, 10 * (i + 1));
+        assert_eq!(record.units, 100 + i);
+    }
+    ledger
+        .start_job(
+            "job-late",
+            "efficientnet-lite0",
+            "image_classification",
+            T0 + 2 * HOUR,
+        )
+        .unwrap();
+    ledger
+        .finish_job(
+            "job-late",
+            JobOutcome {
+                status: JobStatus::Failed,
+                ended_unix_ms: T0 + 2 * HOUR + 10,
+                energy_wh: Some(0.25),
+                energy_estimated: false,
+                receipt: None,
+                note: Some("bad image".into()),
+            },
+            &pool.key.public_key(),
+        )
+        .unwrap();
+
+    let recent: Vec<String> = ledger
+        .recent_jobs(3)
+        .unwrap()
+        .into_iter()
+        .map(|j| j.job_id)
+        .collect();
+    assert_eq!(recent, ["job-late", "job-4", "job-3"]);
+    let first_hour = ledger.totals_between(T0, T0 + HOUR).unwrap();
+    assert_eq!(first_hour.jobs_completed, 5);
+    assert_eq!(first_hour.micro_credits, 150);
+    assert!((first_hour.energy_wh - 2.5).abs() < 1e-9);
+    assert!(first_hour.energy_estimated);
+    let all = ledger.totals_between(T0, T0 + 3 * HOUR).unwrap();
+    assert_eq!((all.jobs_completed, all.jobs_failed), (5, 1));
+    assert_eq!(ledger.hourly(T0, T0 + 3 * HOUR).unwrap().len(), 2);
+    assert_eq!(
+        ledger.jobs_between(T0 + 1000, T0 + 3000, 10).unwrap().len(),
+        2
+    );
+    let report = ledger.verify_chain(&pool.key.public_key()).unwrap();
+    assert_eq!((report.receipts, report.micro_credits), (5, 150));
+}
+
+#[test]
+fn forged_or_out_of_order_receipts_are_refused_and_nothing_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::open(dir.path()).unwrap();
+    let mut pool = Pool::new();
+    ledger.start_job("a", "m", "embeddings", T0).unwrap();
+    let first = pool.receipt("a", 1, 1);
+    let skipped = pool.receipt("b", 1, 1);
+    let third = pool.receipt("c", 1, 1);
+
+    let mut forged = first.clone();
+    forged.receipt.micro_credits = 1_000_000;
+    let err = ledger
+        .finish_job("a", completed(T0 + 1, forged), &pool.key.public_key())
+        .unwrap_err();
+    assert!(matches!(err, LedgerError::BadReceipt { .. }), "{err}");
+    let other_pool = KeyPair::generate().unwrap().public_key();
+    assert!(
+        ledger
+            .finish_job("a", completed(T0 + 1, first.clone()), &other_pool)
+            .is_err()
+    );
+    assert!(
+        ledger
+            .finish_job("a", completed(T0 + 1, third), &pool.key.public_key())
+            .is_err()
+    );
+    assert_eq!(
+        ledger.job("a").unwrap().unwrap().status,
+        JobStatus::Running,
+        "nothing written"
+    );
+    assert!(ledger.chain_head().unwrap().is_none());
+
+    ledger
+        .finish_job("a", completed(T0 + 1, first), &pool.key.public_key())
+        .unwrap();
+    drop(skipped);
+    assert!(matches!(
+        ledger.finish_job(
+            "nope",
+            completed(T0, pool.receipt("x", 1, 1)),
+            &pool.key.public_key()
+        ),
+        Err(LedgerError::UnknownJob(_))
+    ));
+}
+
+#[test]
+fn everything_survives_reopening_and_running_jobs_become_interrupted() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut pool = Pool::new();
+    {
+        let ledger = Ledger::open(dir.path()).unwrap();
+        ledger.start_job("done", "m", "chat", T0).unwrap();
+        ledger
+            .finish_job(
+                "done",
+                completed(T0 + 5, pool.receipt("done", 3, 6)),
+                &pool.key.public_key(),
+            )
+            .unwrap();
+        ledger.start_job("in-flight", "m", "chat", T0 + 10).unwrap();
+        ledger
+            .set_setting("electricity_price_per_kwh", &0.31f64)
+            .unwrap();
+        // Dropped without any shutdown step, as after a crash.
+    }
+    let ledger = Ledger::open(dir.path()).unwrap();
+    assert_eq!(ledger.job("done").unwrap().unwrap().micro_credits, 6);
+    let interrupted = ledger.job("in-flight").unwrap().unwrap();
+    assert_eq!(interrupted.status, JobStatus::Interrupted);
+    assert_eq!(
+        ledger.setting::<f64>("electricity_price_per_kwh").unwrap(),
+        Some(0.31)
+    );
+    assert_eq!(ledger.setting::<f64>("missing").unwrap(), None);
+    assert_eq!(
+        ledger
+            .verify_chain(&pool.key.public_key())
+            .unwrap()
+            .receipts,
+        1
+    );
+}
+
+#[test]
+fn a_tampered_receipt_on_disk_fails_verification() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut pool = Pool::new();
+    {
+        let ledger = Ledger::open(dir.path()).unwrap();
+        for i in 0..3 {
+            let id = format!("j{i}");
+            ledger.start_job(&id, "m", "embeddings", T0 + i).unwrap();
+            ledger
+                .finish_job(
+                    &id,
+                    completed(T0 + i, pool.receipt(&id, 1, 5)),
+                    &pool.key.public_key(),
+                )
+                .unwrap();
+        }
+    }
+    {
+        let db = sled::open(dir.path()).unwrap();
+        let receipts = db.open_tree("receipts").unwrap();
+        let key = 1u64.to_be_bytes();
+        let mut receipt: SignedReceipt =
+            serde_json::from_slice(&receipts.get(key).unwrap().unwrap()).unwrap();
+        receipt.receipt.micro_credits = 500;
+        receipts
+            .insert(key, serde_json::to_vec(&receipt).unwrap())
+            .unwrap();
+        db.flush().unwrap();
+    }
+    let ledger = Ledger::open(dir.path()).unwrap();
+    match ledger.verify_chain(&pool.key.public_key()) {
+        Err(LedgerError::BadReceipt { sequence, .. }) => assert_eq!(sequence, 1),
+        other => panic!("expected a bad receipt, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_version_0_ledger_is_migrated_and_a_newer_one_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = JobRecord {
+        job_id: "old-job".into(),
+        model: "all-minilm-l6-v2".into(),
+        task: "embeddings".into(),
+        started_unix_ms: T0,
+        ended_unix_ms: Some(T0 + 100),
+        status: JobStatus::Completed,
+        units: 40,
+        micro_credits: 7,
+        energy_wh: Some(0.1),
+        energy_estimated: false,
+        receipt: None,
+        note: None,
+    };
+    {
+        let db = sled::open(dir.path()).unwrap();
+        db.open_tree("jobs_v0")
+            .unwrap()
+            .insert("old-job", serde_json::to_vec(&old).unwrap())
+            .unwrap();
+        db.flush().unwrap();
+    }
+    let ledger = Ledger::open(dir.path()).unwrap();
+    assert_eq!(ledger.schema_version().unwrap(), SCHEMA_VERSION);
+    assert_eq!(ledger.job("old-job").unwrap(), Some(old));
+    assert_eq!(
+        ledger.totals_between(T0, T0 + HOUR).unwrap().micro_credits,
+        7
+    );
+    drop(ledger);
+
+    {
+        let db = sled::open(dir.path()).unwrap();
+        db.open_tree("meta")
+            .unwrap()
+            .insert("schema_version", b"99".to_vec())
+            .unwrap();
+        db.flush().unwrap();
+    }
+    assert!(matches!(
+        Ledger::open(dir.path()),
+        Err(LedgerError::TooNew { found: 99 })
+    ));
+}
+
+#[test]
+fn damaged_records_are_errors_not_panics() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let ledger = Ledger::open(dir.path()).unwrap();
+        ledger.start_job("fine", "m", "chat", T0).unwrap();
+    }
+    {
+        let db = sled::open(dir.path()).unwrap();
+        let mut key = (T0 + 1).to_be_bytes().to_vec();
+        key.extend(b"broken");
+        db.open_tree("jobs")
+            .unwrap()
+            .insert(key, b"{not json".to_vec())
+            .unwrap();
+        db.flush().unwrap();
+    }
+    // The ledger still opens (the user is not locked out); reading the damaged record says so.
+    let ledger = Ledger::open(dir.path()).unwrap();
+    assert_eq!(
+        ledger.job("fine").unwrap().unwrap().status,
+        JobStatus::Interrupted
+    );
+    match ledger.recent_jobs(10) {
+        Err(LedgerError::Corrupt { .. }) => {}
+        other => panic!("expected a corrupt-record error, got {other:?}"),
+    }
+}
+
+#[test]
+fn jobs_export_as_csv() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::open(dir.path()).unwrap();
+    let mut pool = Pool::new();
+    ledger
+        .start_job("a", "all-minilm-l6-v2", "embeddings", T0)
+        .unwrap();
+    ledger
+        .finish_job(
+            "a",
+            completed(T0 + 9, pool.receipt("a", 12, 3)),
+            &pool.key.public_key(),
+        )
+        .unwrap();
+    ledger
+        .start_job("b,\"quoted\"", "m", "chat", T0 + 1)
+        .unwrap();
+    let mut out = Vec::new();
+    assert_eq!(ledger.export_csv(&mut out).unwrap(), 2);
+    let text = String::from_utf8(out).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[0].starts_with("job_id,model,task,status"));
+    assert_eq!(
+        lines[1],
+        "a,all-minilm-l6-v2,embeddings,completed,1764000000000,1764000000009,12,3,0.500000,true,0"
+    );
+    assert!(lines[2].starts_with("\"b,\"\"quoted\"\"\",m,chat,running,"));
+}
