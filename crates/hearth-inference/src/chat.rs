@@ -450,6 +450,36 @@ impl ChatGenerator {
         })
     }
 
+    /// Teacher forcing, for checking another node's answer: run the conversation, then feed
+    /// `answer` token by token, and give each token's rank among the model's predictions at its
+    /// position (0 = what greedy decoding would have picked).
+    pub fn score_tokens(&self, messages: &[ChatMessage], answer: &[u32]) -> Result<Vec<u32>> {
+        let prompt = self.prompt_tokens(messages)?;
+        let context = self.model.config().context;
+        if prompt.len() + answer.len() > context {
+            return Err(InferenceError::InvalidRequest(format!(
+                "{} prompt and {} answer tokens exceed the context window of {context}",
+                prompt.len(),
+                answer.len()
+            )));
+        }
+        let mut cache = self.model.new_cache();
+        let mut logits = self.model.forward(&prompt, &mut cache)?;
+        let mut ranks = Vec::with_capacity(answer.len());
+        for (i, &token) in answer.iter().enumerate() {
+            let chosen = logits.get(token as usize).copied().ok_or_else(|| {
+                InferenceError::InvalidRequest(format!(
+                    "token id {token} is outside the vocabulary"
+                ))
+            })?;
+            ranks.push(logits.iter().filter(|&&l| l > chosen).count() as u32);
+            if i + 1 < answer.len() {
+                logits = self.model.forward(&[token], &mut cache)?;
+            }
+        }
+        Ok(ranks)
+    }
+
     /// Generate on a new thread, streaming [`ChatEvent`]s; cancel with the returned token.
     pub fn stream(
         self: &Arc<Self>,

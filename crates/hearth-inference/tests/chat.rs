@@ -367,3 +367,30 @@ fn unsupported_architectures_and_quantisations_are_named() {
         .to_string();
     assert!(err.contains("past the end"), "{err}");
 }
+
+#[test]
+fn teacher_forcing_ranks_a_greedy_answer_first_and_a_changed_token_lower() {
+    let generator = cpu();
+    let ask = vec![ChatMessage::new(
+        Role::User,
+        "What is the capital of France?",
+    )];
+    let answer = generator
+        .generate(
+            &ask,
+            &GenerationParams::greedy(8),
+            &CancelToken::new(),
+            &mut |_, _| {},
+        )
+        .unwrap();
+    let ranks = generator.score_tokens(&ask, &answer.tokens).unwrap();
+    assert_eq!(
+        ranks,
+        vec![0; answer.tokens.len()],
+        "greedy tokens are each the top prediction"
+    );
+    let mut changed = answer.tokens.clone();
+    changed[2] = generator.tokenizer().encode(" banana").unwrap()[0];
+    let ranks = generator.score_tokens(&ask, &changed).unwrap();
+    assert!(ranks[2] > 100, "an implausible token ranks low: {ranks:?}");
+}

@@ -3,10 +3,15 @@
 //! `hearth-node` owns the node's state and is the one API that the desktop shell, the
 //! headless server and the command line all call. Frontends never keep state of their own:
 //! they call [`Node`] and render the [`NodeEvent`]s it broadcasts.
+//!
+//! [`worker`] joins a pool and runs its jobs with [`executor::Executor`] (Hearth's models),
+//! recording every job and receipt in the ledger (`hearth-ledger`).
 
 mod bindings;
+pub mod executor;
 mod node;
 mod status;
+pub mod worker;
 
 pub use bindings::typescript_bindings;
 pub use node::Node;

@@ -1,0 +1,132 @@
+//! End to end with the real models: a customer's embeddings, chat and image requests go over
+//! HTTP to the embedded pool, to this node's worker, through Hearth's models on the CPU backend,
+//! and back; every job is in the ledger with a receipt that verifies.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers fail the test by panicking
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine;
+use hearth_inference::{ComputeDevice, ModelStore};
+use hearth_ledger::{JobStatus, Ledger};
+use hearth_node::executor::Executor;
+use hearth_node::worker::{self, WorkerConfig};
+use serde_json::{Value, json};
+use tokio::sync::watch;
+
+async fn ask(url: &str, key: &str, path: &str, body: Value) -> Value {
+    let response = reqwest::Client::new()
+        .post(format!("{url}{path}"))
+        .bearer_auth(key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        response.status().is_success(),
+        "{path}: {}",
+        response.status()
+    );
+    response.json().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn customer_requests_run_on_the_real_models_and_land_in_the_ledger() {
+    let dir = tempfile::tempdir().unwrap();
+    let pool = hearth_pool::embedded::start(dir.path(), None)
+        .await
+        .unwrap();
+    let ledger = Arc::new(Ledger::open(&dir.path().join("ledger")).unwrap());
+    let key = worker::load_or_create_identity(&dir.path().join("node.key")).unwrap();
+    let executor = Arc::new(Executor::new(ModelStore::from_env(), ComputeDevice::cpu()));
+    assert_eq!(
+        executor.available_models().len(),
+        3,
+        "run `hearth-models fetch` first"
+    );
+    let (_pause, paused) = watch::channel(false);
+    let (stop_tx, stop) = watch::channel(false);
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let config = WorkerConfig {
+        pool_url: pool.url(),
+        lease_wait: Duration::from_millis(500),
+        ..WorkerConfig::default()
+    };
+    let worker = tokio::spawn({
+        let (ledger, seen) = (Arc::clone(&ledger), Arc::clone(&seen));
+        worker::run(config, key, executor, ledger, paused, stop, move |job| {
+            seen.lock().unwrap().push(job.job_id.clone());
+        })
+    });
+
+    let (url, api) = (pool.url(), pool.api_key().to_owned());
+    let embeddings = ask(
+        &url,
+        &api,
+        "/v1/embeddings",
+        json!({"model": "all-minilm-l6-v2", "input": ["A cat sleeps by the fire.", "Hearth lends idle GPUs."]}),
+    )
+    .await;
+    let v = embeddings["data"][0]["embedding"].as_array().unwrap();
+    assert_eq!(v.len(), 384);
+    let norm: f64 = v
+        .iter()
+        .map(|x| x.as_f64().unwrap().powi(2))
+        .sum::<f64>()
+        .sqrt();
+    assert!((norm - 1.0).abs() < 1e-4, "unit vectors, got {norm}");
+
+    let chat = ask(
+        &url,
+        &api,
+        "/v1/chat/completions",
+        json!({"model": "smollm2-135m-instruct", "temperature": 0,
+               "messages": [{"role": "user", "content": "What is the capital of France?"}]}),
+    )
+    .await;
+    assert_eq!(
+        chat["choices"][0]["message"]["content"],
+        "The capital of France is Paris."
+    );
+
+    let photo = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../hearth-inference/fixtures/chelsea.png"
+    ))
+    .unwrap();
+    let images = ask(
+        &url,
+        &api,
+        "/v1/images/classifications",
+        json!({"model": "efficientnet-lite0", "top_k": 1,
+               "images": [base64::engine::general_purpose::STANDARD.encode(photo)]}),
+    )
+    .await;
+    assert_eq!(images["data"][0]["labels"][0]["label"], "Egyptian cat");
+
+    stop_tx.send(true).unwrap();
+    worker.await.unwrap().unwrap();
+    let jobs = ledger.recent_jobs(10).unwrap();
+    assert_eq!(jobs.len(), 3);
+    assert!(
+        jobs.iter().all(|j| j.status == JobStatus::Completed
+            && j.receipt.is_some()
+            && j.micro_credits > 0),
+        "{jobs:?}"
+    );
+    assert_eq!(
+        seen.lock().unwrap().len(),
+        3,
+        "each job reported after it was recorded"
+    );
+    let pool_key = pool.pool().state().pool_key.public_key();
+    assert_eq!(ledger.verify_chain(&pool_key).unwrap().receipts, 3);
+    // The node's key file is private.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(dir.path().join("node.key"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+}
