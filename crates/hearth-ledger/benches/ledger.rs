@@ -115,10 +115,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     println!(
         "with {jobs} jobs: finish (record + receipt + totals, flushed) p50 {:.2} ms p99 {:.2} ms; \
-         today's totals p99 {:.3} ms; newest 50 jobs p99 {:.3} ms",
+         today's totals p50 {:.3} ms p99 {:.3} ms; newest 50 jobs p50 {:.3} ms p99 {:.3} ms",
         percentile(&mut finish.clone(), 0.5),
         percentile(&mut finish, 0.99),
+        percentile(&mut today.clone(), 0.5),
         percentile(&mut today, 0.99),
+        percentile(&mut recent.clone(), 0.5),
         percentile(&mut recent, 0.99)
     );
     Ok(())

@@ -140,7 +140,13 @@ pub struct Ledger {
     meta: sled::Tree,
     /// Serialises writers: each reads totals and chain heads it then updates.
     write: Mutex<()>,
+    /// The newest [`RECENT_CACHED`] jobs by start time, oldest first: the overview and tray
+    /// ask for them constantly, and a reverse scan of a large tree is slow.
+    recent: Mutex<std::collections::VecDeque<JobRecord>>,
 }
+
+/// Jobs kept in memory for [`Ledger::recent_jobs`].
+pub const RECENT_CACHED: usize = 256;
 
 fn corrupt(key: impl std::fmt::Debug, e: impl std::fmt::Display) -> LedgerError {
     LedgerError::Corrupt {
@@ -187,9 +193,11 @@ impl Ledger {
             meta: db.open_tree("meta")?,
             db,
             write: Mutex::new(()),
+            recent: Mutex::new(std::collections::VecDeque::new()),
         };
         ledger.migrate()?;
         ledger.mark_interrupted()?;
+        ledger.reload_recent();
         Ok(ledger)
     }
 
@@ -292,6 +300,7 @@ impl Ledger {
             })
             .map_err(tx_error)?;
         self.db.flush()?;
+        self.remember(&record);
         Ok(())
     }
 
@@ -343,6 +352,7 @@ impl Ledger {
             })
             .map_err(tx_error)?;
         self.db.flush()?;
+        self.remember(&record);
         Ok(record)
     }
 
@@ -381,6 +391,8 @@ impl Ledger {
             self.hours.insert(hour.to_be_bytes(), encode(&totals))?;
         }
         self.db.flush()?;
+        drop(_write);
+        self.reload_recent();
         Ok(())
     }
 
@@ -417,8 +429,49 @@ impl Ledger {
         }
     }
 
-    /// The newest `n` jobs, newest first.
+    /// Refill the in-memory newest jobs from disk (damaged records are left out).
+    fn reload_recent(&self) {
+        let mut newest: std::collections::VecDeque<JobRecord> = self
+            .jobs
+            .iter()
+            .rev()
+            .take(RECENT_CACHED)
+            .filter_map(|entry| {
+                let (key, bytes) = entry.ok()?;
+                decode(&key, &bytes)
+                    .map_err(|error| tracing::warn!(%error, "leaving a damaged job record out"))
+                    .ok()
+            })
+            .collect();
+        newest.make_contiguous().reverse();
+        *self.recent.lock().unwrap_or_else(|e| e.into_inner()) = newest;
+    }
+
+    /// Put `record` into the in-memory newest jobs, in start order.
+    fn remember(&self, record: &JobRecord) {
+        let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(slot) = recent.iter_mut().find(|r| r.job_id == record.job_id) {
+            *slot = record.clone();
+            return;
+        }
+        let key = (record.started_unix_ms, &record.job_id);
+        let at = recent.partition_point(|r| (r.started_unix_ms, &r.job_id) <= key);
+        if at == 0 && recent.len() >= RECENT_CACHED {
+            return; // older than everything kept
+        }
+        recent.insert(at, record.clone());
+        while recent.len() > RECENT_CACHED {
+            recent.pop_front();
+        }
+    }
+
+    /// The newest `n` jobs, newest first (from memory up to [`RECENT_CACHED`]; damaged records
+    /// are left out there, and reported by full scans such as [`Ledger::export_csv`]).
     pub fn recent_jobs(&self, n: usize) -> Result<Vec<JobRecord>> {
+        if n <= RECENT_CACHED {
+            let recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+            return Ok(recent.iter().rev().take(n).cloned().collect());
+        }
         self.jobs
             .iter()
             .rev()

@@ -109,6 +109,13 @@ fn a_job_is_recorded_with_its_receipt_and_counted_in_its_hour() {
         .map(|j| j.job_id)
         .collect();
     assert_eq!(recent, ["job-late", "job-4", "job-3"]);
+    assert_eq!(
+        ledger.recent_jobs(3).unwrap()[1].micro_credits,
+        50,
+        "the finished state, from memory"
+    );
+    // Past the in-memory window the answer comes from disk.
+    assert_eq!(ledger.recent_jobs(1000).unwrap().len(), 6);
     let first_hour = ledger.totals_between(T0, T0 + HOUR).unwrap();
     assert_eq!(first_hour.jobs_completed, 5);
     assert_eq!(first_hour.micro_credits, 150);
@@ -313,13 +320,21 @@ fn damaged_records_are_errors_not_panics() {
             .unwrap();
         db.flush().unwrap();
     }
-    // The ledger still opens (the user is not locked out); reading the damaged record says so.
+    // The ledger still opens (the user is not locked out); the overview lists the good jobs,
+    // and a full read (the export) reports the damage.
     let ledger = Ledger::open(dir.path()).unwrap();
     assert_eq!(
         ledger.job("fine").unwrap().unwrap().status,
         JobStatus::Interrupted
     );
-    match ledger.recent_jobs(10) {
+    let listed: Vec<String> = ledger
+        .recent_jobs(10)
+        .unwrap()
+        .into_iter()
+        .map(|j| j.job_id)
+        .collect();
+    assert_eq!(listed, ["fine"]);
+    match ledger.export_csv(&mut Vec::new()) {
         Err(LedgerError::Corrupt { .. }) => {}
         other => panic!("expected a corrupt-record error, got {other:?}"),
     }
