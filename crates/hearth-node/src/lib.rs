@@ -5,11 +5,13 @@
 //! they call [`Node`] and render the [`NodeEvent`]s it broadcasts.
 //!
 //! [`worker`] joins a pool and runs its jobs with [`executor::Executor`] (Hearth's models),
-//! recording every job and receipt in the ledger (`hearth-ledger`).
+//! recording every job and receipt in the ledger (`hearth-ledger`). [`policy`] decides when
+//! the node works, throttles or pauses for its owner.
 
 mod bindings;
 pub mod executor;
 mod node;
+pub mod policy;
 mod status;
 pub mod worker;
 
