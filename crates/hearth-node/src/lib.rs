@@ -10,6 +10,7 @@
 
 mod bindings;
 pub mod executor;
+pub mod games;
 mod node;
 pub mod policy;
 mod status;
