@@ -57,7 +57,7 @@ impl GameList {
             return Some(format!("under {marker}"));
         }
         let lower = name.to_lowercase();
-        if lower.ends_with(".exe") && !self.exe_helpers.iter().any(|h| *h == lower) {
+        if lower.ends_with(".exe") && !self.exe_helpers.contains(&lower) {
             return Some("a Windows program (Wine/Proton)".into());
         }
         self.names
