@@ -7,7 +7,7 @@ use std::time::Duration;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
+use axum::extract::{FromRequest, Path, Request, State};
 use axum::http::{HeaderMap, Method, Uri};
 use hearth_protocol::{
     HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIMESTAMP, Heartbeat, HeartbeatReply, JobResult,
@@ -41,6 +41,32 @@ pub(crate) fn body_bytes(
 pub(crate) fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(bytes)
         .map_err(|e| ApiError::invalid(format!("malformed JSON body: {e}")))
+}
+
+/// A node request whose signature checked out: the node and the parsed body.
+pub(crate) struct Signed<T> {
+    pub node_id: String,
+    pub node: NodeInfo,
+    pub body: T,
+}
+
+impl<T: DeserializeOwned> FromRequest<Arc<PoolState>> for Signed<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &Arc<PoolState>) -> Result<Self, ApiError> {
+        let (method, path, headers) = (
+            request.method().clone(),
+            request.uri().path().to_owned(),
+            request.headers().clone(),
+        );
+        let bytes = body_bytes(state, Bytes::from_request(request, state).await)?;
+        let (node_id, node) = state.nodes.authenticate(&method, &path, &headers, &bytes)?;
+        Ok(Self {
+            node_id,
+            node,
+            body: parse(&bytes)?,
+        })
+    }
 }
 
 fn lease_error(e: LeaseError) -> ApiError {
@@ -115,16 +141,12 @@ pub(crate) async fn register(
 /// `POST /node/v1/lease`: long poll for work.
 pub(crate) async fn lease(
     State(state): State<Arc<PoolState>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    Signed {
+        node_id: id,
+        node: info,
+        body: request,
+    }: Signed<LeaseRequest>,
 ) -> Result<Json<LeaseReply>, ApiError> {
-    let body = body_bytes(&state, body)?;
-    let (id, info) = state
-        .nodes
-        .authenticate(&method, uri.path(), &headers, &body)?;
-    let request: LeaseRequest = parse(&body)?;
     let wait = Duration::from_millis(request.wait_ms.min(state.config.max_lease_wait_ms));
     let max = request.max_jobs.clamp(1, 64) as usize;
     let jobs = state
@@ -138,16 +160,12 @@ pub(crate) async fn lease(
 pub(crate) async fn heartbeat(
     State(state): State<Arc<PoolState>>,
     Path(job_id): Path<String>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    Signed {
+        node_id: id,
+        body: beat,
+        ..
+    }: Signed<Heartbeat>,
 ) -> Result<Json<HeartbeatReply>, ApiError> {
-    let body = body_bytes(&state, body)?;
-    let (id, _) = state
-        .nodes
-        .authenticate(&method, uri.path(), &headers, &body)?;
-    let beat: Heartbeat = parse(&body)?;
     let (lease_expires_unix_ms, cancel) = state
         .queue
         .heartbeat(&job_id, &id, &beat.lease_id, &beat.text_delta)
@@ -162,16 +180,12 @@ pub(crate) async fn heartbeat(
 pub(crate) async fn give_back(
     State(state): State<Arc<PoolState>>,
     Path(job_id): Path<String>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    Signed {
+        node_id: id,
+        body: request,
+        ..
+    }: Signed<ReturnJob>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let body = body_bytes(&state, body)?;
-    let (id, _) = state
-        .nodes
-        .authenticate(&method, uri.path(), &headers, &body)?;
-    let request: ReturnJob = parse(&body)?;
     state
         .queue
         .give_back(&job_id, &id, &request.lease_id)
@@ -312,24 +326,16 @@ async fn pay(
 pub(crate) async fn result(
     State(state): State<Arc<PoolState>>,
     Path(job_id): Path<String>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    Signed {
+        node_id: id,
+        node: info,
+        body: result,
+    }: Signed<JobResult>,
 ) -> Result<Json<ResultReply>, ApiError> {
-    let body = body_bytes(&state, body)?;
-    let (id, _) = state
-        .nodes
-        .authenticate(&method, uri.path(), &headers, &body)?;
-    let result: JobResult = parse(&body)?;
     let next = result.next.clone();
     let mut reply = settle(&state, &job_id, &id, result).await?;
     if let Some(next) = next {
-        let models = state
-            .nodes
-            .get(&id)
-            .map(|n| n.profile.models)
-            .unwrap_or_default();
+        let models = info.profile.models;
         let wait = Duration::from_millis(next.wait_ms.min(state.config.max_lease_wait_ms));
         let max = next.max_jobs.clamp(1, 64) as usize;
         reply.jobs = state.queue.lease(&id, &models, max, wait).await;
@@ -464,16 +470,12 @@ async fn settle(
 /// way to collect receipts of results that were verified later).
 pub(crate) async fn receipts(
     State(state): State<Arc<PoolState>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    Signed {
+        node_id: id,
+        body: request,
+        ..
+    }: Signed<ReceiptsRequest>,
 ) -> Result<Json<ReceiptsReply>, ApiError> {
-    let body = body_bytes(&state, body)?;
-    let (id, _) = state
-        .nodes
-        .authenticate(&method, uri.path(), &headers, &body)?;
-    let request: ReceiptsRequest = parse(&body)?;
     let receipts = state
         .store
         .receipts_after(

@@ -9,8 +9,7 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::State;
-use axum::extract::rejection::BytesRejection;
+use axum::extract::{FromRequest, Request, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -19,6 +18,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use futures_util::stream::Stream;
 use hearth_protocol::{ChatMessage, ChatParams, TaskOutput, TaskPayload};
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 
@@ -42,6 +42,19 @@ fn authorize(state: &PoolState, headers: &HeaderMap) -> Result<(), ApiError> {
         Ok(())
     } else {
         Err(ApiError::bad_api_key())
+    }
+}
+
+/// A customer request with a valid API key: the parsed body.
+pub(crate) struct Customer<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest<Arc<PoolState>> for Customer<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &Arc<PoolState>) -> Result<Self, ApiError> {
+        authorize(state, request.headers())?;
+        let bytes = body_bytes(state, Bytes::from_request(request, state).await)?;
+        Ok(Self(parse(&bytes)?))
     }
 }
 
@@ -114,7 +127,7 @@ enum EmbeddingInput {
 }
 
 #[derive(Deserialize)]
-struct EmbeddingsRequest {
+pub(crate) struct EmbeddingsRequest {
     model: String,
     input: EmbeddingInput,
     #[serde(default)]
@@ -125,12 +138,8 @@ struct EmbeddingsRequest {
 /// nodes as take them, reassembled in order.
 pub(crate) async fn embeddings(
     State(state): State<Arc<PoolState>>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    Customer(request): Customer<EmbeddingsRequest>,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&state, &headers)?;
-    let body = body_bytes(&state, body)?;
-    let request: EmbeddingsRequest = parse(&body)?;
     offer(&state, &request.model, ModelTask::Embeddings)?;
     let texts = match request.input {
         EmbeddingInput::One(text) => vec![text],
@@ -245,7 +254,7 @@ struct StreamOptions {
 }
 
 #[derive(Deserialize)]
-struct ChatRequest {
+pub(crate) struct ChatRequest {
     model: String,
     messages: Vec<RequestMessage>,
     max_tokens: Option<u32>,
@@ -366,12 +375,8 @@ fn chat_task(request: &ChatRequest) -> Result<TaskPayload, ApiError> {
 /// `POST /v1/chat/completions`.
 pub(crate) async fn chat_completions(
     State(state): State<Arc<PoolState>>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    Customer(request): Customer<ChatRequest>,
 ) -> Result<Response, ApiError> {
-    authorize(&state, &headers)?;
-    let body = body_bytes(&state, body)?;
-    let request: ChatRequest = parse(&body)?;
     offer(&state, &request.model, ModelTask::Chat)?;
     let task = chat_task(&request)?;
     let submitted = state.queue.submit(&request.model, task, request.stream);
@@ -547,7 +552,7 @@ fn chat_stream(
 }
 
 #[derive(Deserialize)]
-struct ClassifyRequest {
+pub(crate) struct ClassifyRequest {
     model: String,
     images: Vec<String>,
     #[serde(default = "default_top_k")]
@@ -562,12 +567,8 @@ fn default_top_k() -> u32 {
 /// `{"object": "list", "data": [{"index", "labels": [{"class", "label", "probability"}]}]}`.
 pub(crate) async fn classify_images(
     State(state): State<Arc<PoolState>>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    Customer(request): Customer<ClassifyRequest>,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&state, &headers)?;
-    let body = body_bytes(&state, body)?;
-    let request: ClassifyRequest = parse(&body)?;
     offer(&state, &request.model, ModelTask::ImageClassification)?;
     if request.images.is_empty() || request.images.len() > MAX_IMAGES {
         return Err(ApiError::invalid_param(
