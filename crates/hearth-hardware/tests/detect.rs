@@ -2,77 +2,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers fail the test by panicking
 
-use std::path::PathBuf;
-
 use hearth_hardware::amd::read_cards;
 use hearth_hardware::{
-    AdapterRecord, GpuKind, GpuProcess, NvidiaGpu, NvidiaReading, NvidiaSource, ProcessSource,
-    SourceStatus, Sources, Vendor, detect, merge_adapters, render_table, wgpu_adapters,
+    AdapterRecord, GpuKind, SourceStatus, Sources, Vendor, detect, merge_adapters, render_table,
+    wgpu_adapters,
 };
 
-fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
-}
+mod support;
 
-/// NVML as a machine with one RTX 4090 reports it.
-#[derive(Debug)]
-struct OneRtx4090;
-
-impl NvidiaSource for OneRtx4090 {
-    fn gpus(&self) -> Result<Vec<NvidiaGpu>, String> {
-        Ok(vec![NvidiaGpu {
-            name: "NVIDIA GeForce RTX 4090".into(),
-            vram_total_bytes: 25_757_220_864,
-            driver_version: "550.54.14".into(),
-        }])
-    }
-
-    fn readings(&self) -> Result<Vec<NvidiaReading>, String> {
-        Ok(vec![NvidiaReading {
-            index: 0,
-            name: "NVIDIA GeForce RTX 4090".into(),
-            utilisation_percent: Some(97),
-            vram_used_bytes: Some(8 << 30),
-            vram_total_bytes: Some(25_757_220_864),
-            temperature_c: Some(71),
-            power_mw: Some(412_000),
-            power_limit_mw: Some(450_000),
-            graphics_clock_mhz: Some(2520),
-            memory_clock_mhz: Some(10501),
-        }])
-    }
-
-    fn processes(&self) -> Result<Vec<GpuProcess>, String> {
-        Ok(vec![GpuProcess {
-            pid: 4242,
-            name: "Cyberpunk2077.exe".into(),
-            gpu: "nvml:0".into(),
-            vram_bytes: Some(6 << 30),
-            engine_busy_ns: None,
-            source: ProcessSource::Nvml,
-        }])
-    }
-}
-
-/// NVML on a machine without the NVIDIA driver.
-#[derive(Debug)]
-struct NoDriver;
-
-impl NvidiaSource for NoDriver {
-    fn gpus(&self) -> Result<Vec<NvidiaGpu>, String> {
-        Err("libnvidia-ml.so.1: cannot open shared object file".into())
-    }
-
-    fn readings(&self) -> Result<Vec<NvidiaReading>, String> {
-        Err("libnvidia-ml.so.1: cannot open shared object file".into())
-    }
-
-    fn processes(&self) -> Result<Vec<GpuProcess>, String> {
-        Err("libnvidia-ml.so.1: cannot open shared object file".into())
-    }
-}
+use support::{NoDriver, OneRtx4090, fixture};
 
 fn adapter(name: &str, vendor_id: u32, device_id: u32, kind: GpuKind, api: &str) -> AdapterRecord {
     AdapterRecord {

@@ -3,68 +3,19 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers fail the test by panicking
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use hearth_hardware::telemetry::GpuReadings;
-use hearth_hardware::{
-    GpuProcess, NvidiaGpu, NvidiaReading, NvidiaSource, PlatformGpus, ProcessSource, Sampler,
-    drm_processes,
-};
+use hearth_hardware::{GpuProcess, PlatformGpus, ProcessSource, Sampler, drm_processes};
 
-fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
-}
+mod support;
 
-/// NVML on a machine with one busy RTX 4090 and a game on it.
-#[derive(Debug)]
-struct BusyRtx4090;
-
-impl NvidiaSource for BusyRtx4090 {
-    fn gpus(&self) -> Result<Vec<NvidiaGpu>, String> {
-        Ok(vec![])
-    }
-
-    fn readings(&self) -> Result<Vec<NvidiaReading>, String> {
-        Ok(vec![NvidiaReading {
-            index: 0,
-            name: "NVIDIA GeForce RTX 4090".into(),
-            utilisation_percent: Some(97),
-            vram_used_bytes: Some(8 << 30),
-            vram_total_bytes: Some(24 << 30),
-            temperature_c: Some(71),
-            power_mw: Some(412_000),
-            power_limit_mw: Some(450_000),
-            graphics_clock_mhz: Some(2520),
-            memory_clock_mhz: Some(10501),
-        }])
-    }
-
-    fn processes(&self) -> Result<Vec<GpuProcess>, String> {
-        Ok(vec![])
-    }
-}
-
-#[derive(Debug)]
-struct NoDriver;
-
-impl NvidiaSource for NoDriver {
-    fn gpus(&self) -> Result<Vec<NvidiaGpu>, String> {
-        Err("no driver".into())
-    }
-    fn readings(&self) -> Result<Vec<NvidiaReading>, String> {
-        Err("no driver".into())
-    }
-    fn processes(&self) -> Result<Vec<GpuProcess>, String> {
-        Err("no driver".into())
-    }
-}
+use support::{NoDriver, OneRtx4090, fixture};
 
 #[test]
 fn platform_readings_cover_amd_sysfs_and_nvml() {
-    let mut gpus = PlatformGpus::new(fixture("amd-with-hwmon"), Box::new(BusyRtx4090));
+    let mut gpus = PlatformGpus::new(fixture("amd-with-hwmon"), Box::new(OneRtx4090));
     let readings = gpus.read();
     assert_eq!(readings.len(), 2);
     let amd = &readings[0];

@@ -213,6 +213,18 @@ impl ModelStore {
         Ok(manifests)
     }
 
+    /// Whether every file of model `id` is on disk with its manifest's size: a quick check for
+    /// listing what a node can offer. Loading still verifies the hashes.
+    pub fn is_present(&self, id: &str) -> bool {
+        let Ok(manifest) = self.manifest(id) else {
+            return false;
+        };
+        let weights_dir = self.root.join(id).join("weights");
+        manifest.files.iter().all(|file| {
+            std::fs::metadata(weights_dir.join(&file.name)).is_ok_and(|m| m.len() == file.size)
+        })
+    }
+
     /// Check every file of model `id` against its manifest: present, right size, right hash.
     pub fn verify(&self, id: &str) -> Result<VerifiedModel> {
         let manifest = self.manifest(id)?;

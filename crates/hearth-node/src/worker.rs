@@ -6,7 +6,7 @@
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use hearth_inference::CancelToken;
 use hearth_ledger::{JobOutcome, JobStatus, Ledger};
@@ -21,12 +21,7 @@ use tokio::sync::watch;
 
 use crate::executor::Executor;
 
-/// Milliseconds since the Unix epoch.
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
+use hearth_protocol::now_unix_ms as now_ms;
 
 /// Why the worker could not go on.
 #[derive(Debug, thiserror::Error)]

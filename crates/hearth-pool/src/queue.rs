@@ -8,7 +8,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use hearth_protocol::{Job, SignedReceipt, TaskOutput, TaskPayload};
 use tokio::sync::{Notify, mpsc, oneshot};
@@ -16,12 +16,7 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use crate::config::PoolConfig;
 use crate::verify::{self, Answer, Verdict};
 
-/// Milliseconds since the Unix epoch.
-pub fn now_unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
+pub use hearth_protocol::now_unix_ms;
 
 /// A random id: `prefix` and 16 bytes of hex.
 pub fn random_id(prefix: &str) -> String {

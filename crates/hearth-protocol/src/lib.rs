@@ -48,6 +48,13 @@ pub enum ProtocolError {
     Random(String),
 }
 
+/// Milliseconds since the Unix epoch (0 on a clock set before 1970), the time unit of the wire.
+pub fn now_unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 /// Lower-case hex of `bytes`.
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
