@@ -226,10 +226,7 @@ impl Ledger {
                 self.job_index.insert(record.job_id.as_bytes(), time_key)?;
                 if let Some(hour_delta) = hour_totals(&record) {
                     let hour = record.ended_unix_ms.unwrap_or(record.started_unix_ms) / MS_PER_HOUR;
-                    let mut totals: Totals = match self.hours.get(hour.to_be_bytes())? {
-                        Some(b) => decode(b"hour", &b)?,
-                        None => Totals::default(),
-                    };
+                    let mut totals = self.hour(hour)?;
                     totals.add(&hour_delta);
                     self.hours.insert(hour.to_be_bytes(), encode(&totals))?;
                 }
@@ -240,6 +237,14 @@ impl Ledger {
             .insert("schema_version", encode(&SCHEMA_VERSION))?;
         self.db.flush()?;
         Ok(())
+    }
+
+    /// The stored totals of one unix hour (zero when nothing ended in it).
+    fn hour(&self, hour: u64) -> Result<Totals> {
+        match self.hours.get(hour.to_be_bytes())? {
+            Some(bytes) => decode(b"hour", &bytes),
+            None => Ok(Totals::default()),
+        }
     }
 
     /// Jobs still `Running` from a previous run become `Interrupted`. A damaged record is
@@ -333,10 +338,7 @@ impl Ledger {
         record.receipt = outcome.receipt.clone();
         record.note = outcome.note;
         let hour = outcome.ended_unix_ms / MS_PER_HOUR;
-        let mut totals: Totals = match self.hours.get(hour.to_be_bytes())? {
-            Some(bytes) => decode(b"hour", &bytes)?,
-            None => Totals::default(),
-        };
+        let mut totals = self.hour(hour)?;
         if let Some(delta) = hour_totals(&record) {
             totals.add(&delta);
         }
@@ -375,10 +377,7 @@ impl Ledger {
                 let totals = match hours.get_mut(&hour) {
                     Some(t) => t,
                     None => {
-                        let existing = match self.hours.get(hour.to_be_bytes())? {
-                            Some(b) => decode(b"hour", &b)?,
-                            None => Totals::default(),
-                        };
+                        let existing = self.hour(hour)?;
                         hours.entry(hour).or_insert(existing)
                     }
                 };
