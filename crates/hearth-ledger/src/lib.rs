@@ -119,6 +119,14 @@ impl Totals {
         self.energy_wh += other.energy_wh;
         self.energy_estimated |= other.energy_estimated;
     }
+
+    /// Take back what `other` added (a job whose record is being replaced).
+    fn remove(&mut self, other: &Totals) {
+        self.jobs_completed = self.jobs_completed.saturating_sub(other.jobs_completed);
+        self.jobs_failed = self.jobs_failed.saturating_sub(other.jobs_failed);
+        self.micro_credits = self.micro_credits.saturating_sub(other.micro_credits);
+        self.energy_wh = (self.energy_wh - other.energy_wh).max(0.0);
+    }
 }
 
 /// What [`Ledger::verify_chain`] found.
@@ -350,6 +358,95 @@ impl Ledger {
                     receipts.insert(&receipt.receipt.sequence.to_be_bytes(), encode(receipt))?;
                 }
                 hours.insert(&hour.to_be_bytes(), encode(&totals))?;
+                Ok(())
+            })
+            .map_err(tx_error)?;
+        self.db.flush()?;
+        self.remember(&record);
+        Ok(record)
+    }
+
+    /// Store a receipt that did not arrive with the result reply: the node stopped between
+    /// sending a result and writing its receipt, or the result was paid after verification.
+    /// The pool hands these out again (`/node/v1/receipts`); each must verify and follow the
+    /// chain. The job becomes `Completed` with the receipt's units and credits (created from
+    /// the receipt when the ledger never saw it start); its hour's totals are corrected, not
+    /// counted twice. Flushed before returning.
+    pub fn record_late_receipt(
+        &self,
+        receipt: SignedReceipt,
+        pool_key: &PublicKey,
+    ) -> Result<JobRecord> {
+        let _write = self.write.lock().unwrap_or_else(|e| e.into_inner());
+        self.check_receipt(&receipt, pool_key)?;
+        let paid = &receipt.receipt;
+        let existing = match self.job_index.get(paid.job_id.as_bytes())? {
+            Some(key) => match self.jobs.get(&key)? {
+                Some(bytes) => Some((key.to_vec(), decode::<JobRecord>(&key, &bytes)?)),
+                None => None,
+            },
+            None => None,
+        };
+        let (key, before, mut record) = match existing {
+            Some((key, record)) => (key, Some(record.clone()), record),
+            None => {
+                let started = paid.issued_unix_ms;
+                let record = JobRecord {
+                    job_id: paid.job_id.clone(),
+                    model: paid.model.clone(),
+                    task: String::new(),
+                    started_unix_ms: started,
+                    ended_unix_ms: None,
+                    status: JobStatus::Running,
+                    units: 0,
+                    micro_credits: 0,
+                    energy_wh: None,
+                    energy_estimated: false,
+                    receipt: None,
+                    note: None,
+                };
+                (job_key(started, &paid.job_id), None, record)
+            }
+        };
+        record.status = JobStatus::Completed;
+        record.units = paid.units;
+        record.micro_credits = paid.micro_credits;
+        record.ended_unix_ms = Some(record.ended_unix_ms.unwrap_or(paid.issued_unix_ms));
+        record.note = Some("receipt collected from the pool after the job".into());
+        record.receipt = Some(receipt.clone());
+        // Hour totals: take back what the old record counted, add what the new one counts.
+        let mut hours = std::collections::BTreeMap::new();
+        let contributions = [
+            (
+                before.as_ref().and_then(|b| hour_totals(b).map(|t| (b, t))),
+                false,
+            ),
+            (hour_totals(&record).map(|t| (&record, t)), true),
+        ];
+        for (contribution, adds) in contributions {
+            let Some((job, delta)) = contribution else {
+                continue;
+            };
+            let hour = job.ended_unix_ms.unwrap_or(job.started_unix_ms) / MS_PER_HOUR;
+            let totals = match hours.entry(hour) {
+                std::collections::btree_map::Entry::Occupied(entry) => entry.into_mut(),
+                std::collections::btree_map::Entry::Vacant(entry) => entry.insert(self.hour(hour)?),
+            };
+            if adds {
+                totals.add(&delta);
+            } else {
+                totals.remove(&delta);
+            }
+        }
+        let bytes = encode(&record);
+        (&self.jobs, &self.job_index, &self.receipts, &self.hours)
+            .transaction(|(jobs, index, receipts, hour_tree)| -> TxResult<()> {
+                jobs.insert(key.as_slice(), bytes.as_slice())?;
+                index.insert(record.job_id.as_bytes(), key.as_slice())?;
+                receipts.insert(&receipt.receipt.sequence.to_be_bytes(), encode(&receipt))?;
+                for (hour, totals) in &hours {
+                    hour_tree.insert(&hour.to_be_bytes(), encode(totals))?;
+                }
                 Ok(())
             })
             .map_err(tx_error)?;

@@ -219,6 +219,63 @@ fn everything_survives_reopening_and_running_jobs_become_interrupted() {
 }
 
 #[test]
+fn late_receipts_complete_interrupted_pending_and_unseen_jobs_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut pool = Pool::new();
+    let pool_key = pool.key.public_key();
+    {
+        let ledger = Ledger::open(dir.path()).unwrap();
+        ledger.start_job("crashed", "m", "chat", T0).unwrap();
+    }
+    let ledger = Ledger::open(dir.path()).unwrap();
+    assert_eq!(
+        ledger.job("crashed").unwrap().unwrap().status,
+        JobStatus::Interrupted
+    );
+    // Paid before the crash, collected after the restart.
+    let record = ledger
+        .record_late_receipt(pool.receipt("crashed", 10, 40), &pool_key)
+        .unwrap();
+    assert_eq!(
+        (record.status, record.units, record.micro_credits),
+        (JobStatus::Completed, 10, 40)
+    );
+    // Completed while waiting for verification (no receipt, no credits yet), then paid.
+    ledger.start_job("checked", "m", "chat", T0 + 1).unwrap();
+    ledger
+        .finish_job(
+            "checked",
+            JobOutcome {
+                receipt: None,
+                ..completed(T0 + 2, pool.receipt("unused", 0, 0))
+            },
+            &pool_key,
+        )
+        .unwrap();
+    // (the pool's chain skipped nothing: the "unused" receipt above was never issued)
+    pool.head = ledger.chain_head().unwrap();
+    ledger
+        .record_late_receipt(pool.receipt("checked", 5, 7), &pool_key)
+        .unwrap();
+    // A job the ledger never saw start (killed between lease and the first write).
+    ledger
+        .record_late_receipt(pool.receipt("unseen", 2, 3), &pool_key)
+        .unwrap();
+    assert_eq!(ledger.job("unseen").unwrap().unwrap().micro_credits, 3);
+    // The same receipt again is refused (it does not follow the head): nothing is paid twice.
+    let again = pool.head.clone().unwrap();
+    assert!(matches!(
+        ledger.record_late_receipt(again, &pool_key),
+        Err(LedgerError::BadReceipt { .. })
+    ));
+    let totals = ledger.totals_between(T0 - HOUR, T0 + HOUR).unwrap();
+    assert_eq!(totals.jobs_completed, 3, "{totals:?}");
+    assert_eq!(totals.micro_credits, 50);
+    let report = ledger.verify_chain(&pool_key).unwrap();
+    assert_eq!((report.receipts, report.micro_credits), (3, 50));
+}
+
+#[test]
 fn a_tampered_receipt_on_disk_fails_verification() {
     let dir = tempfile::tempdir().unwrap();
     let mut pool = Pool::new();

@@ -122,6 +122,10 @@ pub(crate) async fn register(
         .map_err(|e| ApiError::unauthorized(format!("bad signature: {e}")))?;
     let id = node_id(&registration.public_key);
     tracing::info!(node = %id, device = %registration.profile.device, models = ?registration.profile.models, "node registered");
+    let released = state.queue.release_node(&id);
+    if released > 0 {
+        tracing::info!(node = %id, released, "node came back: its leases are queued again");
+    }
     state.nodes.register(
         id.clone(),
         NodeInfo {

@@ -432,6 +432,35 @@ impl Queue {
         expired.len()
     }
 
+    /// A node registered afresh (it restarted, perhaps after a crash): whatever it held is
+    /// lost with the process, so its leases go back to the front of the queue at once instead
+    /// of waiting to expire. No attempt is counted: the job did nothing wrong. Returns how many.
+    pub fn release_node(&self, node_id: &str) -> usize {
+        let released = {
+            let mut state = self.lock();
+            let held: Vec<String> = state
+                .jobs
+                .iter()
+                .filter(|(_, e)| matches!(&e.state, JobState::Leased { node_id: n, .. } if n == node_id))
+                .map(|(id, _)| id.clone())
+                .collect();
+            for id in &held {
+                let cancelled = state.jobs.get(id).is_some_and(|e| e.cancelled);
+                if cancelled {
+                    state.jobs.remove(id);
+                } else if let Some(entry) = state.jobs.get_mut(id) {
+                    entry.state = JobState::Queued;
+                    state.queued.push_front(id.clone());
+                }
+            }
+            held.len()
+        };
+        if released > 0 {
+            self.work_ready.notify_waiters();
+        }
+        released
+    }
+
     /// The customer went away: drop a queued job, tell the node of a leased one.
     pub fn cancel(&self, job_id: &str) {
         let mut state = self.lock();
