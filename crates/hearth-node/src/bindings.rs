@@ -6,7 +6,10 @@
 
 use ts_rs::{Config, TS};
 
-use crate::status::{ActivityState, ControlSource, NodeEvent, NodeStatus, PauseReason};
+use crate::status::{
+    ActivityState, ControlSource, Earnings, GpuLive, JobState, JobSummary, NodeEvent, NodeStatus,
+    Overview, PauseReason, PoolStatus, Telemetry,
+};
 
 /// The full text of `ui/src/lib/bindings.ts`.
 pub fn typescript_bindings() -> String {
@@ -16,6 +19,13 @@ pub fn typescript_bindings() -> String {
         (PauseReason::docs(), PauseReason::decl(&cfg)),
         (ActivityState::docs(), ActivityState::decl(&cfg)),
         (NodeStatus::docs(), NodeStatus::decl(&cfg)),
+        (JobState::docs(), JobState::decl(&cfg)),
+        (JobSummary::docs(), JobSummary::decl(&cfg)),
+        (Earnings::docs(), Earnings::decl(&cfg)),
+        (PoolStatus::docs(), PoolStatus::decl(&cfg)),
+        (GpuLive::docs(), GpuLive::decl(&cfg)),
+        (Telemetry::docs(), Telemetry::decl(&cfg)),
+        (Overview::docs(), Overview::decl(&cfg)),
         (NodeEvent::docs(), NodeEvent::decl(&cfg)),
     ];
     let mut out = String::from(
@@ -68,6 +78,11 @@ mod tests {
             "PauseReason",
             "ActivityState",
             "NodeStatus",
+            "JobSummary",
+            "Earnings",
+            "PoolStatus",
+            "Telemetry",
+            "Overview",
             "NodeEvent",
         ] {
             assert!(

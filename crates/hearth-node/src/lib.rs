@@ -9,13 +9,21 @@
 //! the node works, throttles or pauses for its owner.
 
 mod bindings;
+pub mod config;
 pub mod executor;
 pub mod games;
 mod node;
 pub mod policy;
+pub mod server;
+pub mod service;
 mod status;
 pub mod worker;
 
 pub use bindings::typescript_bindings;
+pub use config::NodeConfig;
 pub use node::Node;
-pub use status::{ActivityState, ControlSource, NodeEvent, NodeStatus, PauseReason};
+pub use service::{Service, ServiceError, ServiceOptions};
+pub use status::{
+    ActivityState, ControlSource, Earnings, GpuLive, JobState, JobSummary, NodeEvent, NodeStatus,
+    Overview, PauseReason, PoolStatus, Telemetry,
+};

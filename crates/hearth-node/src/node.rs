@@ -83,6 +83,11 @@ impl Node {
         }
     }
 
+    /// Send `event` to every subscriber (none listening is fine: the window may be closed).
+    pub(crate) fn announce(&self, event: NodeEvent) {
+        let _ = self.shared.events.send(event);
+    }
+
     /// Move to `next` unless the node is already running or already paused, and announce the
     /// change. The event is sent while the state is still locked, so subscribers see changes
     /// in exactly the order they were made.

@@ -79,8 +79,178 @@ pub struct NodeStatus {
     pub revision: u64,
 }
 
-/// Everything the node announces, in order, on its broadcast channel.
+/// Where a job stands, as the ledger records it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    /// Running now.
+    Running,
+    /// Finished and accepted by the pool.
+    Completed,
+    /// Finished with an error.
+    Failed,
+    /// Given back to the pool (the owner needed the GPU, or the node was told to stop).
+    Returned,
+    /// Running when Hearth stopped; the pool ran it again.
+    Interrupted,
+}
+
+impl From<hearth_ledger::JobStatus> for JobState {
+    fn from(status: hearth_ledger::JobStatus) -> Self {
+        use hearth_ledger::JobStatus as S;
+        match status {
+            S::Running => JobState::Running,
+            S::Completed => JobState::Completed,
+            S::Failed => JobState::Failed,
+            S::Returned => JobState::Returned,
+            S::Interrupted => JobState::Interrupted,
+        }
+    }
+}
+
+/// One job, for lists and notifications (the ledger's record without the receipt's bytes).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, TS)]
+pub struct JobSummary {
+    pub job_id: String,
+    pub model: String,
+    /// `embeddings`, `chat`, `image_classification` or `chat_score`.
+    pub task: String,
+    pub state: JobState,
+    #[ts(type = "number")]
+    pub started_unix_ms: u64,
+    #[ts(type = "number | null")]
+    pub ended_unix_ms: Option<u64>,
+    /// Units billed (tokens or images).
+    #[ts(type = "number")]
+    pub units: u64,
+    /// Credits earned, in millionths of a credit.
+    #[ts(type = "number")]
+    pub micro_credits: u64,
+    /// Position of the pool's receipt in this node's chain, once paid.
+    #[ts(type = "number | null")]
+    pub receipt_sequence: Option<u64>,
+    /// Why it failed or was returned.
+    pub note: Option<String>,
+}
+
+impl From<&hearth_ledger::JobRecord> for JobSummary {
+    fn from(record: &hearth_ledger::JobRecord) -> Self {
+        Self {
+            job_id: record.job_id.clone(),
+            model: record.model.clone(),
+            task: record.task.clone(),
+            state: record.status.into(),
+            started_unix_ms: record.started_unix_ms,
+            ended_unix_ms: record.ended_unix_ms,
+            units: record.units,
+            micro_credits: record.micro_credits,
+            receipt_sequence: record.receipt.as_ref().map(|r| r.receipt.sequence),
+            note: record.note.clone(),
+        }
+    }
+}
+
+/// Earnings at a glance, from the ledger.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, TS)]
+pub struct Earnings {
+    /// Credits earned since local midnight, in millionths.
+    #[ts(type = "number")]
+    pub today_micro_credits: u64,
+    /// Jobs completed since local midnight.
+    #[ts(type = "number")]
+    pub today_jobs: u64,
+    /// Jobs failed since local midnight.
+    #[ts(type = "number")]
+    pub today_failed: u64,
+    /// Credits earned over the last 60 minutes: the current rate per hour.
+    #[ts(type = "number")]
+    pub last_hour_micro_credits: u64,
+    /// True when the pool pays demo credits (the embedded local pool).
+    pub demo: bool,
+}
+
+/// The pool this node works for.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, TS)]
+pub struct PoolStatus {
+    pub url: String,
+    /// The pool's own name, once it answered.
+    pub name: Option<String>,
+    pub connected: bool,
+    /// The local demo pool: its credits are not money.
+    pub demo: bool,
+    /// The last error talking to it, while disconnected.
+    pub error: Option<String>,
+}
+
+/// One GPU's live readings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, TS)]
+pub struct GpuLive {
+    pub name: String,
+    pub utilisation_percent: Option<f32>,
+    #[ts(type = "number | null")]
+    pub vram_used_bytes: Option<u64>,
+    #[ts(type = "number | null")]
+    pub vram_total_bytes: Option<u64>,
+    pub temperature_c: Option<f32>,
+    pub power_w: Option<f32>,
+}
+
+/// Live resource use, once a second.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, TS)]
+pub struct Telemetry {
+    #[ts(type = "number")]
+    pub at_unix_ms: u64,
+    /// Whole machine, 0..=100.
+    pub cpu_percent: f32,
+    #[ts(type = "number")]
+    pub ram_used_bytes: u64,
+    #[ts(type = "number")]
+    pub ram_total_bytes: u64,
+    /// Hearth itself, in percent of one core.
+    pub process_cpu_percent: f32,
+    pub gpus: Vec<GpuLive>,
+}
+
+impl From<&hearth_hardware::TelemetrySample> for Telemetry {
+    fn from(sample: &hearth_hardware::TelemetrySample) -> Self {
+        Self {
+            at_unix_ms: sample.at_unix_ms,
+            cpu_percent: sample.cpu_percent,
+            ram_used_bytes: sample.ram_used_bytes,
+            ram_total_bytes: sample.ram_total_bytes,
+            process_cpu_percent: sample.process_cpu_percent,
+            gpus: sample
+                .gpus
+                .iter()
+                .map(|g| GpuLive {
+                    name: g.name.clone(),
+                    utilisation_percent: g.utilisation_percent,
+                    vram_used_bytes: g.vram_used_bytes,
+                    vram_total_bytes: g.vram_total_bytes,
+                    temperature_c: g.temperature_c,
+                    power_w: g.power_w,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Everything the overview page needs, in one answer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, TS)]
+pub struct Overview {
+    pub node_id: String,
+    /// The compute device jobs run on, in words.
+    pub device: String,
+    pub status: NodeStatus,
+    pub pool: PoolStatus,
+    pub earnings: Earnings,
+    /// Newest first.
+    pub jobs: Vec<JobSummary>,
+    pub telemetry: Option<Telemetry>,
+}
+
+/// Everything the node announces, in order, on its broadcast channel.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, TS)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum NodeEvent {
     /// The node started or stopped taking work.
@@ -88,6 +258,16 @@ pub enum NodeEvent {
         /// The state after the change.
         status: NodeStatus,
     },
+    /// A job was leased and started.
+    JobStarted { job: JobSummary },
+    /// A job ended (completed, failed, returned); already durable in the ledger.
+    JobEnded { job: JobSummary },
+    /// Credits changed (after a completed job or a receipt collected late).
+    EarningsChanged { earnings: Earnings },
+    /// The pool connection changed.
+    PoolChanged { pool: PoolStatus },
+    /// Live resource use.
+    Telemetry { telemetry: Telemetry },
 }
 
 #[cfg(test)]

@@ -1,19 +1,24 @@
 //! The worker: joins a pool, leases jobs this machine can run, runs them, heartbeats, submits,
 //! and records each job and its receipt in the ledger before anyone is told.
 //!
-//! It stops leasing while the node is paused, gives a running job back when told to stop, and
-//! reconnects with backoff when the pool is away.
+//! It stops leasing while the node is paused, gives a running job back when paused or told to
+//! stop, and reconnects with backoff when the pool is away. After (re)joining it collects any
+//! receipt it has not stored yet (`/node/v1/receipts`), so a crash between the pool paying and
+//! the ledger writing loses nothing. Whatever a pool sends is checked: replies are size-capped
+//! and parsed strictly, receipts must carry the pool's signature and follow the chain.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::task::JoinSet;
+
 use hearth_inference::CancelToken;
-use hearth_ledger::{JobOutcome, JobStatus, Ledger};
+use hearth_ledger::{JobOutcome, JobRecord, JobStatus, Ledger, LedgerError};
 use hearth_protocol::{
     HardwareProfile, Heartbeat, HeartbeatReply, Job, JobResult, KeyPair, LeaseReply, LeaseRequest,
-    PROTOCOL_VERSION, PublicKey, Registration, RegistrationReply, RequestSigner, ResultReply,
-    ReturnJob, TaskPayload,
+    PROTOCOL_VERSION, PublicKey, ReceiptsReply, ReceiptsRequest, Registration, RegistrationReply,
+    RequestSigner, ResultReply, ReturnJob, TaskPayload,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -55,7 +60,7 @@ pub fn load_or_create_identity(path: &Path) -> Result<KeyPair, WorkerError> {
 }
 
 #[cfg(unix)]
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let mut file = std::fs::OpenOptions::new()
@@ -68,9 +73,12 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 }
 
 #[cfg(not(unix))]
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::write(path, bytes)
 }
+
+/// The most a pool's reply may hold: a lease of a few jobs with images is well under this.
+pub const MAX_REPLY_BYTES: usize = 32 << 20;
 
 /// A signed HTTP client for one pool.
 #[derive(Debug)]
@@ -83,9 +91,15 @@ pub struct PoolClient {
 impl PoolClient {
     /// A client for the pool at `url`, signing as `key`.
     pub fn new(url: &str, key: KeyPair) -> Self {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            // Leases wait up to a minute; nothing else should take this long.
+            .timeout(Duration::from_secs(90))
+            .build()
+            .unwrap_or_default();
         Self {
             url: url.trim_end_matches('/').to_owned(),
-            http: reqwest::Client::new(),
+            http,
             signer: RequestSigner::new(key),
         }
     }
@@ -113,16 +127,29 @@ impl PoolClient {
         for (name, value) in self.signer.headers("POST", path, now_ms(), &bytes) {
             request = request.header(name, value);
         }
-        let response = request.send().await.map_err(|e| err(e.to_string()))?;
+        let mut response = request.send().await.map_err(|e| err(e.to_string()))?;
         let status = response.status();
-        let text = response.text().await.map_err(|e| err(e.to_string()))?;
+        // Read at most MAX_REPLY_BYTES, whatever the pool claims or sends.
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(|e| err(e.to_string()))? {
+            if body.len() + chunk.len() > MAX_REPLY_BYTES {
+                return Err(err(format!(
+                    "{path}: reply larger than {} MiB refused",
+                    MAX_REPLY_BYTES >> 20
+                )));
+            }
+            body.extend_from_slice(&chunk);
+        }
         if !status.is_success() {
             return Err(err(format!(
                 "{path}: {status}: {}",
-                text.chars().take(300).collect::<String>()
+                String::from_utf8_lossy(&body)
+                    .chars()
+                    .take(300)
+                    .collect::<String>()
             )));
         }
-        serde_json::from_str(&text).map_err(|e| err(format!("{path}: unreadable reply: {e}")))
+        serde_json::from_slice(&body).map_err(|e| err(format!("{path}: unreadable reply: {e}")))
     }
 
     /// Register with the node's hardware profile.
@@ -148,6 +175,11 @@ pub struct WorkerConfig {
     pub lease_wait: Duration,
     /// How often a running job heartbeats (and streams its text).
     pub heartbeat: Duration,
+    /// Jobs run at once (the models share one device; 1 keeps latency lowest).
+    pub concurrency: usize,
+    /// The node's hardware, told to the pool on joining (models are filled in from the store).
+    pub backend_memory_bytes: u64,
+    pub matmul_gflops: Option<f64>,
 }
 
 impl Default for WorkerConfig {
@@ -156,12 +188,52 @@ impl Default for WorkerConfig {
             pool_url: String::new(),
             lease_wait: Duration::from_secs(10),
             heartbeat: Duration::from_millis(250),
+            concurrency: 1,
+            backend_memory_bytes: 0,
+            matmul_gflops: None,
         }
     }
 }
 
-/// Run the worker until `stop` turns true. `paused` true means: finish nothing new, lease
-/// nothing. Each finished job is in `ledger` before `on_job` hears of it.
+/// What the worker reports as it goes; [`crate::Service`] turns these into node events.
+#[derive(Clone, Debug)]
+pub enum WorkerEvent {
+    /// Registered with the pool.
+    Joined {
+        pool_name: String,
+        demo: bool,
+        pool_key: PublicKey,
+    },
+    /// The pool could not be reached or refused us; the worker retries.
+    PoolUnreachable { error: String },
+    /// A job was leased and recorded as running.
+    JobStarted(JobRecord),
+    /// A job ended and is durable in the ledger.
+    JobEnded(JobRecord),
+    /// Receipts the node had missed were collected and stored.
+    ReceiptsCollected { count: usize },
+}
+
+/// Measures a job's energy from `start` to `end` (Unix ms): watt-hours and whether estimated.
+pub type EnergyMeter = dyn Fn(u64, u64) -> Option<(f64, bool)> + Send + Sync;
+
+/// The parts every job needs, shared by the jobs in flight.
+struct Context {
+    config: WorkerConfig,
+    client: PoolClient,
+    executor: Arc<Executor>,
+    ledger: Arc<Ledger>,
+    pool_key: PublicKey,
+    events: Box<dyn Fn(WorkerEvent) + Send + Sync>,
+    energy: Option<Arc<EnergyMeter>>,
+}
+
+/// The ledger setting that remembers which pool signed the receipts (for `ledger verify`).
+pub const POOL_KEY_SETTING: &str = "pool_public_key";
+
+/// Run the worker until `stop` turns true. `paused` true means: lease nothing, give back what
+/// runs. Each ended job is in `ledger` before `events` hears of it.
+#[allow(clippy::too_many_arguments)] // the worker's parts, handed over once
 pub async fn run(
     config: WorkerConfig,
     key: KeyPair,
@@ -169,80 +241,195 @@ pub async fn run(
     ledger: Arc<Ledger>,
     mut paused: watch::Receiver<bool>,
     mut stop: watch::Receiver<bool>,
-    on_job: impl Fn(&hearth_ledger::JobRecord) + Send + Sync + 'static,
+    energy: Option<Arc<EnergyMeter>>,
+    events: impl Fn(WorkerEvent) + Send + Sync + 'static,
 ) -> Result<(), WorkerError> {
     let client = PoolClient::new(&config.pool_url, key);
-    let models = executor.available_models();
     let profile = HardwareProfile {
         backend: executor.device().backend.to_string(),
         device: executor.device().describe(),
-        memory_bytes: 0,
-        models,
-        matmul_gflops: None,
+        memory_bytes: config.backend_memory_bytes,
+        models: executor.available_models(),
+        matmul_gflops: config.matmul_gflops,
     };
-    let mut backoff = Duration::from_millis(250);
-    let pool_key: PublicKey = loop {
+    let mut backoff = Backoff::new();
+    let joined = loop {
         match client.register(profile.clone()).await {
-            Ok(reply) => break reply.pool_public_key,
+            Ok(reply) => break reply,
             Err(error) => {
                 tracing::warn!(%error, "pool not reachable; retrying");
+                events(WorkerEvent::PoolUnreachable {
+                    error: error.to_string(),
+                });
                 tokio::select! {
-                    () = tokio::time::sleep(backoff) => {}
+                    () = backoff.wait() => {}
                     _ = stop.changed() => return Ok(()),
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(30));
             }
         }
     };
-    tracing::info!(node = client.node_id(), "joined the pool");
+    tracing::info!(node = client.node_id(), pool = %joined.pool_name, "joined the pool");
+    ledger.set_setting(POOL_KEY_SETTING, &joined.pool_public_key)?;
+    events(WorkerEvent::Joined {
+        pool_name: joined.pool_name.clone(),
+        demo: joined.demo,
+        pool_key: joined.pool_public_key.clone(),
+    });
+    let context = Arc::new(Context {
+        config,
+        client,
+        executor,
+        ledger,
+        pool_key: joined.pool_public_key,
+        events: Box::new(events),
+        energy,
+    });
+    if let Err(error) = collect_receipts(&context).await {
+        tracing::warn!(%error, "could not collect missed receipts; will try after the next job");
+    }
+
+    let mut running: JoinSet<()> = JoinSet::new();
+    // One lease request at a time, never dropped half-way (the pool may already have handed
+    // us jobs): it runs as its own task and is always awaited.
+    let mut leasing: Option<tokio::task::JoinHandle<Result<LeaseReply, WorkerError>>> = None;
     loop {
-        if *stop.borrow() {
+        let stopping = *stop.borrow();
+        let is_paused = *paused.borrow();
+        let free = context
+            .config
+            .concurrency
+            .max(1)
+            .saturating_sub(running.len());
+        if leasing.is_none() && !stopping && !is_paused && free > 0 {
+            let context = Arc::clone(&context);
+            leasing = Some(tokio::spawn(async move {
+                let request = LeaseRequest {
+                    max_jobs: free as u32,
+                    wait_ms: context.config.lease_wait.as_millis() as u64,
+                };
+                context.client.post("/node/v1/lease", &request).await
+            }));
+        }
+        if stopping && leasing.is_none() && running.is_empty() {
             return Ok(());
         }
-        if *paused.borrow() {
-            tokio::select! {
-                _ = paused.changed() => {}
-                _ = stop.changed() => {}
+        tokio::select! {
+            Some(done) = running.join_next(), if !running.is_empty() => {
+                if let Err(error) = done {
+                    tracing::error!(%error, "a job task failed");
+                }
             }
-            continue;
+            reply = async {
+                match leasing.as_mut() {
+                    Some(lease) => lease.await,
+                    None => std::future::pending().await,
+                }
+            }, if leasing.is_some() => {
+                leasing = None;
+                let jobs = match reply {
+                    Ok(Ok(reply)) => {
+                        backoff.reset();
+                        reply.jobs
+                    }
+                    Ok(Err(error)) => {
+                        tracing::warn!(%error, "lease failed; retrying");
+                        (context.events)(WorkerEvent::PoolUnreachable { error: error.to_string() });
+                        tokio::select! {
+                            () = backoff.wait() => {}
+                            _ = stop.changed() => {}
+                        }
+                        Vec::new()
+                    }
+                    Err(error) => {
+                        tracing::error!(%error, "the lease task failed");
+                        Vec::new()
+                    }
+                };
+                for job in jobs {
+                    if *stop.borrow() || *paused.borrow() {
+                        give_back(&context, &job, "the node is pausing").await;
+                        continue;
+                    }
+                    let (context, paused, stop) = (Arc::clone(&context), paused.clone(), stop.clone());
+                    running.spawn(async move {
+                        let id = job.id.clone();
+                        if let Err(error) = run_job(&context, job, paused, stop).await {
+                            tracing::warn!(job = %id, %error, "job did not complete");
+                        }
+                    });
+                }
+            }
+            Ok(()) = paused.changed() => {}
+            Ok(()) = stop.changed() => {}
+            // Nothing running, nothing leasing, and no one can pause or stop us any more.
+            else => return Ok(()),
         }
-        let request = LeaseRequest {
-            max_jobs: 1,
-            wait_ms: config.lease_wait.as_millis() as u64,
-        };
-        let reply: Result<LeaseReply, _> = tokio::select! {
-            reply = client.post("/node/v1/lease", &request) => reply,
-            _ = stop.changed() => return Ok(()),
-            _ = paused.changed() => continue,
-        };
-        let jobs = match reply {
-            Ok(reply) => {
-                backoff = Duration::from_millis(250);
-                reply.jobs
-            }
-            Err(error) => {
-                tracing::warn!(%error, "lease failed; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(30));
-                continue;
-            }
-        };
-        for job in jobs {
-            if let Err(error) = run_job(
-                &config,
-                &client,
-                &executor,
-                &ledger,
-                &pool_key,
-                &job,
-                &on_job,
-                &mut paused,
+    }
+}
+
+/// Exponential backoff from 250 ms to 30 s.
+struct Backoff(Duration);
+
+impl Backoff {
+    fn new() -> Self {
+        Self(Duration::from_millis(250))
+    }
+    fn reset(&mut self) {
+        self.0 = Duration::from_millis(250);
+    }
+    async fn wait(&mut self) {
+        tokio::time::sleep(self.0).await;
+        self.0 = (self.0 * 2).min(Duration::from_secs(30));
+    }
+}
+
+/// Store every receipt the pool issued after the ledger's chain head.
+async fn collect_receipts(context: &Context) -> Result<usize, WorkerError> {
+    let mut collected = 0;
+    loop {
+        let after = context.ledger.chain_head()?.map(|h| h.receipt.sequence);
+        let reply: ReceiptsReply = context
+            .client
+            .post(
+                "/node/v1/receipts",
+                &ReceiptsRequest {
+                    after_sequence: after,
+                    limit: 500,
+                },
             )
-            .await
-            {
-                tracing::warn!(job = %job.id, %error, "job did not complete");
-            }
+            .await?;
+        if reply.receipts.is_empty() {
+            break;
         }
+        for receipt in reply.receipts {
+            let record = context
+                .ledger
+                .record_late_receipt(receipt, &context.pool_key)?;
+            tracing::info!(job = %record.job_id, credits = record.micro_credits, "collected a missed receipt");
+            collected += 1;
+            (context.events)(WorkerEvent::JobEnded(record));
+        }
+    }
+    if collected > 0 {
+        (context.events)(WorkerEvent::ReceiptsCollected { count: collected });
+    }
+    Ok(collected)
+}
+
+async fn give_back(context: &Context, job: &Job, reason: &str) {
+    let reply: Result<serde_json::Value, _> = context
+        .client
+        .post(
+            &format!("/node/v1/jobs/{}/return", job.id),
+            &ReturnJob {
+                lease_id: job.lease_id.clone(),
+                reason: reason.to_owned(),
+            },
+        )
+        .await;
+    if let Err(error) = reply {
+        // The lease will expire at the pool and the job run elsewhere.
+        tracing::warn!(job = %job.id, %error, "could not give the job back");
     }
 }
 
@@ -255,24 +442,31 @@ fn task_name(task: &TaskPayload) -> &'static str {
     }
 }
 
-#[allow(clippy::too_many_arguments)] // the worker's parts, passed down once
+/// Why a job stopped before it finished.
+enum Interrupted {
+    Paused,
+    Stopping,
+    CancelledByPool,
+}
+
 async fn run_job(
-    config: &WorkerConfig,
-    client: &PoolClient,
-    executor: &Arc<Executor>,
-    ledger: &Arc<Ledger>,
-    pool_key: &PublicKey,
-    job: &Job,
-    on_job: &(impl Fn(&hearth_ledger::JobRecord) + Send + Sync),
-    paused: &mut watch::Receiver<bool>,
+    context: &Context,
+    job: Job,
+    mut paused: watch::Receiver<bool>,
+    mut stop: watch::Receiver<bool>,
 ) -> Result<(), WorkerError> {
     let started = now_ms();
-    ledger.start_job(&job.id, &job.model, task_name(&job.task), started)?;
+    context
+        .ledger
+        .start_job(&job.id, &job.model, task_name(&job.task), started)?;
+    if let Some(record) = context.ledger.job(&job.id)? {
+        (context.events)(WorkerEvent::JobStarted(record));
+    }
     let cancel = CancelToken::new();
     let streamed = Arc::new(Mutex::new(String::new()));
     let work = {
         let (executor, job, cancel, streamed) = (
-            Arc::clone(executor),
+            Arc::clone(&context.executor),
             job.clone(),
             cancel.clone(),
             Arc::clone(&streamed),
@@ -287,65 +481,72 @@ async fn run_job(
         })
     };
     tokio::pin!(work);
-    let mut tick = tokio::time::interval(config.heartbeat);
-    let mut returned = false;
+    let mut tick = tokio::time::interval(context.config.heartbeat);
+    let mut interrupted = None;
     let output = loop {
         tokio::select! {
             done = &mut work => break done,
             _ = tick.tick() => {
                 let delta = std::mem::take(&mut *streamed.lock().unwrap_or_else(|e| e.into_inner()));
                 let beat = Heartbeat { lease_id: job.lease_id.clone(), text_delta: delta };
-                let reply: Result<HeartbeatReply, _> = client.post(&format!("/node/v1/jobs/{}/heartbeat", job.id), &beat).await;
+                let reply: Result<HeartbeatReply, _> = context.client.post(&format!("/node/v1/jobs/{}/heartbeat", job.id), &beat).await;
                 if let Ok(reply) = reply && reply.cancel {
                     cancel.cancel();
-                    returned = true;
+                    interrupted.get_or_insert(Interrupted::CancelledByPool);
                 }
             }
-            _ = paused.changed() => {
+            Ok(()) = paused.changed(), if interrupted.is_none() => {
                 if *paused.borrow() {
                     // The owner needs the GPU: stop and give the job back.
                     cancel.cancel();
-                    returned = true;
+                    interrupted = Some(Interrupted::Paused);
+                }
+            }
+            Ok(()) = stop.changed(), if interrupted.is_none() => {
+                if *stop.borrow() {
+                    cancel.cancel();
+                    interrupted = Some(Interrupted::Stopping);
                 }
             }
         }
     };
     let ended = now_ms();
-    let output = match output {
-        Ok(Ok(output)) if !returned => output,
-        other => {
-            let reason = match other {
-                Ok(Err(e)) => e.to_string(),
-                Err(e) => e.to_string(),
-                Ok(Ok(_)) => "paused".into(),
+    let (energy_wh, energy_estimated) = match &context.energy {
+        Some(meter) => meter(started, ended).map_or((None, false), |(wh, est)| (Some(wh), est)),
+        None => (None, false),
+    };
+    let output = match (output, interrupted) {
+        (Ok(Ok(output)), None) => output,
+        (other, interrupted) => {
+            let (status, reason) = match (interrupted, other) {
+                (Some(Interrupted::Paused), _) => {
+                    (JobStatus::Returned, "paused for the owner".to_owned())
+                }
+                (Some(Interrupted::Stopping), _) => {
+                    (JobStatus::Returned, "Hearth is stopping".to_owned())
+                }
+                (Some(Interrupted::CancelledByPool), _) => (
+                    JobStatus::Returned,
+                    "the customer cancelled the request".to_owned(),
+                ),
+                (None, Ok(Err(e))) => (JobStatus::Failed, e.to_string()),
+                (None, Err(e)) => (JobStatus::Failed, format!("the job crashed: {e}")),
+                (None, Ok(Ok(_))) => (JobStatus::Failed, "no output".to_owned()),
             };
-            let _: Result<serde_json::Value, _> = client
-                .post(
-                    &format!("/node/v1/jobs/{}/return", job.id),
-                    &ReturnJob {
-                        lease_id: job.lease_id.clone(),
-                        reason: reason.clone(),
-                    },
-                )
-                .await;
-            let status = if returned {
-                JobStatus::Returned
-            } else {
-                JobStatus::Failed
-            };
-            let record = ledger.finish_job(
+            give_back(context, &job, &reason).await;
+            let record = context.ledger.finish_job(
                 &job.id,
                 JobOutcome {
                     status,
                     ended_unix_ms: ended,
-                    energy_wh: None,
-                    energy_estimated: false,
+                    energy_wh,
+                    energy_estimated,
                     receipt: None,
                     note: Some(reason),
                 },
-                pool_key,
+                &context.pool_key,
             )?;
-            on_job(&record);
+            (context.events)(WorkerEvent::JobEnded(record));
             return Ok(());
         }
     };
@@ -356,7 +557,8 @@ async fn run_job(
             lease_id: job.lease_id.clone(),
             text_delta: delta,
         };
-        let _: Result<HeartbeatReply, _> = client
+        let _: Result<HeartbeatReply, _> = context
+            .client
             .post(&format!("/node/v1/jobs/{}/heartbeat", job.id), &beat)
             .await;
     }
@@ -365,28 +567,78 @@ async fn run_job(
         output,
         started_unix_ms: started,
         finished_unix_ms: ended,
-        energy_wh: None,
-        energy_estimated: false,
+        energy_wh,
+        energy_estimated,
         next: None,
     };
-    let reply: ResultReply = client
-        .post(&format!("/node/v1/jobs/{}/result", job.id), &result)
-        .await?;
+    let outcome = |status, receipt, note: Option<String>| JobOutcome {
+        status,
+        ended_unix_ms: ended,
+        energy_wh,
+        energy_estimated,
+        receipt,
+        note,
+    };
+    let path = format!("/node/v1/jobs/{}/result", job.id);
+    let mut attempt = 0;
+    let reply: ResultReply = loop {
+        match context.client.post(&path, &result).await {
+            Ok(reply) => break reply,
+            Err(error) if attempt < 3 && !*stop.borrow() => {
+                attempt += 1;
+                tracing::warn!(job = %job.id, %error, attempt, "result not delivered; retrying");
+                tokio::time::sleep(Duration::from_millis(500 << attempt)).await;
+            }
+            Err(error) => {
+                // The pool is gone (or refuses the result): nothing is owed for it. If it did
+                // pay after all, the receipt is collected when the node next joins.
+                let record = context.ledger.finish_job(
+                    &job.id,
+                    outcome(
+                        JobStatus::Failed,
+                        None,
+                        Some(format!("result not delivered: {error}")),
+                    ),
+                    &context.pool_key,
+                )?;
+                (context.events)(WorkerEvent::JobEnded(record));
+                return Err(error);
+            }
+        }
+    };
     let note = reply
         .pending_verification
         .then(|| "paid once another node confirms the result".to_owned());
-    let record = ledger.finish_job(
+    let record = match context.ledger.finish_job(
         &job.id,
-        JobOutcome {
-            status: JobStatus::Completed,
-            ended_unix_ms: ended,
-            energy_wh: None,
-            energy_estimated: false,
-            receipt: reply.receipt,
-            note,
-        },
-        pool_key,
-    )?;
-    on_job(&record);
+        outcome(JobStatus::Completed, reply.receipt.clone(), note),
+        &context.pool_key,
+    ) {
+        Ok(record) => record,
+        Err(LedgerError::BadReceipt { reason, .. }) => {
+            // Either an earlier receipt is missing (collect them, this one included) or the
+            // pool sent one that does not verify: keep the job, refuse the receipt.
+            let collected = collect_receipts(context).await;
+            let stored = context
+                .ledger
+                .job(&job.id)?
+                .is_some_and(|r| r.receipt.is_some());
+            if collected.is_ok() && stored {
+                return Ok(());
+            }
+            tracing::error!(job = %job.id, %reason, "the pool's receipt was refused");
+            context.ledger.finish_job(
+                &job.id,
+                outcome(
+                    JobStatus::Completed,
+                    None,
+                    Some(format!("receipt refused: {reason}")),
+                ),
+                &context.pool_key,
+            )?
+        }
+        Err(error) => return Err(error.into()),
+    };
+    (context.events)(WorkerEvent::JobEnded(record));
     Ok(())
 }

@@ -55,9 +55,20 @@ async fn customer_requests_run_on_the_real_models_and_land_in_the_ledger() {
     };
     let worker = tokio::spawn({
         let (ledger, seen) = (Arc::clone(&ledger), Arc::clone(&seen));
-        worker::run(config, key, executor, ledger, paused, stop, move |job| {
-            seen.lock().unwrap().push(job.job_id.clone());
-        })
+        worker::run(
+            config,
+            key,
+            executor,
+            ledger,
+            paused,
+            stop,
+            None,
+            move |event| {
+                if let worker::WorkerEvent::JobEnded(job) = event {
+                    seen.lock().unwrap().push(job.job_id.clone());
+                }
+            },
+        )
     });
 
     let (url, api) = (pool.url(), pool.api_key().to_owned());

@@ -1,0 +1,393 @@
+//! `hearth-node`: Hearth without a window, for rigs without a display, and the command line
+//! for a running node.
+//!
+//! ```text
+//! hearth-node run [--pool URL|embedded] [--port N] [--backend auto|cpu|wgpu] [--no-demo]
+//! hearth-node status | pause | resume          (ask the running node)
+//! hearth-node hardware                         (what this machine has)
+//! hearth-node bench [--force]                  (the capability benchmark)
+//! hearth-node ledger verify | ledger export [FILE]
+//! hearth-node config | config set KEY VALUE
+//! ```
+//! Every command takes `--data-dir DIR` (default `$HEARTH_DATA_DIR`, else
+//! `~/.local/share/hearth`).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use hearth_node::server::{self, SERVER_FILE, ServerInfo, VerifyReport};
+use hearth_node::service::default_data_dir;
+use hearth_node::{NodeConfig, NodeStatus, Overview, Service, ServiceOptions};
+
+const USAGE: &str = "usage: hearth-node [--data-dir DIR] <command>
+  run [--pool URL|embedded] [--port N] [--backend auto|cpu|wgpu] [--no-demo]
+                          run the node with its web UI and API on 127.0.0.1
+  status                  what the running node is doing
+  pause | resume          stop taking work / take work again
+  hardware                the GPUs, CPU and memory Hearth sees
+  bench [--force]         the capability benchmark (stored; --force measures again)
+  ledger verify           check every receipt's signature and the hash chain
+  ledger export [FILE]    every job as CSV (to FILE or standard output)
+  config                  show the settings
+  config set KEY VALUE    change one (pool, backend, concurrency, demo_interval_ms, api_port)";
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,sled=warn,wgpu_core=warn,wgpu_hal=warn,naga=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    if let Err(error) = run(std::env::args().skip(1).collect()) {
+        eprintln!("hearth-node: {error:#}");
+        std::process::exit(1);
+    }
+}
+
+/// Arguments with `--data-dir` taken out.
+struct Args {
+    data_dir: PathBuf,
+    rest: Vec<String>,
+}
+
+impl Args {
+    fn parse(args: Vec<String>) -> anyhow::Result<Self> {
+        let mut data_dir = None;
+        let mut rest = Vec::new();
+        let mut args = args.into_iter();
+        while let Some(arg) = args.next() {
+            if arg == "--data-dir" {
+                data_dir = Some(PathBuf::from(
+                    args.next().context("--data-dir needs a folder")?,
+                ));
+            } else if let Some(dir) = arg.strip_prefix("--data-dir=") {
+                data_dir = Some(PathBuf::from(dir));
+            } else {
+                rest.push(arg);
+            }
+        }
+        Ok(Self {
+            data_dir: data_dir.unwrap_or_else(default_data_dir),
+            rest,
+        })
+    }
+
+    /// The value after `flag`, if the flag is there.
+    fn take(&mut self, flag: &str) -> anyhow::Result<Option<String>> {
+        match self.rest.iter().position(|a| a == flag) {
+            Some(i) => {
+                let value = self
+                    .rest
+                    .get(i + 1)
+                    .cloned()
+                    .with_context(|| format!("{flag} needs a value"))?;
+                self.rest.drain(i..=i + 1);
+                Ok(Some(value))
+            }
+            None => Ok(None),
+        }
+    }
+
+    fn flag(&mut self, flag: &str) -> bool {
+        let before = self.rest.len();
+        self.rest.retain(|a| a != flag);
+        self.rest.len() != before
+    }
+}
+
+fn run(args: Vec<String>) -> anyhow::Result<()> {
+    let mut args = Args::parse(args)?;
+    let command: Vec<&str> = args.rest.iter().map(String::as_str).collect();
+    match command.as_slice() {
+        ["run", ..] => {
+            let pool = args.take("--pool")?;
+            let port = args.take("--port")?;
+            let backend = args.take("--backend")?;
+            let no_demo = args.flag("--no-demo");
+            if args.rest.len() > 1 {
+                bail!("run: unexpected {:?}\n{USAGE}", &args.rest[1..]);
+            }
+            let mut config = NodeConfig::load(&args.data_dir)?;
+            if let Some(pool) = pool {
+                config.set("pool", &pool)?;
+            }
+            if let Some(port) = port {
+                config.set("api_port", &port)?;
+            }
+            if let Some(backend) = backend {
+                config.set("backend", &backend)?;
+            }
+            if no_demo {
+                config.demo_interval_ms = 0;
+            }
+            runtime()?.block_on(serve(args.data_dir, config))
+        }
+        ["status"] => {
+            let overview: Overview =
+                runtime()?.block_on(call(&args.data_dir, "GET", "/api/overview"))?;
+            print_overview(&overview);
+            Ok(())
+        }
+        ["pause"] | ["resume"] => {
+            let path = format!("/api/{}", command[0]);
+            let status: NodeStatus = runtime()?.block_on(call(&args.data_dir, "POST", &path))?;
+            println!("{}", describe(&status));
+            Ok(())
+        }
+        ["hardware"] => {
+            let report = hearth_hardware::detect_local();
+            print!("{}", hearth_hardware::render_table(&report));
+            Ok(())
+        }
+        ["bench", rest @ ..] => {
+            let force = rest.contains(&"--force");
+            let store = hearth_inference::ModelStore::from_env();
+            let hardware = hearth_hardware::detect_local();
+            let devices = hearth_inference::capability::usable_devices();
+            let path = args.data_dir.join("capability.json");
+            let (report, measured) = hearth_inference::capability::load_or_run(
+                &path,
+                &store,
+                &hardware,
+                &devices,
+                force,
+                &mut |p| eprintln!("[{:>3.0}%] {}", p.fraction * 100.0, p.message),
+            )?;
+            if !measured {
+                eprintln!("(stored result for this hardware; --force measures again)");
+            }
+            print!("{}", hearth_inference::capability::render(&report));
+            Ok(())
+        }
+        ["ledger", "verify"] => {
+            let report: VerifyReport = match running_node(&args.data_dir) {
+                Some(_) => {
+                    runtime()?.block_on(call(&args.data_dir, "GET", "/api/ledger/verify"))?
+                }
+                None => {
+                    let ledger = open_ledger(&args.data_dir)?;
+                    server::verify_ledger(&ledger).map_err(anyhow::Error::msg)?
+                }
+            };
+            println!(
+                "ledger verified: {} receipts, every signature and link checks, {} credits",
+                report.receipts,
+                credits(report.micro_credits)
+            );
+            Ok(())
+        }
+        ["ledger", "export", rest @ ..] => {
+            let csv: Vec<u8> = match running_node(&args.data_dir) {
+                Some(_) => {
+                    runtime()?.block_on(call_raw(&args.data_dir, "GET", "/api/ledger/export"))?
+                }
+                None => {
+                    let mut out = Vec::new();
+                    open_ledger(&args.data_dir)?.export_csv(&mut out)?;
+                    out
+                }
+            };
+            match rest {
+                [] => {
+                    use std::io::Write;
+                    std::io::stdout().write_all(&csv)?;
+                }
+                [file] => {
+                    std::fs::write(file, &csv).with_context(|| format!("writing {file}"))?;
+                    eprintln!(
+                        "wrote {} lines to {file}",
+                        csv.iter().filter(|b| **b == b'\n').count()
+                    );
+                }
+                _ => bail!("{USAGE}"),
+            }
+            Ok(())
+        }
+        ["config"] => {
+            let config = NodeConfig::load(&args.data_dir)?;
+            println!("# {}", NodeConfig::path(&args.data_dir).display());
+            print!("{}", toml::to_string_pretty(&config)?);
+            Ok(())
+        }
+        ["config", "set", key, value] => {
+            let mut config = NodeConfig::load(&args.data_dir)?;
+            config.set(key, value)?;
+            config.save(&args.data_dir)?;
+            println!("{key} = {value} (takes effect when the node next starts)");
+            Ok(())
+        }
+        _ => bail!("{USAGE}"),
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+fn open_ledger(data_dir: &Path) -> anyhow::Result<hearth_ledger::Ledger> {
+    hearth_ledger::Ledger::open(&data_dir.join("ledger"))
+        .with_context(|| format!("opening the ledger in {}", data_dir.display()))
+}
+
+/// The UI's built files: `$HEARTH_UI_DIR`, else `ui/dist` of this source tree.
+fn ui_dir() -> Option<PathBuf> {
+    let dir = std::env::var_os("HEARTH_UI_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../ui/dist"));
+    dir.join("index.html").is_file().then_some(dir)
+}
+
+async fn serve(data_dir: PathBuf, config: NodeConfig) -> anyhow::Result<()> {
+    let port = config.api_port;
+    let options = ServiceOptions {
+        config,
+        ..ServiceOptions::from_data_dir(&data_dir)?
+    };
+    let service = Arc::new(Service::start(options).await?);
+    let token = server::load_or_create_token(&data_dir)?;
+    let ui = ui_dir();
+    if ui.is_none() {
+        tracing::warn!("the web UI is not built (cd ui && npm run build); serving the API only");
+    }
+    let server = server::serve(Arc::clone(&service), port, token.clone(), ui)
+        .await
+        .with_context(|| format!("listening on 127.0.0.1:{port}"))?;
+    let url = format!("http://{}", server.addr);
+    let info = ServerInfo {
+        url: url.clone(),
+        pid: std::process::id(),
+    };
+    std::fs::write(data_dir.join(SERVER_FILE), serde_json::to_vec(&info)?)?;
+    println!("Hearth node {} on {}", service.node_id(), service.device());
+    println!("web UI: {url}/?token={token}");
+    println!("ready");
+    wait_for_signal().await;
+    eprintln!("stopping: giving running jobs back to the pool");
+    let _ = std::fs::remove_file(data_dir.join(SERVER_FILE));
+    server.task.abort();
+    service.shutdown(Duration::from_secs(15)).await;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// The running headless node's address, from its server file.
+fn running_node(data_dir: &Path) -> Option<ServerInfo> {
+    let bytes = std::fs::read(data_dir.join(SERVER_FILE)).ok()?;
+    let info: ServerInfo = serde_json::from_slice(&bytes).ok()?;
+    // A file left by a node that was killed names a process that is gone.
+    Path::new(&format!("/proc/{}", info.pid))
+        .exists()
+        .then_some(info)
+}
+
+async fn call_raw(data_dir: &Path, method: &str, path: &str) -> anyhow::Result<Vec<u8>> {
+    let info = running_node(data_dir).with_context(|| {
+        format!(
+            "no running node found in {} (start one with `hearth-node run`)",
+            data_dir.display()
+        )
+    })?;
+    let token = std::fs::read_to_string(data_dir.join(server::TOKEN_FILE))
+        .context("reading the API token")?;
+    let client = reqwest::Client::new();
+    let request = match method {
+        "POST" => client.post(format!("{}{path}", info.url)),
+        _ => client.get(format!("{}{path}", info.url)),
+    };
+    let response = request
+        .bearer_auth(token.trim())
+        .send()
+        .await
+        .with_context(|| format!("asking the node at {}", info.url))?;
+    let status = response.status();
+    let body = response.bytes().await?.to_vec();
+    if !status.is_success() {
+        bail!("{path}: {status}: {}", String::from_utf8_lossy(&body));
+    }
+    Ok(body)
+}
+
+async fn call<T: serde::de::DeserializeOwned>(
+    data_dir: &Path,
+    method: &str,
+    path: &str,
+) -> anyhow::Result<T> {
+    let body = call_raw(data_dir, method, path).await?;
+    serde_json::from_slice(&body).with_context(|| format!("{path}: unreadable answer"))
+}
+
+fn credits(micro: u64) -> String {
+    format!("{:.6}", micro as f64 / 1e6)
+}
+
+fn describe(status: &NodeStatus) -> String {
+    match &status.activity {
+        hearth_node::ActivityState::Running => "running".into(),
+        hearth_node::ActivityState::Paused { reason } => reason.describe(),
+    }
+}
+
+fn print_overview(o: &Overview) {
+    println!("node      {}", o.node_id);
+    println!("device    {}", o.device);
+    println!("state     {}", describe(&o.status));
+    let pool = match (&o.pool.name, o.pool.connected) {
+        (Some(name), true) => format!(
+            "{name} ({}){}",
+            o.pool.url,
+            if o.pool.demo { ", demo credits" } else { "" }
+        ),
+        _ => format!(
+            "{} — not connected{}",
+            o.pool.url,
+            o.pool
+                .error
+                .as_ref()
+                .map(|e| format!(": {e}"))
+                .unwrap_or_default()
+        ),
+    };
+    println!("pool      {pool}");
+    println!(
+        "today     {} credits from {} jobs ({} failed); last hour {}",
+        credits(o.earnings.today_micro_credits),
+        o.earnings.today_jobs,
+        o.earnings.today_failed,
+        credits(o.earnings.last_hour_micro_credits)
+    );
+    for job in o.jobs.iter().take(10) {
+        println!(
+            "  {:<28} {:<22} {:<12} {:>10}",
+            job.job_id,
+            job.model,
+            format!("{:?}", job.state).to_lowercase(),
+            credits(job.micro_credits)
+        );
+    }
+}

@@ -1,0 +1,198 @@
+//! The node's settings file, `config.toml` in the data directory: which pool, which backend,
+//! how many jobs at once, the headless server's port. Every field has a default, so a missing
+//! file is a working configuration; an unreadable one is an error that names the field.
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use hearth_inference::BackendPreference;
+use serde::{Deserialize, Serialize};
+
+/// What went wrong with the settings.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: {reason}")]
+    File { path: String, reason: String },
+    #[error("{key}: {reason}")]
+    Invalid { key: String, reason: String },
+}
+
+/// The pool value that selects the embedded local pool.
+pub const EMBEDDED_POOL: &str = "embedded";
+
+/// The node's settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeConfig {
+    /// `embedded` (the local demo pool, started in-process) or a pool's `http(s)://` URL.
+    pub pool: String,
+    /// `auto` (a real GPU if there is one, else the CPU), `cpu` or `wgpu`.
+    pub backend: String,
+    /// Jobs run at once.
+    pub concurrency: usize,
+    /// The embedded pool's demo customer sends a request this often (0: never).
+    pub demo_interval_ms: u64,
+    /// Port of the headless server on 127.0.0.1 (0: any free port).
+    pub api_port: u16,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        Self {
+            pool: EMBEDDED_POOL.into(),
+            backend: "auto".into(),
+            concurrency: 1,
+            demo_interval_ms: 1500,
+            api_port: 7420,
+        }
+    }
+}
+
+impl NodeConfig {
+    /// `config.toml` in `data_dir`.
+    pub fn path(data_dir: &Path) -> PathBuf {
+        data_dir.join("config.toml")
+    }
+
+    /// Read the settings from `data_dir` (defaults when there is no file).
+    pub fn load(data_dir: &Path) -> Result<Self, ConfigError> {
+        let path = Self::path(data_dir);
+        let bad = |reason: String| ConfigError::File {
+            path: path.display().to_string(),
+            reason,
+        };
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
+            Err(e) => return Err(bad(e.to_string())),
+        };
+        let config: Self = toml::from_str(&text).map_err(|e| bad(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Write the settings to `data_dir` (atomically: a crash leaves the old or the new file).
+    pub fn save(&self, data_dir: &Path) -> Result<(), ConfigError> {
+        self.validate()?;
+        let path = Self::path(data_dir);
+        let bad = |reason: String| ConfigError::File {
+            path: path.display().to_string(),
+            reason,
+        };
+        let text = toml::to_string_pretty(self).map_err(|e| bad(e.to_string()))?;
+        std::fs::create_dir_all(data_dir).map_err(|e| bad(e.to_string()))?;
+        let temporary = path.with_extension("toml.tmp");
+        std::fs::write(&temporary, text).map_err(|e| bad(e.to_string()))?;
+        std::fs::rename(&temporary, &path).map_err(|e| bad(e.to_string()))
+    }
+
+    /// Check every field, with a message a user can act on.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &str, reason: String| ConfigError::Invalid {
+            key: key.into(),
+            reason,
+        };
+        if self.pool != EMBEDDED_POOL
+            && !(self.pool.starts_with("http://") || self.pool.starts_with("https://"))
+        {
+            return Err(invalid(
+                "pool",
+                format!(
+                    "{:?} is neither \"embedded\" nor an http(s):// URL",
+                    self.pool
+                ),
+            ));
+        }
+        BackendPreference::from_str(&self.backend).map_err(|_| {
+            invalid(
+                "backend",
+                format!("{:?}: use auto, cpu or wgpu", self.backend),
+            )
+        })?;
+        if !(1..=8).contains(&self.concurrency) {
+            return Err(invalid(
+                "concurrency",
+                format!("{} is outside 1..=8", self.concurrency),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Set one field from text, as `hearth-node config set KEY VALUE` does.
+    pub fn set(&mut self, key: &str, value: &str) -> Result<(), ConfigError> {
+        let invalid = |reason: String| ConfigError::Invalid {
+            key: key.into(),
+            reason,
+        };
+        let number = |value: &str| {
+            value
+                .parse::<u64>()
+                .map_err(|e| invalid(format!("{value:?}: {e}")))
+        };
+        let mut next = self.clone();
+        match key {
+            "pool" => next.pool = value.trim_end_matches('/').to_owned(),
+            "backend" => next.backend = value.to_ascii_lowercase(),
+            "concurrency" => next.concurrency = number(value)? as usize,
+            "demo_interval_ms" => next.demo_interval_ms = number(value)?,
+            "api_port" => {
+                next.api_port = u16::try_from(number(value)?)
+                    .map_err(|_| invalid(format!("{value} is not a port")))?;
+            }
+            other => {
+                return Err(invalid(format!(
+                    "unknown setting {other:?} (pool, backend, concurrency, demo_interval_ms, api_port)"
+                )));
+            }
+        }
+        next.validate()?;
+        *self = next;
+        Ok(())
+    }
+
+    /// The backend preference (validated on load).
+    pub fn backend_preference(&self) -> BackendPreference {
+        BackendPreference::from_str(&self.backend).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_file_means_defaults_and_saved_settings_come_back() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(NodeConfig::load(dir.path()).unwrap(), NodeConfig::default());
+        let mut config = NodeConfig::default();
+        config.set("pool", "http://10.0.0.2:8040/").unwrap();
+        config.set("concurrency", "2").unwrap();
+        config.save(dir.path()).unwrap();
+        let back = NodeConfig::load(dir.path()).unwrap();
+        assert_eq!(back.pool, "http://10.0.0.2:8040");
+        assert_eq!(back.concurrency, 2);
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_the_key_and_change_nothing() {
+        let mut config = NodeConfig::default();
+        for (key, value, expect) in [
+            ("pool", "ftp://x", "pool"),
+            ("backend", "tpu", "backend"),
+            ("concurrency", "0", "concurrency"),
+            ("concurrency", "many", "concurrency"),
+            ("api_port", "70000", "api_port"),
+            ("colour", "red", "unknown setting"),
+        ] {
+            let error = config.set(key, value).unwrap_err().to_string();
+            assert!(error.contains(expect), "{key}={value}: {error}");
+        }
+        assert_eq!(config, NodeConfig::default());
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(NodeConfig::path(dir.path()), "concurrency = \"two\"\n").unwrap();
+        let error = NodeConfig::load(dir.path()).unwrap_err().to_string();
+        assert!(error.contains("config.toml"), "{error}");
+        std::fs::write(NodeConfig::path(dir.path()), "volume = 11\n").unwrap();
+        assert!(NodeConfig::load(dir.path()).is_err());
+    }
+}

@@ -1,0 +1,313 @@
+//! The headless server: the same web UI the desktop window shows, a JSON API and server-sent
+//! events, on 127.0.0.1 only, behind a bearer token (saved in the data folder, mode 0600).
+//!
+//! | route | what |
+//! |---|---|
+//! | `GET /api/overview` | status, pool, earnings, recent jobs, telemetry in one answer |
+//! | `GET /api/status`, `POST /api/pause`, `POST /api/resume` | the node's state |
+//! | `GET /api/jobs?limit=N` | newest jobs first |
+//! | `GET /api/earnings`, `GET /api/pool` | totals, the pool connection |
+//! | `GET /api/events?token=…` | every [`NodeEvent`] as JSON, server-sent |
+//! | `GET /api/ledger/verify`, `GET /api/ledger/export` | chain check, CSV |
+//! | anything else | files of the built UI (`ui/dist`) |
+//!
+//! Browsers' `EventSource` cannot send headers, so the token may also come as `?token=`.
+
+use std::convert::Infallible;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{FromRequestParts, Query, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode, Uri, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use futures_util::Stream;
+use serde::{Deserialize, Serialize};
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::BroadcastStream;
+
+use crate::status::{Earnings, JobSummary, NodeStatus, Overview, PoolStatus};
+use crate::{ControlSource, NodeEvent, Service};
+
+/// The file holding the API token, in the data folder.
+pub const TOKEN_FILE: &str = "api-token";
+/// The file a running headless node writes with its URL, for the CLI.
+pub const SERVER_FILE: &str = "server.json";
+
+/// Where a running headless node listens (written to [`SERVER_FILE`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerInfo {
+    pub url: String,
+    pub pid: u32,
+}
+
+/// The result of `ledger verify`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerifyReport {
+    pub receipts: u64,
+    pub micro_credits: u64,
+}
+
+/// Load the API token from `data_dir`, or create one (mode 0600).
+pub fn load_or_create_token(data_dir: &Path) -> std::io::Result<String> {
+    let path = data_dir.join(TOKEN_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(token) if token.trim().len() >= 32 => return Ok(token.trim().to_owned()),
+        Ok(_) => {
+            // Too short to be ours: replace it.
+            std::fs::remove_file(&path)?;
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let mut bytes = [0u8; 24];
+    getrandom::fill(&mut bytes).map_err(|e| std::io::Error::other(e.to_string()))?;
+    let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    crate::worker::write_private(&path, token.as_bytes())?;
+    Ok(token)
+}
+
+struct ServerState {
+    service: Arc<Service>,
+    token: String,
+    ui_dir: Option<PathBuf>,
+}
+
+/// Proof that the request carried the token.
+struct Authorized;
+
+impl FromRequestParts<Arc<ServerState>> for Authorized {
+    type Rejection = (StatusCode, &'static str);
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<ServerState>,
+    ) -> Result<Self, Self::Rejection> {
+        let from_header = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        let from_query = parts
+            .uri
+            .query()
+            .and_then(|q| q.split('&').find_map(|pair| pair.strip_prefix("token=")));
+        match from_header.or(from_query) {
+            Some(token) if same_secret(token.as_bytes(), state.token.as_bytes()) => Ok(Authorized),
+            _ => Err((
+                StatusCode::UNAUTHORIZED,
+                "missing or wrong token (see the api-token file in Hearth's data folder)",
+            )),
+        }
+    }
+}
+
+/// Compare without an early exit, so timing says nothing about the token.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// A running server.
+#[derive(Debug)]
+pub struct Server {
+    pub addr: SocketAddr,
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+/// Serve `service` on 127.0.0.1:`port` (0: a free port) with `token`, and the UI from `ui_dir`.
+pub async fn serve(
+    service: Arc<Service>,
+    port: u16,
+    token: String,
+    ui_dir: Option<PathBuf>,
+) -> std::io::Result<Server> {
+    let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, port)).await?;
+    let addr = listener.local_addr()?;
+    let state = Arc::new(ServerState {
+        service,
+        token,
+        ui_dir,
+    });
+    let app = Router::new()
+        .route("/api/overview", get(overview))
+        .route("/api/status", get(status))
+        .route("/api/pause", post(pause))
+        .route("/api/resume", post(resume))
+        .route("/api/jobs", get(jobs))
+        .route("/api/earnings", get(earnings))
+        .route("/api/pool", get(pool))
+        .route("/api/events", get(events))
+        .route("/api/ledger/verify", get(verify))
+        .route("/api/ledger/export", get(export))
+        .fallback(static_file)
+        .with_state(state);
+    let task = tokio::spawn(async move {
+        if let Err(error) = axum::serve(listener, app).await {
+            tracing::error!(%error, "headless server stopped");
+        }
+    });
+    Ok(Server { addr, task })
+}
+
+async fn overview(_: Authorized, State(state): State<Arc<ServerState>>) -> Json<Overview> {
+    Json(state.service.overview())
+}
+
+async fn status(_: Authorized, State(state): State<Arc<ServerState>>) -> Json<NodeStatus> {
+    Json(state.service.node().status())
+}
+
+async fn pause(_: Authorized, State(state): State<Arc<ServerState>>) -> Json<NodeStatus> {
+    Json(state.service.node().pause(ControlSource::Cli))
+}
+
+async fn resume(_: Authorized, State(state): State<Arc<ServerState>>) -> Json<NodeStatus> {
+    Json(state.service.node().resume(ControlSource::Cli))
+}
+
+#[derive(Deserialize)]
+struct JobsQuery {
+    limit: Option<usize>,
+}
+
+async fn jobs(
+    _: Authorized,
+    State(state): State<Arc<ServerState>>,
+    Query(query): Query<JobsQuery>,
+) -> Json<Vec<JobSummary>> {
+    Json(
+        state
+            .service
+            .recent_jobs(query.limit.unwrap_or(50).clamp(1, 10_000)),
+    )
+}
+
+async fn earnings(_: Authorized, State(state): State<Arc<ServerState>>) -> Json<Earnings> {
+    Json(state.service.earnings())
+}
+
+async fn pool(_: Authorized, State(state): State<Arc<ServerState>>) -> Json<PoolStatus> {
+    Json(state.service.pool())
+}
+
+async fn events(
+    _: Authorized,
+    State(state): State<Arc<ServerState>>,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let node = state.service.node().clone();
+    // First the current state, then every change.
+    let first = NodeEvent::StatusChanged {
+        status: node.status(),
+    };
+    let changes = BroadcastStream::new(node.subscribe()).map(move |event| {
+        Ok::<_, Infallible>(match event {
+            Ok(event) => event,
+            // A slow reader missed events: the current state makes up for them.
+            Err(_) => NodeEvent::StatusChanged {
+                status: node.status(),
+            },
+        })
+    });
+    let stream =
+        tokio_stream::once(Ok(first))
+            .chain(changes)
+            .map(|event: Result<NodeEvent, Infallible>| {
+                let event = event.unwrap_or_else(|never| match never {});
+                Ok(Event::default().data(serde_json::to_string(&event).unwrap_or_default()))
+            });
+    Sse::new(stream).keep_alive(KeepAlive::default())
+}
+
+async fn verify(
+    _: Authorized,
+    State(state): State<Arc<ServerState>>,
+) -> Result<Json<VerifyReport>, (StatusCode, String)> {
+    verify_ledger(state.service.ledger())
+        .map(Json)
+        .map_err(|e| (StatusCode::CONFLICT, e))
+}
+
+/// Check every receipt's signature and the chain, with the pool key the worker stored.
+pub fn verify_ledger(ledger: &hearth_ledger::Ledger) -> Result<VerifyReport, String> {
+    let key: hearth_protocol::PublicKey = ledger
+        .setting(crate::worker::POOL_KEY_SETTING)
+        .map_err(|e| e.to_string())?
+        .ok_or("no pool has paid this node yet: nothing to verify")?;
+    let report = ledger.verify_chain(&key).map_err(|e| e.to_string())?;
+    Ok(VerifyReport {
+        receipts: report.receipts,
+        micro_credits: report.micro_credits,
+    })
+}
+
+async fn export(_: Authorized, State(state): State<Arc<ServerState>>) -> Response {
+    let service = Arc::clone(&state.service);
+    let csv = tokio::task::spawn_blocking(move || {
+        let mut out = Vec::new();
+        service.ledger().export_csv(&mut out).map(|_| out)
+    })
+    .await;
+    match csv {
+        Ok(Ok(bytes)) => (
+            [
+                (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
+                (
+                    header::CONTENT_DISPOSITION,
+                    "attachment; filename=\"hearth-jobs.csv\"",
+                ),
+            ],
+            bytes,
+        )
+            .into_response(),
+        Ok(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+/// Files of the built UI; `/` is `index.html`. Paths that climb out are refused.
+async fn static_file(State(state): State<Arc<ServerState>>, uri: Uri) -> Response {
+    let Some(root) = &state.ui_dir else {
+        return (
+            StatusCode::NOT_FOUND,
+            "this node was started without its web UI (build it: cd ui && npm run build)",
+        )
+            .into_response();
+    };
+    let relative = uri.path().trim_start_matches('/');
+    let relative = if relative.is_empty() {
+        "index.html"
+    } else {
+        relative
+    };
+    let path = Path::new(relative);
+    if !path.components().all(|c| matches!(c, Component::Normal(_))) {
+        return StatusCode::BAD_REQUEST.into_response();
+    }
+    match tokio::fs::read(root.join(path)).await {
+        Ok(bytes) => {
+            let kind = match path.extension().and_then(|e| e.to_str()) {
+                Some("html") => "text/html; charset=utf-8",
+                Some("js") => "text/javascript; charset=utf-8",
+                Some("css") => "text/css; charset=utf-8",
+                Some("svg") => "image/svg+xml",
+                Some("png") => "image/png",
+                Some("json") => "application/json",
+                Some("woff2") => "font/woff2",
+                Some("woff") => "font/woff",
+                Some("ico") => "image/x-icon",
+                _ => "application/octet-stream",
+            };
+            (
+                [(header::CONTENT_TYPE, HeaderValue::from_static(kind))],
+                bytes,
+            )
+                .into_response()
+        }
+        Err(_) => StatusCode::NOT_FOUND.into_response(),
+    }
+}

@@ -1,0 +1,467 @@
+//! [`Service`]: a whole running node — ledger, identity, worker, telemetry and, by default,
+//! the embedded local pool with its demo customer. The desktop shell and the headless server
+//! each start one and talk to it (and its [`Node`]) in-process.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hearth_hardware::{Nvml, PlatformGpus, Sampler};
+use hearth_inference::{ComputeDevice, ModelStore};
+use hearth_ledger::Ledger;
+use hearth_protocol::now_unix_ms;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::Node;
+use crate::config::{EMBEDDED_POOL, NodeConfig};
+use crate::executor::Executor;
+use crate::status::{Earnings, JobSummary, NodeEvent, Overview, PoolStatus, Telemetry};
+use crate::worker::{self, WorkerConfig, WorkerError, WorkerEvent};
+
+const MS_PER_HOUR: u64 = 3_600_000;
+
+/// Why the node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("data folder {path}: {reason}")]
+    DataDir { path: String, reason: String },
+    #[error("the ledger in {path} is in use or unreadable ({source}); is another Hearth running?")]
+    Ledger {
+        path: String,
+        source: hearth_ledger::LedgerError,
+    },
+    #[error("the embedded pool did not start: {0}")]
+    EmbeddedPool(String),
+    #[error("no compute device: {0}")]
+    Device(String),
+    #[error(transparent)]
+    Worker(#[from] WorkerError),
+}
+
+/// What to start.
+#[derive(Debug, Clone)]
+pub struct ServiceOptions {
+    /// Ledger, identity key, settings and the embedded pool's database live here.
+    pub data_dir: PathBuf,
+    pub config: NodeConfig,
+    /// Where model weights are.
+    pub models: ModelStore,
+    /// Sample GPU and host telemetry once a second (energy per job, live charts).
+    pub telemetry: bool,
+}
+
+impl ServiceOptions {
+    /// The settings in `data_dir`'s `config.toml`, models from the default store.
+    pub fn from_data_dir(data_dir: &Path) -> Result<Self, crate::config::ConfigError> {
+        Ok(Self {
+            data_dir: data_dir.to_owned(),
+            config: NodeConfig::load(data_dir)?,
+            models: ModelStore::from_env(),
+            telemetry: true,
+        })
+    }
+}
+
+/// A running node. Dropping it stops the worker abruptly; call [`Service::shutdown`] to give
+/// running jobs back first.
+#[derive(Debug)]
+pub struct Service {
+    node: Node,
+    ledger: Arc<Ledger>,
+    node_id: String,
+    device: String,
+    pool: watch::Sender<PoolStatus>,
+    embedded: Option<hearth_pool::embedded::EmbeddedPool>,
+    sampler: Option<Arc<Sampler>>,
+    stop: watch::Sender<bool>,
+    worker: std::sync::Mutex<Option<JoinHandle<Result<(), WorkerError>>>>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// The default data folder: `$HEARTH_DATA_DIR`, else `$XDG_DATA_HOME/hearth`, else
+/// `~/.local/share/hearth`.
+pub fn default_data_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("HEARTH_DATA_DIR") {
+        return PathBuf::from(dir);
+    }
+    std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+        .unwrap_or_else(std::env::temp_dir)
+        .join("hearth")
+}
+
+impl Service {
+    /// Open the ledger, load or create the identity, start the embedded pool when configured,
+    /// and start working. Returns once the worker is started (it joins the pool by itself).
+    pub async fn start(options: ServiceOptions) -> Result<Self, ServiceError> {
+        Self::start_with(options, Node::new()).await
+    }
+
+    /// [`Service::start`] around a [`Node`] the caller already handed out (the desktop shell
+    /// shows the node's state while the rest starts).
+    pub async fn start_with(options: ServiceOptions, node: Node) -> Result<Self, ServiceError> {
+        let data_dir = options.data_dir.clone();
+        std::fs::create_dir_all(&data_dir).map_err(|e| ServiceError::DataDir {
+            path: data_dir.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        let ledger_dir = data_dir.join("ledger");
+        let ledger =
+            Arc::new(
+                Ledger::open(&ledger_dir).map_err(|source| ServiceError::Ledger {
+                    path: ledger_dir.display().to_string(),
+                    source,
+                })?,
+            );
+        let key = worker::load_or_create_identity(&data_dir.join("node.key"))?;
+        let node_id = hearth_protocol::node_id(&key.public_key());
+
+        let config = options.config.clone();
+        let embedded = if config.pool == EMBEDDED_POOL {
+            let pace = (config.demo_interval_ms > 0)
+                .then(|| Duration::from_millis(config.demo_interval_ms));
+            Some(
+                hearth_pool::embedded::start(&data_dir, pace)
+                    .await
+                    .map_err(|e| ServiceError::EmbeddedPool(e.to_string()))?,
+            )
+        } else {
+            None
+        };
+        let pool_url = match &embedded {
+            Some(pool) => pool.url(),
+            None => config.pool.clone(),
+        };
+
+        let preference = config.backend_preference();
+        let device = tokio::task::spawn_blocking(move || ComputeDevice::select(preference))
+            .await
+            .map_err(|e| ServiceError::Device(e.to_string()))?
+            .map_err(|e| ServiceError::Device(e.to_string()))?;
+        let device_name = device.describe();
+        tracing::info!(device = %device_name, node = %node_id, pool = %pool_url, "node starting");
+        let executor = Arc::new(Executor::new(options.models.clone(), device));
+
+        let sampler = if options.telemetry {
+            let gpus = PlatformGpus::new("/sys", Box::new(Nvml::default()));
+            match Sampler::start(Box::new(gpus), Duration::from_secs(1)) {
+                Ok(sampler) => Some(Arc::new(sampler)),
+                Err(error) => {
+                    tracing::warn!(%error, "telemetry is off: the sampler did not start");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let (pool, _) = watch::channel(PoolStatus {
+            url: pool_url.clone(),
+            demo: embedded.is_some(),
+            ..PoolStatus::default()
+        });
+        let mut tasks = Vec::new();
+        if let Some(sampler) = &sampler {
+            tasks.push(forward_telemetry(&node, sampler));
+        }
+
+        let (paused_tx, paused) = watch::channel(node.status().activity.is_paused());
+        tasks.push(follow_pause_state(&node, paused_tx));
+        let (stop, stopped) = watch::channel(false);
+        let events = {
+            let (node, ledger, pool) = (node.clone(), Arc::clone(&ledger), pool.clone());
+            move |event: WorkerEvent| on_worker_event(&node, &ledger, &pool, event)
+        };
+        let energy = sampler.as_ref().map(|sampler| {
+            let sampler = Arc::clone(sampler);
+            Arc::new(move |from: u64, to: u64| energy_between(&sampler, from, to))
+                as Arc<worker::EnergyMeter>
+        });
+        let worker_config = WorkerConfig {
+            pool_url,
+            concurrency: config.concurrency,
+            ..WorkerConfig::default()
+        };
+        let worker = tokio::spawn(worker::run(
+            worker_config,
+            key,
+            executor,
+            Arc::clone(&ledger),
+            paused,
+            stopped,
+            energy,
+            events,
+        ));
+        Ok(Self {
+            node,
+            ledger,
+            node_id,
+            device: device_name,
+            pool,
+            embedded,
+            sampler,
+            stop,
+            worker: std::sync::Mutex::new(Some(worker)),
+            tasks,
+        })
+    }
+
+    /// The node's state and events.
+    pub fn node(&self) -> &Node {
+        &self.node
+    }
+
+    /// The ledger (job history, receipts, settings).
+    pub fn ledger(&self) -> &Arc<Ledger> {
+        &self.ledger
+    }
+
+    /// This node's id (from its key).
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    /// The compute device in words.
+    pub fn device(&self) -> &str {
+        &self.device
+    }
+
+    /// The pool and whether it answers.
+    pub fn pool(&self) -> PoolStatus {
+        self.pool.borrow().clone()
+    }
+
+    /// The embedded pool, when this node runs one.
+    pub fn embedded_pool(&self) -> Option<&hearth_pool::embedded::EmbeddedPool> {
+        self.embedded.as_ref()
+    }
+
+    /// Today's earnings and the current rate.
+    pub fn earnings(&self) -> Earnings {
+        earnings(&self.ledger, self.pool.borrow().demo)
+    }
+
+    /// The newest `n` jobs, newest first.
+    pub fn recent_jobs(&self, n: usize) -> Vec<JobSummary> {
+        match self.ledger.recent_jobs(n) {
+            Ok(jobs) => jobs.iter().map(JobSummary::from).collect(),
+            Err(error) => {
+                tracing::error!(%error, "could not read recent jobs");
+                Vec::new()
+            }
+        }
+    }
+
+    /// Status, pool, earnings, the newest 50 jobs and live telemetry.
+    pub fn overview(&self) -> Overview {
+        Overview {
+            node_id: self.node_id.clone(),
+            device: self.device.clone(),
+            status: self.node.status(),
+            pool: self.pool(),
+            earnings: self.earnings(),
+            jobs: self.recent_jobs(50),
+            telemetry: self.telemetry(),
+        }
+    }
+
+    /// The latest telemetry sample.
+    pub fn telemetry(&self) -> Option<Telemetry> {
+        let sampler = self.sampler.as_ref()?;
+        let since = now_unix_ms().saturating_sub(5_000);
+        sampler
+            .history_since(since)
+            .last()
+            .map(|s| Telemetry::from(s.as_ref()))
+    }
+
+    /// Stop working: running jobs are given back to the pool and the worker ends (waiting at
+    /// most `grace`). The embedded pool stops when the service is dropped.
+    pub async fn shutdown(&self, grace: Duration) {
+        let _ = self.stop.send(true);
+        let worker = self.worker.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(worker) = worker {
+            match tokio::time::timeout(grace, worker).await {
+                Ok(Ok(Ok(()))) => tracing::info!("worker stopped"),
+                Ok(Ok(Err(error))) => tracing::warn!(%error, "worker ended with an error"),
+                Ok(Err(error)) => tracing::error!(%error, "worker task failed"),
+                Err(_) => tracing::warn!("worker did not stop in time"),
+            }
+        }
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+        for task in &self.tasks {
+            task.abort();
+        }
+        if let Some(worker) = self
+            .worker
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            worker.abort();
+        }
+    }
+}
+
+/// Local midnight today, in Unix ms.
+fn local_midnight_ms() -> u64 {
+    use chrono::{Local, TimeZone};
+    let today = Local::now().date_naive();
+    today
+        .and_hms_opt(0, 0, 0)
+        .and_then(|midnight| Local.from_local_datetime(&midnight).earliest())
+        .map_or(0, |t| u64::try_from(t.timestamp_millis()).unwrap_or(0))
+}
+
+/// Today's totals and the last hour's credits, from the ledger's hourly table.
+pub fn earnings(ledger: &Ledger, demo: bool) -> Earnings {
+    let now = now_unix_ms();
+    let today = ledger.totals_between(local_midnight_ms(), now + 1);
+    let hour = ledger.totals_between(now.saturating_sub(MS_PER_HOUR), now + 1);
+    match (today, hour) {
+        (Ok(today), Ok(hour)) => Earnings {
+            today_micro_credits: today.micro_credits,
+            today_jobs: today.jobs_completed,
+            today_failed: today.jobs_failed,
+            last_hour_micro_credits: hour.micro_credits,
+            demo,
+        },
+        (Err(error), _) | (_, Err(error)) => {
+            tracing::error!(%error, "could not total the ledger");
+            Earnings {
+                demo,
+                ..Earnings::default()
+            }
+        }
+    }
+}
+
+fn on_worker_event(
+    node: &Node,
+    ledger: &Ledger,
+    pool: &watch::Sender<PoolStatus>,
+    event: WorkerEvent,
+) {
+    match event {
+        WorkerEvent::Joined {
+            pool_name, demo, ..
+        } => {
+            pool.send_modify(|p| {
+                p.name = Some(pool_name);
+                p.demo = demo;
+                p.connected = true;
+                p.error = None;
+            });
+            node.announce(NodeEvent::PoolChanged {
+                pool: pool.borrow().clone(),
+            });
+            node.announce(NodeEvent::EarningsChanged {
+                earnings: earnings(ledger, demo),
+            });
+        }
+        WorkerEvent::PoolUnreachable { error } => {
+            let changed = pool.send_if_modified(|p| {
+                let changed = p.connected || p.error.as_deref() != Some(error.as_str());
+                p.connected = false;
+                p.error = Some(error);
+                changed
+            });
+            if changed {
+                node.announce(NodeEvent::PoolChanged {
+                    pool: pool.borrow().clone(),
+                });
+            }
+        }
+        WorkerEvent::JobStarted(record) => {
+            let connected = pool.send_if_modified(|p| {
+                let changed = !p.connected;
+                p.connected = true;
+                p.error = None;
+                changed
+            });
+            if connected {
+                node.announce(NodeEvent::PoolChanged {
+                    pool: pool.borrow().clone(),
+                });
+            }
+            node.announce(NodeEvent::JobStarted {
+                job: JobSummary::from(&record),
+            });
+        }
+        WorkerEvent::JobEnded(record) => {
+            let paid = record.micro_credits > 0;
+            node.announce(NodeEvent::JobEnded {
+                job: JobSummary::from(&record),
+            });
+            if paid || record.status != hearth_ledger::JobStatus::Completed {
+                node.announce(NodeEvent::EarningsChanged {
+                    earnings: earnings(ledger, pool.borrow().demo),
+                });
+            }
+        }
+        WorkerEvent::ReceiptsCollected { count } => {
+            tracing::info!(count, "missed receipts collected");
+        }
+    }
+}
+
+/// The worker works while the node is not paused.
+fn follow_pause_state(node: &Node, paused: watch::Sender<bool>) -> JoinHandle<()> {
+    let mut status = node.watch_status();
+    tokio::spawn(async move {
+        loop {
+            let is_paused = status.borrow_and_update().activity.is_paused();
+            paused.send_if_modified(|p| std::mem::replace(p, is_paused) != is_paused);
+            if status.changed().await.is_err() {
+                break;
+            }
+        }
+    })
+}
+
+fn forward_telemetry(node: &Node, sampler: &Sampler) -> JoinHandle<()> {
+    let mut samples = sampler.subscribe();
+    let node = node.clone();
+    tokio::spawn(async move {
+        loop {
+            match samples.recv().await {
+                Ok(sample) => node.announce(NodeEvent::Telemetry {
+                    telemetry: Telemetry::from(sample.as_ref()),
+                }),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+            }
+        }
+    })
+}
+
+/// GPU energy between `from` and `to` (Unix ms): each sample covers the interval before it,
+/// counted in proportion to its overlap with the job. `None` when no GPU reports energy.
+fn energy_between(sampler: &Sampler, from: u64, to: u64) -> Option<(f64, bool)> {
+    let mut total = 0.0;
+    let mut estimated = false;
+    let mut any = false;
+    for sample in sampler.history_since(from) {
+        let end = sample.at_unix_ms;
+        let start = end.saturating_sub((sample.interval_s * 1000.0) as u64);
+        let overlap = end.min(to).saturating_sub(start.max(from));
+        if overlap == 0 || end <= start {
+            continue;
+        }
+        let share = overlap as f64 / (end - start) as f64;
+        for gpu in &sample.gpus {
+            if let Some(wh) = gpu.energy_wh {
+                total += wh * share;
+                estimated |= gpu.energy_estimated;
+                any = true;
+            }
+        }
+    }
+    any.then_some((total, estimated))
+}

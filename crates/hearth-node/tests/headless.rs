@@ -1,0 +1,168 @@
+//! The headless node as a real process: `hearth-node run` against a pool on loopback, its JSON
+//! API, server-sent events and token, and the CLI commands that talk to it or to its ledger.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers fail the test by panicking
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use support::{NodeProcess, ask, cli};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn headless_node_serves_api_events_and_cli_and_stops_cleanly() {
+    let pool_dir = tempfile::tempdir().unwrap();
+    let pool = hearth_pool::embedded::start(pool_dir.path(), None)
+        .await
+        .unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let node = NodeProcess::start(
+        data.path(),
+        &["--pool", &pool.url(), "--port", "0", "--backend", "cpu"],
+    );
+    assert!(
+        node.banner.iter().any(|l| l.contains("/?token=")),
+        "{:?}",
+        node.banner
+    );
+    let info: Value =
+        serde_json::from_slice(&std::fs::read(data.path().join("server.json")).unwrap()).unwrap();
+    let base = info["url"].as_str().unwrap().to_owned();
+    let token = std::fs::read_to_string(data.path().join("api-token")).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        for file in ["api-token", "node.key"] {
+            let mode = std::fs::metadata(data.path().join(file))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "{file}");
+        }
+    }
+    let http = reqwest::Client::new();
+
+    // Without the token: refused. Anyone else on the machine sees nothing.
+    let refused = http
+        .get(format!("{base}/api/overview"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401);
+    let wrong = http
+        .get(format!("{base}/api/overview"))
+        .bearer_auth("0".repeat(48))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+
+    // Events: the current state first, then a job's start and end.
+    let mut events = http
+        .get(format!("{base}/api/events?token={token}"))
+        .send()
+        .await
+        .unwrap();
+    let answer = ask(
+        &pool.url(),
+        pool.api_key(),
+        "/v1/embeddings",
+        json!({"model": "all-minilm-l6-v2", "input": ["headless rigs lend GPUs too"]}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        answer["data"][0]["embedding"].as_array().unwrap().len(),
+        384
+    );
+    let mut seen = String::new();
+    let collected = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(chunk) = events.chunk().await.unwrap() {
+            seen.push_str(&String::from_utf8_lossy(&chunk));
+            if seen.contains("\"earnings_changed\"") {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(collected.is_ok(), "events so far: {seen}");
+    for kind in [
+        "status_changed",
+        "job_started",
+        "job_ended",
+        "earnings_changed",
+    ] {
+        assert!(
+            seen.contains(&format!("\"type\":\"{kind}\"")),
+            "{kind} missing in {seen}"
+        );
+    }
+
+    // The overview has the job, paid, and today's earnings.
+    let overview: Value = http
+        .get(format!("{base}/api/overview"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let job = &overview["jobs"][0];
+    assert_eq!(job["state"], "completed", "{overview}");
+    assert_eq!(job["model"], "all-minilm-l6-v2");
+    assert!(job["micro_credits"].as_u64().unwrap() > 0);
+    assert_eq!(job["receipt_sequence"], 0);
+    assert_eq!(
+        overview["earnings"]["today_micro_credits"],
+        job["micro_credits"]
+    );
+    assert_eq!(overview["pool"]["connected"], true);
+    assert_eq!(overview["pool"]["name"], "Local demo pool");
+
+    // The CLI talks to the running node.
+    let status = cli(data.path(), &["status"]);
+    assert!(status.contains("state     running"), "{status}");
+    assert!(status.contains("all-minilm-l6-v2"), "{status}");
+    assert_eq!(
+        cli(data.path(), &["pause"]).trim(),
+        "paused from the command line"
+    );
+    let paused: Value = http
+        .get(format!("{base}/api/status"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(paused["activity"]["kind"], "paused");
+    assert_eq!(cli(data.path(), &["resume"]).trim(), "running");
+    let verified = cli(data.path(), &["ledger", "verify"]);
+    assert!(verified.contains("1 receipts"), "{verified}");
+    let csv = cli(data.path(), &["ledger", "export"]);
+    assert!(csv.contains(job["job_id"].as_str().unwrap()), "{csv}");
+
+    // The web UI is served from the same address (when it was built).
+    let page = http.get(format!("{base}/")).send().await.unwrap();
+    if page.status() == 200 {
+        assert!(page.text().await.unwrap().contains("<div id=\"app\""));
+    }
+    let climbing = http
+        .get(format!("{base}/..%2f..%2fCargo.toml"))
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(climbing.status(), 200);
+
+    // SIGTERM: a clean exit; the ledger is then readable offline.
+    let exit = node.stop();
+    assert!(exit.success(), "{exit:?}");
+    assert!(!data.path().join("server.json").exists());
+    let offline = cli(data.path(), &["ledger", "verify"]);
+    assert!(offline.contains("1 receipts"), "{offline}");
+    let config = cli(data.path(), &["config"]);
+    assert!(config.contains("pool = \"embedded\""), "{config}");
+}

@@ -1,0 +1,111 @@
+//! The real `hearth-node` binary as a child process, and a customer for the pool.
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)] // shared by several test binaries
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// A `hearth-node run` process; killed (SIGKILL) when dropped.
+pub struct NodeProcess {
+    pub child: Child,
+    /// What it printed on standard output up to "ready".
+    pub banner: Vec<String>,
+}
+
+impl NodeProcess {
+    /// Start `hearth-node run` with `args` and wait for its "ready" line.
+    pub fn start(data_dir: &Path, args: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_hearth-node"))
+            .arg("--data-dir")
+            .arg(data_dir)
+            .arg("run")
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start hearth-node");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut banner = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) if line == "ready" => break,
+                Ok(line) => banner.push(line),
+                Err(e) => {
+                    let _ = child.kill();
+                    panic!("hearth-node did not become ready: {e}; printed {banner:?}");
+                }
+            }
+        }
+        Self { child, banner }
+    }
+
+    /// SIGKILL, as a crash or power cut would.
+    pub fn kill_hard(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Run the CLI (`hearth-node --data-dir DIR args…`) and return its standard output.
+pub fn cli(data_dir: &Path, args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_hearth-node"))
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "hearth-node {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// POST a customer request to the pool.
+pub async fn ask(url: &str, key: &str, path: &str, body: Value) -> Result<Value, String> {
+    let response = reqwest::Client::new()
+        .post(format!("{url}{path}"))
+        .bearer_auth(key)
+        .json(&body)
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = response.status();
+    let text = response.text().await.map_err(|e| e.to_string())?;
+    if !status.is_success() {
+        return Err(format!("{path}: {status}: {text}"));
+    }
+    serde_json::from_str(&text).map_err(|e| e.to_string())
+}
