@@ -17,12 +17,16 @@ async fn tray_menu_pauses_and_resumes_and_the_window_follows() -> anyhow::Result
     .await?;
     let items = tray.items(&desktop)?;
     let labels: Vec<&str> = items.iter().map(|i| i.label.as_str()).collect();
+    assert_eq!(labels.len(), 6, "menu: {items:?}");
+    assert_eq!(labels[0], "Hearth: Running");
+    assert!(labels[1].starts_with("Today: "), "menu: {items:?}");
     assert_eq!(
-        labels,
-        ["Hearth: Running", "", "Pause", "Open Hearth", "Quit"],
+        labels[2..],
+        ["", "Pause", "Open Hearth", "Quit"],
         "menu: {items:?}"
     );
     assert!(!items[0].enabled, "the status line is not clickable");
+    assert!(!items[1].enabled, "the earnings line is not clickable");
 
     tray.click(&desktop, "Pause")?;
     app.wait_for_text("[data-testid=state-label]", |t| t == "Paused")
@@ -33,12 +37,12 @@ async fn tray_menu_pauses_and_resumes_and_the_window_follows() -> anyhow::Result
     );
     let labels: Vec<String> = tray.items(&desktop)?.into_iter().map(|i| i.label).collect();
     assert_eq!(labels[0], "Hearth: Paused (paused from the tray)");
-    assert_eq!(labels[2], "Resume");
+    assert_eq!(labels[3], "Resume");
 
     tray.click(&desktop, "Resume")?;
     app.wait_for_text("[data-testid=state-label]", |t| t == "Running")
         .await?;
-    assert_eq!(tray.items(&desktop)?[2].label, "Pause");
+    assert_eq!(tray.items(&desktop)?[3].label, "Pause");
 
     app.close().await
 }

@@ -1,7 +1,9 @@
-//! The Tauri commands: each forwards to the [`Node`] and returns what it says.
+//! The Tauri commands: each forwards to the node and returns what it says.
 
-use hearth_node::{ControlSource, Node, NodeStatus};
+use hearth_node::{ControlSource, Node, NodeStatus, Overview};
 use tauri::State;
+
+use crate::Running;
 
 /// The node's current state.
 #[tauri::command]
@@ -19,4 +21,11 @@ pub fn pause_node(node: State<'_, Node>) -> NodeStatus {
 #[tauri::command]
 pub fn resume_node(node: State<'_, Node>) -> NodeStatus {
     node.resume(ControlSource::Window)
+}
+
+/// Status, pool, earnings, recent jobs and telemetry. While the node is still starting (or
+/// could not start) the answer says so in its pool part.
+#[tauri::command]
+pub fn node_overview(node: State<'_, Node>, running: State<'_, Running>) -> Overview {
+    running.overview(&node)
 }

@@ -1,13 +1,99 @@
-//! Hearth's desktop shell. It owns no logic: it starts a [`Node`], forwards the window's
-//! commands to it, and pushes the node's events to the window and the tray.
+//! Hearth's desktop shell. It owns no logic: it starts a [`hearth_node::Service`] (by
+//! default with the embedded local pool, so a fresh install does real work at once), forwards
+//! the window's commands to its [`Node`], and pushes the node's events to the window and tray.
 
 mod commands;
 mod logging;
 mod tray;
 
-use hearth_node::{Node, NodeEvent};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hearth_node::{Node, NodeEvent, Overview, PoolStatus, Service, ServiceOptions};
 use tauri::{AppHandle, Emitter, Manager, RunEvent, WindowEvent};
 use tokio::sync::broadcast::error::RecvError;
+
+/// The running service once it has started, or why it could not.
+#[derive(Debug, Default)]
+pub struct Running {
+    service: Mutex<Option<Result<Arc<Service>, String>>>,
+}
+
+impl Running {
+    fn set(&self, result: Result<Arc<Service>, String>) {
+        *self.service.lock().unwrap_or_else(|e| e.into_inner()) = Some(result);
+    }
+
+    fn get(&self) -> Option<Result<Arc<Service>, String>> {
+        self.service
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The service's overview, or the node's state with the start-up news in its pool part.
+    pub fn overview(&self, node: &Node) -> Overview {
+        match self.get() {
+            Some(Ok(service)) => service.overview(),
+            other => Overview {
+                node_id: String::new(),
+                device: String::new(),
+                status: node.status(),
+                pool: PoolStatus {
+                    error: Some(match other {
+                        Some(Err(error)) => error,
+                        _ => "starting".into(),
+                    }),
+                    ..PoolStatus::default()
+                },
+                earnings: Default::default(),
+                jobs: Vec::new(),
+                telemetry: None,
+            },
+        }
+    }
+}
+
+/// Where the app keeps its ledger, key and settings: `$HEARTH_DATA_DIR`, else the platform's
+/// app data folder (`~/.local/share/app.hearth.desktop`).
+fn data_dir(app: &AppHandle) -> Result<PathBuf, String> {
+    if let Some(dir) = std::env::var_os("HEARTH_DATA_DIR") {
+        return Ok(PathBuf::from(dir));
+    }
+    app.path().app_data_dir().map_err(|e| e.to_string())
+}
+
+/// Start the node in the background; the window shows "starting" until it is up.
+fn start_service(app: &AppHandle) {
+    let app = app.clone();
+    tauri::async_runtime::spawn(async move {
+        let node = app.state::<Node>().inner().clone();
+        let started = async {
+            let dir = data_dir(&app)?;
+            let options = ServiceOptions::from_data_dir(&dir).map_err(|e| e.to_string())?;
+            Service::start_with(options, node)
+                .await
+                .map_err(|e| e.to_string())
+        }
+        .await;
+        match &started {
+            Ok(service) => tracing::info!(
+                node = service.node_id(),
+                device = service.device(),
+                "node started"
+            ),
+            Err(error) => tracing::error!(%error, "the node could not start"),
+        }
+        let result = started.map(Arc::new);
+        if let Ok(service) = &result
+            && let Some(tray) = app.try_state::<tray::Tray>()
+        {
+            tray.show_earnings(&service.earnings());
+        }
+        app.state::<Running>().set(result);
+    });
+}
 
 /// The label of the one window, as in `tauri.conf.json`.
 pub const MAIN_WINDOW: &str = "main";
@@ -24,16 +110,20 @@ pub fn run() {
             show_main_window(app);
         }))
         .manage(node)
+        .manage(Running::default())
         .invoke_handler(tauri::generate_handler![
             commands::node_status,
             commands::pause_node,
             commands::resume_node,
+            commands::node_overview,
         ])
         .setup(|app| {
             let log_guard = logging::init(app.handle())?;
             app.manage(log_guard);
             let tray = tray::Tray::create(app.handle())?;
+            app.manage(tray.clone());
             spawn_event_forwarder(app.handle().clone(), tray);
+            start_service(app.handle());
             tracing::info!(version = env!("CARGO_PKG_VERSION"), "Hearth started");
             Ok(())
         })
@@ -48,9 +138,12 @@ pub fn run() {
         })
         .build(tauri::generate_context!("../tauri.conf.json"));
     match result {
-        Ok(app) => app.run(|_app, event| {
+        Ok(app) => app.run(|app, event| {
             if let RunEvent::Exit = event {
-                tracing::info!("Hearth quitting");
+                tracing::info!("Hearth quitting: giving running jobs back");
+                if let Some(Ok(service)) = app.state::<Running>().get() {
+                    tauri::async_runtime::block_on(service.shutdown(Duration::from_secs(5)));
+                }
             }
         }),
         Err(error) => {
@@ -96,6 +189,8 @@ fn spawn_event_forwarder(app: AppHandle, tray: tray::Tray) {
             };
             match &event {
                 NodeEvent::StatusChanged { status } => tray.show_status(status),
+                NodeEvent::EarningsChanged { earnings } => tray.show_earnings(earnings),
+                _ => {}
             }
             if let Err(error) = app.emit(NODE_EVENT, &event) {
                 tracing::warn!(%error, "could not send an event to the window");

@@ -1,6 +1,6 @@
-//! The tray icon: a status line, Pause/Resume, Open Hearth and Quit.
+//! The tray icon: a status line, today's earnings, Pause/Resume, Open Hearth and Quit.
 
-use hearth_node::{ActivityState, ControlSource, Node, NodeStatus};
+use hearth_node::{ActivityState, ControlSource, Earnings, Node, NodeStatus};
 use tauri::image::Image;
 use tauri::menu::{Menu, MenuEvent, MenuItem, PredefinedMenuItem};
 use tauri::tray::{TrayIcon, TrayIconBuilder};
@@ -8,6 +8,7 @@ use tauri::{AppHandle, Manager, Wry};
 
 const TRAY_ID: &str = "hearth";
 const ITEM_STATUS: &str = "status";
+const ITEM_EARNINGS: &str = "earnings";
 const ITEM_TOGGLE: &str = "toggle";
 const ITEM_OPEN: &str = "open";
 const ITEM_QUIT: &str = "quit";
@@ -20,6 +21,7 @@ const ICON_PAUSED: &[u8] = include_bytes!("../../icons/tray-paused.png");
 pub struct Tray {
     icon: TrayIcon,
     status_line: MenuItem<Wry>,
+    earnings_line: MenuItem<Wry>,
     toggle: MenuItem<Wry>,
 }
 
@@ -27,11 +29,23 @@ impl Tray {
     /// Build the tray icon and its menu. Without a tray host this is a silent no-op.
     pub fn create(app: &AppHandle) -> tauri::Result<Self> {
         let status_line = MenuItem::with_id(app, ITEM_STATUS, "Hearth", false, None::<&str>)?;
+        let earnings_line =
+            MenuItem::with_id(app, ITEM_EARNINGS, "Today: starting…", false, None::<&str>)?;
         let toggle = MenuItem::with_id(app, ITEM_TOGGLE, "Pause", true, None::<&str>)?;
         let open = MenuItem::with_id(app, ITEM_OPEN, "Open Hearth", true, None::<&str>)?;
         let quit = MenuItem::with_id(app, ITEM_QUIT, "Quit", true, None::<&str>)?;
         let separator = PredefinedMenuItem::separator(app)?;
-        let menu = Menu::with_items(app, &[&status_line, &separator, &toggle, &open, &quit])?;
+        let menu = Menu::with_items(
+            app,
+            &[
+                &status_line,
+                &earnings_line,
+                &separator,
+                &toggle,
+                &open,
+                &quit,
+            ],
+        )?;
         let icon = TrayIconBuilder::with_id(TRAY_ID)
             .icon(Image::from_bytes(ICON_RUNNING)?)
             .tooltip("Hearth")
@@ -42,8 +56,22 @@ impl Tray {
         Ok(Self {
             icon,
             status_line,
+            earnings_line,
             toggle,
         })
+    }
+
+    /// Show today's earnings in the menu.
+    pub fn show_earnings(&self, earnings: &Earnings) {
+        let line = format!(
+            "Today: {:.4} {}credits, {} jobs",
+            earnings.today_micro_credits as f64 / 1e6,
+            if earnings.demo { "demo " } else { "" },
+            earnings.today_jobs
+        );
+        if let Err(error) = self.earnings_line.set_text(line) {
+            tracing::warn!(%error, "could not update the tray's earnings");
+        }
     }
 
     /// Make the tray match `status`.

@@ -43,10 +43,113 @@ changed_at_ms: number,
 revision: number, };
 
 /**
+ * Where a job stands, as the ledger records it.
+ */
+export type JobState = "running" | "completed" | "failed" | "returned" | "interrupted";
+
+/**
+ * One job, for lists and notifications (the ledger's record without the receipt's bytes).
+ */
+export type JobSummary = { job_id: string, model: string, 
+/**
+ * `embeddings`, `chat`, `image_classification` or `chat_score`.
+ */
+task: string, state: JobState, started_unix_ms: number, ended_unix_ms: number | null, 
+/**
+ * Units billed (tokens or images).
+ */
+units: number, 
+/**
+ * Credits earned, in millionths of a credit.
+ */
+micro_credits: number, 
+/**
+ * Position of the pool's receipt in this node's chain, once paid.
+ */
+receipt_sequence: number | null, 
+/**
+ * Why it failed or was returned.
+ */
+note: string | null, };
+
+/**
+ * Earnings at a glance, from the ledger.
+ */
+export type Earnings = { 
+/**
+ * Credits earned since local midnight, in millionths.
+ */
+today_micro_credits: number, 
+/**
+ * Jobs completed since local midnight.
+ */
+today_jobs: number, 
+/**
+ * Jobs failed since local midnight.
+ */
+today_failed: number, 
+/**
+ * Credits earned over the last 60 minutes: the current rate per hour.
+ */
+last_hour_micro_credits: number, 
+/**
+ * True when the pool pays demo credits (the embedded local pool).
+ */
+demo: boolean, };
+
+/**
+ * The pool this node works for.
+ */
+export type PoolStatus = { url: string, 
+/**
+ * The pool's own name, once it answered.
+ */
+name: string | null, connected: boolean, 
+/**
+ * The local demo pool: its credits are not money.
+ */
+demo: boolean, 
+/**
+ * The last error talking to it, while disconnected.
+ */
+error: string | null, };
+
+/**
+ * One GPU's live readings.
+ */
+export type GpuLive = { name: string, utilisation_percent: number | null, vram_used_bytes: number | null, vram_total_bytes: number | null, temperature_c: number | null, power_w: number | null, };
+
+/**
+ * Live resource use, once a second.
+ */
+export type Telemetry = { at_unix_ms: number, 
+/**
+ * Whole machine, 0..=100.
+ */
+cpu_percent: number, ram_used_bytes: number, ram_total_bytes: number, 
+/**
+ * Hearth itself, in percent of one core.
+ */
+process_cpu_percent: number, gpus: Array<GpuLive>, };
+
+/**
+ * Everything the overview page needs, in one answer.
+ */
+export type Overview = { node_id: string, 
+/**
+ * The compute device jobs run on, in words.
+ */
+device: string, status: NodeStatus, pool: PoolStatus, earnings: Earnings, 
+/**
+ * Newest first.
+ */
+jobs: Array<JobSummary>, telemetry: Telemetry | null, };
+
+/**
  * Everything the node announces, in order, on its broadcast channel.
  */
 export type NodeEvent = { "type": "status_changed", 
 /**
  * The state after the change.
  */
-status: NodeStatus, };
+status: NodeStatus, } | { "type": "job_started", job: JobSummary, } | { "type": "job_ended", job: JobSummary, } | { "type": "earnings_changed", earnings: Earnings, } | { "type": "pool_changed", pool: PoolStatus, } | { "type": "telemetry", telemetry: Telemetry, };

@@ -2,11 +2,20 @@
 // Rust owns the state; this only mirrors it, keeping the newest snapshot by revision.
 
 import type { Backend, Unsubscribe } from "./backend";
-import type { NodeEvent, NodeStatus } from "./bindings";
+import type {
+  Earnings,
+  JobSummary,
+  NodeEvent,
+  NodeStatus,
+  PoolStatus,
+  Telemetry,
+} from "./bindings";
 import { newer } from "./status";
 
 /** How many past changes the window lists. */
 export const HISTORY_LIMIT = 20;
+/** How many jobs the overview lists. */
+export const JOBS_LIMIT = 50;
 
 export class NodeStore {
   status = $state<NodeStatus | null>(null);
@@ -16,6 +25,13 @@ export class NodeStore {
   error = $state<string | null>(null);
   /** True while a pause or resume request is on its way. */
   busy = $state(false);
+  /** Newest first, kept current by job events. */
+  jobs = $state<JobSummary[]>([]);
+  earnings = $state<Earnings | null>(null);
+  pool = $state<PoolStatus | null>(null);
+  telemetry = $state<Telemetry | null>(null);
+  /** The compute device jobs run on, in words. */
+  device = $state("");
 
   #backend: Backend;
 
@@ -28,10 +44,34 @@ export class NodeStore {
     const unsubscribe = await this.#backend.subscribe((event) => this.#onEvent(event));
     try {
       this.accept(await this.#backend.status());
+      await this.refresh();
     } catch (err) {
       this.error = messageOf(err);
     }
     return unsubscribe;
+  }
+
+  /** Read the whole overview again (on connect, and while the node is starting). */
+  async refresh(): Promise<void> {
+    const overview = await this.#backend.overview();
+    this.accept(overview.status);
+    this.earnings = overview.earnings;
+    this.pool = overview.pool;
+    this.device = overview.device;
+    this.telemetry = overview.telemetry ?? this.telemetry;
+    // Events may have arrived while the answer was on its way: keep those entries.
+    const seen = new Set(this.jobs.map((j) => j.job_id));
+    this.jobs = [...this.jobs, ...overview.jobs.filter((j) => !seen.has(j.job_id))]
+      .sort((a, b) => b.started_unix_ms - a.started_unix_ms)
+      .slice(0, JOBS_LIMIT);
+  }
+
+  /** Put `job` in the list, replacing an older entry for the same job. */
+  upsertJob(job: JobSummary): void {
+    const rest = this.jobs.filter((j) => j.job_id !== job.job_id);
+    this.jobs = [job, ...rest]
+      .sort((a, b) => b.started_unix_ms - a.started_unix_ms)
+      .slice(0, JOBS_LIMIT);
   }
 
   /** Show `incoming` unless a newer snapshot is already shown. */
@@ -67,6 +107,19 @@ export class NodeStore {
     switch (event.type) {
       case "status_changed":
         this.accept(event.status);
+        break;
+      case "job_started":
+      case "job_ended":
+        this.upsertJob(event.job);
+        break;
+      case "earnings_changed":
+        this.earnings = event.earnings;
+        break;
+      case "pool_changed":
+        this.pool = event.pool;
+        break;
+      case "telemetry":
+        this.telemetry = event.telemetry;
         break;
     }
   }

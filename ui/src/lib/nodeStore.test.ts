@@ -1,7 +1,22 @@
 import { describe, expect, it } from "vitest";
 import type { Backend } from "./backend";
-import type { NodeEvent, NodeStatus } from "./bindings";
-import { HISTORY_LIMIT, NodeStore } from "./nodeStore.svelte";
+import type { JobSummary, NodeEvent, NodeStatus, Overview } from "./bindings";
+import { HISTORY_LIMIT, JOBS_LIMIT, NodeStore } from "./nodeStore.svelte";
+
+function job(id: string, started: number, state: JobSummary["state"], micro = 0): JobSummary {
+  return {
+    job_id: id,
+    model: "all-minilm-l6-v2",
+    task: "embeddings",
+    state,
+    started_unix_ms: started,
+    ended_unix_ms: state === "running" ? null : started + 100,
+    units: 10,
+    micro_credits: micro,
+    receipt_sequence: null,
+    note: null,
+  };
+}
 
 /** An in-memory backend that behaves like the Rust node: one state, events in order. */
 class InMemoryBackend implements Backend {
@@ -9,8 +24,24 @@ class InMemoryBackend implements Backend {
   listeners: ((event: NodeEvent) => void)[] = [];
   failNext: string | null = null;
 
+  jobs: JobSummary[] = [];
+
   async status() {
     return this.current;
+  }
+  async overview(): Promise<Overview> {
+    return {
+      node_id: "n",
+      device: "CPU (test)",
+      status: this.current,
+      pool: { url: "http://127.0.0.1:1", name: "Local demo pool", connected: true, demo: true, error: null },
+      earnings: { today_micro_credits: 5, today_jobs: 1, today_failed: 0, last_hour_micro_credits: 5, demo: true },
+      jobs: this.jobs,
+      telemetry: null,
+    };
+  }
+  emit(event: NodeEvent) {
+    for (const listener of this.listeners) listener(event);
   }
   async pause() {
     return this.change({ kind: "paused", reason: { kind: "user", source: "window" } });
@@ -98,5 +129,38 @@ describe("NodeStore", () => {
     for (let i = 0; i < HISTORY_LIMIT + 5; i++) await store.toggle();
     expect(store.history).toHaveLength(HISTORY_LIMIT);
     expect(store.history[0].revision).toBe(HISTORY_LIMIT + 5);
+  });
+
+  it("loads the overview and follows job and earnings events", async () => {
+    const backend = new InMemoryBackend();
+    backend.jobs = [job("old", 1000, "completed", 5)];
+    const store = new NodeStore(backend);
+    await store.connect();
+    expect(store.pool?.name).toBe("Local demo pool");
+    expect(store.earnings?.today_micro_credits).toBe(5);
+    expect(store.jobs.map((j) => j.job_id)).toEqual(["old"]);
+
+    backend.emit({ type: "job_started", job: job("new", 2000, "running") });
+    expect(store.jobs.map((j) => [j.job_id, j.state])).toEqual([["new", "running"], ["old", "completed"]]);
+    backend.emit({ type: "job_ended", job: job("new", 2000, "completed", 7) });
+    expect(store.jobs).toHaveLength(2);
+    expect(store.jobs[0].state).toBe("completed");
+    expect(store.jobs[0].micro_credits).toBe(7);
+    backend.emit({
+      type: "earnings_changed",
+      earnings: { today_micro_credits: 12, today_jobs: 2, today_failed: 0, last_hour_micro_credits: 12, demo: true },
+    });
+    expect(store.earnings?.today_jobs).toBe(2);
+    backend.emit({ type: "pool_changed", pool: { url: "u", name: null, connected: false, demo: true, error: "gone" } });
+    expect(store.pool?.connected).toBe(false);
+  });
+
+  it("keeps the newest jobs only", async () => {
+    const backend = new InMemoryBackend();
+    const store = new NodeStore(backend);
+    await store.connect();
+    for (let i = 0; i < JOBS_LIMIT + 10; i++) backend.emit({ type: "job_ended", job: job(`j${i}`, i, "completed") });
+    expect(store.jobs).toHaveLength(JOBS_LIMIT);
+    expect(store.jobs[0].job_id).toBe(`j${JOBS_LIMIT + 9}`);
   });
 });

@@ -3,7 +3,7 @@
 import { invoke } from "@tauri-apps/api/core";
 import { listen } from "@tauri-apps/api/event";
 import type { Backend, Unsubscribe } from "./backend";
-import type { NodeEvent, NodeStatus } from "./bindings";
+import type { NodeEvent, NodeStatus, Overview } from "./bindings";
 
 /** Must match `NODE_EVENT` in src-tauri/src/lib.rs. */
 export const NODE_EVENT = "node-event";
@@ -11,6 +11,10 @@ export const NODE_EVENT = "node-event";
 export class TauriBackend implements Backend {
   status(): Promise<NodeStatus> {
     return invoke<NodeStatus>("node_status");
+  }
+
+  overview(): Promise<Overview> {
+    return invoke<Overview>("node_overview");
   }
 
   pause(): Promise<NodeStatus> {
