@@ -34,6 +34,9 @@ pub struct NodeConfig {
     pub demo_interval_ms: u64,
     /// Port of the headless server on 127.0.0.1 (0: any free port).
     pub api_port: u16,
+    /// Memory loaded models may hold (GPU memory on wgpu, RAM on the CPU), in MiB; the least
+    /// recently used model is unloaded to make room.
+    pub model_memory_mib: u64,
 }
 
 impl Default for NodeConfig {
@@ -44,6 +47,7 @@ impl Default for NodeConfig {
             concurrency: 1,
             demo_interval_ms: 1500,
             api_port: 7420,
+            model_memory_mib: 2048,
         }
     }
 }
@@ -115,6 +119,15 @@ impl NodeConfig {
                 format!("{} is outside 1..=8", self.concurrency),
             ));
         }
+        if self.model_memory_mib < 256 {
+            return Err(invalid(
+                "model_memory_mib",
+                format!(
+                    "{} MiB is too little for any model (256 at least)",
+                    self.model_memory_mib
+                ),
+            ));
+        }
         Ok(())
     }
 
@@ -135,13 +148,14 @@ impl NodeConfig {
             "backend" => next.backend = value.to_ascii_lowercase(),
             "concurrency" => next.concurrency = number(value)? as usize,
             "demo_interval_ms" => next.demo_interval_ms = number(value)?,
+            "model_memory_mib" => next.model_memory_mib = number(value)?,
             "api_port" => {
                 next.api_port = u16::try_from(number(value)?)
                     .map_err(|_| invalid(format!("{value} is not a port")))?;
             }
             other => {
                 return Err(invalid(format!(
-                    "unknown setting {other:?} (pool, backend, concurrency, demo_interval_ms, api_port)"
+                    "unknown setting {other:?} (pool, backend, concurrency, demo_interval_ms, api_port, model_memory_mib)"
                 )));
             }
         }
@@ -182,6 +196,7 @@ mod tests {
             ("concurrency", "0", "concurrency"),
             ("concurrency", "many", "concurrency"),
             ("api_port", "70000", "api_port"),
+            ("model_memory_mib", "10", "model_memory_mib"),
             ("colour", "red", "unknown setting"),
         ] {
             let error = config.set(key, value).unwrap_err().to_string();

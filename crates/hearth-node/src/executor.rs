@@ -1,5 +1,8 @@
-//! Runs a pool job with Hearth's models. Models load on first use and stay warm.
+//! Runs a pool job with Hearth's models. Models load on first use and stay warm in a
+//! least-recently-used set bounded by a memory budget (each model's manifest states what it
+//! needs); a job in flight keeps its model alive even when it is evicted meanwhile.
 
+use std::any::Any;
 use std::sync::{Arc, Mutex};
 
 use base64::Engine;
@@ -29,35 +32,112 @@ pub enum ExecError {
 pub struct Executor {
     store: ModelStore,
     device: ComputeDevice,
-    embedder: Mutex<Option<Arc<TextEmbedder>>>,
-    classifier: Mutex<Option<Arc<ImageClassifier>>>,
-    chat: Mutex<Option<Arc<ChatGenerator>>>,
+    budget_bytes: u64,
+    warm: Mutex<WarmSet>,
 }
 
-/// Load once, keep, hand out shared.
-fn warm<T>(
-    slot: &Mutex<Option<Arc<T>>>,
-    load: impl FnOnce() -> Result<T, InferenceError>,
-) -> Result<Arc<T>, InferenceError> {
-    let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(model) = slot.as_ref() {
-        return Ok(Arc::clone(model));
-    }
-    let model = Arc::new(load()?);
-    *slot = Some(Arc::clone(&model));
-    Ok(model)
+/// Models kept loaded, with when each was last used.
+#[derive(Default)]
+struct WarmSet {
+    models: Vec<WarmModel>,
+    clock: u64,
 }
+
+struct WarmModel {
+    id: String,
+    model: Arc<dyn Any + Send + Sync>,
+    bytes: u64,
+    last_used: u64,
+}
+
+impl std::fmt::Debug for WarmSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.models.iter().map(|m| (&m.id, m.bytes)))
+            .finish()
+    }
+}
+
+/// What a model needs when its manifest does not say.
+const DEFAULT_MODEL_BYTES: u64 = 512 << 20;
 
 impl Executor {
-    /// Models from `store`, run on `device`.
+    /// Models from `store`, run on `device`, with no limit on how many stay loaded.
     pub fn new(store: ModelStore, device: ComputeDevice) -> Self {
+        Self::with_budget(store, device, u64::MAX)
+    }
+
+    /// As [`Executor::new`], keeping at most `budget_bytes` of models loaded (the least
+    /// recently used go first; one model is always allowed, whatever its size).
+    pub fn with_budget(store: ModelStore, device: ComputeDevice, budget_bytes: u64) -> Self {
         Self {
             store,
             device,
-            embedder: Mutex::new(None),
-            classifier: Mutex::new(None),
-            chat: Mutex::new(None),
+            budget_bytes,
+            warm: Mutex::new(WarmSet::default()),
         }
+    }
+
+    /// Ids of the models loaded now, least recently used first.
+    pub fn loaded_models(&self) -> Vec<String> {
+        let warm = self.warm.lock().unwrap_or_else(|e| e.into_inner());
+        let mut models: Vec<_> = warm.models.iter().collect();
+        models.sort_by_key(|m| m.last_used);
+        models.into_iter().map(|m| m.id.clone()).collect()
+    }
+
+    /// Let every loaded model go (the owner needs the GPU's memory). Jobs in flight keep
+    /// theirs until they end.
+    pub fn release_all(&self) -> usize {
+        let mut warm = self.warm.lock().unwrap_or_else(|e| e.into_inner());
+        let n = warm.models.len();
+        warm.models.clear();
+        n
+    }
+
+    /// The model `id`, loaded by `load` unless it is warm; evicts others to fit the budget.
+    fn warm<T: Send + Sync + 'static>(
+        &self,
+        id: &str,
+        load: impl FnOnce() -> Result<T, InferenceError>,
+    ) -> Result<Arc<T>, InferenceError> {
+        let mut warm = self.warm.lock().unwrap_or_else(|e| e.into_inner());
+        warm.clock += 1;
+        let now = warm.clock;
+        if let Some(entry) = warm.models.iter_mut().find(|m| m.id == id)
+            && let Ok(model) = Arc::clone(&entry.model).downcast::<T>()
+        {
+            entry.last_used = now;
+            return Ok(model);
+        }
+        warm.models.retain(|m| m.id != id);
+        let bytes = self
+            .store
+            .manifest(id)
+            .ok()
+            .and_then(|m| m.memory_mib)
+            .map_or(DEFAULT_MODEL_BYTES, |mib| mib << 20);
+        while !warm.models.is_empty()
+            && warm.models.iter().map(|m| m.bytes).sum::<u64>() + bytes > self.budget_bytes
+        {
+            let oldest = warm
+                .models
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, m)| m.last_used)
+                .map(|(i, _)| i)
+                .unwrap_or(0);
+            let evicted = warm.models.remove(oldest);
+            tracing::info!(model = %evicted.id, loading = id, "model evicted to fit the memory budget");
+        }
+        let model = Arc::new(load()?);
+        warm.models.push(WarmModel {
+            id: id.to_owned(),
+            model: Arc::clone(&model) as Arc<dyn Any + Send + Sync>,
+            bytes,
+            last_used: now,
+        });
+        Ok(model)
     }
 
     /// Model ids this node can run: those whose weights are present (their hashes are checked
@@ -86,7 +166,7 @@ impl Executor {
     ) -> Result<TaskOutput, ExecError> {
         match task {
             TaskPayload::Embeddings { texts } if model == MINILM_ID => {
-                let embedder = warm(&self.embedder, || {
+                let embedder = self.warm(MINILM_ID, || {
                     TextEmbedder::load(&self.store, MINILM_ID, self.device.clone())
                 })?;
                 let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
@@ -97,7 +177,7 @@ impl Executor {
                 })
             }
             TaskPayload::ImageClassification { images, top_k } if model == EFFICIENTNET_ID => {
-                let classifier = warm(&self.classifier, || {
+                let classifier = self.warm(EFFICIENTNET_ID, || {
                     ImageClassifier::load(&self.store, EFFICIENTNET_ID, self.device.clone())
                 })?;
                 let bytes = images
@@ -128,7 +208,7 @@ impl Executor {
                 })
             }
             TaskPayload::Chat { messages, params } if model == SMOLLM2_ID => {
-                let chat = warm(&self.chat, || {
+                let chat = self.warm(SMOLLM2_ID, || {
                     ChatGenerator::load(&self.store, SMOLLM2_ID, &self.device)
                 })?;
                 let messages = to_messages(messages)?;
@@ -158,7 +238,7 @@ impl Executor {
                 messages,
                 token_ids,
             } if model == SMOLLM2_ID => {
-                let chat = warm(&self.chat, || {
+                let chat = self.warm(SMOLLM2_ID, || {
                     ChatGenerator::load(&self.store, SMOLLM2_ID, &self.device)
                 })?;
                 let ranks = chat.score_tokens(&to_messages(messages)?, token_ids)?;

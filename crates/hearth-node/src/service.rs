@@ -142,7 +142,11 @@ impl Service {
             .map_err(|e| ServiceError::Device(e.to_string()))?;
         let device_name = device.describe();
         tracing::info!(device = %device_name, node = %node_id, pool = %pool_url, "node starting");
-        let executor = Arc::new(Executor::new(options.models.clone(), device));
+        let executor = Arc::new(Executor::with_budget(
+            options.models.clone(),
+            device,
+            config.model_memory_mib << 20,
+        ));
 
         let sampler = if options.telemetry {
             let gpus = PlatformGpus::new("/sys", Box::new(Nvml::default()));

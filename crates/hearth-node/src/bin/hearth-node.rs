@@ -31,7 +31,8 @@ const USAGE: &str = "usage: hearth-node [--data-dir DIR] <command>
   ledger verify           check every receipt's signature and the hash chain
   ledger export [FILE]    every job as CSV (to FILE or standard output)
   config                  show the settings
-  config set KEY VALUE    change one (pool, backend, concurrency, demo_interval_ms, api_port)";
+  config set KEY VALUE    change one (pool, backend, concurrency, demo_interval_ms, api_port,
+                          model_memory_mib)";
 
 fn main() {
     tracing_subscriber::fmt()

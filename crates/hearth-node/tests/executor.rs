@@ -1,0 +1,71 @@
+//! The executor keeps models warm within a memory budget: the least recently used model is
+//! evicted to make room, a warm model is reused, and `release_all` lets every model go.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers fail the test by panicking
+
+use base64::Engine;
+use hearth_inference::chat::SMOLLM2_ID;
+use hearth_inference::embeddings::MINILM_ID;
+use hearth_inference::images::EFFICIENTNET_ID;
+use hearth_inference::{CancelToken, ComputeDevice, ModelStore};
+use hearth_node::executor::Executor;
+use hearth_protocol::{ChatMessage, ChatParams, TaskOutput, TaskPayload};
+
+fn embeddings() -> TaskPayload {
+    TaskPayload::Embeddings {
+        texts: vec!["warm models answer fast".into()],
+    }
+}
+
+fn image() -> TaskPayload {
+    let photo = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../hearth-inference/fixtures/coffee.png"
+    ))
+    .unwrap();
+    TaskPayload::ImageClassification {
+        images: vec![base64::engine::general_purpose::STANDARD.encode(photo)],
+        top_k: 1,
+    }
+}
+
+#[test]
+fn least_recently_used_models_make_room_within_the_budget() {
+    // Manifests: MiniLM 200 MiB, EfficientNet 400 MiB, SmolLM2 1200 MiB.
+    let executor = Executor::with_budget(ModelStore::from_env(), ComputeDevice::cpu(), 700 << 20);
+    let run = |model: &str, task: &TaskPayload| {
+        executor
+            .run(model, task, &CancelToken::new(), &mut |_| {})
+            .unwrap()
+    };
+    run(MINILM_ID, &embeddings());
+    let TaskOutput::ImageClassification { results } = run(EFFICIENTNET_ID, &image()) else {
+        panic!("not a classification")
+    };
+    assert_eq!(results[0][0].label, "espresso");
+    assert_eq!(executor.loaded_models(), [MINILM_ID, EFFICIENTNET_ID]);
+    // Using MiniLM again makes EfficientNet the least recently used.
+    run(MINILM_ID, &embeddings());
+    assert_eq!(executor.loaded_models(), [EFFICIENTNET_ID, MINILM_ID]);
+    // The chat model alone is over the budget: everything else goes, it is still allowed.
+    let chat = TaskPayload::Chat {
+        messages: vec![ChatMessage {
+            role: "user".into(),
+            content: "Say hi.".into(),
+        }],
+        params: ChatParams {
+            max_tokens: 4,
+            temperature: 0.0,
+            top_p: 1.0,
+            seed: 1,
+            stop: vec![],
+            stream: false,
+        },
+    };
+    run(SMOLLM2_ID, &chat);
+    assert_eq!(executor.loaded_models(), [SMOLLM2_ID]);
+    run(MINILM_ID, &embeddings());
+    assert_eq!(executor.loaded_models(), [MINILM_ID]);
+    assert_eq!(executor.release_all(), 1);
+    assert!(executor.loaded_models().is_empty());
+}
