@@ -281,7 +281,10 @@ impl Ledger {
         Ok(())
     }
 
-    /// Record that a job started (durable: a crash afterwards shows it as interrupted).
+    /// Record that a job started. Not flushed here: the caller runs [`Ledger::flush`] alongside
+    /// the job (the worker does, on a blocking thread) so the disk sync costs the job no time.
+    /// A crash before the flush loses only the note that the job started; the pool runs it
+    /// again either way, and nothing owed is lost (receipts are collected from the pool).
     pub fn start_job(
         &self,
         job_id: &str,
@@ -312,8 +315,13 @@ impl Ledger {
                 Ok(())
             })
             .map_err(tx_error)?;
-        self.db.flush()?;
         self.remember(&record);
+        Ok(())
+    }
+
+    /// Make everything written so far durable.
+    pub fn flush(&self) -> Result<()> {
+        self.db.flush()?;
         Ok(())
     }
 

@@ -1,6 +1,7 @@
 //! Node throughput against raw inference, side by side in one run, on the same model and inputs.
 //!
 //!     cargo bench -p hearth-node --bench node_throughput
+//!     cargo test --workspace --bench node_throughput -- --bench   (dev profile, deps optimised)
 //!
 //! Raw: `TextEmbedder::embed` called back to back. Node: the same requests sent by customers
 //! over HTTP to the embedded pool, leased by the worker, run, submitted, paid and written to
@@ -29,6 +30,10 @@ fn request(n: usize) -> Vec<String> {
 }
 
 fn main() {
+    if !std::env::args().any(|arg| arg == "--bench") {
+        println!("node_throughput: run with `cargo bench -p hearth-node --bench node_throughput`");
+        return;
+    }
     let requests: usize = std::env::var("HEARTH_BENCH_REQUESTS")
         .ok()
         .and_then(|v| v.parse().ok())

@@ -226,6 +226,22 @@ struct Context {
     pool_key: PublicKey,
     events: Box<dyn Fn(WorkerEvent) + Send + Sync>,
     energy: Option<Arc<EnergyMeter>>,
+    /// Jobs computing or submitting. A job frees its slot once the pool has its result, so
+    /// the next lease overlaps the ledger write.
+    busy: std::sync::atomic::AtomicUsize,
+    slot_freed: tokio::sync::Notify,
+}
+
+/// One job's claim on a concurrency slot; released when dropped.
+struct Slot<'a>(&'a Context);
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        self.0
+            .busy
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        self.0.slot_freed.notify_one();
+    }
 }
 
 /// The ledger setting that remembers which pool signed the receipts (for `ledger verify`).
@@ -283,6 +299,8 @@ pub async fn run(
         pool_key: joined.pool_public_key,
         events: Box::new(events),
         energy,
+        busy: std::sync::atomic::AtomicUsize::new(0),
+        slot_freed: tokio::sync::Notify::new(),
     });
     if let Err(error) = collect_receipts(&context).await {
         tracing::warn!(%error, "could not collect missed receipts; will try after the next job");
@@ -299,7 +317,7 @@ pub async fn run(
             .config
             .concurrency
             .max(1)
-            .saturating_sub(running.len());
+            .saturating_sub(context.busy.load(std::sync::atomic::Ordering::SeqCst));
         if leasing.is_none() && !stopping && !is_paused && free > 0 {
             let context = Arc::clone(&context);
             leasing = Some(tokio::spawn(async move {
@@ -351,14 +369,17 @@ pub async fn run(
                         continue;
                     }
                     let (context, paused, stop) = (Arc::clone(&context), paused.clone(), stop.clone());
+                    context.busy.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                     running.spawn(async move {
                         let id = job.id.clone();
-                        if let Err(error) = run_job(&context, job, paused, stop).await {
+                        let slot = Slot(&context);
+                        if let Err(error) = run_job(&context, job, slot, paused, stop).await {
                             tracing::warn!(job = %id, %error, "job did not complete");
                         }
                     });
                 }
             }
+            () = context.slot_freed.notified() => {}
             Ok(()) = paused.changed() => {}
             Ok(()) = stop.changed() => {}
             // Nothing running, nothing leasing, and no one can pause or stop us any more.
@@ -452,6 +473,7 @@ enum Interrupted {
 async fn run_job(
     context: &Context,
     job: Job,
+    slot: Slot<'_>,
     mut paused: watch::Receiver<bool>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), WorkerError> {
@@ -459,6 +481,11 @@ async fn run_job(
     context
         .ledger
         .start_job(&job.id, &job.model, task_name(&job.task), started)?;
+    // The start reaches the disk while the job runs, not before it.
+    let flush_start = {
+        let ledger = Arc::clone(&context.ledger);
+        tokio::task::spawn_blocking(move || ledger.flush())
+    };
     if let Some(record) = context.ledger.job(&job.id)? {
         (context.events)(WorkerEvent::JobStarted(record));
     }
@@ -481,7 +508,12 @@ async fn run_job(
         })
     };
     tokio::pin!(work);
-    let mut tick = tokio::time::interval(context.config.heartbeat);
+    // The first heartbeat is due one period in (an interval's first tick would fire at once
+    // and cost every short job a round trip).
+    let mut tick = tokio::time::interval_at(
+        tokio::time::Instant::now() + context.config.heartbeat,
+        context.config.heartbeat,
+    );
     let mut interrupted = None;
     let output = loop {
         tokio::select! {
@@ -511,6 +543,9 @@ async fn run_job(
         }
     };
     let ended = now_ms();
+    if let Ok(Err(error)) = flush_start.await {
+        tracing::warn!(job = %job.id, %error, "could not flush the job's start");
+    }
     let (energy_wh, energy_estimated) = match &context.energy {
         Some(meter) => meter(started, ended).map_or((None, false), |(wh, est)| (Some(wh), est)),
         None => (None, false),
@@ -606,6 +641,7 @@ async fn run_job(
             }
         }
     };
+    drop(slot);
     let note = reply
         .pending_verification
         .then(|| "paid once another node confirms the result".to_owned());
