@@ -37,6 +37,14 @@ pub struct NodeConfig {
     /// Memory loaded models may hold (GPU memory on wgpu, RAM on the CPU), in MiB; the least
     /// recently used model is unloaded to make room.
     pub model_memory_mib: u64,
+    /// Pause by itself while a game runs.
+    pub detect_games: bool,
+    /// The owner's own games: program names, or folders (with a `/`).
+    pub games: Vec<String>,
+    /// After the last game ends, wait this long before working again.
+    pub game_cooldown_s: u64,
+    /// How often the watcher looks for games, in ms.
+    pub watch_interval_ms: u64,
 }
 
 impl Default for NodeConfig {
@@ -48,6 +56,10 @@ impl Default for NodeConfig {
             demo_interval_ms: 1500,
             api_port: 7420,
             model_memory_mib: 2048,
+            detect_games: true,
+            games: Vec::new(),
+            game_cooldown_s: 30,
+            watch_interval_ms: 250,
         }
     }
 }
@@ -128,6 +140,18 @@ impl NodeConfig {
                 ),
             ));
         }
+        if !(50..=5000).contains(&self.watch_interval_ms) {
+            return Err(invalid(
+                "watch_interval_ms",
+                format!("{} is outside 50..=5000", self.watch_interval_ms),
+            ));
+        }
+        if self.game_cooldown_s > 3600 {
+            return Err(invalid(
+                "game_cooldown_s",
+                format!("{} s is more than an hour", self.game_cooldown_s),
+            ));
+        }
         Ok(())
     }
 
@@ -149,13 +173,29 @@ impl NodeConfig {
             "concurrency" => next.concurrency = number(value)? as usize,
             "demo_interval_ms" => next.demo_interval_ms = number(value)?,
             "model_memory_mib" => next.model_memory_mib = number(value)?,
+            "detect_games" => {
+                next.detect_games = value
+                    .parse()
+                    .map_err(|_| invalid(format!("{value:?}: use true or false")))?;
+            }
+            "games" => {
+                next.games = value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|g| !g.is_empty())
+                    .map(str::to_owned)
+                    .collect();
+            }
+            "game_cooldown_s" => next.game_cooldown_s = number(value)?,
+            "watch_interval_ms" => next.watch_interval_ms = number(value)?,
             "api_port" => {
                 next.api_port = u16::try_from(number(value)?)
                     .map_err(|_| invalid(format!("{value} is not a port")))?;
             }
             other => {
                 return Err(invalid(format!(
-                    "unknown setting {other:?} (pool, backend, concurrency, demo_interval_ms, api_port, model_memory_mib)"
+                    "unknown setting {other:?} (pool, backend, concurrency, demo_interval_ms, api_port, \
+                     model_memory_mib, detect_games, games, game_cooldown_s, watch_interval_ms)"
                 )));
             }
         }
@@ -181,10 +221,12 @@ mod tests {
         let mut config = NodeConfig::default();
         config.set("pool", "http://10.0.0.2:8040/").unwrap();
         config.set("concurrency", "2").unwrap();
+        config.set("games", "MyGame, /srv/games/").unwrap();
         config.save(dir.path()).unwrap();
         let back = NodeConfig::load(dir.path()).unwrap();
         assert_eq!(back.pool, "http://10.0.0.2:8040");
         assert_eq!(back.concurrency, 2);
+        assert_eq!(back.games, ["MyGame", "/srv/games/"]);
     }
 
     #[test]
@@ -197,6 +239,8 @@ mod tests {
             ("concurrency", "many", "concurrency"),
             ("api_port", "70000", "api_port"),
             ("model_memory_mib", "10", "model_memory_mib"),
+            ("detect_games", "maybe", "detect_games"),
+            ("watch_interval_ms", "1", "watch_interval_ms"),
             ("colour", "red", "unknown setting"),
         ] {
             let error = config.set(key, value).unwrap_err().to_string();

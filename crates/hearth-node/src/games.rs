@@ -68,41 +68,163 @@ impl GameList {
 
     /// Every game process under `procfs` (normally `/proc`), `exclude_pid` left out.
     pub fn scan(&self, procfs: &Path, exclude_pid: u32) -> Vec<GameProcess> {
-        let Ok(entries) = std::fs::read_dir(procfs) else {
-            return Vec::new();
-        };
-        let mut found: Vec<GameProcess> = entries
-            .filter_map(Result::ok)
-            .filter_map(|entry| {
-                let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
-                if pid == exclude_pid {
-                    return None;
-                }
-                let dir = entry.path();
-                // The command line's first word keeps the full Windows name (comm is cut at 15
-                // bytes); kernel threads have none.
-                let cmdline = std::fs::read(dir.join("cmdline")).ok()?;
-                let argv0 = cmdline
-                    .split(|&b| b == 0)
-                    .next()
-                    .filter(|a| !a.is_empty())?;
-                let argv0 = String::from_utf8_lossy(argv0).into_owned();
-                let exe = std::fs::read_link(dir.join("exe"))
-                    .map(|p| p.to_string_lossy().into_owned())
-                    .unwrap_or_else(|_| argv0.clone());
-                let name = argv0
-                    .rsplit(['/', '\\'])
-                    .next()
-                    .unwrap_or(&argv0)
-                    .to_owned();
-                let rule = self
-                    .matches(&name, &exe)
-                    .or_else(|| self.matches(&name, &argv0))?;
-                Some(GameProcess { pid, name, rule })
-            })
+        let mut found: Vec<GameProcess> = process_ids(procfs)
+            .into_iter()
+            .filter(|&pid| pid != exclude_pid)
+            .filter_map(|pid| self.check(procfs, pid))
             .collect();
         found.sort_by_key(|g| g.pid);
         found
+    }
+
+    /// Whether process `pid` is a game (reads its command line and executable link).
+    pub fn check(&self, procfs: &Path, pid: u32) -> Option<GameProcess> {
+        let dir = procfs.join(pid.to_string());
+        // The command line's first word keeps the full Windows name (comm is cut at 15
+        // bytes); kernel threads have none.
+        let cmdline = std::fs::read(dir.join("cmdline")).ok()?;
+        let argv0 = cmdline
+            .split(|&b| b == 0)
+            .next()
+            .filter(|a| !a.is_empty())?;
+        let argv0 = String::from_utf8_lossy(argv0).into_owned();
+        let exe = std::fs::read_link(dir.join("exe"))
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_else(|_| argv0.clone());
+        let name = argv0
+            .rsplit(['/', '\\'])
+            .next()
+            .unwrap_or(&argv0)
+            .to_owned();
+        let rule = self
+            .matches(&name, &exe)
+            .or_else(|| self.matches(&name, &argv0))?;
+        Some(GameProcess { pid, name, rule })
+    }
+}
+
+/// The ids of the processes under `procfs`.
+pub fn process_ids(procfs: &Path) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir(procfs) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| entry.file_name().to_str()?.parse().ok())
+        .collect()
+}
+
+/// Finds games cheaply enough to run several times a second. Listing `/proc` costs about a
+/// microsecond per process, too much four times a second on a desktop with hundreds, so a tick
+/// reads the newest process id from `/proc/loadavg` and examines only the ids handed out since
+/// the last tick (ids are given out in order), plus processes seen less than [`YOUNG`] ago (a
+/// new process may still be between fork and exec) and the games it knows (to notice them
+/// end). Every [`FULL_RESCAN_EVERY`] ticks, when ids wrap around, or where `loadavg` is
+/// missing, it lists and examines everything (a launcher that execs its game much later).
+#[derive(Debug)]
+pub struct ProcessScanner {
+    list: GameList,
+    procfs: std::path::PathBuf,
+    exclude_pid: u32,
+    known: std::collections::HashMap<u32, Known>,
+    ticks: u64,
+    last_pid: Option<u32>,
+}
+
+#[derive(Debug)]
+struct Known {
+    first_seen: std::time::Instant,
+    game: Option<GameProcess>,
+}
+
+/// How long a new process is re-examined on every tick.
+pub const YOUNG: std::time::Duration = std::time::Duration::from_secs(2);
+/// Every this many ticks, every process is listed and examined again.
+pub const FULL_RESCAN_EVERY: u64 = 40;
+/// More new ids than this since the last tick: list everything instead.
+const MAX_NEW_IDS: u32 = 4096;
+
+impl ProcessScanner {
+    /// A scanner of `procfs` with `list`, never reporting `exclude_pid` (Hearth itself).
+    pub fn new(list: GameList, procfs: impl Into<std::path::PathBuf>, exclude_pid: u32) -> Self {
+        Self {
+            list,
+            procfs: procfs.into(),
+            exclude_pid,
+            known: std::collections::HashMap::new(),
+            ticks: 0,
+            last_pid: None,
+        }
+    }
+
+    /// The newest process id handed out (last field of `loadavg`).
+    fn newest_pid(&self) -> Option<u32> {
+        std::fs::read_to_string(self.procfs.join("loadavg"))
+            .ok()?
+            .split_whitespace()
+            .nth(4)?
+            .parse()
+            .ok()
+    }
+
+    fn exists(&self, pid: u32) -> bool {
+        self.procfs.join(pid.to_string()).exists()
+    }
+
+    fn examine(&mut self, pid: u32, now: std::time::Instant) {
+        if pid == self.exclude_pid {
+            return;
+        }
+        let game = self.list.check(&self.procfs, pid);
+        let first_seen = self.known.get(&pid).map_or(now, |k| k.first_seen);
+        self.known.insert(pid, Known { first_seen, game });
+    }
+
+    /// The games running now, by pid.
+    pub fn scan(&mut self, now: std::time::Instant) -> Vec<GameProcess> {
+        self.ticks += 1;
+        let newest = self.newest_pid();
+        let new_ids = match (self.last_pid, newest) {
+            (Some(last), Some(newest)) if newest >= last && newest - last <= MAX_NEW_IDS => {
+                Some(last + 1..=newest)
+            }
+            _ => None,
+        };
+        self.last_pid = newest;
+        match new_ids {
+            Some(new_ids) if !self.ticks.is_multiple_of(FULL_RESCAN_EVERY) => {
+                for pid in new_ids {
+                    if self.exists(pid) {
+                        self.examine(pid, now);
+                    }
+                }
+                let recheck: Vec<u32> = self
+                    .known
+                    .iter()
+                    .filter(|(_, k)| k.game.is_some() || now.duration_since(k.first_seen) < YOUNG)
+                    .map(|(&pid, _)| pid)
+                    .collect();
+                for pid in recheck {
+                    if self.exists(pid) {
+                        self.examine(pid, now);
+                    } else {
+                        self.known.remove(&pid);
+                    }
+                }
+            }
+            _ => {
+                let pids = process_ids(&self.procfs);
+                let alive: std::collections::HashSet<u32> = pids.iter().copied().collect();
+                self.known.retain(|pid, _| alive.contains(pid));
+                for pid in pids {
+                    self.examine(pid, now);
+                }
+            }
+        }
+        let mut games: Vec<GameProcess> =
+            self.known.values().filter_map(|k| k.game.clone()).collect();
+        games.sort_by_key(|g| g.pid);
+        games
     }
 }
 

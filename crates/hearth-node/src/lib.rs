@@ -17,6 +17,7 @@ pub mod policy;
 pub mod server;
 pub mod service;
 mod status;
+pub mod watcher;
 pub mod worker;
 
 pub use bindings::typescript_bindings;

@@ -21,6 +21,29 @@ pub struct Node {
 struct Shared {
     status: watch::Sender<NodeStatus>,
     events: broadcast::Sender<NodeEvent>,
+    /// What the state is made of: the owner's pause, and the pause policy's (games, …).
+    inputs: std::sync::Mutex<Inputs>,
+}
+
+#[derive(Debug, Default)]
+struct Inputs {
+    user: Option<ControlSource>,
+    automatic: Option<PauseReason>,
+}
+
+impl Inputs {
+    /// The owner's pause comes first (it is theirs to lift), then the policy's.
+    fn activity(&self) -> ActivityState {
+        match (&self.user, &self.automatic) {
+            (Some(source), _) => ActivityState::Paused {
+                reason: PauseReason::User { source: *source },
+            },
+            (None, Some(reason)) => ActivityState::Paused {
+                reason: reason.clone(),
+            },
+            (None, None) => ActivityState::Running,
+        }
+    }
 }
 
 impl Default for Node {
@@ -40,7 +63,11 @@ impl Node {
         let (status, _) = watch::channel(initial);
         let (events, _) = broadcast::channel(EVENT_BUFFER);
         Self {
-            shared: Arc::new(Shared { status, events }),
+            shared: Arc::new(Shared {
+                status,
+                events,
+                inputs: std::sync::Mutex::new(Inputs::default()),
+            }),
         }
     }
 
@@ -61,39 +88,42 @@ impl Node {
 
     /// Stop taking work. Pausing a paused node keeps its first reason.
     pub fn pause(&self, source: ControlSource) -> NodeStatus {
-        self.transition(
-            ActivityState::Paused {
-                reason: PauseReason::User { source },
-            },
-            source,
-        )
+        self.update(|inputs| {
+            inputs.user.get_or_insert(source);
+        })
     }
 
-    /// Take work again. Resuming a running node changes nothing.
-    pub fn resume(&self, source: ControlSource) -> NodeStatus {
-        self.transition(ActivityState::Running, source)
+    /// Lift the owner's pause. A pause for a game (or any other automatic reason) stays
+    /// until its reason goes away.
+    pub fn resume(&self, _source: ControlSource) -> NodeStatus {
+        self.update(|inputs| inputs.user = None)
     }
 
-    /// Pause when running, resume when paused.
+    /// Pause when running, resume when paused by the owner.
     pub fn toggle(&self, source: ControlSource) -> NodeStatus {
-        if self.status().activity.is_paused() {
-            self.resume(source)
-        } else {
-            self.pause(source)
-        }
+        self.update(|inputs| {
+            if inputs.user.is_some() {
+                inputs.user = None;
+            } else if inputs.automatic.is_none() {
+                inputs.user = Some(source);
+            }
+        })
     }
 
-    /// Send `event` to every subscriber (none listening is fine: the window may be closed).
-    pub(crate) fn announce(&self, event: NodeEvent) {
-        let _ = self.shared.events.send(event);
+    /// The pause policy's verdict: `Some(reason)` pauses, `None` lifts its pause.
+    pub fn set_automatic(&self, reason: Option<PauseReason>) -> NodeStatus {
+        self.update(|inputs| inputs.automatic = reason)
     }
 
-    /// Move to `next` unless the node is already running or already paused, and announce the
-    /// change. The event is sent while the state is still locked, so subscribers see changes
-    /// in exactly the order they were made.
-    fn transition(&self, next: ActivityState, source: ControlSource) -> NodeStatus {
+    /// Change the inputs, and if the resulting state differs, publish it and announce it.
+    /// The event is sent while the inputs are locked, so subscribers see changes in exactly
+    /// the order they were made.
+    fn update(&self, change: impl FnOnce(&mut Inputs)) -> NodeStatus {
+        let mut inputs = self.shared.inputs.lock().unwrap_or_else(|e| e.into_inner());
+        change(&mut inputs);
+        let next = inputs.activity();
         self.shared.status.send_if_modified(|status| {
-            if status.activity.is_paused() == next.is_paused() {
+            if status.activity == next {
                 return false;
             }
             status.activity = next;
@@ -102,23 +132,22 @@ impl Node {
             tracing::info!(
                 revision = status.revision,
                 paused = status.activity.is_paused(),
-                ?source,
+                reason = ?status.activity,
                 "node state changed"
             );
             // No subscriber is not an error: the window may simply be closed.
-            if self
-                .shared
-                .events
-                .send(NodeEvent::StatusChanged {
-                    status: status.clone(),
-                })
-                .is_err()
-            {
-                tracing::debug!("state change announced with no subscribers");
-            }
+            let _ = self.shared.events.send(NodeEvent::StatusChanged {
+                status: status.clone(),
+            });
             true
         });
+        drop(inputs);
         self.status()
+    }
+
+    /// Send `event` to every subscriber (none listening is fine: the window may be closed).
+    pub(crate) fn announce(&self, event: NodeEvent) {
+        let _ = self.shared.events.send(event);
     }
 }
 

@@ -75,6 +75,8 @@ pub struct Service {
     embedded: Option<hearth_pool::embedded::EmbeddedPool>,
     sampler: Option<Arc<Sampler>>,
     stop: watch::Sender<bool>,
+    /// Held, not read: dropping it stops the game watcher.
+    _watcher: Option<crate::watcher::Watcher>,
     worker: std::sync::Mutex<Option<JoinHandle<Result<(), WorkerError>>>>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -171,7 +173,27 @@ impl Service {
         }
 
         let (paused_tx, paused) = watch::channel(node.status().activity.is_paused());
-        tasks.push(follow_pause_state(&node, paused_tx));
+        tasks.push(follow_pause_state(&node, paused_tx, Arc::clone(&executor)));
+        let watcher = if config.detect_games {
+            let watcher_config = crate::watcher::WatcherConfig {
+                interval: Duration::from_millis(config.watch_interval_ms),
+                policy: crate::policy::PolicyConfig {
+                    cooldown: Duration::from_secs(config.game_cooldown_s),
+                    ..crate::policy::PolicyConfig::default()
+                },
+                games: crate::games::GameList::builtin().with_user_entries(&config.games),
+                ..crate::watcher::WatcherConfig::default()
+            };
+            match crate::watcher::Watcher::start(node.clone(), watcher_config) {
+                Ok(watcher) => Some(watcher),
+                Err(error) => {
+                    tracing::error!(%error, "game detection is off: the watcher did not start");
+                    None
+                }
+            }
+        } else {
+            None
+        };
         let (stop, stopped) = watch::channel(false);
         let events = {
             let (node, ledger, pool) = (node.clone(), Arc::clone(&ledger), pool.clone());
@@ -206,6 +228,7 @@ impl Service {
             embedded,
             sampler,
             stop,
+            _watcher: watcher,
             worker: std::sync::Mutex::new(Some(worker)),
             tasks,
         })
@@ -415,14 +438,35 @@ fn on_worker_event(
     }
 }
 
-/// The worker works while the node is not paused.
-fn follow_pause_state(node: &Node, paused: watch::Sender<bool>) -> JoinHandle<()> {
+/// How long a pause lasts before the models' memory is given back (a short pause keeps them).
+const FREE_MEMORY_AFTER: Duration = Duration::from_secs(60);
+
+/// The worker works while the node is not paused; a pause that lasts frees the models' memory.
+fn follow_pause_state(
+    node: &Node,
+    paused: watch::Sender<bool>,
+    executor: Arc<Executor>,
+) -> JoinHandle<()> {
     let mut status = node.watch_status();
     tokio::spawn(async move {
         loop {
             let is_paused = status.borrow_and_update().activity.is_paused();
             paused.send_if_modified(|p| std::mem::replace(p, is_paused) != is_paused);
-            if status.changed().await.is_err() {
+            let changed = if is_paused {
+                tokio::select! {
+                    changed = status.changed() => changed,
+                    () = tokio::time::sleep(FREE_MEMORY_AFTER) => {
+                        let released = executor.release_all();
+                        if released > 0 {
+                            tracing::info!(released, "paused a while: models unloaded to free memory");
+                        }
+                        status.changed().await
+                    }
+                }
+            } else {
+                status.changed().await
+            };
+            if changed.is_err() {
                 break;
             }
         }

@@ -27,6 +27,32 @@ pub enum PauseReason {
         /// Where the owner clicked.
         source: ControlSource,
     },
+    /// A game is running.
+    Game {
+        /// The game's program, e.g. "Cyberpunk2077.exe".
+        name: String,
+    },
+    /// Another program is using the GPU.
+    GpuProcess { name: String },
+    /// A fullscreen window is in front.
+    Fullscreen,
+    /// The GPU is too hot.
+    Temperature,
+    /// Too little free GPU memory.
+    VramPressure,
+    /// Outside the owner's schedule.
+    Schedule,
+    /// "Only when I'm away" and the owner is at the computer.
+    UserActive,
+    /// The pool cannot be reached.
+    PoolDown,
+    /// A game (or GPU program, or fullscreen window) just ended: waiting a little in case it
+    /// comes back.
+    CoolingDown {
+        /// When work resumes, in milliseconds since the Unix epoch.
+        #[ts(type = "number")]
+        until_ms: u64,
+    },
 }
 
 impl PauseReason {
@@ -41,6 +67,15 @@ impl PauseReason {
                 };
                 format!("paused from {place}")
             }
+            PauseReason::Game { name } => format!("{name} is running"),
+            PauseReason::GpuProcess { name } => format!("{name} is using the GPU"),
+            PauseReason::Fullscreen => "a fullscreen window is open".into(),
+            PauseReason::Temperature => "the GPU is too hot".into(),
+            PauseReason::VramPressure => "GPU memory is short".into(),
+            PauseReason::Schedule => "outside your schedule".into(),
+            PauseReason::UserActive => "you are at the computer".into(),
+            PauseReason::PoolDown => "the pool cannot be reached".into(),
+            PauseReason::CoolingDown { .. } => "resuming shortly after your game".into(),
         }
     }
 }

@@ -13,7 +13,15 @@ export type PauseReason = { "kind": "user",
 /**
  * Where the owner clicked.
  */
-source: ControlSource, };
+source: ControlSource, } | { "kind": "game", 
+/**
+ * The game's program, e.g. "Cyberpunk2077.exe".
+ */
+name: string, } | { "kind": "gpu_process", name: string, } | { "kind": "fullscreen" } | { "kind": "temperature" } | { "kind": "vram_pressure" } | { "kind": "schedule" } | { "kind": "user_active" } | { "kind": "pool_down" } | { "kind": "cooling_down", 
+/**
+ * When work resumes, in milliseconds since the Unix epoch.
+ */
+until_ms: number, };
 
 /**
  * Whether the node is lending its GPU right now.

@@ -36,6 +36,12 @@ describe("wording", () => {
     expect(describeReason({ kind: "user", source: "tray" })).toBe("Paused from the tray");
     expect(describeReason({ kind: "user", source: "window" })).toBe("Paused from this window");
     expect(describeReason({ kind: "user", source: "cli" })).toBe("Paused from the command line");
+    expect(describeReason({ kind: "game", name: "Cyberpunk2077.exe" })).toBe(
+      "Paused: Cyberpunk2077.exe is running",
+    );
+    expect(describeReason({ kind: "cooling_down", until_ms: 95_000 }, 65_000)).toBe(
+      "Your game ended; resuming in 0:30",
+    );
   });
   it("gives a headline and a detail line", () => {
     expect(headline(running(0))).toBe("Running");

@@ -14,12 +14,37 @@ const PLACES: Record<ControlSource, string> = {
   cli: "the command line",
 };
 
-/** "Paused from the tray", etc. */
-export function describeReason(reason: PauseReason): string {
+/** "Paused from the tray", "Paused: Cyberpunk2077.exe is running", etc. */
+export function describeReason(reason: PauseReason, now: number = Date.now()): string {
   switch (reason.kind) {
     case "user":
       return `Paused from ${PLACES[reason.source]}`;
+    case "game":
+      return `Paused: ${reason.name} is running`;
+    case "gpu_process":
+      return `Paused: ${reason.name} is using the GPU`;
+    case "fullscreen":
+      return "Paused: a fullscreen window is open";
+    case "temperature":
+      return "Paused: the GPU is too hot";
+    case "vram_pressure":
+      return "Paused: GPU memory is short";
+    case "schedule":
+      return "Paused: outside your schedule";
+    case "user_active":
+      return "Paused while you are at the computer";
+    case "pool_down":
+      return "Paused: the pool cannot be reached";
+    case "cooling_down": {
+      const seconds = Math.max(0, Math.ceil((reason.until_ms - now) / 1000));
+      return `Your game ended; resuming in ${Math.floor(seconds / 60)}:${String(seconds % 60).padStart(2, "0")}`;
+    }
   }
+}
+
+/** True when the node paused by itself (it resumes by itself too). */
+export function pausedAutomatically(status: NodeStatus | null): boolean {
+  return status?.activity.kind === "paused" && status.activity.reason.kind !== "user";
 }
 
 /** The headline word for a status. */
