@@ -39,6 +39,8 @@ pub struct NodeConfig {
     pub model_memory_mib: u64,
     /// Pause by itself while a game runs.
     pub detect_games: bool,
+    /// Pause by itself while a fullscreen window is in front.
+    pub detect_fullscreen: bool,
     /// The owner's own games: program names, or folders (with a `/`).
     pub games: Vec<String>,
     /// After the last game ends, wait this long before working again.
@@ -57,6 +59,7 @@ impl Default for NodeConfig {
             api_port: 7420,
             model_memory_mib: 2048,
             detect_games: true,
+            detect_fullscreen: true,
             games: Vec::new(),
             game_cooldown_s: 30,
             watch_interval_ms: 250,
@@ -178,6 +181,11 @@ impl NodeConfig {
                     .parse()
                     .map_err(|_| invalid(format!("{value:?}: use true or false")))?;
             }
+            "detect_fullscreen" => {
+                next.detect_fullscreen = value
+                    .parse()
+                    .map_err(|_| invalid(format!("{value:?}: use true or false")))?;
+            }
             "games" => {
                 next.games = value
                     .split(',')
@@ -195,7 +203,8 @@ impl NodeConfig {
             other => {
                 return Err(invalid(format!(
                     "unknown setting {other:?} (pool, backend, concurrency, demo_interval_ms, api_port, \
-                     model_memory_mib, detect_games, games, game_cooldown_s, watch_interval_ms)"
+                     model_memory_mib, detect_games, detect_fullscreen, games, game_cooldown_s, \
+                     watch_interval_ms)"
                 )));
             }
         }

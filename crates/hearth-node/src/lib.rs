@@ -11,6 +11,8 @@
 mod bindings;
 pub mod config;
 pub mod executor;
+#[cfg(target_os = "linux")]
+pub mod fullscreen;
 pub mod games;
 mod node;
 pub mod policy;

@@ -174,14 +174,17 @@ impl Service {
 
         let (paused_tx, paused) = watch::channel(node.status().activity.is_paused());
         tasks.push(follow_pause_state(&node, paused_tx, Arc::clone(&executor)));
-        let watcher = if config.detect_games {
+        let watcher = if config.detect_games || config.detect_fullscreen {
             let watcher_config = crate::watcher::WatcherConfig {
                 interval: Duration::from_millis(config.watch_interval_ms),
                 policy: crate::policy::PolicyConfig {
                     cooldown: Duration::from_secs(config.game_cooldown_s),
                     ..crate::policy::PolicyConfig::default()
                 },
-                games: crate::games::GameList::builtin().with_user_entries(&config.games),
+                games: config
+                    .detect_games
+                    .then(|| crate::games::GameList::builtin().with_user_entries(&config.games)),
+                fullscreen: config.detect_fullscreen,
                 ..crate::watcher::WatcherConfig::default()
             };
             match crate::watcher::Watcher::start(node.clone(), watcher_config) {

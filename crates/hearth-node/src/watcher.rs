@@ -2,8 +2,9 @@
 //! to the pause [`Policy`], and sets the node's automatic pause from the policy's verdict. The
 //! node's state drives the worker, which stops leasing and gives its job back at once.
 //!
-//! Sources wired here: game processes ([`ProcessScanner`]). The policy also takes GPU
-//! processes, fullscreen windows, activity, temperature, memory and schedule inputs.
+//! Sources wired here: game processes ([`ProcessScanner`]) and, on Linux with an X display, a
+//! fullscreen window in front ([`crate::fullscreen`]). The policy also takes GPU processes,
+//! activity, temperature, memory and schedule inputs.
 
 use std::path::PathBuf;
 use std::sync::mpsc;
@@ -20,9 +21,14 @@ pub struct WatcherConfig {
     /// Time between looks (the default, 250 ms, notices a game in about 125 ms on average).
     pub interval: Duration,
     pub policy: PolicyConfig,
-    pub games: GameList,
+    /// The game rules; `None` leaves processes alone.
+    pub games: Option<GameList>,
     /// Normally `/proc`.
     pub procfs: PathBuf,
+    /// Pause while a fullscreen window is in front (X11).
+    pub fullscreen: bool,
+    /// The X display to ask (`None`: `$DISPLAY`).
+    pub display: Option<String>,
 }
 
 impl Default for WatcherConfig {
@@ -30,8 +36,10 @@ impl Default for WatcherConfig {
         Self {
             interval: Duration::from_millis(250),
             policy: PolicyConfig::default(),
-            games: GameList::builtin(),
+            games: Some(GameList::builtin()),
             procfs: PathBuf::from("/proc"),
+            fullscreen: true,
+            display: None,
         }
     }
 }
@@ -67,14 +75,41 @@ impl Drop for Watcher {
 }
 
 fn run(node: &Node, config: WatcherConfig, stopped: &mpsc::Receiver<()>) {
-    let mut scanner = ProcessScanner::new(config.games, &config.procfs, std::process::id());
+    let mut scanner = config
+        .games
+        .map(|games| ProcessScanner::new(games, &config.procfs, std::process::id()));
     let mut policy = Policy::new(config.policy);
     let mut running_games = std::collections::BTreeSet::new();
     let mut last: Option<PauseReason> = None;
+    let mut screen = config
+        .fullscreen
+        .then(|| fullscreen_source(config.display.as_deref()))
+        .flatten();
+    let mut was_fullscreen = false;
     loop {
         let now = Instant::now();
-        let seen: std::collections::BTreeSet<String> =
-            scanner.scan(now).into_iter().map(|g| g.name).collect();
+        if let Some(source) = &screen {
+            match source.is_fullscreen() {
+                Ok(on) if on != was_fullscreen => {
+                    tracing::info!(fullscreen = on, "fullscreen window changed");
+                    policy.handle(Input::Fullscreen(on), now);
+                    was_fullscreen = on;
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    tracing::warn!(%error, "lost the X display: fullscreen detection is off");
+                    screen = None;
+                    if was_fullscreen {
+                        policy.handle(Input::Fullscreen(false), now);
+                        was_fullscreen = false;
+                    }
+                }
+            }
+        }
+        let seen: std::collections::BTreeSet<String> = match &mut scanner {
+            Some(scanner) => scanner.scan(now).into_iter().map(|g| g.name).collect(),
+            None => std::collections::BTreeSet::new(),
+        };
         for name in seen.difference(&running_games) {
             tracing::info!(game = %name, "game started: pausing");
             policy.handle(Input::GameStarted { name: name.clone() }, now);
@@ -101,6 +136,39 @@ fn run(node: &Node, config: WatcherConfig, stopped: &mpsc::Receiver<()>) {
             Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => break,
         }
     }
+}
+
+#[cfg(target_os = "linux")]
+type FullscreenSource = crate::fullscreen::X11Fullscreen;
+
+#[cfg(target_os = "linux")]
+fn fullscreen_source(display: Option<&str>) -> Option<FullscreenSource> {
+    if display.is_none() && std::env::var_os("DISPLAY").is_none() {
+        return None;
+    }
+    match crate::fullscreen::X11Fullscreen::connect(display) {
+        Ok(source) => Some(source),
+        Err(error) => {
+            tracing::info!(%error, "no X display: fullscreen detection is off");
+            None
+        }
+    }
+}
+
+/// Other platforms have no fullscreen source yet.
+#[cfg(not(target_os = "linux"))]
+struct FullscreenSource;
+
+#[cfg(not(target_os = "linux"))]
+impl FullscreenSource {
+    fn is_fullscreen(&self) -> Result<bool, String> {
+        Ok(false)
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn fullscreen_source(_display: Option<&str>) -> Option<FullscreenSource> {
+    None
 }
 
 /// The node's automatic pause for a policy state (`None`: no automatic pause).

@@ -53,10 +53,11 @@ export function headline(status: NodeStatus): "Running" | "Paused" {
 }
 
 /** One line under the headline. */
-export function detail(status: NodeStatus): string {
+export function detail(status: NodeStatus, now: number = Date.now()): string {
   const activity = status.activity;
   if (activity.kind === "running") return "Hearth may use this computer's GPU for work.";
-  return `${describeReason(activity.reason)}. No new work will start.`;
+  if (activity.reason.kind === "cooling_down") return `${describeReason(activity.reason, now)}.`;
+  return `${describeReason(activity.reason, now)}. No new work will start.`;
 }
 
 /** The time of the last change, e.g. "14:05", in the given or the user's locale. */

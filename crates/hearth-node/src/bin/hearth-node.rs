@@ -32,8 +32,8 @@ const USAGE: &str = "usage: hearth-node [--data-dir DIR] <command>
   ledger export [FILE]    every job as CSV (to FILE or standard output)
   config                  show the settings
   config set KEY VALUE    change one (pool, backend, concurrency, demo_interval_ms, api_port,
-                          model_memory_mib, detect_games, games, game_cooldown_s,
-                          watch_interval_ms)";
+                          model_memory_mib, detect_games, detect_fullscreen, games,
+                          game_cooldown_s, watch_interval_ms)";
 
 fn main() {
     tracing_subscriber::fmt()
