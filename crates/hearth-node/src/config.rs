@@ -47,6 +47,10 @@ pub struct NodeConfig {
     pub game_cooldown_s: u64,
     /// How often the watcher looks for games, in ms.
     pub watch_interval_ms: u64,
+    /// Pause at or above this GPU temperature (°C)…
+    pub temperature_stop_c: f32,
+    /// …and resume at or below this one.
+    pub temperature_resume_c: f32,
 }
 
 impl Default for NodeConfig {
@@ -63,6 +67,8 @@ impl Default for NodeConfig {
             games: Vec::new(),
             game_cooldown_s: 30,
             watch_interval_ms: 250,
+            temperature_stop_c: 83.0,
+            temperature_resume_c: 70.0,
         }
     }
 }
@@ -149,6 +155,17 @@ impl NodeConfig {
                 format!("{} is outside 50..=5000", self.watch_interval_ms),
             ));
         }
+        if !(40.0..=110.0).contains(&self.temperature_stop_c)
+            || !(30.0..self.temperature_stop_c).contains(&self.temperature_resume_c)
+        {
+            return Err(invalid(
+                "temperature_stop_c",
+                format!(
+                    "stop at {} °C, resume at {} °C: stop must be 40..=110 and resume below it",
+                    self.temperature_stop_c, self.temperature_resume_c
+                ),
+            ));
+        }
         if self.game_cooldown_s > 3600 {
             return Err(invalid(
                 "game_cooldown_s",
@@ -196,6 +213,16 @@ impl NodeConfig {
             }
             "game_cooldown_s" => next.game_cooldown_s = number(value)?,
             "watch_interval_ms" => next.watch_interval_ms = number(value)?,
+            "temperature_stop_c" | "temperature_resume_c" => {
+                let celsius: f32 = value
+                    .parse()
+                    .map_err(|_| invalid(format!("{value:?} is not a temperature")))?;
+                if key == "temperature_stop_c" {
+                    next.temperature_stop_c = celsius;
+                } else {
+                    next.temperature_resume_c = celsius;
+                }
+            }
             "api_port" => {
                 next.api_port = u16::try_from(number(value)?)
                     .map_err(|_| invalid(format!("{value} is not a port")))?;
@@ -204,7 +231,7 @@ impl NodeConfig {
                 return Err(invalid(format!(
                     "unknown setting {other:?} (pool, backend, concurrency, demo_interval_ms, api_port, \
                      model_memory_mib, detect_games, detect_fullscreen, games, game_cooldown_s, \
-                     watch_interval_ms)"
+                     watch_interval_ms, temperature_stop_c, temperature_resume_c)"
                 )));
             }
         }
@@ -250,6 +277,8 @@ mod tests {
             ("model_memory_mib", "10", "model_memory_mib"),
             ("detect_games", "maybe", "detect_games"),
             ("watch_interval_ms", "1", "watch_interval_ms"),
+            ("temperature_resume_c", "90", "temperature"),
+            ("temperature_stop_c", "hot", "temperature_stop_c"),
             ("colour", "red", "unknown setting"),
         ] {
             let error = config.set(key, value).unwrap_err().to_string();

@@ -168,35 +168,35 @@ impl Service {
             ..PoolStatus::default()
         });
         let mut tasks = Vec::new();
-        if let Some(sampler) = &sampler {
-            tasks.push(forward_telemetry(&node, sampler));
-        }
 
         let (paused_tx, paused) = watch::channel(node.status().activity.is_paused());
         tasks.push(follow_pause_state(&node, paused_tx, Arc::clone(&executor)));
-        let watcher = if config.detect_games || config.detect_fullscreen {
-            let watcher_config = crate::watcher::WatcherConfig {
-                interval: Duration::from_millis(config.watch_interval_ms),
-                policy: crate::policy::PolicyConfig {
-                    cooldown: Duration::from_secs(config.game_cooldown_s),
-                    ..crate::policy::PolicyConfig::default()
-                },
-                games: config
-                    .detect_games
-                    .then(|| crate::games::GameList::builtin().with_user_entries(&config.games)),
-                fullscreen: config.detect_fullscreen,
-                ..crate::watcher::WatcherConfig::default()
-            };
-            match crate::watcher::Watcher::start(node.clone(), watcher_config) {
-                Ok(watcher) => Some(watcher),
-                Err(error) => {
-                    tracing::error!(%error, "game detection is off: the watcher did not start");
-                    None
-                }
-            }
-        } else {
-            None
+        // The pause policy always runs (temperature limits hold even with detection off).
+        let watcher_config = crate::watcher::WatcherConfig {
+            interval: Duration::from_millis(config.watch_interval_ms),
+            policy: crate::policy::PolicyConfig {
+                cooldown: Duration::from_secs(config.game_cooldown_s),
+                temperature_stop_c: config.temperature_stop_c,
+                temperature_resume_c: config.temperature_resume_c,
+                ..crate::policy::PolicyConfig::default()
+            },
+            games: config
+                .detect_games
+                .then(|| crate::games::GameList::builtin().with_user_entries(&config.games)),
+            fullscreen: config.detect_fullscreen,
+            ..crate::watcher::WatcherConfig::default()
         };
+        let watcher = match crate::watcher::Watcher::start(node.clone(), watcher_config) {
+            Ok(watcher) => Some(watcher),
+            Err(error) => {
+                tracing::error!(%error, "automatic pausing is off: the watcher did not start");
+                None
+            }
+        };
+        if let Some(sampler) = &sampler {
+            let inputs = watcher.as_ref().map(crate::watcher::Watcher::inputs);
+            tasks.push(forward_telemetry(&node, sampler, inputs));
+        }
         let (stop, stopped) = watch::channel(false);
         let events = {
             let (node, ledger, pool) = (node.clone(), Arc::clone(&ledger), pool.clone());
@@ -476,15 +476,30 @@ fn follow_pause_state(
     })
 }
 
-fn forward_telemetry(node: &Node, sampler: &Sampler) -> JoinHandle<()> {
+/// Telemetry to the node's subscribers, and the hottest GPU's temperature to the pause policy.
+fn forward_telemetry(
+    node: &Node,
+    sampler: &Sampler,
+    policy: Option<crate::watcher::PolicyInputs>,
+) -> JoinHandle<()> {
     let mut samples = sampler.subscribe();
     let node = node.clone();
     tokio::spawn(async move {
         loop {
             match samples.recv().await {
-                Ok(sample) => node.announce(NodeEvent::Telemetry {
-                    telemetry: Telemetry::from(sample.as_ref()),
-                }),
+                Ok(sample) => {
+                    let hottest = sample
+                        .gpus
+                        .iter()
+                        .filter_map(|g| g.temperature_c)
+                        .reduce(f32::max);
+                    if let (Some(policy), Some(celsius)) = (&policy, hottest) {
+                        policy.send(crate::policy::Input::Temperature(celsius));
+                    }
+                    node.announce(NodeEvent::Telemetry {
+                        telemetry: Telemetry::from(sample.as_ref()),
+                    });
+                }
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
             }

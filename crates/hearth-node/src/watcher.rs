@@ -44,37 +44,61 @@ impl Default for WatcherConfig {
     }
 }
 
+/// What the watcher thread hears besides its own looking.
+#[derive(Debug)]
+enum Message {
+    /// An observation made elsewhere (GPU temperature from telemetry, …).
+    Observed(Input),
+    Stop,
+}
+
+/// Feeds observations made elsewhere into the watcher's policy (cloneable).
+#[derive(Clone, Debug)]
+pub struct PolicyInputs(mpsc::Sender<Message>);
+
+impl PolicyInputs {
+    /// Tell the policy; acted on at once. Ignored once the watcher has stopped.
+    pub fn send(&self, input: Input) {
+        let _ = self.0.send(Message::Observed(input));
+    }
+}
+
 /// A running watcher; dropping it stops the thread.
 #[derive(Debug)]
 pub struct Watcher {
-    stop: Option<mpsc::Sender<()>>,
+    messages: mpsc::Sender<Message>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl Watcher {
     /// Start watching for `node`.
     pub fn start(node: Node, config: WatcherConfig) -> std::io::Result<Self> {
-        let (stop, stopped) = mpsc::channel();
+        let (messages, inbox) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("hearth-watcher".into())
-            .spawn(move || run(&node, config, &stopped))?;
+            .spawn(move || run(&node, config, &inbox))?;
         Ok(Self {
-            stop: Some(stop),
+            messages,
             thread: Some(thread),
         })
+    }
+
+    /// A handle for feeding the policy observations (temperature, …).
+    pub fn inputs(&self) -> PolicyInputs {
+        PolicyInputs(self.messages.clone())
     }
 }
 
 impl Drop for Watcher {
     fn drop(&mut self) {
-        drop(self.stop.take());
+        let _ = self.messages.send(Message::Stop);
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
     }
 }
 
-fn run(node: &Node, config: WatcherConfig, stopped: &mpsc::Receiver<()>) {
+fn run(node: &Node, config: WatcherConfig, inbox: &mpsc::Receiver<Message>) {
     let mut scanner = config
         .games
         .map(|games| ProcessScanner::new(games, &config.procfs, std::process::id()));
@@ -120,21 +144,35 @@ fn run(node: &Node, config: WatcherConfig, stopped: &mpsc::Receiver<()>) {
         }
         running_games = seen;
         policy.tick(now);
-        let reason = pause_reason(policy.state(), now);
-        // A cooldown's end is worked out once, not restated (a little later) on every tick.
-        let same = match (&last, &reason) {
-            (Some(PauseReason::CoolingDown { .. }), Some(PauseReason::CoolingDown { .. })) => true,
-            (a, b) => a == b,
-        };
-        if !same {
-            node.set_automatic(reason.clone());
-            last = reason;
+        publish(node, &policy, &mut last, now);
+        // Wait for the next look, acting on observations from elsewhere as they come.
+        let next_look = now + config.interval;
+        loop {
+            let left = next_look.saturating_duration_since(Instant::now());
+            match inbox.recv_timeout(left) {
+                Ok(Message::Observed(input)) => {
+                    let now = Instant::now();
+                    policy.handle(input, now);
+                    publish(node, &policy, &mut last, now);
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => break,
+                Ok(Message::Stop) | Err(mpsc::RecvTimeoutError::Disconnected) => return,
+            }
         }
-        match stopped.recv_timeout(config.interval) {
-            Err(mpsc::RecvTimeoutError::Timeout) => {}
-            // Told to stop, or the watcher handle is gone.
-            Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => break,
-        }
+    }
+}
+
+/// Set the node's automatic pause from the policy, when it changed.
+fn publish(node: &Node, policy: &Policy, last: &mut Option<PauseReason>, now: Instant) {
+    let reason = pause_reason(policy.state(), now);
+    // A cooldown's end is worked out once, not restated (a little later) on every tick.
+    let same = match (&*last, &reason) {
+        (Some(PauseReason::CoolingDown { .. }), Some(PauseReason::CoolingDown { .. })) => true,
+        (a, b) => a == b,
+    };
+    if !same {
+        node.set_automatic(reason.clone());
+        *last = reason;
     }
 }
 
@@ -199,6 +237,58 @@ pub fn pause_reason(state: &PolicyState, now: Instant) -> Option<PauseReason> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn wait_until(node: &Node, accept: impl Fn(&crate::ActivityState) -> bool) -> Duration {
+        let started = Instant::now();
+        while !accept(&node.status().activity) {
+            assert!(
+                started.elapsed() < Duration::from_secs(2),
+                "{:?}",
+                node.status()
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        started.elapsed()
+    }
+
+    #[test]
+    fn observations_from_elsewhere_act_at_once_with_hysteresis() {
+        let node = Node::new();
+        let watcher = Watcher::start(
+            node.clone(),
+            WatcherConfig {
+                interval: Duration::from_secs(10),
+                games: None,
+                fullscreen: false,
+                ..WatcherConfig::default()
+            },
+        )
+        .unwrap();
+        let inputs = watcher.inputs();
+        inputs.send(Input::Temperature(86.0));
+        // Well before the next look (10 s away).
+        let took = wait_until(&node, |a| {
+            *a == crate::ActivityState::Paused {
+                reason: PauseReason::Temperature,
+            }
+        });
+        assert!(took < Duration::from_millis(500), "{took:?}");
+        inputs.send(Input::Temperature(75.0));
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(
+            node.status().activity.is_paused(),
+            "75 °C is above the resume point"
+        );
+        inputs.send(Input::Temperature(69.0));
+        wait_until(&node, |a| *a == crate::ActivityState::Running);
+        drop(watcher);
+        inputs.send(Input::Temperature(99.0));
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(
+            !node.status().activity.is_paused(),
+            "a stopped watcher does nothing"
+        );
+    }
 
     #[test]
     fn policy_states_map_to_pause_reasons() {

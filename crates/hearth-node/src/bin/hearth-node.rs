@@ -33,7 +33,8 @@ const USAGE: &str = "usage: hearth-node [--data-dir DIR] <command>
   config                  show the settings
   config set KEY VALUE    change one (pool, backend, concurrency, demo_interval_ms, api_port,
                           model_memory_mib, detect_games, detect_fullscreen, games,
-                          game_cooldown_s, watch_interval_ms)";
+                          game_cooldown_s, watch_interval_ms, temperature_stop_c,
+                          temperature_resume_c)";
 
 fn main() {
     tracing_subscriber::fmt()
