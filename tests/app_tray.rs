@@ -17,12 +17,19 @@ async fn tray_menu_pauses_and_resumes_and_the_window_follows() -> anyhow::Result
     .await?;
     let items = tray.items(&desktop)?;
     let labels: Vec<&str> = items.iter().map(|i| i.label.as_str()).collect();
-    assert_eq!(labels.len(), 6, "menu: {items:?}");
+    assert_eq!(labels.len(), 8, "menu: {items:?}");
     assert_eq!(labels[0], "Hearth: Running");
     assert!(labels[1].starts_with("Today: "), "menu: {items:?}");
     assert_eq!(
         labels[2..],
-        ["", "Pause", "Open Hearth", "Quit"],
+        [
+            "",
+            "Pause",
+            "Pause for 30 minutes",
+            "Pause for 1 hour",
+            "Open Hearth",
+            "Quit"
+        ],
         "menu: {items:?}"
     );
     assert!(!items[0].enabled, "the status line is not clickable");
@@ -43,6 +50,18 @@ async fn tray_menu_pauses_and_resumes_and_the_window_follows() -> anyhow::Result
     app.wait_for_text("[data-testid=state-label]", |t| t == "Running")
         .await?;
     assert_eq!(tray.items(&desktop)?[3].label, "Pause");
+
+    // A timed pause from the tray: the window says until when.
+    tray.click(&desktop, "Pause for 30 minutes")?;
+    let detail = app
+        .wait_for_text("[data-testid=state-detail]", |t| {
+            t.starts_with("Paused from the tray until ")
+        })
+        .await?;
+    assert!(detail.ends_with(". No new work will start."), "{detail}");
+    tray.click(&desktop, "Resume")?;
+    app.wait_for_text("[data-testid=state-label]", |t| t == "Running")
+        .await?;
 
     app.close().await
 }

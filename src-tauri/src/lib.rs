@@ -114,6 +114,7 @@ pub fn run() {
         .invoke_handler(tauri::generate_handler![
             commands::node_status,
             commands::pause_node,
+            commands::pause_node_for,
             commands::resume_node,
             commands::node_overview,
         ])

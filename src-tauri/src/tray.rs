@@ -10,6 +10,8 @@ const TRAY_ID: &str = "hearth";
 const ITEM_STATUS: &str = "status";
 const ITEM_EARNINGS: &str = "earnings";
 const ITEM_TOGGLE: &str = "toggle";
+const ITEM_PAUSE_30: &str = "pause-30m";
+const ITEM_PAUSE_60: &str = "pause-1h";
 const ITEM_OPEN: &str = "open";
 const ITEM_QUIT: &str = "quit";
 
@@ -32,6 +34,15 @@ impl Tray {
         let earnings_line =
             MenuItem::with_id(app, ITEM_EARNINGS, "Today: starting…", false, None::<&str>)?;
         let toggle = MenuItem::with_id(app, ITEM_TOGGLE, "Pause", true, None::<&str>)?;
+        let pause_30 = MenuItem::with_id(
+            app,
+            ITEM_PAUSE_30,
+            "Pause for 30 minutes",
+            true,
+            None::<&str>,
+        )?;
+        let pause_60 =
+            MenuItem::with_id(app, ITEM_PAUSE_60, "Pause for 1 hour", true, None::<&str>)?;
         let open = MenuItem::with_id(app, ITEM_OPEN, "Open Hearth", true, None::<&str>)?;
         let quit = MenuItem::with_id(app, ITEM_QUIT, "Quit", true, None::<&str>)?;
         let separator = PredefinedMenuItem::separator(app)?;
@@ -42,6 +53,8 @@ impl Tray {
                 &earnings_line,
                 &separator,
                 &toggle,
+                &pause_30,
+                &pause_60,
                 &open,
                 &quit,
             ],
@@ -64,7 +77,7 @@ impl Tray {
     /// Show today's earnings in the menu.
     pub fn show_earnings(&self, earnings: &Earnings) {
         let line = format!(
-            "Today: {:.4} {}credits, {} jobs",
+            "Today: {:.6} {}credits, {} jobs",
             earnings.today_micro_credits as f64 / 1e6,
             if earnings.demo { "demo " } else { "" },
             earnings.today_jobs
@@ -114,6 +127,17 @@ fn on_menu_event(app: &AppHandle, event: MenuEvent) {
     match event.id.as_ref() {
         ITEM_TOGGLE => {
             app.state::<Node>().toggle(ControlSource::Tray);
+        }
+        ITEM_PAUSE_30 | ITEM_PAUSE_60 => {
+            let minutes = if event.id.as_ref() == ITEM_PAUSE_30 {
+                30
+            } else {
+                60
+            };
+            app.state::<Node>().pause_for(
+                ControlSource::Tray,
+                std::time::Duration::from_secs(minutes * 60),
+            );
         }
         ITEM_OPEN => crate::show_main_window(app),
         ITEM_QUIT => app.exit(0),

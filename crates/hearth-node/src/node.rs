@@ -27,7 +27,8 @@ struct Shared {
 
 #[derive(Debug, Default)]
 struct Inputs {
-    user: Option<ControlSource>,
+    /// The owner's pause: from where, and until when (ms since the epoch) if timed.
+    user: Option<(ControlSource, Option<u64>)>,
     automatic: Option<PauseReason>,
 }
 
@@ -35,8 +36,11 @@ impl Inputs {
     /// The owner's pause comes first (it is theirs to lift), then the policy's.
     fn activity(&self) -> ActivityState {
         match (&self.user, &self.automatic) {
-            (Some(source), _) => ActivityState::Paused {
-                reason: PauseReason::User { source: *source },
+            (Some((source, until_ms)), _) => ActivityState::Paused {
+                reason: PauseReason::User {
+                    source: *source,
+                    until_ms: *until_ms,
+                },
             },
             (None, Some(reason)) => ActivityState::Paused {
                 reason: reason.clone(),
@@ -86,10 +90,29 @@ impl Node {
         self.shared.status.subscribe()
     }
 
-    /// Stop taking work. Pausing a paused node keeps its first reason.
+    /// Stop taking work until resumed. Pausing a paused node keeps its first reason (a timed
+    /// pause becomes one until resumed).
     pub fn pause(&self, source: ControlSource) -> NodeStatus {
         self.update(|inputs| {
-            inputs.user.get_or_insert(source);
+            let (from, _) = inputs.user.get_or_insert((source, None));
+            inputs.user = Some((*from, None));
+        })
+    }
+
+    /// Stop taking work for `duration`, then resume by itself (see [`Node::expire_pause`]).
+    pub fn pause_for(&self, source: ControlSource, duration: std::time::Duration) -> NodeStatus {
+        let until = unix_millis().saturating_add(duration.as_millis() as u64);
+        self.update(|inputs| inputs.user = Some((source, Some(until))))
+    }
+
+    /// End a timed pause of the owner's whose time is up (the watcher calls this each tick).
+    pub fn expire_pause(&self, now_ms: u64) -> NodeStatus {
+        self.update(|inputs| {
+            if let Some((_, Some(until))) = inputs.user
+                && until <= now_ms
+            {
+                inputs.user = None;
+            }
         })
     }
 
@@ -105,7 +128,7 @@ impl Node {
             if inputs.user.is_some() {
                 inputs.user = None;
             } else if inputs.automatic.is_none() {
-                inputs.user = Some(source);
+                inputs.user = Some((source, None));
             }
         })
     }
@@ -177,7 +200,8 @@ mod tests {
             paused.activity,
             ActivityState::Paused {
                 reason: PauseReason::User {
-                    source: ControlSource::Tray
+                    source: ControlSource::Tray,
+                    until_ms: None,
                 }
             }
         );
@@ -198,12 +222,44 @@ mod tests {
             again.activity,
             ActivityState::Paused {
                 reason: PauseReason::User {
-                    source: ControlSource::Window
+                    source: ControlSource::Window,
+                    until_ms: None,
                 }
             }
         );
         assert!(events.try_recv().is_ok());
         assert!(events.try_recv().is_err(), "second pause must not announce");
+    }
+
+    #[test]
+    fn a_timed_pause_ends_by_itself_and_a_plain_pause_does_not() {
+        let node = Node::new();
+        let paused = node.pause_for(ControlSource::Tray, std::time::Duration::from_secs(1800));
+        let ActivityState::Paused {
+            reason:
+                PauseReason::User {
+                    until_ms: Some(until),
+                    ..
+                },
+        } = paused.activity
+        else {
+            panic!("{paused:?}")
+        };
+        assert!(node.expire_pause(until - 1).activity.is_paused());
+        assert!(!node.expire_pause(until).activity.is_paused());
+        node.pause(ControlSource::Window);
+        assert!(node.expire_pause(u64::MAX).activity.is_paused());
+        // An automatic pause outlives the owner's resume.
+        node.set_automatic(Some(PauseReason::Game { name: "g".into() }));
+        node.resume(ControlSource::Window);
+        assert_eq!(
+            node.status().activity,
+            ActivityState::Paused {
+                reason: PauseReason::Game { name: "g".into() }
+            }
+        );
+        node.set_automatic(None);
+        assert!(!node.status().activity.is_paused());
     }
 
     #[test]

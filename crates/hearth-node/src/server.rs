@@ -4,7 +4,7 @@
 //! | route | what |
 //! |---|---|
 //! | `GET /api/overview` | status, pool, earnings, recent jobs, telemetry in one answer |
-//! | `GET /api/status`, `POST /api/pause`, `POST /api/resume` | the node's state |
+//! | `GET /api/status`, `POST /api/pause[?minutes=N]`, `POST /api/resume` | the node's state |
 //! | `GET /api/jobs?limit=N` | newest jobs first |
 //! | `GET /api/earnings`, `GET /api/pool` | totals, the pool connection |
 //! | `GET /api/events?token=…` | every [`NodeEvent`] as JSON, server-sent |
@@ -162,8 +162,31 @@ async fn status(_: Authorized, State(state): State<Arc<ServerState>>) -> Json<No
     Json(state.service.node().status())
 }
 
-async fn pause(_: Authorized, State(state): State<Arc<ServerState>>) -> Json<NodeStatus> {
-    Json(state.service.node().pause(ControlSource::Cli))
+#[derive(Deserialize)]
+struct PauseQuery {
+    /// Pause this long, then resume by itself; absent: until resumed.
+    minutes: Option<u32>,
+}
+
+async fn pause(
+    _: Authorized,
+    State(state): State<Arc<ServerState>>,
+    Query(query): Query<PauseQuery>,
+) -> Result<Json<NodeStatus>, (StatusCode, String)> {
+    let node = state.service.node();
+    Ok(Json(match query.minutes {
+        None => node.pause(ControlSource::Cli),
+        Some(minutes @ 1..=1440) => node.pause_for(
+            ControlSource::Cli,
+            std::time::Duration::from_secs(u64::from(minutes) * 60),
+        ),
+        Some(minutes) => {
+            return Err((
+                StatusCode::BAD_REQUEST,
+                format!("{minutes} minutes: pause for 1 minute to 24 hours"),
+            ));
+        }
+    }))
 }
 
 async fn resume(_: Authorized, State(state): State<Arc<ServerState>>) -> Json<NodeStatus> {

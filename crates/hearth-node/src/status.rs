@@ -26,6 +26,9 @@ pub enum PauseReason {
     User {
         /// Where the owner clicked.
         source: ControlSource,
+        /// When the pause ends by itself (ms since the Unix epoch); `None`: until resumed.
+        #[ts(type = "number | null")]
+        until_ms: Option<u64>,
     },
     /// A game is running.
     Game {
@@ -59,13 +62,21 @@ impl PauseReason {
     /// A short sentence for a status line, e.g. "paused from the tray".
     pub fn describe(&self) -> String {
         match self {
-            PauseReason::User { source } => {
+            PauseReason::User { source, until_ms } => {
                 let place = match source {
                     ControlSource::Window => "the window",
                     ControlSource::Tray => "the tray",
                     ControlSource::Cli => "the command line",
                 };
-                format!("paused from {place}")
+                match until_ms.and_then(|ms| {
+                    use chrono::TimeZone;
+                    chrono::Local
+                        .timestamp_millis_opt(i64::try_from(ms).ok()?)
+                        .single()
+                }) {
+                    Some(until) => format!("paused from {place} until {}", until.format("%H:%M")),
+                    None => format!("paused from {place}"),
+                }
             }
             PauseReason::Game { name } => format!("{name} is running"),
             PauseReason::GpuProcess { name } => format!("{name} is using the GPU"),
@@ -315,6 +326,7 @@ mod tests {
             activity: ActivityState::Paused {
                 reason: PauseReason::User {
                     source: ControlSource::Tray,
+                    until_ms: None,
                 },
             },
             changed_at_ms: 1_700_000_000_000,
@@ -326,7 +338,7 @@ mod tests {
             serde_json::json!({
                 "type": "status_changed",
                 "status": {
-                    "activity": {"kind": "paused", "reason": {"kind": "user", "source": "tray"}},
+                    "activity": {"kind": "paused", "reason": {"kind": "user", "source": "tray", "until_ms": null}},
                     "changed_at_ms": 1_700_000_000_000_u64,
                     "revision": 3
                 }
@@ -338,6 +350,7 @@ mod tests {
     fn pause_reason_reads_as_a_sentence() {
         let reason = PauseReason::User {
             source: ControlSource::Window,
+            until_ms: None,
         };
         assert_eq!(reason.describe(), "paused from the window");
     }

@@ -145,6 +145,7 @@ fn run(node: &Node, config: WatcherConfig, inbox: &mpsc::Receiver<Message>) {
         running_games = seen;
         policy.tick(now);
         publish(node, &policy, &mut last, now);
+        node.expire_pause(hearth_protocol::now_unix_ms());
         // Wait for the next look, acting on observations from elsewhere as they come.
         let next_look = now + config.interval;
         loop {

@@ -175,6 +175,8 @@ pub struct WorkerConfig {
     pub lease_wait: Duration,
     /// How often a running job heartbeats (and streams its text).
     pub heartbeat: Duration,
+    /// On a pause, a running job that ends within this long finishes; others are given back.
+    pub pause_grace: Duration,
     /// Jobs run at once (the models share one device; 1 keeps latency lowest).
     pub concurrency: usize,
     /// The node's hardware, told to the pool on joining (models are filled in from the store).
@@ -188,6 +190,7 @@ impl Default for WorkerConfig {
             pool_url: String::new(),
             lease_wait: Duration::from_secs(10),
             heartbeat: Duration::from_millis(250),
+            pause_grace: Duration::from_secs(1),
             concurrency: 1,
             backend_memory_bytes: 0,
             matmul_gflops: None,
@@ -515,6 +518,7 @@ async fn run_job(
         context.config.heartbeat,
     );
     let mut interrupted = None;
+    let mut give_back_at: Option<tokio::time::Instant> = None;
     let output = loop {
         tokio::select! {
             done = &mut work => break done,
@@ -527,9 +531,21 @@ async fn run_job(
                     interrupted.get_or_insert(Interrupted::CancelledByPool);
                 }
             }
-            Ok(()) = paused.changed(), if interrupted.is_none() => {
+            Ok(()) = paused.changed(), if interrupted.is_none() && give_back_at.is_none() => {
                 if *paused.borrow() {
-                    // The owner needs the GPU: stop and give the job back.
+                    // The owner needs the GPU: a job that ends within the grace period
+                    // finishes (and is paid); one that does not is stopped and given back.
+                    give_back_at = Some(tokio::time::Instant::now() + context.config.pause_grace);
+                }
+            }
+            () = async {
+                match give_back_at {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            }, if interrupted.is_none() && give_back_at.is_some() => {
+                give_back_at = None;
+                if *paused.borrow() {
                     cancel.cancel();
                     interrupted = Some(Interrupted::Paused);
                 }

@@ -140,6 +140,12 @@ async fn headless_node_serves_api_events_and_cli_and_stops_cleanly() {
         .unwrap();
     assert_eq!(paused["activity"]["kind"], "paused");
     assert_eq!(cli(data.path(), &["resume"]).trim(), "running");
+    let timed = cli(data.path(), &["pause", "--for", "30m"]);
+    assert!(
+        timed.starts_with("paused from the command line until "),
+        "{timed}"
+    );
+    assert_eq!(cli(data.path(), &["resume"]).trim(), "running");
     let verified = cli(data.path(), &["ledger", "verify"]);
     assert!(verified.contains("1 receipts"), "{verified}");
     let csv = cli(data.path(), &["ledger", "export"]);

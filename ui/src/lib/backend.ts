@@ -13,6 +13,8 @@ export interface Backend {
   overview(): Promise<Overview>;
   /** Stop taking work; resolves with the state after the change. */
   pause(): Promise<NodeStatus>;
+  /** Stop taking work for `minutes`, then resume by itself. */
+  pauseFor(minutes: number): Promise<NodeStatus>;
   /** Take work again; resolves with the state after the change. */
   resume(): Promise<NodeStatus>;
   /** Receive every node event from now on, in order. */

@@ -13,7 +13,11 @@ export type PauseReason = { "kind": "user",
 /**
  * Where the owner clicked.
  */
-source: ControlSource, } | { "kind": "game", 
+source: ControlSource, 
+/**
+ * When the pause ends by itself (ms since the Unix epoch); `None`: until resumed.
+ */
+until_ms: number | null, } | { "kind": "game", 
 /**
  * The game's program, e.g. "Cyberpunk2077.exe".
  */

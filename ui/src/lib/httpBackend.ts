@@ -38,6 +38,10 @@ export class HttpBackend implements Backend {
     return this.#call("POST", "/api/pause");
   }
 
+  pauseFor(minutes: number): Promise<NodeStatus> {
+    return this.#call("POST", `/api/pause?minutes=${Math.round(minutes)}`);
+  }
+
   resume(): Promise<NodeStatus> {
     return this.#call("POST", "/api/resume");
   }

@@ -85,6 +85,20 @@ export class NodeStore {
     }
   }
 
+  /** Pause for `minutes`, then resume by itself. */
+  async pauseFor(minutes: number): Promise<void> {
+    if (this.busy) return;
+    this.busy = true;
+    try {
+      this.accept(await this.#backend.pauseFor(minutes));
+      this.error = null;
+    } catch (err) {
+      this.error = messageOf(err);
+    } finally {
+      this.busy = false;
+    }
+  }
+
   /** Pause when running, resume when paused. */
   async toggle(): Promise<void> {
     if (this.status === null || this.busy) return;

@@ -44,10 +44,16 @@ class InMemoryBackend implements Backend {
     for (const listener of this.listeners) listener(event);
   }
   async pause() {
-    return this.change({ kind: "paused", reason: { kind: "user", source: "window" } });
+    return this.change({ kind: "paused", reason: { kind: "user", source: "window", until_ms: null } });
   }
   async resume() {
     return this.change({ kind: "running" });
+  }
+  async pauseFor(minutes: number) {
+    return this.change({
+      kind: "paused",
+      reason: { kind: "user", source: "window", until_ms: this.current.changed_at_ms + minutes * 60_000 },
+    });
   }
   async subscribe(onEvent: (event: NodeEvent) => void) {
     this.listeners.push(onEvent);
@@ -96,8 +102,8 @@ describe("NodeStore", () => {
     const backend = new InMemoryBackend();
     const store = new NodeStore(backend);
     await store.connect();
-    backend.external({ kind: "paused", reason: { kind: "user", source: "tray" } });
-    expect(store.status?.activity).toEqual({ kind: "paused", reason: { kind: "user", source: "tray" } });
+    backend.external({ kind: "paused", reason: { kind: "user", source: "tray", until_ms: null } });
+    expect(store.status?.activity).toEqual({ kind: "paused", reason: { kind: "user", source: "tray", until_ms: null } });
   });
 
   it("stops following after unsubscribing", async () => {
@@ -105,7 +111,7 @@ describe("NodeStore", () => {
     const store = new NodeStore(backend);
     const unsubscribe = await store.connect();
     unsubscribe();
-    backend.external({ kind: "paused", reason: { kind: "user", source: "tray" } });
+    backend.external({ kind: "paused", reason: { kind: "user", source: "tray", until_ms: null } });
     expect(store.status?.activity.kind).toBe("running");
   });
 
@@ -162,5 +168,17 @@ describe("NodeStore", () => {
     for (let i = 0; i < JOBS_LIMIT + 10; i++) backend.emit({ type: "job_ended", job: job(`j${i}`, i, "completed") });
     expect(store.jobs).toHaveLength(JOBS_LIMIT);
     expect(store.jobs[0].job_id).toBe(`j${JOBS_LIMIT + 9}`);
+  });
+
+  it("pauses for a while through the backend", async () => {
+    const backend = new InMemoryBackend();
+    const store = new NodeStore(backend);
+    await store.connect();
+    await store.pauseFor(30);
+    const activity = store.status?.activity;
+    expect(activity?.kind).toBe("paused");
+    if (activity?.kind === "paused" && activity.reason.kind === "user") {
+      expect(activity.reason.until_ms).toBe(30 * 60_000);
+    }
   });
 });

@@ -9,7 +9,7 @@ const running = (revision: number): NodeStatus => ({
 });
 
 const pausedFromTray = (revision: number): NodeStatus => ({
-  activity: { kind: "paused", reason: { kind: "user", source: "tray" } },
+  activity: { kind: "paused", reason: { kind: "user", source: "tray", until_ms: null } },
   changed_at_ms: 1_700_000_000_000 + revision,
   revision,
 });
@@ -33,9 +33,9 @@ describe("newer", () => {
 
 describe("wording", () => {
   it("names where the pause came from", () => {
-    expect(describeReason({ kind: "user", source: "tray" })).toBe("Paused from the tray");
-    expect(describeReason({ kind: "user", source: "window" })).toBe("Paused from this window");
-    expect(describeReason({ kind: "user", source: "cli" })).toBe("Paused from the command line");
+    expect(describeReason({ kind: "user", source: "tray", until_ms: null })).toBe("Paused from the tray");
+    expect(describeReason({ kind: "user", source: "window", until_ms: null })).toBe("Paused from this window");
+    expect(describeReason({ kind: "user", source: "cli", until_ms: null })).toBe("Paused from the command line");
     expect(describeReason({ kind: "game", name: "Cyberpunk2077.exe" })).toBe(
       "Paused: Cyberpunk2077.exe is running",
     );

@@ -14,11 +14,18 @@ const PLACES: Record<ControlSource, string> = {
   cli: "the command line",
 };
 
+/** "14:30" in the user's locale. */
+function clock(unixMs: number): string {
+  return new Date(unixMs).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+}
+
 /** "Paused from the tray", "Paused: Cyberpunk2077.exe is running", etc. */
 export function describeReason(reason: PauseReason, now: number = Date.now()): string {
   switch (reason.kind) {
     case "user":
-      return `Paused from ${PLACES[reason.source]}`;
+      return reason.until_ms === null
+        ? `Paused from ${PLACES[reason.source]}`
+        : `Paused from ${PLACES[reason.source]} until ${clock(reason.until_ms)}`;
     case "game":
       return `Paused: ${reason.name} is running`;
     case "gpu_process":

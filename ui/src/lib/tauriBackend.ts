@@ -21,6 +21,10 @@ export class TauriBackend implements Backend {
     return invoke<NodeStatus>("pause_node");
   }
 
+  pauseFor(minutes: number): Promise<NodeStatus> {
+    return invoke<NodeStatus>("pause_node_for", { minutes });
+  }
+
   resume(): Promise<NodeStatus> {
     return invoke<NodeStatus>("resume_node");
   }

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! hearth-node run [--pool URL|embedded] [--port N] [--backend auto|cpu|wgpu] [--no-demo]
-//! hearth-node status | pause | resume          (ask the running node)
+//! hearth-node status | pause [--for 30m] | resume   (ask the running node)
 //! hearth-node hardware                         (what this machine has)
 //! hearth-node bench [--force]                  (the capability benchmark)
 //! hearth-node ledger verify | ledger export [FILE]
@@ -25,7 +25,8 @@ const USAGE: &str = "usage: hearth-node [--data-dir DIR] <command>
   run [--pool URL|embedded] [--port N] [--backend auto|cpu|wgpu] [--no-demo]
                           run the node with its web UI and API on 127.0.0.1
   status                  what the running node is doing
-  pause | resume          stop taking work / take work again
+  pause [--for 30m|2h]    stop taking work (until resumed, or for a while)
+  resume                  take work again
   hardware                the GPUs, CPU and memory Hearth sees
   bench [--force]         the capability benchmark (stored; --force measures again)
   ledger verify           check every receipt's signature and the hash chain
@@ -134,6 +135,13 @@ fn run(args: Vec<String>) -> anyhow::Result<()> {
             print_overview(&overview);
             Ok(())
         }
+        ["pause", "--for", length] => {
+            let minutes = parse_minutes(length)?;
+            let path = format!("/api/pause?minutes={minutes}");
+            let status: NodeStatus = runtime()?.block_on(call(&args.data_dir, "POST", &path))?;
+            println!("{}", describe(&status));
+            Ok(())
+        }
         ["pause"] | ["resume"] => {
             let path = format!("/api/{}", command[0]);
             let status: NodeStatus = runtime()?.block_on(call(&args.data_dir, "POST", &path))?;
@@ -224,6 +232,21 @@ fn run(args: Vec<String>) -> anyhow::Result<()> {
         }
         _ => bail!("{USAGE}"),
     }
+}
+
+/// "30m", "2h", "45" (minutes) as minutes.
+fn parse_minutes(text: &str) -> anyhow::Result<u32> {
+    let (number, unit) = match text.strip_suffix('h') {
+        Some(hours) => (hours, 60),
+        None => (text.strip_suffix('m').unwrap_or(text), 1),
+    };
+    let minutes = number
+        .parse::<u32>()
+        .ok()
+        .and_then(|n| n.checked_mul(unit))
+        .filter(|m| (1..=1440).contains(m))
+        .with_context(|| format!("{text:?}: give 1m to 24h, e.g. 30m or 2h"))?;
+    Ok(minutes)
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
