@@ -80,7 +80,11 @@ async fn headless_node_serves_api_events_and_cli_and_stops_cleanly() {
     let collected = tokio::time::timeout(Duration::from_secs(20), async {
         while let Some(chunk) = events.chunk().await.unwrap() {
             seen.push_str(&String::from_utf8_lossy(&chunk));
-            if seen.contains("\"earnings_changed\"") {
+            // (earnings are also announced when the node joins: wait for the job's)
+            if seen
+                .find("\"job_ended\"")
+                .is_some_and(|at| seen[at..].contains("\"earnings_changed\""))
+            {
                 break;
             }
         }
