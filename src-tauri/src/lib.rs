@@ -50,6 +50,7 @@ impl Running {
                 earnings: Default::default(),
                 jobs: Vec::new(),
                 telemetry: None,
+                changes: Vec::new(),
             },
         }
     }

@@ -7,7 +7,9 @@
 //! - `job_index`: job id → its `jobs` key;
 //! - `receipts`: key `sequence (big-endian)` → [`SignedReceipt`] JSON, the pool's hash chain;
 //! - `hours`: key `unix hour (big-endian)` → [`Totals`] JSON, updated with each finished job;
-//! - `settings`: key → JSON value; `meta`: `schema_version`.
+//! - `settings`: key → JSON value; `meta`: `schema_version`;
+//! - `activity`: key `unix ms (big-endian) ++ sequence` → JSON of a state change (pauses and
+//!   resumes with their reasons), kept for the owner to look back on.
 //!
 //! A finished job, its receipt and its hour's totals are written in one transaction and
 //! flushed to disk before [`Ledger::finish_job`] returns, so a crash never loses a job the UI
@@ -145,6 +147,7 @@ pub struct Ledger {
     receipts: sled::Tree,
     hours: sled::Tree,
     settings: sled::Tree,
+    activity: sled::Tree,
     meta: sled::Tree,
     /// Serialises writers: each reads totals and chain heads it then updates.
     write: Mutex<()>,
@@ -198,6 +201,7 @@ impl Ledger {
             receipts: db.open_tree("receipts")?,
             hours: db.open_tree("hours")?,
             settings: db.open_tree("settings")?,
+            activity: db.open_tree("activity")?,
             meta: db.open_tree("meta")?,
             db,
             write: Mutex::new(()),
@@ -520,6 +524,32 @@ impl Ledger {
         receipt
             .follows(head.as_ref())
             .map_err(|e| bad(e.to_string()))
+    }
+
+    /// Record a change of the node's state (a pause, a resume, and why) at `at_unix_ms`;
+    /// flushed (changes are rare).
+    pub fn record_activity<T: Serialize>(&self, at_unix_ms: u64, change: &T) -> Result<()> {
+        let mut key = at_unix_ms.to_be_bytes().to_vec();
+        key.extend(self.db.generate_id()?.to_be_bytes());
+        self.activity.insert(key, encode(change))?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// The newest `n` recorded state changes, newest first (unreadable ones left out).
+    pub fn recent_activity<T: DeserializeOwned>(&self, n: usize) -> Result<Vec<T>> {
+        let mut out = Vec::new();
+        for entry in self.activity.iter().rev() {
+            if out.len() >= n {
+                break;
+            }
+            let (key, bytes) = entry?;
+            match decode(&key, &bytes) {
+                Ok(change) => out.push(change),
+                Err(error) => tracing::warn!(%error, "skipping a damaged activity record"),
+            }
+        }
+        Ok(out)
     }
 
     /// One job.

@@ -276,6 +276,24 @@ fn late_receipts_complete_interrupted_pending_and_unseen_jobs_once() {
 }
 
 #[test]
+fn state_changes_are_kept_newest_first_across_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let ledger = Ledger::open(dir.path()).unwrap();
+        ledger.record_activity(T0, &"paused: game").unwrap();
+        ledger.record_activity(T0 + 5, &"running").unwrap();
+        ledger.record_activity(T0 + 5, &"paused: user").unwrap();
+    }
+    let ledger = Ledger::open(dir.path()).unwrap();
+    let changes: Vec<String> = ledger.recent_activity(10).unwrap();
+    assert_eq!(changes, ["paused: user", "running", "paused: game"]);
+    assert_eq!(
+        ledger.recent_activity::<String>(1).unwrap(),
+        ["paused: user"]
+    );
+}
+
+#[test]
 fn a_tampered_receipt_on_disk_fails_verification() {
     let dir = tempfile::tempdir().unwrap();
     let mut pool = Pool::new();

@@ -169,6 +169,7 @@ impl Service {
         });
         let mut tasks = Vec::new();
 
+        tasks.push(record_state_changes(&node, Arc::clone(&ledger)));
         let (paused_tx, paused) = watch::channel(node.status().activity.is_paused());
         tasks.push(follow_pause_state(&node, paused_tx, Arc::clone(&executor)));
         // The pause policy always runs (temperature limits hold even with detection off).
@@ -293,6 +294,10 @@ impl Service {
             earnings: self.earnings(),
             jobs: self.recent_jobs(50),
             telemetry: self.telemetry(),
+            changes: self.ledger.recent_activity(20).unwrap_or_else(|error| {
+                tracing::error!(%error, "could not read the state changes");
+                Vec::new()
+            }),
         }
     }
 
@@ -439,6 +444,24 @@ fn on_worker_event(
             tracing::info!(count, "missed receipts collected");
         }
     }
+}
+
+/// Every pause and resume, with its reason, goes into the ledger.
+fn record_state_changes(node: &Node, ledger: Arc<Ledger>) -> JoinHandle<()> {
+    let mut status = node.watch_status();
+    tokio::spawn(async move {
+        while status.changed().await.is_ok() {
+            let now = status.borrow_and_update().clone();
+            let ledger = Arc::clone(&ledger);
+            let written = tokio::task::spawn_blocking(move || {
+                ledger.record_activity(now.changed_at_ms, &now)
+            })
+            .await;
+            if !matches!(written, Ok(Ok(()))) {
+                tracing::error!(?written, "could not record a state change");
+            }
+        }
+    })
 }
 
 /// How long a pause lasts before the models' memory is given back (a short pause keeps them).

@@ -293,6 +293,8 @@ pub struct Overview {
     /// Newest first.
     pub jobs: Vec<JobSummary>,
     pub telemetry: Option<Telemetry>,
+    /// The newest state changes (pauses, resumes), newest first, kept across restarts.
+    pub changes: Vec<NodeStatus>,
 }
 
 /// Everything the node announces, in order, on its broadcast channel.

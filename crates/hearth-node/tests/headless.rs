@@ -150,6 +150,31 @@ async fn headless_node_serves_api_events_and_cli_and_stops_cleanly() {
         "{timed}"
     );
     assert_eq!(cli(data.path(), &["resume"]).trim(), "running");
+    // Each pause and resume is in the ledger with its reason, newest first.
+    let mut kinds = Vec::new();
+    for _ in 0..40 {
+        let overview: Value = http
+            .get(format!("{base}/api/overview"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        kinds = overview["changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["activity"]["kind"].as_str().unwrap().to_owned())
+            .collect();
+        if kinds.len() >= 4 {
+            assert!(overview["changes"][1]["activity"]["reason"]["until_ms"].is_u64());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(kinds[..4], ["running", "paused", "running", "paused"]);
     let verified = cli(data.path(), &["ledger", "verify"]);
     assert!(verified.contains("1 receipts"), "{verified}");
     let csv = cli(data.path(), &["ledger", "export"]);

@@ -155,7 +155,11 @@ device: string, status: NodeStatus, pool: PoolStatus, earnings: Earnings,
 /**
  * Newest first.
  */
-jobs: Array<JobSummary>, telemetry: Telemetry | null, };
+jobs: Array<JobSummary>, telemetry: Telemetry | null, 
+/**
+ * The newest state changes (pauses, resumes), newest first, kept across restarts.
+ */
+changes: Array<NodeStatus>, };
 
 /**
  * Everything the node announces, in order, on its broadcast channel.

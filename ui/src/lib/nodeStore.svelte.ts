@@ -59,6 +59,8 @@ export class NodeStore {
     this.pool = overview.pool;
     this.device = overview.device;
     this.telemetry = overview.telemetry ?? this.telemetry;
+    // The ledger's record of earlier changes, until this window sees its own.
+    if (this.history.length === 0) this.history = overview.changes.slice(0, HISTORY_LIMIT);
     // Events may have arrived while the answer was on its way: keep those entries.
     const seen = new Set(this.jobs.map((j) => j.job_id));
     this.jobs = [...this.jobs, ...overview.jobs.filter((j) => !seen.has(j.job_id))]

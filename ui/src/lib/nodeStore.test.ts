@@ -38,6 +38,7 @@ class InMemoryBackend implements Backend {
       earnings: { today_micro_credits: 5, today_jobs: 1, today_failed: 0, last_hour_micro_credits: 5, demo: true },
       jobs: this.jobs,
       telemetry: null,
+      changes: [],
     };
   }
   emit(event: NodeEvent) {
