@@ -51,6 +51,9 @@ pub struct NodeConfig {
     pub temperature_stop_c: f32,
     /// …and resume at or below this one.
     pub temperature_resume_c: f32,
+    /// When Hearth may work, e.g. `["mon-fri 18:00-08:00", "weekends 00:00-24:00"]`
+    /// (local time); empty: any time. See [`crate::schedule`].
+    pub schedule: Vec<String>,
 }
 
 impl Default for NodeConfig {
@@ -69,6 +72,7 @@ impl Default for NodeConfig {
             watch_interval_ms: 250,
             temperature_stop_c: 83.0,
             temperature_resume_c: 70.0,
+            schedule: Vec::new(),
         }
     }
 }
@@ -166,6 +170,8 @@ impl NodeConfig {
                 ),
             ));
         }
+        crate::schedule::Schedule::parse(&self.schedule)
+            .map_err(|e| invalid("schedule", e.to_string()))?;
         if self.game_cooldown_s > 3600 {
             return Err(invalid(
                 "game_cooldown_s",
@@ -212,6 +218,14 @@ impl NodeConfig {
                     .collect();
             }
             "game_cooldown_s" => next.game_cooldown_s = number(value)?,
+            "schedule" => {
+                next.schedule = value
+                    .split(';')
+                    .map(str::trim)
+                    .filter(|w| !w.is_empty())
+                    .map(str::to_owned)
+                    .collect();
+            }
             "watch_interval_ms" => next.watch_interval_ms = number(value)?,
             "temperature_stop_c" | "temperature_resume_c" => {
                 let celsius: f32 = value
@@ -231,7 +245,7 @@ impl NodeConfig {
                 return Err(invalid(format!(
                     "unknown setting {other:?} (pool, backend, concurrency, demo_interval_ms, api_port, \
                      model_memory_mib, detect_games, detect_fullscreen, games, game_cooldown_s, \
-                     watch_interval_ms, temperature_stop_c, temperature_resume_c)"
+                     watch_interval_ms, temperature_stop_c, temperature_resume_c, schedule)"
                 )));
             }
         }
@@ -258,11 +272,18 @@ mod tests {
         config.set("pool", "http://10.0.0.2:8040/").unwrap();
         config.set("concurrency", "2").unwrap();
         config.set("games", "MyGame, /srv/games/").unwrap();
+        config
+            .set("schedule", "mon-fri 18:00-08:00; weekends 00:00-24:00")
+            .unwrap();
         config.save(dir.path()).unwrap();
         let back = NodeConfig::load(dir.path()).unwrap();
         assert_eq!(back.pool, "http://10.0.0.2:8040");
         assert_eq!(back.concurrency, 2);
         assert_eq!(back.games, ["MyGame", "/srv/games/"]);
+        assert_eq!(
+            back.schedule,
+            ["mon-fri 18:00-08:00", "weekends 00:00-24:00"]
+        );
     }
 
     #[test]
@@ -279,6 +300,7 @@ mod tests {
             ("watch_interval_ms", "1", "watch_interval_ms"),
             ("temperature_resume_c", "90", "temperature"),
             ("temperature_stop_c", "hot", "temperature_stop_c"),
+            ("schedule", "mon-fri 18:00-25:00", "schedule"),
             ("colour", "red", "unknown setting"),
         ] {
             let error = config.set(key, value).unwrap_err().to_string();

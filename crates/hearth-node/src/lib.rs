@@ -16,6 +16,7 @@ pub mod fullscreen;
 pub mod games;
 mod node;
 pub mod policy;
+pub mod schedule;
 pub mod server;
 pub mod service;
 mod status;

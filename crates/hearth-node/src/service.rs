@@ -185,6 +185,8 @@ impl Service {
                 .detect_games
                 .then(|| crate::games::GameList::builtin().with_user_entries(&config.games)),
             fullscreen: config.detect_fullscreen,
+            // Validated when the settings were read.
+            schedule: crate::schedule::Schedule::parse(&config.schedule).unwrap_or_default(),
             ..crate::watcher::WatcherConfig::default()
         };
         let watcher = match crate::watcher::Watcher::start(node.clone(), watcher_config) {

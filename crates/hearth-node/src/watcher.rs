@@ -2,9 +2,9 @@
 //! to the pause [`Policy`], and sets the node's automatic pause from the policy's verdict. The
 //! node's state drives the worker, which stops leasing and gives its job back at once.
 //!
-//! Sources wired here: game processes ([`ProcessScanner`]) and, on Linux with an X display, a
-//! fullscreen window in front ([`crate::fullscreen`]). The policy also takes GPU processes,
-//! activity, temperature, memory and schedule inputs.
+//! Sources wired here: game processes ([`ProcessScanner`]), on Linux with an X display a
+//! fullscreen window in front ([`crate::fullscreen`]), the owner's weekly schedule, and
+//! observations sent from elsewhere ([`PolicyInputs`]: the service sends GPU temperature).
 
 use std::path::PathBuf;
 use std::sync::mpsc;
@@ -29,6 +29,8 @@ pub struct WatcherConfig {
     pub fullscreen: bool,
     /// The X display to ask (`None`: `$DISPLAY`).
     pub display: Option<String>,
+    /// When work is allowed.
+    pub schedule: crate::schedule::Schedule,
 }
 
 impl Default for WatcherConfig {
@@ -40,6 +42,7 @@ impl Default for WatcherConfig {
             procfs: PathBuf::from("/proc"),
             fullscreen: true,
             display: None,
+            schedule: crate::schedule::Schedule::default(),
         }
     }
 }
@@ -110,8 +113,15 @@ fn run(node: &Node, config: WatcherConfig, inbox: &mpsc::Receiver<Message>) {
         .then(|| fullscreen_source(config.display.as_deref()))
         .flatten();
     let mut was_fullscreen = false;
+    let mut schedule_allowed = true;
     loop {
         let now = Instant::now();
+        let allowed = config.schedule.allows_now();
+        if allowed != schedule_allowed {
+            tracing::info!(allowed, "schedule window changed");
+            policy.handle(Input::ScheduleAllows(allowed), now);
+            schedule_allowed = allowed;
+        }
         if let Some(source) = &screen {
             match source.is_fullscreen() {
                 Ok(on) if on != was_fullscreen => {
@@ -289,6 +299,37 @@ mod tests {
             !node.status().activity.is_paused(),
             "a stopped watcher does nothing"
         );
+    }
+
+    #[test]
+    fn outside_the_schedule_the_node_pauses() {
+        use chrono::Timelike;
+        let now = chrono::Local::now();
+        let start = (now.hour() * 60 + now.minute() + 120) % 1440;
+        let end = (start + 60) % 1440;
+        let entry = format!(
+            "daily {:02}:{:02}-{:02}:{:02}",
+            start / 60,
+            start % 60,
+            end / 60,
+            end % 60
+        );
+        let node = Node::new();
+        let _watcher = Watcher::start(
+            node.clone(),
+            WatcherConfig {
+                games: None,
+                fullscreen: false,
+                schedule: crate::schedule::Schedule::parse(&[entry]).unwrap(),
+                ..WatcherConfig::default()
+            },
+        )
+        .unwrap();
+        wait_until(&node, |a| {
+            *a == crate::ActivityState::Paused {
+                reason: PauseReason::Schedule,
+            }
+        });
     }
 
     #[test]

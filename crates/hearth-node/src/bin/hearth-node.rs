@@ -35,7 +35,7 @@ const USAGE: &str = "usage: hearth-node [--data-dir DIR] <command>
   config set KEY VALUE    change one (pool, backend, concurrency, demo_interval_ms, api_port,
                           model_memory_mib, detect_games, detect_fullscreen, games,
                           game_cooldown_s, watch_interval_ms, temperature_stop_c,
-                          temperature_resume_c)";
+                          temperature_resume_c, schedule \"mon-fri 18:00-08:00; weekends 00:00-24:00\")";
 
 fn main() {
     tracing_subscriber::fmt()
