@@ -113,3 +113,59 @@ async fn a_fullscreen_window_in_front_pauses_the_node_until_it_leaves() -> anyho
     .await?;
     Ok(())
 }
+
+/// "Only when I'm away": keyboard or mouse input (sent through XTest, as real devices are)
+/// pauses the node; quiet for `active_for` resumes it.
+#[tokio::test(flavor = "multi_thread")]
+async fn in_idle_only_mode_input_pauses_and_quiet_resumes() -> anyhow::Result<()> {
+    use x11rb::protocol::xtest::ConnectionExt as _;
+    let desktop = Desktop::start().await?;
+    let (conn, screen) = x11rb::connect(Some(desktop.display()))?;
+    let root = conn.setup().roots[screen].root;
+    let node = Node::new();
+    let _watcher = Watcher::start(
+        node.clone(),
+        WatcherConfig {
+            games: None,
+            fullscreen: false,
+            display: Some(desktop.display().to_owned()),
+            active_for: Some(Duration::from_millis(1500)),
+            policy: PolicyConfig {
+                idle_only: true,
+                ..PolicyConfig::default()
+            },
+            ..WatcherConfig::default()
+        },
+    )?;
+    // The mouse moves: the owner is here.
+    const MOTION_NOTIFY: u8 = 6;
+    conn.xtest_fake_input(MOTION_NOTIFY, 0, 0, root, 200, 150, 0)?;
+    conn.flush()?;
+    wait_for(
+        "the pause for an active user",
+        Duration::from_secs(2),
+        || async {
+            (node.status().activity
+                == ActivityState::Paused {
+                    reason: PauseReason::UserActive,
+                })
+            .then_some(())
+        },
+    )
+    .await?;
+    // Nothing more: after 1.5 s the owner counts as away and work resumes.
+    wait_for(
+        "work while the owner is away",
+        Duration::from_secs(4),
+        || async { (node.status().activity == ActivityState::Running).then_some(()) },
+    )
+    .await?;
+    // And input again pauses again.
+    conn.xtest_fake_input(MOTION_NOTIFY, 0, 0, root, 20, 15, 0)?;
+    conn.flush()?;
+    wait_for("the pause again", Duration::from_secs(2), || async {
+        node.status().activity.is_paused().then_some(())
+    })
+    .await?;
+    Ok(())
+}

@@ -41,6 +41,10 @@ pub struct NodeConfig {
     pub detect_games: bool,
     /// Pause by itself while a fullscreen window is in front.
     pub detect_fullscreen: bool,
+    /// Work only while the owner is away (no keyboard or mouse input for `away_after_s`).
+    pub idle_only: bool,
+    /// Seconds without input after which the owner counts as away.
+    pub away_after_s: u64,
     /// The owner's own games: program names, or folders (with a `/`).
     pub games: Vec<String>,
     /// After the last game ends, wait this long before working again.
@@ -67,6 +71,8 @@ impl Default for NodeConfig {
             model_memory_mib: 2048,
             detect_games: true,
             detect_fullscreen: true,
+            idle_only: false,
+            away_after_s: 300,
             games: Vec::new(),
             game_cooldown_s: 30,
             watch_interval_ms: 250,
@@ -172,6 +178,12 @@ impl NodeConfig {
         }
         crate::schedule::Schedule::parse(&self.schedule)
             .map_err(|e| invalid("schedule", e.to_string()))?;
+        if !(5..=86_400).contains(&self.away_after_s) {
+            return Err(invalid(
+                "away_after_s",
+                format!("{} is outside 5..=86400 seconds", self.away_after_s),
+            ));
+        }
         if self.game_cooldown_s > 3600 {
             return Err(invalid(
                 "game_cooldown_s",
@@ -209,6 +221,12 @@ impl NodeConfig {
                     .parse()
                     .map_err(|_| invalid(format!("{value:?}: use true or false")))?;
             }
+            "idle_only" => {
+                next.idle_only = value
+                    .parse()
+                    .map_err(|_| invalid(format!("{value:?}: use true or false")))?;
+            }
+            "away_after_s" => next.away_after_s = number(value)?,
             "games" => {
                 next.games = value
                     .split(',')
@@ -244,7 +262,7 @@ impl NodeConfig {
             other => {
                 return Err(invalid(format!(
                     "unknown setting {other:?} (pool, backend, concurrency, demo_interval_ms, api_port, \
-                     model_memory_mib, detect_games, detect_fullscreen, games, game_cooldown_s, \
+                     model_memory_mib, detect_games, detect_fullscreen, idle_only, away_after_s, games, game_cooldown_s, \
                      watch_interval_ms, temperature_stop_c, temperature_resume_c, schedule)"
                 )));
             }

@@ -10,9 +10,9 @@
 
 mod bindings;
 pub mod config;
-pub mod executor;
 #[cfg(target_os = "linux")]
-pub mod fullscreen;
+pub mod desktop;
+pub mod executor;
 pub mod games;
 mod node;
 pub mod policy;

@@ -179,8 +179,12 @@ impl Service {
                 cooldown: Duration::from_secs(config.game_cooldown_s),
                 temperature_stop_c: config.temperature_stop_c,
                 temperature_resume_c: config.temperature_resume_c,
+                idle_only: config.idle_only,
                 ..crate::policy::PolicyConfig::default()
             },
+            active_for: config
+                .idle_only
+                .then(|| Duration::from_secs(config.away_after_s)),
             games: config
                 .detect_games
                 .then(|| crate::games::GameList::builtin().with_user_entries(&config.games)),

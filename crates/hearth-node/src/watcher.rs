@@ -3,7 +3,7 @@
 //! node's state drives the worker, which stops leasing and gives its job back at once.
 //!
 //! Sources wired here: game processes ([`ProcessScanner`]), on Linux with an X display a
-//! fullscreen window in front ([`crate::fullscreen`]), the owner's weekly schedule, and
+//! fullscreen window in front ([`crate::desktop`]), the owner's weekly schedule, and
 //! observations sent from elsewhere ([`PolicyInputs`]: the service sends GPU temperature).
 
 use std::path::PathBuf;
@@ -31,6 +31,9 @@ pub struct WatcherConfig {
     pub display: Option<String>,
     /// When work is allowed.
     pub schedule: crate::schedule::Schedule,
+    /// Watch keyboard and mouse (X11): the user counts as active until this long after their
+    /// last input. `None`: not watched.
+    pub active_for: Option<Duration>,
 }
 
 impl Default for WatcherConfig {
@@ -43,6 +46,7 @@ impl Default for WatcherConfig {
             fullscreen: true,
             display: None,
             schedule: crate::schedule::Schedule::default(),
+            active_for: None,
         }
     }
 }
@@ -108,10 +112,10 @@ fn run(node: &Node, config: WatcherConfig, inbox: &mpsc::Receiver<Message>) {
     let mut policy = Policy::new(config.policy);
     let mut running_games = std::collections::BTreeSet::new();
     let mut last: Option<PauseReason> = None;
-    let mut screen = config
-        .fullscreen
-        .then(|| fullscreen_source(config.display.as_deref()))
+    let mut screen = (config.fullscreen || config.active_for.is_some())
+        .then(|| desktop_source(config.display.as_deref()))
         .flatten();
+    let mut user_active = false;
     let mut was_fullscreen = false;
     let mut schedule_allowed = true;
     loop {
@@ -122,7 +126,18 @@ fn run(node: &Node, config: WatcherConfig, inbox: &mpsc::Receiver<Message>) {
             policy.handle(Input::ScheduleAllows(allowed), now);
             schedule_allowed = allowed;
         }
-        if let Some(source) = &screen {
+        if let (Some(source), Some(active_for)) = (&screen, config.active_for) {
+            match source.idle() {
+                Ok(idle) if (idle < active_for) != user_active => {
+                    user_active = idle < active_for;
+                    tracing::info!(user_active, "the user came or went");
+                    policy.handle(Input::UserActive(user_active), now);
+                }
+                Ok(_) => {}
+                Err(error) => tracing::debug!(%error, "no idle time from the X server"),
+            }
+        }
+        if let Some(source) = screen.as_ref().filter(|_| config.fullscreen) {
             match source.is_fullscreen() {
                 Ok(on) if on != was_fullscreen => {
                     tracing::info!(fullscreen = on, "fullscreen window changed");
@@ -188,17 +203,17 @@ fn publish(node: &Node, policy: &Policy, last: &mut Option<PauseReason>, now: In
 }
 
 #[cfg(target_os = "linux")]
-type FullscreenSource = crate::fullscreen::X11Fullscreen;
+type DesktopSource = crate::desktop::X11Desktop;
 
 #[cfg(target_os = "linux")]
-fn fullscreen_source(display: Option<&str>) -> Option<FullscreenSource> {
+fn desktop_source(display: Option<&str>) -> Option<DesktopSource> {
     if display.is_none() && std::env::var_os("DISPLAY").is_none() {
         return None;
     }
-    match crate::fullscreen::X11Fullscreen::connect(display) {
+    match crate::desktop::X11Desktop::connect(display) {
         Ok(source) => Some(source),
         Err(error) => {
-            tracing::info!(%error, "no X display: fullscreen detection is off");
+            tracing::info!(%error, "no X display: fullscreen and idle detection are off");
             None
         }
     }
@@ -206,17 +221,20 @@ fn fullscreen_source(display: Option<&str>) -> Option<FullscreenSource> {
 
 /// Other platforms have no fullscreen source yet.
 #[cfg(not(target_os = "linux"))]
-struct FullscreenSource;
+struct DesktopSource;
 
 #[cfg(not(target_os = "linux"))]
-impl FullscreenSource {
+impl DesktopSource {
     fn is_fullscreen(&self) -> Result<bool, String> {
         Ok(false)
+    }
+    fn idle(&self) -> Result<Duration, String> {
+        Err("not available on this platform".into())
     }
 }
 
 #[cfg(not(target_os = "linux"))]
-fn fullscreen_source(_display: Option<&str>) -> Option<FullscreenSource> {
+fn desktop_source(_display: Option<&str>) -> Option<DesktopSource> {
     None
 }
 

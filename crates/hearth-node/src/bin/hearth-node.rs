@@ -33,7 +33,8 @@ const USAGE: &str = "usage: hearth-node [--data-dir DIR] <command>
   ledger export [FILE]    every job as CSV (to FILE or standard output)
   config                  show the settings
   config set KEY VALUE    change one (pool, backend, concurrency, demo_interval_ms, api_port,
-                          model_memory_mib, detect_games, detect_fullscreen, games,
+                          model_memory_mib, detect_games, detect_fullscreen, idle_only,
+                          away_after_s, games,
                           game_cooldown_s, watch_interval_ms, temperature_stop_c,
                           temperature_resume_c, schedule \"mon-fri 18:00-08:00; weekends 00:00-24:00\")";
 

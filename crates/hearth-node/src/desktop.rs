@@ -1,15 +1,18 @@
-//! Is a fullscreen window in front? On X11 the window manager names the focused window in the
-//! root window's `_NET_ACTIVE_WINDOW` and marks fullscreen windows with
-//! `_NET_WM_STATE_FULLSCREEN` in their `_NET_WM_STATE` (EWMH). Hearth's own windows do not
-//! count (their `_NET_WM_PID` is ours).
+//! What the X11 desktop tells about its user.
+//!
+//! - Is a fullscreen window in front? The window manager names the focused window in the root
+//!   window's `_NET_ACTIVE_WINDOW` and marks fullscreen windows with `_NET_WM_STATE_FULLSCREEN`
+//!   in their `_NET_WM_STATE` (EWMH). Hearth's own windows do not count (`_NET_WM_PID`).
+//! - How long since the last keyboard or mouse input? The MIT-SCREEN-SAVER extension says.
 
 use x11rb::connection::Connection;
+use x11rb::protocol::screensaver::ConnectionExt as _;
 use x11rb::protocol::xproto::{Atom, AtomEnum, ConnectionExt, Window};
 use x11rb::rust_connection::RustConnection;
 
 /// A connection to the X display, with the atoms it asks about.
 #[derive(Debug)]
-pub struct X11Fullscreen {
+pub struct X11Desktop {
     conn: RustConnection,
     root: Window,
     active_window: Atom,
@@ -19,7 +22,7 @@ pub struct X11Fullscreen {
     own_pid: u32,
 }
 
-impl X11Fullscreen {
+impl X11Desktop {
     /// Connect to `display` (`None`: `$DISPLAY`).
     pub fn connect(display: Option<&str>) -> Result<Self, String> {
         let (conn, screen) = x11rb::connect(display).map_err(|e| e.to_string())?;
@@ -75,5 +78,18 @@ impl X11Fullscreen {
             .property32(window, self.wm_pid, AtomEnum::CARDINAL)
             .unwrap_or_default();
         Ok(pid.first() != Some(&self.own_pid))
+    }
+
+    /// Time since the user last touched keyboard or mouse.
+    pub fn idle(&self) -> Result<std::time::Duration, String> {
+        let info = self
+            .conn
+            .screensaver_query_info(self.root)
+            .map_err(|e| e.to_string())?
+            .reply()
+            .map_err(|e| e.to_string())?;
+        Ok(std::time::Duration::from_millis(u64::from(
+            info.ms_since_user_input,
+        )))
     }
 }
