@@ -262,6 +262,17 @@ pub fn load_or_run(
     Ok((report, true))
 }
 
+/// [`load_or_run`] on this machine: its hardware as detected now, every usable device.
+pub fn load_or_run_here(
+    path: &Path,
+    store: &ModelStore,
+    force: bool,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<(CapabilityReport, bool)> {
+    let hardware = hearth_hardware::detect_local();
+    load_or_run(path, store, &hardware, &usable_devices(), force, progress)
+}
+
 /// Devices the benchmark measures: always the CPU, and wgpu where an adapter exists.
 pub fn usable_devices() -> Vec<ComputeDevice> {
     let mut devices = vec![ComputeDevice::cpu()];

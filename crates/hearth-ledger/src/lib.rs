@@ -90,6 +90,26 @@ pub struct JobRecord {
     pub note: Option<String>,
 }
 
+impl JobRecord {
+    /// A job that has just started: running, nothing billed yet.
+    pub fn started(job_id: &str, model: &str, task: &str, started_unix_ms: u64) -> Self {
+        Self {
+            job_id: job_id.to_owned(),
+            model: model.to_owned(),
+            task: task.to_owned(),
+            started_unix_ms,
+            ended_unix_ms: None,
+            status: JobStatus::Running,
+            units: 0,
+            micro_credits: 0,
+            energy_wh: None,
+            energy_estimated: false,
+            receipt: None,
+            note: None,
+        }
+    }
+}
+
 /// How a job ended.
 #[derive(Clone, Debug, PartialEq)]
 pub struct JobOutcome {
@@ -296,20 +316,7 @@ impl Ledger {
         task: &str,
         started_unix_ms: u64,
     ) -> Result<()> {
-        let record = JobRecord {
-            job_id: job_id.to_owned(),
-            model: model.to_owned(),
-            task: task.to_owned(),
-            started_unix_ms,
-            ended_unix_ms: None,
-            status: JobStatus::Running,
-            units: 0,
-            micro_credits: 0,
-            energy_wh: None,
-            energy_estimated: false,
-            receipt: None,
-            note: None,
-        };
+        let record = JobRecord::started(job_id, model, task, started_unix_ms);
         let key = job_key(started_unix_ms, job_id);
         let _write = self.write.lock().unwrap_or_else(|e| e.into_inner());
         (&self.jobs, &self.job_index)
@@ -403,20 +410,7 @@ impl Ledger {
             Some((key, record)) => (key, Some(record.clone()), record),
             None => {
                 let started = paid.issued_unix_ms;
-                let record = JobRecord {
-                    job_id: paid.job_id.clone(),
-                    model: paid.model.clone(),
-                    task: String::new(),
-                    started_unix_ms: started,
-                    ended_unix_ms: None,
-                    status: JobStatus::Running,
-                    units: 0,
-                    micro_credits: 0,
-                    energy_wh: None,
-                    energy_estimated: false,
-                    receipt: None,
-                    note: None,
-                };
+                let record = JobRecord::started(&paid.job_id, &paid.model, "", started);
                 (job_key(started, &paid.job_id), None, record)
             }
         };

@@ -10,6 +10,18 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use support::{NodeProcess, ask, cli};
 
+/// `GET base+path` with the token, as JSON.
+async fn get_json(http: &reqwest::Client, base: &str, token: &str, path: &str) -> Value {
+    http.get(format!("{base}{path}"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn headless_node_serves_api_events_and_cli_and_stops_cleanly() {
     let pool_dir = tempfile::tempdir().unwrap();
@@ -104,15 +116,7 @@ async fn headless_node_serves_api_events_and_cli_and_stops_cleanly() {
     }
 
     // The overview has the job, paid, and today's earnings.
-    let overview: Value = http
-        .get(format!("{base}/api/overview"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let overview: Value = get_json(&http, &base, &token, "/api/overview").await;
     let job = &overview["jobs"][0];
     assert_eq!(job["state"], "completed", "{overview}");
     assert_eq!(job["model"], "all-minilm-l6-v2");
@@ -133,15 +137,7 @@ async fn headless_node_serves_api_events_and_cli_and_stops_cleanly() {
         cli(data.path(), &["pause"]).trim(),
         "paused from the command line"
     );
-    let paused: Value = http
-        .get(format!("{base}/api/status"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let paused: Value = get_json(&http, &base, &token, "/api/status").await;
     assert_eq!(paused["activity"]["kind"], "paused");
     assert_eq!(cli(data.path(), &["resume"]).trim(), "running");
     let timed = cli(data.path(), &["pause", "--for", "30m"]);
@@ -153,15 +149,7 @@ async fn headless_node_serves_api_events_and_cli_and_stops_cleanly() {
     // Each pause and resume is in the ledger with its reason, newest first.
     let mut kinds = Vec::new();
     for _ in 0..40 {
-        let overview: Value = http
-            .get(format!("{base}/api/overview"))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let overview: Value = get_json(&http, &base, &token, "/api/overview").await;
         kinds = overview["changes"]
             .as_array()
             .unwrap()

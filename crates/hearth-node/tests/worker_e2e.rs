@@ -4,6 +4,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers fail the test by panicking
 
+mod support;
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -12,24 +14,9 @@ use hearth_inference::{ComputeDevice, ModelStore};
 use hearth_ledger::{JobStatus, Ledger};
 use hearth_node::executor::Executor;
 use hearth_node::worker::{self, WorkerConfig};
-use serde_json::{Value, json};
+use serde_json::json;
+use support::ask;
 use tokio::sync::watch;
-
-async fn ask(url: &str, key: &str, path: &str, body: Value) -> Value {
-    let response = reqwest::Client::new()
-        .post(format!("{url}{path}"))
-        .bearer_auth(key)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert!(
-        response.status().is_success(),
-        "{path}: {}",
-        response.status()
-    );
-    response.json().await.unwrap()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn customer_requests_run_on_the_real_models_and_land_in_the_ledger() {
@@ -78,7 +65,8 @@ async fn customer_requests_run_on_the_real_models_and_land_in_the_ledger() {
         "/v1/embeddings",
         json!({"model": "all-minilm-l6-v2", "input": ["A cat sleeps by the fire.", "Hearth lends idle GPUs."]}),
     )
-    .await;
+    .await
+    .unwrap();
     let v = embeddings["data"][0]["embedding"].as_array().unwrap();
     assert_eq!(v.len(), 384);
     let norm: f64 = v
@@ -95,7 +83,8 @@ async fn customer_requests_run_on_the_real_models_and_land_in_the_ledger() {
         json!({"model": "smollm2-135m-instruct", "temperature": 0,
                "messages": [{"role": "user", "content": "What is the capital of France?"}]}),
     )
-    .await;
+    .await
+    .unwrap();
     assert_eq!(
         chat["choices"][0]["message"]["content"],
         "The capital of France is Paris."
@@ -113,7 +102,8 @@ async fn customer_requests_run_on_the_real_models_and_land_in_the_ledger() {
         json!({"model": "efficientnet-lite0", "top_k": 1,
                "images": [base64::engine::general_purpose::STANDARD.encode(photo)]}),
     )
-    .await;
+    .await
+    .unwrap();
     assert_eq!(images["data"][0]["labels"][0]["label"], "Egyptian cat");
 
     stop_tx.send(true).unwrap();

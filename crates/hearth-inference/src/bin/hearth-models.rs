@@ -122,17 +122,11 @@ fn main() -> anyhow::Result<()> {
             write_npy(out, &planar, [1, 3, side, side])?;
         }
         "bench" => {
-            let hardware = hearth_hardware::detect_local();
-            let devices = hearth_inference::capability::usable_devices();
             let path = hearth_inference::fetch::cache_dir().join("capability.json");
-            let (report, measured) = hearth_inference::capability::load_or_run(
-                &path,
-                &store,
-                &hardware,
-                &devices,
-                force,
-                &mut |p| eprintln!("[{:>3.0}%] {}", p.fraction * 100.0, p.message),
-            )?;
+            let (report, measured) =
+                hearth_inference::capability::load_or_run_here(&path, &store, force, &mut |p| {
+                    eprintln!("[{:>3.0}%] {}", p.fraction * 100.0, p.message)
+                })?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {

@@ -157,17 +157,11 @@ fn run(args: Vec<String>) -> anyhow::Result<()> {
         ["bench", rest @ ..] => {
             let force = rest.contains(&"--force");
             let store = hearth_inference::ModelStore::from_env();
-            let hardware = hearth_hardware::detect_local();
-            let devices = hearth_inference::capability::usable_devices();
             let path = args.data_dir.join("capability.json");
-            let (report, measured) = hearth_inference::capability::load_or_run(
-                &path,
-                &store,
-                &hardware,
-                &devices,
-                force,
-                &mut |p| eprintln!("[{:>3.0}%] {}", p.fraction * 100.0, p.message),
-            )?;
+            let (report, measured) =
+                hearth_inference::capability::load_or_run_here(&path, &store, force, &mut |p| {
+                    eprintln!("[{:>3.0}%] {}", p.fraction * 100.0, p.message)
+                })?;
             if !measured {
                 eprintln!("(stored result for this hardware; --force measures again)");
             }
