@@ -305,7 +305,7 @@ impl Ledger {
         Ok(())
     }
 
-    /// Record that a job started. Not flushed here: the caller runs [`Ledger::flush`] alongside
+    /// Record that a job started; returns the record. Not flushed here: the caller runs [`Ledger::flush`] alongside
     /// the job (the worker does, on a blocking thread) so the disk sync costs the job no time.
     /// A crash before the flush loses only the note that the job started; the pool runs it
     /// again either way, and nothing owed is lost (receipts are collected from the pool).
@@ -315,7 +315,7 @@ impl Ledger {
         model: &str,
         task: &str,
         started_unix_ms: u64,
-    ) -> Result<()> {
+    ) -> Result<JobRecord> {
         let record = JobRecord::started(job_id, model, task, started_unix_ms);
         let key = job_key(started_unix_ms, job_id);
         let _write = self.write.lock().unwrap_or_else(|e| e.into_inner());
@@ -327,7 +327,7 @@ impl Ledger {
             })
             .map_err(tx_error)?;
         self.remember(&record);
-        Ok(())
+        Ok(record)
     }
 
     /// Make everything written so far durable.

@@ -390,9 +390,7 @@ fn on_worker_event(
     event: WorkerEvent,
 ) {
     match event {
-        WorkerEvent::Joined {
-            pool_name, demo, ..
-        } => {
+        WorkerEvent::Joined { pool_name, demo } => {
             pool.send_modify(|p| {
                 p.name = Some(pool_name);
                 p.demo = demo;

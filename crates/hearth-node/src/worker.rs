@@ -179,9 +179,6 @@ pub struct WorkerConfig {
     pub pause_grace: Duration,
     /// Jobs run at once (the models share one device; 1 keeps latency lowest).
     pub concurrency: usize,
-    /// The node's hardware, told to the pool on joining (models are filled in from the store).
-    pub backend_memory_bytes: u64,
-    pub matmul_gflops: Option<f64>,
 }
 
 impl Default for WorkerConfig {
@@ -192,8 +189,6 @@ impl Default for WorkerConfig {
             heartbeat: Duration::from_millis(250),
             pause_grace: Duration::from_secs(1),
             concurrency: 1,
-            backend_memory_bytes: 0,
-            matmul_gflops: None,
         }
     }
 }
@@ -202,11 +197,7 @@ impl Default for WorkerConfig {
 #[derive(Clone, Debug)]
 pub enum WorkerEvent {
     /// Registered with the pool.
-    Joined {
-        pool_name: String,
-        demo: bool,
-        pool_key: PublicKey,
-    },
+    Joined { pool_name: String, demo: bool },
     /// The pool could not be reached or refused us; the worker retries.
     PoolUnreachable { error: String },
     /// A job was leased and recorded as running.
@@ -267,9 +258,9 @@ pub async fn run(
     let profile = HardwareProfile {
         backend: executor.device().backend.to_string(),
         device: executor.device().describe(),
-        memory_bytes: config.backend_memory_bytes,
+        memory_bytes: 0,
         models: executor.available_models(),
-        matmul_gflops: config.matmul_gflops,
+        matmul_gflops: None,
     };
     let mut backoff = Backoff::new();
     let joined = loop {
@@ -292,7 +283,6 @@ pub async fn run(
     events(WorkerEvent::Joined {
         pool_name: joined.pool_name.clone(),
         demo: joined.demo,
-        pool_key: joined.pool_public_key.clone(),
     });
     let context = Arc::new(Context {
         config,
@@ -481,7 +471,7 @@ async fn run_job(
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), WorkerError> {
     let started = now_ms();
-    context
+    let record = context
         .ledger
         .start_job(&job.id, &job.model, task_name(&job.task), started)?;
     // The start reaches the disk while the job runs, not before it.
@@ -489,9 +479,7 @@ async fn run_job(
         let ledger = Arc::clone(&context.ledger);
         tokio::task::spawn_blocking(move || ledger.flush())
     };
-    if let Some(record) = context.ledger.job(&job.id)? {
-        (context.events)(WorkerEvent::JobStarted(record));
-    }
+    (context.events)(WorkerEvent::JobStarted(record));
     let cancel = CancelToken::new();
     let streamed = Arc::new(Mutex::new(String::new()));
     let work = {
