@@ -169,3 +169,49 @@ async fn in_idle_only_mode_input_pauses_and_quiet_resumes() -> anyhow::Result<()
     .await?;
     Ok(())
 }
+
+/// Throttle mode: while the owner uses the computer the node works at half duty instead of
+/// pausing; once they are away it runs flat out again.
+#[tokio::test(flavor = "multi_thread")]
+async fn in_throttle_mode_input_throttles_and_quiet_runs_flat_out() -> anyhow::Result<()> {
+    use x11rb::protocol::xtest::ConnectionExt as _;
+    let desktop = Desktop::start().await?;
+    let (conn, screen) = x11rb::connect(Some(desktop.display()))?;
+    let root = conn.setup().roots[screen].root;
+    let node = Node::new();
+    let _watcher = Watcher::start(
+        node.clone(),
+        WatcherConfig {
+            games: None,
+            fullscreen: false,
+            display: Some(desktop.display().to_owned()),
+            active_for: Some(Duration::from_millis(1500)),
+            policy: PolicyConfig {
+                throttle_when_active: Some(50),
+                ..PolicyConfig::default()
+            },
+            ..WatcherConfig::default()
+        },
+    )?;
+    const KEY_PRESS: u8 = 2;
+    const KEY_RELEASE: u8 = 3;
+    // A key press and release (keycode 38 is "a" on a standard layout).
+    conn.xtest_fake_input(KEY_PRESS, 38, 0, root, 0, 0, 0)?;
+    conn.xtest_fake_input(KEY_RELEASE, 38, 0, root, 0, 0, 0)?;
+    conn.flush()?;
+    wait_for(
+        "the throttle for an active user",
+        Duration::from_secs(2),
+        || async {
+            (node.status().activity == ActivityState::Throttled { duty_percent: 50 }).then_some(())
+        },
+    )
+    .await?;
+    wait_for(
+        "full speed while the owner is away",
+        Duration::from_secs(4),
+        || async { (node.status().activity == ActivityState::Running).then_some(()) },
+    )
+    .await?;
+    Ok(())
+}

@@ -176,8 +176,9 @@ pub(crate) fn show_main_window(app: &AppHandle) {
 fn spawn_event_forwarder(app: AppHandle, tray: tray::Tray) {
     let node = app.state::<Node>().inner().clone();
     let mut events = node.subscribe();
-    tray.show_status(&node.status());
+    tray.show_status(&node.status(), None);
     tauri::async_runtime::spawn(async move {
+        let mut pool_error: Option<String> = None;
         loop {
             let event = match events.recv().await {
                 Ok(event) => event,
@@ -190,7 +191,16 @@ fn spawn_event_forwarder(app: AppHandle, tray: tray::Tray) {
                 Err(RecvError::Closed) => break,
             };
             match &event {
-                NodeEvent::StatusChanged { status } => tray.show_status(status),
+                NodeEvent::StatusChanged { status } => {
+                    tray.show_status(status, pool_error.as_deref());
+                }
+                NodeEvent::PoolChanged { pool } => {
+                    let error = (!pool.connected).then(|| pool.error.clone()).flatten();
+                    if error != pool_error {
+                        pool_error = error;
+                        tray.show_status(&node.status(), pool_error.as_deref());
+                    }
+                }
                 NodeEvent::EarningsChanged { earnings } => tray.show_earnings(earnings),
                 _ => {}
             }

@@ -17,6 +17,8 @@ const ITEM_QUIT: &str = "quit";
 
 const ICON_RUNNING: &[u8] = include_bytes!("../../icons/tray-running.png");
 const ICON_PAUSED: &[u8] = include_bytes!("../../icons/tray-paused.png");
+const ICON_THROTTLED: &[u8] = include_bytes!("../../icons/tray-throttled.png");
+const ICON_ERROR: &[u8] = include_bytes!("../../icons/tray-error.png");
 
 /// Handles to the parts of the tray that change with the node's state.
 #[derive(Clone)]
@@ -87,14 +89,25 @@ impl Tray {
         }
     }
 
-    /// Make the tray match `status`.
-    pub fn show_status(&self, status: &NodeStatus) {
-        let (line, toggle, icon) = match &status.activity {
-            ActivityState::Running => ("Running".to_owned(), "Pause", ICON_RUNNING),
-            ActivityState::Paused { reason } => (
+    /// Make the tray match `status`; `pool_error` (the pool cannot be reached) shows the
+    /// error icon and the reason while the node would otherwise work.
+    pub fn show_status(&self, status: &NodeStatus, pool_error: Option<&str>) {
+        let (line, toggle, icon) = match (&status.activity, pool_error) {
+            (ActivityState::Paused { reason }, _) => (
                 format!("Paused ({})", reason.describe()),
                 "Resume",
                 ICON_PAUSED,
+            ),
+            (_, Some(error)) => (
+                format!("Cannot reach the pool ({})", shorten(error, 60)),
+                "Pause",
+                ICON_ERROR,
+            ),
+            (ActivityState::Running, None) => ("Running".to_owned(), "Pause", ICON_RUNNING),
+            (ActivityState::Throttled { duty_percent }, None) => (
+                format!("Running at {duty_percent}% while you use the computer"),
+                "Pause",
+                ICON_THROTTLED,
             ),
         };
         let results = [
@@ -113,6 +126,14 @@ impl Tray {
                 tracing::warn!(%error, part, "could not update the tray");
             }
         }
+    }
+}
+
+/// `text` cut to at most `max` characters, with an ellipsis when cut.
+fn shorten(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text.to_owned(),
     }
 }
 

@@ -23,7 +23,7 @@ use serde::Serialize;
 
 pub use gpu::{AdapterRecord, GpuInfo, GpuKind, Vendor, merge_adapters, wgpu_adapters};
 pub use nvidia::{NvidiaGpu, NvidiaReading, NvidiaSource, Nvml};
-pub use processes::{GpuProcess, ProcessSource, drm_processes};
+pub use processes::{GpuProcess, ProcessSource, drm_process, drm_processes};
 pub use system::{CpuInfo, MemoryInfo};
 pub use table::render_table;
 pub use telemetry::{

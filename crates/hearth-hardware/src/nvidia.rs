@@ -125,10 +125,19 @@ impl NvidiaSource for Nvml {
         for index in 0..count {
             let device = nvml.device_by_index(index).map_err(|e| e.to_string())?;
             let lists = [
-                device.running_compute_processes().unwrap_or_default(),
-                device.running_graphics_processes().unwrap_or_default(),
+                (
+                    ProcessSource::NvmlCompute,
+                    device.running_compute_processes().unwrap_or_default(),
+                ),
+                (
+                    ProcessSource::NvmlGraphics,
+                    device.running_graphics_processes().unwrap_or_default(),
+                ),
             ];
-            for info in lists.into_iter().flatten() {
+            for (source, info) in lists
+                .into_iter()
+                .flat_map(|(source, list)| list.into_iter().map(move |info| (source, info)))
+            {
                 found.push(GpuProcess {
                     pid: info.pid,
                     name: crate::processes::process_name(info.pid),
@@ -138,7 +147,7 @@ impl NvidiaSource for Nvml {
                         UsedGpuMemory::Unavailable => None,
                     },
                     engine_busy_ns: None,
-                    source: ProcessSource::Nvml,
+                    source,
                 });
             }
         }

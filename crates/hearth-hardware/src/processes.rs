@@ -12,7 +12,10 @@ use serde::Serialize;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ProcessSource {
-    Nvml,
+    /// NVML's running compute processes (CUDA, OpenCL): real GPU work.
+    NvmlCompute,
+    /// NVML's running graphics processes (anything with a GL/Vulkan context, the desktop too).
+    NvmlGraphics,
     DrmFdinfo,
 }
 
@@ -62,6 +65,12 @@ pub fn drm_processes(procfs: &Path, exclude_pid: u32) -> Vec<GpuProcess> {
     }
     found.sort_by(|a, b| (a.pid, &a.gpu).cmp(&(b.pid, &b.gpu)));
     found
+}
+
+/// The DRM clients of one process (`procfs/<pid>`), one entry per GPU; empty when it has no
+/// GPU open, has gone, or cannot be read.
+pub fn drm_process(procfs: &Path, pid: u32) -> Vec<GpuProcess> {
+    process_drm_clients(&procfs.join(pid.to_string()), pid)
 }
 
 /// One DRM client (an open device, possibly behind several file descriptors).

@@ -119,6 +119,6 @@ fn main() {
         ms(latencies[latencies.len() - 1])
     );
     println!(
-        "watcher overhead at 4 Hz with {processes} processes: {share:.3}% of one core (target <= 0.3%)"
+        "watcher overhead (games at 4 Hz, GPU use at 1 Hz) with {processes} processes: {share:.3}% of one core (target <= 0.3%)"
     );
 }

@@ -45,6 +45,14 @@ pub struct NodeConfig {
     pub idle_only: bool,
     /// Seconds without input after which the owner counts as away.
     pub away_after_s: u64,
+    /// While the owner is at the computer (input within `away_after_s`) and not gaming, work
+    /// only this share of the time, in percent, so the desktop stays smooth (100: no throttle).
+    pub throttle_when_active_percent: u8,
+    /// Pause while another program keeps the GPU busy (DRM fdinfo; NVML compute processes).
+    pub detect_gpu_processes: bool,
+    /// Pause when other programs leave less GPU memory free than this (MiB) beyond what
+    /// Hearth's own models hold; resume once twice this is free (0: no VRAM limit).
+    pub vram_min_free_mib: u64,
     /// The owner's own games: program names, or folders (with a `/`).
     pub games: Vec<String>,
     /// After the last game ends, wait this long before working again.
@@ -73,6 +81,9 @@ impl Default for NodeConfig {
             detect_fullscreen: true,
             idle_only: false,
             away_after_s: 300,
+            throttle_when_active_percent: 100,
+            detect_gpu_processes: true,
+            vram_min_free_mib: 512,
             games: Vec::new(),
             game_cooldown_s: 30,
             watch_interval_ms: 250,
@@ -184,6 +195,21 @@ impl NodeConfig {
                 format!("{} is outside 5..=86400 seconds", self.away_after_s),
             ));
         }
+        if !(10..=100).contains(&self.throttle_when_active_percent) {
+            return Err(invalid(
+                "throttle_when_active_percent",
+                format!(
+                    "{} is outside 10..=100 (100: no throttle)",
+                    self.throttle_when_active_percent
+                ),
+            ));
+        }
+        if self.vram_min_free_mib > 65_536 {
+            return Err(invalid(
+                "vram_min_free_mib",
+                format!("{} MiB is more than any GPU has", self.vram_min_free_mib),
+            ));
+        }
         if self.game_cooldown_s > 3600 {
             return Err(invalid(
                 "game_cooldown_s",
@@ -227,6 +253,16 @@ impl NodeConfig {
                     .map_err(|_| invalid(format!("{value:?}: use true or false")))?;
             }
             "away_after_s" => next.away_after_s = number(value)?,
+            "throttle_when_active_percent" => {
+                next.throttle_when_active_percent = u8::try_from(number(value)?)
+                    .map_err(|_| invalid(format!("{value} is not a percentage")))?;
+            }
+            "detect_gpu_processes" => {
+                next.detect_gpu_processes = value
+                    .parse()
+                    .map_err(|_| invalid(format!("{value:?}: use true or false")))?;
+            }
+            "vram_min_free_mib" => next.vram_min_free_mib = number(value)?,
             "games" => {
                 next.games = value
                     .split(',')
@@ -262,8 +298,8 @@ impl NodeConfig {
             other => {
                 return Err(invalid(format!(
                     "unknown setting {other:?} (pool, backend, concurrency, demo_interval_ms, api_port, \
-                     model_memory_mib, detect_games, detect_fullscreen, idle_only, away_after_s, games, game_cooldown_s, \
-                     watch_interval_ms, temperature_stop_c, temperature_resume_c, schedule)"
+                     model_memory_mib, detect_games, detect_fullscreen, detect_gpu_processes, idle_only, away_after_s, \
+                     throttle_when_active_percent, vram_min_free_mib, games, game_cooldown_s, watch_interval_ms, temperature_stop_c, temperature_resume_c, schedule)"
                 )));
             }
         }
@@ -315,6 +351,17 @@ mod tests {
             ("api_port", "70000", "api_port"),
             ("model_memory_mib", "10", "model_memory_mib"),
             ("detect_games", "maybe", "detect_games"),
+            (
+                "throttle_when_active_percent",
+                "5",
+                "throttle_when_active_percent",
+            ),
+            (
+                "throttle_when_active_percent",
+                "300",
+                "throttle_when_active_percent",
+            ),
+            ("vram_min_free_mib", "999999", "vram_min_free_mib"),
             ("watch_interval_ms", "1", "watch_interval_ms"),
             ("temperature_resume_c", "90", "temperature"),
             ("temperature_stop_c", "hot", "temperature_stop_c"),

@@ -86,6 +86,12 @@ impl Executor {
         models.into_iter().map(|m| m.id.clone()).collect()
     }
 
+    /// Memory the loaded models hold, by their manifests' estimates.
+    pub fn loaded_bytes(&self) -> u64 {
+        let warm = self.warm.lock().unwrap_or_else(|e| e.into_inner());
+        warm.models.iter().map(|m| m.bytes).sum()
+    }
+
     /// Let every loaded model go (the owner needs the GPU's memory). Jobs in flight keep
     /// theirs until they end.
     pub fn release_all(&self) -> usize {

@@ -14,6 +14,7 @@ pub mod config;
 pub mod desktop;
 pub mod executor;
 pub mod games;
+pub mod gpu_use;
 mod node;
 pub mod policy;
 pub mod schedule;

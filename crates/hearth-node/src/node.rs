@@ -30,6 +30,8 @@ struct Inputs {
     /// The owner's pause: from where, and until when (ms since the epoch) if timed.
     user: Option<(ControlSource, Option<u64>)>,
     automatic: Option<PauseReason>,
+    /// The policy's duty cycle while nothing pauses the node (`None`: flat out).
+    throttle: Option<u8>,
 }
 
 impl Inputs {
@@ -45,7 +47,12 @@ impl Inputs {
             (None, Some(reason)) => ActivityState::Paused {
                 reason: reason.clone(),
             },
-            (None, None) => ActivityState::Running,
+            (None, None) => match self.throttle {
+                Some(duty_percent) if duty_percent < 100 => ActivityState::Throttled {
+                    duty_percent: duty_percent.max(1),
+                },
+                _ => ActivityState::Running,
+            },
         }
     }
 }
@@ -136,6 +143,15 @@ impl Node {
     /// The pause policy's verdict: `Some(reason)` pauses, `None` lifts its pause.
     pub fn set_automatic(&self, reason: Option<PauseReason>) -> NodeStatus {
         self.update(|inputs| inputs.automatic = reason)
+    }
+
+    /// The pause policy's verdict in full: paused for `reason`, else working `duty_percent`
+    /// of the time (100: flat out). One change, so no in-between state is announced.
+    pub fn set_policy(&self, reason: Option<PauseReason>, duty_percent: u8) -> NodeStatus {
+        self.update(|inputs| {
+            inputs.automatic = reason;
+            inputs.throttle = (duty_percent < 100).then_some(duty_percent);
+        })
     }
 
     /// Change the inputs, and if the resulting state differs, publish it and announce it.
@@ -260,6 +276,26 @@ mod tests {
         );
         node.set_automatic(None);
         assert!(!node.status().activity.is_paused());
+    }
+
+    #[test]
+    fn a_throttle_shows_only_while_nothing_pauses_the_node() {
+        let node = Node::new();
+        assert_eq!(
+            node.set_policy(None, 50).activity,
+            ActivityState::Throttled { duty_percent: 50 }
+        );
+        assert_eq!(node.status().activity.duty_percent(), 50);
+        node.pause(ControlSource::Tray);
+        assert_eq!(node.status().activity.duty_percent(), 0);
+        node.resume(ControlSource::Tray);
+        assert_eq!(
+            node.status().activity,
+            ActivityState::Throttled { duty_percent: 50 }
+        );
+        let game = node.set_policy(Some(PauseReason::Game { name: "g".into() }), 100);
+        assert!(game.activity.is_paused());
+        assert_eq!(node.set_policy(None, 100).activity, ActivityState::Running);
     }
 
     #[test]

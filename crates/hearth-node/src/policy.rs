@@ -295,9 +295,64 @@ impl Policy {
     }
 }
 
+/// Decides "GPU memory is short" from a GPU's memory figures, with hysteresis.
+///
+/// What matters is the room other programs leave Hearth: total minus what they hold (used
+/// minus Hearth's own models). It is short when that room is below what Hearth's models have
+/// needed at most plus `min_free`, and no longer short once it exceeds that by another
+/// `min_free`. Hearth freeing its own models during a pause changes neither side, so the node
+/// does not bounce between pausing and loading.
+#[derive(Clone, Debug)]
+pub struct VramGuard {
+    min_free: u64,
+    peak_ours: u64,
+    short: bool,
+}
+
+impl VramGuard {
+    /// A guard that keeps `min_free` bytes free for other programs.
+    pub fn new(min_free: u64) -> Self {
+        Self {
+            min_free,
+            peak_ours: 0,
+            short: false,
+        }
+    }
+
+    /// Take one reading (`ours`: what Hearth's loaded models hold); whether memory is short.
+    pub fn observe(&mut self, total: u64, used: u64, ours: u64) -> bool {
+        self.peak_ours = self.peak_ours.max(ours);
+        let others = used.saturating_sub(ours);
+        let room = total.saturating_sub(others);
+        let need = self.peak_ours.saturating_add(self.min_free);
+        if self.short {
+            self.short = room < need.saturating_add(self.min_free);
+        } else {
+            self.short = room < need;
+        }
+        self.short
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn vram_is_short_when_others_crowd_us_out_and_freeing_ours_does_not_bounce() {
+        const MIB: u64 = 1 << 20;
+        let mut guard = VramGuard::new(512 * MIB);
+        // 8 GiB card, desktop holds 1 GiB, our models 1 GiB.
+        assert!(!guard.observe(8192 * MIB, 2048 * MIB, 1024 * MIB));
+        // A game takes 6 GiB: 1 GiB of room left for 1 GiB of models + 512 MiB spare.
+        assert!(guard.observe(8192 * MIB, 8192 * MIB, 1024 * MIB));
+        // We free our models: the game still leaves too little room.
+        assert!(guard.observe(8192 * MIB, 7168 * MIB, 0));
+        // The game shrinks to 5.5 GiB: room 1.5 GiB = need, but not need + spare yet.
+        assert!(guard.observe(8192 * MIB, 6656 * MIB, 0));
+        // The game ends.
+        assert!(!guard.observe(8192 * MIB, 1024 * MIB, 0));
+    }
 
     const PAUSE: [Action; 3] = [
         Action::StopLeasing,

@@ -171,7 +171,13 @@ impl Service {
 
         tasks.push(record_state_changes(&node, Arc::clone(&ledger)));
         let (paused_tx, paused) = watch::channel(node.status().activity.is_paused());
-        tasks.push(follow_pause_state(&node, paused_tx, Arc::clone(&executor)));
+        let (duty_tx, duty) = watch::channel(100u8);
+        tasks.push(follow_pause_state(
+            &node,
+            paused_tx,
+            duty_tx,
+            Arc::clone(&executor),
+        ));
         // The pause policy always runs (temperature limits hold even with detection off).
         let watcher_config = crate::watcher::WatcherConfig {
             interval: Duration::from_millis(config.watch_interval_ms),
@@ -180,15 +186,23 @@ impl Service {
                 temperature_stop_c: config.temperature_stop_c,
                 temperature_resume_c: config.temperature_resume_c,
                 idle_only: config.idle_only,
+                throttle_when_active: (config.throttle_when_active_percent < 100)
+                    .then_some(config.throttle_when_active_percent),
                 ..crate::policy::PolicyConfig::default()
             },
-            active_for: config
-                .idle_only
+            // Input is watched only when a mode needs to know whether the owner is here.
+            active_for: (config.idle_only || config.throttle_when_active_percent < 100)
                 .then(|| Duration::from_secs(config.away_after_s)),
             games: config
                 .detect_games
                 .then(|| crate::games::GameList::builtin().with_user_entries(&config.games)),
             fullscreen: config.detect_fullscreen,
+            gpu_use: config
+                .detect_gpu_processes
+                .then(crate::gpu_use::GpuUseConfig::default),
+            nvidia: config
+                .detect_gpu_processes
+                .then(|| Arc::new(Nvml::default()) as Arc<dyn hearth_hardware::NvidiaSource>),
             // Validated when the settings were read.
             schedule: crate::schedule::Schedule::parse(&config.schedule).unwrap_or_default(),
             ..crate::watcher::WatcherConfig::default()
@@ -202,7 +216,21 @@ impl Service {
         };
         if let Some(sampler) = &sampler {
             let inputs = watcher.as_ref().map(crate::watcher::Watcher::inputs);
-            tasks.push(forward_telemetry(&node, sampler, inputs));
+            // Memory pressure matters only where the models run on a GPU.
+            let vram = (config.vram_min_free_mib > 0
+                && executor.device().backend == hearth_inference::ComputeBackend::Wgpu
+                && executor
+                    .device()
+                    .adapter
+                    .as_ref()
+                    .is_some_and(|a| a.is_hardware))
+            .then(|| {
+                (
+                    crate::policy::VramGuard::new(config.vram_min_free_mib << 20),
+                    Arc::clone(&executor),
+                )
+            });
+            tasks.push(forward_telemetry(&node, sampler, inputs, vram));
         }
         let (stop, stopped) = watch::channel(false);
         let events = {
@@ -217,6 +245,7 @@ impl Service {
         let worker_config = WorkerConfig {
             pool_url,
             concurrency: config.concurrency,
+            duty_percent: Some(duty),
             ..WorkerConfig::default()
         };
         let worker = tokio::spawn(worker::run(
@@ -471,17 +500,24 @@ fn record_state_changes(node: &Node, ledger: Arc<Ledger>) -> JoinHandle<()> {
 /// How long a pause lasts before the models' memory is given back (a short pause keeps them).
 const FREE_MEMORY_AFTER: Duration = Duration::from_secs(60);
 
-/// The worker works while the node is not paused; a pause that lasts frees the models' memory.
+/// The worker works while the node is not paused, at the node's duty cycle; a pause that lasts
+/// frees the models' memory.
 fn follow_pause_state(
     node: &Node,
     paused: watch::Sender<bool>,
+    duty: watch::Sender<u8>,
     executor: Arc<Executor>,
 ) -> JoinHandle<()> {
     let mut status = node.watch_status();
     tokio::spawn(async move {
         loop {
-            let is_paused = status.borrow_and_update().activity.is_paused();
+            let activity = status.borrow_and_update().activity.clone();
+            let is_paused = activity.is_paused();
             paused.send_if_modified(|p| std::mem::replace(p, is_paused) != is_paused);
+            if !is_paused {
+                let percent = activity.duty_percent();
+                duty.send_if_modified(|d| std::mem::replace(d, percent) != percent);
+            }
             let changed = if is_paused {
                 tokio::select! {
                     changed = status.changed() => changed,
@@ -504,14 +540,19 @@ fn follow_pause_state(
 }
 
 /// Telemetry to the node's subscribers, and the hottest GPU's temperature to the pause policy.
+/// With a VRAM limit, the GPU's memory figures and what Hearth's models hold decide whether
+/// memory is short, for the GPU the models run on.
 fn forward_telemetry(
     node: &Node,
     sampler: &Sampler,
     policy: Option<crate::watcher::PolicyInputs>,
+    vram: Option<(crate::policy::VramGuard, Arc<Executor>)>,
 ) -> JoinHandle<()> {
     let mut samples = sampler.subscribe();
     let node = node.clone();
+    let mut vram = vram;
     tokio::spawn(async move {
+        let mut was_short = false;
         loop {
             match samples.recv().await {
                 Ok(sample) => {
@@ -522,6 +563,27 @@ fn forward_telemetry(
                         .reduce(f32::max);
                     if let (Some(policy), Some(celsius)) = (&policy, hottest) {
                         policy.send(crate::policy::Input::Temperature(celsius));
+                    }
+                    if let (Some(policy), Some((guard, executor))) = (&policy, &mut vram) {
+                        let ours = executor.device().adapter.as_ref().map(|a| a.name.as_str());
+                        let gpu = sample
+                            .gpus
+                            .iter()
+                            .filter(|g| g.vram_total_bytes.is_some() && g.vram_used_bytes.is_some())
+                            .find(|g| ours.is_none_or(|name| g.name == name))
+                            .or_else(|| sample.gpus.iter().find(|g| g.vram_total_bytes.is_some()));
+                        if let Some(gpu) = gpu {
+                            let short = guard.observe(
+                                gpu.vram_total_bytes.unwrap_or(0),
+                                gpu.vram_used_bytes.unwrap_or(0),
+                                executor.loaded_bytes(),
+                            );
+                            if short != was_short {
+                                tracing::info!(short, gpu = %gpu.name, "GPU memory pressure changed");
+                                policy.send(crate::policy::Input::VramPressure(short));
+                                was_short = short;
+                            }
+                        }
                     }
                     node.announce(NodeEvent::Telemetry {
                         telemetry: Telemetry::from(sample.as_ref()),

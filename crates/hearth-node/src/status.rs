@@ -97,6 +97,12 @@ impl PauseReason {
 pub enum ActivityState {
     /// Taking and running jobs.
     Running,
+    /// Taking jobs but resting between them, so the owner's desktop stays smooth while they
+    /// use the computer.
+    Throttled {
+        /// The share of the time spent working, in percent (1..=99).
+        duty_percent: u8,
+    },
     /// Not taking jobs.
     Paused {
         /// Why.
@@ -108,6 +114,16 @@ impl ActivityState {
     /// True when the node is paused for any reason.
     pub fn is_paused(&self) -> bool {
         matches!(self, ActivityState::Paused { .. })
+    }
+
+    /// The share of the time the worker may compute, in percent: 0 when paused, 100 when
+    /// running flat out.
+    pub fn duty_percent(&self) -> u8 {
+        match self {
+            ActivityState::Running => 100,
+            ActivityState::Throttled { duty_percent } => *duty_percent,
+            ActivityState::Paused { .. } => 0,
+        }
     }
 }
 

@@ -2,9 +2,10 @@
 //! to the pause [`Policy`], and sets the node's automatic pause from the policy's verdict. The
 //! node's state drives the worker, which stops leasing and gives its job back at once.
 //!
-//! Sources wired here: game processes ([`ProcessScanner`]), on Linux with an X display a
-//! fullscreen window in front ([`crate::desktop`]), the owner's weekly schedule, and
-//! observations sent from elsewhere ([`PolicyInputs`]: the service sends GPU temperature).
+//! Sources wired here: game processes ([`ProcessScanner`]), other programs keeping the GPU busy
+//! ([`GpuUseMonitor`], once a second), on Linux with an X display a fullscreen window in front
+//! and the owner's input ([`crate::desktop`]), the owner's weekly schedule, and observations
+//! sent from elsewhere ([`PolicyInputs`]: the service sends GPU temperature and memory).
 
 use std::path::PathBuf;
 use std::sync::mpsc;
@@ -12,6 +13,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::games::{GameList, ProcessScanner};
+use crate::gpu_use::{GpuUseConfig, GpuUseMonitor};
 use crate::policy::{Blocker, Input, Policy, PolicyConfig, PolicyState};
 use crate::{Node, PauseReason};
 
@@ -34,7 +36,14 @@ pub struct WatcherConfig {
     /// Watch keyboard and mouse (X11): the user counts as active until this long after their
     /// last input. `None`: not watched.
     pub active_for: Option<Duration>,
+    /// Watch for other programs keeping the GPU busy; `None`: not watched.
+    pub gpu_use: Option<GpuUseConfig>,
+    /// NVML, for NVIDIA compute processes (with `gpu_use`).
+    pub nvidia: Option<std::sync::Arc<dyn hearth_hardware::NvidiaSource>>,
 }
+
+/// How often other programs' GPU use is sampled.
+const GPU_USE_EVERY: Duration = Duration::from_secs(1);
 
 impl Default for WatcherConfig {
     fn default() -> Self {
@@ -47,6 +56,8 @@ impl Default for WatcherConfig {
             display: None,
             schedule: crate::schedule::Schedule::default(),
             active_for: None,
+            gpu_use: Some(GpuUseConfig::default()),
+            nvidia: None,
         }
     }
 }
@@ -111,10 +122,15 @@ fn run(node: &Node, config: WatcherConfig, inbox: &mpsc::Receiver<Message>) {
         .map(|games| ProcessScanner::new(games, &config.procfs, std::process::id()));
     let mut policy = Policy::new(config.policy);
     let mut running_games = std::collections::BTreeSet::new();
-    let mut last: Option<PauseReason> = None;
+    let mut last: Published = (None, 100);
     let mut screen = (config.fullscreen || config.active_for.is_some())
         .then(|| desktop_source(config.display.as_deref()))
         .flatten();
+    let mut gpu_use = config
+        .gpu_use
+        .map(|gpu_use| GpuUseMonitor::new(gpu_use, config.nvidia.clone()));
+    let mut gpu_users = std::collections::BTreeMap::<u32, String>::new();
+    let mut next_gpu_sample = Instant::now();
     let mut user_active = false;
     let mut was_fullscreen = false;
     let mut schedule_allowed = true;
@@ -168,6 +184,27 @@ fn run(node: &Node, config: WatcherConfig, inbox: &mpsc::Receiver<Message>) {
             policy.handle(Input::GameEnded { name: name.clone() }, now);
         }
         running_games = seen;
+        if let Some(monitor) = gpu_use.as_mut().filter(|_| now >= next_gpu_sample) {
+            next_gpu_sample = now + GPU_USE_EVERY;
+            let busy = monitor.sample(now);
+            for (pid, name) in &busy {
+                if !gpu_users.contains_key(pid) {
+                    tracing::info!(pid, program = %name, "another program is using the GPU: pausing");
+                    policy.handle(
+                        Input::GpuProcessSeen {
+                            pid: *pid,
+                            name: name.clone(),
+                        },
+                        now,
+                    );
+                }
+            }
+            for pid in gpu_users.keys().filter(|pid| !busy.contains_key(pid)) {
+                tracing::info!(pid, "the other program left the GPU");
+                policy.handle(Input::GpuProcessGone { pid: *pid }, now);
+            }
+            gpu_users = busy;
+        }
         policy.tick(now);
         publish(node, &policy, &mut last, now);
         node.expire_pause(hearth_protocol::now_unix_ms());
@@ -188,17 +225,24 @@ fn run(node: &Node, config: WatcherConfig, inbox: &mpsc::Receiver<Message>) {
     }
 }
 
-/// Set the node's automatic pause from the policy, when it changed.
-fn publish(node: &Node, policy: &Policy, last: &mut Option<PauseReason>, now: Instant) {
+/// What the watcher last told the node: its automatic pause and duty cycle.
+type Published = (Option<PauseReason>, u8);
+
+/// Set the node's automatic pause and throttle from the policy, when they changed.
+fn publish(node: &Node, policy: &Policy, last: &mut Published, now: Instant) {
     let reason = pause_reason(policy.state(), now);
+    let duty = match policy.state() {
+        PolicyState::Throttled { duty_percent } => *duty_percent,
+        _ => 100,
+    };
     // A cooldown's end is worked out once, not restated (a little later) on every tick.
-    let same = match (&*last, &reason) {
+    let same_reason = match (&last.0, &reason) {
         (Some(PauseReason::CoolingDown { .. }), Some(PauseReason::CoolingDown { .. })) => true,
         (a, b) => a == b,
     };
-    if !same {
-        node.set_automatic(reason.clone());
-        *last = reason;
+    if !same_reason || duty != last.1 {
+        node.set_policy(reason.clone(), duty);
+        *last = (reason, duty);
     }
 }
 
@@ -317,6 +361,73 @@ mod tests {
             !node.status().activity.is_paused(),
             "a stopped watcher does nothing"
         );
+    }
+
+    #[test]
+    fn a_program_keeping_the_gpu_busy_pauses_the_node_until_it_goes_idle() {
+        use crate::gpu_use::fake_procfs::{process, set_busy};
+        let dir = tempfile::tempdir().unwrap();
+        let procfs = dir.path().to_path_buf();
+        process(&procfs, 4242, "blender", 1, Some(0));
+        // Blender renders: its engines are busy 60% of the wall time.
+        let rendering = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let renderer = std::thread::spawn({
+            let (procfs, rendering) = (procfs.clone(), std::sync::Arc::clone(&rendering));
+            move || {
+                let (start, mut busy) = (Instant::now(), 0u64);
+                while rendering.load(std::sync::atomic::Ordering::SeqCst) {
+                    busy = (start.elapsed().as_nanos() as f64 * 0.6) as u64;
+                    set_busy(&procfs, 4242, busy);
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                busy
+            }
+        });
+        let node = Node::new();
+        let _watcher = Watcher::start(
+            node.clone(),
+            WatcherConfig {
+                games: None,
+                fullscreen: false,
+                policy: PolicyConfig {
+                    cooldown: Duration::from_millis(500),
+                    ..PolicyConfig::default()
+                },
+                gpu_use: Some(GpuUseConfig {
+                    procfs: procfs.clone(),
+                    ..GpuUseConfig::default()
+                }),
+                ..WatcherConfig::default()
+            },
+        )
+        .unwrap();
+        // Two busy samples a second apart, after the first reading.
+        let started = Instant::now();
+        while node.status().activity
+            != (crate::ActivityState::Paused {
+                reason: PauseReason::GpuProcess {
+                    name: "blender".into(),
+                },
+            })
+        {
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "{:?}",
+                node.status()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        rendering.store(false, std::sync::atomic::Ordering::SeqCst);
+        renderer.join().unwrap();
+        let idle_since = Instant::now();
+        while node.status().activity != crate::ActivityState::Running {
+            assert!(
+                idle_since.elapsed() < Duration::from_secs(5),
+                "{:?}",
+                node.status()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     #[test]

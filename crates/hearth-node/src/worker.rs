@@ -179,6 +179,10 @@ pub struct WorkerConfig {
     pub pause_grace: Duration,
     /// Jobs run at once (the models share one device; 1 keeps latency lowest).
     pub concurrency: usize,
+    /// The share of the time to compute, in percent (the node's throttle); after a job that
+    /// computed for `t`, its slot rests `t × (100 − d) / d` before the next lease. `None`:
+    /// always 100.
+    pub duty_percent: Option<watch::Receiver<u8>>,
 }
 
 impl Default for WorkerConfig {
@@ -189,6 +193,7 @@ impl Default for WorkerConfig {
             heartbeat: Duration::from_millis(250),
             pause_grace: Duration::from_secs(1),
             concurrency: 1,
+            duty_percent: None,
         }
     }
 }
@@ -645,7 +650,21 @@ async fn run_job(
             }
         }
     };
-    drop(slot);
+    // Throttled: the slot rests in proportion to the compute time (a `d`% duty cycle), and
+    // the ledger write below overlaps the rest. Stopping ends the rest at once.
+    let duty = context
+        .config
+        .duty_percent
+        .as_ref()
+        .map_or(100, |duty| *duty.borrow());
+    let rest = rest_after(Duration::from_millis(ended.saturating_sub(started)), duty);
+    let rest_until = tokio::time::Instant::now() + rest;
+    let hold_slot = if rest.is_zero() {
+        drop(slot);
+        None
+    } else {
+        Some(slot)
+    };
     let note = reply
         .pending_verification
         .then(|| "paid once another node confirms the result".to_owned());
@@ -680,5 +699,19 @@ async fn run_job(
         Err(error) => return Err(error.into()),
     };
     (context.events)(WorkerEvent::JobEnded(record));
+    if let Some(slot) = hold_slot {
+        tokio::select! {
+            () = tokio::time::sleep_until(rest_until) => {}
+            _ = stop.wait_for(|stopping| *stopping) => {}
+        }
+        drop(slot);
+    }
     Ok(())
+}
+
+/// How long to rest after computing for `busy` so that computing takes `duty_percent` of the
+/// time (no rest at 100; at most a minute, so one long job does not stall the node).
+pub fn rest_after(busy: Duration, duty_percent: u8) -> Duration {
+    let duty = u32::from(duty_percent.clamp(1, 100));
+    (busy * (100 - duty) / duty).min(Duration::from_secs(60))
 }

@@ -131,3 +131,70 @@ async fn customer_requests_run_on_the_real_models_and_land_in_the_ledger() {
         .mode();
     assert_eq!(mode & 0o777, 0o600);
 }
+
+/// Throttled to a 25% duty cycle, the worker rests three times each job's compute time before
+/// it takes the next one (at 100% the next job follows at once).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_throttled_worker_rests_in_proportion_to_its_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let pool = hearth_pool::embedded::start(dir.path(), None)
+        .await
+        .unwrap();
+    let ledger = Arc::new(Ledger::open(&dir.path().join("ledger")).unwrap());
+    let key = worker::load_or_create_identity(&dir.path().join("node.key")).unwrap();
+    let executor = Arc::new(Executor::new(ModelStore::from_env(), ComputeDevice::cpu()));
+    let (_pause, paused) = watch::channel(false);
+    let (stop_tx, stop) = watch::channel(false);
+    let (_duty_tx, duty) = watch::channel(25u8);
+    let config = WorkerConfig {
+        pool_url: pool.url(),
+        lease_wait: Duration::from_millis(500),
+        duty_percent: Some(duty),
+        ..WorkerConfig::default()
+    };
+    let worker = tokio::spawn(worker::run(
+        config,
+        key,
+        executor,
+        Arc::clone(&ledger),
+        paused,
+        stop,
+        None,
+        |_| {},
+    ));
+    let (url, api) = (pool.url(), pool.api_key().to_owned());
+    let sentences: Vec<String> = (0..48)
+        .map(|i| {
+            format!("Sentence number {i} about lending a spare GPU to a small inference pool.")
+        })
+        .collect();
+    let requests = (0..4).map(|_| {
+        let (url, api, sentences) = (url.clone(), api.clone(), sentences.clone());
+        tokio::spawn(async move {
+            ask(
+                &url,
+                &api,
+                "/v1/embeddings",
+                json!({"model": "all-minilm-l6-v2", "input": sentences}),
+            )
+            .await
+        })
+    });
+    for request in requests.collect::<Vec<_>>() {
+        request.await.unwrap().unwrap();
+    }
+    stop_tx.send(true).unwrap();
+    worker.await.unwrap().unwrap();
+
+    let mut jobs = ledger.recent_jobs(100).unwrap();
+    jobs.sort_by_key(|j| j.started_unix_ms);
+    assert!(jobs.len() >= 4, "{} jobs", jobs.len());
+    for pair in jobs.windows(2) {
+        let busy = pair[0].ended_unix_ms.unwrap() - pair[0].started_unix_ms;
+        let gap = pair[1].started_unix_ms - pair[0].ended_unix_ms.unwrap();
+        assert!(
+            gap + 2 >= 3 * busy,
+            "after computing {busy} ms the worker rested only {gap} ms"
+        );
+    }
+}

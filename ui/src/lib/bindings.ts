@@ -30,7 +30,11 @@ until_ms: number, };
 /**
  * Whether the node is lending its GPU right now.
  */
-export type ActivityState = { "kind": "running" } | { "kind": "paused", 
+export type ActivityState = { "kind": "running" } | { "kind": "throttled", 
+/**
+ * The share of the time spent working, in percent (1..=99).
+ */
+duty_percent: number, } | { "kind": "paused", 
 /**
  * Why.
  */

@@ -107,7 +107,7 @@ export class NodeStore {
     this.busy = true;
     try {
       const next =
-        this.status.activity.kind === "running"
+        this.status.activity.kind !== "paused"
           ? await this.#backend.pause()
           : await this.#backend.resume();
       this.accept(next);

@@ -47,5 +47,14 @@ describe("wording", () => {
     expect(headline(running(0))).toBe("Running");
     expect(headline(pausedFromTray(1))).toBe("Paused");
     expect(detail(pausedFromTray(1))).toBe("Paused from the tray. No new work will start.");
+    const throttled: NodeStatus = {
+      activity: { kind: "throttled", duty_percent: 50 },
+      changed_at_ms: 0,
+      revision: 2,
+    };
+    expect(headline(throttled)).toBe("Throttled");
+    expect(detail(throttled)).toBe(
+      "Working 50% of the time while you use the computer, so it stays smooth.",
+    );
   });
 });

@@ -55,14 +55,23 @@ export function pausedAutomatically(status: NodeStatus | null): boolean {
 }
 
 /** The headline word for a status. */
-export function headline(status: NodeStatus): "Running" | "Paused" {
-  return status.activity.kind === "running" ? "Running" : "Paused";
+export function headline(status: NodeStatus): "Running" | "Throttled" | "Paused" {
+  switch (status.activity.kind) {
+    case "running":
+      return "Running";
+    case "throttled":
+      return "Throttled";
+    case "paused":
+      return "Paused";
+  }
 }
 
 /** One line under the headline. */
 export function detail(status: NodeStatus, now: number = Date.now()): string {
   const activity = status.activity;
   if (activity.kind === "running") return "Hearth may use this computer's GPU for work.";
+  if (activity.kind === "throttled")
+    return `Working ${activity.duty_percent}% of the time while you use the computer, so it stays smooth.`;
   if (activity.reason.kind === "cooling_down") return `${describeReason(activity.reason, now)}.`;
   return `${describeReason(activity.reason, now)}. No new work will start.`;
 }

@@ -47,7 +47,7 @@ impl NvidiaSource for OneRtx4090 {
             gpu: "nvml:0".into(),
             vram_bytes: Some(6 << 30),
             engine_busy_ns: None,
-            source: ProcessSource::Nvml,
+            source: ProcessSource::NvmlCompute,
         }])
     }
 }

@@ -370,6 +370,9 @@ fn credits(micro: u64) -> String {
 fn describe(status: &NodeStatus) -> String {
     match &status.activity {
         hearth_node::ActivityState::Running => "running".into(),
+        hearth_node::ActivityState::Throttled { duty_percent } => {
+            format!("running at {duty_percent}% while you use the computer")
+        }
         hearth_node::ActivityState::Paused { reason } => reason.describe(),
     }
 }
