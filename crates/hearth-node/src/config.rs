@@ -57,6 +57,8 @@ pub struct NodeConfig {
     pub games: Vec<String>,
     /// After the last game ends, wait this long before working again.
     pub game_cooldown_s: u64,
+    /// After this long paused, loaded models are unloaded to give their memory back.
+    pub free_memory_after_s: u64,
     /// How often the watcher looks for games, in ms.
     pub watch_interval_ms: u64,
     /// Pause at or above this GPU temperature (°C)…
@@ -86,6 +88,7 @@ impl Default for NodeConfig {
             vram_min_free_mib: 512,
             games: Vec::new(),
             game_cooldown_s: 30,
+            free_memory_after_s: 60,
             watch_interval_ms: 250,
             temperature_stop_c: 83.0,
             temperature_resume_c: 70.0,
@@ -210,6 +213,12 @@ impl NodeConfig {
                 format!("{} MiB is more than any GPU has", self.vram_min_free_mib),
             ));
         }
+        if self.free_memory_after_s > 86_400 {
+            return Err(invalid(
+                "free_memory_after_s",
+                format!("{} s is more than a day", self.free_memory_after_s),
+            ));
+        }
         if self.game_cooldown_s > 3600 {
             return Err(invalid(
                 "game_cooldown_s",
@@ -272,6 +281,7 @@ impl NodeConfig {
                     .collect();
             }
             "game_cooldown_s" => next.game_cooldown_s = number(value)?,
+            "free_memory_after_s" => next.free_memory_after_s = number(value)?,
             "schedule" => {
                 next.schedule = value
                     .split(';')
@@ -299,7 +309,7 @@ impl NodeConfig {
                 return Err(invalid(format!(
                     "unknown setting {other:?} (pool, backend, concurrency, demo_interval_ms, api_port, \
                      model_memory_mib, detect_games, detect_fullscreen, detect_gpu_processes, idle_only, away_after_s, \
-                     throttle_when_active_percent, vram_min_free_mib, games, game_cooldown_s, watch_interval_ms, temperature_stop_c, temperature_resume_c, schedule)"
+                     throttle_when_active_percent, vram_min_free_mib, games, game_cooldown_s, free_memory_after_s, watch_interval_ms, temperature_stop_c, temperature_resume_c, schedule)"
                 )));
             }
         }

@@ -10,8 +10,6 @@
 
 mod bindings;
 pub mod config;
-#[cfg(target_os = "linux")]
-pub mod desktop;
 pub mod executor;
 pub mod games;
 pub mod gpu_use;

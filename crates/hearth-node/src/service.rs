@@ -177,6 +177,7 @@ impl Service {
             paused_tx,
             duty_tx,
             Arc::clone(&executor),
+            Duration::from_secs(config.free_memory_after_s),
         ));
         // The pause policy always runs (temperature limits hold even with detection off).
         let watcher_config = crate::watcher::WatcherConfig {
@@ -188,7 +189,7 @@ impl Service {
                 idle_only: config.idle_only,
                 throttle_when_active: (config.throttle_when_active_percent < 100)
                     .then_some(config.throttle_when_active_percent),
-                ..crate::policy::PolicyConfig::default()
+                free_memory_after: Duration::from_secs(config.free_memory_after_s),
             },
             // Input is watched only when a mode needs to know whether the owner is here.
             active_for: (config.idle_only || config.throttle_when_active_percent < 100)
@@ -497,16 +498,14 @@ fn record_state_changes(node: &Node, ledger: Arc<Ledger>) -> JoinHandle<()> {
     })
 }
 
-/// How long a pause lasts before the models' memory is given back (a short pause keeps them).
-const FREE_MEMORY_AFTER: Duration = Duration::from_secs(60);
-
 /// The worker works while the node is not paused, at the node's duty cycle; a pause that lasts
-/// frees the models' memory.
+/// (`free_memory_after`) frees the models' memory; a short one keeps them.
 fn follow_pause_state(
     node: &Node,
     paused: watch::Sender<bool>,
     duty: watch::Sender<u8>,
     executor: Arc<Executor>,
+    free_memory_after: Duration,
 ) -> JoinHandle<()> {
     let mut status = node.watch_status();
     tokio::spawn(async move {
@@ -521,7 +520,7 @@ fn follow_pause_state(
             let changed = if is_paused {
                 tokio::select! {
                     changed = status.changed() => changed,
-                    () = tokio::time::sleep(FREE_MEMORY_AFTER) => {
+                    () = tokio::time::sleep(free_memory_after) => {
                         let released = executor.release_all();
                         if released > 0 {
                             tracing::info!(released, "paused a while: models unloaded to free memory");

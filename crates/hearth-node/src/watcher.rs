@@ -4,7 +4,7 @@
 //!
 //! Sources wired here: game processes ([`ProcessScanner`]), other programs keeping the GPU busy
 //! ([`GpuUseMonitor`], once a second), on Linux with an X display a fullscreen window in front
-//! and the owner's input ([`crate::desktop`]), the owner's weekly schedule, and observations
+//! and the owner's input (`hearth-desktop`), the owner's weekly schedule, and observations
 //! sent from elsewhere ([`PolicyInputs`]: the service sends GPU temperature and memory).
 
 use std::path::PathBuf;
@@ -123,9 +123,10 @@ fn run(node: &Node, config: WatcherConfig, inbox: &mpsc::Receiver<Message>) {
     let mut policy = Policy::new(config.policy);
     let mut running_games = std::collections::BTreeSet::new();
     let mut last: Published = (None, 100);
-    let mut screen = (config.fullscreen || config.active_for.is_some())
+    let screen = (config.fullscreen || config.active_for.is_some())
         .then(|| desktop_source(config.display.as_deref()))
         .flatten();
+    let mut watch_fullscreen = config.fullscreen;
     let mut gpu_use = config
         .gpu_use
         .map(|gpu_use| GpuUseMonitor::new(gpu_use, config.nvidia.clone()));
@@ -153,7 +154,7 @@ fn run(node: &Node, config: WatcherConfig, inbox: &mpsc::Receiver<Message>) {
                 Err(error) => tracing::debug!(%error, "no idle time from the X server"),
             }
         }
-        if let Some(source) = screen.as_ref().filter(|_| config.fullscreen) {
+        if let Some(source) = screen.as_ref().filter(|_| watch_fullscreen) {
             match source.is_fullscreen() {
                 Ok(on) if on != was_fullscreen => {
                     tracing::info!(fullscreen = on, "fullscreen window changed");
@@ -162,8 +163,8 @@ fn run(node: &Node, config: WatcherConfig, inbox: &mpsc::Receiver<Message>) {
                 }
                 Ok(_) => {}
                 Err(error) => {
-                    tracing::warn!(%error, "lost the X display: fullscreen detection is off");
-                    screen = None;
+                    tracing::warn!(%error, "fullscreen detection is off");
+                    watch_fullscreen = false;
                     if was_fullscreen {
                         policy.handle(Input::Fullscreen(false), now);
                         was_fullscreen = false;
@@ -246,40 +247,21 @@ fn publish(node: &Node, policy: &Policy, last: &mut Published, now: Instant) {
     }
 }
 
-#[cfg(target_os = "linux")]
-type DesktopSource = crate::desktop::X11Desktop;
+type DesktopSource = hearth_desktop::Desktop;
 
-#[cfg(target_os = "linux")]
+/// The desktop to ask about fullscreen windows and input; `None` without one (on Linux: no
+/// X display, e.g. a headless server or a Wayland session without Xwayland).
 fn desktop_source(display: Option<&str>) -> Option<DesktopSource> {
-    if display.is_none() && std::env::var_os("DISPLAY").is_none() {
+    if cfg!(target_os = "linux") && display.is_none() && std::env::var_os("DISPLAY").is_none() {
         return None;
     }
-    match crate::desktop::X11Desktop::connect(display) {
+    match hearth_desktop::Desktop::connect(display) {
         Ok(source) => Some(source),
         Err(error) => {
-            tracing::info!(%error, "no X display: fullscreen and idle detection are off");
+            tracing::info!(%error, "no desktop to ask: fullscreen and idle detection are off");
             None
         }
     }
-}
-
-/// Other platforms have no fullscreen source yet.
-#[cfg(not(target_os = "linux"))]
-struct DesktopSource;
-
-#[cfg(not(target_os = "linux"))]
-impl DesktopSource {
-    fn is_fullscreen(&self) -> Result<bool, String> {
-        Ok(false)
-    }
-    fn idle(&self) -> Result<Duration, String> {
-        Err("not available on this platform".into())
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-fn desktop_source(_display: Option<&str>) -> Option<DesktopSource> {
-    None
 }
 
 /// The node's automatic pause for a policy state (`None`: no automatic pause).

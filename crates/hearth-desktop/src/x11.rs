@@ -1,4 +1,4 @@
-//! What the X11 desktop tells about its user.
+//! X11: what the desktop tells about its user.
 //!
 //! - Is a fullscreen window in front? The window manager names the focused window in the root
 //!   window's `_NET_ACTIVE_WINDOW` and marks fullscreen windows with `_NET_WM_STATE_FULLSCREEN`

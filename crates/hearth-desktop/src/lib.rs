@@ -1,0 +1,24 @@
+//! What the desktop tells Hearth about its user, on each platform behind one shape:
+//! [`Desktop::connect`], [`Desktop::is_fullscreen`] (a fullscreen window of another program is
+//! in front) and [`Desktop::idle`] (time since the last keyboard or mouse input).
+//!
+//! - Linux: X11 (EWMH `_NET_ACTIVE_WINDOW` + `_NET_WM_STATE_FULLSCREEN`, MIT-SCREEN-SAVER).
+//! - Windows: the shell's notification state (a Direct3D game in exclusive fullscreen, a
+//!   presentation) or a foreground window covering its monitor; `GetLastInputInfo`.
+//! - macOS: idle time from Quartz event sources; fullscreen is not detected yet (an error
+//!   says so, and the watcher turns that rule off).
+
+#[cfg(target_os = "linux")]
+mod x11;
+#[cfg(target_os = "linux")]
+pub use x11::X11Desktop as Desktop;
+
+#[cfg(windows)]
+mod windows;
+#[cfg(windows)]
+pub use windows::WindowsDesktop as Desktop;
+
+#[cfg(target_os = "macos")]
+mod macos;
+#[cfg(target_os = "macos")]
+pub use macos::MacDesktop as Desktop;
