@@ -1,7 +1,10 @@
 //! The Tauri commands: each forwards to the node and returns what it says.
 
-use hearth_node::{ControlSource, Node, NodeStatus, Overview};
-use tauri::State;
+use std::sync::Arc;
+
+use hearth_node::views::{EarningsReport, JobPage, JobQuery};
+use hearth_node::{ControlSource, Node, NodeConfig, NodeStatus, Overview, Service};
+use tauri::{AppHandle, Manager, State};
 
 use crate::Running;
 
@@ -40,4 +43,84 @@ pub fn resume_node(node: State<'_, Node>) -> NodeStatus {
 #[tauri::command]
 pub fn node_overview(node: State<'_, Node>, running: State<'_, Running>) -> Overview {
     running.overview(&node)
+}
+
+/// The running service, or why there is none yet.
+fn service(running: &Running) -> Result<Arc<Service>, String> {
+    match running.get() {
+        Some(Ok(service)) => Ok(service),
+        Some(Err(error)) => Err(format!("Hearth could not start: {error}")),
+        None => Err("Hearth is still starting".into()),
+    }
+}
+
+/// Run a ledger question off the main thread (it may read many records).
+async fn from_ledger<T: Send + 'static>(
+    running: State<'_, Running>,
+    ask: impl FnOnce(&Service) -> Result<T, hearth_ledger::LedgerError> + Send + 'static,
+) -> Result<T, String> {
+    let service = service(&running)?;
+    tauri::async_runtime::spawn_blocking(move || ask(&service))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())
+}
+
+/// Earnings over the last 30 days (Earnings page).
+#[tauri::command]
+pub async fn earnings_report(running: State<'_, Running>) -> Result<EarningsReport, String> {
+    from_ledger(running, Service::earnings_report).await
+}
+
+/// One page of the job history (History page).
+#[tauri::command]
+pub async fn job_page(running: State<'_, Running>, query: JobQuery) -> Result<JobPage, String> {
+    from_ledger(running, move |service| service.job_page(&query)).await
+}
+
+/// The settings as saved.
+#[tauri::command]
+pub fn settings(running: State<'_, Running>) -> Result<NodeConfig, String> {
+    Ok(service(&running)?.settings())
+}
+
+/// Check and save settings; an error names the setting (`key: reason`).
+#[tauri::command]
+pub fn save_settings(
+    running: State<'_, Running>,
+    settings: NodeConfig,
+) -> Result<NodeConfig, String> {
+    service(&running)?
+        .save_settings(settings)
+        .map_err(|e| e.to_string())
+}
+
+/// Write every job as CSV into the Downloads folder (else the data folder); the file's path.
+#[tauri::command]
+pub async fn export_history(app: AppHandle, running: State<'_, Running>) -> Result<String, String> {
+    let folder = match std::env::var_os("HEARTH_EXPORT_DIR") {
+        Some(dir) => std::path::PathBuf::from(dir),
+        None => app
+            .path()
+            .download_dir()
+            .or_else(|_| app.path().app_data_dir())
+            .map_err(|e| e.to_string())?,
+    };
+    let name = format!(
+        "hearth-jobs-{}.csv",
+        chrono::Local::now().format("%Y-%m-%d-%H%M%S")
+    );
+    let path = folder.join(name);
+    let written = path.clone();
+    from_ledger(running, move |service| {
+        std::fs::create_dir_all(&folder).map_err(hearth_ledger::LedgerError::Export)?;
+        let mut file = std::io::BufWriter::new(
+            std::fs::File::create(&written).map_err(hearth_ledger::LedgerError::Export)?,
+        );
+        service.ledger().export_csv(&mut file)?;
+        std::io::Write::flush(&mut file).map_err(hearth_ledger::LedgerError::Export)
+    })
+    .await?;
+    tracing::info!(path = %path.display(), "job history exported");
+    Ok(path.display().to_string())
 }

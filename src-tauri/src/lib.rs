@@ -25,7 +25,7 @@ impl Running {
         *self.service.lock().unwrap_or_else(|e| e.into_inner()) = Some(result);
     }
 
-    fn get(&self) -> Option<Result<Arc<Service>, String>> {
+    pub(crate) fn get(&self) -> Option<Result<Arc<Service>, String>> {
         self.service
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -118,6 +118,11 @@ pub fn run() {
             commands::pause_node_for,
             commands::resume_node,
             commands::node_overview,
+            commands::earnings_report,
+            commands::job_page,
+            commands::settings,
+            commands::save_settings,
+            commands::export_history,
         ])
         .setup(|app| {
             let log_guard = logging::init(app.handle())?;

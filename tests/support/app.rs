@@ -91,6 +91,35 @@ impl App {
         Ok(())
     }
 
+    /// Replace the text of the input matching `css` with `text`, as typing would.
+    pub async fn fill(&self, css: &str, text: &str) -> anyhow::Result<()> {
+        let input = self.client.find(Locator::Css(css)).await?;
+        input.clear().await?;
+        // Clearing fires no `input` event, so the page would not notice an emptied field:
+        // type something and delete it.
+        let keys = if text.is_empty() {
+            " \u{E003}".to_owned()
+        } else {
+            text.to_owned()
+        };
+        input.send_keys(&keys).await?;
+        Ok(())
+    }
+
+    /// The current value of the form control matching `css`.
+    pub async fn value(&self, css: &str) -> anyhow::Result<String> {
+        let input = self.client.find(Locator::Css(css)).await?;
+        Ok(input.prop("value").await?.unwrap_or_default())
+    }
+
+    /// Open one of the window's pages from the sidebar and wait for its title.
+    pub async fn open_page(&self, id: &str, title: &str) -> anyhow::Result<()> {
+        self.click(&format!("[data-testid=nav-{id}]")).await?;
+        self.wait_for_text("[data-testid=page-title]", |t| t == title)
+            .await?;
+        Ok(())
+    }
+
     /// End the WebDriver session, which quits the app.
     pub async fn close(self) -> anyhow::Result<()> {
         self.client.close().await?;

@@ -23,7 +23,7 @@ impl Desktop {
     /// Start everything and wait until the tray host owns its bus name.
     pub async fn start() -> anyhow::Result<Self> {
         let home = tempfile::Builder::new().prefix("hearth-e2e-").tempdir()?;
-        for dir in ["data", "config", "cache", "runtime"] {
+        for dir in ["data", "config", "cache", "runtime", "downloads"] {
             std::fs::create_dir_all(home.path().join(dir))?;
         }
         set_private(&home.path().join("runtime"))?;
@@ -75,6 +75,7 @@ impl Desktop {
             ("XDG_RUNTIME_DIR".into(), dir("runtime")),
             ("GDK_BACKEND".into(), "x11".into()),
             ("WEBKIT_DISABLE_COMPOSITING_MODE".into(), "1".into()),
+            ("HEARTH_EXPORT_DIR".into(), dir("downloads")),
         ]
     }
 
@@ -86,6 +87,11 @@ impl Desktop {
     /// Where the app keeps its data on this desktop.
     pub fn app_data_dir(&self) -> PathBuf {
         self.home.path().join("data").join("app.hearth.desktop")
+    }
+
+    /// Where the app saves exports (the History page's CSV) on this desktop.
+    pub fn downloads_dir(&self) -> PathBuf {
+        self.home.path().join("downloads")
     }
 
     /// Run `gdbus <args>` on this desktop's session bus and return its output.

@@ -5,6 +5,22 @@ import App from "./App.svelte";
 import { TauriBackend, insideTauri } from "./lib/tauriBackend";
 import { HttpBackend, tokenFromPage } from "./lib/httpBackend";
 
+// Under the POSIX "C" locale WebKitGTK reports navigator.language as "C", which is not a
+// language tag: Intl (and libraries that pass it on, such as uPlot) would throw. Fall back to
+// the browser's default formatting then.
+if (!isLanguageTag(navigator.language)) {
+  Object.defineProperty(navigator, "language", { value: "en-US", configurable: true });
+  Object.defineProperty(navigator, "languages", { value: ["en-US"], configurable: true });
+}
+
+function isLanguageTag(tag: string): boolean {
+  try {
+    return Intl.getCanonicalLocales(tag).length === 1;
+  } catch {
+    return false;
+  }
+}
+
 const target = document.getElementById("app");
 if (!target) throw new Error("index.html has no #app element");
 

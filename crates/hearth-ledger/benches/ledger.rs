@@ -123,5 +123,35 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         percentile(&mut recent.clone(), 0.5),
         percentile(&mut recent, 0.99)
     );
+
+    // The History page: a page of 200 rows at the top, in the middle and at the end of the
+    // whole ledger (the count is read on every page), a filtered page, and an id search.
+    let rows = 200;
+    let mut history = Vec::new();
+    for offset in [0, jobs as usize / 2, jobs as usize - rows] {
+        let t = Instant::now();
+        let (total, page) = ledger.jobs_page(0, u64::MAX, offset, rows, None)?;
+        history.push(format!(
+            "offset {offset}: {:.0} ms",
+            t.elapsed().as_secs_f64() * 1e3
+        ));
+        assert_eq!(page.len(), rows);
+        assert_eq!(total, jobs + 1000);
+    }
+    let failed = |r: &JobRecord| r.status == JobStatus::Failed;
+    let t = Instant::now();
+    let (total, _) = ledger.jobs_page(0, u64::MAX, 0, rows, Some(&failed))?;
+    history.push(format!(
+        "failed only ({total}): {:.0} ms",
+        t.elapsed().as_secs_f64() * 1e3
+    ));
+    let t = Instant::now();
+    let found = ledger.jobs_with_id_prefix("job-0042", rows)?;
+    history.push(format!(
+        "id search ({} found): {:.2} ms",
+        found.len(),
+        t.elapsed().as_secs_f64() * 1e3
+    ));
+    println!("history pages of {rows} rows: {}", history.join("; "));
     Ok(())
 }

@@ -174,6 +174,9 @@ pub struct Ledger {
     /// The newest [`RECENT_CACHED`] jobs by start time, oldest first: the overview and tray
     /// ask for them constantly, and a reverse scan of a large tree is slow.
     recent: Mutex<std::collections::VecDeque<JobRecord>>,
+    /// How many jobs there are, once counted (a count reads every key); kept current by
+    /// [`Ledger::start_job`], forgotten by the rarer writes that may add jobs in bulk.
+    job_count: Mutex<Option<u64>>,
 }
 
 /// Jobs kept in memory for [`Ledger::recent_jobs`].
@@ -226,6 +229,7 @@ impl Ledger {
             db,
             write: Mutex::new(()),
             recent: Mutex::new(std::collections::VecDeque::new()),
+            job_count: Mutex::new(None),
         };
         ledger.migrate()?;
         ledger.mark_interrupted()?;
@@ -319,13 +323,22 @@ impl Ledger {
         let record = JobRecord::started(job_id, model, task, started_unix_ms);
         let key = job_key(started_unix_ms, job_id);
         let _write = self.write.lock().unwrap_or_else(|e| e.into_inner());
-        (&self.jobs, &self.job_index)
-            .transaction(|(jobs, index)| -> TxResult<()> {
-                jobs.insert(key.as_slice(), encode(&record))?;
+        let new = (&self.jobs, &self.job_index)
+            .transaction(|(jobs, index)| -> TxResult<bool> {
+                let before = jobs.insert(key.as_slice(), encode(&record))?;
                 index.insert(job_id.as_bytes(), key.as_slice())?;
-                Ok(())
+                Ok(before.is_none())
             })
             .map_err(tx_error)?;
+        if new
+            && let Some(count) = self
+                .job_count
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_mut()
+        {
+            *count += 1;
+        }
         self.remember(&record);
         Ok(record)
     }
@@ -456,6 +469,9 @@ impl Ledger {
                 Ok(())
             })
             .map_err(tx_error)?;
+        if before.is_none() {
+            *self.job_count.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        }
         self.db.flush()?;
         self.remember(&record);
         Ok(record)
@@ -489,6 +505,7 @@ impl Ledger {
         }
         self.jobs.apply_batch(jobs)?;
         self.job_index.apply_batch(index)?;
+        *self.job_count.lock().unwrap_or_else(|e| e.into_inner()) = None;
         for (hour, totals) in hours {
             self.hours.insert(hour.to_be_bytes(), encode(&totals))?;
         }
@@ -609,6 +626,117 @@ impl Ledger {
                 decode(&key, &bytes)
             })
             .collect()
+    }
+
+    /// One page of the jobs started in `[from, to)` that `keep` accepts, newest first:
+    /// `(how many match in all, the page)`. Without a filter the count reads no record; with
+    /// one, every record in the range is read once.
+    pub fn jobs_page(
+        &self,
+        from_unix_ms: u64,
+        to_unix_ms: u64,
+        offset: usize,
+        limit: usize,
+        keep: Option<&dyn Fn(&JobRecord) -> bool>,
+    ) -> Result<(u64, Vec<JobRecord>)> {
+        if keep.is_none() && from_unix_ms == 0 && to_unix_ms == u64::MAX {
+            return self.all_jobs_page(offset, limit);
+        }
+        let range = self
+            .jobs
+            .range(from_unix_ms.to_be_bytes()..to_unix_ms.to_be_bytes())
+            .rev();
+        let mut total = 0u64;
+        let mut page = Vec::new();
+        for entry in range {
+            let (key, bytes) = entry?;
+            let wanted = total >= offset as u64 && page.len() < limit;
+            match keep {
+                None => {
+                    if wanted {
+                        page.push(decode(&key, &bytes)?);
+                    }
+                    total += 1;
+                }
+                Some(keep) => {
+                    let record: JobRecord = match decode(&key, &bytes) {
+                        Ok(record) => record,
+                        Err(error) => {
+                            tracing::warn!(%error, "leaving a damaged job record out");
+                            continue;
+                        }
+                    };
+                    if keep(&record) {
+                        if wanted {
+                            page.push(record);
+                        }
+                        total += 1;
+                    }
+                }
+            }
+        }
+        Ok((total, page))
+    }
+
+    /// How many jobs there are (counted once, then kept current).
+    pub fn job_count(&self) -> Result<u64> {
+        let mut cached = self.job_count.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = *cached {
+            return Ok(count);
+        }
+        let mut count = 0u64;
+        for key in self.jobs.iter().keys() {
+            key?;
+            count += 1;
+        }
+        *cached = Some(count);
+        Ok(count)
+    }
+
+    /// A page of every job, newest first, walking from whichever end of the tree is nearer.
+    fn all_jobs_page(&self, offset: usize, limit: usize) -> Result<(u64, Vec<JobRecord>)> {
+        let total = self.job_count()?;
+        let from_newest = offset as u64;
+        let end = (from_newest + limit as u64).min(total);
+        let decode_entry = |entry: sled::Result<(sled::IVec, sled::IVec)>| -> Result<JobRecord> {
+            let (key, bytes) = entry?;
+            decode(&key, &bytes)
+        };
+        let page = if from_newest <= total / 2 {
+            self.jobs
+                .iter()
+                .rev()
+                .skip(offset)
+                .take(limit)
+                .map(decode_entry)
+                .collect::<Result<Vec<_>>>()?
+        } else {
+            // Rows `offset..end` counted from the newest are `total-end..total-offset` from
+            // the oldest.
+            let mut oldest_first = self
+                .jobs
+                .iter()
+                .skip((total - end) as usize)
+                .take(end.saturating_sub(from_newest) as usize)
+                .map(decode_entry)
+                .collect::<Result<Vec<_>>>()?;
+            oldest_first.reverse();
+            oldest_first
+        };
+        Ok((total, page))
+    }
+
+    /// Jobs whose id starts with `prefix`, newest first, at most `limit`.
+    pub fn jobs_with_id_prefix(&self, prefix: &str, limit: usize) -> Result<Vec<JobRecord>> {
+        let mut found = Vec::new();
+        for entry in self.job_index.scan_prefix(prefix.as_bytes()).take(limit) {
+            let (_, key) = entry?;
+            if let Some(bytes) = self.jobs.get(&key)? {
+                found.push(decode(&key, &bytes)?);
+            }
+        }
+        found.sort_by_key(|record: &JobRecord| std::cmp::Reverse(record.started_unix_ms));
+        Ok(found)
     }
 
     /// Jobs started in `[from, to)`, oldest first, at most `limit`.

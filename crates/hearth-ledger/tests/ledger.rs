@@ -444,3 +444,70 @@ fn jobs_export_as_csv() {
     );
     assert!(lines[2].starts_with("\"b,\"\"quoted\"\"\",m,chat,running,"));
 }
+
+#[test]
+fn history_pages_come_newest_first_with_filters_counts_and_id_search() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Ledger::open(dir.path()).unwrap();
+    let mut pool = Pool::new();
+    // 30 jobs a minute apart; every third one fails, the rest complete.
+    for i in 0..30u64 {
+        let id = format!("job-{i:02}");
+        let model = if i % 2 == 0 { "even" } else { "odd" };
+        ledger
+            .start_job(&id, model, "embeddings", T0 + i * 60_000)
+            .unwrap();
+        let outcome = if i % 3 == 0 {
+            JobOutcome {
+                status: JobStatus::Failed,
+                ended_unix_ms: T0 + i * 60_000 + 5,
+                energy_wh: None,
+                energy_estimated: false,
+                receipt: None,
+                note: Some("broke".into()),
+            }
+        } else {
+            completed(T0 + i * 60_000 + 5, pool.receipt(&id, 1, 1))
+        };
+        ledger
+            .finish_job(&id, outcome, &pool.key.public_key())
+            .unwrap();
+    }
+    let ids = |jobs: &[JobRecord]| jobs.iter().map(|j| j.job_id.clone()).collect::<Vec<_>>();
+
+    let (total, page) = ledger.jobs_page(0, u64::MAX, 0, 3, None).unwrap();
+    assert_eq!(total, 30);
+    assert_eq!(ids(&page), ["job-29", "job-28", "job-27"]);
+    let (_, page) = ledger.jobs_page(0, u64::MAX, 28, 5, None).unwrap();
+    assert_eq!(ids(&page), ["job-01", "job-00"], "the last page is short");
+    // The count, read once, follows new jobs.
+    ledger
+        .start_job("job-30", "odd", "chat", T0 + 30 * 60_000)
+        .unwrap();
+    let (total, page) = ledger.jobs_page(0, u64::MAX, 0, 1, None).unwrap();
+    assert_eq!((total, ids(&page)), (31, vec!["job-30".to_owned()]));
+
+    let failed = |r: &JobRecord| r.status == JobStatus::Failed;
+    let (total, page) = ledger.jobs_page(0, u64::MAX, 1, 2, Some(&failed)).unwrap();
+    assert_eq!(total, 10, "every third job failed");
+    assert_eq!(ids(&page), ["job-24", "job-21"]);
+
+    // A time range narrows by the key, before any record is read.
+    let (total, page) = ledger
+        .jobs_page(T0 + 10 * 60_000, T0 + 12 * 60_000, 0, 10, None)
+        .unwrap();
+    assert_eq!(
+        (total, ids(&page)),
+        (2, vec!["job-11".to_owned(), "job-10".to_owned()])
+    );
+
+    assert_eq!(
+        ids(&ledger.jobs_with_id_prefix("job-1", 100).unwrap()).len(),
+        10
+    );
+    assert_eq!(
+        ids(&ledger.jobs_with_id_prefix("job-07", 100).unwrap()),
+        ["job-07"]
+    );
+    assert!(ledger.jobs_with_id_prefix("nope", 100).unwrap().is_empty());
+}

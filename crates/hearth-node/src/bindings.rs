@@ -6,9 +6,14 @@
 
 use ts_rs::{Config, TS};
 
+use crate::NodeConfig;
+
 use crate::status::{
     ActivityState, ControlSource, Earnings, GpuLive, JobState, JobSummary, NodeEvent, NodeStatus,
     Overview, PauseReason, PoolStatus, Telemetry,
+};
+use crate::views::{
+    EarningsReport, HourEarnings, JobPage, JobQuery, ModelEarnings, PeriodEarnings,
 };
 
 /// The full text of `ui/src/lib/bindings.ts`.
@@ -27,6 +32,13 @@ pub fn typescript_bindings() -> String {
         (Telemetry::docs(), Telemetry::decl(&cfg)),
         (Overview::docs(), Overview::decl(&cfg)),
         (NodeEvent::docs(), NodeEvent::decl(&cfg)),
+        (HourEarnings::docs(), HourEarnings::decl(&cfg)),
+        (PeriodEarnings::docs(), PeriodEarnings::decl(&cfg)),
+        (ModelEarnings::docs(), ModelEarnings::decl(&cfg)),
+        (EarningsReport::docs(), EarningsReport::decl(&cfg)),
+        (JobQuery::docs(), JobQuery::decl(&cfg)),
+        (JobPage::docs(), JobPage::decl(&cfg)),
+        (NodeConfig::docs(), NodeConfig::decl(&cfg)),
     ];
     let mut out = String::from(
         "// Generated from the Rust types in crates/hearth-node by `typescript_bindings()`.\n\
@@ -84,6 +96,9 @@ mod tests {
             "Telemetry",
             "Overview",
             "NodeEvent",
+            "EarningsReport",
+            "JobPage",
+            "NodeConfig",
         ] {
             assert!(
                 text.contains(&format!("export type {name} =")),

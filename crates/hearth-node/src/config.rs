@@ -20,8 +20,8 @@ pub enum ConfigError {
 /// The pool value that selects the embedded local pool.
 pub const EMBEDDED_POOL: &str = "embedded";
 
-/// The node's settings.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// The node's settings. The window's Settings page edits them too (TypeScript generated).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ts_rs::TS)]
 #[serde(default, deny_unknown_fields)]
 pub struct NodeConfig {
     /// `embedded` (the local demo pool, started in-process) or a pool's `http(s)://` URL.
@@ -31,11 +31,13 @@ pub struct NodeConfig {
     /// Jobs run at once.
     pub concurrency: usize,
     /// The embedded pool's demo customer sends a request this often (0: never).
+    #[ts(type = "number")]
     pub demo_interval_ms: u64,
     /// Port of the headless server on 127.0.0.1 (0: any free port).
     pub api_port: u16,
     /// Memory loaded models may hold (GPU memory on wgpu, RAM on the CPU), in MiB; the least
     /// recently used model is unloaded to make room.
+    #[ts(type = "number")]
     pub model_memory_mib: u64,
     /// Pause by itself while a game runs.
     pub detect_games: bool,
@@ -44,6 +46,7 @@ pub struct NodeConfig {
     /// Work only while the owner is away (no keyboard or mouse input for `away_after_s`).
     pub idle_only: bool,
     /// Seconds without input after which the owner counts as away.
+    #[ts(type = "number")]
     pub away_after_s: u64,
     /// While the owner is at the computer (input within `away_after_s`) and not gaming, work
     /// only this share of the time, in percent, so the desktop stays smooth (100: no throttle).
@@ -52,14 +55,18 @@ pub struct NodeConfig {
     pub detect_gpu_processes: bool,
     /// Pause when other programs leave less GPU memory free than this (MiB) beyond what
     /// Hearth's own models hold; resume once twice this is free (0: no VRAM limit).
+    #[ts(type = "number")]
     pub vram_min_free_mib: u64,
     /// The owner's own games: program names, or folders (with a `/`).
     pub games: Vec<String>,
     /// After the last game ends, wait this long before working again.
+    #[ts(type = "number")]
     pub game_cooldown_s: u64,
     /// After this long paused, loaded models are unloaded to give their memory back.
+    #[ts(type = "number")]
     pub free_memory_after_s: u64,
     /// How often the watcher looks for games, in ms.
+    #[ts(type = "number")]
     pub watch_interval_ms: u64,
     /// Pause at or above this GPU temperature (°C)…
     pub temperature_stop_c: f32,
@@ -68,6 +75,14 @@ pub struct NodeConfig {
     /// When Hearth may work, e.g. `["mon-fri 18:00-08:00", "weekends 00:00-24:00"]`
     /// (local time); empty: any time. See [`crate::schedule`].
     pub schedule: Vec<String>,
+    /// Where the pool pays out (its own format, e.g. a wallet address); empty: not set.
+    pub payout_address: String,
+    /// Electricity price per kWh in `currency`, for earnings net of electricity.
+    pub electricity_price_per_kwh: f64,
+    /// Three-letter currency code, e.g. `EUR`.
+    pub currency: String,
+    /// What one credit pays out in `currency`.
+    pub credit_value: f64,
 }
 
 impl Default for NodeConfig {
@@ -93,6 +108,10 @@ impl Default for NodeConfig {
             temperature_stop_c: 83.0,
             temperature_resume_c: 70.0,
             schedule: Vec::new(),
+            payout_address: String::new(),
+            electricity_price_per_kwh: 0.30,
+            currency: "EUR".into(),
+            credit_value: 1.0,
         }
     }
 }
@@ -213,6 +232,41 @@ impl NodeConfig {
                 format!("{} MiB is more than any GPU has", self.vram_min_free_mib),
             ));
         }
+        if !(0.0..=10.0).contains(&self.electricity_price_per_kwh) {
+            return Err(invalid(
+                "electricity_price_per_kwh",
+                format!(
+                    "{} per kWh is outside 0 to 10",
+                    self.electricity_price_per_kwh
+                ),
+            ));
+        }
+        if self.currency.len() != 3 || !self.currency.chars().all(|c| c.is_ascii_uppercase()) {
+            return Err(invalid(
+                "currency",
+                format!(
+                    "{:?}: use a three-letter code such as EUR or USD",
+                    self.currency
+                ),
+            ));
+        }
+        if !(0.0..=1e6).contains(&self.credit_value) {
+            return Err(invalid(
+                "credit_value",
+                format!("{} is outside 0 to 1000000", self.credit_value),
+            ));
+        }
+        if self.payout_address.len() > 200
+            || self
+                .payout_address
+                .chars()
+                .any(|c| c.is_control() || c.is_whitespace())
+        {
+            return Err(invalid(
+                "payout_address",
+                "use at most 200 characters, without spaces".into(),
+            ));
+        }
         if self.free_memory_after_s > 86_400 {
             return Err(invalid(
                 "free_memory_after_s",
@@ -282,6 +336,18 @@ impl NodeConfig {
             }
             "game_cooldown_s" => next.game_cooldown_s = number(value)?,
             "free_memory_after_s" => next.free_memory_after_s = number(value)?,
+            "payout_address" => next.payout_address = value.trim().to_owned(),
+            "currency" => next.currency = value.trim().to_ascii_uppercase(),
+            "electricity_price_per_kwh" | "credit_value" => {
+                let amount: f64 = value
+                    .parse()
+                    .map_err(|_| invalid(format!("{value:?} is not a number")))?;
+                if key == "credit_value" {
+                    next.credit_value = amount;
+                } else {
+                    next.electricity_price_per_kwh = amount;
+                }
+            }
             "schedule" => {
                 next.schedule = value
                     .split(';')
@@ -309,7 +375,8 @@ impl NodeConfig {
                 return Err(invalid(format!(
                     "unknown setting {other:?} (pool, backend, concurrency, demo_interval_ms, api_port, \
                      model_memory_mib, detect_games, detect_fullscreen, detect_gpu_processes, idle_only, away_after_s, \
-                     throttle_when_active_percent, vram_min_free_mib, games, game_cooldown_s, free_memory_after_s, watch_interval_ms, temperature_stop_c, temperature_resume_c, schedule)"
+                     throttle_when_active_percent, vram_min_free_mib, games, game_cooldown_s, free_memory_after_s, watch_interval_ms, \
+                     payout_address, electricity_price_per_kwh, currency, credit_value, temperature_stop_c, temperature_resume_c, schedule)"
                 )));
             }
         }

@@ -19,6 +19,7 @@ pub mod schedule;
 pub mod server;
 pub mod service;
 mod status;
+pub mod views;
 pub mod watcher;
 pub mod worker;
 

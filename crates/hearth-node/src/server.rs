@@ -25,14 +25,15 @@ use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, Uri, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use futures_util::Stream;
 use serde::{Deserialize, Serialize};
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::BroadcastStream;
 
 use crate::status::{Earnings, JobSummary, NodeStatus, Overview, PoolStatus};
-use crate::{ControlSource, NodeEvent, Service};
+use crate::views::{EarningsReport, JobPage, JobQuery};
+use crate::{ControlSource, NodeConfig, NodeEvent, Service};
 
 /// The file holding the API token, in the data folder.
 pub const TOKEN_FILE: &str = "api-token";
@@ -144,6 +145,10 @@ pub async fn serve(
         .route("/api/events", get(events))
         .route("/api/ledger/verify", get(verify))
         .route("/api/ledger/export", get(export))
+        .route("/api/earnings/report", get(earnings_report))
+        .route("/api/jobs/page", post(job_page))
+        .route("/api/settings", get(settings))
+        .route("/api/settings", put(save_settings))
         .fallback(static_file)
         .with_state(state);
     let task = tokio::spawn(async move {
@@ -290,6 +295,51 @@ async fn export(_: Authorized, State(state): State<Arc<ServerState>>) -> Respons
         Ok(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
+}
+
+/// A ledger question answered off the async threads (it may read many records).
+async fn from_ledger<T: Send + 'static>(
+    service: &Arc<Service>,
+    ask: impl FnOnce(&Service) -> Result<T, hearth_ledger::LedgerError> + Send + 'static,
+) -> Result<Json<T>, (StatusCode, String)> {
+    let service = Arc::clone(service);
+    match tokio::task::spawn_blocking(move || ask(&service)).await {
+        Ok(Ok(answer)) => Ok(Json(answer)),
+        Ok(Err(e)) => Err((StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
+        Err(e) => Err((StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
+    }
+}
+
+async fn earnings_report(
+    _: Authorized,
+    State(state): State<Arc<ServerState>>,
+) -> Result<Json<EarningsReport>, (StatusCode, String)> {
+    from_ledger(&state.service, Service::earnings_report).await
+}
+
+async fn job_page(
+    _: Authorized,
+    State(state): State<Arc<ServerState>>,
+    Json(query): Json<JobQuery>,
+) -> Result<Json<JobPage>, (StatusCode, String)> {
+    from_ledger(&state.service, move |service| service.job_page(&query)).await
+}
+
+async fn settings(_: Authorized, State(state): State<Arc<ServerState>>) -> Json<NodeConfig> {
+    Json(state.service.settings())
+}
+
+/// Save settings; a bad value is a 422 naming the setting (`key: reason`).
+async fn save_settings(
+    _: Authorized,
+    State(state): State<Arc<ServerState>>,
+    Json(settings): Json<NodeConfig>,
+) -> Result<Json<NodeConfig>, (StatusCode, String)> {
+    state
+        .service
+        .save_settings(settings)
+        .map(Json)
+        .map_err(|e| (StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))
 }
 
 /// Files of the built UI; `/` is `index.html`. Paths that climb out are refused.

@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 use crate::Node;
 use crate::config::{EMBEDDED_POOL, NodeConfig};
 use crate::executor::Executor;
-use crate::status::{Earnings, JobSummary, NodeEvent, Overview, PoolStatus, Telemetry};
+use crate::status::{Earnings, JobState, JobSummary, NodeEvent, Overview, PoolStatus, Telemetry};
 use crate::worker::{self, WorkerConfig, WorkerError, WorkerEvent};
 
 const MS_PER_HOUR: u64 = 3_600_000;
@@ -79,6 +79,10 @@ pub struct Service {
     _watcher: Option<crate::watcher::Watcher>,
     worker: std::sync::Mutex<Option<JoinHandle<Result<(), WorkerError>>>>,
     tasks: Vec<JoinHandle<()>>,
+    data_dir: PathBuf,
+    /// The settings the service started with (command-line overrides included); saves
+    /// go through this lock one at a time.
+    config: std::sync::Mutex<NodeConfig>,
 }
 
 /// The default data folder: `$HEARTH_DATA_DIR`, else `$XDG_DATA_HOME/hearth`, else
@@ -271,6 +275,8 @@ impl Service {
             _watcher: watcher,
             worker: std::sync::Mutex::new(Some(worker)),
             tasks,
+            data_dir: options.data_dir.clone(),
+            config: std::sync::Mutex::new(config.clone()),
         })
     }
 
@@ -337,6 +343,48 @@ impl Service {
         }
     }
 
+    /// The settings as saved in `config.toml` (without command-line overrides); the ones
+    /// the service started with when the file cannot be read.
+    pub fn settings(&self) -> NodeConfig {
+        let started_with = self.config.lock().unwrap_or_else(|e| e.into_inner());
+        NodeConfig::load(&self.data_dir).unwrap_or_else(|error| {
+            tracing::warn!(%error, "showing the settings Hearth started with");
+            started_with.clone()
+        })
+    }
+
+    /// Check and save new settings; they take effect when Hearth next starts. On an error
+    /// (naming the setting) nothing is saved.
+    pub fn save_settings(
+        &self,
+        settings: NodeConfig,
+    ) -> Result<NodeConfig, crate::config::ConfigError> {
+        let _one_at_a_time = self.config.lock().unwrap_or_else(|e| e.into_inner());
+        settings.save(&self.data_dir)?;
+        tracing::info!("settings saved");
+        Ok(settings)
+    }
+
+    /// Earnings over the last 30 days for the Earnings page.
+    pub fn earnings_report(
+        &self,
+    ) -> Result<crate::views::EarningsReport, hearth_ledger::LedgerError> {
+        earnings_report(
+            &self.ledger,
+            &self.settings(),
+            self.pool.borrow().demo,
+            now_unix_ms(),
+        )
+    }
+
+    /// One page of the job history.
+    pub fn job_page(
+        &self,
+        query: &crate::views::JobQuery,
+    ) -> Result<crate::views::JobPage, hearth_ledger::LedgerError> {
+        job_page(&self.ledger, query)
+    }
+
     /// The latest telemetry sample.
     pub fn telemetry(&self) -> Option<Telemetry> {
         let sampler = self.sampler.as_ref()?;
@@ -388,6 +436,133 @@ fn local_midnight_ms() -> u64 {
         .and_hms_opt(0, 0, 0)
         .and_then(|midnight| Local.from_local_datetime(&midnight).earliest())
         .map_or(0, |t| u64::try_from(t.timestamp_millis()).unwrap_or(0))
+}
+
+/// How many days the Earnings page looks back.
+const REPORT_DAYS: u32 = 30;
+/// Jobs read at most for the per-model breakdown (newest first).
+const BY_MODEL_SCAN_LIMIT: usize = 200_000;
+
+/// The Earnings page's figures from `ledger` at `now_ms`, priced with `config`'s electricity
+/// price and credit value.
+pub fn earnings_report(
+    ledger: &Ledger,
+    config: &NodeConfig,
+    demo: bool,
+    now_ms: u64,
+) -> Result<crate::views::EarningsReport, hearth_ledger::LedgerError> {
+    use crate::views::{EarningsReport, HourEarnings, ModelEarnings, PeriodEarnings};
+    const MS_PER_DAY: u64 = 24 * MS_PER_HOUR;
+    let from = now_ms.saturating_sub(u64::from(REPORT_DAYS) * MS_PER_DAY);
+    let hours: Vec<HourEarnings> = ledger
+        .hourly(from, now_ms + 1)?
+        .into_iter()
+        .map(|(at_ms, t)| HourEarnings {
+            at_ms,
+            micro_credits: t.micro_credits,
+            jobs_completed: t.jobs_completed,
+            jobs_failed: t.jobs_failed,
+            energy_wh: t.energy_wh,
+            energy_estimated: t.energy_estimated,
+        })
+        .collect();
+    let periods = [1u32, 7, REPORT_DAYS]
+        .into_iter()
+        .map(|days| {
+            let since = now_ms.saturating_sub(u64::from(days) * MS_PER_DAY);
+            let inside = hours.iter().filter(|h| h.at_ms + MS_PER_HOUR > since);
+            let mut period = PeriodEarnings {
+                days,
+                micro_credits: 0,
+                jobs_completed: 0,
+                energy_wh: 0.0,
+                energy_estimated: false,
+                value: 0.0,
+                electricity_cost: 0.0,
+                net: 0.0,
+            };
+            for hour in inside {
+                period.micro_credits += hour.micro_credits;
+                period.jobs_completed += hour.jobs_completed;
+                period.energy_wh += hour.energy_wh;
+                period.energy_estimated |= hour.energy_estimated;
+            }
+            period.value = period.micro_credits as f64 / 1e6 * config.credit_value;
+            period.electricity_cost = period.energy_wh / 1000.0 * config.electricity_price_per_kwh;
+            period.net = period.value - period.electricity_cost;
+            period
+        })
+        .collect();
+    let mut models: std::collections::BTreeMap<String, ModelEarnings> = Default::default();
+    let (_, recent) = ledger.jobs_page(from, now_ms + 1, 0, BY_MODEL_SCAN_LIMIT, None)?;
+    for job in recent
+        .iter()
+        .filter(|j| j.status == hearth_ledger::JobStatus::Completed)
+    {
+        let entry = models
+            .entry(job.model.clone())
+            .or_insert_with(|| ModelEarnings {
+                model: job.model.clone(),
+                jobs: 0,
+                micro_credits: 0,
+            });
+        entry.jobs += 1;
+        entry.micro_credits += job.micro_credits;
+    }
+    let mut by_model: Vec<ModelEarnings> = models.into_values().collect();
+    by_model.sort_by_key(|m| std::cmp::Reverse(m.micro_credits));
+    Ok(EarningsReport {
+        hours,
+        periods,
+        by_model,
+        price_per_kwh: config.electricity_price_per_kwh,
+        currency: config.currency.clone(),
+        credit_value: config.credit_value,
+        demo,
+        now_ms,
+    })
+}
+
+/// One page of `ledger`'s jobs for `query` (an id search ignores the other filters).
+pub fn job_page(
+    ledger: &Ledger,
+    query: &crate::views::JobQuery,
+) -> Result<crate::views::JobPage, hearth_ledger::LedgerError> {
+    use crate::views::{JobPage, JobQuery};
+    let limit = query.limit.clamp(1, JobQuery::MAX_LIMIT) as usize;
+    let offset = usize::try_from(query.offset).unwrap_or(usize::MAX);
+    if let Some(prefix) = query
+        .id_prefix
+        .as_deref()
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+    {
+        let found = ledger.jobs_with_id_prefix(prefix, offset.saturating_add(limit))?;
+        return Ok(JobPage {
+            total: found.len() as u64,
+            offset: query.offset,
+            jobs: found.iter().skip(offset).map(JobSummary::from).collect(),
+        });
+    }
+    let state = query.state;
+    let model = query.model.clone().filter(|m| !m.is_empty());
+    let keep = move |record: &hearth_ledger::JobRecord| {
+        state.is_none_or(|s| JobState::from(record.status) == s)
+            && model.as_deref().is_none_or(|m| record.model == m)
+    };
+    let filtered = state.is_some() || query.model.as_deref().is_some_and(|m| !m.is_empty());
+    let (total, jobs) = ledger.jobs_page(
+        query.from_ms.unwrap_or(0),
+        query.to_ms.unwrap_or(u64::MAX),
+        offset,
+        limit,
+        filtered.then_some(&keep as &dyn Fn(&hearth_ledger::JobRecord) -> bool),
+    )?;
+    Ok(JobPage {
+        total,
+        offset: query.offset,
+        jobs: jobs.iter().map(JobSummary::from).collect(),
+    })
 }
 
 /// Today's totals and the last hour's credits, from the ledger's hourly table.

@@ -129,6 +129,49 @@ async fn headless_node_serves_api_events_and_cli_and_stops_cleanly() {
     assert_eq!(overview["pool"]["connected"], true);
     assert_eq!(overview["pool"]["name"], "Local demo pool");
 
+    // The pages' queries: the job in the history and the earnings report.
+    let page: Value = http
+        .post(format!("{base}/api/jobs/page"))
+        .bearer_auth(&token)
+        .json(&json!({"offset": 0, "limit": 10, "state": "completed"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page["total"], 1, "{page}");
+    assert_eq!(page["jobs"][0]["job_id"], job["job_id"]);
+    let report: Value = get_json(&http, &base, &token, "/api/earnings/report").await;
+    assert_eq!(report["periods"][0]["days"], 1);
+    assert_eq!(report["periods"][0]["micro_credits"], job["micro_credits"]);
+    assert_eq!(report["by_model"][0]["model"], "all-minilm-l6-v2");
+
+    // Settings: a bad value is refused with its reason and nothing is written.
+    let mut settings: Value = get_json(&http, &base, &token, "/api/settings").await;
+    settings["currency"] = json!("euro");
+    let refused = http
+        .put(format!("{base}/api/settings"))
+        .bearer_auth(&token)
+        .json(&settings)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 422);
+    assert!(refused.text().await.unwrap().starts_with("currency: "));
+    assert!(!data.path().join("config.toml").exists());
+    settings["currency"] = json!("CHF");
+    let saved = http
+        .put(format!("{base}/api/settings"))
+        .bearer_auth(&token)
+        .json(&settings)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(saved.status(), 200);
+    let file = std::fs::read_to_string(data.path().join("config.toml")).unwrap();
+    assert!(file.contains("currency = \"CHF\""), "{file}");
+
     // The CLI talks to the running node.
     let status = cli(data.path(), &["status"]);
     assert!(status.contains("state     running"), "{status}");

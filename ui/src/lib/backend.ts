@@ -1,7 +1,15 @@
 // The one interface the UI talks to. The Tauri window implements it over IPC; the headless
 // node implements it over HTTP and server-sent events. Components never call a transport.
 
-import type { NodeEvent, NodeStatus, Overview } from "./bindings";
+import type {
+  EarningsReport,
+  JobPage,
+  JobQuery,
+  NodeConfig,
+  NodeEvent,
+  NodeStatus,
+  Overview,
+} from "./bindings";
 
 /** Stops a subscription. */
 export type Unsubscribe = () => void;
@@ -19,4 +27,14 @@ export interface Backend {
   resume(): Promise<NodeStatus>;
   /** Receive every node event from now on, in order. */
   subscribe(onEvent: (event: NodeEvent) => void): Promise<Unsubscribe>;
+  /** Earnings over the last 30 days. */
+  earningsReport(): Promise<EarningsReport>;
+  /** One page of the job history. */
+  jobPage(query: JobQuery): Promise<JobPage>;
+  /** The settings as saved. */
+  settings(): Promise<NodeConfig>;
+  /** Check and save settings; rejects with "key: reason" when one is invalid. */
+  saveSettings(settings: NodeConfig): Promise<NodeConfig>;
+  /** Export every job as CSV; resolves with where it went. */
+  exportHistory(): Promise<string>;
 }

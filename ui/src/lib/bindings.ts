@@ -173,3 +173,206 @@ export type NodeEvent = { "type": "status_changed",
  * The state after the change.
  */
 status: NodeStatus, } | { "type": "job_started", job: JobSummary, } | { "type": "job_ended", job: JobSummary, } | { "type": "earnings_changed", earnings: Earnings, } | { "type": "pool_changed", pool: PoolStatus, } | { "type": "telemetry", telemetry: Telemetry, };
+
+/**
+ * One hour's totals, for the charts.
+ */
+export type HourEarnings = { 
+/**
+ * Start of the hour, ms since the Unix epoch.
+ */
+at_ms: number, micro_credits: number, jobs_completed: number, jobs_failed: number, 
+/**
+ * GPU energy spent on jobs (Wh).
+ */
+energy_wh: number, 
+/**
+ * Some of the energy was estimated (no power sensor), not measured.
+ */
+energy_estimated: boolean, };
+
+/**
+ * Totals over the last `days`, with electricity and what is left after it.
+ */
+export type PeriodEarnings = { days: number, micro_credits: number, jobs_completed: number, energy_wh: number, energy_estimated: boolean, 
+/**
+ * Earnings in the owner's currency (credits × the value of one credit).
+ */
+value: number, 
+/**
+ * Electricity for the jobs, in the owner's currency.
+ */
+electricity_cost: number, 
+/**
+ * `value − electricity_cost`.
+ */
+net: number, };
+
+/**
+ * One model's share of the earnings.
+ */
+export type ModelEarnings = { model: string, jobs: number, micro_credits: number, };
+
+/**
+ * Everything the Earnings page shows.
+ */
+export type EarningsReport = { 
+/**
+ * Every hour of the last 30 days that had work, oldest first.
+ */
+hours: Array<HourEarnings>, 
+/**
+ * The last 1, 7 and 30 days.
+ */
+periods: Array<PeriodEarnings>, 
+/**
+ * Completed jobs of the last 30 days by model, most credits first.
+ */
+by_model: Array<ModelEarnings>, 
+/**
+ * The owner's electricity price per kWh and currency (from the settings).
+ */
+price_per_kwh: number, currency: string, 
+/**
+ * What one credit is worth in `currency` (from the settings).
+ */
+credit_value: number, 
+/**
+ * Credits from the local demo pool are not money.
+ */
+demo: boolean, now_ms: number, };
+
+/**
+ * Which jobs the History page asks for.
+ */
+export type JobQuery = { 
+/**
+ * Rows to skip, newest first.
+ */
+offset: number, 
+/**
+ * Rows wanted (at most [`JobQuery::MAX_LIMIT`]).
+ */
+limit: number, state: JobState | null, model: string | null, 
+/**
+ * Jobs whose id starts with this (the search box).
+ */
+id_prefix: string | null, 
+/**
+ * Jobs started in `[from_ms, to_ms)`.
+ */
+from_ms: number | null, to_ms: number | null, };
+
+/**
+ * One page of the history.
+ */
+export type JobPage = { 
+/**
+ * Jobs matching the query in all.
+ */
+total: number, offset: number, jobs: Array<JobSummary>, };
+
+/**
+ * The node's settings. The window's Settings page edits them too (TypeScript generated).
+ */
+export type NodeConfig = { 
+/**
+ * `embedded` (the local demo pool, started in-process) or a pool's `http(s)://` URL.
+ */
+pool: string, 
+/**
+ * `auto` (a real GPU if there is one, else the CPU), `cpu` or `wgpu`.
+ */
+backend: string, 
+/**
+ * Jobs run at once.
+ */
+concurrency: number, 
+/**
+ * The embedded pool's demo customer sends a request this often (0: never).
+ */
+demo_interval_ms: number, 
+/**
+ * Port of the headless server on 127.0.0.1 (0: any free port).
+ */
+api_port: number, 
+/**
+ * Memory loaded models may hold (GPU memory on wgpu, RAM on the CPU), in MiB; the least
+ * recently used model is unloaded to make room.
+ */
+model_memory_mib: number, 
+/**
+ * Pause by itself while a game runs.
+ */
+detect_games: boolean, 
+/**
+ * Pause by itself while a fullscreen window is in front.
+ */
+detect_fullscreen: boolean, 
+/**
+ * Work only while the owner is away (no keyboard or mouse input for `away_after_s`).
+ */
+idle_only: boolean, 
+/**
+ * Seconds without input after which the owner counts as away.
+ */
+away_after_s: number, 
+/**
+ * While the owner is at the computer (input within `away_after_s`) and not gaming, work
+ * only this share of the time, in percent, so the desktop stays smooth (100: no throttle).
+ */
+throttle_when_active_percent: number, 
+/**
+ * Pause while another program keeps the GPU busy (DRM fdinfo; NVML compute processes).
+ */
+detect_gpu_processes: boolean, 
+/**
+ * Pause when other programs leave less GPU memory free than this (MiB) beyond what
+ * Hearth's own models hold; resume once twice this is free (0: no VRAM limit).
+ */
+vram_min_free_mib: number, 
+/**
+ * The owner's own games: program names, or folders (with a `/`).
+ */
+games: Array<string>, 
+/**
+ * After the last game ends, wait this long before working again.
+ */
+game_cooldown_s: number, 
+/**
+ * After this long paused, loaded models are unloaded to give their memory back.
+ */
+free_memory_after_s: number, 
+/**
+ * How often the watcher looks for games, in ms.
+ */
+watch_interval_ms: number, 
+/**
+ * Pause at or above this GPU temperature (°C)…
+ */
+temperature_stop_c: number, 
+/**
+ * …and resume at or below this one.
+ */
+temperature_resume_c: number, 
+/**
+ * When Hearth may work, e.g. `["mon-fri 18:00-08:00", "weekends 00:00-24:00"]`
+ * (local time); empty: any time. See [`crate::schedule`].
+ */
+schedule: Array<string>, 
+/**
+ * Where the pool pays out (its own format, e.g. a wallet address); empty: not set.
+ */
+payout_address: string, 
+/**
+ * Electricity price per kWh in `currency`, for earnings net of electricity.
+ */
+electricity_price_per_kwh: number, 
+/**
+ * Three-letter currency code, e.g. `EUR`.
+ */
+currency: string, 
+/**
+ * What one credit pays out in `currency`.
+ */
+credit_value: number, };

@@ -2,7 +2,15 @@
 // The token comes from the address the node printed (`/?token=…`) and is kept for the tab.
 
 import type { Backend, Unsubscribe } from "./backend";
-import type { NodeEvent, NodeStatus, Overview } from "./bindings";
+import type {
+  EarningsReport,
+  JobPage,
+  JobQuery,
+  NodeConfig,
+  NodeEvent,
+  NodeStatus,
+  Overview,
+} from "./bindings";
 
 const TOKEN_KEY = "hearth-token";
 
@@ -15,11 +23,18 @@ export class HttpBackend implements Backend {
     this.#token = token;
   }
 
-  async #call<T>(method: "GET" | "POST", path: string): Promise<T> {
+  async #call<T>(method: "GET" | "POST" | "PUT", path: string, body?: unknown): Promise<T> {
+    const headers: Record<string, string> = { Authorization: `Bearer ${this.#token}` };
+    if (body !== undefined) headers["Content-Type"] = "application/json";
     const response = await fetch(`${this.#base}${path}`, {
       method,
-      headers: { Authorization: `Bearer ${this.#token}` },
+      headers,
+      body: body === undefined ? undefined : JSON.stringify(body),
     });
+    if (response.status === 422) {
+      // A setting the node refused: its answer ("key: reason") is for the user.
+      throw new Error(await response.text());
+    }
     if (!response.ok) {
       throw new Error(`${path}: ${response.status} ${await response.text()}`);
     }
@@ -52,6 +67,36 @@ export class HttpBackend implements Backend {
     );
     source.onmessage = (message) => onEvent(JSON.parse(message.data) as NodeEvent);
     return () => source.close();
+  }
+
+  earningsReport(): Promise<EarningsReport> {
+    return this.#call("GET", "/api/earnings/report");
+  }
+
+  jobPage(query: JobQuery): Promise<JobPage> {
+    return this.#call("POST", "/api/jobs/page", query);
+  }
+
+  settings(): Promise<NodeConfig> {
+    return this.#call("GET", "/api/settings");
+  }
+
+  saveSettings(settings: NodeConfig): Promise<NodeConfig> {
+    return this.#call("PUT", "/api/settings", settings);
+  }
+
+  /** The browser downloads the CSV. */
+  async exportHistory(): Promise<string> {
+    const response = await fetch(`${this.#base}/api/ledger/export`, {
+      headers: { Authorization: `Bearer ${this.#token}` },
+    });
+    if (!response.ok) throw new Error(`export: ${response.status} ${await response.text()}`);
+    const link = document.createElement("a");
+    link.href = URL.createObjectURL(await response.blob());
+    link.download = "hearth-jobs.csv";
+    link.click();
+    URL.revokeObjectURL(link.href);
+    return "your browser's downloads (hearth-jobs.csv)";
   }
 }
 

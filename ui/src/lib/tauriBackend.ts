@@ -3,7 +3,15 @@
 import { invoke } from "@tauri-apps/api/core";
 import { listen } from "@tauri-apps/api/event";
 import type { Backend, Unsubscribe } from "./backend";
-import type { NodeEvent, NodeStatus, Overview } from "./bindings";
+import type {
+  EarningsReport,
+  JobPage,
+  JobQuery,
+  NodeConfig,
+  NodeEvent,
+  NodeStatus,
+  Overview,
+} from "./bindings";
 
 /** Must match `NODE_EVENT` in src-tauri/src/lib.rs. */
 export const NODE_EVENT = "node-event";
@@ -31,6 +39,26 @@ export class TauriBackend implements Backend {
 
   async subscribe(onEvent: (event: NodeEvent) => void): Promise<Unsubscribe> {
     return listen<NodeEvent>(NODE_EVENT, (message) => onEvent(message.payload));
+  }
+
+  earningsReport(): Promise<EarningsReport> {
+    return invoke<EarningsReport>("earnings_report");
+  }
+
+  jobPage(query: JobQuery): Promise<JobPage> {
+    return invoke<JobPage>("job_page", { query });
+  }
+
+  settings(): Promise<NodeConfig> {
+    return invoke<NodeConfig>("settings");
+  }
+
+  saveSettings(settings: NodeConfig): Promise<NodeConfig> {
+    return invoke<NodeConfig>("save_settings", { settings });
+  }
+
+  exportHistory(): Promise<string> {
+    return invoke<string>("export_history");
   }
 }
 

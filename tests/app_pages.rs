@@ -1,0 +1,129 @@
+//! Every page of the real window, driven through tauri-driver: the earnings chart and totals
+//! fill in from the ledger, the history lists, searches and exports the jobs, and a setting
+//! saved in the window is refused when invalid and survives a restart. A screenshot of each
+//! page is saved under `test-output/screenshots/` for people to look at.
+
+use std::time::Duration;
+
+use hearth_e2e::{App, Desktop, wait_for};
+
+fn screenshot_dir() -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../test-output/screenshots")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_page_shows_the_ledger_and_settings_persist() -> anyhow::Result<()> {
+    let desktop = Desktop::start().await?;
+    let app = App::launch(&desktop).await?;
+    let shots = screenshot_dir();
+
+    // The embedded demo pool sends work at once; wait for two finished jobs.
+    app.wait_for_text("[data-testid=jobs-today]", |t| {
+        t.parse::<u32>().is_ok_and(|n| n >= 2)
+    })
+    .await?;
+    desktop.screenshot(&shots.join("page-overview.png"))?;
+
+    // Earnings: the 24-hour total is the ledger's, and the chart is drawn.
+    app.open_page("earnings", "Earnings").await?;
+    let day = app
+        .wait_for_text("[data-testid=period-1]", |t| {
+            t.split_whitespace()
+                .next()
+                .and_then(|n| n.parse::<f64>().ok())
+                .is_some_and(|n| n > 0.0)
+        })
+        .await?;
+    assert!(day.contains("demo credits"), "{day}");
+    wait_for("the chart's canvas", Duration::from_secs(10), || async {
+        app.client()
+            .find(fantoccini::Locator::Css(
+                "[data-testid=earnings-chart] canvas",
+            ))
+            .await
+            .ok()
+    })
+    .await?;
+    desktop.screenshot(&shots.join("page-earnings.png"))?;
+
+    // History: jobs listed newest first; a search by id finds one; export writes a CSV.
+    app.open_page("history", "History").await?;
+    let count = app
+        .wait_for_text("[data-testid=history-count]", |t| {
+            t.split_whitespace()
+                .next()
+                .and_then(|n| n.replace(',', "").parse::<u32>().ok())
+                .is_some_and(|n| n >= 2)
+        })
+        .await?;
+    let first_id = wait_for("a listed job", Duration::from_secs(10), || async {
+        let cell = app
+            .client()
+            .find(fantoccini::Locator::Css("[data-testid=history-rows] .id"))
+            .await
+            .ok()?;
+        cell.attr("title").await.ok().flatten()
+    })
+    .await?;
+    app.fill("[data-testid=history-search]", &first_id[..10])
+        .await?;
+    app.wait_for_text("[data-testid=history-count]", |t| t == "1 job")
+        .await?;
+    app.fill("[data-testid=history-search]", "").await?;
+    app.wait_for_text("[data-testid=history-count]", |t| t != "1 job")
+        .await?;
+    desktop.screenshot(&shots.join("page-history.png"))?;
+    app.click("[data-testid=history-export]").await?;
+    let saved = app
+        .wait_for_text("[data-testid=history-exported]", |t| {
+            t.starts_with("Saved to")
+        })
+        .await?;
+    let path = saved.trim_start_matches("Saved to ").trim();
+    assert!(
+        path.starts_with(&*desktop.downloads_dir().to_string_lossy()),
+        "{path}"
+    );
+    let csv = std::fs::read_to_string(path)?;
+    let rows = csv.lines().count();
+    assert!(csv.starts_with("job_id,"), "{}", &csv[..csv.len().min(200)]);
+    assert!(rows >= 3, "{count}: {rows} lines in the export");
+    assert!(csv.contains(&first_id), "the export holds the listed job");
+
+    // Settings: a bad schedule is refused with its reason; a good change is saved.
+    app.open_page("settings", "Settings").await?;
+    app.wait_for_text("[data-testid=settings-save]", |t| t == "Save")
+        .await?;
+    app.fill("[data-testid=setting-schedule]", "mon-fri 18:00-25:00")
+        .await?;
+    app.click("[data-testid=settings-save]").await?;
+    let refused = app
+        .wait_for_text("[data-testid=schedule-error]", |t| !t.is_empty())
+        .await?;
+    assert!(refused.contains("25:00"), "{refused}");
+    app.fill("[data-testid=setting-schedule]", "").await?;
+    app.fill("[data-testid=setting-price]", "0.42").await?;
+    app.fill("[data-testid=setting-currency]", "USD").await?;
+    app.click("[data-testid=settings-save]").await?;
+    app.wait_for_text("[data-testid=settings-message]", |t| t.starts_with("Saved"))
+        .await?;
+    desktop.screenshot(&shots.join("page-settings.png"))?;
+    let file = std::fs::read_to_string(desktop.app_data_dir().join("config.toml"))?;
+    assert!(file.contains("electricity_price_per_kwh = 0.42"), "{file}");
+    assert!(file.contains("currency = \"USD\""), "{file}");
+    app.close().await?;
+
+    // After a restart the window shows what was saved.
+    let app = App::launch(&desktop).await?;
+    app.open_page("settings", "Settings").await?;
+    let price = wait_for("the saved price", Duration::from_secs(15), || async {
+        app.value("[data-testid=setting-price]")
+            .await
+            .ok()
+            .filter(|v| !v.is_empty())
+    })
+    .await?;
+    assert_eq!(price, "0.42");
+    assert_eq!(app.value("[data-testid=setting-currency]").await?, "USD");
+    app.close().await
+}
