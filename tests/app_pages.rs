@@ -1,6 +1,7 @@
 //! Every page of the real window, driven through tauri-driver: the earnings chart and totals
-//! fill in from the ledger, the history lists, searches and exports the jobs, and a setting
-//! saved in the window is refused when invalid and survives a restart. A screenshot of each
+//! fill in from the ledger, the history lists, searches and exports the jobs, the hardware
+//! page runs the benchmark with its progress, and a setting saved in the window is refused
+//! when invalid and survives a restart. A screenshot of each
 //! page is saved under `test-output/screenshots/` for people to look at.
 
 use std::time::Duration;
@@ -89,6 +90,42 @@ async fn every_page_shows_the_ledger_and_settings_persist() -> anyhow::Result<()
     assert!(csv.starts_with("job_id,"), "{}", &csv[..csv.len().min(200)]);
     assert!(rows >= 3, "{count}: {rows} lines in the export");
     assert!(csv.contains(&first_id), "the export holds the listed job");
+
+    // Hardware: what the machine has; the benchmark runs with a progress bar and its figures
+    // appear; earnings per hour of work come from the jobs run so far.
+    app.open_page("hardware", "Hardware").await?;
+    let device = app
+        .wait_for_text("[data-testid=compute-device]", |t| !t.is_empty())
+        .await?;
+    assert_eq!(
+        device, "cpu",
+        "no real GPU here: models run on the processor"
+    );
+    app.wait_for_text("[data-testid=expected-per-hour]", |t| {
+        t.split_whitespace()
+            .next()
+            .and_then(|n| n.parse::<f64>().ok())
+            .is_some_and(|n| n > 0.0)
+    })
+    .await?;
+    app.click("[data-testid=run-benchmark]").await?;
+    app.wait_for_text("[data-testid=benchmark-step]", |t| {
+        t.starts_with("measuring")
+    })
+    .await?;
+    let table = wait_for(
+        "the benchmark's figures",
+        Duration::from_secs(120),
+        || async {
+            app.text("[data-testid=benchmark-table]")
+                .await
+                .filter(|t| t.contains("GFLOP/s"))
+        },
+    )
+    .await?;
+    assert!(table.contains("cpu"), "{table}");
+    desktop.screenshot(&shots.join("page-hardware.png"))?;
+    assert!(desktop.app_data_dir().join("capability.json").exists());
 
     // Settings: a bad schedule is refused with its reason; a good change is saved.
     app.open_page("settings", "Settings").await?;

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use hearth_node::views::{EarningsReport, JobPage, JobQuery};
+use hearth_node::views::{EarningsReport, HardwareView, JobPage, JobQuery};
 use hearth_node::{ControlSource, Node, NodeConfig, NodeStatus, Overview, Service};
 use tauri::{AppHandle, Manager, State};
 
@@ -123,4 +123,22 @@ pub async fn export_history(app: AppHandle, running: State<'_, Running>) -> Resu
     .await?;
     tracing::info!(path = %path.display(), "job history exported");
     Ok(path.display().to_string())
+}
+
+/// The machine, its stored benchmark and expected earnings (Hardware page).
+#[tauri::command]
+pub async fn hardware(running: State<'_, Running>) -> Result<HardwareView, String> {
+    let service = service(&running)?;
+    tauri::async_runtime::spawn_blocking(move || service.hardware_view())
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// Run the capability benchmark; its progress arrives as node events.
+#[tauri::command]
+pub async fn run_benchmark(running: State<'_, Running>) -> Result<HardwareView, String> {
+    let service = service(&running)?;
+    tauri::async_runtime::spawn_blocking(move || service.run_benchmark())
+        .await
+        .map_err(|e| e.to_string())?
 }

@@ -123,6 +123,8 @@ pub fn run() {
             commands::settings,
             commands::save_settings,
             commands::export_history,
+            commands::hardware,
+            commands::run_benchmark,
         ])
         .setup(|app| {
             let log_guard = logging::init(app.handle())?;

@@ -13,7 +13,8 @@ use crate::status::{
     Overview, PauseReason, PoolStatus, Telemetry,
 };
 use crate::views::{
-    EarningsReport, HourEarnings, JobPage, JobQuery, ModelEarnings, PeriodEarnings,
+    BackendView, BenchmarkView, EarningsReport, ExpectedEarnings, GpuView, HardwareView,
+    HourEarnings, JobPage, JobQuery, ModelEarnings, ModelFitView, PeriodEarnings,
 };
 
 /// The full text of `ui/src/lib/bindings.ts`.
@@ -39,6 +40,12 @@ pub fn typescript_bindings() -> String {
         (JobQuery::docs(), JobQuery::decl(&cfg)),
         (JobPage::docs(), JobPage::decl(&cfg)),
         (NodeConfig::docs(), NodeConfig::decl(&cfg)),
+        (GpuView::docs(), GpuView::decl(&cfg)),
+        (BackendView::docs(), BackendView::decl(&cfg)),
+        (ModelFitView::docs(), ModelFitView::decl(&cfg)),
+        (BenchmarkView::docs(), BenchmarkView::decl(&cfg)),
+        (ExpectedEarnings::docs(), ExpectedEarnings::decl(&cfg)),
+        (HardwareView::docs(), HardwareView::decl(&cfg)),
     ];
     let mut out = String::from(
         "// Generated from the Rust types in crates/hearth-node by `typescript_bindings()`.\n\
@@ -99,6 +106,7 @@ mod tests {
             "EarningsReport",
             "JobPage",
             "NodeConfig",
+            "HardwareView",
         ] {
             assert!(
                 text.contains(&format!("export type {name} =")),

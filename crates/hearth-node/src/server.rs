@@ -32,7 +32,7 @@ use tokio_stream::StreamExt;
 use tokio_stream::wrappers::BroadcastStream;
 
 use crate::status::{Earnings, JobSummary, NodeStatus, Overview, PoolStatus};
-use crate::views::{EarningsReport, JobPage, JobQuery};
+use crate::views::{EarningsReport, HardwareView, JobPage, JobQuery};
 use crate::{ControlSource, NodeConfig, NodeEvent, Service};
 
 /// The file holding the API token, in the data folder.
@@ -149,6 +149,8 @@ pub async fn serve(
         .route("/api/jobs/page", post(job_page))
         .route("/api/settings", get(settings))
         .route("/api/settings", put(save_settings))
+        .route("/api/hardware", get(hardware))
+        .route("/api/hardware/benchmark", post(benchmark))
         .fallback(static_file)
         .with_state(state);
     let task = tokio::spawn(async move {
@@ -340,6 +342,29 @@ async fn save_settings(
         .save_settings(settings)
         .map(Json)
         .map_err(|e| (StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))
+}
+
+async fn hardware(
+    _: Authorized,
+    State(state): State<Arc<ServerState>>,
+) -> Result<Json<HardwareView>, (StatusCode, String)> {
+    let service = Arc::clone(&state.service);
+    tokio::task::spawn_blocking(move || Json(service.hardware_view()))
+        .await
+        .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+}
+
+/// Run the capability benchmark (progress arrives as events); the Hardware page's view.
+async fn benchmark(
+    _: Authorized,
+    State(state): State<Arc<ServerState>>,
+) -> Result<Json<HardwareView>, (StatusCode, String)> {
+    let service = Arc::clone(&state.service);
+    match tokio::task::spawn_blocking(move || service.run_benchmark()).await {
+        Ok(Ok(view)) => Ok(Json(view)),
+        Ok(Err(e)) => Err((StatusCode::INTERNAL_SERVER_ERROR, e)),
+        Err(e) => Err((StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
+    }
 }
 
 /// Files of the built UI; `/` is `index.html`. Paths that climb out are refused.

@@ -80,6 +80,7 @@ pub struct Service {
     worker: std::sync::Mutex<Option<JoinHandle<Result<(), WorkerError>>>>,
     tasks: Vec<JoinHandle<()>>,
     data_dir: PathBuf,
+    models: ModelStore,
     /// The settings the service started with (command-line overrides included); saves
     /// go through this lock one at a time.
     config: std::sync::Mutex<NodeConfig>,
@@ -276,6 +277,7 @@ impl Service {
             worker: std::sync::Mutex::new(Some(worker)),
             tasks,
             data_dir: options.data_dir.clone(),
+            models: options.models.clone(),
             config: std::sync::Mutex::new(config.clone()),
         })
     }
@@ -385,6 +387,45 @@ impl Service {
         job_page(&self.ledger, query)
     }
 
+    /// The machine, its stored benchmark (when it is for this hardware) and what it earns per
+    /// hour of work. Detects the hardware again (a fraction of a second).
+    pub fn hardware_view(&self) -> crate::views::HardwareView {
+        use hearth_inference::capability;
+        let report = hearth_hardware::detect_local();
+        let stored = std::fs::read(self.data_dir.join(CAPABILITY_FILE))
+            .ok()
+            .and_then(|bytes| serde_json::from_slice::<capability::CapabilityReport>(&bytes).ok())
+            .filter(|stored| {
+                stored.version == capability::BENCHMARK_VERSION
+                    && stored.fingerprint == capability::fingerprint(&report)
+            });
+        crate::views::HardwareView::new(
+            &report,
+            stored.as_ref(),
+            &self.device,
+            expected_earnings(&self.recent_jobs(hearth_ledger::RECENT_CACHED)),
+        )
+    }
+
+    /// Run the capability benchmark again (seconds of full load), announcing its progress as
+    /// [`NodeEvent::BenchmarkProgress`]; the Hardware page's view afterwards.
+    pub fn run_benchmark(&self) -> Result<crate::views::HardwareView, String> {
+        let node = self.node.clone();
+        hearth_inference::capability::load_or_run_here(
+            &self.data_dir.join(CAPABILITY_FILE),
+            &self.models,
+            true,
+            &mut |progress| {
+                node.announce(NodeEvent::BenchmarkProgress {
+                    fraction: progress.fraction,
+                    message: progress.message,
+                });
+            },
+        )
+        .map_err(|e| e.to_string())?;
+        Ok(self.hardware_view())
+    }
+
     /// The latest telemetry sample.
     pub fn telemetry(&self) -> Option<Telemetry> {
         let sampler = self.sampler.as_ref()?;
@@ -436,6 +477,27 @@ fn local_midnight_ms() -> u64 {
         .and_hms_opt(0, 0, 0)
         .and_then(|midnight| Local.from_local_datetime(&midnight).earliest())
         .map_or(0, |t| u64::try_from(t.timestamp_millis()).unwrap_or(0))
+}
+
+/// The capability benchmark's stored result, in the data folder (the CLI's `bench` too).
+pub const CAPABILITY_FILE: &str = "capability.json";
+
+/// Credits per hour of computing over the completed jobs among `jobs` (`None`: none yet).
+pub fn expected_earnings(jobs: &[JobSummary]) -> Option<crate::views::ExpectedEarnings> {
+    let (mut micro, mut busy_ms, mut count) = (0u64, 0u64, 0u64);
+    for job in jobs.iter().filter(|j| j.state == JobState::Completed) {
+        let Some(ended) = job.ended_unix_ms else {
+            continue;
+        };
+        micro += job.micro_credits;
+        busy_ms += ended.saturating_sub(job.started_unix_ms).max(1);
+        count += 1;
+    }
+    (count > 0).then(|| crate::views::ExpectedEarnings {
+        micro_credits_per_busy_hour: (micro as f64 * 3_600_000.0 / busy_ms as f64) as u64,
+        jobs: count,
+        busy_s: busy_ms as f64 / 1000.0,
+    })
 }
 
 /// How many days the Earnings page looks back.

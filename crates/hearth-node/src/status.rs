@@ -332,6 +332,8 @@ pub enum NodeEvent {
     PoolChanged { pool: PoolStatus },
     /// Live resource use.
     Telemetry { telemetry: Telemetry },
+    /// The capability benchmark is running: how far (0..=1) and what it measures now.
+    BenchmarkProgress { fraction: f32, message: String },
 }
 
 #[cfg(test)]

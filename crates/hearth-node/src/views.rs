@@ -1,5 +1,6 @@
-//! What the window's pages show beyond the overview: earnings over time (Earnings page) and
-//! the job history a page at a time (History page). Every type crosses the IPC boundary, so
+//! What the window's pages show beyond the overview: earnings over time (Earnings page), the
+//! job history a page at a time (History page) and the machine with its benchmark (Hardware
+//! page). Every type crosses the IPC boundary, so
 //! each derives [`TS`] like those in [`crate::status`].
 
 use serde::{Deserialize, Serialize};
@@ -107,4 +108,142 @@ pub struct JobPage {
     #[ts(type = "number")]
     pub offset: u64,
     pub jobs: Vec<JobSummary>,
+}
+
+/// One GPU as the Hardware page lists it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, TS)]
+pub struct GpuView {
+    pub name: String,
+    /// `nvidia`, `amd`, `intel`, `apple`, `mesa` or `other`.
+    pub vendor: String,
+    /// `discrete`, `integrated`, `virtual`, `software` or `other`.
+    pub kind: String,
+    /// Graphics APIs it is reachable through, best first.
+    pub apis: Vec<String>,
+    pub driver: String,
+    pub driver_version: Option<String>,
+    #[ts(type = "number | null")]
+    pub vram_total_bytes: Option<u64>,
+}
+
+/// One backend's benchmark figures.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, TS)]
+pub struct BackendView {
+    /// `cpu` or `wgpu`.
+    pub backend: String,
+    pub device: String,
+    pub matmul_gflops: f64,
+    pub bandwidth_gb_per_s: f64,
+    #[ts(type = "number | null")]
+    pub memory_bytes: Option<u64>,
+}
+
+/// Whether a model fits each backend's memory.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, TS)]
+pub struct ModelFitView {
+    pub model: String,
+    #[ts(type = "number")]
+    pub needs_bytes: u64,
+    pub fits: Vec<String>,
+}
+
+/// The capability benchmark's result for this hardware.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, TS)]
+pub struct BenchmarkView {
+    /// When it was measured (seconds since the Unix epoch).
+    #[ts(type = "number")]
+    pub measured_at_unix: u64,
+    pub seconds: f64,
+    pub backends: Vec<BackendView>,
+    pub models: Vec<ModelFitView>,
+}
+
+/// What this machine earns per hour of work, from the jobs it ran.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, TS)]
+pub struct ExpectedEarnings {
+    /// Credits (millionths) per hour spent computing, over `jobs` recent completed jobs.
+    #[ts(type = "number")]
+    pub micro_credits_per_busy_hour: u64,
+    #[ts(type = "number")]
+    pub jobs: u64,
+    /// Time those jobs computed, in seconds.
+    pub busy_s: f64,
+}
+
+/// Everything the Hardware page shows.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, TS)]
+pub struct HardwareView {
+    pub gpus: Vec<GpuView>,
+    pub cpu_model: String,
+    pub cpu_threads: u32,
+    #[ts(type = "number | null")]
+    pub memory_total_bytes: Option<u64>,
+    /// Whether NVML answered, or why not.
+    pub nvml: String,
+    /// Where Hearth runs its models now, e.g. "cpu" or "wgpu (…)".
+    pub compute_device: String,
+    /// The stored benchmark for this hardware, if it has been run.
+    pub benchmark: Option<BenchmarkView>,
+    /// From the jobs run so far (none yet: `None`).
+    pub expected: Option<ExpectedEarnings>,
+}
+
+impl HardwareView {
+    /// The view of `report` with its stored `benchmark` (when it is for this hardware).
+    pub fn new(
+        report: &hearth_hardware::HardwareReport,
+        benchmark: Option<&hearth_inference::capability::CapabilityReport>,
+        compute_device: &str,
+        expected: Option<ExpectedEarnings>,
+    ) -> Self {
+        let word = |value: &dyn std::fmt::Debug| format!("{value:?}").to_lowercase();
+        Self {
+            gpus: report
+                .gpus
+                .iter()
+                .map(|g| GpuView {
+                    name: g.name.clone(),
+                    vendor: word(&g.vendor),
+                    kind: word(&g.kind),
+                    apis: g.apis.clone(),
+                    driver: g.driver.clone(),
+                    driver_version: g.driver_version.clone(),
+                    vram_total_bytes: g.vram_total_bytes,
+                })
+                .collect(),
+            cpu_model: report.cpu.model.clone(),
+            cpu_threads: u32::try_from(report.cpu.logical_cores).unwrap_or(u32::MAX),
+            memory_total_bytes: report.memory.total_bytes,
+            nvml: match &report.nvml {
+                hearth_hardware::SourceStatus::Available => "available".into(),
+                hearth_hardware::SourceStatus::NotAvailable { reason } => reason.clone(),
+            },
+            compute_device: compute_device.to_owned(),
+            benchmark: benchmark.map(|b| BenchmarkView {
+                measured_at_unix: b.measured_at_unix,
+                seconds: b.seconds,
+                backends: b
+                    .backends
+                    .iter()
+                    .map(|f| BackendView {
+                        backend: f.backend.clone(),
+                        device: f.device.clone(),
+                        matmul_gflops: f.matmul_gflops,
+                        bandwidth_gb_per_s: f.bandwidth_gb_per_s,
+                        memory_bytes: f.memory_bytes,
+                    })
+                    .collect(),
+                models: b
+                    .models
+                    .iter()
+                    .map(|m| ModelFitView {
+                        model: m.model.clone(),
+                        needs_bytes: m.needs_bytes,
+                        fits: m.fits.clone(),
+                    })
+                    .collect(),
+            }),
+            expected,
+        }
+    }
 }

@@ -3,6 +3,7 @@
 
 import type {
   EarningsReport,
+  HardwareView,
   JobPage,
   JobQuery,
   NodeConfig,
@@ -37,4 +38,8 @@ export interface Backend {
   saveSettings(settings: NodeConfig): Promise<NodeConfig>;
   /** Export every job as CSV; resolves with where it went. */
   exportHistory(): Promise<string>;
+  /** The machine, its stored benchmark and expected earnings. */
+  hardware(): Promise<HardwareView>;
+  /** Run the capability benchmark (progress arrives as events). */
+  runBenchmark(): Promise<HardwareView>;
 }

@@ -172,7 +172,7 @@ export type NodeEvent = { "type": "status_changed",
 /**
  * The state after the change.
  */
-status: NodeStatus, } | { "type": "job_started", job: JobSummary, } | { "type": "job_ended", job: JobSummary, } | { "type": "earnings_changed", earnings: Earnings, } | { "type": "pool_changed", pool: PoolStatus, } | { "type": "telemetry", telemetry: Telemetry, };
+status: NodeStatus, } | { "type": "job_started", job: JobSummary, } | { "type": "job_ended", job: JobSummary, } | { "type": "earnings_changed", earnings: Earnings, } | { "type": "pool_changed", pool: PoolStatus, } | { "type": "telemetry", telemetry: Telemetry, } | { "type": "benchmark_progress", fraction: number, message: string, };
 
 /**
  * One hour's totals, for the charts.
@@ -376,3 +376,77 @@ currency: string,
  * What one credit pays out in `currency`.
  */
 credit_value: number, };
+
+/**
+ * One GPU as the Hardware page lists it.
+ */
+export type GpuView = { name: string, 
+/**
+ * `nvidia`, `amd`, `intel`, `apple`, `mesa` or `other`.
+ */
+vendor: string, 
+/**
+ * `discrete`, `integrated`, `virtual`, `software` or `other`.
+ */
+kind: string, 
+/**
+ * Graphics APIs it is reachable through, best first.
+ */
+apis: Array<string>, driver: string, driver_version: string | null, vram_total_bytes: number | null, };
+
+/**
+ * One backend's benchmark figures.
+ */
+export type BackendView = { 
+/**
+ * `cpu` or `wgpu`.
+ */
+backend: string, device: string, matmul_gflops: number, bandwidth_gb_per_s: number, memory_bytes: number | null, };
+
+/**
+ * Whether a model fits each backend's memory.
+ */
+export type ModelFitView = { model: string, needs_bytes: number, fits: Array<string>, };
+
+/**
+ * The capability benchmark's result for this hardware.
+ */
+export type BenchmarkView = { 
+/**
+ * When it was measured (seconds since the Unix epoch).
+ */
+measured_at_unix: number, seconds: number, backends: Array<BackendView>, models: Array<ModelFitView>, };
+
+/**
+ * What this machine earns per hour of work, from the jobs it ran.
+ */
+export type ExpectedEarnings = { 
+/**
+ * Credits (millionths) per hour spent computing, over `jobs` recent completed jobs.
+ */
+micro_credits_per_busy_hour: number, jobs: number, 
+/**
+ * Time those jobs computed, in seconds.
+ */
+busy_s: number, };
+
+/**
+ * Everything the Hardware page shows.
+ */
+export type HardwareView = { gpus: Array<GpuView>, cpu_model: string, cpu_threads: number, memory_total_bytes: number | null, 
+/**
+ * Whether NVML answered, or why not.
+ */
+nvml: string, 
+/**
+ * Where Hearth runs its models now, e.g. "cpu" or "wgpu (…)".
+ */
+compute_device: string, 
+/**
+ * The stored benchmark for this hardware, if it has been run.
+ */
+benchmark: BenchmarkView | null, 
+/**
+ * From the jobs run so far (none yet: `None`).
+ */
+expected: ExpectedEarnings | null, };

@@ -4,6 +4,7 @@
 import type { Backend, Unsubscribe } from "./backend";
 import type {
   EarningsReport,
+  HardwareView,
   JobPage,
   JobQuery,
   NodeConfig,
@@ -83,6 +84,14 @@ export class HttpBackend implements Backend {
 
   saveSettings(settings: NodeConfig): Promise<NodeConfig> {
     return this.#call("PUT", "/api/settings", settings);
+  }
+
+  hardware(): Promise<HardwareView> {
+    return this.#call("GET", "/api/hardware");
+  }
+
+  runBenchmark(): Promise<HardwareView> {
+    return this.#call("POST", "/api/hardware/benchmark");
   }
 
   /** The browser downloads the CSV. */

@@ -28,6 +28,8 @@ export class NodeStore {
   /** Newest first, kept current by job events. */
   jobs = $state<JobSummary[]>([]);
   earnings = $state<Earnings | null>(null);
+  /** The capability benchmark's progress while it runs (the Hardware page clears it). */
+  benchmark = $state<{ fraction: number; message: string } | null>(null);
   pool = $state<PoolStatus | null>(null);
   telemetry = $state<Telemetry | null>(null);
   /** The compute device jobs run on, in words. */
@@ -136,6 +138,9 @@ export class NodeStore {
         break;
       case "telemetry":
         this.telemetry = event.telemetry;
+        break;
+      case "benchmark_progress":
+        this.benchmark = { fraction: event.fraction, message: event.message };
         break;
     }
   }

@@ -78,6 +78,12 @@ class InMemoryBackend implements Backend {
   exportHistory(): Promise<never> {
     return Promise.reject(new Error("not used by the store"));
   }
+  hardware(): Promise<never> {
+    return Promise.reject(new Error("not used by the store"));
+  }
+  runBenchmark(): Promise<never> {
+    return Promise.reject(new Error("not used by the store"));
+  }
   /** A change made elsewhere, e.g. from the tray. */
   external(activity: NodeStatus["activity"]) {
     this.change(activity);

@@ -5,6 +5,7 @@ export const PAGES = [
   { id: "overview", title: "Overview", subtitle: "What Hearth is doing with this computer right now." },
   { id: "earnings", title: "Earnings", subtitle: "What your GPU earned, and what it cost in electricity." },
   { id: "history", title: "History", subtitle: "Every job this computer ran, from the ledger." },
+  { id: "hardware", title: "Hardware", subtitle: "What this computer has, and what it can do." },
   { id: "settings", title: "Settings", subtitle: "Your pool, your limits, your rules." },
 ] as const;
 

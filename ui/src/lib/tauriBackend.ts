@@ -5,6 +5,7 @@ import { listen } from "@tauri-apps/api/event";
 import type { Backend, Unsubscribe } from "./backend";
 import type {
   EarningsReport,
+  HardwareView,
   JobPage,
   JobQuery,
   NodeConfig,
@@ -59,6 +60,14 @@ export class TauriBackend implements Backend {
 
   exportHistory(): Promise<string> {
     return invoke<string>("export_history");
+  }
+
+  hardware(): Promise<HardwareView> {
+    return invoke<HardwareView>("hardware");
+  }
+
+  runBenchmark(): Promise<HardwareView> {
+    return invoke<HardwareView>("run_benchmark");
   }
 }
 

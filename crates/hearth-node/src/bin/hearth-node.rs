@@ -157,7 +157,7 @@ fn run(args: Vec<String>) -> anyhow::Result<()> {
         ["bench", rest @ ..] => {
             let force = rest.contains(&"--force");
             let store = hearth_inference::ModelStore::from_env();
-            let path = args.data_dir.join("capability.json");
+            let path = args.data_dir.join(hearth_node::service::CAPABILITY_FILE);
             let (report, measured) =
                 hearth_inference::capability::load_or_run_here(&path, &store, force, &mut |p| {
                     eprintln!("[{:>3.0}%] {}", p.fraction * 100.0, p.message)
