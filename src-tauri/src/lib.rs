@@ -137,17 +137,26 @@ pub fn run() {
             Ok(())
         })
         .on_window_event(|window, event| {
-            // Closing the window keeps Hearth running in the tray.
-            if let WindowEvent::CloseRequested { api, .. } = event {
-                api.prevent_close();
-                if let Err(error) = window.hide() {
-                    tracing::warn!(%error, "could not hide the window");
-                }
+            // Closing the window destroys it and its webview (whose web process holds most of
+            // the app's memory); Hearth keeps running in the tray, and Open builds it anew.
+            if let WindowEvent::Destroyed = event {
+                tracing::info!(
+                    window = window.label(),
+                    "window closed: running in the tray"
+                );
             }
         })
         .build(tauri::generate_context!("../tauri.conf.json"));
     match result {
         Ok(app) => app.run(|app, event| {
+            // The last window closing is no reason to quit (`code` is set only by Quit).
+            if let RunEvent::ExitRequested {
+                api, code: None, ..
+            } = &event
+            {
+                api.prevent_exit();
+                return;
+            }
             if let RunEvent::Exit = event {
                 tracing::info!("Hearth quitting: giving running jobs back");
                 if let Some(Ok(service)) = app.state::<Running>().get() {
@@ -162,11 +171,33 @@ pub fn run() {
     }
 }
 
-/// Show, unminimise and focus the main window.
+/// Show, unminimise and focus the main window, building it (from `tauri.conf.json`) when it
+/// was closed.
 pub(crate) fn show_main_window(app: &AppHandle) {
-    let Some(window) = app.get_webview_window(MAIN_WINDOW) else {
-        tracing::warn!("main window is gone");
-        return;
+    let window = match app.get_webview_window(MAIN_WINDOW) {
+        Some(window) => window,
+        None => {
+            let Some(config) = app
+                .config()
+                .app
+                .windows
+                .iter()
+                .find(|w| w.label == MAIN_WINDOW)
+            else {
+                tracing::error!("tauri.conf.json has no main window");
+                return;
+            };
+            match tauri::WebviewWindowBuilder::from_config(app, config).and_then(|b| b.build()) {
+                Ok(window) => {
+                    tracing::info!("window opened again");
+                    window
+                }
+                Err(error) => {
+                    tracing::error!(%error, "could not open the window");
+                    return;
+                }
+            }
+        }
     };
     for (what, result) in [
         ("show", window.show()),

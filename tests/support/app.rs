@@ -120,6 +120,17 @@ impl App {
         Ok(())
     }
 
+    /// Drive the app's window that exists now (after the old one was closed and a new one
+    /// opened, the session still points at the old one).
+    pub async fn follow_window(&self) -> anyhow::Result<()> {
+        let handle = wait_for("the new window's webview", UI_TIMEOUT, || async {
+            self.client.windows().await.ok()?.into_iter().last()
+        })
+        .await?;
+        self.client.switch_to_window(handle).await?;
+        Ok(())
+    }
+
     /// End the WebDriver session, which quits the app.
     pub async fn close(self) -> anyhow::Result<()> {
         self.client.close().await?;

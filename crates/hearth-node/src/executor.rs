@@ -98,6 +98,10 @@ impl Executor {
         let mut warm = self.warm.lock().unwrap_or_else(|e| e.into_inner());
         let n = warm.models.len();
         warm.models.clear();
+        drop(warm);
+        if n > 0 {
+            return_freed_memory();
+        }
         n
     }
 
@@ -268,3 +272,16 @@ fn to_messages(messages: &[hearth_protocol::ChatMessage]) -> Result<Vec<ChatMess
         })
         .collect()
 }
+
+/// Hand memory the allocator keeps after a free back to the system: glibc keeps freed blocks
+/// of its arenas for reuse, so unloaded models would otherwise still count against the host.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)]
+fn return_freed_memory() {
+    // SAFETY: malloc_trim only walks glibc's own free lists; it takes no pointers from us.
+    let released = unsafe { libc::malloc_trim(0) };
+    tracing::debug!(released, "freed model memory returned to the system");
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn return_freed_memory() {}

@@ -1,0 +1,187 @@
+//! What Hearth costs its owner when it is not the point: memory with the window open and idle,
+//! memory in the tray with the window closed (and whether it stays flat), and CPU while paused
+//! and hidden. Runs the real app binary on a private Xvfb desktop, started directly (no
+//! WebDriver), and reads `/proc` for the app and every process it started (the WebKit web and
+//! network processes).
+//!
+//! Run: `cargo test --workspace --bench footprint -- --bench` (after building the app).
+//! `HEARTH_FOOTPRINT_TRAY_SECS` sets how long the tray-only phase is watched (default 120).
+//! Targets: window open and idle ≤ 200 MiB PSS in all; tray-only ≤ 60 MiB RSS and flat;
+//! paused and hidden ≤ 0.3% of one core.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use hearth_e2e::{Desktop, TrayMenu, X11, app_binary, wait_for};
+
+/// The app's process and all its descendants.
+fn family(root: u32) -> Vec<u32> {
+    let mut parents: Vec<(u32, u32)> = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some(after) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+            continue;
+        };
+        if let Some(ppid) = after.split_whitespace().nth(1).and_then(|p| p.parse().ok()) {
+            parents.push((pid, ppid));
+        }
+    }
+    let mut found = vec![root];
+    let mut i = 0;
+    while i < found.len() {
+        let parent = found[i];
+        found.extend(
+            parents
+                .iter()
+                .filter(|(_, p)| *p == parent)
+                .map(|(c, _)| *c),
+        );
+        i += 1;
+    }
+    found
+}
+
+/// A `/proc/<pid>/smaps_rollup` or `status` figure in KiB.
+fn kib(pid: u32, file: &str, key: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/{file}"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(key))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+fn name(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .unwrap_or_default()
+        .trim()
+        .to_owned()
+}
+
+/// Total PSS and RSS (MiB) of the app's processes, and one line per process.
+fn memory(root: u32) -> (f64, f64, String) {
+    let (mut pss, mut rss, mut lines) = (0, 0, Vec::new());
+    for pid in family(root) {
+        let (p, r) = (
+            kib(pid, "smaps_rollup", "Pss:"),
+            kib(pid, "status", "VmRSS:"),
+        );
+        pss += p;
+        rss += r;
+        lines.push(format!(
+            "{} {:.0}/{:.0}",
+            name(pid),
+            p as f64 / 1024.0,
+            r as f64 / 1024.0
+        ));
+    }
+    (pss as f64 / 1024.0, rss as f64 / 1024.0, lines.join(", "))
+}
+
+/// CPU time (user + system) of the app's processes, in clock ticks.
+fn cpu_ticks(root: u32) -> u64 {
+    family(root)
+        .into_iter()
+        .map(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let after = stat.rfind(')').map_or("", |i| &stat[i + 1..]);
+            let fields: Vec<&str> = after.split_whitespace().collect();
+            // utime and stime are fields 14 and 15 of stat: 12 and 13 after the name.
+            fields
+                .get(11)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+                + fields
+                    .get(12)
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(0)
+        })
+        .sum()
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("footprint: run with `cargo test --workspace --bench footprint -- --bench`");
+        return Ok(());
+    }
+    let tray_secs: u64 = std::env::var("HEARTH_FOOTPRINT_TRAY_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(120);
+    let desktop = Desktop::start().await?;
+    // Models are let go one second into a pause, so the figures are the app's own.
+    std::fs::create_dir_all(desktop.app_data_dir())?;
+    std::fs::write(
+        desktop.app_data_dir().join("config.toml"),
+        "free_memory_after_s = 1\n",
+    )?;
+    let mut app = Command::new(app_binary()?)
+        .envs(desktop.env())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let pid = app.id();
+    let x11 = X11::connect(desktop.display())?;
+    let window = wait_for("the window", Duration::from_secs(30), || async {
+        x11.find_viewable_window("Hearth").ok().flatten()
+    })
+    .await?;
+    let tray = wait_for("the tray", Duration::from_secs(30), || async {
+        TrayMenu::find(&desktop).ok().flatten()
+    })
+    .await?;
+
+    // Working, window open: the models are loaded.
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let (working_pss, _, working) = memory(pid);
+
+    // Paused from the tray, window open and idle.
+    tray.click(&desktop, "Pause")?;
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    let (idle_pss, idle_rss, idle) = memory(pid);
+
+    // Window closed: the tray only.
+    x11.request_close(window)?;
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let (_, tray_rss_start, tray_start) = memory(pid);
+    let (ticks0, t0) = (cpu_ticks(pid), Instant::now());
+    let mut tray_rss = vec![tray_rss_start];
+    let deadline = Instant::now() + Duration::from_secs(tray_secs);
+    while Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        tray_rss.push(memory(pid).1);
+    }
+    let ticks_per_s = 100.0; // USER_HZ on Linux
+    let cpu_share =
+        (cpu_ticks(pid) - ticks0) as f64 / ticks_per_s / t0.elapsed().as_secs_f64() * 100.0;
+    let _ = app.kill();
+    let _ = app.wait();
+
+    let max = tray_rss.iter().copied().fold(0.0, f64::max);
+    let min = tray_rss.iter().copied().fold(f64::MAX, f64::min);
+    println!("working, window open: {working_pss:.0} MiB PSS ({working})");
+    println!(
+        "paused, window open and idle: {idle_pss:.0} MiB PSS, {idle_rss:.0} MiB RSS (target <= 200 MiB PSS) ({idle})"
+    );
+    println!(
+        "tray only (window closed), paused: {tray_rss_start:.0} MiB RSS at first, {min:.0}..{max:.0} MiB over {tray_secs} s (target <= 60 MiB, flat) ({tray_start})"
+    );
+    println!(
+        "paused and hidden: {cpu_share:.3}% of one core over {:.0} s (target <= 0.3%)",
+        t0.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
