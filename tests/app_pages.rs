@@ -131,6 +131,8 @@ async fn every_page_shows_the_ledger_and_settings_persist() -> anyhow::Result<()
     app.open_page("settings", "Settings").await?;
     app.wait_for_text("[data-testid=settings-save]", |t| t == "Save")
         .await?;
+    app.fill("[data-testid=setting-payout]", "wallet-e2e-42")
+        .await?;
     app.fill("[data-testid=setting-schedule]", "mon-fri 18:00-25:00")
         .await?;
     app.click("[data-testid=settings-save]").await?;
@@ -148,6 +150,38 @@ async fn every_page_shows_the_ledger_and_settings_persist() -> anyhow::Result<()
     let file = std::fs::read_to_string(desktop.app_data_dir().join("config.toml"))?;
     assert!(file.contains("electricity_price_per_kwh = 0.42"), "{file}");
     assert!(file.contains("currency = \"USD\""), "{file}");
+
+    // Diagnostics: the log is shown, and the bundle holds what helps and no secrets.
+    app.open_page("diagnostics", "Diagnostics").await?;
+    app.wait_for_text("[data-testid=log-lines]", |t| t.contains("Hearth started"))
+        .await?;
+    desktop.screenshot(&shots.join("page-diagnostics.png"))?;
+    app.click("[data-testid=save-diagnostics]").await?;
+    let saved = app
+        .wait_for_text("[data-testid=diagnostics-saved]", |t| {
+            t.starts_with("Saved to")
+        })
+        .await?;
+    let bundle = std::fs::read_to_string(saved.trim_start_matches("Saved to ").trim())?;
+    for section in [
+        "== Node ==",
+        "== Hardware ==",
+        "== Settings ==",
+        "== Recent log lines ==",
+    ] {
+        assert!(bundle.contains(section), "{section} missing");
+    }
+    assert!(bundle.contains("currency = \"USD\""));
+    assert!(
+        !bundle.contains("wallet-e2e-42"),
+        "the payout address stays out"
+    );
+    let key = std::fs::read(desktop.app_data_dir().join("node.key"))?;
+    let key_hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+    assert!(
+        !bundle.contains(&key_hex) && !bundle.as_bytes().windows(key.len()).any(|w| w == key),
+        "the node's key stays out"
+    );
     app.close().await?;
 
     // After a restart the window shows what was saved.

@@ -98,14 +98,7 @@ pub fn save_settings(
 /// Write every job as CSV into the Downloads folder (else the data folder); the file's path.
 #[tauri::command]
 pub async fn export_history(app: AppHandle, running: State<'_, Running>) -> Result<String, String> {
-    let folder = match std::env::var_os("HEARTH_EXPORT_DIR") {
-        Some(dir) => std::path::PathBuf::from(dir),
-        None => app
-            .path()
-            .download_dir()
-            .or_else(|_| app.path().app_data_dir())
-            .map_err(|e| e.to_string())?,
-    };
+    let folder = export_folder(&app)?;
     let name = format!(
         "hearth-jobs-{}.csv",
         chrono::Local::now().format("%Y-%m-%d-%H%M%S")
@@ -141,4 +134,44 @@ pub async fn run_benchmark(running: State<'_, Running>) -> Result<HardwareView, 
     tauri::async_runtime::spawn_blocking(move || service.run_benchmark())
         .await
         .map_err(|e| e.to_string())?
+}
+
+/// Where exports go: `$HEARTH_EXPORT_DIR`, else the Downloads folder, else the data folder.
+fn export_folder(app: &AppHandle) -> Result<std::path::PathBuf, String> {
+    match std::env::var_os("HEARTH_EXPORT_DIR") {
+        Some(dir) => Ok(std::path::PathBuf::from(dir)),
+        None => app
+            .path()
+            .download_dir()
+            .or_else(|_| app.path().app_data_dir())
+            .map_err(|e| e.to_string()),
+    }
+}
+
+/// The newest `lines` log lines (Diagnostics page).
+#[tauri::command]
+pub async fn recent_logs(app: AppHandle, lines: usize) -> Result<Vec<String>, String> {
+    let dir = crate::logging::log_dir(&app)?;
+    tauri::async_runtime::spawn_blocking(move || {
+        hearth_node::diagnostics::recent_log_lines(&dir, lines.clamp(1, 5000))
+    })
+    .await
+    .map_err(|e| e.to_string())
+}
+
+/// Write the diagnostics bundle (no keys) into the Downloads folder; the file's path.
+#[tauri::command]
+pub async fn save_diagnostics(
+    app: AppHandle,
+    running: State<'_, Running>,
+) -> Result<String, String> {
+    let service = service(&running)?;
+    let (logs, folder) = (crate::logging::log_dir(&app)?, export_folder(&app)?);
+    tauri::async_runtime::spawn_blocking(move || {
+        hearth_node::diagnostics::save_bundle(&service, Some(&logs), &folder)
+    })
+    .await
+    .map_err(|e| e.to_string())?
+    .map(|path| path.display().to_string())
+    .map_err(|e| e.to_string())
 }

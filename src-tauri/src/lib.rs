@@ -58,7 +58,7 @@ impl Running {
 
 /// Where the app keeps its ledger, key and settings: `$HEARTH_DATA_DIR`, else the platform's
 /// app data folder (`~/.local/share/app.hearth.desktop`).
-fn data_dir(app: &AppHandle) -> Result<PathBuf, String> {
+pub(crate) fn data_dir(app: &AppHandle) -> Result<PathBuf, String> {
     if let Some(dir) = std::env::var_os("HEARTH_DATA_DIR") {
         return Ok(PathBuf::from(dir));
     }
@@ -125,6 +125,8 @@ pub fn run() {
             commands::export_history,
             commands::hardware,
             commands::run_benchmark,
+            commands::recent_logs,
+            commands::save_diagnostics,
         ])
         .setup(|app| {
             let log_guard = logging::init(app.handle())?;

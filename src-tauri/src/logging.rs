@@ -1,16 +1,21 @@
 //! Logs go to stderr and to a daily-rolling file under the app's data directory.
 
-use tauri::{AppHandle, Manager};
+use tauri::AppHandle;
 use tracing_appender::non_blocking::WorkerGuard;
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
 /// Log files kept before the oldest is deleted.
 const KEPT_LOG_FILES: usize = 7;
 
+/// Where the log files are: `logs/` in the app's data folder.
+pub fn log_dir(app: &AppHandle) -> Result<std::path::PathBuf, String> {
+    Ok(crate::data_dir(app)?.join("logs"))
+}
+
 /// Install the global subscriber. Keep the returned guard alive: dropping it stops the
 /// file writer (it is managed as app state).
 pub fn init(app: &AppHandle) -> anyhow::Result<WorkerGuard> {
-    let dir = app.path().app_data_dir()?.join("logs");
+    let dir = log_dir(app).map_err(anyhow::Error::msg)?;
     std::fs::create_dir_all(&dir)?;
     let appender = tracing_appender::rolling::Builder::new()
         .rotation(tracing_appender::rolling::Rotation::DAILY)

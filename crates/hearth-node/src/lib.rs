@@ -10,6 +10,7 @@
 
 mod bindings;
 pub mod config;
+pub mod diagnostics;
 pub mod executor;
 pub mod games;
 pub mod gpu_use;

@@ -151,6 +151,8 @@ pub async fn serve(
         .route("/api/settings", put(save_settings))
         .route("/api/hardware", get(hardware))
         .route("/api/hardware/benchmark", post(benchmark))
+        .route("/api/logs", get(logs))
+        .route("/api/diagnostics", get(diagnostics))
         .fallback(static_file)
         .with_state(state);
     let task = tokio::spawn(async move {
@@ -364,6 +366,50 @@ async fn benchmark(
         Ok(Ok(view)) => Ok(Json(view)),
         Ok(Err(e)) => Err((StatusCode::INTERNAL_SERVER_ERROR, e)),
         Err(e) => Err((StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
+    }
+}
+
+#[derive(Deserialize)]
+struct LogsQuery {
+    lines: Option<usize>,
+}
+
+/// The newest log lines, where this node writes log files (`<data>/logs`).
+async fn logs(
+    _: Authorized,
+    State(state): State<Arc<ServerState>>,
+    Query(query): Query<LogsQuery>,
+) -> Json<Vec<String>> {
+    let dir = state.service.data_dir().join("logs");
+    let lines = query.lines.unwrap_or(200).clamp(1, 5000);
+    Json(
+        tokio::task::spawn_blocking(move || crate::diagnostics::recent_log_lines(&dir, lines))
+            .await
+            .unwrap_or_default(),
+    )
+}
+
+/// The diagnostics bundle as a text download.
+async fn diagnostics(_: Authorized, State(state): State<Arc<ServerState>>) -> Response {
+    let service = Arc::clone(&state.service);
+    let text = tokio::task::spawn_blocking(move || {
+        let logs = service.data_dir().join("logs");
+        crate::diagnostics::bundle(&service, logs.is_dir().then_some(logs.as_path()))
+    })
+    .await;
+    match text {
+        Ok(text) => (
+            [
+                (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+                (
+                    header::CONTENT_DISPOSITION,
+                    "attachment; filename=\"hearth-diagnostics.txt\"",
+                ),
+            ],
+            text,
+        )
+            .into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
 }
 

@@ -345,6 +345,11 @@ impl Service {
         }
     }
 
+    /// The data folder (ledger, key, settings).
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
     /// The settings as saved in `config.toml` (without command-line overrides); the ones
     /// the service started with when the file cannot be read.
     pub fn settings(&self) -> NodeConfig {

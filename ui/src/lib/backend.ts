@@ -42,4 +42,8 @@ export interface Backend {
   hardware(): Promise<HardwareView>;
   /** Run the capability benchmark (progress arrives as events). */
   runBenchmark(): Promise<HardwareView>;
+  /** The newest log lines, oldest first. */
+  logs(lines: number): Promise<string[]>;
+  /** Save the diagnostics bundle (no keys); resolves with where it went. */
+  saveDiagnostics(): Promise<string>;
 }

@@ -94,18 +94,31 @@ export class HttpBackend implements Backend {
     return this.#call("POST", "/api/hardware/benchmark");
   }
 
+  logs(lines: number): Promise<string[]> {
+    return this.#call("GET", `/api/logs?lines=${Math.round(lines)}`);
+  }
+
   /** The browser downloads the CSV. */
-  async exportHistory(): Promise<string> {
-    const response = await fetch(`${this.#base}/api/ledger/export`, {
+  exportHistory(): Promise<string> {
+    return this.#download("/api/ledger/export", "hearth-jobs.csv");
+  }
+
+  /** The browser downloads the bundle. */
+  saveDiagnostics(): Promise<string> {
+    return this.#download("/api/diagnostics", "hearth-diagnostics.txt");
+  }
+
+  async #download(path: string, name: string): Promise<string> {
+    const response = await fetch(`${this.#base}${path}`, {
       headers: { Authorization: `Bearer ${this.#token}` },
     });
-    if (!response.ok) throw new Error(`export: ${response.status} ${await response.text()}`);
+    if (!response.ok) throw new Error(`${path}: ${response.status} ${await response.text()}`);
     const link = document.createElement("a");
     link.href = URL.createObjectURL(await response.blob());
-    link.download = "hearth-jobs.csv";
+    link.download = name;
     link.click();
     URL.revokeObjectURL(link.href);
-    return "your browser's downloads (hearth-jobs.csv)";
+    return `your browser's downloads (${name})`;
   }
 }
 

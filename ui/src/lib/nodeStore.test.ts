@@ -84,6 +84,12 @@ class InMemoryBackend implements Backend {
   runBenchmark(): Promise<never> {
     return Promise.reject(new Error("not used by the store"));
   }
+  logs(): Promise<never> {
+    return Promise.reject(new Error("not used by the store"));
+  }
+  saveDiagnostics(): Promise<never> {
+    return Promise.reject(new Error("not used by the store"));
+  }
   /** A change made elsewhere, e.g. from the tray. */
   external(activity: NodeStatus["activity"]) {
     this.change(activity);

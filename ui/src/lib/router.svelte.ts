@@ -7,6 +7,7 @@ export const PAGES = [
   { id: "history", title: "History", subtitle: "Every job this computer ran, from the ledger." },
   { id: "hardware", title: "Hardware", subtitle: "What this computer has, and what it can do." },
   { id: "settings", title: "Settings", subtitle: "Your pool, your limits, your rules." },
+  { id: "diagnostics", title: "Diagnostics", subtitle: "What Hearth has been doing, for you or for a bug report." },
 ] as const;
 
 export type PageId = (typeof PAGES)[number]["id"];

@@ -69,6 +69,14 @@ export class TauriBackend implements Backend {
   runBenchmark(): Promise<HardwareView> {
     return invoke<HardwareView>("run_benchmark");
   }
+
+  logs(lines: number): Promise<string[]> {
+    return invoke<string[]>("recent_logs", { lines });
+  }
+
+  saveDiagnostics(): Promise<string> {
+    return invoke<string>("save_diagnostics");
+  }
 }
 
 /** True when the page runs inside the Tauri window. */
