@@ -126,7 +126,7 @@ async fn main() -> anyhow::Result<()> {
     std::fs::create_dir_all(desktop.app_data_dir())?;
     std::fs::write(
         desktop.app_data_dir().join("config.toml"),
-        "free_memory_after_s = 1\n",
+        "free_memory_after_s = 1\nfirst_run_done = true\n",
     )?;
     let mut app = Command::new(app_binary()?)
         .envs(desktop.env())

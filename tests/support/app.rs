@@ -21,8 +21,13 @@ pub struct App {
 }
 
 impl App {
-    /// Launch the app binary on `desktop` and wait until its window has loaded the UI.
+    /// Launch the app binary on `desktop` and wait until its window shows the node's state.
     pub async fn launch(desktop: &Desktop) -> anyhow::Result<Self> {
+        Self::launch_showing(desktop, "[data-testid=state-label]").await
+    }
+
+    /// Launch the app binary on `desktop` and wait until the element `css` has text.
+    pub async fn launch_showing(desktop: &Desktop, css: &str) -> anyhow::Result<Self> {
         let binary = app_binary()?;
         let port = free_port()?;
         let native_port = free_port()?;
@@ -55,8 +60,7 @@ impl App {
             client,
             _driver: driver,
         };
-        app.wait_for_text("[data-testid=state-label]", |t| !t.is_empty())
-            .await?;
+        app.wait_for_text(css, |t| !t.is_empty()).await?;
         Ok(app)
     }
 

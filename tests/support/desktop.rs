@@ -20,8 +20,20 @@ pub struct Desktop {
 }
 
 impl Desktop {
-    /// Start everything and wait until the tray host owns its bus name.
+    /// Start everything, with the app's first-run guide already done (most tests are about
+    /// something else), and wait until the tray host owns its bus name.
     pub async fn start() -> anyhow::Result<Self> {
+        let desktop = Self::start_first_run().await?;
+        std::fs::create_dir_all(desktop.app_data_dir())?;
+        std::fs::write(
+            desktop.app_data_dir().join("config.toml"),
+            "first_run_done = true\n",
+        )?;
+        Ok(desktop)
+    }
+
+    /// As [`Desktop::start`], for an app that has never run here: it shows its first-run guide.
+    pub async fn start_first_run() -> anyhow::Result<Self> {
         let home = tempfile::Builder::new().prefix("hearth-e2e-").tempdir()?;
         for dir in ["data", "config", "cache", "runtime", "downloads"] {
             std::fs::create_dir_all(home.path().join(dir))?;

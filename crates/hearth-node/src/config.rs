@@ -83,6 +83,8 @@ pub struct NodeConfig {
     pub currency: String,
     /// What one credit pays out in `currency`.
     pub credit_value: f64,
+    /// The window's first-run guide has been completed (it shows until then).
+    pub first_run_done: bool,
 }
 
 impl Default for NodeConfig {
@@ -112,6 +114,7 @@ impl Default for NodeConfig {
             electricity_price_per_kwh: 0.30,
             currency: "EUR".into(),
             credit_value: 1.0,
+            first_run_done: false,
         }
     }
 }

@@ -375,7 +375,11 @@ currency: string,
 /**
  * What one credit pays out in `currency`.
  */
-credit_value: number, };
+credit_value: number, 
+/**
+ * The window's first-run guide has been completed (it shows until then).
+ */
+first_run_done: boolean, };
 
 /**
  * One GPU as the Hardware page lists it.
