@@ -143,6 +143,7 @@ async fn every_page_shows_the_ledger_and_settings_persist() -> anyhow::Result<()
     app.fill("[data-testid=setting-schedule]", "").await?;
     app.fill("[data-testid=setting-price]", "0.42").await?;
     app.fill("[data-testid=setting-currency]", "USD").await?;
+    app.click("[data-testid=setting-start-at-login]").await?;
     app.click("[data-testid=settings-save]").await?;
     app.wait_for_text("[data-testid=settings-message]", |t| t.starts_with("Saved"))
         .await?;
@@ -150,6 +151,12 @@ async fn every_page_shows_the_ledger_and_settings_persist() -> anyhow::Result<()
     let file = std::fs::read_to_string(desktop.app_data_dir().join("config.toml"))?;
     assert!(file.contains("electricity_price_per_kwh = 0.42"), "{file}");
     assert!(file.contains("currency = \"USD\""), "{file}");
+    // Start at login: the desktop's autostart entry names the app.
+    let autostart = std::fs::read_dir(desktop.autostart_dir())?
+        .filter_map(Result::ok)
+        .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+        .find(|entry| entry.contains("hearth-app"));
+    assert!(autostart.is_some(), "no autostart entry for the app");
 
     // Diagnostics: the log is shown, and the bundle holds what helps and no secrets.
     app.open_page("diagnostics", "Diagnostics").await?;

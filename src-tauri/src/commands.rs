@@ -87,12 +87,15 @@ pub fn settings(running: State<'_, Running>) -> Result<NodeConfig, String> {
 /// Check and save settings; an error names the setting (`key: reason`).
 #[tauri::command]
 pub fn save_settings(
+    app: AppHandle,
     running: State<'_, Running>,
     settings: NodeConfig,
 ) -> Result<NodeConfig, String> {
-    service(&running)?
+    let saved = service(&running)?
         .save_settings(settings)
-        .map_err(|e| e.to_string())
+        .map_err(|e| e.to_string())?;
+    crate::desktop::apply_start_at_login(&app, saved.start_at_login);
+    Ok(saved)
 }
 
 /// Write every job as CSV into the Downloads folder (else the data folder); the file's path.

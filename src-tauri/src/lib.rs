@@ -3,6 +3,7 @@
 //! the window's commands to its [`Node`], and pushes the node's events to the window and tray.
 
 mod commands;
+mod desktop;
 mod logging;
 mod tray;
 
@@ -87,6 +88,9 @@ fn start_service(app: &AppHandle) {
             Err(error) => tracing::error!(%error, "the node could not start"),
         }
         let result = started.map(Arc::new);
+        if let Ok(service) = &result {
+            desktop::apply_start_at_login(&app, service.settings().start_at_login);
+        }
         if let Ok(service) = &result
             && let Some(tray) = app.try_state::<tray::Tray>()
         {
@@ -110,6 +114,11 @@ pub fn run() {
             tracing::info!("second launch: focusing the running instance");
             show_main_window(app);
         }))
+        .plugin(tauri_plugin_autostart::init(
+            tauri_plugin_autostart::MacosLauncher::LaunchAgent,
+            None,
+        ))
+        .plugin(tauri_plugin_notification::init())
         .manage(node)
         .manage(Running::default())
         .invoke_handler(tauri::generate_handler![
@@ -219,6 +228,7 @@ fn spawn_event_forwarder(app: AppHandle, tray: tray::Tray) {
     tray.show_status(&node.status(), None);
     tauri::async_runtime::spawn(async move {
         let mut pool_error: Option<String> = None;
+        let mut last_activity = node.status().activity;
         loop {
             let event = match events.recv().await {
                 Ok(event) => event,
@@ -233,6 +243,10 @@ fn spawn_event_forwarder(app: AppHandle, tray: tray::Tray) {
             match &event {
                 NodeEvent::StatusChanged { status } => {
                     tray.show_status(status, pool_error.as_deref());
+                    if let Some(text) = desktop::pause_notice(&last_activity, &status.activity) {
+                        desktop::notify(&app, &text);
+                    }
+                    last_activity = status.activity.clone();
                 }
                 NodeEvent::PoolChanged { pool } => {
                     let error = (!pool.connected).then(|| pool.error.clone()).flatten();

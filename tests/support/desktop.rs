@@ -88,6 +88,9 @@ impl Desktop {
             ("GDK_BACKEND".into(), "x11".into()),
             ("WEBKIT_DISABLE_COMPOSITING_MODE".into(), "1".into()),
             ("HEARTH_EXPORT_DIR".into(), dir("downloads")),
+            // Some libraries ignore XDG_*_HOME (the autostart plugin writes to
+            // ~/.config/autostart): keep them inside this desktop too.
+            ("HOME".into(), self.home.path().display().to_string()),
         ]
     }
 
@@ -99,6 +102,12 @@ impl Desktop {
     /// Where the app keeps its data on this desktop.
     pub fn app_data_dir(&self) -> PathBuf {
         self.home.path().join("data").join("app.hearth.desktop")
+    }
+
+    /// Where the desktop's session looks for programs to start at login
+    /// (`~/.config/autostart`).
+    pub fn autostart_dir(&self) -> PathBuf {
+        self.home.path().join(".config").join("autostart")
     }
 
     /// Where the app saves exports (the History page's CSV) on this desktop.

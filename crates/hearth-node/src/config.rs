@@ -85,6 +85,10 @@ pub struct NodeConfig {
     pub credit_value: f64,
     /// The window's first-run guide has been completed (it shows until then).
     pub first_run_done: bool,
+    /// Start the desktop app when the owner logs in.
+    pub start_at_login: bool,
+    /// Tell the owner (a desktop notification) when Hearth pauses or resumes by itself.
+    pub notify_on_auto_pause: bool,
 }
 
 impl Default for NodeConfig {
@@ -115,6 +119,8 @@ impl Default for NodeConfig {
             currency: "EUR".into(),
             credit_value: 1.0,
             first_run_done: false,
+            start_at_login: false,
+            notify_on_auto_pause: true,
         }
     }
 }

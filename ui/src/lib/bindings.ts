@@ -379,7 +379,15 @@ credit_value: number,
 /**
  * The window's first-run guide has been completed (it shows until then).
  */
-first_run_done: boolean, };
+first_run_done: boolean, 
+/**
+ * Start the desktop app when the owner logs in.
+ */
+start_at_login: boolean, 
+/**
+ * Tell the owner (a desktop notification) when Hearth pauses or resumes by itself.
+ */
+notify_on_auto_pause: boolean, };
 
 /**
  * One GPU as the Hardware page lists it.
