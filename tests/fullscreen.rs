@@ -114,6 +114,25 @@ async fn a_fullscreen_window_in_front_pauses_the_node_until_it_leaves() -> anyho
     Ok(())
 }
 
+/// A node and a watcher that looks only at the owner's input on `desktop` (active for 1.5 s
+/// after the last input), with `policy`.
+fn input_watcher(desktop: &Desktop, policy: PolicyConfig) -> anyhow::Result<(Node, Watcher)> {
+    let node = Node::new();
+    let watcher = Watcher::start(
+        node.clone(),
+        WatcherConfig {
+            games: None,
+            fullscreen: false,
+            gpu_use: None,
+            display: Some(desktop.display().to_owned()),
+            active_for: Some(Duration::from_millis(1500)),
+            policy,
+            ..WatcherConfig::default()
+        },
+    )?;
+    Ok((node, watcher))
+}
+
 /// "Only when I'm away": keyboard or mouse input (sent through XTest, as real devices are)
 /// pauses the node; quiet for `active_for` resumes it.
 #[tokio::test(flavor = "multi_thread")]
@@ -122,19 +141,11 @@ async fn in_idle_only_mode_input_pauses_and_quiet_resumes() -> anyhow::Result<()
     let desktop = Desktop::start().await?;
     let (conn, screen) = x11rb::connect(Some(desktop.display()))?;
     let root = conn.setup().roots[screen].root;
-    let node = Node::new();
-    let _watcher = Watcher::start(
-        node.clone(),
-        WatcherConfig {
-            games: None,
-            fullscreen: false,
-            display: Some(desktop.display().to_owned()),
-            active_for: Some(Duration::from_millis(1500)),
-            policy: PolicyConfig {
-                idle_only: true,
-                ..PolicyConfig::default()
-            },
-            ..WatcherConfig::default()
+    let (node, _watcher) = input_watcher(
+        &desktop,
+        PolicyConfig {
+            idle_only: true,
+            ..PolicyConfig::default()
         },
     )?;
     // The mouse moves: the owner is here.
@@ -178,19 +189,11 @@ async fn in_throttle_mode_input_throttles_and_quiet_runs_flat_out() -> anyhow::R
     let desktop = Desktop::start().await?;
     let (conn, screen) = x11rb::connect(Some(desktop.display()))?;
     let root = conn.setup().roots[screen].root;
-    let node = Node::new();
-    let _watcher = Watcher::start(
-        node.clone(),
-        WatcherConfig {
-            games: None,
-            fullscreen: false,
-            display: Some(desktop.display().to_owned()),
-            active_for: Some(Duration::from_millis(1500)),
-            policy: PolicyConfig {
-                throttle_when_active: Some(50),
-                ..PolicyConfig::default()
-            },
-            ..WatcherConfig::default()
+    let (node, _watcher) = input_watcher(
+        &desktop,
+        PolicyConfig {
+            throttle_when_active: Some(50),
+            ..PolicyConfig::default()
         },
     )?;
     const KEY_PRESS: u8 = 2;

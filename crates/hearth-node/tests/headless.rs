@@ -149,25 +149,19 @@ async fn headless_node_serves_api_events_and_cli_and_stops_cleanly() {
 
     // Settings: a bad value is refused with its reason and nothing is written.
     let mut settings: Value = get_json(&http, &base, &token, "/api/settings").await;
+    let put_settings = |settings: Value| {
+        http.put(format!("{base}/api/settings"))
+            .bearer_auth(&token)
+            .json(&settings)
+            .send()
+    };
     settings["currency"] = json!("euro");
-    let refused = http
-        .put(format!("{base}/api/settings"))
-        .bearer_auth(&token)
-        .json(&settings)
-        .send()
-        .await
-        .unwrap();
+    let refused = put_settings(settings.clone()).await.unwrap();
     assert_eq!(refused.status(), 422);
     assert!(refused.text().await.unwrap().starts_with("currency: "));
     assert!(!data.path().join("config.toml").exists());
     settings["currency"] = json!("CHF");
-    let saved = http
-        .put(format!("{base}/api/settings"))
-        .bearer_auth(&token)
-        .json(&settings)
-        .send()
-        .await
-        .unwrap();
+    let saved = put_settings(settings).await.unwrap();
     assert_eq!(saved.status(), 200);
     let file = std::fs::read_to_string(data.path().join("config.toml")).unwrap();
     assert!(file.contains("currency = \"CHF\""), "{file}");

@@ -18,8 +18,16 @@ use serde_json::json;
 use support::ask;
 use tokio::sync::watch;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn customer_requests_run_on_the_real_models_and_land_in_the_ledger() {
+/// An embedded pool, and a ledger, key and CPU executor for a worker, in a fresh folder.
+struct Rig {
+    dir: tempfile::TempDir,
+    pool: hearth_pool::embedded::EmbeddedPool,
+    ledger: Arc<Ledger>,
+    key: hearth_protocol::KeyPair,
+    executor: Arc<Executor>,
+}
+
+async fn rig() -> Rig {
     let dir = tempfile::tempdir().unwrap();
     let pool = hearth_pool::embedded::start(dir.path(), None)
         .await
@@ -27,6 +35,24 @@ async fn customer_requests_run_on_the_real_models_and_land_in_the_ledger() {
     let ledger = Arc::new(Ledger::open(&dir.path().join("ledger")).unwrap());
     let key = worker::load_or_create_identity(&dir.path().join("node.key")).unwrap();
     let executor = Arc::new(Executor::new(ModelStore::from_env(), ComputeDevice::cpu()));
+    Rig {
+        dir,
+        pool,
+        ledger,
+        key,
+        executor,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn customer_requests_run_on_the_real_models_and_land_in_the_ledger() {
+    let Rig {
+        dir,
+        pool,
+        ledger,
+        key,
+        executor,
+    } = rig().await;
     assert_eq!(
         executor.available_models().len(),
         3,
@@ -136,13 +162,13 @@ async fn customer_requests_run_on_the_real_models_and_land_in_the_ledger() {
 /// it takes the next one (at 100% the next job follows at once).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_throttled_worker_rests_in_proportion_to_its_work() {
-    let dir = tempfile::tempdir().unwrap();
-    let pool = hearth_pool::embedded::start(dir.path(), None)
-        .await
-        .unwrap();
-    let ledger = Arc::new(Ledger::open(&dir.path().join("ledger")).unwrap());
-    let key = worker::load_or_create_identity(&dir.path().join("node.key")).unwrap();
-    let executor = Arc::new(Executor::new(ModelStore::from_env(), ComputeDevice::cpu()));
+    let Rig {
+        dir: _dir,
+        pool,
+        ledger,
+        key,
+        executor,
+    } = rig().await;
     let (_pause, paused) = watch::channel(false);
     let (stop_tx, stop) = watch::channel(false);
     let (_duty_tx, duty) = watch::channel(25u8);
