@@ -90,6 +90,34 @@ fn memory(root: u32) -> (f64, f64, String) {
     (pss as f64 / 1024.0, rss as f64 / 1024.0, lines.join(", "))
 }
 
+/// The app process's largest mappings by PSS (MiB), to see where its memory goes.
+fn largest_mappings(pid: u32, n: usize) -> String {
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
+    let mut by_name: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
+    let mut current = String::new();
+    for line in smaps.lines() {
+        let mut fields = line.split_whitespace();
+        let first = fields.next().unwrap_or_default();
+        if first.contains('-') && first.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+            current = fields.nth(4).unwrap_or("[anon]").to_owned();
+        } else if first == "Pss:" {
+            let kib: u64 = fields.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+            *by_name.entry(current.clone()).or_default() += kib;
+        }
+    }
+    let mut largest: Vec<_> = by_name.into_iter().collect();
+    largest.sort_by_key(|(_, kib)| std::cmp::Reverse(*kib));
+    largest
+        .into_iter()
+        .take(n)
+        .map(|(name, kib)| {
+            let short = name.rsplit('/').next().unwrap_or(&name).to_owned();
+            format!("{short} {:.0}", kib as f64 / 1024.0)
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// CPU time (user + system) of the app's processes, in clock ticks.
 fn cpu_ticks(root: u32) -> u64 {
     family(root)
@@ -152,6 +180,7 @@ async fn main() -> anyhow::Result<()> {
     tray.click(&desktop, "Pause")?;
     tokio::time::sleep(Duration::from_secs(15)).await;
     let (idle_pss, idle_rss, idle) = memory(pid);
+    let idle_mappings = largest_mappings(pid, 8);
 
     // Window closed: the tray only.
     x11.request_close(window)?;
@@ -176,6 +205,7 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "paused, window open and idle: {idle_pss:.0} MiB PSS, {idle_rss:.0} MiB RSS (target <= 200 MiB PSS) ({idle})"
     );
+    println!("  the app process's largest mappings then (MiB PSS): {idle_mappings}");
     println!(
         "tray only (window closed), paused: {tray_rss_start:.0} MiB RSS at first, {min:.0}..{max:.0} MiB over {tray_secs} s (target <= 60 MiB, flat) ({tray_start})"
     );
