@@ -146,10 +146,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         t.elapsed().as_secs_f64() * 1e3
     ));
     let t = Instant::now();
-    let found = ledger.jobs_with_id_prefix("job-0042", rows)?;
+    let (found, _) = ledger.jobs_with_id_prefix("job-0042", 0, rows)?;
     history.push(format!(
-        "id search ({} found): {:.2} ms",
-        found.len(),
+        "id search ({found} found): {:.2} ms",
         t.elapsed().as_secs_f64() * 1e3
     ));
     println!("history pages of {rows} rows: {}", history.join("; "));

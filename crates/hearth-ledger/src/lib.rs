@@ -726,17 +726,29 @@ impl Ledger {
         Ok((total, page))
     }
 
-    /// Jobs whose id starts with `prefix`, newest first, at most `limit`.
-    pub fn jobs_with_id_prefix(&self, prefix: &str, limit: usize) -> Result<Vec<JobRecord>> {
-        let mut found = Vec::new();
-        for entry in self.job_index.scan_prefix(prefix.as_bytes()).take(limit) {
+    /// Jobs whose id starts with `prefix`, newest first: `(how many match, rows offset..offset
+    /// + limit)`. The count reads only the id index.
+    pub fn jobs_with_id_prefix(
+        &self,
+        prefix: &str,
+        offset: usize,
+        limit: usize,
+    ) -> Result<(u64, Vec<JobRecord>)> {
+        // Keys in the id index map to time keys; newest first is time order reversed.
+        let mut keys = Vec::new();
+        for entry in self.job_index.scan_prefix(prefix.as_bytes()) {
             let (_, key) = entry?;
+            keys.push(key);
+        }
+        keys.sort_unstable_by(|a, b| b.cmp(a));
+        let total = keys.len() as u64;
+        let mut page = Vec::new();
+        for key in keys.into_iter().skip(offset).take(limit) {
             if let Some(bytes) = self.jobs.get(&key)? {
-                found.push(decode(&key, &bytes)?);
+                page.push(decode(&key, &bytes)?);
             }
         }
-        found.sort_by_key(|record: &JobRecord| std::cmp::Reverse(record.started_unix_ms));
-        Ok(found)
+        Ok((total, page))
     }
 
     /// Jobs started in `[from, to)`, oldest first, at most `limit`.

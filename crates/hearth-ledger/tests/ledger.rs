@@ -501,13 +501,22 @@ fn history_pages_come_newest_first_with_filters_counts_and_id_search() {
         (2, vec!["job-11".to_owned(), "job-10".to_owned()])
     );
 
+    // Id search: counted in full, paged newest first.
+    let (total, page) = ledger.jobs_with_id_prefix("job-1", 0, 3).unwrap();
     assert_eq!(
-        ids(&ledger.jobs_with_id_prefix("job-1", 100).unwrap()).len(),
-        10
+        (total, ids(&page)),
+        (
+            10,
+            vec![
+                "job-19".to_owned(),
+                "job-18".to_owned(),
+                "job-17".to_owned()
+            ]
+        )
     );
-    assert_eq!(
-        ids(&ledger.jobs_with_id_prefix("job-07", 100).unwrap()),
-        ["job-07"]
-    );
-    assert!(ledger.jobs_with_id_prefix("nope", 100).unwrap().is_empty());
+    let (total, page) = ledger.jobs_with_id_prefix("job-1", 9, 3).unwrap();
+    assert_eq!((total, ids(&page)), (10, vec!["job-10".to_owned()]));
+    let (_, page) = ledger.jobs_with_id_prefix("job-07", 0, 100).unwrap();
+    assert_eq!(ids(&page), ["job-07"]);
+    assert_eq!(ledger.jobs_with_id_prefix("nope", 0, 100).unwrap().0, 0);
 }

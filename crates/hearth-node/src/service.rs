@@ -604,11 +604,11 @@ pub fn job_page(
         .map(str::trim)
         .filter(|p| !p.is_empty())
     {
-        let found = ledger.jobs_with_id_prefix(prefix, offset.saturating_add(limit))?;
+        let (total, found) = ledger.jobs_with_id_prefix(prefix, offset, limit)?;
         return Ok(JobPage {
-            total: found.len() as u64,
+            total,
             offset: query.offset,
-            jobs: found.iter().skip(offset).map(JobSummary::from).collect(),
+            jobs: found.iter().map(JobSummary::from).collect(),
         });
     }
     let state = query.state;
