@@ -700,9 +700,20 @@ async fn run_job(
     };
     (context.events)(WorkerEvent::JobEnded(record));
     if let Some(slot) = hold_slot {
+        // The rest also ends when the throttle is lifted (the owner went away).
+        let mut duty = context.config.duty_percent.clone();
+        let unthrottled = async {
+            match duty.as_mut() {
+                Some(duty) => {
+                    let _ = duty.wait_for(|percent| *percent >= 100).await;
+                }
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             () = tokio::time::sleep_until(rest_until) => {}
             _ = stop.wait_for(|stopping| *stopping) => {}
+            () = unthrottled => {}
         }
         drop(slot);
     }
