@@ -75,8 +75,8 @@ pub struct Service {
     embedded: Option<hearth_pool::embedded::EmbeddedPool>,
     sampler: Option<Arc<Sampler>>,
     stop: watch::Sender<bool>,
-    /// Held, not read: dropping it stops the game watcher.
-    _watcher: Option<crate::watcher::Watcher>,
+    /// The pause watcher (dropping it stops it); new pause rules reconfigure it.
+    watcher: std::sync::Mutex<Option<crate::watcher::Watcher>>,
     worker: std::sync::Mutex<Option<JoinHandle<Result<(), WorkerError>>>>,
     tasks: Vec<JoinHandle<()>>,
     data_dir: PathBuf,
@@ -185,34 +185,7 @@ impl Service {
             Duration::from_secs(config.free_memory_after_s),
         ));
         // The pause policy always runs (temperature limits hold even with detection off).
-        let watcher_config = crate::watcher::WatcherConfig {
-            interval: Duration::from_millis(config.watch_interval_ms),
-            policy: crate::policy::PolicyConfig {
-                cooldown: Duration::from_secs(config.game_cooldown_s),
-                temperature_stop_c: config.temperature_stop_c,
-                temperature_resume_c: config.temperature_resume_c,
-                idle_only: config.idle_only,
-                throttle_when_active: (config.throttle_when_active_percent < 100)
-                    .then_some(config.throttle_when_active_percent),
-                free_memory_after: Duration::from_secs(config.free_memory_after_s),
-            },
-            // Input is watched only when a mode needs to know whether the owner is here.
-            active_for: (config.idle_only || config.throttle_when_active_percent < 100)
-                .then(|| Duration::from_secs(config.away_after_s)),
-            games: config
-                .detect_games
-                .then(|| crate::games::GameList::builtin().with_user_entries(&config.games)),
-            fullscreen: config.detect_fullscreen,
-            gpu_use: config
-                .detect_gpu_processes
-                .then(crate::gpu_use::GpuUseConfig::default),
-            nvidia: config
-                .detect_gpu_processes
-                .then(|| Arc::new(Nvml::default()) as Arc<dyn hearth_hardware::NvidiaSource>),
-            // Validated when the settings were read.
-            schedule: crate::schedule::Schedule::parse(&config.schedule).unwrap_or_default(),
-            ..crate::watcher::WatcherConfig::default()
-        };
+        let watcher_config = watcher_config(&config);
         let watcher = match crate::watcher::Watcher::start(node.clone(), watcher_config) {
             Ok(watcher) => Some(watcher),
             Err(error) => {
@@ -273,7 +246,7 @@ impl Service {
             embedded,
             sampler,
             stop,
-            _watcher: watcher,
+            watcher: std::sync::Mutex::new(watcher),
             worker: std::sync::Mutex::new(Some(worker)),
             tasks,
             data_dir: options.data_dir.clone(),
@@ -360,8 +333,10 @@ impl Service {
         })
     }
 
-    /// Check and save new settings; they take effect when Hearth next starts. On an error
-    /// (naming the setting) nothing is saved.
+    /// Check and save new settings. The pause rules (games, fullscreen, other GPU programs,
+    /// idle-only and throttle, temperature, schedule) apply at once; the pool, backend,
+    /// concurrency and memory from the next start. On an error (naming the setting) nothing
+    /// is saved.
     pub fn save_settings(
         &self,
         settings: NodeConfig,
@@ -369,6 +344,16 @@ impl Service {
         let _one_at_a_time = self.config.lock().unwrap_or_else(|e| e.into_inner());
         settings.save(&self.data_dir)?;
         tracing::info!("settings saved");
+        // The pause rules apply at once.
+        if let Some(watcher) = self
+            .watcher
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_mut()
+            && let Err(error) = watcher.reconfigure(watcher_config(&settings))
+        {
+            tracing::error!(%error, "the new pause rules apply from the next start");
+        }
         Ok(settings)
     }
 
@@ -482,6 +467,38 @@ fn local_midnight_ms() -> u64 {
         .and_hms_opt(0, 0, 0)
         .and_then(|midnight| Local.from_local_datetime(&midnight).earliest())
         .map_or(0, |t| u64::try_from(t.timestamp_millis()).unwrap_or(0))
+}
+
+/// How the pause watcher runs for `config`.
+fn watcher_config(config: &NodeConfig) -> crate::watcher::WatcherConfig {
+    crate::watcher::WatcherConfig {
+        interval: Duration::from_millis(config.watch_interval_ms),
+        policy: crate::policy::PolicyConfig {
+            cooldown: Duration::from_secs(config.game_cooldown_s),
+            temperature_stop_c: config.temperature_stop_c,
+            temperature_resume_c: config.temperature_resume_c,
+            idle_only: config.idle_only,
+            throttle_when_active: (config.throttle_when_active_percent < 100)
+                .then_some(config.throttle_when_active_percent),
+            free_memory_after: Duration::from_secs(config.free_memory_after_s),
+        },
+        // Input is watched only when a mode needs to know whether the owner is here.
+        active_for: (config.idle_only || config.throttle_when_active_percent < 100)
+            .then(|| Duration::from_secs(config.away_after_s)),
+        games: config
+            .detect_games
+            .then(|| crate::games::GameList::builtin().with_user_entries(&config.games)),
+        fullscreen: config.detect_fullscreen,
+        gpu_use: config
+            .detect_gpu_processes
+            .then(crate::gpu_use::GpuUseConfig::default),
+        nvidia: config
+            .detect_gpu_processes
+            .then(|| Arc::new(Nvml::default()) as Arc<dyn hearth_hardware::NvidiaSource>),
+        // Validated when the settings were read.
+        schedule: crate::schedule::Schedule::parse(&config.schedule).unwrap_or_default(),
+        ..crate::watcher::WatcherConfig::default()
+    }
 }
 
 /// The capability benchmark's stored result, in the data folder (the CLI's `bench` too).

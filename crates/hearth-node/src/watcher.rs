@@ -70,49 +70,89 @@ enum Message {
     Stop,
 }
 
-/// Feeds observations made elsewhere into the watcher's policy (cloneable).
+/// Feeds observations made elsewhere into the watcher's policy (cloneable). It follows the
+/// watcher through [`Watcher::reconfigure`].
 #[derive(Clone, Debug)]
-pub struct PolicyInputs(mpsc::Sender<Message>);
+pub struct PolicyInputs(std::sync::Arc<std::sync::Mutex<mpsc::Sender<Message>>>);
 
 impl PolicyInputs {
     /// Tell the policy; acted on at once. Ignored once the watcher has stopped.
     pub fn send(&self, input: Input) {
-        let _ = self.0.send(Message::Observed(input));
+        let sender = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = sender.send(Message::Observed(input));
     }
 }
 
 /// A running watcher; dropping it stops the thread.
 #[derive(Debug)]
 pub struct Watcher {
-    messages: mpsc::Sender<Message>,
+    node: Node,
+    messages: PolicyInputs,
     thread: Option<JoinHandle<()>>,
 }
 
 impl Watcher {
     /// Start watching for `node`.
     pub fn start(node: Node, config: WatcherConfig) -> std::io::Result<Self> {
-        let (messages, inbox) = mpsc::channel();
-        let thread = std::thread::Builder::new()
-            .name("hearth-watcher".into())
-            .spawn(move || run(&node, config, &inbox))?;
+        let (sender, inbox) = mpsc::channel();
+        let thread = spawn(node.clone(), config, inbox)?;
         Ok(Self {
-            messages,
+            node,
+            messages: PolicyInputs(std::sync::Arc::new(std::sync::Mutex::new(sender))),
             thread: Some(thread),
         })
     }
 
     /// A handle for feeding the policy observations (temperature, …).
     pub fn inputs(&self) -> PolicyInputs {
-        PolicyInputs(self.messages.clone())
+        self.messages.clone()
     }
+
+    /// Watch by `config` from now on (the owner changed a setting): the old thread stops, a
+    /// new one starts and takes over the inputs. What the old one had seen (a running game,
+    /// a cooldown) is looked at afresh; observations sent from elsewhere arrive again within
+    /// their period (telemetry: a second).
+    pub fn reconfigure(&mut self, config: WatcherConfig) -> std::io::Result<()> {
+        // Observations from now on wait for the new thread; the old one is stopped before the
+        // new one starts, so the two never both set the node's state.
+        let (sender, inbox) = mpsc::channel();
+        let old = std::mem::replace(
+            &mut *self.messages.0.lock().unwrap_or_else(|e| e.into_inner()),
+            sender,
+        );
+        let _ = old.send(Message::Stop);
+        if let Some(previous) = self.thread.take() {
+            let _ = previous.join();
+        }
+        self.thread = Some(spawn(self.node.clone(), config, inbox)?);
+        tracing::info!("pause rules changed: watching by the new settings");
+        Ok(())
+    }
+}
+
+fn spawn(
+    node: Node,
+    config: WatcherConfig,
+    inbox: mpsc::Receiver<Message>,
+) -> std::io::Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("hearth-watcher".into())
+        .spawn(move || run(&node, config, &inbox))
 }
 
 impl Drop for Watcher {
     fn drop(&mut self) {
-        let _ = self.messages.send(Message::Stop);
+        self.messages.send_stop();
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
+    }
+}
+
+impl PolicyInputs {
+    fn send_stop(&self) {
+        let sender = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = sender.send(Message::Stop);
     }
 }
 
@@ -122,7 +162,9 @@ fn run(node: &Node, config: WatcherConfig, inbox: &mpsc::Receiver<Message>) {
         .map(|games| ProcessScanner::new(games, &config.procfs, std::process::id()));
     let mut policy = Policy::new(config.policy);
     let mut running_games = std::collections::BTreeSet::new();
-    let mut last: Published = (None, 100);
+    // Nothing published yet: the first look's verdict is published whatever it is (a watcher
+    // started by new settings replaces the old one's verdict).
+    let mut last: Option<Published> = None;
     let screen = (config.fullscreen || config.active_for.is_some())
         .then(|| desktop_source(config.display.as_deref()))
         .flatten();
@@ -230,20 +272,23 @@ fn run(node: &Node, config: WatcherConfig, inbox: &mpsc::Receiver<Message>) {
 type Published = (Option<PauseReason>, u8);
 
 /// Set the node's automatic pause and throttle from the policy, when they changed.
-fn publish(node: &Node, policy: &Policy, last: &mut Published, now: Instant) {
+fn publish(node: &Node, policy: &Policy, last: &mut Option<Published>, now: Instant) {
     let reason = pause_reason(policy.state(), now);
     let duty = match policy.state() {
         PolicyState::Throttled { duty_percent } => *duty_percent,
         _ => 100,
     };
     // A cooldown's end is worked out once, not restated (a little later) on every tick.
-    let same_reason = match (&last.0, &reason) {
-        (Some(PauseReason::CoolingDown { .. }), Some(PauseReason::CoolingDown { .. })) => true,
-        (a, b) => a == b,
-    };
-    if !same_reason || duty != last.1 {
+    let unchanged = last.as_ref().is_some_and(|(last_reason, last_duty)| {
+        let same_reason = match (last_reason, &reason) {
+            (Some(PauseReason::CoolingDown { .. }), Some(PauseReason::CoolingDown { .. })) => true,
+            (a, b) => a == b,
+        };
+        same_reason && *last_duty == duty
+    });
+    if !unchanged {
         node.set_policy(reason.clone(), duty);
-        *last = (reason, duty);
+        *last = Some((reason, duty));
     }
 }
 
@@ -410,6 +455,51 @@ mod tests {
             );
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    #[test]
+    fn new_settings_take_effect_without_a_restart_and_inputs_follow() {
+        use chrono::Timelike;
+        let node = Node::new();
+        let quiet = WatcherConfig {
+            games: None,
+            fullscreen: false,
+            gpu_use: None,
+            ..WatcherConfig::default()
+        };
+        let mut watcher = Watcher::start(node.clone(), quiet.clone()).unwrap();
+        let inputs = watcher.inputs();
+        assert_eq!(node.status().activity, crate::ActivityState::Running);
+        // The owner sets a schedule that does not include now.
+        let now = chrono::Local::now();
+        let start = (now.hour() * 60 + now.minute() + 120) % 1440;
+        let window = format!(
+            "daily {:02}:{:02}-{:02}:{:02}",
+            start / 60,
+            start % 60,
+            (start + 60) % 1440 / 60,
+            (start + 60) % 1440 % 60
+        );
+        watcher
+            .reconfigure(WatcherConfig {
+                schedule: crate::schedule::Schedule::parse(&[window]).unwrap(),
+                ..quiet.clone()
+            })
+            .unwrap();
+        wait_until(&node, |a| {
+            *a == crate::ActivityState::Paused {
+                reason: PauseReason::Schedule,
+            }
+        });
+        // Back to any time; an input sent through the old handle reaches the new watcher.
+        watcher.reconfigure(quiet).unwrap();
+        wait_until(&node, |a| *a == crate::ActivityState::Running);
+        inputs.send(Input::Temperature(90.0));
+        wait_until(&node, |a| {
+            *a == crate::ActivityState::Paused {
+                reason: PauseReason::Temperature,
+            }
+        });
     }
 
     #[test]

@@ -161,10 +161,48 @@ async fn headless_node_serves_api_events_and_cli_and_stops_cleanly() {
     assert!(refused.text().await.unwrap().starts_with("currency: "));
     assert!(!data.path().join("config.toml").exists());
     settings["currency"] = json!("CHF");
-    let saved = put_settings(settings).await.unwrap();
+    let saved = put_settings(settings.clone()).await.unwrap();
     assert_eq!(saved.status(), 200);
     let file = std::fs::read_to_string(data.path().join("config.toml")).unwrap();
     assert!(file.contains("currency = \"CHF\""), "{file}");
+    // Pause rules apply at once: a schedule that leaves out the next hours pauses the node.
+    let later = (chrono::Local::now() + chrono::Duration::hours(2)).format("%H:00");
+    let later_end = (chrono::Local::now() + chrono::Duration::hours(3)).format("%H:00");
+    settings["currency"] = json!("CHF");
+    settings["schedule"] = json!([format!("daily {later}-{later_end}")]);
+    assert_eq!(put_settings(settings.clone()).await.unwrap().status(), 200);
+    let scheduled = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let status: Value = get_json(&http, &base, &token, "/api/status").await;
+            if status["activity"]["reason"]["kind"] == "schedule" {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(
+        scheduled.is_ok(),
+        "the new schedule did not pause the node: {} (settings {})",
+        get_json(&http, &base, &token, "/api/status").await,
+        std::fs::read_to_string(data.path().join("config.toml")).unwrap()
+    );
+    settings["schedule"] = json!([]);
+    assert_eq!(put_settings(settings).await.unwrap().status(), 200);
+    let running = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let status: Value = get_json(&http, &base, &token, "/api/status").await;
+            if status["activity"]["kind"] == "running" {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(
+        running.is_ok(),
+        "work did not resume with the schedule gone"
+    );
 
     // The CLI talks to the running node.
     let status = cli(data.path(), &["status"]);
