@@ -54,10 +54,10 @@ fn service(running: &Running) -> Result<Arc<Service>, String> {
     }
 }
 
-/// Run a ledger question off the main thread (it may read many records).
-async fn from_ledger<T: Send + 'static>(
+/// Answer a question off the main thread (it may read many ledger records, or measure).
+async fn off_thread<T: Send + 'static, E: std::fmt::Display + Send + 'static>(
     running: State<'_, Running>,
-    ask: impl FnOnce(&Service) -> Result<T, hearth_ledger::LedgerError> + Send + 'static,
+    ask: impl FnOnce(&Service) -> Result<T, E> + Send + 'static,
 ) -> Result<T, String> {
     let service = service(&running)?;
     tauri::async_runtime::spawn_blocking(move || ask(&service))
@@ -69,13 +69,13 @@ async fn from_ledger<T: Send + 'static>(
 /// Earnings over the last 30 days (Earnings page).
 #[tauri::command]
 pub async fn earnings_report(running: State<'_, Running>) -> Result<EarningsReport, String> {
-    from_ledger(running, Service::earnings_report).await
+    off_thread(running, Service::earnings_report).await
 }
 
 /// One page of the job history (History page).
 #[tauri::command]
 pub async fn job_page(running: State<'_, Running>, query: JobQuery) -> Result<JobPage, String> {
-    from_ledger(running, move |service| service.job_page(&query)).await
+    off_thread(running, move |service| service.job_page(&query)).await
 }
 
 /// The settings as saved.
@@ -108,7 +108,7 @@ pub async fn export_history(app: AppHandle, running: State<'_, Running>) -> Resu
     );
     let path = folder.join(name);
     let written = path.clone();
-    from_ledger(running, move |service| {
+    off_thread(running, move |service| {
         std::fs::create_dir_all(&folder).map_err(hearth_ledger::LedgerError::Export)?;
         let mut file = std::io::BufWriter::new(
             std::fs::File::create(&written).map_err(hearth_ledger::LedgerError::Export)?,
@@ -124,19 +124,16 @@ pub async fn export_history(app: AppHandle, running: State<'_, Running>) -> Resu
 /// The machine, its stored benchmark and expected earnings (Hardware page).
 #[tauri::command]
 pub async fn hardware(running: State<'_, Running>) -> Result<HardwareView, String> {
-    let service = service(&running)?;
-    tauri::async_runtime::spawn_blocking(move || service.hardware_view())
-        .await
-        .map_err(|e| e.to_string())
+    off_thread(running, |service| {
+        Ok::<_, std::convert::Infallible>(service.hardware_view())
+    })
+    .await
 }
 
 /// Run the capability benchmark; its progress arrives as node events.
 #[tauri::command]
 pub async fn run_benchmark(running: State<'_, Running>) -> Result<HardwareView, String> {
-    let service = service(&running)?;
-    tauri::async_runtime::spawn_blocking(move || service.run_benchmark())
-        .await
-        .map_err(|e| e.to_string())?
+    off_thread(running, Service::run_benchmark).await
 }
 
 /// Where exports go: `$HEARTH_EXPORT_DIR`, else the Downloads folder, else the data folder.

@@ -106,8 +106,7 @@ pub fn bundle(service: &Service, log_dir: Option<&Path>) -> String {
         }
     }
     let _ = writeln!(out, "\n== Hardware ==");
-    let report = hearth_hardware::detect_local();
-    out.push_str(&hearth_hardware::render_table(&report));
+    out.push_str(&hearth_hardware::render_table(service.hardware_report()));
     let _ = writeln!(out, "\n== Benchmark ==");
     match service.hardware_view().benchmark {
         Some(bench) => {

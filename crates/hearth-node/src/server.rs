@@ -301,10 +301,10 @@ async fn export(_: Authorized, State(state): State<Arc<ServerState>>) -> Respons
     }
 }
 
-/// A ledger question answered off the async threads (it may read many records).
-async fn from_ledger<T: Send + 'static>(
+/// A question answered off the async threads (it may read many ledger records, or measure).
+async fn off_thread<T: Send + 'static, E: std::fmt::Display + Send + 'static>(
     service: &Arc<Service>,
-    ask: impl FnOnce(&Service) -> Result<T, hearth_ledger::LedgerError> + Send + 'static,
+    ask: impl FnOnce(&Service) -> Result<T, E> + Send + 'static,
 ) -> Result<Json<T>, (StatusCode, String)> {
     let service = Arc::clone(service);
     match tokio::task::spawn_blocking(move || ask(&service)).await {
@@ -318,7 +318,7 @@ async fn earnings_report(
     _: Authorized,
     State(state): State<Arc<ServerState>>,
 ) -> Result<Json<EarningsReport>, (StatusCode, String)> {
-    from_ledger(&state.service, Service::earnings_report).await
+    off_thread(&state.service, Service::earnings_report).await
 }
 
 async fn job_page(
@@ -326,7 +326,7 @@ async fn job_page(
     State(state): State<Arc<ServerState>>,
     Json(query): Json<JobQuery>,
 ) -> Result<Json<JobPage>, (StatusCode, String)> {
-    from_ledger(&state.service, move |service| service.job_page(&query)).await
+    off_thread(&state.service, move |service| service.job_page(&query)).await
 }
 
 async fn settings(_: Authorized, State(state): State<Arc<ServerState>>) -> Json<NodeConfig> {
@@ -350,10 +350,10 @@ async fn hardware(
     _: Authorized,
     State(state): State<Arc<ServerState>>,
 ) -> Result<Json<HardwareView>, (StatusCode, String)> {
-    let service = Arc::clone(&state.service);
-    tokio::task::spawn_blocking(move || Json(service.hardware_view()))
-        .await
-        .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+    off_thread(&state.service, |service| {
+        Ok::<_, Infallible>(service.hardware_view())
+    })
+    .await
 }
 
 /// Run the capability benchmark (progress arrives as events); the Hardware page's view.
@@ -361,12 +361,7 @@ async fn benchmark(
     _: Authorized,
     State(state): State<Arc<ServerState>>,
 ) -> Result<Json<HardwareView>, (StatusCode, String)> {
-    let service = Arc::clone(&state.service);
-    match tokio::task::spawn_blocking(move || service.run_benchmark()).await {
-        Ok(Ok(view)) => Ok(Json(view)),
-        Ok(Err(e)) => Err((StatusCode::INTERNAL_SERVER_ERROR, e)),
-        Err(e) => Err((StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
-    }
+    off_thread(&state.service, Service::run_benchmark).await
 }
 
 #[derive(Deserialize)]

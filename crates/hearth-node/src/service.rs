@@ -81,6 +81,8 @@ pub struct Service {
     tasks: Vec<JoinHandle<()>>,
     data_dir: PathBuf,
     models: ModelStore,
+    /// What the machine has, detected on first use (enumerating adapters loads drivers).
+    hardware: std::sync::OnceLock<hearth_hardware::HardwareReport>,
     /// The settings the service started with (command-line overrides included); saves
     /// go through this lock one at a time.
     config: std::sync::Mutex<NodeConfig>,
@@ -251,6 +253,7 @@ impl Service {
             tasks,
             data_dir: options.data_dir.clone(),
             models: options.models.clone(),
+            hardware: std::sync::OnceLock::new(),
             config: std::sync::Mutex::new(config.clone()),
         })
     }
@@ -377,20 +380,26 @@ impl Service {
         job_page(&self.ledger, query)
     }
 
+    /// The GPUs, CPU and memory, detected once per run (the hardware does not change under a
+    /// running app; enumerating adapters costs a fraction of a second and loads drivers).
+    pub fn hardware_report(&self) -> &hearth_hardware::HardwareReport {
+        self.hardware.get_or_init(hearth_hardware::detect_local)
+    }
+
     /// The machine, its stored benchmark (when it is for this hardware) and what it earns per
-    /// hour of work. Detects the hardware again (a fraction of a second).
+    /// hour of work.
     pub fn hardware_view(&self) -> crate::views::HardwareView {
         use hearth_inference::capability;
-        let report = hearth_hardware::detect_local();
+        let report = self.hardware_report();
         let stored = std::fs::read(self.data_dir.join(CAPABILITY_FILE))
             .ok()
             .and_then(|bytes| serde_json::from_slice::<capability::CapabilityReport>(&bytes).ok())
             .filter(|stored| {
                 stored.version == capability::BENCHMARK_VERSION
-                    && stored.fingerprint == capability::fingerprint(&report)
+                    && stored.fingerprint == capability::fingerprint(report)
             });
         crate::views::HardwareView::new(
-            &report,
+            report,
             stored.as_ref(),
             &self.device,
             expected_earnings(&self.recent_jobs(hearth_ledger::RECENT_CACHED)),
@@ -401,9 +410,11 @@ impl Service {
     /// [`NodeEvent::BenchmarkProgress`]; the Hardware page's view afterwards.
     pub fn run_benchmark(&self) -> Result<crate::views::HardwareView, String> {
         let node = self.node.clone();
-        hearth_inference::capability::load_or_run_here(
+        hearth_inference::capability::load_or_run(
             &self.data_dir.join(CAPABILITY_FILE),
             &self.models,
+            self.hardware_report(),
+            &hearth_inference::capability::usable_devices(),
             true,
             &mut |progress| {
                 node.announce(NodeEvent::BenchmarkProgress {
