@@ -140,11 +140,6 @@ impl Node {
         })
     }
 
-    /// The pause policy's verdict: `Some(reason)` pauses, `None` lifts its pause.
-    pub fn set_automatic(&self, reason: Option<PauseReason>) -> NodeStatus {
-        self.update(|inputs| inputs.automatic = reason)
-    }
-
     /// The pause policy's verdict in full: paused for `reason`, else working `duty_percent`
     /// of the time (100: flat out). One change, so no in-between state is announced.
     pub fn set_policy(&self, reason: Option<PauseReason>, duty_percent: u8) -> NodeStatus {
@@ -266,7 +261,7 @@ mod tests {
         node.pause(ControlSource::Window);
         assert!(node.expire_pause(u64::MAX).activity.is_paused());
         // An automatic pause outlives the owner's resume.
-        node.set_automatic(Some(PauseReason::Game { name: "g".into() }));
+        node.set_policy(Some(PauseReason::Game { name: "g".into() }), 100);
         node.resume(ControlSource::Window);
         assert_eq!(
             node.status().activity,
@@ -274,7 +269,7 @@ mod tests {
                 reason: PauseReason::Game { name: "g".into() }
             }
         );
-        node.set_automatic(None);
+        node.set_policy(None, 100);
         assert!(!node.status().activity.is_paused());
     }
 

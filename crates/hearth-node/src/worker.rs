@@ -722,7 +722,7 @@ async fn run_job(
 
 /// How long to rest after computing for `busy` so that computing takes `duty_percent` of the
 /// time (no rest at 100; at most a minute, so one long job does not stall the node).
-pub fn rest_after(busy: Duration, duty_percent: u8) -> Duration {
+fn rest_after(busy: Duration, duty_percent: u8) -> Duration {
     let duty = u32::from(duty_percent.clamp(1, 100));
     (busy * (100 - duty) / duty).min(Duration::from_secs(60))
 }
