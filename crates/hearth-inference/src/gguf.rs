@@ -17,6 +17,8 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use half::{bf16, f16};
+use std::sync::Arc;
+
 use memmap2::Mmap;
 
 use crate::error::{InferenceError, Result};
@@ -187,7 +189,7 @@ impl TensorInfo {
 /// An open, parsed GGUF file.
 pub struct GgufFile {
     path: PathBuf,
-    map: Mmap,
+    map: Arc<Mmap>,
     version: u32,
     metadata: BTreeMap<String, MetadataValue>,
     tensors: Vec<TensorInfo>,
@@ -423,7 +425,7 @@ impl GgufFile {
 
         Ok(Self {
             path: path.to_owned(),
-            map,
+            map: Arc::new(map),
             version,
             metadata,
             tensors,
@@ -505,12 +507,25 @@ impl GgufFile {
 
     /// The raw stored bytes of a tensor.
     pub fn tensor_bytes(&self, info: &TensorInfo) -> Result<&[u8]> {
+        let (start, len) = self.tensor_range(info)?;
+        Ok(&self.map[start..start + len])
+    }
+
+    /// Where a tensor's bytes lie in [`GgufFile::shared_map`]: offset and length, checked
+    /// against the file's size.
+    pub fn tensor_range(&self, info: &TensorInfo) -> Result<(usize, usize)> {
         let len = tensor_byte_len(info)
             .map_err(|reason| self.error(format!("tensor {:?}: {reason}", info.name)))?;
         let start = (self.data_start + info.offset) as usize;
-        self.map
-            .get(start..start + len as usize)
-            .ok_or_else(|| self.error(format!("tensor {:?} lies outside the file", info.name)))
+        match start.checked_add(len as usize) {
+            Some(end) if end <= self.map.len() => Ok((start, len as usize)),
+            _ => Err(self.error(format!("tensor {:?} lies outside the file", info.name))),
+        }
+    }
+
+    /// The whole mapped file, to keep tensors readable after this `GgufFile` is dropped.
+    pub fn shared_map(&self) -> Arc<Mmap> {
+        Arc::clone(&self.map)
     }
 
     /// A tensor dequantised to f32, in row-major order of [`TensorInfo::shape`].
@@ -640,6 +655,44 @@ pub fn dequantize(
 /// Writers for GGUF bytes, for tests that build small or broken files.
 #[cfg(test)]
 pub(crate) mod write {
+    use super::GgmlType;
+
+    /// A version-3 file of tensors (no metadata beyond what tensors need), default alignment.
+    #[derive(Default)]
+    pub struct Builder {
+        infos: Vec<u8>,
+        data: Vec<u8>,
+        count: u64,
+    }
+
+    impl Builder {
+        /// Add a tensor with ggml-order `dims` and its stored bytes.
+        pub fn tensor_raw(&mut self, name: &str, dims: &[u64], ggml_type: GgmlType, bytes: &[u8]) {
+            string(&mut self.infos, name);
+            self.infos.extend((dims.len() as u32).to_le_bytes());
+            for d in dims {
+                self.infos.extend(d.to_le_bytes());
+            }
+            self.infos.extend(ggml_type.0.to_le_bytes());
+            self.infos.extend((self.data.len() as u64).to_le_bytes());
+            self.data.extend(bytes);
+            self.data.resize(self.data.len().div_ceil(32) * 32, 0);
+            self.count += 1;
+        }
+
+        /// The file's bytes.
+        pub fn finish(self) -> Vec<u8> {
+            let mut out = b"GGUF".to_vec();
+            out.extend(3u32.to_le_bytes());
+            out.extend(self.count.to_le_bytes());
+            out.extend(0u64.to_le_bytes());
+            out.extend(self.infos);
+            out.resize(out.len().div_ceil(32) * 32, 0);
+            out.extend(self.data);
+            out
+        }
+    }
+
     /// Append a GGUF string.
     pub fn string(out: &mut Vec<u8>, s: &str) {
         out.extend((s.len() as u64).to_le_bytes());

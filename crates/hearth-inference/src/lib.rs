@@ -24,6 +24,7 @@ pub mod gguf;
 pub mod gguf_tokenizer;
 pub mod images;
 pub mod llama;
+mod matvec;
 pub mod store;
 mod weights;
 
