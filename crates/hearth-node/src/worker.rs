@@ -18,7 +18,7 @@ use hearth_ledger::{JobOutcome, JobRecord, JobStatus, Ledger, LedgerError};
 use hearth_protocol::{
     HardwareProfile, Heartbeat, HeartbeatReply, Job, JobResult, KeyPair, LeaseReply, LeaseRequest,
     PROTOCOL_VERSION, PublicKey, ReceiptsReply, ReceiptsRequest, Registration, RegistrationReply,
-    RequestSigner, ResultReply, ReturnJob, TaskPayload,
+    RequestSigner, ResultReply, ReturnJob, SessionSecret, TaskPayload,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -85,7 +85,8 @@ pub const MAX_REPLY_BYTES: usize = 32 << 20;
 pub struct PoolClient {
     url: String,
     http: reqwest::Client,
-    signer: RequestSigner,
+    /// Signs requests, or MACs them once the registration agreed on a session.
+    signer: std::sync::RwLock<RequestSigner>,
 }
 
 impl PoolClient {
@@ -100,13 +101,22 @@ impl PoolClient {
         Self {
             url: url.trim_end_matches('/').to_owned(),
             http,
-            signer: RequestSigner::new(key),
+            signer: std::sync::RwLock::new(RequestSigner::new(key)),
         }
     }
 
+    fn signer(&self) -> std::sync::RwLockReadGuard<'_, RequestSigner> {
+        self.signer.read().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// This node's id.
-    pub fn node_id(&self) -> &str {
-        self.signer.node_id()
+    pub fn node_id(&self) -> String {
+        self.signer().node_id().to_owned()
+    }
+
+    /// True once requests are authenticated by a session MAC rather than signatures.
+    pub fn has_session(&self) -> bool {
+        self.signer().has_session()
     }
 
     async fn post<B: Serialize, R: DeserializeOwned>(
@@ -124,7 +134,8 @@ impl PoolClient {
             .post(format!("{}{path}", self.url))
             .header("content-type", "application/json")
             .body(bytes.clone());
-        for (name, value) in self.signer.headers("POST", path, now_ms(), &bytes) {
+        let headers = self.signer().headers("POST", path, now_ms(), &bytes);
+        for (name, value) in headers {
             request = request.header(name, value);
         }
         let mut response = request.send().await.map_err(|e| err(e.to_string()))?;
@@ -152,18 +163,37 @@ impl PoolClient {
         serde_json::from_slice(&body).map_err(|e| err(format!("{path}: unreadable reply: {e}")))
     }
 
-    /// Register with the node's hardware profile.
+    /// Register with the node's hardware profile, asking for a session: later requests carry
+    /// a MAC instead of a signature when the pool grants one (signed with its key).
     pub async fn register(
         &self,
         profile: HardwareProfile,
     ) -> Result<RegistrationReply, WorkerError> {
+        let secret = SessionSecret::generate().ok();
         let registration = Registration {
             protocol_version: PROTOCOL_VERSION,
-            public_key: self.signer.key().public_key(),
+            public_key: self.signer().key().public_key(),
             profile,
             client: format!("hearth {}", env!("CARGO_PKG_VERSION")),
+            session_key: secret.as_ref().map(SessionSecret::public),
         };
-        self.post("/node/v1/register", &registration).await
+        // Registration is always signed: it is the proof of holding the key.
+        self.signer
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .end_session();
+        let reply: RegistrationReply = self.post("/node/v1/register", &registration).await?;
+        if let (Some(secret), Some(grant)) = (&secret, &reply.session) {
+            let started = self
+                .signer
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .start_session(secret, grant, &reply.pool_public_key);
+            if let Err(error) = started {
+                tracing::warn!(%error, "the pool's session grant does not check out; signing every request");
+            }
+        }
+        Ok(reply)
     }
 }
 
@@ -283,7 +313,7 @@ pub async fn run(
             }
         }
     };
-    tracing::info!(node = client.node_id(), pool = %joined.pool_name, "joined the pool");
+    tracing::info!(node = %client.node_id(), pool = %joined.pool_name, session = client.has_session(), "joined the pool");
     ledger.set_setting(POOL_KEY_SETTING, &joined.pool_public_key)?;
     events(WorkerEvent::Joined {
         pool_name: joined.pool_name.clone(),

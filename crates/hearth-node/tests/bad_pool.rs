@@ -47,6 +47,7 @@ async fn register(State(pool): State<Arc<FakePool>>) -> Response {
         pool_public_key: pool.key.public_key(),
         pool_name: "Misbehaving pool".into(),
         demo: false,
+        session: None,
     })
     .into_response()
 }

@@ -1,6 +1,7 @@
 //! Dispatch throughput: 32 simulated nodes on loopback lease and submit no-op jobs as fast as
-//! the pool hands them out; every request signed and checked, every receipt signed and stored
-//! durably (sled, flushed) before the node hears of it.
+//! the pool hands them out; every request authenticated (a session MAC, as Hearth's node sends
+//! after registering) and checked, every receipt signed and stored durably (sled, flushed)
+//! before the node hears of it.
 //!
 //!     cargo bench -p hearth-pool --bench dispatch
 //!
@@ -14,7 +15,7 @@ use std::time::{Duration, Instant};
 use hearth_pool::{Pool, PoolConfig, SledStore};
 use hearth_protocol::{
     HardwareProfile, JobResult, KeyPair, LeaseReply, LeaseRequest, PROTOCOL_VERSION, Registration,
-    RequestSigner, ResultReply, TaskOutput, TaskPayload,
+    RegistrationReply, RequestSigner, ResultReply, SessionSecret, TaskOutput, TaskPayload,
 };
 
 const NODES: usize = 32;
@@ -50,6 +51,7 @@ async fn send(
 async fn node(url: String) -> anyhow::Result<Vec<Duration>> {
     let http = reqwest::Client::new();
     let key = KeyPair::generate()?;
+    let session = SessionSecret::generate()?;
     let registration = Registration {
         protocol_version: PROTOCOL_VERSION,
         public_key: key.public_key(),
@@ -61,16 +63,24 @@ async fn node(url: String) -> anyhow::Result<Vec<Duration>> {
             matmul_gflops: None,
         },
         client: "dispatch bench".into(),
+        session_key: Some(session.public()),
     };
-    let signer = RequestSigner::new(key);
-    send(
+    let mut signer = RequestSigner::new(key);
+    let joined: RegistrationReply = send(
         &http,
         &url,
         &signer,
         "/node/v1/register",
         serde_json::to_vec(&registration)?,
     )
+    .await?
+    .json()
     .await?;
+    // As Hearth's node does: a session, so requests carry a MAC rather than a signature.
+    let grant = joined
+        .session
+        .ok_or_else(|| anyhow::anyhow!("no session"))?;
+    signer.start_session(&session, &grant, &joined.pool_public_key)?;
     let lease = serde_json::to_vec(&LeaseRequest {
         max_jobs: 1,
         wait_ms: 500,

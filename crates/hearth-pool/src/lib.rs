@@ -34,7 +34,7 @@ use tokio::sync::oneshot;
 
 pub use config::{ModelOffer, ModelTask, PoolConfig};
 pub use error::ApiError;
-pub use store::{PoolStore, SledStore, StoreError};
+pub use store::{Payment, PoolStore, SledStore, StoreError};
 
 /// Everything the handlers share.
 #[derive(Debug)]
@@ -43,12 +43,10 @@ pub struct PoolState {
     pub queue: queue::Queue,
     pub nodes: nodes::Nodes,
     pub store: Arc<dyn PoolStore>,
-    /// Signs receipts.
+    /// The key receipts are signed with (its public half is given to nodes).
     pub pool_key: KeyPair,
-    /// Held while a receipt is issued, so each node's chain grows one receipt at a time.
-    pub receipts: tokio::sync::Mutex<()>,
-    /// Makes receipts durable in batches.
-    pub durability: store::GroupCommit,
+    /// Chains, signs and stores receipts, durably and in batches.
+    pub receipts: store::ReceiptWriter,
 }
 
 /// Why a pool could not start.
@@ -98,14 +96,18 @@ pub fn router(state: Arc<PoolState>) -> Router {
 impl Pool {
     /// Start a pool with `config` and `store` on the current tokio runtime.
     pub async fn start(config: PoolConfig, store: Arc<dyn PoolStore>) -> Result<Self, StartError> {
-        let generate = || {
-            KeyPair::generate()
-                .map(|k| k.secret_bytes())
-                .unwrap_or([7u8; 32])
-        };
-        let secret = store.pool_secret(&generate)?;
+        // A key for a new pool (an existing pool's stored key wins); no randomness, no pool.
+        let fresh = KeyPair::generate()
+            .map_err(|e| StartError::Key(e.to_string()))?
+            .secret_bytes();
+        let secret = store.pool_secret(&|| fresh)?;
         let pool_key =
             KeyPair::from_secret_bytes(&secret).map_err(|e| StartError::Key(e.to_string()))?;
+        let receipts = store::ReceiptWriter::start(
+            Arc::clone(&store),
+            KeyPair::from_secret_bytes(&secret).map_err(|e| StartError::Key(e.to_string()))?,
+        )
+        .map_err(|e| StartError::Key(format!("cannot start the receipt writer: {e}")))?;
         let config = Arc::new(config);
         let listener = tokio::net::TcpListener::bind(config.bind)
             .await
@@ -122,8 +124,7 @@ impl Pool {
             nodes: nodes::Nodes::default(),
             store,
             pool_key,
-            receipts: tokio::sync::Mutex::new(()),
-            durability: store::GroupCommit::default(),
+            receipts,
             config,
         });
         let (shutdown, stopped) = oneshot::channel::<()>();

@@ -11,9 +11,9 @@ use axum::extract::{FromRequest, Path, Request, State};
 use axum::http::{HeaderMap, Method, Uri};
 use hearth_protocol::{
     HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIMESTAMP, Heartbeat, HeartbeatReply, JobResult,
-    LeaseReply, LeaseRequest, PROTOCOL_VERSION, Receipt, ReceiptsReply, ReceiptsRequest,
-    Registration, RegistrationReply, ResultReply, ReturnJob, SignedReceipt, TaskOutput,
-    TaskPayload, node_id, request_payload,
+    LeaseReply, LeaseRequest, PROTOCOL_VERSION, ReceiptsReply, ReceiptsRequest, Registration,
+    RegistrationReply, ResultReply, ReturnJob, SessionGrant, SessionSecret, SignedReceipt,
+    TaskOutput, TaskPayload, node_id, request_payload, session_grant_payload,
 };
 use serde::de::DeserializeOwned;
 
@@ -21,6 +21,7 @@ use crate::PoolState;
 use crate::error::ApiError;
 use crate::nodes::NodeInfo;
 use crate::queue::{Completed, LeaseError, now_unix_ms};
+use crate::store::Payment;
 use crate::verify::{Answer, Verdict};
 
 /// The body, or 413/400 in OpenAI's shape.
@@ -46,7 +47,7 @@ pub(crate) fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
 /// A node request whose signature checked out: the node and the parsed body.
 pub(crate) struct Signed<T> {
     pub node_id: String,
-    pub node: NodeInfo,
+    pub node: Arc<NodeInfo>,
     pub body: T,
 }
 
@@ -121,6 +122,28 @@ pub(crate) async fn register(
         )
         .map_err(|e| ApiError::unauthorized(format!("bad signature: {e}")))?;
     let id = node_id(&registration.public_key);
+    // The node's half of a session key, answered with ours, signed with the pool's key.
+    let (session, grant) = match &registration.session_key {
+        None => (None, None),
+        Some(node_half) => {
+            let secret =
+                SessionSecret::generate().map_err(|e| ApiError::internal(e.to_string()))?;
+            let key = secret
+                .agree(node_half, &id)
+                .map_err(|e| ApiError::invalid(format!("session_key: {e}")))?;
+            let pool_session_key = secret.public();
+            let signature = state
+                .pool_key
+                .sign(&session_grant_payload(&id, &pool_session_key));
+            (
+                Some(key),
+                Some(SessionGrant {
+                    pool_session_key,
+                    signature,
+                }),
+            )
+        }
+    };
     tracing::info!(node = %id, device = %registration.profile.device, models = ?registration.profile.models, "node registered");
     let released = state.queue.release_node(&id);
     if released > 0 {
@@ -131,7 +154,8 @@ pub(crate) async fn register(
         NodeInfo {
             key: registration.public_key,
             profile: registration.profile,
-            strikes: 0,
+            strike_count: 0.into(),
+            session,
         },
     );
     Ok(Json(RegistrationReply {
@@ -139,6 +163,7 @@ pub(crate) async fn register(
         pool_public_key: state.pool_key.public_key(),
         pool_name: state.config.name.clone(),
         demo: state.config.demo,
+        session: grant,
     }))
 }
 
@@ -290,39 +315,22 @@ async fn pay(
         .config
         .model(model)
         .ok_or_else(|| ApiError::internal(format!("model {model} is no longer sold")))?;
-    let mut receipts = Vec::with_capacity(paid.len());
-    {
-        // One receipt at a time: each chain's head read and append must not interleave.
-        let _chain = state.receipts.lock().await;
-        for answer in paid {
-            let head = state
-                .store
-                .chain_head(&answer.node_id)
-                .map_err(|e| ApiError::internal(e.to_string()))?;
-            let receipt = SignedReceipt::sign(
-                Receipt {
-                    job_id: job_id.to_owned(),
-                    node_id: answer.node_id.clone(),
-                    model: model.to_owned(),
-                    units: answer.units,
-                    unit: offer.unit().to_owned(),
-                    micro_credits: offer.price(answer.units),
-                    issued_unix_ms: now_unix_ms(),
-                    sequence: head.as_ref().map_or(0, |h| h.receipt.sequence + 1),
-                    prev_hash: head.as_ref().map_or_else(String::new, SignedReceipt::hash),
-                },
-                &state.pool_key,
-            );
-            state
-                .store
-                .append_receipt(&receipt)
-                .map_err(|e| ApiError::internal(e.to_string()))?;
-            receipts.push(receipt);
-        }
-    }
-    // Durable before anyone hears of it; results arriving together share one disk write.
-    state.durability.sync(&state.store).await?;
-    Ok(receipts)
+    let payments = paid
+        .iter()
+        .map(|answer| Payment {
+            job_id: job_id.to_owned(),
+            node_id: answer.node_id.clone(),
+            model: model.to_owned(),
+            units: answer.units,
+            unit: offer.unit().to_owned(),
+            micro_credits: offer.price(answer.units),
+        })
+        .collect();
+    state
+        .receipts
+        .issue(payments)
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))
 }
 
 /// `POST /node/v1/jobs/{id}/result`: checked, paid once, answered with a signed receipt. A
@@ -339,10 +347,10 @@ pub(crate) async fn result(
     let next = result.next.clone();
     let mut reply = settle(&state, &job_id, &id, result).await?;
     if let Some(next) = next {
-        let models = info.profile.models;
+        let models = &info.profile.models;
         let wait = Duration::from_millis(next.wait_ms.min(state.config.max_lease_wait_ms));
         let max = next.max_jobs.clamp(1, 64) as usize;
-        reply.jobs = state.queue.lease(&id, &models, max, wait).await;
+        reply.jobs = state.queue.lease(&id, models, max, wait).await;
     }
     Ok(Json(reply))
 }

@@ -1,31 +1,41 @@
 //! Registered nodes and the check on every signed node request.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::{Mutex, RwLock};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 
 use axum::http::{HeaderMap, Method};
 use hearth_protocol::{
-    HEADER_NODE, HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIMESTAMP, HardwareProfile,
-    MAX_CLOCK_SKEW_MS, PublicKey, request_payload,
+    HEADER_MAC, HEADER_NODE, HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIMESTAMP, HardwareProfile,
+    MAX_CLOCK_SKEW_MS, PublicKey, SessionKey, request_payload,
 };
 
 use crate::error::ApiError;
 use crate::queue::now_unix_ms;
 
-/// A registered node.
-#[derive(Clone, Debug)]
+/// A registered node (shared, not copied, by every request it makes).
+#[derive(Debug)]
 pub struct NodeInfo {
     pub key: PublicKey,
     pub profile: HardwareProfile,
     /// Results that failed checks.
-    pub strikes: u32,
+    pub strike_count: AtomicU32,
+    /// The MAC key agreed at registration, when the node asked for a session.
+    pub session: Option<SessionKey>,
+}
+
+impl NodeInfo {
+    /// Results of this node that failed checks.
+    pub fn strikes(&self) -> u32 {
+        self.strike_count.load(Ordering::SeqCst)
+    }
 }
 
 /// Every node that registered since the pool started (nodes register again after a restart:
 /// the registration is cheap and carries the current hardware profile).
 #[derive(Debug, Default)]
 pub struct Nodes {
-    nodes: RwLock<HashMap<String, NodeInfo>>,
+    nodes: RwLock<HashMap<String, Arc<NodeInfo>>>,
     /// Signatures seen within the clock-skew window: a replayed request is refused.
     seen: Mutex<SeenSignatures>,
 }
@@ -63,11 +73,11 @@ impl Nodes {
         self.nodes
             .write()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(node_id, info);
+            .insert(node_id, Arc::new(info));
     }
 
     /// A node's record.
-    pub fn get(&self, node_id: &str) -> Option<NodeInfo> {
+    pub fn get(&self, node_id: &str) -> Option<Arc<NodeInfo>> {
         self.nodes
             .read()
             .unwrap_or_else(|e| e.into_inner())
@@ -77,11 +87,8 @@ impl Nodes {
 
     /// Count a failed check against a node; returns its strikes.
     pub fn strike(&self, node_id: &str) -> u32 {
-        let mut nodes = self.nodes.write().unwrap_or_else(|e| e.into_inner());
-        nodes.get_mut(node_id).map_or(0, |n| {
-            n.strikes += 1;
-            n.strikes
-        })
+        self.get(node_id)
+            .map_or(0, |n| n.strike_count.fetch_add(1, Ordering::SeqCst) + 1)
     }
 
     /// Number of registered nodes.
@@ -94,15 +101,15 @@ impl Nodes {
         self.len() == 0
     }
 
-    /// Check a signed request: known node, fresh timestamp, valid signature over method,
-    /// path, timestamp, nonce and body, not seen before. Returns the node id and record.
+    /// Check a node request: known node, fresh timestamp, a valid session MAC or signature over
+    /// method, path, timestamp, nonce and body, not seen before. Returns the node id and record.
     pub fn authenticate(
         &self,
         method: &Method,
         path: &str,
         headers: &HeaderMap,
         body: &[u8],
-    ) -> Result<(String, NodeInfo), ApiError> {
+    ) -> Result<(String, Arc<NodeInfo>), ApiError> {
         let header = |name: &str| {
             headers
                 .get(name)
@@ -114,7 +121,11 @@ impl Nodes {
             .parse()
             .map_err(|_| ApiError::unauthorized("malformed timestamp".into()))?;
         let nonce = header(HEADER_NONCE)?;
-        let signature = header(HEADER_SIGNATURE)?;
+        let mac = headers.get(HEADER_MAC).and_then(|v| v.to_str().ok());
+        let signature = match mac {
+            Some(mac) => mac,
+            None => header(HEADER_SIGNATURE)?,
+        };
         let info = self.get(node_id).ok_or_else(|| {
             ApiError::unauthorized(format!("unknown node {node_id}: register first"))
         })?;
@@ -124,12 +135,21 @@ impl Nodes {
                 "request time {timestamp} is more than {MAX_CLOCK_SKEW_MS} ms from the pool's {now}"
             )));
         }
-        info.key
-            .verify(
-                &request_payload(method.as_str(), path, timestamp, nonce, body),
-                signature,
-            )
-            .map_err(|e| ApiError::unauthorized(format!("bad signature: {e}")))?;
+        let payload = request_payload(method.as_str(), path, timestamp, nonce, body);
+        match (mac, &info.session) {
+            (Some(mac), Some(session)) => session
+                .verify(&payload, mac)
+                .map_err(|e| ApiError::unauthorized(format!("bad MAC: {e}")))?,
+            (Some(_), None) => {
+                return Err(ApiError::unauthorized(format!(
+                    "node {node_id} has no session here: register again"
+                )));
+            }
+            (None, _) => info
+                .key
+                .verify(&payload, signature)
+                .map_err(|e| ApiError::unauthorized(format!("bad signature: {e}")))?,
+        }
         let fresh = self
             .seen
             .lock()

@@ -8,8 +8,8 @@
 use std::time::Duration;
 
 use hearth_protocol::{
-    Heartbeat, KeyPair, LeaseRequest, RequestSigner, ResultReply, ReturnJob, SignedReceipt,
-    TaskOutput,
+    HEADER_MAC, HEADER_SIGNATURE, Heartbeat, KeyPair, LeaseRequest, RequestSigner, ResultReply,
+    ReturnJob, SignedReceipt, TaskOutput,
 };
 use serde_json::{Value, json};
 
@@ -255,7 +255,7 @@ async fn streamed_chat_arrives_as_openai_chunks() {
 async fn node_requests_need_a_valid_fresh_signature() {
     let (pool, _dir) = pool(|_| {}).await;
     let url = pool.url();
-    let node = Node::join(&url, &["all-minilm-l6-v2"]).await;
+    let node = Node::join_signing(&url, &["all-minilm-l6-v2"]).await;
     let http = reqwest::Client::new();
     let body = serde_json::to_vec(&LeaseRequest {
         max_jobs: 1,
@@ -328,6 +328,112 @@ async fn node_requests_need_a_valid_fresh_signature() {
             .await
             .contains("register")
     );
+}
+
+#[tokio::test]
+async fn a_session_macs_requests_and_refuses_forged_or_foreign_macs() {
+    let (pool, _dir) = pool(|_| {}).await;
+    let url = pool.url();
+    let node = Node::join(&url, &["all-minilm-l6-v2"]).await;
+    let other = Node::join(&url, &["all-minilm-l6-v2"]).await;
+    let signing = Node::join_signing(&url, &["all-minilm-l6-v2"]).await;
+    let http = reqwest::Client::new();
+    let body = serde_json::to_vec(&LeaseRequest {
+        max_jobs: 1,
+        wait_ms: 0,
+    })
+    .unwrap();
+    let path = "/node/v1/lease";
+    let send = |headers: Vec<(&'static str, String)>, body: Vec<u8>| {
+        let mut request = http.post(format!("{url}{path}")).body(body);
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
+        async move { request.send().await.unwrap() }
+    };
+    let refusal = |r: reqwest::Response| async move {
+        assert_eq!(r.status(), 401);
+        let body: Value = r.json().await.unwrap();
+        body["error"]["message"].as_str().unwrap().to_owned()
+    };
+
+    // The MAC replaces the signature and works, once.
+    let headers = node.signer.headers("POST", path, now_ms(), &body).to_vec();
+    assert_eq!(headers[3].0, HEADER_MAC);
+    assert_eq!(send(headers.clone(), body.clone()).await.status(), 200);
+    assert!(
+        refusal(send(headers, body.clone()).await)
+            .await
+            .contains("replayed")
+    );
+    // The body changed under the MAC.
+    let headers = node.signer.headers("POST", path, now_ms(), &body).to_vec();
+    let tampered = serde_json::to_vec(&LeaseRequest {
+        max_jobs: 9,
+        wait_ms: 0,
+    })
+    .unwrap();
+    assert!(
+        refusal(send(headers, tampered).await)
+            .await
+            .contains("bad MAC")
+    );
+    // Another node's session key under this node's id.
+    let mut headers = other.signer.headers("POST", path, now_ms(), &body).to_vec();
+    headers[0].1 = node.signer.node_id().to_owned();
+    assert!(
+        refusal(send(headers, body.clone()).await)
+            .await
+            .contains("bad MAC")
+    );
+    // A MAC for a node that never agreed on a session.
+    let mut headers = node.signer.headers("POST", path, now_ms(), &body).to_vec();
+    headers[0].1 = signing.signer.node_id().to_owned();
+    assert!(
+        refusal(send(headers, body.clone()).await)
+            .await
+            .contains("no session")
+    );
+    // A session node may still sign.
+    let signed =
+        RequestSigner::new(KeyPair::from_secret_bytes(&node.signer.key().secret_bytes()).unwrap());
+    let headers = signed.headers("POST", path, now_ms(), &body).to_vec();
+    assert_eq!(headers[3].0, HEADER_SIGNATURE);
+    assert_eq!(send(headers, body.clone()).await.status(), 200);
+
+    // A registration offering a malformed or low-order session key is refused as such.
+    for bad in [
+        "not base64!",
+        "AAAA",
+        "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+    ] {
+        let key = KeyPair::generate().unwrap();
+        let registration = json!({
+            "protocol_version": hearth_protocol::PROTOCOL_VERSION,
+            "public_key": key.public_key(),
+            "profile": {"backend": "cpu", "device": "t", "memory_bytes": 0, "models": [], "matmul_gflops": null},
+            "client": "test",
+            "session_key": bad,
+        });
+        let body = serde_json::to_vec(&registration).unwrap();
+        let signer = RequestSigner::new(key);
+        let mut request = http
+            .post(format!("{url}/node/v1/register"))
+            .body(body.clone());
+        for (name, value) in signer.headers("POST", "/node/v1/register", now_ms(), &body) {
+            request = request.header(name, value);
+        }
+        let reply = request.send().await.unwrap();
+        assert_eq!(reply.status(), 400, "{bad}");
+        let text: Value = reply.json().await.unwrap();
+        assert!(
+            text["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("session_key"),
+            "{text}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -455,7 +561,7 @@ async fn a_result_of_the_wrong_shape_is_refused_and_counted_against_the_node() {
             .nodes
             .get(node.signer.node_id())
             .unwrap()
-            .strikes,
+            .strikes(),
         1
     );
     assert!(

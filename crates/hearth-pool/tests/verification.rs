@@ -81,7 +81,7 @@ async fn two_agreeing_answers_are_both_paid_and_an_outvoted_one_is_struck() {
             .nodes
             .get(nodes[0].signer.node_id())
             .unwrap()
-            .strikes,
+            .strikes(),
         1
     );
     let balances = pool.state().store.balances().unwrap();
@@ -140,7 +140,7 @@ async fn a_chat_answer_is_scored_and_redone_when_it_fails() {
             .nodes
             .get(author.signer.node_id())
             .unwrap()
-            .strikes,
+            .strikes(),
         1
     );
     assert!(

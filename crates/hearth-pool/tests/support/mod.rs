@@ -8,8 +8,8 @@ use std::sync::Arc;
 use hearth_pool::{Pool, PoolConfig, SledStore};
 use hearth_protocol::{
     ClassScore, HardwareProfile, Job, JobResult, KeyPair, LeaseReply, LeaseRequest,
-    PROTOCOL_VERSION, PublicKey, Registration, RegistrationReply, RequestSigner, TaskOutput,
-    TaskPayload,
+    PROTOCOL_VERSION, PublicKey, Registration, RegistrationReply, RequestSigner, SessionSecret,
+    TaskOutput, TaskPayload,
 };
 use serde_json::Value;
 
@@ -44,8 +44,19 @@ pub struct Node {
 }
 
 impl Node {
+    /// Register and agree on a session, as Hearth's node does: requests carry a MAC.
     pub async fn join(url: &str, models: &[&str]) -> Self {
+        Self::join_with(url, models, true).await
+    }
+
+    /// Register without a session: every request is signed.
+    pub async fn join_signing(url: &str, models: &[&str]) -> Self {
+        Self::join_with(url, models, false).await
+    }
+
+    async fn join_with(url: &str, models: &[&str], session: bool) -> Self {
         let key = KeyPair::generate().unwrap();
+        let secret = session.then(|| SessionSecret::generate().unwrap());
         let registration = Registration {
             protocol_version: PROTOCOL_VERSION,
             public_key: key.public_key(),
@@ -57,8 +68,9 @@ impl Node {
                 matmul_gflops: None,
             },
             client: "test".into(),
+            session_key: secret.as_ref().map(SessionSecret::public),
         };
-        let signer = RequestSigner::new(key);
+        let mut signer = RequestSigner::new(key);
         let http = reqwest::Client::new();
         let body = serde_json::to_vec(&registration).unwrap();
         let reply: RegistrationReply = Self::send(&http, url, &signer, "/node/v1/register", body)
@@ -67,6 +79,13 @@ impl Node {
             .await
             .unwrap();
         assert_eq!(reply.node_id, signer.node_id());
+        if let Some(secret) = &secret {
+            let grant = reply.session.as_ref().expect("the pool grants a session");
+            signer
+                .start_session(secret, grant, &reply.pool_public_key)
+                .unwrap();
+        }
+        assert_eq!(signer.has_session(), session);
         Self {
             url: url.to_owned(),
             http,
