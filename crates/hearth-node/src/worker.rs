@@ -33,6 +33,9 @@ use hearth_protocol::now_unix_ms as now_ms;
 pub enum WorkerError {
     #[error("pool at {url}: {reason}")]
     Pool { url: String, reason: String },
+    /// The pool does not know this node (it restarted) or its session: register again.
+    #[error("pool at {url} refused the node: {reason}")]
+    Unauthorized { url: String, reason: String },
     #[error("identity key {path}: {reason}")]
     Identity { path: String, reason: String },
     #[error(transparent)]
@@ -152,13 +155,20 @@ impl PoolClient {
             body.extend_from_slice(&chunk);
         }
         if !status.is_success() {
-            return Err(err(format!(
+            let reason = format!(
                 "{path}: {status}: {}",
                 String::from_utf8_lossy(&body)
                     .chars()
                     .take(300)
                     .collect::<String>()
-            )));
+            );
+            if status == reqwest::StatusCode::UNAUTHORIZED {
+                return Err(WorkerError::Unauthorized {
+                    url: self.url.clone(),
+                    reason,
+                });
+            }
+            return Err(err(reason));
         }
         serde_json::from_slice(&body).map_err(|e| err(format!("{path}: unreadable reply: {e}")))
     }
@@ -253,6 +263,8 @@ struct Context {
     executor: Arc<Executor>,
     ledger: Arc<Ledger>,
     pool_key: PublicKey,
+    /// What the node registered with, to register again after the pool forgot it.
+    profile: HardwareProfile,
     events: Box<dyn Fn(WorkerEvent) + Send + Sync>,
     energy: Option<Arc<EnergyMeter>>,
     /// Jobs computing or submitting. A job frees its slot once the pool has its result, so
@@ -325,6 +337,7 @@ pub async fn run(
         executor,
         ledger,
         pool_key: joined.pool_public_key,
+        profile,
         events: Box::new(events),
         energy,
         busy: std::sync::atomic::AtomicUsize::new(0),
@@ -384,6 +397,9 @@ pub async fn run(
                             () = backoff.wait() => {}
                             _ = stop.changed() => {}
                         }
+                        if matches!(error, WorkerError::Unauthorized { .. }) {
+                            rejoin(&context).await;
+                        }
                         Vec::new()
                     }
                     Err(error) => {
@@ -413,6 +429,28 @@ pub async fn run(
             // Nothing running, nothing leasing, and no one can pause or stop us any more.
             else => return Ok(()),
         }
+    }
+}
+
+/// Register again after the pool stopped knowing this node (a pool restart forgets nodes and
+/// their sessions). Receipts the pool issued meanwhile are collected after.
+async fn rejoin(context: &Context) {
+    match context.client.register(context.profile.clone()).await {
+        Ok(joined) => {
+            if joined.pool_public_key != context.pool_key {
+                tracing::warn!(
+                    "the pool at this address now signs with another key; receipts from it will not verify against the ledger's"
+                );
+            }
+            tracing::info!(
+                session = context.client.has_session(),
+                "joined the pool again"
+            );
+            if let Err(error) = collect_receipts(context).await {
+                tracing::warn!(%error, "could not collect missed receipts");
+            }
+        }
+        Err(error) => tracing::warn!(%error, "could not register again; will retry"),
     }
 }
 

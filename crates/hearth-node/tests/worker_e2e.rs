@@ -224,3 +224,84 @@ async fn a_throttled_worker_rests_in_proportion_to_its_work() {
         );
     }
 }
+
+/// A pool that restarts forgets its nodes and their sessions: the worker registers again by
+/// itself and goes on working; its receipts from both runs verify in one chain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_worker_registers_again_after_the_pool_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let store_dir = dir.path().join("pool");
+    let api = "sk-restart-test";
+    let start_pool = |bind: std::net::SocketAddr| {
+        let store_dir = store_dir.clone();
+        async move {
+            let config = hearth_pool::PoolConfig {
+                bind,
+                api_keys: vec![api.into()],
+                verification_share: 0.0,
+                ..hearth_pool::PoolConfig::default()
+            };
+            // The previous pool's database is released once its last request has ended.
+            for _ in 0..100 {
+                if let Ok(store) = hearth_pool::SledStore::open(&store_dir) {
+                    return hearth_pool::Pool::start(config, Arc::new(store))
+                        .await
+                        .unwrap();
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            panic!("the first pool never released its database");
+        }
+    };
+    let pool = start_pool("127.0.0.1:0".parse().unwrap()).await;
+    let (addr, url) = (pool.addr(), pool.url());
+    let ledger = Arc::new(Ledger::open(&dir.path().join("ledger")).unwrap());
+    let key = worker::load_or_create_identity(&dir.path().join("node.key")).unwrap();
+    let executor = Arc::new(Executor::new(ModelStore::from_env(), ComputeDevice::cpu()));
+    let (_pause, paused) = watch::channel(false);
+    let (stop_tx, stop) = watch::channel(false);
+    let config = WorkerConfig {
+        pool_url: url.clone(),
+        lease_wait: Duration::from_millis(300),
+        ..WorkerConfig::default()
+    };
+    let worker = tokio::spawn(worker::run(
+        config,
+        key,
+        executor,
+        Arc::clone(&ledger),
+        paused,
+        stop,
+        None,
+        |_| {},
+    ));
+    let embed = |text: &'static str| {
+        let url = url.clone();
+        async move {
+            ask(
+                &url,
+                api,
+                "/v1/embeddings",
+                json!({"model": "all-minilm-l6-v2", "input": text}),
+            )
+            .await
+        }
+    };
+    embed("before the restart").await.unwrap();
+    let pool_key = pool.state().pool_key.public_key();
+    drop(pool);
+    let pool = start_pool(addr).await;
+    assert_eq!(
+        pool.state().pool_key.public_key(),
+        pool_key,
+        "same store, same key"
+    );
+    let answered = tokio::time::timeout(Duration::from_secs(30), embed("after the restart"))
+        .await
+        .expect("the worker did not come back within 30 s");
+    answered.unwrap();
+
+    stop_tx.send(true).unwrap();
+    worker.await.unwrap().unwrap();
+    assert_eq!(ledger.verify_chain(&pool_key).unwrap().receipts, 2);
+}
