@@ -119,3 +119,45 @@ async fn a_second_launch_focuses_the_first_and_exits() -> anyhow::Result<()> {
     );
     app.close().await
 }
+
+/// Started at login (`--in-tray`, as the autostart entry says), Hearth works in the tray and
+/// opens no window until asked; the tray's Open builds it.
+#[tokio::test(flavor = "multi_thread")]
+async fn started_at_login_it_stays_in_the_tray_until_opened() -> anyhow::Result<()> {
+    let desktop = Desktop::start().await?;
+    let mut app = Command::new(app_binary()?)
+        .arg("--in-tray")
+        .envs(desktop.env())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let x11 = X11::connect(desktop.display())?;
+    let checked = async {
+        let tray = wait_for("the tray menu", WAIT, || async {
+            TrayMenu::find(&desktop).ok().flatten()
+        })
+        .await?;
+        wait_for("the node to start", WAIT, || async {
+            desktop
+                .app_logs()
+                .ok()
+                .filter(|log| log.contains("Hearth started") && log.contains("in_tray=true"))
+        })
+        .await?;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        anyhow::ensure!(
+            x11.find_viewable_window(TITLE)?.is_none(),
+            "a window opened at login"
+        );
+        tray.click(&desktop, "Open Hearth")?;
+        wait_for("the window, from the tray", WAIT, || async {
+            x11.find_viewable_window(TITLE).ok().flatten()
+        })
+        .await?;
+        anyhow::Ok(())
+    }
+    .await;
+    let _ = app.kill();
+    let _ = app.wait();
+    checked
+}

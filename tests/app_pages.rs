@@ -151,12 +151,13 @@ async fn every_page_shows_the_ledger_and_settings_persist() -> anyhow::Result<()
     let file = std::fs::read_to_string(desktop.app_data_dir().join("config.toml"))?;
     assert!(file.contains("electricity_price_per_kwh = 0.42"), "{file}");
     assert!(file.contains("currency = \"USD\""), "{file}");
-    // Start at login: the desktop's autostart entry names the app.
+    // Start at login: the desktop's autostart entry names the app, which starts in the tray.
     let autostart = std::fs::read_dir(desktop.autostart_dir())?
         .filter_map(Result::ok)
         .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
         .find(|entry| entry.contains("hearth-app"));
-    assert!(autostart.is_some(), "no autostart entry for the app");
+    let entry = autostart.expect("no autostart entry for the app");
+    assert!(entry.contains("hearth-app --in-tray"), "{entry}");
 
     // Diagnostics: the log is shown, and the bundle holds what helps and no secrets.
     app.open_page("diagnostics", "Diagnostics").await?;

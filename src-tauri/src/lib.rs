@@ -102,6 +102,10 @@ fn start_service(app: &AppHandle) {
 
 /// The label of the one window, as in `tauri.conf.json`.
 pub const MAIN_WINDOW: &str = "main";
+
+/// Start in the tray without opening the window (how Hearth starts at login).
+pub const IN_TRAY_FLAG: &str = "--in-tray";
+
 /// The event name under which every [`NodeEvent`] reaches the window.
 pub const NODE_EVENT: &str = "node-event";
 
@@ -116,7 +120,7 @@ pub fn run() {
         }))
         .plugin(tauri_plugin_autostart::init(
             tauri_plugin_autostart::MacosLauncher::LaunchAgent,
-            None,
+            Some(vec![IN_TRAY_FLAG]),
         ))
         .plugin(tauri_plugin_notification::init())
         .manage(node)
@@ -144,7 +148,15 @@ pub fn run() {
             app.manage(tray.clone());
             spawn_event_forwarder(app.handle().clone(), tray);
             start_service(app.handle());
-            tracing::info!(version = env!("CARGO_PKG_VERSION"), "Hearth started");
+            let in_tray = std::env::args().any(|arg| arg == IN_TRAY_FLAG);
+            if !in_tray {
+                show_main_window(app.handle());
+            }
+            tracing::info!(
+                version = env!("CARGO_PKG_VERSION"),
+                in_tray,
+                "Hearth started"
+            );
             Ok(())
         })
         .on_window_event(|window, event| {

@@ -90,8 +90,9 @@ fn memory(root: u32) -> (f64, f64, String) {
     (pss as f64 / 1024.0, rss as f64 / 1024.0, lines.join(", "))
 }
 
-/// The app process's largest mappings by PSS (MiB), to see where its memory goes.
-fn largest_mappings(pid: u32, n: usize) -> String {
+/// The app process's largest mappings by `key` (`Pss:` or `Rss:`, MiB), to see where its
+/// memory goes.
+fn largest_mappings(pid: u32, n: usize, key: &str) -> String {
     let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
     let mut by_name: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
     let mut current = String::new();
@@ -100,7 +101,7 @@ fn largest_mappings(pid: u32, n: usize) -> String {
         let first = fields.next().unwrap_or_default();
         if first.contains('-') && first.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
             current = fields.nth(4).unwrap_or("[anon]").to_owned();
-        } else if first == "Pss:" {
+        } else if first == key {
             let kib: u64 = fields.next().and_then(|v| v.parse().ok()).unwrap_or(0);
             *by_name.entry(current.clone()).or_default() += kib;
         }
@@ -154,7 +155,8 @@ async fn main() -> anyhow::Result<()> {
     std::fs::create_dir_all(desktop.app_data_dir())?;
     std::fs::write(
         desktop.app_data_dir().join("config.toml"),
-        "free_memory_after_s = 1\nfirst_run_done = true\n",
+        std::env::var("HEARTH_FOOTPRINT_CONFIG")
+            .unwrap_or_else(|_| "free_memory_after_s = 1\nfirst_run_done = true\n".into()),
     )?;
     let mut app = Command::new(app_binary()?)
         .envs(desktop.env())
@@ -180,12 +182,13 @@ async fn main() -> anyhow::Result<()> {
     tray.click(&desktop, "Pause")?;
     tokio::time::sleep(Duration::from_secs(15)).await;
     let (idle_pss, idle_rss, idle) = memory(pid);
-    let idle_mappings = largest_mappings(pid, 8);
+    let idle_mappings = largest_mappings(pid, 8, "Pss:");
 
     // Window closed: the tray only.
     x11.request_close(window)?;
     tokio::time::sleep(Duration::from_secs(10)).await;
     let (_, tray_rss_start, tray_start) = memory(pid);
+    let tray_mappings = largest_mappings(pid, 10, "Rss:");
     let (ticks0, t0) = (cpu_ticks(pid), Instant::now());
     let mut tray_rss = vec![tray_rss_start];
     let deadline = Instant::now() + Duration::from_secs(tray_secs);
@@ -199,6 +202,28 @@ async fn main() -> anyhow::Result<()> {
     let _ = app.kill();
     let _ = app.wait();
 
+    // Started at login (`--in-tray`): the window was never built, so WebKit never started.
+    let mut app = Command::new(app_binary()?)
+        .arg("--in-tray")
+        .envs(desktop.env())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let pid = app.id();
+    let tray = wait_for("the tray", Duration::from_secs(30), || async {
+        TrayMenu::find(&desktop)
+            .ok()
+            .flatten()
+            .filter(|t| t.items(&desktop).is_ok_and(|items| items.len() > 3))
+    })
+    .await?;
+    tray.click(&desktop, "Pause")?;
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    let (_, login_rss, login) = memory(pid);
+    let login_mappings = largest_mappings(pid, 10, "Rss:");
+    let _ = app.kill();
+    let _ = app.wait();
+
     let max = tray_rss.iter().copied().fold(0.0, f64::max);
     let min = tray_rss.iter().copied().fold(f64::MAX, f64::min);
     println!("working, window open: {working_pss:.0} MiB PSS ({working})");
@@ -209,6 +234,11 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "tray only (window closed), paused: {tray_rss_start:.0} MiB RSS at first, {min:.0}..{max:.0} MiB over {tray_secs} s (target <= 60 MiB, flat) ({tray_start})"
     );
+    println!("  the app process's largest mappings then (MiB RSS): {tray_mappings}");
+    println!(
+        "tray only, started at login (--in-tray), paused: {login_rss:.0} MiB RSS (target <= 60 MiB) ({login})"
+    );
+    println!("  the app process's largest mappings then (MiB RSS): {login_mappings}");
     println!(
         "paused and hidden: {cpu_share:.3}% of one core over {:.0} s (target <= 0.3%)",
         t0.elapsed().as_secs_f64()

@@ -86,7 +86,6 @@ impl Desktop {
             ("XDG_CACHE_HOME".into(), dir("cache")),
             ("XDG_RUNTIME_DIR".into(), dir("runtime")),
             ("GDK_BACKEND".into(), "x11".into()),
-            ("WEBKIT_DISABLE_COMPOSITING_MODE".into(), "1".into()),
             ("HEARTH_EXPORT_DIR".into(), dir("downloads")),
             // Some libraries ignore XDG_*_HOME (the autostart plugin writes to
             // ~/.config/autostart): keep them inside this desktop too.

@@ -22,6 +22,10 @@ use crate::{Node, PauseReason};
 pub struct WatcherConfig {
     /// Time between looks (the default, 250 ms, notices a game in about 125 ms on average).
     pub interval: Duration,
+    /// Time between looks while the node is paused (default 500 ms): nothing then needs a
+    /// quick answer (a game's end starts a 30 s cooldown), and a paused, hidden Hearth should
+    /// cost its owner next to nothing.
+    pub paused_interval: Duration,
     pub policy: PolicyConfig,
     /// The game rules; `None` leaves processes alone.
     pub games: Option<GameList>,
@@ -49,6 +53,7 @@ impl Default for WatcherConfig {
     fn default() -> Self {
         Self {
             interval: Duration::from_millis(250),
+            paused_interval: Duration::from_millis(500),
             policy: PolicyConfig::default(),
             games: Some(GameList::builtin()),
             procfs: PathBuf::from("/proc"),
@@ -252,7 +257,12 @@ fn run(node: &Node, config: WatcherConfig, inbox: &mpsc::Receiver<Message>) {
         publish(node, &policy, &mut last, now);
         node.expire_pause(hearth_protocol::now_unix_ms());
         // Wait for the next look, acting on observations from elsewhere as they come.
-        let next_look = now + config.interval;
+        let interval = if node.status().activity.is_paused() {
+            config.interval.max(config.paused_interval)
+        } else {
+            config.interval
+        };
+        let next_look = now + interval;
         loop {
             let left = next_look.saturating_duration_since(Instant::now());
             match inbox.recv_timeout(left) {
