@@ -156,8 +156,14 @@ pub fn merge_adapters(adapters: &[AdapterRecord]) -> Vec<GpuInfo> {
     gpus
 }
 
-/// Every adapter wgpu finds, on every graphics API.
+/// Every adapter wgpu finds, on every graphics API. Asked once per process, in a child
+/// process where the binary serves probes (see [`crate::probe`]).
 pub fn wgpu_adapters() -> Vec<AdapterRecord> {
+    crate::probe::adapters()
+}
+
+/// Ask wgpu in this process (loads the drivers here).
+pub(crate) fn wgpu_adapters_here() -> Vec<AdapterRecord> {
     let instance =
         wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
     pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()))

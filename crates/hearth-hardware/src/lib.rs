@@ -12,6 +12,7 @@
 pub mod amd;
 mod gpu;
 pub mod nvidia;
+pub mod probe;
 pub mod processes;
 mod system;
 mod table;

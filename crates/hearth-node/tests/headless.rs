@@ -70,6 +70,25 @@ async fn headless_node_serves_api_events_and_cli_and_stops_cleanly() {
         .unwrap();
     assert_eq!(wrong.status(), 401);
 
+    // The hardware is listed, but the graphics drivers were asked in a child process: none of
+    // them (Mesa's lavapipe brings LLVM) is loaded into the node.
+    let hardware = get_json(&http, &base, &token, "/api/hardware").await;
+    let probed = std::process::Command::new(env!("CARGO_BIN_EXE_hearth-node"))
+        .arg(hearth_hardware::probe::PROBE_ARG)
+        .output()
+        .unwrap();
+    let adapters: Vec<hearth_hardware::AdapterRecord> =
+        serde_json::from_slice(&probed.stdout).unwrap();
+    assert_eq!(
+        hardware["gpus"].as_array().unwrap().is_empty(),
+        adapters.is_empty(),
+        "{hardware}"
+    );
+    let maps = std::fs::read_to_string(format!("/proc/{}/maps", node.child.id())).unwrap();
+    for driver in ["libvulkan", "libLLVM", "_dri.so", "libnvidia"] {
+        assert!(!maps.contains(driver), "{driver} is loaded in the node");
+    }
+
     // Events: the current state first, then a job's start and end.
     let mut events = http
         .get(format!("{base}/api/events?token={token}"))

@@ -39,6 +39,8 @@ const USAGE: &str = "usage: hearth-node [--data-dir DIR] <command>
                           temperature_resume_c, schedule \"mon-fri 18:00-08:00; weekends 00:00-24:00\")";
 
 fn main() {
+    // A child started to list the GPUs answers and exits here (see hearth_hardware::probe).
+    hearth_hardware::probe::serve_probe_if_asked();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
