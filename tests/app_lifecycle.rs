@@ -1,10 +1,9 @@
 //! Living in the tray: closing the window destroys it and its webview (tray-only costs little),
 //! the tray builds it anew, and a second launch hands over to the running instance.
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use hearth_e2e::{App, Desktop, TrayMenu, X11, app_binary, wait_for};
+use hearth_e2e::{App, Desktop, TrayMenu, X11, wait_for};
 
 const TITLE: &str = "Hearth";
 const WAIT: Duration = Duration::from_secs(10);
@@ -84,11 +83,7 @@ async fn a_second_launch_focuses_the_first_and_exits() -> anyhow::Result<()> {
     let (desktop, app, x11, window) = app_with_window().await?;
     close_window(&x11, window).await?;
 
-    let mut second = Command::new(app_binary()?)
-        .envs(desktop.env())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?;
+    let mut second = desktop.spawn_app(&[])?;
     let started = Instant::now();
     let status = loop {
         if let Some(status) = second.try_wait()? {
@@ -125,12 +120,7 @@ async fn a_second_launch_focuses_the_first_and_exits() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread")]
 async fn started_at_login_it_stays_in_the_tray_until_opened() -> anyhow::Result<()> {
     let desktop = Desktop::start().await?;
-    let mut app = Command::new(app_binary()?)
-        .arg("--in-tray")
-        .envs(desktop.env())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?;
+    let mut app = desktop.spawn_app(&["--in-tray"])?;
     let x11 = X11::connect(desktop.display())?;
     let checked = async {
         let tray = wait_for("the tray menu", WAIT, || async {

@@ -11,10 +11,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use hearth_e2e::{Desktop, TrayMenu, X11, app_binary, wait_for};
+use hearth_e2e::{Desktop, TrayMenu, X11, wait_for};
 
 /// The app's process and all its descendants.
 fn family(root: u32) -> Vec<u32> {
@@ -158,11 +157,7 @@ async fn main() -> anyhow::Result<()> {
         std::env::var("HEARTH_FOOTPRINT_CONFIG")
             .unwrap_or_else(|_| "free_memory_after_s = 1\nfirst_run_done = true\n".into()),
     )?;
-    let mut app = Command::new(app_binary()?)
-        .envs(desktop.env())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?;
+    let mut app = desktop.spawn_app(&[])?;
     let pid = app.id();
     let x11 = X11::connect(desktop.display())?;
     let window = wait_for("the window", Duration::from_secs(30), || async {
@@ -203,12 +198,7 @@ async fn main() -> anyhow::Result<()> {
     let _ = app.wait();
 
     // Started at login (`--in-tray`): the window was never built, so WebKit never started.
-    let mut app = Command::new(app_binary()?)
-        .arg("--in-tray")
-        .envs(desktop.env())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?;
+    let mut app = desktop.spawn_app(&["--in-tray"])?;
     let pid = app.id();
     let tray = wait_for("the tray", Duration::from_secs(30), || async {
         TrayMenu::find(&desktop)

@@ -93,6 +93,17 @@ impl Desktop {
         ]
     }
 
+    /// Start the app binary on this desktop directly (no WebDriver), with `args`, its output
+    /// discarded (it logs to its data folder).
+    pub fn spawn_app(&self, args: &[&str]) -> anyhow::Result<std::process::Child> {
+        Ok(std::process::Command::new(crate::app_binary()?)
+            .args(args)
+            .envs(self.env())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()?)
+    }
+
     /// The X display, e.g. ":91".
     pub fn display(&self) -> &str {
         &self.display

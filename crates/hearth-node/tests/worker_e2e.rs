@@ -32,9 +32,7 @@ async fn rig() -> Rig {
     let pool = hearth_pool::embedded::start(dir.path(), None)
         .await
         .unwrap();
-    let ledger = Arc::new(Ledger::open(&dir.path().join("ledger")).unwrap());
-    let key = worker::load_or_create_identity(&dir.path().join("node.key")).unwrap();
-    let executor = Arc::new(Executor::new(ModelStore::from_env(), ComputeDevice::cpu()));
+    let (ledger, key, executor) = node_parts(dir.path());
     Rig {
         dir,
         pool,
@@ -42,6 +40,35 @@ async fn rig() -> Rig {
         key,
         executor,
     }
+}
+
+/// A ledger, key and CPU executor for a worker, in `dir`.
+fn node_parts(dir: &std::path::Path) -> (Arc<Ledger>, hearth_protocol::KeyPair, Arc<Executor>) {
+    (
+        Arc::new(Ledger::open(&dir.join("ledger")).unwrap()),
+        worker::load_or_create_identity(&dir.join("node.key")).unwrap(),
+        Arc::new(Executor::new(ModelStore::from_env(), ComputeDevice::cpu())),
+    )
+}
+
+/// A running worker that reports no events, never paused; stop it with the returned switch.
+fn spawn_worker(
+    config: WorkerConfig,
+    key: hearth_protocol::KeyPair,
+    executor: Arc<Executor>,
+    ledger: Arc<Ledger>,
+) -> (
+    watch::Sender<bool>,
+    tokio::task::JoinHandle<Result<(), worker::WorkerError>>,
+) {
+    let (pause_tx, paused) = watch::channel(false);
+    let (stop_tx, stop) = watch::channel(false);
+    let handle = tokio::spawn(async move {
+        let result = worker::run(config, key, executor, ledger, paused, stop, None, |_| {}).await;
+        drop(pause_tx);
+        result
+    });
+    (stop_tx, handle)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -169,8 +196,6 @@ async fn a_throttled_worker_rests_in_proportion_to_its_work() {
         key,
         executor,
     } = rig().await;
-    let (_pause, paused) = watch::channel(false);
-    let (stop_tx, stop) = watch::channel(false);
     let (_duty_tx, duty) = watch::channel(25u8);
     let config = WorkerConfig {
         pool_url: pool.url(),
@@ -178,16 +203,7 @@ async fn a_throttled_worker_rests_in_proportion_to_its_work() {
         duty_percent: Some(duty),
         ..WorkerConfig::default()
     };
-    let worker = tokio::spawn(worker::run(
-        config,
-        key,
-        executor,
-        Arc::clone(&ledger),
-        paused,
-        stop,
-        None,
-        |_| {},
-    ));
+    let (stop_tx, worker) = spawn_worker(config, key, executor, Arc::clone(&ledger));
     let (url, api) = (pool.url(), pool.api_key().to_owned());
     let sentences: Vec<String> = (0..48)
         .map(|i| {
@@ -255,26 +271,13 @@ async fn the_worker_registers_again_after_the_pool_restarts() {
     };
     let pool = start_pool("127.0.0.1:0".parse().unwrap()).await;
     let (addr, url) = (pool.addr(), pool.url());
-    let ledger = Arc::new(Ledger::open(&dir.path().join("ledger")).unwrap());
-    let key = worker::load_or_create_identity(&dir.path().join("node.key")).unwrap();
-    let executor = Arc::new(Executor::new(ModelStore::from_env(), ComputeDevice::cpu()));
-    let (_pause, paused) = watch::channel(false);
-    let (stop_tx, stop) = watch::channel(false);
+    let (ledger, key, executor) = node_parts(dir.path());
     let config = WorkerConfig {
         pool_url: url.clone(),
         lease_wait: Duration::from_millis(300),
         ..WorkerConfig::default()
     };
-    let worker = tokio::spawn(worker::run(
-        config,
-        key,
-        executor,
-        Arc::clone(&ledger),
-        paused,
-        stop,
-        None,
-        |_| {},
-    ));
+    let (stop_tx, worker) = spawn_worker(config, key, executor, Arc::clone(&ledger));
     let embed = |text: &'static str| {
         let url = url.clone();
         async move {

@@ -251,46 +251,65 @@ async fn streamed_chat_arrives_as_openai_chunks() {
     assert_eq!(chunks[chunks.len() - 1]["usage"]["completion_tokens"], 4);
 }
 
+/// Hand-made node requests to the lease route, for checking what the pool refuses.
+struct RawLease {
+    http: reqwest::Client,
+    url: String,
+}
+
+impl RawLease {
+    const PATH: &str = "/node/v1/lease";
+
+    fn new(url: &str) -> Self {
+        Self {
+            http: reqwest::Client::new(),
+            url: url.to_owned(),
+        }
+    }
+
+    /// A lease request body asking for `max_jobs`.
+    fn body(max_jobs: u32) -> Vec<u8> {
+        serde_json::to_vec(&LeaseRequest {
+            max_jobs,
+            wait_ms: 0,
+        })
+        .unwrap()
+    }
+
+    async fn send(&self, headers: Vec<(&'static str, String)>, body: Vec<u8>) -> reqwest::Response {
+        let mut request = self
+            .http
+            .post(format!("{}{}", self.url, Self::PATH))
+            .body(body);
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
+        request.send().await.unwrap()
+    }
+
+    /// Send, expect 401, and return the pool's reason.
+    async fn refused(&self, headers: Vec<(&'static str, String)>, body: Vec<u8>) -> String {
+        let reply = self.send(headers, body).await;
+        assert_eq!(reply.status(), 401);
+        let body: Value = reply.json().await.unwrap();
+        body["error"]["message"].as_str().unwrap().to_owned()
+    }
+}
+
 #[tokio::test]
 async fn node_requests_need_a_valid_fresh_signature() {
     let (pool, _dir) = pool(|_| {}).await;
     let url = pool.url();
     let node = Node::join_signing(&url, &["all-minilm-l6-v2"]).await;
-    let http = reqwest::Client::new();
-    let body = serde_json::to_vec(&LeaseRequest {
-        max_jobs: 1,
-        wait_ms: 0,
-    })
-    .unwrap();
-    let path = "/node/v1/lease";
-    let send = |headers: Vec<(&'static str, String)>, body: Vec<u8>| {
-        let mut request = http.post(format!("{url}{path}")).body(body);
-        for (name, value) in headers {
-            request = request.header(name, value);
-        }
-        async move { request.send().await.unwrap() }
-    };
-    let error_type = |r: reqwest::Response| async move {
-        assert_eq!(r.status(), 401);
-        let body: Value = r.json().await.unwrap();
-        body["error"]["message"].as_str().unwrap().to_owned()
-    };
+    let raw = RawLease::new(&url);
+    let (path, body) = (RawLease::PATH, RawLease::body(1));
 
     // No headers at all.
-    assert!(
-        error_type(send(vec![], body.clone()).await)
-            .await
-            .contains("missing")
-    );
+    assert!(raw.refused(vec![], body.clone()).await.contains("missing"));
     // Signed, then the body changed.
     let headers = node.signer.headers("POST", path, now_ms(), &body).to_vec();
-    let tampered = serde_json::to_vec(&LeaseRequest {
-        max_jobs: 9,
-        wait_ms: 0,
-    })
-    .unwrap();
     assert!(
-        error_type(send(headers, tampered).await)
+        raw.refused(headers, RawLease::body(9))
             .await
             .contains("bad signature")
     );
@@ -299,7 +318,7 @@ async fn node_requests_need_a_valid_fresh_signature() {
     let mut headers = stranger.headers("POST", path, now_ms(), &body).to_vec();
     headers[0].1 = node.signer.node_id().to_owned();
     assert!(
-        error_type(send(headers, body.clone()).await)
+        raw.refused(headers, body.clone())
             .await
             .contains("bad signature")
     );
@@ -308,26 +327,18 @@ async fn node_requests_need_a_valid_fresh_signature() {
         .signer
         .headers("POST", path, now_ms() - 3_600_000, &body)
         .to_vec();
-    assert!(
-        error_type(send(headers, body.clone()).await)
-            .await
-            .contains("ms from")
-    );
+    assert!(raw.refused(headers, body.clone()).await.contains("ms from"));
     // A good request works once; replayed, it is refused.
     let headers = node.signer.headers("POST", path, now_ms(), &body).to_vec();
-    assert_eq!(send(headers.clone(), body.clone()).await.status(), 200);
+    assert_eq!(raw.send(headers.clone(), body.clone()).await.status(), 200);
     assert!(
-        error_type(send(headers, body.clone()).await)
+        raw.refused(headers, body.clone())
             .await
             .contains("replayed")
     );
     // An unregistered node.
     let headers = stranger.headers("POST", path, now_ms(), &body).to_vec();
-    assert!(
-        error_type(send(headers, body).await)
-            .await
-            .contains("register")
-    );
+    assert!(raw.refused(headers, body).await.contains("register"));
 }
 
 #[tokio::test]
@@ -337,60 +348,34 @@ async fn a_session_macs_requests_and_refuses_forged_or_foreign_macs() {
     let node = Node::join(&url, &["all-minilm-l6-v2"]).await;
     let other = Node::join(&url, &["all-minilm-l6-v2"]).await;
     let signing = Node::join_signing(&url, &["all-minilm-l6-v2"]).await;
-    let http = reqwest::Client::new();
-    let body = serde_json::to_vec(&LeaseRequest {
-        max_jobs: 1,
-        wait_ms: 0,
-    })
-    .unwrap();
-    let path = "/node/v1/lease";
-    let send = |headers: Vec<(&'static str, String)>, body: Vec<u8>| {
-        let mut request = http.post(format!("{url}{path}")).body(body);
-        for (name, value) in headers {
-            request = request.header(name, value);
-        }
-        async move { request.send().await.unwrap() }
-    };
-    let refusal = |r: reqwest::Response| async move {
-        assert_eq!(r.status(), 401);
-        let body: Value = r.json().await.unwrap();
-        body["error"]["message"].as_str().unwrap().to_owned()
-    };
+    let raw = RawLease::new(&url);
+    let (path, body) = (RawLease::PATH, RawLease::body(1));
 
     // The MAC replaces the signature and works, once.
     let headers = node.signer.headers("POST", path, now_ms(), &body).to_vec();
     assert_eq!(headers[3].0, HEADER_MAC);
-    assert_eq!(send(headers.clone(), body.clone()).await.status(), 200);
+    assert_eq!(raw.send(headers.clone(), body.clone()).await.status(), 200);
     assert!(
-        refusal(send(headers, body.clone()).await)
+        raw.refused(headers, body.clone())
             .await
             .contains("replayed")
     );
     // The body changed under the MAC.
     let headers = node.signer.headers("POST", path, now_ms(), &body).to_vec();
-    let tampered = serde_json::to_vec(&LeaseRequest {
-        max_jobs: 9,
-        wait_ms: 0,
-    })
-    .unwrap();
     assert!(
-        refusal(send(headers, tampered).await)
+        raw.refused(headers, RawLease::body(9))
             .await
             .contains("bad MAC")
     );
     // Another node's session key under this node's id.
     let mut headers = other.signer.headers("POST", path, now_ms(), &body).to_vec();
     headers[0].1 = node.signer.node_id().to_owned();
-    assert!(
-        refusal(send(headers, body.clone()).await)
-            .await
-            .contains("bad MAC")
-    );
+    assert!(raw.refused(headers, body.clone()).await.contains("bad MAC"));
     // A MAC for a node that never agreed on a session.
     let mut headers = node.signer.headers("POST", path, now_ms(), &body).to_vec();
     headers[0].1 = signing.signer.node_id().to_owned();
     assert!(
-        refusal(send(headers, body.clone()).await)
+        raw.refused(headers, body.clone())
             .await
             .contains("no session")
     );
@@ -399,7 +384,7 @@ async fn a_session_macs_requests_and_refuses_forged_or_foreign_macs() {
         RequestSigner::new(KeyPair::from_secret_bytes(&node.signer.key().secret_bytes()).unwrap());
     let headers = signed.headers("POST", path, now_ms(), &body).to_vec();
     assert_eq!(headers[3].0, HEADER_SIGNATURE);
-    assert_eq!(send(headers, body.clone()).await.status(), 200);
+    assert_eq!(raw.send(headers, body.clone()).await.status(), 200);
 
     // A registration offering a malformed or low-order session key is refused as such.
     for bad in [
@@ -417,7 +402,8 @@ async fn a_session_macs_requests_and_refuses_forged_or_foreign_macs() {
         });
         let body = serde_json::to_vec(&registration).unwrap();
         let signer = RequestSigner::new(key);
-        let mut request = http
+        let mut request = raw
+            .http
             .post(format!("{url}/node/v1/register"))
             .body(body.clone());
         for (name, value) in signer.headers("POST", "/node/v1/register", now_ms(), &body) {
