@@ -61,20 +61,26 @@ pub struct Payment {
     pub micro_credits: u64,
 }
 
+type Reply = tokio::sync::oneshot::Sender<Result<Vec<SignedReceipt>, StoreError>>;
+
 struct IssueRequest {
     payments: Vec<Payment>,
-    reply: tokio::sync::oneshot::Sender<Result<Vec<SignedReceipt>, StoreError>>,
+    reply: Reply,
 }
 
-/// Issues receipts on one thread, in batches (group commit): the payments waiting when it
-/// turns to them are chained, signed, appended in one [`PoolStore::append_receipts`] and made
-/// durable by one [`PoolStore::sync`] before anyone hears of them. One writer means each
-/// node's chain grows one receipt at a time without locks; batching means that under load a
-/// disk write serves many jobs (sled writes its log twice for every atomic batch, so one
-/// batch per job cost two synced writes per job).
+/// Receipts appended to the store, waiting for a sync before their requesters hear of them.
+type Appended = Vec<(Reply, Vec<SignedReceipt>)>;
+
+/// Issues receipts in batches (group commit), on two threads. The chain thread takes the
+/// payments waiting when it turns to them, chains and signs them, and appends them in one
+/// [`PoolStore::append_receipts`]; the sync thread makes everything appended so far durable
+/// with one [`PoolStore::sync`] and only then answers, while the chain thread goes on with
+/// the next batch. One chain thread means each node's chain grows one receipt at a time
+/// without locks; batching means that under load a disk write serves many jobs (sled writes
+/// its log twice for every atomic batch: one batch per job cost two synced writes per job).
 pub struct ReceiptWriter {
     requests: Option<std::sync::mpsc::Sender<IssueRequest>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for ReceiptWriter {
@@ -87,26 +93,42 @@ impl std::fmt::Debug for ReceiptWriter {
 const MAX_BATCH: usize = 512;
 
 impl ReceiptWriter {
-    /// Start the writer thread over `store`, signing with `key`.
+    /// Start the writer's threads over `store`, signing with `key`.
     pub fn start(store: Arc<dyn PoolStore>, key: KeyPair) -> std::io::Result<Self> {
         let (requests, incoming) = std::sync::mpsc::channel::<IssueRequest>();
-        let thread = std::thread::Builder::new()
+        let (appended_tx, appended) = std::sync::mpsc::channel::<Appended>();
+        let chain_store = Arc::clone(&store);
+        let chain = std::thread::Builder::new()
             .name("pool-receipts".into())
             .spawn(move || {
-                while let Ok(first) = incoming.recv() {
-                    let mut batch = vec![first];
-                    while batch.len() < MAX_BATCH {
-                        match incoming.try_recv() {
-                            Ok(more) => batch.push(more),
-                            Err(_) => break,
-                        }
+                let mut ends = ChainEnds::default();
+                while let Some(batch) = next_batch(&incoming, MAX_BATCH) {
+                    if let Some(done) = append_batch(chain_store.as_ref(), &key, &mut ends, batch)
+                        && appended_tx.send(done).is_err()
+                    {
+                        break;
                     }
-                    write_batch(store.as_ref(), &key, batch);
+                }
+            })?;
+        let sync = std::thread::Builder::new()
+            .name("pool-receipts-sync".into())
+            .spawn(move || {
+                while let Some(batches) = next_batch(&appended, usize::MAX) {
+                    let synced = store.sync();
+                    if let Err(error) = &synced {
+                        tracing::error!(%error, "receipts stored but not made durable");
+                    }
+                    for (reply, receipts) in batches.into_iter().flatten() {
+                        let _ = reply.send(match &synced {
+                            Ok(()) => Ok(receipts),
+                            Err(error) => Err(StoreError(error.0.clone())),
+                        });
+                    }
                 }
             })?;
         Ok(Self {
             requests: Some(requests),
-            thread: Some(thread),
+            threads: vec![chain, sync],
         })
     }
 
@@ -128,28 +150,74 @@ impl Drop for ReceiptWriter {
     /// opened again at once).
     fn drop(&mut self) {
         drop(self.requests.take());
-        if let Some(thread) = self.thread.take() {
+        for thread in self.threads.drain(..) {
             let _ = thread.join();
         }
     }
 }
 
-/// Chain and sign every payment of `batch` after its node's head, append them all, sync once,
-/// answer each request. On a storage error every request of the batch gets it and nothing of
-/// the batch counts: the heads are read again from the store for the next batch.
-fn write_batch(store: &dyn PoolStore, key: &KeyPair, batch: Vec<IssueRequest>) {
-    let mut heads: HashMap<String, Option<SignedReceipt>> = HashMap::new();
+/// The next message and up to `max - 1` more already waiting; `None` once the senders are gone.
+fn next_batch<T>(incoming: &std::sync::mpsc::Receiver<T>, max: usize) -> Option<Vec<T>> {
+    let mut batch = vec![incoming.recv().ok()?];
+    while batch.len() < max {
+        match incoming.try_recv() {
+            Ok(more) => batch.push(more),
+            Err(_) => break,
+        }
+    }
+    Some(batch)
+}
+
+/// Where a node's chain ends: the next receipt's sequence and the hash it names.
+#[derive(Clone, Debug)]
+struct ChainEnd {
+    next_sequence: u64,
+    prev_hash: String,
+}
+
+/// The chain ends the writer knows, so a batch does not read and hash each node's last
+/// receipt again. Only the writer appends, so the cache stays true while writes succeed.
+#[derive(Debug, Default)]
+struct ChainEnds(HashMap<String, ChainEnd>);
+
+impl ChainEnds {
+    fn get(&mut self, store: &dyn PoolStore, node_id: &str) -> Result<ChainEnd, StoreError> {
+        if let Some(end) = self.0.get(node_id) {
+            return Ok(end.clone());
+        }
+        let end = match store.chain_head(node_id)? {
+            Some(head) => ChainEnd {
+                next_sequence: head.receipt.sequence + 1,
+                prev_hash: head.hash(),
+            },
+            None => ChainEnd {
+                next_sequence: 0,
+                prev_hash: String::new(),
+            },
+        };
+        self.0.insert(node_id.to_owned(), end.clone());
+        Ok(end)
+    }
+}
+
+/// Chain and sign every payment of `batch` after its node's chain end and append them all;
+/// the requests with their receipts, to be answered after a sync. On a storage error every
+/// request of the batch is answered with it, and the chain ends are forgotten (read again
+/// from the store).
+fn append_batch(
+    store: &dyn PoolStore,
+    key: &KeyPair,
+    ends: &mut ChainEnds,
+    batch: Vec<IssueRequest>,
+) -> Option<Appended> {
     let mut signed: Vec<Vec<SignedReceipt>> = Vec::with_capacity(batch.len());
-    let mut chained = || -> Result<Vec<SignedReceipt>, StoreError> {
+    let mut chained = || -> Result<(), StoreError> {
         let now = now_unix_ms();
         let mut all = Vec::new();
         for request in &batch {
             let mut mine = Vec::with_capacity(request.payments.len());
             for p in &request.payments {
-                let head = match heads.get(&p.node_id) {
-                    Some(head) => head.clone(),
-                    None => store.chain_head(&p.node_id)?,
-                };
+                let end = ends.get(store, &p.node_id)?;
                 let receipt = SignedReceipt::sign(
                     Receipt {
                         job_id: p.job_id.clone(),
@@ -159,32 +227,40 @@ fn write_batch(store: &dyn PoolStore, key: &KeyPair, batch: Vec<IssueRequest>) {
                         unit: p.unit.clone(),
                         micro_credits: p.micro_credits,
                         issued_unix_ms: now,
-                        sequence: head.as_ref().map_or(0, |h| h.receipt.sequence + 1),
-                        prev_hash: head.as_ref().map_or_else(String::new, SignedReceipt::hash),
+                        sequence: end.next_sequence,
+                        prev_hash: end.prev_hash,
                     },
                     key,
                 );
-                heads.insert(p.node_id.clone(), Some(receipt.clone()));
+                ends.0.insert(
+                    p.node_id.clone(),
+                    ChainEnd {
+                        next_sequence: end.next_sequence + 1,
+                        prev_hash: receipt.hash(),
+                    },
+                );
                 all.push(receipt.clone());
                 mine.push(receipt);
             }
             signed.push(mine);
         }
-        store.append_receipts(&all)?;
-        store.sync()?;
-        Ok(all)
+        store.append_receipts(&all)
     };
     match chained() {
-        Ok(_) => {
-            for (request, receipts) in batch.into_iter().zip(signed) {
-                let _ = request.reply.send(Ok(receipts));
-            }
-        }
+        Ok(()) => Some(
+            batch
+                .into_iter()
+                .map(|request| request.reply)
+                .zip(signed)
+                .collect(),
+        ),
         Err(error) => {
             tracing::error!(%error, "receipts not stored");
+            ends.0.clear();
             for request in batch {
                 let _ = request.reply.send(Err(StoreError(error.0.clone())));
             }
+            None
         }
     }
 }
