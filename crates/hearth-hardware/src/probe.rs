@@ -84,27 +84,8 @@ fn probe_in_child() -> Result<Vec<AdapterRecord>, ChildProbe> {
         .spawn()
         .map_err(|e| ChildProbe::CannotStart(e.to_string()))?;
     // Read the output on threads so a chatty driver cannot fill a pipe and stall the child.
-    let drain = |pipe: Option<Box<dyn Read + Send>>| {
-        std::thread::spawn(move || {
-            let mut text = String::new();
-            if let Some(mut pipe) = pipe {
-                let _ = pipe.read_to_string(&mut text);
-            }
-            text
-        })
-    };
-    let stdout = drain(
-        child
-            .stdout
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
-    );
-    let stderr = drain(
-        child
-            .stderr
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
-    );
+    let stdout = read_all(child.stdout.take());
+    let stderr = read_all(child.stderr.take());
     let status = loop {
         match child.try_wait() {
             Ok(Some(status)) => break status,
@@ -141,4 +122,15 @@ fn probe_in_child() -> Result<Vec<AdapterRecord>, ChildProbe> {
         "GPU adapters probed in a child process"
     );
     Ok(adapters)
+}
+
+/// Everything `pipe` gives until it closes, read on a thread of its own.
+fn read_all<R: Read + Send + 'static>(pipe: Option<R>) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        if let Some(mut pipe) = pipe {
+            let _ = pipe.read_to_string(&mut text);
+        }
+        text
+    })
 }

@@ -15,10 +15,9 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-
-use half::{bf16, f16};
 use std::sync::Arc;
 
+use half::{bf16, f16};
 use memmap2::Mmap;
 
 use crate::error::{InferenceError, Result};
@@ -141,7 +140,7 @@ impl GgmlType {
     }
 
     /// Elements per block and bytes per block, for the types this reader can dequantise.
-    fn layout(self) -> Option<(u64, u64)> {
+    pub(crate) fn layout(self) -> Option<(u64, u64)> {
         Some(match self {
             Self::F32 => (1, 4),
             Self::F16 | Self::BF16 => (1, 2),
