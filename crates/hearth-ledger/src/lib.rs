@@ -213,11 +213,43 @@ fn tx_error(e: TransactionError<LedgerError>) -> LedgerError {
     }
 }
 
+/// How long [`open_database`] waits for another holder to let go of a database.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Open (or create) the sled database in `dir`, waiting up to a few seconds for its lock.
+///
+/// sled locks the database file for as long as it is open, and a dropped `sled::Db` lets go
+/// of the lock only when its background threads finish, a moment later; a Hearth restarted
+/// quickly meets the same moment while the old process exits. A lock still held after the wait
+/// is another running process, and the error says so.
+pub fn open_database(dir: &Path) -> sled::Result<sled::Db> {
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    let mut pause = std::time::Duration::from_millis(5);
+    loop {
+        match sled::open(dir) {
+            Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {
+                if std::time::Instant::now() >= deadline {
+                    return Err(sled::Error::Io(std::io::Error::new(
+                        std::io::ErrorKind::WouldBlock,
+                        format!(
+                            "{} is in use by another process (is another Hearth running?): {e}",
+                            dir.display()
+                        ),
+                    )));
+                }
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(std::time::Duration::from_millis(200));
+            }
+            other => return other,
+        }
+    }
+}
+
 impl Ledger {
     /// Open (or create) the ledger in `dir`, migrating an older layout. Jobs left running by a
     /// previous run are marked [`JobStatus::Interrupted`].
     pub fn open(dir: &Path) -> Result<Self> {
-        let db = sled::open(dir)?;
+        let db = open_database(dir)?;
         let ledger = Self {
             jobs: db.open_tree("jobs")?,
             job_index: db.open_tree("job_index")?,

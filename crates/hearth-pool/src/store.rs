@@ -146,8 +146,7 @@ impl ReceiptWriter {
 }
 
 impl Drop for ReceiptWriter {
-    /// Let the thread finish what it was given and release the store (so the database can be
-    /// opened again at once).
+    /// Let the threads finish what they were given and release the store.
     fn drop(&mut self) {
         drop(self.requests.take());
         for thread in self.threads.drain(..) {
@@ -282,7 +281,7 @@ pub struct SledStore {
 impl SledStore {
     /// Open (or create) the database in `dir`.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        let db = sled::open(dir)?;
+        let db = hearth_ledger::open_database(dir)?;
         Ok(Self {
             heads: db.open_tree("chain_heads")?,
             receipts: db.open_tree("receipts_by_job")?,
@@ -459,7 +458,7 @@ mod tests {
                 task.await.unwrap();
             }
         }
-        // The writer has let go of the database: it opens again at once.
+        // The writer has let go of the store; sled lets go of its lock a moment later.
         let store = SledStore::open(&path).unwrap();
         let mut total = 0;
         for node in ["a", "b", "c"] {
