@@ -88,28 +88,28 @@ impl BertConfig {
 }
 
 /// The checkpoint's LayerNorm epsilon.
-const LAYER_NORM_EPS: f64 = 1e-12;
+pub(crate) const LAYER_NORM_EPS: f64 = 1e-12;
 
 /// Token, position and segment embeddings, summed and normalised.
 #[derive(Module, Debug)]
 pub struct BertEmbeddings {
-    word_embeddings: Embedding,
-    position_embeddings: Embedding,
-    token_type_embeddings: Embedding,
-    layer_norm: LayerNorm,
+    pub(crate) word_embeddings: Embedding,
+    pub(crate) position_embeddings: Embedding,
+    pub(crate) token_type_embeddings: Embedding,
+    pub(crate) layer_norm: LayerNorm,
 }
 
 /// One transformer layer: self-attention, then a GELU feed-forward, each with a residual.
 #[derive(Module, Debug)]
 pub struct BertLayer {
-    query: Linear,
-    key: Linear,
-    value: Linear,
-    attention_output: Linear,
-    attention_norm: LayerNorm,
-    intermediate: Linear,
-    output: Linear,
-    output_norm: LayerNorm,
+    pub(crate) query: Linear,
+    pub(crate) key: Linear,
+    pub(crate) value: Linear,
+    pub(crate) attention_output: Linear,
+    pub(crate) attention_norm: LayerNorm,
+    pub(crate) intermediate: Linear,
+    pub(crate) output: Linear,
+    pub(crate) output_norm: LayerNorm,
     #[module(skip)]
     heads: usize,
 }
@@ -117,8 +117,8 @@ pub struct BertLayer {
 /// The encoder: embeddings, then the layers. Returns the last hidden states.
 #[derive(Module, Debug)]
 pub struct BertEncoder {
-    embeddings: BertEmbeddings,
-    layers: Vec<BertLayer>,
+    pub(crate) embeddings: BertEmbeddings,
+    pub(crate) layers: Vec<BertLayer>,
 }
 
 impl BertLayer {

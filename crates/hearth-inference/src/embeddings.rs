@@ -5,7 +5,8 @@ use burn::tensor::{Int, Tensor, TensorData};
 use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
 
 use crate::bert::{BertConfig, BertEncoder};
-use crate::device::ComputeDevice;
+use crate::bert_cpu::CpuBertEncoder;
+use crate::device::{ComputeBackend, ComputeDevice};
 use crate::error::{InferenceError, Result};
 use crate::store::{ModelStore, Task};
 
@@ -16,8 +17,11 @@ pub const MAX_INPUTS: usize = 2048;
 /// Bytes in one text, at most. Longer texts are refused before tokenising; anything past the
 /// token limit is cut off anyway, so this only bounds the tokeniser's work.
 pub const MAX_INPUT_BYTES: usize = 1 << 20;
-/// Sequences per forward pass, at most.
+/// Sequences per forward pass on burn (padded to the longest of them), at most.
 const BATCH_SIZE: usize = 32;
+/// Tokens per forward pass on the CPU path (packed without padding), at most: enough rows to
+/// keep the matrix products efficient, few enough that the activations stay in cache.
+const CPU_BATCH_TOKENS: usize = 2048;
 
 /// Embeddings for a request, in input order.
 #[derive(Clone, Debug, PartialEq)]
@@ -32,10 +36,20 @@ pub struct EmbeddingOutput {
 #[derive(Debug)]
 pub struct TextEmbedder {
     tokenizer: Tokenizer,
-    encoder: BertEncoder,
+    encoder: Encoder,
     config: BertConfig,
     max_tokens: usize,
     device: ComputeDevice,
+}
+
+/// The encoder, where it runs.
+#[derive(Debug)]
+enum Encoder {
+    /// burn, on wgpu.
+    Burn(Box<BertEncoder>),
+    /// Hearth's own CPU forward pass ([`crate::bert_cpu`]), several times faster than burn's
+    /// CPU backend on this model.
+    Cpu(CpuBertEncoder),
 }
 
 impl TextEmbedder {
@@ -53,6 +67,10 @@ impl TextEmbedder {
         let encoder = config
             .init(&device.device)
             .load_safetensors(&model.file("model.safetensors")?)?;
+        let encoder = match device.backend {
+            ComputeBackend::Cpu => Encoder::Cpu(CpuBertEncoder::from_burn(&encoder, config)?),
+            ComputeBackend::Wgpu => Encoder::Burn(Box::new(encoder)),
+        };
         tracing::info!(model = id, device = %device.describe(), "embedding model loaded");
         Ok(Self {
             tokenizer,
@@ -90,9 +108,17 @@ impl TextEmbedder {
         let mut order: Vec<usize> = (0..ids.len()).collect();
         order.sort_by_key(|&i| ids[i].len());
         let mut vectors = vec![Vec::new(); ids.len()];
-        for chunk in order.chunks(BATCH_SIZE) {
+        let (max_rows, max_tokens) = match self.encoder {
+            Encoder::Burn(_) => (BATCH_SIZE, usize::MAX),
+            Encoder::Cpu(_) => (usize::MAX, CPU_BATCH_TOKENS),
+        };
+        for chunk in batches(&order, |i| ids[i].len(), max_rows, max_tokens) {
             let batch: Vec<&[u32]> = chunk.iter().map(|&i| ids[i].as_slice()).collect();
-            for (&index, vector) in chunk.iter().zip(self.embed_batch(&batch)?) {
+            let embedded = match &self.encoder {
+                Encoder::Burn(encoder) => self.embed_batch(encoder, &batch)?,
+                Encoder::Cpu(encoder) => encoder.embed(&batch)?,
+            };
+            for (&index, vector) in chunk.iter().zip(embedded) {
                 vectors[index] = vector;
             }
         }
@@ -107,7 +133,7 @@ impl TextEmbedder {
         self.max_tokens
     }
 
-    fn embed_batch(&self, batch: &[&[u32]]) -> Result<Vec<Vec<f32>>> {
+    fn embed_batch(&self, encoder: &BertEncoder, batch: &[&[u32]]) -> Result<Vec<Vec<f32>>> {
         let rows = batch.len();
         let width = batch.iter().map(|s| s.len()).max().unwrap_or(0);
         let mut ids = vec![0i64; rows * width];
@@ -124,14 +150,14 @@ impl TextEmbedder {
         let padded = batch.iter().any(|s| s.len() != width);
         let mean = if padded {
             let mask = Tensor::<2>::from_data(TensorData::new(mask, [rows, width]), device);
-            let hidden = self.encoder.forward(ids, Some(mask.clone()));
+            let hidden = encoder.forward(ids, Some(mask.clone()));
             // Mean over real tokens only.
             let mask3 = mask.unsqueeze_dim::<3>(2);
             let summed = (hidden * mask3.clone()).sum_dim(1);
             let counts = mask3.sum_dim(1).clamp_min(1e-9);
             summed / counts
         } else {
-            self.encoder.forward(ids, None).mean_dim(1)
+            encoder.forward(ids, None).mean_dim(1)
         }
         .reshape([rows, self.config.hidden]);
         let norm = mean
@@ -152,6 +178,30 @@ impl TextEmbedder {
             .map(<[f32]>::to_vec)
             .collect())
     }
+}
+
+/// `order` cut into consecutive batches of at most `max_rows` items and `max_tokens` tokens
+/// (an item longer than that is a batch of its own).
+fn batches(
+    order: &[usize],
+    tokens: impl Fn(usize) -> usize,
+    max_rows: usize,
+    max_tokens: usize,
+) -> Vec<&[usize]> {
+    let mut batches = Vec::new();
+    let (mut start, mut in_batch) = (0, 0);
+    for (at, &item) in order.iter().enumerate() {
+        let n = tokens(item);
+        if at > start && (at - start == max_rows || in_batch + n > max_tokens) {
+            batches.push(&order[start..at]);
+            (start, in_batch) = (at, 0);
+        }
+        in_batch += n;
+    }
+    if start < order.len() {
+        batches.push(&order[start..]);
+    }
+    batches
 }
 
 /// Refuse empty, oversized and too many texts before any work is done.
@@ -223,6 +273,17 @@ mod tests {
             other => panic!("unexpected {other:?}"),
         }
         assert_eq!(texts_from_wire(&inputs[..1]).unwrap(), ["fine"]);
+    }
+
+    #[test]
+    fn batches_keep_to_their_row_and_token_limits() {
+        let lens = [3, 3, 4, 10, 1];
+        let order = [0, 1, 2, 3, 4];
+        let by_tokens = batches(&order, |i| lens[i], usize::MAX, 10);
+        assert_eq!(by_tokens, [&[0, 1, 2][..], &[3], &[4]]);
+        let by_rows = batches(&order, |i| lens[i], 2, usize::MAX);
+        assert_eq!(by_rows, [&[0, 1][..], &[2, 3], &[4]]);
+        assert!(batches(&[], |i| lens[i], 2, 10).is_empty());
     }
 
     #[test]

@@ -13,8 +13,10 @@
 //! Model code ([`bert`], [`efficientnet`], [`llama`]) is separate from loading and preprocessing.
 
 pub mod bert;
+mod bert_cpu;
 pub mod capability;
 pub mod chat;
+mod cpu_kernels;
 pub mod device;
 pub mod efficientnet;
 pub mod embeddings;

@@ -1,0 +1,495 @@
+//! Kernels for the models' own CPU paths: matrix products through the `gemm` crate on rayon's
+//! pool, and the row-wise steps around them fused into single passes (bias + residual +
+//! LayerNorm, bias + GELU, softmax), written in fixed-width lanes so the compiler vectorises
+//! them; on x86-64 an AVX2+FMA copy of each is chosen at run time.
+//!
+//! One thread pool does everything (rayon's), so no two pools spin against each other for the
+//! same cores.
+
+use rayon::prelude::*;
+
+/// Lanes the row kernels work in: two AVX2 registers, one AVX-512 register.
+const LANES: usize = 16;
+
+/// A matrix inside a slice: `rows × cols`, element `(r, c)` at `r * row_stride + c * col_stride`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct MatRef<'a> {
+    data: &'a [f32],
+    rows: usize,
+    cols: usize,
+    row_stride: usize,
+    col_stride: usize,
+}
+
+impl<'a> MatRef<'a> {
+    /// A dense row-major `rows × cols` matrix at the start of `data`.
+    pub(crate) fn row_major(data: &'a [f32], rows: usize, cols: usize) -> Self {
+        Self::strided(data, rows, cols, cols)
+    }
+
+    /// Row-major with `row_stride` elements between rows (a block of columns of a wider matrix).
+    pub(crate) fn strided(data: &'a [f32], rows: usize, cols: usize, row_stride: usize) -> Self {
+        let view = Self {
+            data,
+            rows,
+            cols,
+            row_stride,
+            col_stride: 1,
+        };
+        assert!(view.fits(), "matrix view runs past its slice");
+        view
+    }
+
+    /// The same elements read as the transpose.
+    pub(crate) fn t(self) -> Self {
+        Self {
+            rows: self.cols,
+            cols: self.rows,
+            row_stride: self.col_stride,
+            col_stride: self.row_stride,
+            ..self
+        }
+    }
+
+    fn fits(&self) -> bool {
+        self.rows == 0
+            || self.cols == 0
+            || (self.rows - 1) * self.row_stride + (self.cols - 1) * self.col_stride
+                < self.data.len()
+    }
+}
+
+/// Whether a product may use every thread of rayon's pool (large products) or must stay on the
+/// calling thread (small ones inside tasks that are already parallel).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Threads {
+    Pool,
+    Caller,
+}
+
+/// `out = a · b`, `out` row-major with `out_row_stride` (so it may be a block of columns of a
+/// wider matrix). Panics if the shapes disagree or a view runs past its slice.
+#[allow(unsafe_code)] // `gemm` takes raw pointers; the views are bounds-checked
+pub(crate) fn matmul(
+    out: &mut [f32],
+    out_row_stride: usize,
+    a: MatRef,
+    b: MatRef,
+    threads: Threads,
+) {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    assert_eq!(b.rows, k, "inner dimensions differ");
+    assert!(
+        m == 0 || n == 0 || (m - 1) * out_row_stride + n <= out.len(),
+        "product runs past its output"
+    );
+    if m == 0 || n == 0 {
+        return;
+    }
+    let parallelism = match threads {
+        Threads::Pool => gemm::Parallelism::Rayon(rayon::current_num_threads()),
+        Threads::Caller => gemm::Parallelism::None,
+    };
+    // SAFETY: every element each view addresses lies inside its slice (checked by `MatRef`
+    // and above), the output does not alias the inputs (it is borrowed mutably), and `gemm`
+    // reads and writes nothing else.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            out.as_mut_ptr(),
+            1,
+            out_row_stride as isize,
+            false,
+            a.data.as_ptr(),
+            a.col_stride as isize,
+            a.row_stride as isize,
+            b.data.as_ptr(),
+            b.col_stride as isize,
+            b.row_stride as isize,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
+}
+
+/// Define `pub(crate) fn $name` running `$body` (an `#[inline(always)]` function of the same
+/// arguments) with AVX2+FMA where the CPU has them, else as portable code.
+macro_rules! vectorised {
+    ($(#[$doc:meta])* fn $name:ident($($arg:ident: $ty:ty),*) = $body:ident) => {
+        $(#[$doc])*
+        #[allow(unsafe_code)] // the AVX2 copy is called only where the CPU has AVX2
+        pub(crate) fn $name($($arg: $ty),*) {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn wide($($arg: $ty),*) {
+                    $body($($arg),*)
+                }
+                if has_avx2() {
+                    // SAFETY: the CPU has AVX2 and FMA (checked at run time).
+                    return unsafe { wide($($arg),*) };
+                }
+            }
+            $body($($arg),*)
+        }
+    };
+}
+
+#[cfg(target_arch = "x86_64")]
+fn has_avx2() -> bool {
+    static DETECTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *DETECTED.get_or_init(|| {
+        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+    })
+}
+
+/// Rows per rayon task for row-wise passes: enough work to pay for the task.
+fn rows_per_task(width: usize) -> usize {
+    (16_384 / width.max(1)).max(1)
+}
+
+/// `x = LayerNorm(x + y + bias) · gamma + beta`, row by row (`x` and `y` are `rows × width`):
+/// a residual connection, the bias of the product that made `y`, and the norm in one pass.
+pub(crate) fn residual_layer_norm(
+    x: &mut [f32],
+    y: &[f32],
+    bias: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    eps: f32,
+) {
+    let width = gamma.len();
+    assert!(bias.len() == width && beta.len() == width && x.len() == y.len());
+    assert_eq!(x.len() % width, 0);
+    let chunk = rows_per_task(width) * width;
+    x.par_chunks_mut(chunk)
+        .zip(y.par_chunks(chunk))
+        .for_each(|(x, y)| residual_layer_norm_rows(x, y, bias, gamma, beta, eps));
+}
+
+vectorised! {
+    /// [`residual_layer_norm`] on one thread.
+    fn residual_layer_norm_rows(x: &mut [f32], y: &[f32], bias: &[f32], gamma: &[f32], beta: &[f32], eps: f32) = residual_layer_norm_body
+}
+
+#[inline(always)]
+fn residual_layer_norm_body(
+    x: &mut [f32],
+    y: &[f32],
+    bias: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    eps: f32,
+) {
+    let width = gamma.len();
+    for (row, y) in x.chunks_exact_mut(width).zip(y.chunks_exact(width)) {
+        for ((v, y), b) in row.iter_mut().zip(y).zip(bias) {
+            *v += y + b;
+        }
+        layer_norm_row(row, gamma, beta, eps);
+    }
+}
+
+/// `x = LayerNorm(x) · gamma + beta` for each row of `x`.
+pub(crate) fn layer_norm(x: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) {
+    let width = gamma.len();
+    assert!(beta.len() == width && x.len().is_multiple_of(width));
+    x.par_chunks_mut(rows_per_task(width) * width)
+        .for_each(|rows| layer_norm_rows(rows, gamma, beta, eps));
+}
+
+vectorised! {
+    /// [`layer_norm`] on one thread.
+    fn layer_norm_rows(x: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) = layer_norm_body
+}
+
+#[inline(always)]
+fn layer_norm_body(x: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) {
+    for row in x.chunks_exact_mut(gamma.len()) {
+        layer_norm_row(row, gamma, beta, eps);
+    }
+}
+
+/// Mean and variance in two passes over the row (as PyTorch does; one pass loses digits when
+/// the mean is large), then scale and shift.
+#[inline(always)]
+fn layer_norm_row(row: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) {
+    let n = row.len() as f32;
+    let mean = lane_sum(row, |v| v) / n;
+    let variance = lane_sum(row, |v| (v - mean) * (v - mean)) / n;
+    let inv = 1.0 / (variance + eps).sqrt();
+    for ((v, g), b) in row.iter_mut().zip(gamma).zip(beta) {
+        *v = (*v - mean) * inv * g + b;
+    }
+}
+
+/// Σ f(v) over `values`, in [`LANES`] independent sums so the additions vectorise.
+#[inline(always)]
+fn lane_sum(values: &[f32], f: impl Fn(f32) -> f32) -> f32 {
+    let mut lanes = [0f32; LANES];
+    let mut chunks = values.chunks_exact(LANES);
+    for chunk in &mut chunks {
+        for (lane, &v) in lanes.iter_mut().zip(chunk) {
+            *lane += f(v);
+        }
+    }
+    let tail: f32 = chunks.remainder().iter().map(|&v| f(v)).sum();
+    lanes.iter().sum::<f32>() + tail
+}
+
+/// The largest of `values` (at least one), in [`LANES`] independent maxima so it vectorises.
+#[inline(always)]
+fn lane_max(values: &[f32]) -> f32 {
+    let mut lanes = [values[0]; LANES];
+    let mut chunks = values.chunks_exact(LANES);
+    for chunk in &mut chunks {
+        for (lane, &v) in lanes.iter_mut().zip(chunk) {
+            *lane = if v > *lane { v } else { *lane };
+        }
+    }
+    let tail = chunks.remainder().iter().copied();
+    lanes.into_iter().chain(tail).fold(values[0], f32::max)
+}
+
+/// `x = GELU(x + bias)` for each row of `x` (the exact, erf-based GELU that BERT uses).
+pub(crate) fn bias_gelu(x: &mut [f32], bias: &[f32]) {
+    let width = bias.len();
+    assert_eq!(x.len() % width, 0);
+    x.par_chunks_mut(rows_per_task(width) * width)
+        .for_each(|rows| bias_gelu_rows(rows, bias));
+}
+
+vectorised! {
+    /// [`bias_gelu`] on one thread.
+    fn bias_gelu_rows(x: &mut [f32], bias: &[f32]) = bias_gelu_body
+}
+
+#[inline(always)]
+fn bias_gelu_body(x: &mut [f32], bias: &[f32]) {
+    for row in x.chunks_exact_mut(bias.len()) {
+        for (v, b) in row.iter_mut().zip(bias) {
+            let u = *v + b;
+            *v = 0.5 * u * (1.0 + erf(u * std::f32::consts::FRAC_1_SQRT_2));
+        }
+    }
+}
+
+vectorised! {
+    /// Softmax of each `width`-wide row of `x`, in place.
+    fn softmax_rows(x: &mut [f32], width: usize) = softmax_body
+}
+
+#[inline(always)]
+fn softmax_body(x: &mut [f32], width: usize) {
+    for row in x.chunks_exact_mut(width) {
+        let max = lane_max(row);
+        for v in row.iter_mut() {
+            *v = exp(*v - max);
+        }
+        let inv = 1.0 / lane_sum(row, |v| v);
+        for v in row.iter_mut() {
+            *v *= inv;
+        }
+    }
+}
+
+/// e^x in f32, within 2 ulp over the range where it is finite and normal; branch-free so it
+/// vectorises. `x` is cut to [-87, 88].
+#[inline(always)]
+pub(crate) fn exp(x: f32) -> f32 {
+    let x = x.clamp(-87.0, 88.0);
+    // x = n·ln2 + r with |r| ≤ ln2/2; ln2 split in two so n·ln2 is exact enough.
+    let n = (x * std::f32::consts::LOG2_E).round_ties_even();
+    let r = x - n * 0.693_359_4 + n * 2.121_944_4e-4;
+    // Cephes' expf polynomial for e^r on that interval.
+    let mut p = 1.987_569_1e-4_f32;
+    p = p * r + 1.398_2e-3;
+    p = p * r + 8.333_452e-3;
+    p = p * r + 4.166_579_6e-2;
+    p = p * r + 1.666_666_5e-1;
+    p = p * r + 5e-1;
+    let e_r = p * r * r + r + 1.0;
+    // 2ⁿ from its exponent bits. Adding 2²³ puts the integer n + 127 (1 to 254 here) in the
+    // low mantissa bits; shifting by 23 moves them into the exponent and drops the rest. (A
+    // float-to-int cast would be exact too, but Rust's saturating cast does not vectorise.)
+    let biased = (n + (8_388_608.0 + 127.0)).to_bits();
+    e_r * f32::from_bits(biased << 23)
+}
+
+/// erf(x) in f32 within 4e-7, branch-free so it vectorises: its Taylor series below 0.5 (where
+/// the approximation below loses digits to cancellation), else Abramowitz and Stegun 7.1.26
+/// (the approximation PyTorch's own vectorised erf uses).
+#[inline(always)]
+pub(crate) fn erf(x: f32) -> f32 {
+    let a = x.abs();
+    let t = 1.0 / (1.0 + 0.327_591_1 * a);
+    let mut p = 1.061_405_4_f32;
+    p = p * t - 1.453_152_1;
+    p = p * t + 1.421_413_8;
+    p = p * t - 0.284_496_74;
+    p = p * t + 0.254_829_6;
+    let far = 1.0 - p * t * exp(-a * a);
+    // 2/√π · (a - a³/3 + a⁵/10 - a⁷/42 + a⁹/216 - a¹¹/1320): the next term is below 2e-8.
+    let a2 = a * a;
+    let mut s = -1.0_f32 / 1320.0;
+    s = s * a2 + 1.0 / 216.0;
+    s = s * a2 - 1.0 / 42.0;
+    s = s * a2 + 0.1;
+    s = s * a2 - 1.0 / 3.0;
+    s = s * a2 + 1.0;
+    let near = std::f32::consts::FRAC_2_SQRT_PI * a * s;
+    let y = if a < 0.5 { near } else { far };
+    y.copysign(x)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(n: usize, seed: u32, scale: f32) -> Vec<f32> {
+        let mut state = seed.wrapping_mul(2_654_435_761).max(1);
+        (0..n)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 17;
+                state ^= state << 5;
+                (state as f32 / u32::MAX as f32 * 2.0 - 1.0) * scale
+            })
+            .collect()
+    }
+
+    fn erf_f64(x: f64) -> f64 {
+        // Maclaurin series to convergence for |x| < 3, then 1 (to f32 precision).
+        if x.abs() >= 3.9 {
+            return x.signum();
+        }
+        let (mut term, mut sum, mut n) = (x, x, 0.0);
+        while term.abs() > 1e-17 * sum.abs().max(1e-300) {
+            n += 1.0;
+            term *= -x * x / n;
+            sum += term / (2.0 * n + 1.0);
+        }
+        sum * 2.0 / std::f64::consts::PI.sqrt()
+    }
+
+    #[test]
+    fn exp_and_erf_match_f64() {
+        for x in values(20_000, 1, 80.0) {
+            let want = f64::from(x).exp();
+            let got = f64::from(exp(x));
+            assert!(
+                (got - want).abs() <= 3e-7 * want,
+                "exp({x}) = {got}, want {want}"
+            );
+        }
+        for x in values(20_000, 2, 5.0) {
+            let (got, want) = (f64::from(erf(x)), erf_f64(f64::from(x)));
+            let allowed = if x.abs() < 0.5 {
+                2e-7 * want.abs()
+            } else {
+                4e-7
+            };
+            assert!(
+                (got - want).abs() <= allowed,
+                "erf({x}) = {got}, want {want}"
+            );
+        }
+        // Out of range: cut to the ends, never zero, infinite or NaN.
+        assert_eq!(exp(-1000.0), exp(-87.0));
+        assert!(exp(-1000.0) > 0.0 && exp(1000.0).is_finite());
+    }
+
+    #[test]
+    fn row_kernels_match_plain_f64() {
+        let width = 37; // not a multiple of the lanes
+        let rows = 5;
+        let x0 = values(rows * width, 3, 4.0);
+        let y = values(rows * width, 4, 2.0);
+        let bias = values(width, 5, 1.0);
+        let gamma = values(width, 6, 1.5);
+        let beta = values(width, 7, 0.5);
+
+        let mut x = x0.clone();
+        residual_layer_norm(&mut x, &y, &bias, &gamma, &beta, 1e-12);
+        for r in 0..rows {
+            let v: Vec<f64> = (0..width)
+                .map(|c| f64::from(x0[r * width + c] + y[r * width + c] + bias[c]))
+                .collect();
+            let mean = v.iter().sum::<f64>() / width as f64;
+            let var = v.iter().map(|a| (a - mean).powi(2)).sum::<f64>() / width as f64;
+            for c in 0..width {
+                let want = (v[c] - mean) / var.sqrt() * f64::from(gamma[c]) + f64::from(beta[c]);
+                let got = f64::from(x[r * width + c]);
+                assert!((got - want).abs() < 1e-5, "norm ({r},{c}): {got} vs {want}");
+            }
+        }
+
+        let mut g = x0.clone();
+        bias_gelu(&mut g, &bias);
+        for (i, (&got, &x)) in g.iter().zip(&x0).enumerate() {
+            let u = f64::from(x + bias[i % width]);
+            let want = 0.5 * u * (1.0 + erf_f64(u / 2f64.sqrt()));
+            assert!(
+                (f64::from(got) - want).abs() < 2e-6,
+                "gelu({u}): {got} vs {want}"
+            );
+        }
+
+        let mut s = x0.clone();
+        softmax_rows(&mut s, width);
+        for r in 0..rows {
+            let row = &x0[r * width..(r + 1) * width];
+            let max = row.iter().fold(f64::MIN, |m, &v| m.max(f64::from(v)));
+            let total: f64 = row.iter().map(|&v| (f64::from(v) - max).exp()).sum();
+            for c in 0..width {
+                let want = (f64::from(row[c]) - max).exp() / total;
+                let got = f64::from(s[r * width + c]);
+                assert!(
+                    (got - want).abs() < 1e-6,
+                    "softmax ({r},{c}): {got} vs {want}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn products_of_strided_and_transposed_views_match_the_definition() {
+        let (m, k, n) = (7, 5, 3);
+        // `a` is the middle columns of a wider matrix; `b` is read transposed.
+        let wide = values(m * 9, 8, 1.0);
+        let a = MatRef::strided(&wide[2..], m, k, 9);
+        let bt = values(n * k, 9, 1.0);
+        let b = MatRef::row_major(&bt, n, k).t();
+        // The product goes into columns 1..4 of a 7 × 6 output; the rest stays untouched.
+        let mut out = vec![-7.0; m * 6];
+        for threads in [Threads::Caller, Threads::Pool] {
+            matmul(&mut out[1..], 6, a, b, threads);
+            for r in 0..m {
+                for c in 0..6 {
+                    let got = out[r * 6 + c];
+                    if !(1..4).contains(&c) {
+                        assert_eq!(got, -7.0);
+                        continue;
+                    }
+                    let want: f32 = (0..k)
+                        .map(|i| wide[2 + r * 9 + i] * bt[(c - 1) * k + i])
+                        .sum();
+                    assert!((got - want).abs() < 1e-5, "({r},{c}): {got} vs {want}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "runs past")]
+    fn a_view_past_its_slice_is_refused() {
+        let data = vec![0.0; 10];
+        MatRef::strided(&data, 3, 4, 4);
+    }
+}
