@@ -168,7 +168,7 @@ fn main() -> anyhow::Result<()> {
         owned.iter().map(|s| s.split(' ').count()).sum::<usize>()
     );
     let cpu = measure(&store, ComputeDevice::cpu(), &texts, &prepared)?;
-    report("hearth, cpu (ndarray+BLAS)", &cpu);
+    report("hearth, cpu", &cpu);
     if std::env::var("HEARTH_BENCH_WGPU").as_deref() != Ok("0") {
         match ComputeDevice::wgpu() {
             Ok(device) => {

@@ -280,6 +280,173 @@ fn bias_gelu_body(x: &mut [f32], bias: &[f32]) {
     }
 }
 
+/// `x = min(max(x + bias, 0), 6)` for each row of `x` (ReLU6 after a folded BatchNorm).
+pub(crate) fn bias_relu6(x: &mut [f32], bias: &[f32], threads: Threads) {
+    let width = bias.len();
+    assert!(x.len().is_multiple_of(width));
+    match threads {
+        Threads::Pool => x
+            .par_chunks_mut(rows_per_task(width) * width)
+            .for_each(|rows| bias_relu6_rows(rows, bias)),
+        Threads::Caller => bias_relu6_rows(x, bias),
+    }
+}
+
+vectorised! {
+    /// [`bias_relu6`] on one thread.
+    fn bias_relu6_rows(x: &mut [f32], bias: &[f32]) = bias_relu6_body
+}
+
+#[inline(always)]
+fn bias_relu6_body(x: &mut [f32], bias: &[f32]) {
+    for row in x.chunks_exact_mut(bias.len()) {
+        for (v, b) in row.iter_mut().zip(bias) {
+            *v = relu6(*v + b);
+        }
+    }
+}
+
+#[inline(always)]
+fn relu6(v: f32) -> f32 {
+    let v = if v > 0.0 { v } else { 0.0 };
+    if v < 6.0 { v } else { 6.0 }
+}
+
+vectorised! {
+    /// `x = x + bias (+ residual)` for each row of `x` (a projection's bias and, where its
+    /// block has one, the skip connection), on one thread.
+    fn bias_residual(x: &mut [f32], bias: &[f32], residual: Option<&[f32]>) = bias_residual_body
+}
+
+#[inline(always)]
+fn bias_residual_body(x: &mut [f32], bias: &[f32], residual: Option<&[f32]>) {
+    let width = bias.len();
+    match residual {
+        Some(residual) => {
+            assert_eq!(x.len(), residual.len());
+            for (row, skip) in x.chunks_exact_mut(width).zip(residual.chunks_exact(width)) {
+                for ((v, b), r) in row.iter_mut().zip(bias).zip(skip) {
+                    *v += b + r;
+                }
+            }
+        }
+        None => {
+            for row in x.chunks_exact_mut(width) {
+                for (v, b) in row.iter_mut().zip(bias) {
+                    *v += b;
+                }
+            }
+        }
+    }
+}
+
+/// The shape of a depthwise convolution over a channels-last image (`height × width ×
+/// channels`, row-major), with TensorFlow's "same" zero padding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Depthwise {
+    pub height: usize,
+    pub width: usize,
+    pub channels: usize,
+    pub kernel: usize,
+    pub stride: usize,
+}
+
+impl Depthwise {
+    /// Output height and width: the input's divided by the stride, rounded up.
+    pub(crate) fn output(&self) -> (usize, usize) {
+        (
+            self.height.div_ceil(self.stride),
+            self.width.div_ceil(self.stride),
+        )
+    }
+
+    /// Padding before the first row and column ("same": the odd one goes after).
+    fn pad_before(&self) -> (usize, usize) {
+        let (out_h, out_w) = self.output();
+        let total = |out: usize, size: usize| {
+            ((out - 1) * self.stride + self.kernel).saturating_sub(size) / 2
+        };
+        (total(out_h, self.height), total(out_w, self.width))
+    }
+}
+
+/// `out = ReLU6(depthwise(input, weight) + bias)`: `weight` is `kernel² × channels` (tap-major),
+/// `out` the output image channels-last. Rows of the output are split over rayon's pool when
+/// `threads` allows.
+pub(crate) fn depthwise_bias_relu6(
+    out: &mut [f32],
+    input: &[f32],
+    weight: &[f32],
+    bias: &[f32],
+    shape: Depthwise,
+    threads: Threads,
+) {
+    let (out_h, out_w) = shape.output();
+    let c = shape.channels;
+    assert_eq!(input.len(), shape.height * shape.width * c);
+    assert_eq!(out.len(), out_h * out_w * c);
+    assert_eq!(weight.len(), shape.kernel * shape.kernel * c);
+    assert_eq!(bias.len(), c);
+    let row = out_w * c;
+    match threads {
+        Threads::Pool => out
+            .par_chunks_mut(row)
+            .enumerate()
+            .for_each(|(y, out)| depthwise_row(out, y, input, weight, bias, shape)),
+        Threads::Caller => {
+            for (y, out) in out.chunks_mut(row).enumerate() {
+                depthwise_row(out, y, input, weight, bias, shape);
+            }
+        }
+    }
+}
+
+vectorised! {
+    /// One output row of [`depthwise_bias_relu6`].
+    fn depthwise_row(out: &mut [f32], y: usize, input: &[f32], weight: &[f32], bias: &[f32], shape: Depthwise) = depthwise_row_body
+}
+
+#[inline(always)]
+fn depthwise_row_body(
+    out: &mut [f32],
+    y: usize,
+    input: &[f32],
+    weight: &[f32],
+    bias: &[f32],
+    shape: Depthwise,
+) {
+    let c = shape.channels;
+    let (pad_top, pad_left) = shape.pad_before();
+    for (x, acc) in out.chunks_exact_mut(c).enumerate() {
+        acc.copy_from_slice(bias);
+        for ky in 0..shape.kernel {
+            // Rows and columns in the padding contribute zeros: skip them.
+            let Some(iy) = (y * shape.stride + ky).checked_sub(pad_top) else {
+                continue;
+            };
+            if iy >= shape.height {
+                continue;
+            }
+            for kx in 0..shape.kernel {
+                let Some(ix) = (x * shape.stride + kx).checked_sub(pad_left) else {
+                    continue;
+                };
+                if ix >= shape.width {
+                    continue;
+                }
+                let pixel = &input[(iy * shape.width + ix) * c..][..c];
+                let tap = &weight[(ky * shape.kernel + kx) * c..][..c];
+                for ((a, p), w) in acc.iter_mut().zip(pixel).zip(tap) {
+                    *a += p * w;
+                }
+            }
+        }
+        for a in acc.iter_mut() {
+            *a = relu6(*a);
+        }
+    }
+}
+
 vectorised! {
     /// Softmax of each `width`-wide row of `x`, in place.
     fn softmax_rows(x: &mut [f32], width: usize) = softmax_body
@@ -484,6 +651,80 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn depthwise_convolution_matches_the_definition_with_same_padding() {
+        for (kernel, stride, height, width) in
+            [(3, 1, 6, 5), (3, 2, 7, 8), (5, 2, 9, 6), (5, 1, 4, 4)]
+        {
+            let channels = 19;
+            let shape = Depthwise {
+                height,
+                width,
+                channels,
+                kernel,
+                stride,
+            };
+            let input = values(height * width * channels, 10, 2.0);
+            let weight = values(kernel * kernel * channels, 11, 1.0);
+            let bias = values(channels, 12, 0.5);
+            let (out_h, out_w) = shape.output();
+            assert_eq!(
+                (out_h, out_w),
+                (height.div_ceil(stride), width.div_ceil(stride))
+            );
+            // TensorFlow "same": total padding (out - 1)·stride + kernel - size, odd one after.
+            let pad =
+                |out: usize, size: usize| ((out - 1) * stride + kernel).saturating_sub(size) / 2;
+            let (top, left) = (pad(out_h, height) as isize, pad(out_w, width) as isize);
+            for threads in [Threads::Caller, Threads::Pool] {
+                let mut out = vec![f32::NAN; out_h * out_w * channels];
+                depthwise_bias_relu6(&mut out, &input, &weight, &bias, shape, threads);
+                for y in 0..out_h {
+                    for x in 0..out_w {
+                        for ch in 0..channels {
+                            let mut want = f64::from(bias[ch]);
+                            for ky in 0..kernel {
+                                for kx in 0..kernel {
+                                    let iy = (y * stride + ky) as isize - top;
+                                    let ix = (x * stride + kx) as isize - left;
+                                    if iy < 0
+                                        || ix < 0
+                                        || iy >= height as isize
+                                        || ix >= width as isize
+                                    {
+                                        continue;
+                                    }
+                                    let at = (iy as usize * width + ix as usize) * channels + ch;
+                                    want += f64::from(input[at])
+                                        * f64::from(weight[(ky * kernel + kx) * channels + ch]);
+                                }
+                            }
+                            let want = want.clamp(0.0, 6.0);
+                            let got = f64::from(out[(y * out_w + x) * channels + ch]);
+                            assert!(
+                                (got - want).abs() < 1e-5,
+                                "k{kernel} s{stride} ({y},{x},{ch}): {got} vs {want}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn relu6_and_residual_passes_add_their_bias() {
+        let bias = [1.0, -2.0, 0.5];
+        let mut x = vec![-3.0, 1.0, 7.0, 4.0, 9.0, -0.25];
+        bias_relu6(&mut x, &bias, Threads::Pool);
+        assert_eq!(x, [0.0, 0.0, 6.0, 5.0, 6.0, 0.25]);
+        let mut x = vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
+        bias_residual(&mut x, &bias, Some(&[10.0, 20.0, 30.0, 40.0, 50.0, 60.0]));
+        assert_eq!(x, [12.0, 20.0, 33.5, 45.0, 53.0, 66.5]);
+        bias_residual(&mut x, &bias, None);
+        assert_eq!(x, [13.0, 18.0, 34.0, 46.0, 51.0, 67.0]);
     }
 
     #[test]

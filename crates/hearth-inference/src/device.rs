@@ -1,5 +1,6 @@
-//! Which hardware runs the models: burn's wgpu backend on a real GPU, else the CPU backend
-//! (burn-ndarray with system OpenBLAS, the fastest CPU backend measured on these machines).
+//! Which hardware runs the models: burn's wgpu backend on a real GPU, else the CPU (Hearth's
+//! own forward passes for embeddings and images; burn-ndarray with system OpenBLAS, the fastest
+//! burn CPU backend measured on these machines, for the rest).
 
 use std::fmt;
 use std::str::FromStr;
@@ -42,7 +43,8 @@ impl FromStr for BackendPreference {
 /// The backend a model runs on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ComputeBackend {
-    /// burn-ndarray with OpenBLAS.
+    /// The CPU: Hearth's own forward passes for embeddings and images, burn-ndarray with
+    /// OpenBLAS for chat prompts.
     Cpu,
     /// burn's wgpu backend (CubeCL, WGSL kernels).
     Wgpu,

@@ -206,12 +206,12 @@ impl EfficientNetLite {
 /// A convolution with the BatchNorm after it folded in:
 /// `bn(conv(x, w)) = conv(x, w * s) + (beta - mean * s)` with `s = gamma / sqrt(var + eps)`.
 #[derive(Clone, Debug)]
-struct FoldedConv {
-    weight: Tensor<4>,
-    bias: Tensor<1>,
-    kernel: usize,
-    stride: usize,
-    groups: usize,
+pub(crate) struct FoldedConv {
+    pub(crate) weight: Tensor<4>,
+    pub(crate) bias: Tensor<1>,
+    pub(crate) kernel: usize,
+    pub(crate) stride: usize,
+    pub(crate) groups: usize,
 }
 
 impl FoldedConv {
@@ -259,11 +259,11 @@ impl FoldedConv {
 }
 
 #[derive(Clone, Debug)]
-struct FoldedBlock {
-    expand: Option<FoldedConv>,
-    depthwise: FoldedConv,
-    project: FoldedConv,
-    residual: bool,
+pub(crate) struct FoldedBlock {
+    pub(crate) expand: Option<FoldedConv>,
+    pub(crate) depthwise: FoldedConv,
+    pub(crate) project: FoldedConv,
+    pub(crate) residual: bool,
 }
 
 impl FoldedBlock {
@@ -281,11 +281,11 @@ impl FoldedBlock {
 /// EfficientNet-Lite0 ready for inference (see [`EfficientNetLite::fold`]).
 #[derive(Clone, Debug)]
 pub struct FoldedEfficientNet {
-    stem: FoldedConv,
-    blocks: Vec<FoldedBlock>,
-    head: FoldedConv,
-    fc_weight: Tensor<2>,
-    fc_bias: Tensor<1>,
+    pub(crate) stem: FoldedConv,
+    pub(crate) blocks: Vec<FoldedBlock>,
+    pub(crate) head: FoldedConv,
+    pub(crate) fc_weight: Tensor<2>,
+    pub(crate) fc_bias: Tensor<1>,
 }
 
 impl FoldedEfficientNet {

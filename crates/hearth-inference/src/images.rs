@@ -10,6 +10,7 @@ use image::{ImageReader, Limits};
 
 use crate::device::{ComputeBackend, ComputeDevice};
 use crate::efficientnet::{EfficientNetLite, FoldedEfficientNet};
+use crate::efficientnet_cpu::CpuEfficientNet;
 use crate::error::{InferenceError, Result};
 use crate::store::{Manifest, ModelStore, Task};
 
@@ -130,10 +131,19 @@ pub struct ClassScore {
     pub probability: f32,
 }
 
+/// The network, where it runs.
+#[derive(Debug)]
+enum Network {
+    /// burn, on wgpu.
+    Burn(Box<FoldedEfficientNet>),
+    /// Hearth's own CPU forward pass ([`crate::efficientnet_cpu`]).
+    Cpu(Box<CpuEfficientNet>),
+}
+
 /// A loaded image classifier.
 #[derive(Debug)]
 pub struct ImageClassifier {
-    model: FoldedEfficientNet,
+    model: Network,
     labels: Vec<String>,
     preprocessing: Preprocessing,
     device: ComputeDevice,
@@ -158,6 +168,10 @@ impl ImageClassifier {
         let network = EfficientNetLite::lite0(&device.device, labels.len())
             .load_pytorch(&model.file(model.manifest.files[0].name.as_str())?)?
             .fold();
+        let network = match device.backend {
+            ComputeBackend::Cpu => Network::Cpu(Box::new(CpuEfficientNet::from_folded(&network)?)),
+            ComputeBackend::Wgpu => Network::Burn(Box::new(network)),
+        };
         tracing::info!(model = id, device = %device.describe(), classes = labels.len(), "image classifier loaded");
         Ok(Self {
             model: network,
@@ -213,6 +227,17 @@ impl ImageClassifier {
 
     fn probabilities_batch(&self, prepared: &[Vec<f32>]) -> Result<Vec<Vec<f32>>> {
         let side = self.preprocessing.crop as usize;
+        let model = match &self.model {
+            Network::Burn(model) => model,
+            Network::Cpu(model) => {
+                let mut probabilities = model.logits(prepared, side)?;
+                crate::cpu_kernels::softmax_rows(&mut probabilities, self.labels.len());
+                return Ok(probabilities
+                    .chunks(self.labels.len())
+                    .map(<[f32]>::to_vec)
+                    .collect());
+            }
+        };
         let batch = prepared.len();
         let flat: Vec<f32> = prepared.iter().flatten().copied().collect();
         if flat.len() != batch * 3 * side * side {
@@ -224,7 +249,7 @@ impl ImageClassifier {
             TensorData::new(flat, [batch, 3, side, side]),
             &self.device.device,
         );
-        let probabilities = softmax(self.model.forward(input), 1)
+        let probabilities = softmax(model.forward(input), 1)
             .try_into_data()
             .map_err(|e| InferenceError::Execution(format!("{e:?}")))?
             .try_into_vec::<f32>()

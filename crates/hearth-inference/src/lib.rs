@@ -19,6 +19,7 @@ pub mod chat;
 mod cpu_kernels;
 pub mod device;
 pub mod efficientnet;
+mod efficientnet_cpu;
 pub mod embeddings;
 mod error;
 pub mod fetch;

@@ -102,13 +102,18 @@ fn check_images(device: ComputeDevice) {
     let classifier =
         ImageClassifier::load(&ModelStore::from_env(), EFFICIENTNET_ID, device).unwrap();
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures");
+    let mut singles = Vec::new();
     for (name, class, label) in [
         ("chelsea.png", 285, "Egyptian cat"),
         ("coffee.png", 967, "espresso"),
     ] {
         let bytes = std::fs::read(dir.join(name)).unwrap();
         let prepared = classifier.preprocessing().prepare(0, &bytes).unwrap();
-        let ours = classifier.probabilities(&[prepared]).unwrap().remove(0);
+        let ours = classifier
+            .probabilities(std::slice::from_ref(&prepared))
+            .unwrap()
+            .remove(0);
+        singles.push((prepared, ours.clone()));
         let theirs: Vec<f32> = reference["images"][name]["probabilities"]
             .as_array()
             .unwrap()
@@ -139,6 +144,22 @@ fn check_images(device: ComputeDevice) {
         eprintln!(
             "{backend}: {name} -> {} {:.4}, max |dp| {worst:.2e}",
             top[0].label, top[0].probability
+        );
+    }
+
+    // A batch (run differently from a single image on the CPU: one image per thread) gives
+    // each image the probabilities it gets alone.
+    let batch: Vec<Vec<f32>> = (0..5).map(|i| singles[i % 2].0.clone()).collect();
+    for (i, probabilities) in classifier.probabilities(&batch).unwrap().iter().enumerate() {
+        let alone = &singles[i % 2].1;
+        let worst = probabilities
+            .iter()
+            .zip(alone)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(
+            worst <= 1e-5,
+            "{backend}: image {i} of the batch differs by {worst}"
         );
     }
 }
