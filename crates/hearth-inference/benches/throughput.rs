@@ -4,14 +4,14 @@
 //!
 //! Set `HEARTH_REFERENCE_PYTHON` to a Python with torch and sentence-transformers (and
 //! efficientnet_lite_pytorch) to run the reference; `HEARTH_BENCH_WGPU=0` skips wgpu.
-//! Prints embeddings/s on 256 sentences of mixed lengths (batch 32), images/s on a batch of 32,
-//! achieved GFLOP/s as a share of the CPU backend's own 1024² sgemm, and ours/reference ratios.
+//! Prints embeddings/s on 256 sentences of mixed lengths, images/s on a batch of 32, achieved
+//! GFLOP/s as a share of the backend's own 1024² sgemm (the capability benchmark's, on the
+//! kernel the models use), and ours/reference ratios.
 
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Instant;
 
-use burn::tensor::{Distribution, Tensor};
 use hearth_inference::efficientnet::EfficientNetLite;
 use hearth_inference::embeddings::MINILM_ID;
 use hearth_inference::images::EFFICIENTNET_ID;
@@ -73,23 +73,6 @@ fn sentences() -> Vec<String> {
         .collect()
 }
 
-fn sgemm_gflops(device: &ComputeDevice) -> f64 {
-    let random = || Tensor::<2>::random([1024, 1024], Distribution::Default, &device.device);
-    let (a, b) = (random(), random());
-    drop(a.clone().matmul(b.clone()).into_data().try_to_vec::<f32>()); // warm-up (and kernel compile on wgpu)
-    let runs = 5;
-    let mut seconds = 0.0;
-    for _ in 0..runs {
-        // Fresh operands each time, read back, so nothing can be reused or left queued.
-        let (a, b) = (random(), random());
-        let start = Instant::now();
-        // Take the values out: wgpu's data is read lazily, so dropping it would time nothing.
-        drop(a.matmul(b).into_data().try_to_vec::<f32>());
-        seconds += start.elapsed().as_secs_f64();
-    }
-    2.0 * 1024f64.powi(3) / (seconds / f64::from(runs)) / 1e9
-}
-
 struct Figures {
     embeddings_per_s: f64,
     embedding_gflops: f64,
@@ -104,7 +87,8 @@ fn measure(
     texts: &[&str],
     images: &[Vec<f32>],
 ) -> anyhow::Result<Figures> {
-    let peak_gflops = sgemm_gflops(&device);
+    // The machine's 1024² product on the kernel this backend's models use.
+    let peak_gflops = hearth_inference::capability::measure_backend(&device)?.matmul_gflops;
     let embedder = TextEmbedder::load(store, MINILM_ID, device.clone())?;
     let tokens: usize = embedder.tokenize(texts)?.iter().map(Vec::len).sum();
     embedder.embed(texts)?; // warm-up: every batch shape once

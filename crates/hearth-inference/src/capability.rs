@@ -12,12 +12,13 @@ use burn::tensor::{Distribution, Tensor};
 use hearth_hardware::HardwareReport;
 use serde::{Deserialize, Serialize};
 
-use crate::device::ComputeDevice;
+use crate::cpu_kernels::{self, MatRef, Threads};
+use crate::device::{ComputeBackend, ComputeDevice};
 use crate::error::{InferenceError, Result};
 use crate::store::ModelStore;
 
 /// Bumped when what is measured changes, so old results are measured again.
-pub const BENCHMARK_VERSION: u32 = 1;
+pub const BENCHMARK_VERSION: u32 = 2;
 /// Side of the square matrices multiplied.
 const MATMUL_SIDE: usize = 1024;
 /// Elements of the bandwidth tensor (64 MiB of f32).
@@ -127,13 +128,33 @@ fn read_back<const D: usize>(t: Tensor<D>) -> Result<()> {
 pub fn measure_backend(device: &ComputeDevice) -> Result<BackendFigures> {
     let dev = &device.device;
     let n = MATMUL_SIDE;
-    let matmul = median_seconds(|| {
-        // Fresh operands each time, read back, so nothing is reused or left queued.
-        let a = Tensor::<2>::random([n, n], Distribution::Default, dev);
-        let b = Tensor::<2>::random([n, n], Distribution::Default, dev);
-        device.sync()?;
-        seconds_of(|| read_back(a.matmul(b)))
-    })?;
+    let matmul = match device.backend {
+        // The product the CPU models run on (their own forward passes), not burn's.
+        ComputeBackend::Cpu => {
+            let a: Vec<f32> = (0..n * n).map(|i| (i % 7) as f32 * 0.25 - 0.75).collect();
+            let b: Vec<f32> = (0..n * n).map(|i| (i % 5) as f32 * 0.5 - 1.0).collect();
+            let mut out = vec![0.0; n * n];
+            median_seconds(|| {
+                seconds_of(|| {
+                    cpu_kernels::matmul(
+                        &mut out,
+                        n,
+                        MatRef::row_major(&a, n, n),
+                        MatRef::row_major(&b, n, n),
+                        Threads::Pool,
+                    );
+                    Ok(())
+                })
+            })?
+        }
+        ComputeBackend::Wgpu => median_seconds(|| {
+            // Fresh operands each time, read back, so nothing is reused or left queued.
+            let a = Tensor::<2>::random([n, n], Distribution::Default, dev);
+            let b = Tensor::<2>::random([n, n], Distribution::Default, dev);
+            device.sync()?;
+            seconds_of(|| read_back(a.matmul(b)))
+        })?,
+    };
     // One tensor updated in place (it has a single owner), so each pass reads and writes
     // 64 MiB without allocating: allocation and first-touch page faults are not bandwidth.
     let mut x = Some(Tensor::<1>::random(
