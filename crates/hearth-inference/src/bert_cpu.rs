@@ -26,14 +26,14 @@ struct Dense {
 }
 
 impl Dense {
-    fn from_burn(linear: &burn::nn::Linear) -> Result<Self> {
-        let [inputs, outputs] = linear.weight.val().dims();
-        let bias = match &linear.bias {
+    fn from_burn(linear: burn::nn::Linear) -> Result<Self> {
+        let [inputs, outputs] = linear.weight.shape().dims();
+        let bias = match linear.bias {
             Some(bias) => values(bias)?,
             None => vec![0.0; outputs],
         };
         Ok(Self {
-            weight: values(&linear.weight)?,
+            weight: values(linear.weight)?,
             bias,
             inputs,
             outputs,
@@ -79,9 +79,9 @@ struct Norm {
 }
 
 impl Norm {
-    fn from_burn(norm: &burn::nn::LayerNorm) -> Result<Self> {
-        let gamma = values(&norm.gamma)?;
-        let beta = match &norm.beta {
+    fn from_burn(norm: burn::nn::LayerNorm) -> Result<Self> {
+        let gamma = values(norm.gamma)?;
+        let beta = match norm.beta {
             Some(beta) => values(beta)?,
             None => vec![0.0; gamma.len()],
         };
@@ -122,35 +122,35 @@ struct Buffers {
 }
 
 impl CpuBertEncoder {
-    /// Copy the weights out of a loaded encoder.
-    pub(crate) fn from_burn(encoder: &BertEncoder, config: BertConfig) -> Result<Self> {
-        let e = &encoder.embeddings;
-        let layers = encoder
-            .layers
-            .iter()
+    /// Take the weights out of a loaded encoder, one part at a time (each burn tensor is let
+    /// go once copied, so loading never holds the model twice).
+    pub(crate) fn from_burn(encoder: BertEncoder, config: BertConfig) -> Result<Self> {
+        let BertEncoder { embeddings, layers } = encoder;
+        let layers = layers
+            .into_iter()
             .map(|l| {
                 Ok(Layer {
                     qkv: Dense::concat(&[
-                        Dense::from_burn(&l.query)?,
-                        Dense::from_burn(&l.key)?,
-                        Dense::from_burn(&l.value)?,
+                        Dense::from_burn(l.query)?,
+                        Dense::from_burn(l.key)?,
+                        Dense::from_burn(l.value)?,
                     ]),
-                    attention_output: Dense::from_burn(&l.attention_output)?,
-                    attention_norm: Norm::from_burn(&l.attention_norm)?,
-                    intermediate: Dense::from_burn(&l.intermediate)?,
-                    output: Dense::from_burn(&l.output)?,
-                    output_norm: Norm::from_burn(&l.output_norm)?,
+                    attention_output: Dense::from_burn(l.attention_output)?,
+                    attention_norm: Norm::from_burn(l.attention_norm)?,
+                    intermediate: Dense::from_burn(l.intermediate)?,
+                    output: Dense::from_burn(l.output)?,
+                    output_norm: Norm::from_burn(l.output_norm)?,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        let mut token_type = values(&e.token_type_embeddings.weight)?;
+        let mut token_type = values(embeddings.token_type_embeddings.weight)?;
         token_type.truncate(config.hidden);
         Ok(Self {
             config,
-            word_embeddings: values(&e.word_embeddings.weight)?,
-            position_embeddings: values(&e.position_embeddings.weight)?,
+            word_embeddings: values(embeddings.word_embeddings.weight)?,
+            position_embeddings: values(embeddings.position_embeddings.weight)?,
             token_type,
-            embedding_norm: Norm::from_burn(&e.layer_norm)?,
+            embedding_norm: Norm::from_burn(embeddings.layer_norm)?,
             layers,
         })
     }
@@ -325,9 +325,9 @@ fn mean_unit(rows: &[f32], width: usize) -> Vec<f32> {
 }
 
 /// A parameter's values, row-major.
-fn values<const D: usize>(param: &Param<Tensor<D>>) -> Result<Vec<f32>> {
+fn values<const D: usize>(param: Param<Tensor<D>>) -> Result<Vec<f32>> {
     param
-        .val()
+        .into_value()
         .try_into_data()
         .map_err(|e| InferenceError::Execution(format!("{e:?}")))?
         .try_into_vec::<f32>()

@@ -68,7 +68,7 @@ impl TextEmbedder {
             .init(&device.device)
             .load_safetensors(&model.file("model.safetensors")?)?;
         let encoder = match device.backend {
-            ComputeBackend::Cpu => Encoder::Cpu(CpuBertEncoder::from_burn(&encoder, config)?),
+            ComputeBackend::Cpu => Encoder::Cpu(CpuBertEncoder::from_burn(encoder, config)?),
             ComputeBackend::Wgpu => Encoder::Burn(Box::new(encoder)),
         };
         tracing::info!(model = id, device = %device.describe(), "embedding model loaded");
