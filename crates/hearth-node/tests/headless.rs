@@ -226,6 +226,24 @@ async fn headless_node_serves_api_events_and_cli_and_stops_cleanly() {
     // The CLI talks to the running node.
     let status = cli(data.path(), &["status"]);
     assert!(status.contains("state     running"), "{status}");
+    // Its reader gone (`hearth-node status | head -1` once head has its line): it stops
+    // quietly, as command-line tools do, instead of panicking on the closed pipe.
+    let mut reader_gone = std::process::Command::new(env!("CARGO_BIN_EXE_hearth-node"))
+        .arg("--data-dir")
+        .arg(data.path())
+        .arg("status")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(reader_gone.stdout.take());
+    let ended = reader_gone.wait_with_output().unwrap();
+    let complaints = String::from_utf8_lossy(&ended.stderr);
+    assert!(
+        ended.status.success() && !complaints.contains("panicked"),
+        "{:?}: {complaints}",
+        ended.status
+    );
     assert!(status.contains("all-minilm-l6-v2"), "{status}");
     assert_eq!(
         cli(data.path(), &["pause"]).trim(),

@@ -38,6 +38,34 @@ const USAGE: &str = "usage: hearth-node [--data-dir DIR] <command>
                           game_cooldown_s, watch_interval_ms, temperature_stop_c,
                           temperature_resume_c, schedule \"mon-fri 18:00-08:00; weekends 00:00-24:00\")";
 
+/// `print!` that ends the program quietly once standard output is closed (`| head` stopped
+/// reading), as command-line tools do, instead of panicking.
+macro_rules! out {
+    ($($arg:tt)*) => { write_out(format_args!($($arg)*)) };
+}
+
+/// `println!`, likewise.
+macro_rules! outln {
+    ($($arg:tt)*) => { write_out(format_args!("{}\n", format_args!($($arg)*))) };
+}
+
+fn write_out(text: std::fmt::Arguments) {
+    use std::io::Write as _;
+    if let Err(error) = std::io::stdout().lock().write_fmt(text) {
+        exit_on_output_error(error);
+    }
+}
+
+/// A closed standard output ends the program without complaint; any other failure to write
+/// to it is an error.
+fn exit_on_output_error(error: std::io::Error) -> ! {
+    if error.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(0);
+    }
+    eprintln!("hearth-node: writing to standard output: {error}");
+    std::process::exit(1);
+}
+
 fn main() {
     // A child started to list the GPUs answers and exits here (see hearth_hardware::probe).
     hearth_hardware::probe::serve_probe_if_asked();
@@ -142,18 +170,18 @@ fn run(args: Vec<String>) -> anyhow::Result<()> {
             let minutes = parse_minutes(length)?;
             let path = format!("/api/pause?minutes={minutes}");
             let status: NodeStatus = runtime()?.block_on(call(&args.data_dir, "POST", &path))?;
-            println!("{}", describe(&status));
+            outln!("{}", describe(&status));
             Ok(())
         }
         ["pause"] | ["resume"] => {
             let path = format!("/api/{}", command[0]);
             let status: NodeStatus = runtime()?.block_on(call(&args.data_dir, "POST", &path))?;
-            println!("{}", describe(&status));
+            outln!("{}", describe(&status));
             Ok(())
         }
         ["hardware"] => {
             let report = hearth_hardware::detect_local();
-            print!("{}", hearth_hardware::render_table(&report));
+            out!("{}", hearth_hardware::render_table(&report));
             Ok(())
         }
         ["bench", rest @ ..] => {
@@ -167,7 +195,7 @@ fn run(args: Vec<String>) -> anyhow::Result<()> {
             if !measured {
                 eprintln!("(stored result for this hardware; --force measures again)");
             }
-            print!("{}", hearth_inference::capability::render(&report));
+            out!("{}", hearth_inference::capability::render(&report));
             Ok(())
         }
         ["ledger", "verify"] => {
@@ -180,7 +208,7 @@ fn run(args: Vec<String>) -> anyhow::Result<()> {
                     server::verify_ledger(&ledger).map_err(anyhow::Error::msg)?
                 }
             };
-            println!(
+            outln!(
                 "ledger verified: {} receipts, every signature and link checks, {} credits",
                 report.receipts,
                 credits(report.micro_credits)
@@ -201,7 +229,9 @@ fn run(args: Vec<String>) -> anyhow::Result<()> {
             match rest {
                 [] => {
                     use std::io::Write;
-                    std::io::stdout().write_all(&csv)?;
+                    if let Err(error) = std::io::stdout().write_all(&csv) {
+                        exit_on_output_error(error);
+                    }
                 }
                 [file] => {
                     std::fs::write(file, &csv).with_context(|| format!("writing {file}"))?;
@@ -216,15 +246,15 @@ fn run(args: Vec<String>) -> anyhow::Result<()> {
         }
         ["config"] => {
             let config = NodeConfig::load(&args.data_dir)?;
-            println!("# {}", NodeConfig::path(&args.data_dir).display());
-            print!("{}", toml::to_string_pretty(&config)?);
+            outln!("# {}", NodeConfig::path(&args.data_dir).display());
+            out!("{}", toml::to_string_pretty(&config)?);
             Ok(())
         }
         ["config", "set", key, value] => {
             let mut config = NodeConfig::load(&args.data_dir)?;
             config.set(key, value)?;
             config.save(&args.data_dir)?;
-            println!("{key} = {value} (takes effect when the node next starts)");
+            outln!("{key} = {value} (takes effect when the node next starts)");
             Ok(())
         }
         _ => bail!("{USAGE}"),
@@ -286,9 +316,9 @@ async fn serve(data_dir: PathBuf, config: NodeConfig) -> anyhow::Result<()> {
         pid: std::process::id(),
     };
     std::fs::write(data_dir.join(SERVER_FILE), serde_json::to_vec(&info)?)?;
-    println!("Hearth node {} on {}", service.node_id(), service.device());
-    println!("web UI: {url}/?token={token}");
-    println!("ready");
+    outln!("Hearth node {} on {}", service.node_id(), service.device());
+    outln!("web UI: {url}/?token={token}");
+    outln!("ready");
     wait_for_signal().await;
     eprintln!("stopping: giving running jobs back to the pool");
     let _ = std::fs::remove_file(data_dir.join(SERVER_FILE));
@@ -380,9 +410,9 @@ fn describe(status: &NodeStatus) -> String {
 }
 
 fn print_overview(o: &Overview) {
-    println!("node      {}", o.node_id);
-    println!("device    {}", o.device);
-    println!("state     {}", describe(&o.status));
+    outln!("node      {}", o.node_id);
+    outln!("device    {}", o.device);
+    outln!("state     {}", describe(&o.status));
     let pool = match (&o.pool.name, o.pool.connected) {
         (Some(name), true) => format!(
             "{name} ({}){}",
@@ -399,8 +429,8 @@ fn print_overview(o: &Overview) {
                 .unwrap_or_default()
         ),
     };
-    println!("pool      {pool}");
-    println!(
+    outln!("pool      {pool}");
+    outln!(
         "today     {} credits from {} jobs ({} failed); last hour {}",
         credits(o.earnings.today_micro_credits),
         o.earnings.today_jobs,
@@ -408,7 +438,7 @@ fn print_overview(o: &Overview) {
         credits(o.earnings.last_hour_micro_credits)
     );
     for job in o.jobs.iter().take(10) {
-        println!(
+        outln!(
             "  {:<28} {:<22} {:<12} {:>10}",
             job.job_id,
             job.model,
