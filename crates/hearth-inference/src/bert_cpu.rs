@@ -15,6 +15,7 @@ use rayon::prelude::*;
 use crate::bert::{BertConfig, BertEncoder, LAYER_NORM_EPS};
 use crate::cpu_kernels::{self, MatRef, Threads};
 use crate::error::{InferenceError, Result};
+use crate::weights::tensor_values;
 
 /// A dense layer: `y = x · weight + bias`, `weight` row-major `inputs × outputs`.
 #[derive(Debug)]
@@ -326,10 +327,5 @@ fn mean_unit(rows: &[f32], width: usize) -> Vec<f32> {
 
 /// A parameter's values, row-major.
 fn values<const D: usize>(param: Param<Tensor<D>>) -> Result<Vec<f32>> {
-    param
-        .into_value()
-        .try_into_data()
-        .map_err(|e| InferenceError::Execution(format!("{e:?}")))?
-        .try_into_vec::<f32>()
-        .map_err(|e| InferenceError::Execution(format!("{e:?}")))
+    tensor_values(param.into_value())
 }

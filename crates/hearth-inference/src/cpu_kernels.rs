@@ -166,7 +166,7 @@ pub(crate) fn residual_layer_norm(
 ) {
     let width = gamma.len();
     assert!(bias.len() == width && beta.len() == width && x.len() == y.len());
-    assert_eq!(x.len() % width, 0);
+    assert!(x.len().is_multiple_of(width));
     let chunk = rows_per_task(width) * width;
     x.par_chunks_mut(chunk)
         .zip(y.par_chunks(chunk))
@@ -257,12 +257,21 @@ fn lane_max(values: &[f32]) -> f32 {
     lanes.into_iter().chain(tail).fold(values[0], f32::max)
 }
 
+/// Run a row kernel taking a bias over all rows of `x`, split over the pool if `threads` allows.
+fn with_bias(x: &mut [f32], bias: &[f32], threads: Threads, rows: fn(&mut [f32], &[f32])) {
+    let width = bias.len();
+    assert!(x.len().is_multiple_of(width));
+    match threads {
+        Threads::Pool => x
+            .par_chunks_mut(rows_per_task(width) * width)
+            .for_each(|chunk| rows(chunk, bias)),
+        Threads::Caller => rows(x, bias),
+    }
+}
+
 /// `x = GELU(x + bias)` for each row of `x` (the exact, erf-based GELU that BERT uses).
 pub(crate) fn bias_gelu(x: &mut [f32], bias: &[f32]) {
-    let width = bias.len();
-    assert_eq!(x.len() % width, 0);
-    x.par_chunks_mut(rows_per_task(width) * width)
-        .for_each(|rows| bias_gelu_rows(rows, bias));
+    with_bias(x, bias, Threads::Pool, bias_gelu_rows);
 }
 
 vectorised! {
@@ -282,14 +291,7 @@ fn bias_gelu_body(x: &mut [f32], bias: &[f32]) {
 
 /// `x = min(max(x + bias, 0), 6)` for each row of `x` (ReLU6 after a folded BatchNorm).
 pub(crate) fn bias_relu6(x: &mut [f32], bias: &[f32], threads: Threads) {
-    let width = bias.len();
-    assert!(x.len().is_multiple_of(width));
-    match threads {
-        Threads::Pool => x
-            .par_chunks_mut(rows_per_task(width) * width)
-            .for_each(|rows| bias_relu6_rows(rows, bias)),
-        Threads::Caller => bias_relu6_rows(x, bias),
-    }
+    with_bias(x, bias, threads, bias_relu6_rows);
 }
 
 vectorised! {
@@ -520,15 +522,9 @@ mod tests {
     use super::*;
 
     fn values(n: usize, seed: u32, scale: f32) -> Vec<f32> {
-        let mut state = seed.wrapping_mul(2_654_435_761).max(1);
-        (0..n)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 17;
-                state ^= state << 5;
-                (state as f32 / u32::MAX as f32 * 2.0 - 1.0) * scale
-            })
-            .collect()
+        let mut values = crate::test_values(n, seed);
+        values.iter_mut().for_each(|v| *v *= scale);
+        values
     }
 
     fn erf_f64(x: f64) -> f64 {

@@ -11,6 +11,7 @@ use rayon::prelude::*;
 use crate::cpu_kernels::{self, Depthwise, MatRef, Threads};
 use crate::efficientnet::{FoldedConv, FoldedEfficientNet};
 use crate::error::{InferenceError, Result};
+use crate::weights::tensor_values;
 
 /// Channels of the images the stem reads.
 const IMAGE_CHANNELS: usize = 3;
@@ -27,16 +28,9 @@ struct Pointwise {
 impl Pointwise {
     fn from_folded(conv: &FoldedConv) -> Result<Self> {
         let [outputs, inputs, _, _] = conv.weight.dims();
-        // burn's `[out, in, 1, 1]`, transposed.
-        let stored = values(&conv.weight)?;
-        let mut weight = vec![0.0; inputs * outputs];
-        for o in 0..outputs {
-            for i in 0..inputs {
-                weight[i * outputs + o] = stored[o * inputs + i];
-            }
-        }
         Ok(Self {
-            weight,
+            // burn's `[out, in, 1, 1]`, transposed.
+            weight: transposed(&values(&conv.weight)?, outputs, inputs),
             bias: values(&conv.bias)?,
             inputs,
             outputs,
@@ -69,17 +63,9 @@ struct DepthwiseConv {
 impl DepthwiseConv {
     fn from_folded(conv: &FoldedConv) -> Result<Self> {
         let [channels, _, kernel, _] = conv.weight.dims();
-        // burn's `[channels, 1, k, k]`, made tap-major so channels are contiguous.
-        let stored = values(&conv.weight)?;
-        let taps = kernel * kernel;
-        let mut weight = vec![0.0; taps * channels];
-        for c in 0..channels {
-            for tap in 0..taps {
-                weight[tap * channels + c] = stored[c * taps + tap];
-            }
-        }
         Ok(Self {
-            weight,
+            // burn's `[channels, 1, k, k]`, made tap-major so channels are contiguous.
+            weight: transposed(&values(&conv.weight)?, channels, kernel * kernel),
             bias: values(&conv.bias)?,
             kernel,
             stride: conv.stride,
@@ -284,10 +270,16 @@ impl Block {
 
 /// A tensor's values, row-major.
 fn values<const D: usize>(tensor: &Tensor<D>) -> Result<Vec<f32>> {
-    tensor
-        .clone()
-        .try_into_data()
-        .map_err(|e| InferenceError::Execution(format!("{e:?}")))?
-        .try_into_vec::<f32>()
-        .map_err(|e| InferenceError::Execution(format!("{e:?}")))
+    tensor_values(tensor.clone())
+}
+
+/// `values` (`rows × cols`, row-major) transposed: `cols × rows`.
+fn transposed(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut out = vec![0.0; values.len()];
+    for (r, row) in values.chunks_exact(cols).enumerate() {
+        for (c, &v) in row.iter().enumerate() {
+            out[c * rows + r] = v;
+        }
+    }
+    out
 }

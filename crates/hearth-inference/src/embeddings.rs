@@ -166,13 +166,7 @@ impl TextEmbedder {
             .sum_dim(1)
             .sqrt()
             .clamp_min(1e-12);
-        let unit = mean / norm;
-        let data = unit
-            .try_into_data()
-            .map_err(|e| InferenceError::Execution(format!("{e:?}")))?;
-        let flat = data
-            .try_into_vec::<f32>()
-            .map_err(|e| InferenceError::Execution(format!("{e:?}")))?;
+        let flat = crate::weights::tensor_values(mean / norm)?;
         Ok(flat
             .chunks(self.config.hidden)
             .map(<[f32]>::to_vec)

@@ -249,11 +249,7 @@ impl ImageClassifier {
             TensorData::new(flat, [batch, 3, side, side]),
             &self.device.device,
         );
-        let probabilities = softmax(model.forward(input), 1)
-            .try_into_data()
-            .map_err(|e| InferenceError::Execution(format!("{e:?}")))?
-            .try_into_vec::<f32>()
-            .map_err(|e| InferenceError::Execution(format!("{e:?}")))?;
+        let probabilities = crate::weights::tensor_values(softmax(model.forward(input), 1))?;
         Ok(probabilities
             .chunks(self.labels.len())
             .map(<[f32]>::to_vec)

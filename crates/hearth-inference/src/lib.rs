@@ -40,3 +40,17 @@ pub use embeddings::{EmbeddingOutput, TextEmbedder};
 pub use error::{InferenceError, Result};
 pub use images::{ClassScore, ImageClassifier};
 pub use store::{Manifest, ModelStore, Task};
+
+/// Deterministic values in [-1, 1) for the kernels' unit tests (xorshift from `seed`).
+#[cfg(test)]
+fn test_values(n: usize, seed: u32) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(2_654_435_761).max(1);
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 17;
+            s ^= s << 5;
+            (s % 2000) as f32 / 1000.0 - 1.0
+        })
+        .collect()
+}

@@ -419,11 +419,7 @@ impl LlamaModel {
             rms_norm(last, &self.final_norm, self.config.rms_eps),
             &self.lm_head,
         );
-        logits
-            .try_into_data()
-            .map_err(|e| InferenceError::Execution(format!("{e:?}")))?
-            .try_into_vec::<f32>()
-            .map_err(|e| InferenceError::Execution(format!("{e:?}")))
+        crate::weights::tensor_values(logits)
     }
 
     /// `x @ w`. On the CPU backend a one-row `x` (every decoding step) is multiplied by the

@@ -401,18 +401,7 @@ mod tests {
     use super::*;
     use crate::gguf::{dequantize, write};
 
-    /// Deterministic values in [-1, 1).
-    fn values(n: usize, seed: u32) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(2_654_435_761).max(1);
-        (0..n)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 17;
-                s ^= s << 5;
-                (s % 2000) as f32 / 1000.0 - 1.0
-            })
-            .collect()
-    }
+    use crate::test_values as values;
 
     /// Random bytes of one format: scales kept small and finite so sums are comparable.
     fn random_blocks(format: Format, rows: usize, cols: usize, seed: u32) -> Vec<u8> {

@@ -3,8 +3,18 @@
 use std::path::Path;
 
 use burn::store::{ApplyResult, ModuleSnapshot, ModuleStore};
+use burn::tensor::Tensor;
 
 use crate::error::{InferenceError, Result};
+
+/// A tensor's values, row-major, read back to the host (on wgpu this waits for the work).
+pub(crate) fn tensor_values<const D: usize>(tensor: Tensor<D>) -> Result<Vec<f32>> {
+    tensor
+        .try_into_data()
+        .map_err(|e| InferenceError::Execution(format!("{e:?}")))?
+        .try_into_vec::<f32>()
+        .map_err(|e| InferenceError::Execution(format!("{e:?}")))
+}
 
 /// Apply `store` (opened on `path`) to `module`, then [`check_complete`].
 pub(crate) fn load_complete<M: ModuleSnapshot, S: ModuleStore>(
