@@ -43,8 +43,8 @@ impl FromStr for BackendPreference {
 /// The backend a model runs on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ComputeBackend {
-    /// The CPU: Hearth's own forward passes for embeddings and images, burn-ndarray with
-    /// OpenBLAS for chat prompts.
+    /// The CPU: Hearth's own forward passes for embeddings and images; chat's products on
+    /// Hearth's kernels, the rest of it on burn-ndarray with OpenBLAS.
     Cpu,
     /// burn's wgpu backend (CubeCL, WGSL kernels).
     Wgpu,

@@ -11,7 +11,7 @@ use rayon::prelude::*;
 use crate::cpu_kernels::{self, Depthwise, MatRef, Threads};
 use crate::efficientnet::{FoldedConv, FoldedEfficientNet};
 use crate::error::{InferenceError, Result};
-use crate::weights::tensor_values;
+use crate::weights::{tensor_values, transpose};
 
 /// Channels of the images the stem reads.
 const IMAGE_CHANNELS: usize = 3;
@@ -30,7 +30,7 @@ impl Pointwise {
         let [outputs, inputs, _, _] = conv.weight.dims();
         Ok(Self {
             // burn's `[out, in, 1, 1]`, transposed.
-            weight: transposed(&values(&conv.weight)?, outputs, inputs),
+            weight: transpose(&values(&conv.weight)?, outputs, inputs),
             bias: values(&conv.bias)?,
             inputs,
             outputs,
@@ -65,7 +65,7 @@ impl DepthwiseConv {
         let [channels, _, kernel, _] = conv.weight.dims();
         Ok(Self {
             // burn's `[channels, 1, k, k]`, made tap-major so channels are contiguous.
-            weight: transposed(&values(&conv.weight)?, channels, kernel * kernel),
+            weight: transpose(&values(&conv.weight)?, channels, kernel * kernel),
             bias: values(&conv.bias)?,
             kernel,
             stride: conv.stride,
@@ -271,15 +271,4 @@ impl Block {
 /// A tensor's values, row-major.
 fn values<const D: usize>(tensor: &Tensor<D>) -> Result<Vec<f32>> {
     tensor_values(tensor.clone())
-}
-
-/// `values` (`rows × cols`, row-major) transposed: `cols × rows`.
-fn transposed(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    let mut out = vec![0.0; values.len()];
-    for (r, row) in values.chunks_exact(cols).enumerate() {
-        for (c, &v) in row.iter().enumerate() {
-            out[c * rows + r] = v;
-        }
-    }
-    out
 }

@@ -12,13 +12,17 @@
 //! sixth of the f32 bytes. Q, K and V share one matrix product, as do the gate and up
 //! projections, so each layer makes four weight products per step.
 
+use std::sync::Arc;
+
 use burn::tensor::activation::{silu, softmax};
 use burn::tensor::{Device, Tensor, TensorData};
 
+use crate::cpu_kernels::{self, MatRef, Threads};
 use crate::device::{ComputeBackend, ComputeDevice};
 use crate::error::{InferenceError, Result};
 use crate::gguf::GgufFile;
 use crate::matvec::BlockMatrix;
+use crate::weights::transpose;
 
 /// Sizes and constants of a Llama model, read from GGUF metadata.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -124,8 +128,23 @@ impl LlamaConfig {
 /// blocks for one-row products.
 #[derive(Debug)]
 struct Weight {
-    dense: Tensor<2>,
+    dense: DenseWeight,
     blocks: Option<BlockMatrix>,
+}
+
+/// A weight's values in f32.
+#[derive(Debug)]
+enum DenseWeight {
+    /// On the device, `[in, out]` (wgpu).
+    Tensor(Box<Tensor<2>>),
+    /// On the host in the stored order, `[out, in]` row-major, multiplied by
+    /// [`cpu_kernels::matmul`] reading it transposed (the CPU: one thread pool for every
+    /// product, and the tied output layer shares the embeddings' values).
+    Host {
+        values: Arc<[f32]>,
+        outputs: usize,
+        inputs: usize,
+    },
 }
 
 /// One decoder layer's weights.
@@ -203,7 +222,7 @@ pub struct LlamaModel {
     config: LlamaConfig,
     device: Device,
     /// Token embeddings on the host, `[vocab, hidden]` row-major: a step looks up a few rows.
-    embeddings: Vec<f32>,
+    embeddings: Arc<[f32]>,
     layers: Vec<LlamaLayer>,
     final_norm: Tensor<1>,
     /// `[hidden, vocab]`.
@@ -211,24 +230,8 @@ pub struct LlamaModel {
     /// Per position, cos and signed sin for each value of a head, `[context, head_dim]`.
     rope_cos: Tensor<2>,
     rope_sin: Tensor<2>,
-    /// Run one-row products as two rows (see [`LlamaModel::dense`]).
-    pad_single_rows: bool,
-}
-
-/// `[rows, cols]` row-major to `[cols, rows]` row-major.
-fn transpose(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    let mut out = vec![0.0; values.len()];
-    const TILE: usize = 32;
-    for r0 in (0..rows).step_by(TILE) {
-        for c0 in (0..cols).step_by(TILE) {
-            for r in r0..(r0 + TILE).min(rows) {
-                for c in c0..(c0 + TILE).min(cols) {
-                    out[c * rows + r] = values[r * cols + c];
-                }
-            }
-        }
-    }
-    out
+    /// Runs on the CPU backend (products on the host, prompts unpadded).
+    on_cpu: bool,
 }
 
 impl LlamaModel {
@@ -272,7 +275,22 @@ impl LlamaModel {
             }
             matrix
         };
-        // Stack `[out_i, in]` matrices along `out` and store the result as `[in, sum out_i]`.
+        // `[out, in]` values as the backend multiplies them.
+        let dense = |values: Arc<[f32]>, out: usize, inp: usize| {
+            if on_cpu {
+                DenseWeight::Host {
+                    values,
+                    outputs: out,
+                    inputs: inp,
+                }
+            } else {
+                DenseWeight::Tensor(Box::new(Tensor::from_data(
+                    TensorData::new(transpose(&values, out, inp), [inp, out]),
+                    device,
+                )))
+            }
+        };
+        // Stack `[out_i, in]` matrices along `out` as one `[sum out_i, in]` weight.
         let stacked = |parts: &[(&str, usize)], inp: usize| -> Result<Weight> {
             let mut rows = Vec::new();
             let mut out = 0;
@@ -282,10 +300,7 @@ impl LlamaModel {
             }
             let names: Vec<&str> = parts.iter().map(|&(name, _)| name).collect();
             Ok(Weight {
-                dense: Tensor::from_data(
-                    TensorData::new(transpose(&rows, out, inp), [inp, out]),
-                    device,
-                ),
+                dense: dense(rows.into(), out, inp),
                 blocks: blocks(&names, inp),
             })
         };
@@ -315,18 +330,12 @@ impl LlamaModel {
                 down: stacked(&[(&name("ffn_down"), h)], config.feed_forward)?,
             });
         }
-        let embeddings = matrix("token_embd.weight", config.vocab_size, h)?;
+        let embeddings: Arc<[f32]> = matrix("token_embd.weight", config.vocab_size, h)?.into();
         // Tied embeddings unless the file has its own output matrix.
         let lm_head = match file.tensor_info("output.weight") {
             Ok(_) => stacked(&[("output.weight", config.vocab_size)], h)?,
             Err(_) => Weight {
-                dense: Tensor::from_data(
-                    TensorData::new(
-                        transpose(&embeddings, config.vocab_size, h),
-                        [h, config.vocab_size],
-                    ),
-                    device,
-                ),
+                dense: dense(Arc::clone(&embeddings), config.vocab_size, h),
                 blocks: blocks(&["token_embd.weight"], h),
             },
         };
@@ -340,7 +349,7 @@ impl LlamaModel {
             lm_head,
             rope_cos,
             rope_sin,
-            pad_single_rows: on_cpu,
+            on_cpu,
         })
     }
 
@@ -373,7 +382,7 @@ impl LlamaModel {
         // tuned for one prompt length serve the next; the padding rows' keys and values land in
         // cache slots that stay masked until a real token overwrites them. (Carrying a padding
         // row through CPU decoding steps too, instead of padding in `dense`, measured no faster.)
-        let s = if self.pad_single_rows || real == 1 {
+        let s = if self.on_cpu || real == 1 {
             real
         } else {
             real.next_multiple_of(PREFILL_BUCKET)
@@ -410,7 +419,7 @@ impl LlamaModel {
         cache.reserve(self, start + s);
         let mask = self.causal_mask(start, s, cache.capacity);
         for (layer, slot) in self.layers.iter().zip(cache.layers.iter_mut()) {
-            x = self.layer_forward(layer, x, &cos, &sin, mask.clone(), slot, start);
+            x = self.layer_forward(layer, x, &cos, &sin, mask.clone(), slot, start)?;
         }
         cache.len = start + real;
 
@@ -418,35 +427,42 @@ impl LlamaModel {
         let logits = self.dense(
             rms_norm(last, &self.final_norm, self.config.rms_eps),
             &self.lm_head,
-        );
+        )?;
         crate::weights::tensor_values(logits)
     }
 
-    /// `x @ w`. On the CPU backend a one-row `x` (every decoding step) is multiplied by the
-    /// stored blocks; where there are none it is run as two rows: ndarray sends single-row
-    /// products to its portable fallback instead of BLAS, which is four times slower on the
-    /// 49152-wide output layer (measured: 26 ms against 6.4 ms).
-    fn dense(&self, x: Tensor<2>, w: &Weight) -> Tensor<2> {
+    /// `x @ w`. On the CPU a one-row `x` (every decoding step) is multiplied by the stored
+    /// blocks where there are some, anything else by the f32 values through
+    /// [`cpu_kernels::matmul`]; on wgpu by burn.
+    fn dense(&self, x: Tensor<2>, w: &Weight) -> Result<Tensor<2>> {
         let [rows, _] = x.dims();
-        if rows == 1
-            && let Some(blocks) = &w.blocks
-            && let Some(row) = x
-                .clone()
-                .try_into_data()
-                .ok()
-                .and_then(|data| data.try_into_vec::<f32>().ok())
-        {
-            let out = blocks.matvec(&row);
-            return Tensor::from_data(TensorData::new(out, [1, blocks.rows()]), &self.device);
-        }
-        if rows == 1 && self.pad_single_rows {
-            let n = w.dense.dims()[1];
-            Tensor::cat(vec![x.clone(), x], 0)
-                .matmul(w.dense.clone())
-                .slice([0..1, 0..n])
-        } else {
-            x.matmul(w.dense.clone())
-        }
+        let (values, outputs, inputs) = match &w.dense {
+            DenseWeight::Tensor(weight) => return Ok(x.matmul(weight.as_ref().clone())),
+            DenseWeight::Host {
+                values,
+                outputs,
+                inputs,
+            } => (values, *outputs, *inputs),
+        };
+        let x = crate::weights::tensor_values(x)?;
+        let out = match &w.blocks {
+            Some(blocks) if rows == 1 => blocks.matvec(&x),
+            _ => {
+                let mut out = vec![0.0; rows * outputs];
+                cpu_kernels::matmul(
+                    &mut out,
+                    outputs,
+                    MatRef::row_major(&x, rows, inputs),
+                    MatRef::row_major(values, outputs, inputs).t(),
+                    Threads::Pool,
+                );
+                out
+            }
+        };
+        Ok(Tensor::from_data(
+            TensorData::new(out, [rows, outputs]),
+            &self.device,
+        ))
     }
 
     /// Additive mask `[1, 1, groups * s, capacity]` letting query `p` see cache slots up to
@@ -476,14 +492,14 @@ impl LlamaModel {
         mask: Tensor<4>,
         cache: &mut (Tensor<4>, Tensor<4>),
         start: usize,
-    ) -> Tensor<2> {
+    ) -> Result<Tensor<2>> {
         let c = &self.config;
         let [s, h] = x.dims();
         let hd = c.head_dim();
         let kv_width = c.kv_heads * hd;
         let groups = c.heads / c.kv_heads;
 
-        let qkv = self.dense(rms_norm(x.clone(), &layer.attn_norm, c.rms_eps), &layer.qkv);
+        let qkv = self.dense(rms_norm(x.clone(), &layer.attn_norm, c.rms_eps), &layer.qkv)?;
         let heads = |t: Tensor<2>, n: usize| t.reshape([1, s, n, hd]).swap_dims(1, 2);
         let q = heads(qkv.clone().slice([0..s, 0..h]), c.heads);
         let k = heads(qkv.clone().slice([0..s, h..h + kv_width]), c.kv_heads);
@@ -511,15 +527,15 @@ impl LlamaModel {
             .reshape([1, c.heads, s, hd])
             .swap_dims(1, 2)
             .reshape([s, h]);
-        let x = x + self.dense(context, &layer.attn_out);
+        let x = x + self.dense(context, &layer.attn_out)?;
 
         let gate_up = self.dense(
             rms_norm(x.clone(), &layer.ffn_norm, c.rms_eps),
             &layer.gate_up,
-        );
+        )?;
         let ff = c.feed_forward;
         let gated = silu(gate_up.clone().slice([0..s, 0..ff])) * gate_up.slice([0..s, ff..2 * ff]);
-        x + self.dense(gated, &layer.down)
+        Ok(x + self.dense(gated, &layer.down)?)
     }
 }
 
@@ -572,17 +588,6 @@ fn rope_tables(config: &LlamaConfig, device: &Device) -> (Tensor<2>, Tensor<2>) 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn transpose_moves_every_value() {
-        let values: Vec<f32> = (0..35).map(|v| v as f32).collect();
-        let t = transpose(&values, 5, 7);
-        for r in 0..5 {
-            for c in 0..7 {
-                assert_eq!(t[c * 5 + r], values[r * 7 + c]);
-            }
-        }
-    }
 
     #[test]
     #[allow(deprecated)]

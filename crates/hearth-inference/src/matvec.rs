@@ -137,12 +137,7 @@ impl BlockMatrix {
         })
     }
 
-    /// Output length.
-    pub fn rows(&self) -> usize {
-        self.rows
-    }
-
-    /// `W x`, a vector of [`BlockMatrix::rows`] values.
+    /// `W x`, a vector of `rows` values.
     ///
     /// # Panics
     /// When `x.len()` is not [`BlockMatrix::cols`] (a programming error, never input data).
@@ -498,7 +493,7 @@ mod tests {
         let gguf = GgufFile::open(&path).unwrap();
 
         let matrix = BlockMatrix::from_gguf(&gguf, &["a", "b", "c"], cols).unwrap();
-        assert_eq!((matrix.rows(), matrix.cols), (5302, cols));
+        assert_eq!((matrix.rows, matrix.cols), (5302, cols));
         let x = values(cols, 5);
         let got = matrix.matvec(&x);
         let mut want = reference(Format::Q4_1, &a, 300, cols, &x);

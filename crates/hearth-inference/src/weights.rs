@@ -16,6 +16,22 @@ pub(crate) fn tensor_values<const D: usize>(tensor: Tensor<D>) -> Result<Vec<f32
         .map_err(|e| InferenceError::Execution(format!("{e:?}")))
 }
 
+/// `[rows, cols]` row-major to `[cols, rows]` row-major.
+pub(crate) fn transpose(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut out = vec![0.0; values.len()];
+    const TILE: usize = 32;
+    for r0 in (0..rows).step_by(TILE) {
+        for c0 in (0..cols).step_by(TILE) {
+            for r in r0..(r0 + TILE).min(rows) {
+                for c in c0..(c0 + TILE).min(cols) {
+                    out[c * rows + r] = values[r * cols + c];
+                }
+            }
+        }
+    }
+    out
+}
+
 /// Apply `store` (opened on `path`) to `module`, then [`check_complete`].
 pub(crate) fn load_complete<M: ModuleSnapshot, S: ModuleStore>(
     module: &mut M,
@@ -66,4 +82,20 @@ fn check_complete(path: &Path, result: &ApplyResult) -> Result<()> {
         "weights loaded"
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transpose_moves_every_value() {
+        let values: Vec<f32> = (0..35).map(|v| v as f32).collect();
+        let t = transpose(&values, 5, 7);
+        for r in 0..5 {
+            for c in 0..7 {
+                assert_eq!(t[c * 5 + r], values[r * 7 + c]);
+            }
+        }
+    }
 }
