@@ -83,7 +83,7 @@ fn main() -> anyhow::Result<()> {
     println!("SmolLM2-135M-Instruct, prompt {PROMPT_TOKENS} tokens, {DECODE_TOKENS} greedy tokens");
 
     let cpu = measure(&cpu_generator, &prompt)?;
-    report("hearth, cpu (gemm prefill, Q4_1-block decode)", cpu);
+    report("hearth, cpu (host pass, Q4_1-block decode)", cpu);
     drop(cpu_generator);
     if std::env::var("HEARTH_BENCH_WGPU").as_deref() != Ok("0") {
         match ComputeDevice::wgpu() {

@@ -216,6 +216,93 @@ fn layer_norm_body(x: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) {
     }
 }
 
+vectorised! {
+    /// `out = x / rms(x) · weight` for each row of `x` (RMSNorm), on one thread.
+    fn rms_norm_rows(out: &mut [f32], x: &[f32], weight: &[f32], eps: f32) = rms_norm_body
+}
+
+#[inline(always)]
+fn rms_norm_body(out: &mut [f32], x: &[f32], weight: &[f32], eps: f32) {
+    let width = weight.len();
+    assert_eq!(out.len(), x.len());
+    for (out, x) in out.chunks_exact_mut(width).zip(x.chunks_exact(width)) {
+        let inv = 1.0 / (lane_sum(x, |v| v * v) / width as f32 + eps).sqrt();
+        for ((o, v), w) in out.iter_mut().zip(x).zip(weight) {
+            *o = v * inv * w;
+        }
+    }
+}
+
+vectorised! {
+    /// `out = SiLU(gate) · up` for each row of `gate_up` (`[gate | up]`, each `width` wide:
+    /// a SwiGLU feed-forward's two halves), on one thread.
+    fn silu_mul_rows(out: &mut [f32], gate_up: &[f32], width: usize) = silu_mul_body
+}
+
+#[inline(always)]
+fn silu_mul_body(out: &mut [f32], gate_up: &[f32], width: usize) {
+    assert_eq!(gate_up.len(), 2 * out.len());
+    for (out, row) in out
+        .chunks_exact_mut(width)
+        .zip(gate_up.chunks_exact(2 * width))
+    {
+        let (gate, up) = row.split_at(width);
+        for ((o, g), u) in out.iter_mut().zip(gate).zip(up) {
+            *o = g / (1.0 + exp(-g)) * u;
+        }
+    }
+}
+
+/// Where one attention head's keys and values sit in a position-major cache: position `j`'s
+/// vector starts at `j * stride + offset` and is `width` long.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct HeadLayout {
+    pub stride: usize,
+    pub offset: usize,
+    pub width: usize,
+}
+
+vectorised! {
+    /// One query's attention over the first `scores.len()` cached positions:
+    /// `out = softmax(scale · query · keysᵀ) · values`. `scores` is scratch space.
+    fn attend(out: &mut [f32], query: &[f32], keys: &[f32], values: &[f32], layout: HeadLayout, scale: f32, scores: &mut [f32]) = attend_body
+}
+
+#[inline(always)]
+fn attend_body(
+    out: &mut [f32],
+    query: &[f32],
+    keys: &[f32],
+    values: &[f32],
+    layout: HeadLayout,
+    scale: f32,
+    scores: &mut [f32],
+) {
+    let HeadLayout {
+        stride,
+        offset,
+        width,
+    } = layout;
+    for (j, score) in scores.iter_mut().enumerate() {
+        let key = &keys[j * stride + offset..][..width];
+        let mut lanes = [0f32; LANES];
+        for (chunk_q, chunk_k) in query.chunks(LANES).zip(key.chunks(LANES)) {
+            for ((lane, a), b) in lanes.iter_mut().zip(chunk_q).zip(chunk_k) {
+                *lane += a * b;
+            }
+        }
+        *score = lanes.iter().sum::<f32>() * scale;
+    }
+    softmax_body(scores, scores.len());
+    out.fill(0.0);
+    for (j, p) in scores.iter().enumerate() {
+        let value = &values[j * stride + offset..][..width];
+        for (o, v) in out.iter_mut().zip(value) {
+            *o += p * v;
+        }
+    }
+}
+
 /// Mean and variance in two passes over the row (as PyTorch does; one pass loses digits when
 /// the mean is large), then scale and shift.
 #[inline(always)]
@@ -707,6 +794,84 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    #[test]
+    fn chat_kernels_match_plain_f64() {
+        let (rows, width) = (3, 21);
+        let x = values(rows * width, 13, 3.0);
+        let weight = values(width, 14, 1.0);
+        let mut normed = vec![0.0; rows * width];
+        rms_norm_rows(&mut normed, &x, &weight, 1e-5);
+        for r in 0..rows {
+            let row = &x[r * width..(r + 1) * width];
+            let ms = row.iter().map(|&v| f64::from(v).powi(2)).sum::<f64>() / width as f64;
+            for c in 0..width {
+                let want = f64::from(row[c]) / (ms + 1e-5).sqrt() * f64::from(weight[c]);
+                let got = f64::from(normed[r * width + c]);
+                assert!((got - want).abs() < 1e-5, "rms ({r},{c}): {got} vs {want}");
+            }
+        }
+
+        let gate_up = values(rows * 2 * width, 15, 6.0);
+        let mut gated = vec![0.0; rows * width];
+        silu_mul_rows(&mut gated, &gate_up, width);
+        for r in 0..rows {
+            for c in 0..width {
+                let g = f64::from(gate_up[r * 2 * width + c]);
+                let u = f64::from(gate_up[r * 2 * width + width + c]);
+                let want = g / (1.0 + (-g).exp()) * u;
+                let got = f64::from(gated[r * width + c]);
+                assert!((got - want).abs() < 1e-5, "silu ({r},{c}): {got} vs {want}");
+            }
+        }
+
+        // Two heads of width 19 interleaved per position; attend to head 1 over 7 positions.
+        let (positions, head_width) = (7, 19);
+        let keys = values(positions * 2 * head_width, 16, 1.0);
+        let cache_values = values(positions * 2 * head_width, 17, 1.0);
+        let query = values(head_width, 18, 1.0);
+        let layout = HeadLayout {
+            stride: 2 * head_width,
+            offset: head_width,
+            width: head_width,
+        };
+        let mut out = vec![0.0; head_width];
+        let mut scores = vec![0.0; positions];
+        attend(
+            &mut out,
+            &query,
+            &keys,
+            &cache_values,
+            layout,
+            0.5,
+            &mut scores,
+        );
+        let logits: Vec<f64> = (0..positions)
+            .map(|j| {
+                (0..head_width)
+                    .map(|i| {
+                        f64::from(query[i]) * f64::from(keys[j * 2 * head_width + head_width + i])
+                    })
+                    .sum::<f64>()
+                    * 0.5
+            })
+            .collect();
+        let max = logits.iter().copied().fold(f64::MIN, f64::max);
+        let total: f64 = logits.iter().map(|l| (l - max).exp()).sum();
+        for i in 0..head_width {
+            let want: f64 = (0..positions)
+                .map(|j| {
+                    (logits[j] - max).exp() / total
+                        * f64::from(cache_values[j * 2 * head_width + head_width + i])
+                })
+                .sum();
+            assert!(
+                (f64::from(out[i]) - want).abs() < 1e-5,
+                "attend {i}: {} vs {want}",
+                out[i]
+            );
         }
     }
 

@@ -1,6 +1,6 @@
 //! Which hardware runs the models: burn's wgpu backend on a real GPU, else the CPU (Hearth's
-//! own forward passes for embeddings and images; burn-ndarray with system OpenBLAS, the fastest
-//! burn CPU backend measured on these machines, for the rest).
+//! own forward passes on the host; burn-ndarray with system OpenBLAS, the fastest burn CPU
+//! backend measured on these machines, holds the weights while they load).
 
 use std::fmt;
 use std::str::FromStr;
@@ -43,8 +43,8 @@ impl FromStr for BackendPreference {
 /// The backend a model runs on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ComputeBackend {
-    /// The CPU: Hearth's own forward passes for embeddings and images; chat's products on
-    /// Hearth's kernels, the rest of it on burn-ndarray with OpenBLAS.
+    /// The CPU: Hearth's own forward passes on the host for every model (burn-ndarray with
+    /// OpenBLAS holds the weights while they load, and serves the capability checks).
     Cpu,
     /// burn's wgpu backend (CubeCL, WGSL kernels).
     Wgpu,

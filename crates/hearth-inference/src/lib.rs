@@ -27,6 +27,7 @@ pub mod gguf;
 pub mod gguf_tokenizer;
 pub mod images;
 pub mod llama;
+mod llama_cpu;
 mod matvec;
 pub mod store;
 mod weights;

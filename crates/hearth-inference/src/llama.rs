@@ -11,13 +11,15 @@
 //! ([`BlockMatrix`]): a step is bound by the bytes of weights it reads, and Q4_1 blocks are a
 //! sixth of the f32 bytes. Q, K and V share one matrix product, as do the gate and up
 //! projections, so each layer makes four weight products per step.
+//!
+//! On the CPU the whole pass runs on the host ([`crate::llama_cpu`]) with the same weights and
+//! tables; burn runs it on wgpu.
 
 use std::sync::Arc;
 
 use burn::tensor::activation::{silu, softmax};
 use burn::tensor::{Device, Tensor, TensorData};
 
-use crate::cpu_kernels::{self, MatRef, Threads};
 use crate::device::{ComputeBackend, ComputeDevice};
 use crate::error::{InferenceError, Result};
 use crate::gguf::GgufFile;
@@ -127,14 +129,14 @@ impl LlamaConfig {
 /// A weight matrix: dequantised `[in, out]` for `x @ w`, and on the CPU also its stored
 /// blocks for one-row products.
 #[derive(Debug)]
-struct Weight {
-    dense: DenseWeight,
-    blocks: Option<BlockMatrix>,
+pub(crate) struct Weight {
+    pub(crate) dense: DenseWeight,
+    pub(crate) blocks: Option<BlockMatrix>,
 }
 
 /// A weight's values in f32.
 #[derive(Debug)]
-enum DenseWeight {
+pub(crate) enum DenseWeight {
     /// On the device, `[in, out]` (wgpu).
     Tensor(Box<Tensor<2>>),
     /// On the host in the stored order, `[out, in]` row-major, multiplied by
@@ -149,13 +151,16 @@ enum DenseWeight {
 
 /// One decoder layer's weights.
 #[derive(Debug)]
-struct LlamaLayer {
+pub(crate) struct LlamaLayer {
     attn_norm: Tensor<1>,
-    qkv: Weight,
-    attn_out: Weight,
+    pub(crate) qkv: Weight,
+    pub(crate) attn_out: Weight,
     ffn_norm: Tensor<1>,
-    gate_up: Weight,
-    down: Weight,
+    pub(crate) gate_up: Weight,
+    pub(crate) down: Weight,
+    /// The norms' weights on the host, for the CPU path.
+    pub(crate) attn_norm_values: Vec<f32>,
+    pub(crate) ffn_norm_values: Vec<f32>,
 }
 
 /// Rows a prompt is padded to a multiple of on wgpu (see [`LlamaModel::forward`]).
@@ -168,7 +173,10 @@ const CACHE_BUCKET: usize = 128;
 #[derive(Debug, Default)]
 pub struct KvCache {
     layers: Vec<(Tensor<4>, Tensor<4>)>,
-    len: usize,
+    /// On the CPU path: keys and values per layer on the host, `[position, kv_head, head_dim]`
+    /// (growing a sequence only appends).
+    pub(crate) host: Vec<(Vec<f32>, Vec<f32>)>,
+    pub(crate) len: usize,
     capacity: usize,
 }
 
@@ -219,18 +227,21 @@ impl KvCache {
 /// A loaded Llama model on one burn device.
 #[derive(Debug)]
 pub struct LlamaModel {
-    config: LlamaConfig,
+    pub(crate) config: LlamaConfig,
     device: Device,
     /// Token embeddings on the host, `[vocab, hidden]` row-major: a step looks up a few rows.
-    embeddings: Arc<[f32]>,
-    layers: Vec<LlamaLayer>,
+    pub(crate) embeddings: Arc<[f32]>,
+    pub(crate) layers: Vec<LlamaLayer>,
     final_norm: Tensor<1>,
-    /// `[hidden, vocab]`.
-    lm_head: Weight,
+    pub(crate) final_norm_values: Vec<f32>,
+    pub(crate) lm_head: Weight,
     /// Per position, cos and signed sin for each value of a head, `[context, head_dim]`.
     rope_cos: Tensor<2>,
     rope_sin: Tensor<2>,
-    /// Runs on the CPU backend (products on the host, prompts unpadded).
+    /// The same tables on the host, `[context, head_dim]` row-major, for the CPU path.
+    pub(crate) rope_cos_values: Vec<f32>,
+    pub(crate) rope_sin_values: Vec<f32>,
+    /// Runs on the CPU backend: the whole forward pass on the host ([`crate::llama_cpu`]).
     on_cpu: bool,
 }
 
@@ -252,14 +263,15 @@ impl LlamaModel {
             }
             Ok(values)
         };
-        let vector = |name: &str| -> Result<Tensor<1>> {
+        let vector = |name: &str| -> Result<(Tensor<1>, Vec<f32>)> {
             let (values, shape) = file.tensor_f32(name)?;
             if shape != [h] {
                 return Err(file.error(format!(
                     "tensor {name:?} has shape {shape:?}, the model needs [{h}]"
                 )));
             }
-            Ok(Tensor::from_data(TensorData::new(values, [h]), device))
+            let tensor = Tensor::from_data(TensorData::new(values.clone(), [h]), device);
+            Ok((tensor, values))
         };
         let on_cpu = compute.backend == ComputeBackend::Cpu;
         // The stored blocks of `names` stacked, for one-row products on the CPU.
@@ -308,8 +320,13 @@ impl LlamaModel {
         let mut layers = Vec::with_capacity(config.layers);
         for i in 0..config.layers {
             let name = |part: &str| format!("blk.{i}.{part}.weight");
+            let (attn_norm, attn_norm_values) = vector(&name("attn_norm"))?;
+            let (ffn_norm, ffn_norm_values) = vector(&name("ffn_norm"))?;
             layers.push(LlamaLayer {
-                attn_norm: vector(&name("attn_norm"))?,
+                attn_norm,
+                attn_norm_values,
+                ffn_norm,
+                ffn_norm_values,
                 qkv: stacked(
                     &[
                         (&name("attn_q"), h),
@@ -319,7 +336,6 @@ impl LlamaModel {
                     h,
                 )?,
                 attn_out: stacked(&[(&name("attn_output"), h)], h)?,
-                ffn_norm: vector(&name("ffn_norm"))?,
                 gate_up: stacked(
                     &[
                         (&name("ffn_gate"), config.feed_forward),
@@ -339,13 +355,24 @@ impl LlamaModel {
                 blocks: blocks(&["token_embd.weight"], h),
             },
         };
-        let (rope_cos, rope_sin) = rope_tables(&config, device);
+        let (rope_cos_values, rope_sin_values) = rope_tables(&config);
+        let table = |values: &[f32]| {
+            Tensor::from_data(
+                TensorData::new(values.to_vec(), [config.context, config.head_dim()]),
+                device,
+            )
+        };
+        let (rope_cos, rope_sin) = (table(&rope_cos_values), table(&rope_sin_values));
+        let (final_norm, final_norm_values) = vector("output_norm.weight")?;
         Ok(Self {
             config,
             device: device.clone(),
             embeddings,
             layers,
-            final_norm: vector("output_norm.weight")?,
+            final_norm,
+            final_norm_values,
+            rope_cos_values,
+            rope_sin_values,
             lm_head,
             rope_cos,
             rope_sin,
@@ -378,11 +405,14 @@ impl LlamaModel {
                 self.config.context
             )));
         }
+        if self.on_cpu {
+            return self.forward_host(tokens, cache);
+        }
         // On wgpu a prompt runs padded to a whole bucket of rows, so that kernels compiled and
         // tuned for one prompt length serve the next; the padding rows' keys and values land in
         // cache slots that stay masked until a real token overwrites them. (Carrying a padding
-        // row through CPU decoding steps too, instead of padding in `dense`, measured no faster.)
-        let s = if self.on_cpu || real == 1 {
+        // row through CPU decoding steps too measured no faster.)
+        let s = if real == 1 {
             real
         } else {
             real.next_multiple_of(PREFILL_BUCKET)
@@ -431,38 +461,14 @@ impl LlamaModel {
         crate::weights::tensor_values(logits)
     }
 
-    /// `x @ w`. On the CPU a one-row `x` (every decoding step) is multiplied by the stored
-    /// blocks where there are some, anything else by the f32 values through
-    /// [`cpu_kernels::matmul`]; on wgpu by burn.
+    /// `x @ w` on the device. (On the CPU the whole pass runs on the host instead.)
     fn dense(&self, x: Tensor<2>, w: &Weight) -> Result<Tensor<2>> {
-        let [rows, _] = x.dims();
-        let (values, outputs, inputs) = match &w.dense {
-            DenseWeight::Tensor(weight) => return Ok(x.matmul(weight.as_ref().clone())),
-            DenseWeight::Host {
-                values,
-                outputs,
-                inputs,
-            } => (values, *outputs, *inputs),
-        };
-        let x = crate::weights::tensor_values(x)?;
-        let out = match &w.blocks {
-            Some(blocks) if rows == 1 => blocks.matvec(&x),
-            _ => {
-                let mut out = vec![0.0; rows * outputs];
-                cpu_kernels::matmul(
-                    &mut out,
-                    outputs,
-                    MatRef::row_major(&x, rows, inputs),
-                    MatRef::row_major(values, outputs, inputs).t(),
-                    Threads::Pool,
-                );
-                out
-            }
-        };
-        Ok(Tensor::from_data(
-            TensorData::new(out, [rows, outputs]),
-            &self.device,
-        ))
+        match &w.dense {
+            DenseWeight::Tensor(weight) => Ok(x.matmul(weight.as_ref().clone())),
+            DenseWeight::Host { .. } => Err(InferenceError::Execution(
+                "a host weight reached the device path".into(),
+            )),
+        }
     }
 
     /// Additive mask `[1, 1, groups * s, capacity]` letting query `p` see cache slots up to
@@ -566,7 +572,7 @@ fn rope(x: Tensor<4>, cos: &Tensor<4>, sin: &Tensor<4>) -> Tensor<4> {
 }
 
 /// Cos and signed sin tables, `[context, head_dim]`, each value of a pair with its pair's angle.
-fn rope_tables(config: &LlamaConfig, device: &Device) -> (Tensor<2>, Tensor<2>) {
+fn rope_tables(config: &LlamaConfig) -> (Vec<f32>, Vec<f32>) {
     let hd = config.head_dim();
     let ctx = config.context;
     let mut cos = Vec::with_capacity(ctx * hd);
@@ -579,10 +585,7 @@ fn rope_tables(config: &LlamaConfig, device: &Device) -> (Tensor<2>, Tensor<2>) 
             sin.extend([-s as f32, s as f32]);
         }
     }
-    (
-        Tensor::from_data(TensorData::new(cos, [ctx, hd]), device),
-        Tensor::from_data(TensorData::new(sin, [ctx, hd]), device),
-    )
+    (cos, sin)
 }
 
 #[cfg(test)]
@@ -604,7 +607,9 @@ mod tests {
             rms_eps: 1e-5,
             context: 8,
         };
-        let (cos, sin) = rope_tables(&config, &device);
+        let (cos, sin) = rope_tables(&config);
+        let table = |v: Vec<f32>| Tensor::<2>::from_data(TensorData::new(v, [8, 4]), &device);
+        let (cos, sin) = (table(cos), table(sin));
         let pos = 3;
         let x = Tensor::<4>::from_data(
             TensorData::new(vec![1.0f32, 2.0, 3.0, 4.0], [1, 1, 1, 4]),
@@ -617,12 +622,23 @@ mod tests {
             .unwrap()
             .try_into_vec::<f32>()
             .unwrap();
+        // The host path's rotation gives the same values.
+        let (cos_values, sin_values) = rope_tables(&config);
+        let mut host = [0.0f32; 4];
+        crate::llama_cpu::rope_into(
+            &[1.0, 2.0, 3.0, 4.0],
+            &cos_values[pos * 4..(pos + 1) * 4],
+            &sin_values[pos * 4..(pos + 1) * 4],
+            &mut host,
+        );
         // Pair 0 turns by 3 rad, pair 1 by 3 / 100 rad.
         for (i, (a, b)) in [(1.0f64, 2.0f64), (3.0, 4.0)].into_iter().enumerate() {
             let angle = pos as f64 * 10_000f64.powf(-2.0 * i as f64 / 4.0);
             let (s, c) = angle.sin_cos();
-            assert!((out[2 * i] as f64 - (a * c - b * s)).abs() < 1e-5);
-            assert!((out[2 * i + 1] as f64 - (a * s + b * c)).abs() < 1e-5);
+            for out in [&out[..], &host[..]] {
+                assert!((out[2 * i] as f64 - (a * c - b * s)).abs() < 1e-5);
+                assert!((out[2 * i + 1] as f64 - (a * s + b * c)).abs() < 1e-5);
+            }
         }
     }
 }
