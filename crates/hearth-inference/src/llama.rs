@@ -230,7 +230,7 @@ pub struct LlamaModel {
     pub(crate) config: LlamaConfig,
     device: Device,
     /// Token embeddings on the host, `[vocab, hidden]` row-major: a step looks up a few rows.
-    pub(crate) embeddings: Arc<[f32]>,
+    embeddings: Arc<[f32]>,
     pub(crate) layers: Vec<LlamaLayer>,
     final_norm: Tensor<1>,
     pub(crate) final_norm_values: Vec<f32>,
@@ -419,17 +419,7 @@ impl LlamaModel {
                 .min(self.config.context - start)
         };
         let h = self.config.hidden;
-        let mut rows = Vec::with_capacity(s * h);
-        for &t in tokens {
-            let t = t as usize;
-            let row = self.embeddings.get(t * h..(t + 1) * h).ok_or_else(|| {
-                InferenceError::InvalidRequest(format!(
-                    "token id {t} is outside the vocabulary of {}",
-                    self.config.vocab_size
-                ))
-            })?;
-            rows.extend_from_slice(row);
-        }
+        let mut rows = self.embed_tokens(tokens)?;
         rows.resize(s * h, 0.0);
         let mut x = Tensor::<2>::from_data(TensorData::new(rows, [s, h]), &self.device);
 
@@ -459,6 +449,24 @@ impl LlamaModel {
             &self.lm_head,
         )?;
         crate::weights::tensor_values(logits)
+    }
+
+    /// The embeddings of `tokens`, `[tokens, hidden]` row-major; an id outside the vocabulary
+    /// is an error.
+    pub(crate) fn embed_tokens(&self, tokens: &[u32]) -> Result<Vec<f32>> {
+        let h = self.config.hidden;
+        let mut rows = Vec::with_capacity(tokens.len() * h);
+        for &t in tokens {
+            let t = t as usize;
+            let row = self.embeddings.get(t * h..(t + 1) * h).ok_or_else(|| {
+                InferenceError::InvalidRequest(format!(
+                    "token id {t} is outside the vocabulary of {}",
+                    self.config.vocab_size
+                ))
+            })?;
+            rows.extend_from_slice(row);
+        }
+        Ok(rows)
     }
 
     /// `x @ w` on the device. (On the CPU the whole pass runs on the host instead.)

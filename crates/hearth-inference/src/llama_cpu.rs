@@ -33,17 +33,7 @@ impl LlamaModel {
         let kv_width = c.kv_heads * hd;
         let s = tokens.len();
         let start = cache.len;
-        let mut x = Vec::with_capacity(s * h);
-        for &t in tokens {
-            let t = t as usize;
-            let row = self.embeddings.get(t * h..(t + 1) * h).ok_or_else(|| {
-                InferenceError::InvalidRequest(format!(
-                    "token id {t} is outside the vocabulary of {}",
-                    c.vocab_size
-                ))
-            })?;
-            x.extend_from_slice(row);
-        }
+        let mut x = self.embed_tokens(tokens)?;
         if cache.host.len() != c.layers {
             cache.host = vec![(Vec::new(), Vec::new()); c.layers];
         }
