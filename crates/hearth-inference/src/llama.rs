@@ -168,8 +168,8 @@ const PREFILL_BUCKET: usize = 32;
 /// Cache slots are added this many at a time, so attention shapes change rarely.
 const CACHE_BUCKET: usize = 128;
 
-/// Keys and values of the tokens seen so far, per layer, `[1, kv_heads, capacity, head_dim]`;
-/// slots from `len` on are unused and masked.
+/// Keys and values of the tokens seen so far, per layer: on the device `[1, kv_heads,
+/// capacity, head_dim]` (slots from `len` on are unused and masked), on the CPU path in `host`.
 #[derive(Debug, Default)]
 pub struct KvCache {
     layers: Vec<(Tensor<4>, Tensor<4>)>,
