@@ -126,8 +126,8 @@ impl LlamaConfig {
     }
 }
 
-/// A weight matrix: dequantised `[in, out]` for `x @ w`, and on the CPU also its stored
-/// blocks for one-row products.
+/// A weight matrix: its f32 values, and on the CPU also its stored blocks for one-row
+/// products.
 #[derive(Debug)]
 pub(crate) struct Weight {
     pub(crate) dense: DenseWeight,
@@ -140,7 +140,7 @@ pub(crate) enum DenseWeight {
     /// On the device, `[in, out]` (wgpu).
     Tensor(Box<Tensor<2>>),
     /// On the host in the stored order, `[out, in]` row-major, multiplied by
-    /// [`cpu_kernels::matmul`] reading it transposed (the CPU: one thread pool for every
+    /// [`crate::cpu_kernels::matmul`] reading it transposed (the CPU: one thread pool for every
     /// product, and the tied output layer shares the embeddings' values).
     Host {
         values: Arc<[f32]>,
