@@ -61,6 +61,23 @@ pub struct Payment {
     pub micro_credits: u64,
 }
 
+impl Payment {
+    /// This payment's receipt, issued at `issued_unix_ms` at the end of its node's chain.
+    fn receipt(&self, issued_unix_ms: u64, end: ChainEnd) -> Receipt {
+        Receipt {
+            job_id: self.job_id.clone(),
+            node_id: self.node_id.clone(),
+            model: self.model.clone(),
+            units: self.units,
+            unit: self.unit.clone(),
+            micro_credits: self.micro_credits,
+            issued_unix_ms,
+            sequence: end.next_sequence,
+            prev_hash: end.prev_hash,
+        }
+    }
+}
+
 type Reply = tokio::sync::oneshot::Sender<Result<Vec<SignedReceipt>, StoreError>>;
 
 struct IssueRequest {
@@ -216,25 +233,12 @@ fn append_batch(
         for request in &batch {
             let mut mine = Vec::with_capacity(request.payments.len());
             for p in &request.payments {
-                let end = ends.get(store, &p.node_id)?;
-                let receipt = SignedReceipt::sign(
-                    Receipt {
-                        job_id: p.job_id.clone(),
-                        node_id: p.node_id.clone(),
-                        model: p.model.clone(),
-                        units: p.units,
-                        unit: p.unit.clone(),
-                        micro_credits: p.micro_credits,
-                        issued_unix_ms: now,
-                        sequence: end.next_sequence,
-                        prev_hash: end.prev_hash,
-                    },
-                    key,
-                );
+                let receipt =
+                    SignedReceipt::sign(p.receipt(now, ends.get(store, &p.node_id)?), key);
                 ends.0.insert(
                     p.node_id.clone(),
                     ChainEnd {
-                        next_sequence: end.next_sequence + 1,
+                        next_sequence: receipt.receipt.sequence + 1,
                         prev_hash: receipt.hash(),
                     },
                 );
