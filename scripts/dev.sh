@@ -114,7 +114,7 @@ cmd_run() {
     exit 1
   fi
   log "building Hearth"
-  cargo build -p hearth-app -p hearth-inference --bins
+  cargo build -p hearth-app -p hearth-tray -p hearth-inference --bins
   log "fetching and verifying model weights (pip, sha256)"
   "${CARGO_TARGET_DIR:-target}/debug/hearth-models" fetch
   log "starting Hearth (with the embedded demo pool: jobs start within seconds)"

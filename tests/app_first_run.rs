@@ -58,6 +58,7 @@ async fn the_first_run_guide_measures_shows_earnings_and_saves_the_rules() -> an
     assert!(config.contains("idle_only = true"), "{config}");
     assert!(desktop.app_data_dir().join("capability.json").exists());
     app.close().await?;
+    desktop.quit_hearth().await?;
 
     // Done once: the next start goes straight to the overview.
     let app = App::launch(&desktop).await?;

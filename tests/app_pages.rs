@@ -191,6 +191,7 @@ async fn every_page_shows_the_ledger_and_settings_persist() -> anyhow::Result<()
         "the node's key stays out"
     );
     app.close().await?;
+    desktop.quit_hearth().await?;
 
     // After a restart the window shows what was saved.
     let app = App::launch(&desktop).await?;

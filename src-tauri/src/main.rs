@@ -2,8 +2,6 @@
 #![cfg_attr(not(debug_assertions), windows_subsystem = "windows")]
 
 fn main() {
-    // A child started to list the GPUs answers and exits here (see hearth_hardware::probe).
-    hearth_hardware::probe::serve_probe_if_asked();
     webkit_defaults();
     hearth_app::run();
 }

@@ -1,8 +1,8 @@
 //! What Hearth costs its owner when it is not the point: memory with the window open and idle,
 //! memory in the tray with the window closed (and whether it stays flat), and CPU while paused
-//! and hidden. Runs the real app binary on a private Xvfb desktop, started directly (no
-//! WebDriver), and reads `/proc` for the app and every process it started (the WebKit web and
-//! network processes).
+//! and hidden. Runs the real programs on a private Xvfb desktop, started directly (no
+//! WebDriver): the window (`hearth-app`, with the WebKit web and network processes it starts)
+//! and the background process (`hearth-tray`: node, local API, tray), and reads `/proc`.
 //!
 //! Run: `cargo test --workspace --bench footprint -- --bench` (after building the app).
 //! `HEARTH_FOOTPRINT_TRAY_SECS` sets how long the tray-only phase is watched (default 120).
@@ -15,7 +15,15 @@ use std::time::{Duration, Instant};
 
 use hearth_e2e::{Desktop, TrayMenu, X11, wait_for};
 
-/// The app's process and all its descendants.
+/// The processes `roots` and all their descendants, each once.
+fn family_of(roots: &[u32]) -> Vec<u32> {
+    let mut all: Vec<u32> = roots.iter().flat_map(|&root| family(root)).collect();
+    all.sort_unstable();
+    all.dedup();
+    all
+}
+
+/// A process and all its descendants.
 fn family(root: u32) -> Vec<u32> {
     let mut parents: Vec<(u32, u32)> = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
@@ -70,9 +78,9 @@ fn name(pid: u32) -> String {
 }
 
 /// Total PSS and RSS (MiB) of the app's processes, and one line per process.
-fn memory(root: u32) -> (f64, f64, String) {
+fn memory(roots: &[u32]) -> (f64, f64, String) {
     let (mut pss, mut rss, mut lines) = (0, 0, Vec::new());
-    for pid in family(root) {
+    for pid in family_of(roots) {
         let (p, r) = (
             kib(pid, "smaps_rollup", "Pss:"),
             kib(pid, "status", "VmRSS:"),
@@ -119,8 +127,8 @@ fn largest_mappings(pid: u32, n: usize, key: &str) -> String {
 }
 
 /// CPU time (user + system) of the app's processes, in clock ticks.
-fn cpu_ticks(root: u32) -> u64 {
-    family(root)
+fn cpu_ticks(roots: &[u32]) -> u64 {
+    family_of(roots)
         .into_iter()
         .map(|pid| {
             let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
@@ -157,8 +165,7 @@ async fn main() -> anyhow::Result<()> {
         std::env::var("HEARTH_FOOTPRINT_CONFIG")
             .unwrap_or_else(|_| "free_memory_after_s = 1\nfirst_run_done = true\n".into()),
     )?;
-    let mut app = desktop.spawn_app(&[])?;
-    let pid = app.id();
+    let mut window_program = desktop.spawn_app(&[])?;
     let x11 = X11::connect(desktop.display())?;
     let window = wait_for("the window", Duration::from_secs(30), || async {
         x11.find_viewable_window("Hearth").ok().flatten()
@@ -168,38 +175,50 @@ async fn main() -> anyhow::Result<()> {
         TrayMenu::find(&desktop).ok().flatten()
     })
     .await?;
+    let core = desktop
+        .hearth_pid()
+        .ok_or_else(|| anyhow::anyhow!("no background process"))?;
+    let both = [window_program.id(), core];
 
     // Working, window open: the models are loaded.
     tokio::time::sleep(Duration::from_secs(20)).await;
-    let (working_pss, _, working) = memory(pid);
+    let (working_pss, _, working) = memory(&both);
 
     // Paused from the tray, window open and idle.
     tray.click(&desktop, "Pause")?;
     tokio::time::sleep(Duration::from_secs(15)).await;
-    let (idle_pss, idle_rss, idle) = memory(pid);
-    let idle_mappings = largest_mappings(pid, 8, "Pss:");
+    let (idle_pss, idle_rss, idle) = memory(&both);
+    let idle_mappings = largest_mappings(window_program.id(), 8, "Pss:");
 
-    // Window closed: the tray only.
+    // Window closed: its program and WebKit's end; the background process stays.
     x11.request_close(window)?;
+    let closed = window_program.wait()?;
+    anyhow::ensure!(closed.success(), "the window program exited with {closed}");
     tokio::time::sleep(Duration::from_secs(10)).await;
-    let (_, tray_rss_start, tray_start) = memory(pid);
-    let tray_mappings = largest_mappings(pid, 10, "Rss:");
-    let (ticks0, t0) = (cpu_ticks(pid), Instant::now());
+    let (_, tray_rss_start, tray_start) = memory(&[core]);
+    let tray_mappings = largest_mappings(core, 10, "Rss:");
+    let (ticks0, t0) = (cpu_ticks(&[core]), Instant::now());
     let mut tray_rss = vec![tray_rss_start];
     let deadline = Instant::now() + Duration::from_secs(tray_secs);
     while Instant::now() < deadline {
         tokio::time::sleep(Duration::from_secs(10)).await;
-        tray_rss.push(memory(pid).1);
+        tray_rss.push(memory(&[core]).1);
     }
     let ticks_per_s = 100.0; // USER_HZ on Linux
     let cpu_share =
-        (cpu_ticks(pid) - ticks0) as f64 / ticks_per_s / t0.elapsed().as_secs_f64() * 100.0;
-    let _ = app.kill();
-    let _ = app.wait();
+        (cpu_ticks(&[core]) - ticks0) as f64 / ticks_per_s / t0.elapsed().as_secs_f64() * 100.0;
+    desktop.quit_hearth().await?;
 
     // Started at login (`--in-tray`): the window was never built, so WebKit never started.
-    let mut app = desktop.spawn_app(&["--in-tray"])?;
-    let pid = app.id();
+    let mut launcher = desktop.spawn_app(&["--in-tray"])?;
+    let launched = launcher.wait()?;
+    anyhow::ensure!(
+        launched.success(),
+        "`hearth-app --in-tray` exited with {launched}"
+    );
+    let core = desktop
+        .hearth_pid()
+        .ok_or_else(|| anyhow::anyhow!("no background process after --in-tray"))?;
     let tray = wait_for("the tray", Duration::from_secs(30), || async {
         TrayMenu::find(&desktop)
             .ok()
@@ -209,10 +228,9 @@ async fn main() -> anyhow::Result<()> {
     .await?;
     tray.click(&desktop, "Pause")?;
     tokio::time::sleep(Duration::from_secs(15)).await;
-    let (_, login_rss, login) = memory(pid);
-    let login_mappings = largest_mappings(pid, 10, "Rss:");
-    let _ = app.kill();
-    let _ = app.wait();
+    let (_, login_rss, login) = memory(&[core]);
+    let login_mappings = largest_mappings(core, 10, "Rss:");
+    desktop.quit_hearth().await?;
 
     let max = tray_rss.iter().copied().fold(0.0, f64::max);
     let min = tray_rss.iter().copied().fold(f64::MAX, f64::min);
@@ -220,15 +238,15 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "paused, window open and idle: {idle_pss:.0} MiB PSS, {idle_rss:.0} MiB RSS (target <= 200 MiB PSS) ({idle})"
     );
-    println!("  the app process's largest mappings then (MiB PSS): {idle_mappings}");
+    println!("  the window program's largest mappings then (MiB PSS): {idle_mappings}");
     println!(
         "tray only (window closed), paused: {tray_rss_start:.0} MiB RSS at first, {min:.0}..{max:.0} MiB over {tray_secs} s (target <= 60 MiB, flat) ({tray_start})"
     );
-    println!("  the app process's largest mappings then (MiB RSS): {tray_mappings}");
+    println!("  the background process's largest mappings then (MiB RSS): {tray_mappings}");
     println!(
         "tray only, started at login (--in-tray), paused: {login_rss:.0} MiB RSS (target <= 60 MiB) ({login})"
     );
-    println!("  the app process's largest mappings then (MiB RSS): {login_mappings}");
+    println!("  the background process's largest mappings then (MiB RSS): {login_mappings}");
     println!(
         "paused and hidden: {cpu_share:.3}% of one core over {:.0} s (target <= 0.3%)",
         t0.elapsed().as_secs_f64()

@@ -154,6 +154,62 @@ impl Desktop {
         Ok(())
     }
 
+    /// The process id of Hearth's background process (`hearth-tray`) on this desktop, while
+    /// it runs.
+    pub fn hearth_pid(&self) -> Option<u32> {
+        hearth_instance::running_node(&self.app_data_dir()).map(|node| node.pid)
+    }
+
+    /// The names (`comm`) of the processes running on this desktop (those whose environment
+    /// names its display), other than the desktop's own: the app's and WebKit's.
+    pub fn programs_running(&self) -> Vec<String> {
+        let marker = format!("DISPLAY={}", self.display);
+        let own = [
+            "Xvfb",
+            "dbus-daemon",
+            "status-notifier",
+            "tauri-driver",
+            "WebKitWebDriver",
+        ];
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return Vec::new();
+        };
+        let mut names: Vec<String> = entries
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok())
+            .filter(|e| {
+                std::fs::read(e.path().join("environ"))
+                    .is_ok_and(|env| env.split(|&b| b == 0).any(|var| var == marker.as_bytes()))
+            })
+            .filter(|e| {
+                let pid = e.file_name().to_string_lossy().parse::<u32>().unwrap_or(0);
+                hearth_instance::process_alive(pid)
+            })
+            .filter_map(|e| std::fs::read_to_string(e.path().join("comm")).ok())
+            .map(|name| name.trim().to_owned())
+            .filter(|name| !own.iter().any(|o| name.starts_with(o)))
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// Quit Hearth from its tray menu, as its owner would, and wait until the background
+    /// process has exited (the window, if open, closes with it).
+    pub async fn quit_hearth(&self) -> anyhow::Result<()> {
+        let pid = self
+            .hearth_pid()
+            .ok_or_else(|| anyhow::anyhow!("Hearth is not running"))?;
+        let tray = crate::wait_for("the tray menu", Duration::from_secs(10), || async {
+            crate::TrayMenu::find(self).ok().flatten()
+        })
+        .await?;
+        tray.click(self, "Quit")?;
+        crate::wait_for("Hearth to quit", Duration::from_secs(20), || async {
+            (!hearth_instance::process_alive(pid)).then_some(())
+        })
+        .await
+    }
+
     /// Everything the app has written to its log files so far.
     pub fn app_logs(&self) -> anyhow::Result<String> {
         let mut logs = String::new();
@@ -161,6 +217,17 @@ impl Desktop {
             logs.push_str(&std::fs::read_to_string(entry?.path())?);
         }
         Ok(logs)
+    }
+}
+
+impl Drop for Desktop {
+    /// Hearth's background process outlives its window by design: end it with the desktop.
+    fn drop(&mut self) {
+        if let Some(pid) = self.hearth_pid() {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+        }
     }
 }
 

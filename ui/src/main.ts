@@ -2,7 +2,7 @@ import "@fontsource-variable/inter";
 import "./app.css";
 import { mount } from "svelte";
 import App from "./App.svelte";
-import { TauriBackend, insideTauri } from "./lib/tauriBackend";
+import { coreAddress, insideDesktopWindow } from "./lib/desktopWindow";
 import { HttpBackend, tokenFromPage } from "./lib/httpBackend";
 
 // Under the POSIX "C" locale WebKitGTK reports navigator.language as "C", which is not a
@@ -24,12 +24,23 @@ function isLanguageTag(tag: string): boolean {
 const target = document.getElementById("app");
 if (!target) throw new Error("index.html has no #app element");
 
-const token = insideTauri() ? null : tokenFromPage(window.location, window.sessionStorage);
-if (insideTauri()) {
-  mount(App, { target, props: { backend: new TauriBackend() } });
-} else if (token) {
-  mount(App, { target, props: { backend: new HttpBackend("", token) } });
+if (insideDesktopWindow()) {
+  target.textContent = "Starting Hearth…";
+  coreAddress().then(
+    ({ url, token }) => {
+      target.textContent = "";
+      mount(App, { target, props: { backend: new HttpBackend(url, token, "save-to-folder") } });
+    },
+    (error: unknown) => {
+      target.textContent = `Hearth could not start: ${String(error)}`;
+    },
+  );
 } else {
-  target.textContent =
-    "Open the address `hearth-node run` printed (it carries the access token), or start the desktop app.";
+  const token = tokenFromPage(window.location, window.sessionStorage);
+  if (token) {
+    mount(App, { target, props: { backend: new HttpBackend("", token, "download") } });
+  } else {
+    target.textContent =
+      "Open the address `hearth-node run` printed (it carries the access token), or start the desktop app.";
+  }
 }

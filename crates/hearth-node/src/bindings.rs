@@ -1,4 +1,4 @@
-//! TypeScript declarations for every type that crosses the IPC, generated from the Rust types.
+//! TypeScript declarations for every type the UI receives from the node, generated from the Rust types.
 //!
 //! The UI imports `ui/src/lib/bindings.ts`. A test compares that file with
 //! [`typescript_bindings`] and fails when it is stale; `UPDATE_BINDINGS=1 cargo test -p

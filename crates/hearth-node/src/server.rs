@@ -4,14 +4,17 @@
 //! | route | what |
 //! |---|---|
 //! | `GET /api/overview` | status, pool, earnings, recent jobs, telemetry in one answer |
-//! | `GET /api/status`, `POST /api/pause[?minutes=N]`, `POST /api/resume` | the node's state |
+//! | `GET /api/status`, `POST /api/pause[?minutes=N]`, `POST /api/resume` (`&from=window` from the UI) | the node's state |
 //! | `GET /api/jobs?limit=N` | newest jobs first |
 //! | `GET /api/earnings`, `GET /api/pool` | totals, the pool connection |
 //! | `GET /api/events?token=…` | every [`NodeEvent`] as JSON, server-sent |
 //! | `GET /api/ledger/verify`, `GET /api/ledger/export` | chain check, CSV |
+//! | `POST /api/ledger/export/save`, `POST /api/diagnostics/save` | the CSV or the diagnostics bundle written to the Downloads folder; its path |
 //! | anything else | files of the built UI (`ui/dist`) |
 //!
 //! Browsers' `EventSource` cannot send headers, so the token may also come as `?token=`.
+//! The desktop window (`hearth-app`) shows the UI it carries and calls this API across
+//! origins: its origins, and only those, are allowed by CORS (the token is still required).
 
 use std::convert::Infallible;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -35,17 +38,7 @@ use crate::status::{Earnings, JobSummary, NodeStatus, Overview, PoolStatus};
 use crate::views::{EarningsReport, HardwareView, JobPage, JobQuery};
 use crate::{ControlSource, NodeConfig, NodeEvent, Service};
 
-/// The file holding the API token, in the data folder.
-pub const TOKEN_FILE: &str = "api-token";
-/// The file a running headless node writes with its URL, for the CLI.
-pub const SERVER_FILE: &str = "server.json";
-
-/// Where a running headless node listens (written to [`SERVER_FILE`]).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ServerInfo {
-    pub url: String,
-    pub pid: u32,
-}
+pub use hearth_instance::{SERVER_FILE, ServerInfo, TOKEN_FILE};
 
 /// The result of `ledger verify`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -145,6 +138,8 @@ pub async fn serve(
         .route("/api/events", get(events))
         .route("/api/ledger/verify", get(verify))
         .route("/api/ledger/export", get(export))
+        .route("/api/ledger/export/save", post(save_export))
+        .route("/api/diagnostics/save", post(save_diagnostics))
         .route("/api/earnings/report", get(earnings_report))
         .route("/api/jobs/page", post(job_page))
         .route("/api/settings", get(settings))
@@ -154,6 +149,7 @@ pub async fn serve(
         .route("/api/logs", get(logs))
         .route("/api/diagnostics", get(diagnostics))
         .fallback(static_file)
+        .layer(axum::middleware::from_fn(allow_desktop_window))
         .with_state(state);
     let task = tokio::spawn(async move {
         if let Err(error) = axum::serve(listener, app).await {
@@ -161,6 +157,56 @@ pub async fn serve(
         }
     });
     Ok(Server { addr, task })
+}
+
+/// The origins the desktop window's pages have (WebKitGTK and macOS; WebView2 on Windows).
+const DESKTOP_ORIGINS: [&str; 3] = [
+    "tauri://localhost",
+    "http://tauri.localhost",
+    "https://tauri.localhost",
+];
+
+/// CORS for the desktop window's origins: preflights answered here, answers marked readable.
+/// Any other origin gets no CORS headers, so a web page elsewhere cannot read the API.
+async fn allow_desktop_window(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let origin = request
+        .headers()
+        .get(header::ORIGIN)
+        .filter(|origin| {
+            DESKTOP_ORIGINS
+                .iter()
+                .any(|allowed| origin.as_bytes() == allowed.as_bytes())
+        })
+        .cloned();
+    let Some(origin) = origin else {
+        return next.run(request).await;
+    };
+    let mut response = if request.method() == axum::http::Method::OPTIONS {
+        let mut preflight = StatusCode::NO_CONTENT.into_response();
+        let headers = preflight.headers_mut();
+        headers.insert(
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            HeaderValue::from_static("GET, POST, PUT"),
+        );
+        headers.insert(
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            HeaderValue::from_static("authorization, content-type"),
+        );
+        headers.insert(
+            header::ACCESS_CONTROL_MAX_AGE,
+            HeaderValue::from_static("600"),
+        );
+        preflight
+    } else {
+        next.run(request).await
+    };
+    let headers = response.headers_mut();
+    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+    headers.insert(header::VARY, HeaderValue::from_static("origin"));
+    response
 }
 
 async fn overview(_: Authorized, State(state): State<Arc<ServerState>>) -> Json<Overview> {
@@ -171,10 +217,25 @@ async fn status(_: Authorized, State(state): State<Arc<ServerState>>) -> Json<No
     Json(state.service.node().status())
 }
 
+/// Who asks, for the state's reason ("paused from the window"): `?from=window` from the UI,
+/// else the command line.
+#[derive(Deserialize)]
+struct FromQuery {
+    from: Option<String>,
+}
+
+fn control_source(from: Option<&str>) -> ControlSource {
+    match from {
+        Some("window") => ControlSource::Window,
+        _ => ControlSource::Cli,
+    }
+}
+
 #[derive(Deserialize)]
 struct PauseQuery {
     /// Pause this long, then resume by itself; absent: until resumed.
     minutes: Option<u32>,
+    from: Option<String>,
 }
 
 async fn pause(
@@ -182,11 +243,11 @@ async fn pause(
     State(state): State<Arc<ServerState>>,
     Query(query): Query<PauseQuery>,
 ) -> Result<Json<NodeStatus>, (StatusCode, String)> {
-    let node = state.service.node();
+    let (node, source) = (state.service.node(), control_source(query.from.as_deref()));
     Ok(Json(match query.minutes {
-        None => node.pause(ControlSource::Cli),
+        None => node.pause(source),
         Some(minutes @ 1..=1440) => node.pause_for(
-            ControlSource::Cli,
+            source,
             std::time::Duration::from_secs(u64::from(minutes) * 60),
         ),
         Some(minutes) => {
@@ -198,8 +259,17 @@ async fn pause(
     }))
 }
 
-async fn resume(_: Authorized, State(state): State<Arc<ServerState>>) -> Json<NodeStatus> {
-    Json(state.service.node().resume(ControlSource::Cli))
+async fn resume(
+    _: Authorized,
+    State(state): State<Arc<ServerState>>,
+    Query(from): Query<FromQuery>,
+) -> Json<NodeStatus> {
+    Json(
+        state
+            .service
+            .node()
+            .resume(control_source(from.from.as_deref())),
+    )
 }
 
 #[derive(Deserialize)]
@@ -299,6 +369,43 @@ async fn export(_: Authorized, State(state): State<Arc<ServerState>>) -> Respons
         Ok(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
+}
+
+/// Write the job history as CSV into the Downloads folder (or `$HEARTH_EXPORT_DIR`); its path.
+async fn save_export(
+    _: Authorized,
+    State(state): State<Arc<ServerState>>,
+) -> Result<Json<String>, (StatusCode, String)> {
+    off_thread(&state.service, |service| {
+        let folder = hearth_instance::export_dir(service.data_dir());
+        let path = folder.join(format!(
+            "hearth-jobs-{}.csv",
+            chrono::Local::now().format("%Y-%m-%d-%H%M%S")
+        ));
+        std::fs::create_dir_all(&folder).map_err(hearth_ledger::LedgerError::Export)?;
+        let mut file = std::io::BufWriter::new(
+            std::fs::File::create(&path).map_err(hearth_ledger::LedgerError::Export)?,
+        );
+        service.ledger().export_csv(&mut file)?;
+        std::io::Write::flush(&mut file).map_err(hearth_ledger::LedgerError::Export)?;
+        tracing::info!(path = %path.display(), "job history exported");
+        Ok::<_, hearth_ledger::LedgerError>(path.display().to_string())
+    })
+    .await
+}
+
+/// Write the diagnostics bundle into the Downloads folder (or `$HEARTH_EXPORT_DIR`); its path.
+async fn save_diagnostics(
+    _: Authorized,
+    State(state): State<Arc<ServerState>>,
+) -> Result<Json<String>, (StatusCode, String)> {
+    off_thread(&state.service, |service| {
+        let logs = service.data_dir().join("logs");
+        let folder = hearth_instance::export_dir(service.data_dir());
+        crate::diagnostics::save_bundle(service, logs.is_dir().then_some(logs.as_path()), &folder)
+            .map(|path| path.display().to_string())
+    })
+    .await
 }
 
 /// A question answered off the async threads (it may read many ledger records, or measure).

@@ -357,6 +357,9 @@ impl Service {
         {
             tracing::error!(%error, "the new pause rules apply from the next start");
         }
+        self.node.announce(NodeEvent::SettingsChanged {
+            settings: settings.clone(),
+        });
         Ok(settings)
     }
 

@@ -334,6 +334,8 @@ pub enum NodeEvent {
     Telemetry { telemetry: Telemetry },
     /// The capability benchmark is running: how far (0..=1) and what it measures now.
     BenchmarkProgress { fraction: f32, message: String },
+    /// The owner saved new settings (the desktop applies start at login and notifications).
+    SettingsChanged { settings: crate::NodeConfig },
 }
 
 #[cfg(test)]

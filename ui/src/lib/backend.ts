@@ -1,5 +1,6 @@
-// The one interface the UI talks to. The Tauri window implements it over IPC; the headless
-// node implements it over HTTP and server-sent events. Components never call a transport.
+// The one interface the UI talks to. `HttpBackend` implements it over the node's local API
+// (in Hearth's window and in a browser alike); tests implement it in memory. Components never
+// call a transport.
 
 import type {
   EarningsReport,

@@ -172,7 +172,7 @@ export type NodeEvent = { "type": "status_changed",
 /**
  * The state after the change.
  */
-status: NodeStatus, } | { "type": "job_started", job: JobSummary, } | { "type": "job_ended", job: JobSummary, } | { "type": "earnings_changed", earnings: Earnings, } | { "type": "pool_changed", pool: PoolStatus, } | { "type": "telemetry", telemetry: Telemetry, } | { "type": "benchmark_progress", fraction: number, message: string, };
+status: NodeStatus, } | { "type": "job_started", job: JobSummary, } | { "type": "job_ended", job: JobSummary, } | { "type": "earnings_changed", earnings: Earnings, } | { "type": "pool_changed", pool: PoolStatus, } | { "type": "telemetry", telemetry: Telemetry, } | { "type": "benchmark_progress", fraction: number, message: string, } | { "type": "settings_changed", settings: NodeConfig, };
 
 /**
  * One hour's totals, for the charts.

@@ -1,5 +1,6 @@
-// Backend over the headless node's HTTP API: JSON for queries, server-sent events for changes.
-// The token comes from the address the node printed (`/?token=…`) and is kept for the tab.
+// Backend over the node's local HTTP API: JSON for queries, server-sent events for changes.
+// In a browser the token comes from the address the node printed (`/?token=…`) and is kept for
+// the tab; in Hearth's window the shell hands over the address and token.
 
 import type { Backend, Unsubscribe } from "./backend";
 import type {
@@ -15,13 +16,21 @@ import type {
 
 const TOKEN_KEY = "hearth-token";
 
+/**
+ * Where exports go: the browser's downloads, or (in Hearth's window, which has no download
+ * manager) a file the node writes into the Downloads folder.
+ */
+export type ExportMode = "download" | "save-to-folder";
+
 export class HttpBackend implements Backend {
   #base: string;
   #token: string;
+  #exports: ExportMode;
 
-  constructor(base: string, token: string) {
+  constructor(base: string, token: string, exports: ExportMode) {
     this.#base = base;
     this.#token = token;
+    this.#exports = exports;
   }
 
   async #call<T>(method: "GET" | "POST" | "PUT", path: string, body?: unknown): Promise<T> {
@@ -51,15 +60,15 @@ export class HttpBackend implements Backend {
   }
 
   pause(): Promise<NodeStatus> {
-    return this.#call("POST", "/api/pause");
+    return this.#call("POST", "/api/pause?from=window");
   }
 
   pauseFor(minutes: number): Promise<NodeStatus> {
-    return this.#call("POST", `/api/pause?minutes=${Math.round(minutes)}`);
+    return this.#call("POST", `/api/pause?minutes=${Math.round(minutes)}&from=window`);
   }
 
   resume(): Promise<NodeStatus> {
-    return this.#call("POST", "/api/resume");
+    return this.#call("POST", "/api/resume?from=window");
   }
 
   async subscribe(onEvent: (event: NodeEvent) => void): Promise<Unsubscribe> {
@@ -98,14 +107,16 @@ export class HttpBackend implements Backend {
     return this.#call("GET", `/api/logs?lines=${Math.round(lines)}`);
   }
 
-  /** The browser downloads the CSV. */
   exportHistory(): Promise<string> {
-    return this.#download("/api/ledger/export", "hearth-jobs.csv");
+    return this.#exports === "save-to-folder"
+      ? this.#call("POST", "/api/ledger/export/save")
+      : this.#download("/api/ledger/export", "hearth-jobs.csv");
   }
 
-  /** The browser downloads the bundle. */
   saveDiagnostics(): Promise<string> {
-    return this.#download("/api/diagnostics", "hearth-diagnostics.txt");
+    return this.#exports === "save-to-folder"
+      ? this.#call("POST", "/api/diagnostics/save")
+      : this.#download("/api/diagnostics", "hearth-diagnostics.txt");
   }
 
   async #download(path: string, name: string): Promise<string> {

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use hearth_node::server::{self, SERVER_FILE, ServerInfo, VerifyReport};
+use hearth_node::server::{self, VerifyReport};
 use hearth_node::service::default_data_dir;
 use hearth_node::{NodeConfig, NodeStatus, Overview, Service, ServiceOptions};
 
@@ -199,7 +199,7 @@ fn run(args: Vec<String>) -> anyhow::Result<()> {
             Ok(())
         }
         ["ledger", "verify"] => {
-            let report: VerifyReport = match running_node(&args.data_dir) {
+            let report: VerifyReport = match hearth_instance::running_node(&args.data_dir) {
                 Some(_) => {
                     runtime()?.block_on(call(&args.data_dir, "GET", "/api/ledger/verify"))?
                 }
@@ -216,7 +216,7 @@ fn run(args: Vec<String>) -> anyhow::Result<()> {
             Ok(())
         }
         ["ledger", "export", rest @ ..] => {
-            let csv: Vec<u8> = match running_node(&args.data_dir) {
+            let csv: Vec<u8> = match hearth_instance::running_node(&args.data_dir) {
                 Some(_) => {
                     runtime()?.block_on(call_raw(&args.data_dir, "GET", "/api/ledger/export"))?
                 }
@@ -311,17 +311,13 @@ async fn serve(data_dir: PathBuf, config: NodeConfig) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("listening on 127.0.0.1:{port}"))?;
     let url = format!("http://{}", server.addr);
-    let info = ServerInfo {
-        url: url.clone(),
-        pid: std::process::id(),
-    };
-    std::fs::write(data_dir.join(SERVER_FILE), serde_json::to_vec(&info)?)?;
+    hearth_instance::publish(&data_dir, &url)?;
     outln!("Hearth node {} on {}", service.node_id(), service.device());
     outln!("web UI: {url}/?token={token}");
     outln!("ready");
     wait_for_signal().await;
     eprintln!("stopping: giving running jobs back to the pool");
-    let _ = std::fs::remove_file(data_dir.join(SERVER_FILE));
+    hearth_instance::withdraw(&data_dir);
     server.task.abort();
     service.shutdown(Duration::from_secs(15)).await;
     Ok(())
@@ -349,32 +345,20 @@ async fn wait_for_signal() {
     }
 }
 
-/// The running headless node's address, from its server file.
-fn running_node(data_dir: &Path) -> Option<ServerInfo> {
-    let bytes = std::fs::read(data_dir.join(SERVER_FILE)).ok()?;
-    let info: ServerInfo = serde_json::from_slice(&bytes).ok()?;
-    // A file left by a node that was killed names a process that is gone.
-    Path::new(&format!("/proc/{}", info.pid))
-        .exists()
-        .then_some(info)
-}
-
 async fn call_raw(data_dir: &Path, method: &str, path: &str) -> anyhow::Result<Vec<u8>> {
-    let info = running_node(data_dir).with_context(|| {
+    let info = hearth_instance::running_node(data_dir).with_context(|| {
         format!(
             "no running node found in {} (start one with `hearth-node run`)",
             data_dir.display()
         )
     })?;
-    let token = std::fs::read_to_string(data_dir.join(server::TOKEN_FILE))
-        .context("reading the API token")?;
     let client = reqwest::Client::new();
     let request = match method {
         "POST" => client.post(format!("{}{path}", info.url)),
         _ => client.get(format!("{}{path}", info.url)),
     };
     let response = request
-        .bearer_auth(token.trim())
+        .bearer_auth(&info.token)
         .send()
         .await
         .with_context(|| format!("asking the node at {}", info.url))?;

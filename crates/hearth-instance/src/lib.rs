@@ -1,0 +1,190 @@
+//! How Hearth's processes find each other. The background process (`hearth-tray`: the node,
+//! its local API and the tray icon) publishes where its API listens in [`SERVER_FILE`] and
+//! keeps the API's token in [`TOKEN_FILE`], both in the data folder; the window process
+//! (`hearth-app`) and the CLI read them. Small on purpose: the window links this, not the node.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+pub mod logging;
+
+/// The file holding the local API's token, in the data folder (mode 0600).
+pub const TOKEN_FILE: &str = "api-token";
+/// The file a running node writes with its API's address and its process id.
+pub const SERVER_FILE: &str = "server.json";
+/// The desktop app's identifier: its data folder's name.
+pub const APP_IDENTIFIER: &str = "app.hearth.desktop";
+/// The background process's program name.
+pub const TRAY_PROGRAM: &str = "hearth-tray";
+/// The window's program name.
+pub const WINDOW_PROGRAM: &str = "hearth-app";
+/// Start without opening the window (how Hearth starts at login).
+pub const IN_TRAY_FLAG: &str = "--in-tray";
+
+/// Where a running node listens (the contents of [`SERVER_FILE`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerInfo {
+    pub url: String,
+    pub pid: u32,
+}
+
+/// A running node found through its files: where its API is and the token to call it with.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RunningNode {
+    pub url: String,
+    pub pid: u32,
+    pub token: String,
+}
+
+/// The desktop app's data folder: `$HEARTH_DATA_DIR`, else the platform's data folder
+/// (`~/.local/share/app.hearth.desktop` on Linux).
+pub fn desktop_data_dir() -> Result<PathBuf, String> {
+    if let Some(dir) = std::env::var_os("HEARTH_DATA_DIR") {
+        return Ok(PathBuf::from(dir));
+    }
+    dirs::data_dir()
+        .map(|dir| dir.join(APP_IDENTIFIER))
+        .ok_or_else(|| "this system names no data folder (set HEARTH_DATA_DIR)".into())
+}
+
+/// Where exports go: `$HEARTH_EXPORT_DIR`, else the Downloads folder, else `fallback`.
+pub fn export_dir(fallback: &Path) -> PathBuf {
+    std::env::var_os("HEARTH_EXPORT_DIR")
+        .map(PathBuf::from)
+        .or_else(dirs::download_dir)
+        .unwrap_or_else(|| fallback.to_owned())
+}
+
+/// Record that this process serves the API at `url` (written whole, then renamed into
+/// place, so a reader never sees half a file).
+pub fn publish(data_dir: &Path, url: &str) -> std::io::Result<()> {
+    let info = ServerInfo {
+        url: url.to_owned(),
+        pid: std::process::id(),
+    };
+    let partial = data_dir.join(format!("{SERVER_FILE}.{}", std::process::id()));
+    std::fs::write(
+        &partial,
+        serde_json::to_vec(&info).map_err(std::io::Error::other)?,
+    )?;
+    std::fs::rename(&partial, data_dir.join(SERVER_FILE))
+}
+
+/// Remove the server file if this process wrote it.
+pub fn withdraw(data_dir: &Path) {
+    let path = data_dir.join(SERVER_FILE);
+    if read_server_file(&path).is_some_and(|info| info.pid == std::process::id()) {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
+fn read_server_file(path: &Path) -> Option<ServerInfo> {
+    serde_json::from_slice(&std::fs::read(path).ok()?).ok()
+}
+
+/// The node running on `data_dir`, if its server file names a live process and its token is
+/// there. (A file left by a node that was killed names a process that is gone.)
+pub fn running_node(data_dir: &Path) -> Option<RunningNode> {
+    let info = read_server_file(&data_dir.join(SERVER_FILE))?;
+    if !process_alive(info.pid) {
+        return None;
+    }
+    let token = std::fs::read_to_string(data_dir.join(TOKEN_FILE)).ok()?;
+    Some(RunningNode {
+        url: info.url,
+        pid: info.pid,
+        token: token.trim().to_owned(),
+    })
+}
+
+/// Whether process `pid` exists and has not exited (a zombie waiting to be reaped has).
+pub fn process_alive(pid: u32) -> bool {
+    if cfg!(target_os = "linux") {
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            // The state follows the command name, which is in parentheses and may hold any
+            // character: look after the last ')'.
+            Ok(stat) => stat
+                .rfind(')')
+                .and_then(|end| stat[end + 1..].split_whitespace().next())
+                .is_some_and(|state| state != "Z" && state != "X"),
+            Err(_) => false,
+        }
+    } else {
+        // Elsewhere the caller's next request to the API tells.
+        true
+    }
+}
+
+/// The program `name` in the folder of the running executable (where Hearth installs its
+/// programs side by side, and where cargo builds them).
+pub fn sibling_program(name: &str) -> std::io::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let dir = exe
+        .parent()
+        .ok_or_else(|| std::io::Error::other("the executable has no folder"))?;
+    Ok(dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX)))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn a_published_address_is_found_until_withdrawn() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(running_node(dir.path()), None, "nothing published");
+        publish(dir.path(), "http://127.0.0.1:4242").unwrap();
+        assert_eq!(running_node(dir.path()), None, "no token yet");
+        std::fs::write(dir.path().join(TOKEN_FILE), "secret\n").unwrap();
+        assert_eq!(
+            running_node(dir.path()),
+            Some(RunningNode {
+                url: "http://127.0.0.1:4242".into(),
+                pid: std::process::id(),
+                token: "secret".into(),
+            })
+        );
+        withdraw(dir.path());
+        assert_eq!(running_node(dir.path()), None);
+        assert!(!dir.path().join(SERVER_FILE).exists());
+    }
+
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn an_exited_child_is_not_alive_even_before_it_is_reaped() {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        assert!(process_alive(std::process::id()));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while process_alive(child.id()) {
+            assert!(std::time::Instant::now() < deadline, "still alive");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        child.wait().unwrap();
+    }
+
+    #[test]
+    fn a_file_left_by_a_dead_process_or_garbage_is_no_node() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(TOKEN_FILE), "secret").unwrap();
+        // Beyond Linux's pid_max: no such process.
+        let stale = ServerInfo {
+            url: "http://127.0.0.1:1".into(),
+            pid: 4_194_305,
+        };
+        std::fs::write(
+            dir.path().join(SERVER_FILE),
+            serde_json::to_vec(&stale).unwrap(),
+        )
+        .unwrap();
+        if cfg!(target_os = "linux") {
+            assert_eq!(running_node(dir.path()), None);
+        }
+        // Someone else's file is not removed by withdraw.
+        withdraw(dir.path());
+        assert!(dir.path().join(SERVER_FILE).exists());
+        std::fs::write(dir.path().join(SERVER_FILE), b"{ not json").unwrap();
+        assert_eq!(running_node(dir.path()), None);
+    }
+}

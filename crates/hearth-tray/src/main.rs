@@ -1,0 +1,156 @@
+//! `hearth-tray`: the node, its local API and the tray icon, in one process without a webview.
+//!
+//! The window (`hearth-app`) is a separate program that finds this one through the data
+//! folder's server file, shows the UI and calls the API; closing it ends that program and
+//! everything WebKit started, so living in the tray costs what this process costs. Started by
+//! the window when it is not running yet, or at login (`--in-tray`, through `hearth-app`).
+
+mod desktop;
+mod tray;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hearth_instance::IN_TRAY_FLAG;
+use hearth_node::{Node, Service, ServiceOptions, server};
+
+/// How long running jobs get to be handed back when Hearth quits.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+fn main() {
+    // A child started to list the GPUs answers and exits here (see hearth_hardware::probe).
+    hearth_hardware::probe::serve_probe_if_asked();
+    if let Err(error) = run() {
+        tracing::error!("{error:#}");
+        eprintln!("Hearth could not start: {error:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> anyhow::Result<()> {
+    let in_tray = std::env::args().any(|arg| arg == IN_TRAY_FLAG);
+    let data_dir = hearth_instance::desktop_data_dir().map_err(anyhow::Error::msg)?;
+    std::fs::create_dir_all(&data_dir)?;
+    let _log_guard = hearth_instance::logging::init(&data_dir)
+        .map_err(|e| anyhow::anyhow!("could not start logging: {e}"))?;
+    if let Some(running) = hearth_instance::running_node(&data_dir) {
+        tracing::info!(pid = running.pid, "Hearth is already running");
+        return Ok(());
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("hearth-node")
+        .build()?;
+    let node = Node::new();
+    let service = runtime.block_on(start(&data_dir, node.clone()))?;
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        in_tray,
+        node = service.node_id(),
+        device = service.device(),
+        "Hearth started"
+    );
+    desktop::apply_start_at_login(service.settings().start_at_login);
+    desktop::spawn_notifier(&runtime, Arc::clone(&service));
+
+    run_tray(&runtime, &service);
+
+    tracing::info!("Hearth quitting: giving running jobs back");
+    hearth_instance::withdraw(&data_dir);
+    runtime.block_on(service.shutdown(SHUTDOWN_GRACE));
+    Ok(())
+}
+
+/// Start the node and its API on 127.0.0.1 (a free port), and publish where it listens.
+async fn start(data_dir: &Path, node: Node) -> anyhow::Result<Arc<Service>> {
+    let options = ServiceOptions::from_data_dir(data_dir)?;
+    let service = Arc::new(Service::start_with(options, node).await?);
+    let token = server::load_or_create_token(data_dir)?;
+    let api = server::serve(Arc::clone(&service), 0, token, None).await?;
+    hearth_instance::publish(data_dir, &format!("http://{}", api.addr))?;
+    tracing::info!(addr = %api.addr, "local API listening");
+    Ok(service)
+}
+
+/// Show the tray and run the desktop's main loop until Quit or a termination signal.
+#[cfg(target_os = "linux")]
+fn run_tray(runtime: &tokio::runtime::Runtime, service: &Arc<Service>) {
+    if let Err(error) = gtk::init() {
+        tracing::warn!(%error, "no desktop to show a tray on: running without one");
+        runtime.block_on(termination());
+        return;
+    }
+    let tray = match tray::Tray::create(Arc::clone(service)) {
+        Ok(tray) => Some(tray),
+        Err(error) => {
+            tracing::warn!(%error, "could not create the tray icon");
+            None
+        }
+    };
+    if let Some(tray) = tray {
+        tray.follow(service);
+    }
+    runtime.spawn(async {
+        termination().await;
+        tracing::info!("asked to stop");
+        gtk::glib::MainContext::default().invoke(gtk::main_quit);
+    });
+    gtk::main();
+}
+
+/// Without GTK's main loop there is no tray here yet (Windows and macOS need their own event
+/// loops); Hearth runs until it is asked to stop.
+#[cfg(not(target_os = "linux"))]
+fn run_tray(runtime: &tokio::runtime::Runtime, _service: &Arc<Service>) {
+    tracing::warn!("the tray icon is only built on Linux so far");
+    runtime.block_on(termination());
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn termination() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+/// Open the window: start `hearth-app`, which shows the running node (or, when a window is
+/// already open, hands over to it and exits).
+pub(crate) fn open_window() {
+    let program = match hearth_instance::sibling_program(hearth_instance::WINDOW_PROGRAM) {
+        Ok(program) => program,
+        Err(error) => {
+            tracing::error!(%error, "could not find the window program");
+            return;
+        }
+    };
+    match std::process::Command::new(&program)
+        .stdin(std::process::Stdio::null())
+        .spawn()
+    {
+        Ok(mut child) => {
+            tracing::info!(pid = child.id(), "opening the window");
+            // Reap it when it ends, so no zombie is left behind.
+            let _ = std::thread::Builder::new()
+                .name("hearth-window-reaper".into())
+                .spawn(move || child.wait());
+        }
+        Err(error) => {
+            tracing::error!(%error, program = %program.display(), "could not open the window");
+        }
+    }
+}
+
+/// The path of the window program, for the login entry.
+pub(crate) fn window_program() -> Option<PathBuf> {
+    hearth_instance::sibling_program(hearth_instance::WINDOW_PROGRAM).ok()
+}

@@ -1,0 +1,204 @@
+//! The tray icon: a status line, today's earnings, Pause/Resume, timed pauses, Open Hearth
+//! and Quit, kept current from the node's events. Runs on GTK's main thread.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hearth_node::{ActivityState, ControlSource, Earnings, Node, NodeEvent, NodeStatus, Service};
+use tokio::sync::broadcast::error::RecvError;
+use tray_icon::menu::{Menu, MenuEvent, MenuItem, PredefinedMenuItem};
+use tray_icon::{Icon, TrayIcon, TrayIconBuilder};
+
+const ITEM_TOGGLE: &str = "toggle";
+const ITEM_PAUSE_30: &str = "pause-30m";
+const ITEM_PAUSE_60: &str = "pause-1h";
+const ITEM_OPEN: &str = "open";
+const ITEM_QUIT: &str = "quit";
+
+const ICON_RUNNING: &[u8] = include_bytes!("../../../icons/tray-running.png");
+const ICON_PAUSED: &[u8] = include_bytes!("../../../icons/tray-paused.png");
+const ICON_THROTTLED: &[u8] = include_bytes!("../../../icons/tray-throttled.png");
+const ICON_ERROR: &[u8] = include_bytes!("../../../icons/tray-error.png");
+
+/// The tray icon and the menu items that change with the node's state.
+pub struct Tray {
+    icon: TrayIcon,
+    status_line: MenuItem,
+    earnings_line: MenuItem,
+    toggle: MenuItem,
+    /// The icon now shown, so an unchanged state does not resend it.
+    shown_icon: std::cell::Cell<&'static [u8]>,
+}
+
+impl Tray {
+    /// Build the tray icon and its menu, and route menu clicks to `service`'s node.
+    pub fn create(service: Arc<Service>) -> anyhow::Result<Self> {
+        let status_line = MenuItem::new("Hearth", false, None);
+        let earnings_line = MenuItem::new("Today: starting…", false, None);
+        let toggle = MenuItem::with_id(ITEM_TOGGLE, "Pause", true, None);
+        let menu = Menu::with_items(&[
+            &status_line,
+            &earnings_line,
+            &PredefinedMenuItem::separator(),
+            &toggle,
+            &MenuItem::with_id(ITEM_PAUSE_30, "Pause for 30 minutes", true, None),
+            &MenuItem::with_id(ITEM_PAUSE_60, "Pause for 1 hour", true, None),
+            &MenuItem::with_id(ITEM_OPEN, "Open Hearth", true, None),
+            &MenuItem::with_id(ITEM_QUIT, "Quit", true, None),
+        ])?;
+        let icon = TrayIconBuilder::new()
+            .with_id("hearth")
+            .with_icon(decode_icon(ICON_RUNNING)?)
+            .with_tooltip("Hearth")
+            .with_menu(Box::new(menu))
+            .build()?;
+        let node = service.node().clone();
+        MenuEvent::set_event_handler(Some(move |event: MenuEvent| on_click(&node, &event)));
+        let tray = Self {
+            icon,
+            status_line,
+            earnings_line,
+            toggle,
+            shown_icon: std::cell::Cell::new(ICON_RUNNING),
+        };
+        tray.show_status(&service.node().status(), None);
+        tray.show_earnings(&service.earnings());
+        Ok(tray)
+    }
+
+    /// Keep the tray current from the node's events, on GTK's main loop.
+    #[cfg(target_os = "linux")]
+    pub fn follow(self, service: &Arc<Service>) {
+        let node = service.node().clone();
+        let mut events = node.subscribe();
+        gtk::glib::MainContext::default().spawn_local(async move {
+            let mut pool_error: Option<String> = None;
+            loop {
+                match events.recv().await {
+                    Ok(NodeEvent::StatusChanged { status }) => {
+                        self.show_status(&status, pool_error.as_deref());
+                    }
+                    Ok(NodeEvent::PoolChanged { pool }) => {
+                        let error = (!pool.connected).then(|| pool.error.clone()).flatten();
+                        if error != pool_error {
+                            pool_error = error;
+                            self.show_status(&node.status(), pool_error.as_deref());
+                        }
+                    }
+                    Ok(NodeEvent::EarningsChanged { earnings }) => self.show_earnings(&earnings),
+                    Ok(_) => {}
+                    Err(RecvError::Lagged(_)) => {
+                        self.show_status(&node.status(), pool_error.as_deref());
+                    }
+                    Err(RecvError::Closed) => break,
+                }
+            }
+        });
+    }
+
+    /// Show today's earnings in the menu.
+    pub fn show_earnings(&self, earnings: &Earnings) {
+        self.earnings_line.set_text(format!(
+            "Today: {:.6} {}credits, {} jobs",
+            earnings.today_micro_credits as f64 / 1e6,
+            if earnings.demo { "demo " } else { "" },
+            earnings.today_jobs
+        ));
+    }
+
+    /// Make the tray match `status`; `pool_error` (the pool cannot be reached) shows the
+    /// error icon and the reason while the node would otherwise work.
+    pub fn show_status(&self, status: &NodeStatus, pool_error: Option<&str>) {
+        let (line, toggle, icon) = match (&status.activity, pool_error) {
+            (ActivityState::Paused { reason }, _) => (
+                format!("Paused ({})", reason.describe()),
+                "Resume",
+                ICON_PAUSED,
+            ),
+            (_, Some(error)) => (
+                format!("Cannot reach the pool ({})", shorten(error, 60)),
+                "Pause",
+                ICON_ERROR,
+            ),
+            (ActivityState::Running, None) => ("Running".to_owned(), "Pause", ICON_RUNNING),
+            (ActivityState::Throttled { duty_percent }, None) => (
+                format!("Running at {duty_percent}% while you use the computer"),
+                "Pause",
+                ICON_THROTTLED,
+            ),
+        };
+        self.status_line.set_text(format!("Hearth: {line}"));
+        self.toggle.set_text(toggle);
+        if !std::ptr::eq(self.shown_icon.get(), icon) {
+            match decode_icon(icon).and_then(|image| Ok(self.icon.set_icon(Some(image))?)) {
+                Ok(()) => self.shown_icon.set(icon),
+                Err(error) => tracing::warn!(%error, "could not change the tray icon"),
+            }
+        }
+    }
+}
+
+fn on_click(node: &Node, event: &MenuEvent) {
+    tracing::debug!(item = event.id.as_ref(), "tray menu clicked");
+    match event.id.as_ref() {
+        ITEM_TOGGLE => {
+            node.toggle(ControlSource::Tray);
+        }
+        ITEM_PAUSE_30 => {
+            node.pause_for(ControlSource::Tray, Duration::from_secs(30 * 60));
+        }
+        ITEM_PAUSE_60 => {
+            node.pause_for(ControlSource::Tray, Duration::from_secs(60 * 60));
+        }
+        ITEM_OPEN => crate::open_window(),
+        ITEM_QUIT => {
+            tracing::info!("Quit chosen in the tray");
+            #[cfg(target_os = "linux")]
+            gtk::main_quit();
+        }
+        _ => {}
+    }
+}
+
+/// A PNG (8-bit RGBA, as in `icons/`) as a tray icon.
+fn decode_icon(png_bytes: &[u8]) -> anyhow::Result<Icon> {
+    let mut decoder = png::Decoder::new(std::io::Cursor::new(png_bytes));
+    decoder.set_transformations(png::Transformations::normalize_to_color8());
+    let mut reader = decoder.read_info()?;
+    let mut pixels = vec![0; reader.output_buffer_size().unwrap_or(0)];
+    let frame = reader.next_frame(&mut pixels)?;
+    anyhow::ensure!(
+        frame.color_type == png::ColorType::Rgba,
+        "tray icons must be RGBA, this one is {:?}",
+        frame.color_type
+    );
+    pixels.truncate(frame.buffer_size());
+    Ok(Icon::from_rgba(pixels, frame.width, frame.height)?)
+}
+
+/// `text` cut to at most `max` characters, with an ellipsis when cut.
+fn shorten(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn every_state_icon_decodes_to_rgba() {
+        for icon in [ICON_RUNNING, ICON_PAUSED, ICON_THROTTLED, ICON_ERROR] {
+            decode_icon(icon).unwrap();
+        }
+    }
+
+    #[test]
+    fn long_reasons_are_shortened_on_a_character_boundary() {
+        assert_eq!(shorten("ümlaut", 3), "üml…");
+        assert_eq!(shorten("short", 60), "short");
+    }
+}
