@@ -213,6 +213,9 @@ fn tx_error(e: TransactionError<LedgerError>) -> LedgerError {
     }
 }
 
+/// The most memory a database's page cache holds.
+const DATABASE_CACHE_BYTES: u64 = 16 << 20;
+
 /// How long [`open_database`] waits for another holder to let go of a database.
 const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 
@@ -222,11 +225,20 @@ const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 /// of the lock only when its background threads finish, a moment later; a Hearth restarted
 /// quickly meets the same moment while the old process exits. A lock still held after the wait
 /// is another running process, and the error says so.
+///
+/// Every writer flushes what must survive a crash itself (and sled flushes on close), so there
+/// is no periodic flush: its thread would wake twice a second for the life of the app. The
+/// page cache is capped well below sled's 1 GiB default: Hearth's records are small and it
+/// lives in the tray for days.
 pub fn open_database(dir: &Path) -> sled::Result<sled::Db> {
     let deadline = std::time::Instant::now() + LOCK_WAIT;
     let mut pause = std::time::Duration::from_millis(5);
+    let config = sled::Config::new()
+        .path(dir)
+        .cache_capacity(DATABASE_CACHE_BYTES)
+        .flush_every_ms(None);
     loop {
-        match sled::open(dir) {
+        match config.open() {
             Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {
                 if std::time::Instant::now() >= deadline {
                     return Err(sled::Error::Io(std::io::Error::new(
