@@ -160,10 +160,23 @@ impl Desktop {
         hearth_instance::running_node(&self.app_data_dir()).map(|node| node.pid)
     }
 
-    /// The names (`comm`) of the processes running on this desktop (those whose environment
-    /// names its display), other than the desktop's own: the app's and WebKit's.
+    /// The names (`comm`) of the processes running on this desktop, other than the desktop's
+    /// own: the app's and WebKit's.
     pub fn programs_running(&self) -> Vec<String> {
-        let marker = format!("DISPLAY={}", self.display);
+        let mut names: Vec<String> = self
+            .processes()
+            .into_iter()
+            .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/comm")).ok())
+            .map(|name| name.trim().to_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// The live processes started on this desktop (their environment names its home, which no
+    /// other desktop shares), other than the desktop's own.
+    fn processes(&self) -> Vec<u32> {
+        let marker = format!("HOME={}", self.home.path().display());
         let own = [
             "Xvfb",
             "dbus-daemon",
@@ -174,23 +187,19 @@ impl Desktop {
         let Ok(entries) = std::fs::read_dir("/proc") else {
             return Vec::new();
         };
-        let mut names: Vec<String> = entries
+        entries
             .filter_map(Result::ok)
-            .filter(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok())
-            .filter(|e| {
-                std::fs::read(e.path().join("environ"))
+            .filter_map(|e| e.file_name().to_string_lossy().parse::<u32>().ok())
+            .filter(|&pid| pid != std::process::id() && hearth_instance::process_alive(pid))
+            .filter(|pid| {
+                std::fs::read(format!("/proc/{pid}/environ"))
                     .is_ok_and(|env| env.split(|&b| b == 0).any(|var| var == marker.as_bytes()))
             })
-            .filter(|e| {
-                let pid = e.file_name().to_string_lossy().parse::<u32>().unwrap_or(0);
-                hearth_instance::process_alive(pid)
+            .filter(|pid| {
+                std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                    .is_ok_and(|name| !own.iter().any(|o| name.starts_with(o)))
             })
-            .filter_map(|e| std::fs::read_to_string(e.path().join("comm")).ok())
-            .map(|name| name.trim().to_owned())
-            .filter(|name| !own.iter().any(|o| name.starts_with(o)))
-            .collect();
-        names.sort();
-        names
+            .collect()
     }
 
     /// Quit Hearth from its tray menu, as its owner would, and wait until the background
@@ -221,9 +230,10 @@ impl Desktop {
 }
 
 impl Drop for Desktop {
-    /// Hearth's background process outlives its window by design: end it with the desktop.
+    /// Hearth's background process outlives its window by design: end it, and anything else
+    /// started here, with the desktop.
     fn drop(&mut self) {
-        if let Some(pid) = self.hearth_pid() {
+        for pid in self.processes() {
             let _ = Command::new("kill")
                 .args(["-KILL", &pid.to_string()])
                 .status();

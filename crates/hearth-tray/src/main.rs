@@ -38,6 +38,15 @@ fn run() -> anyhow::Result<()> {
         tracing::info!(pid = running.pid, "Hearth is already running");
         return Ok(());
     }
+    // Without a desktop there is nobody to show the tray to, and no way to quit but a signal:
+    // say so rather than work unseen.
+    #[cfg(target_os = "linux")]
+    gtk::init().map_err(|e| {
+        anyhow::anyhow!(
+            "no desktop session to show the tray in ({e}); for a node without a desktop, \
+             run `hearth-node run`"
+        )
+    })?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("hearth-node")
@@ -73,13 +82,15 @@ async fn start(data_dir: &Path, node: Node) -> anyhow::Result<Arc<Service>> {
     Ok(service)
 }
 
-/// Show the tray and run the desktop's main loop until Quit or a termination signal.
+/// Show the tray and run the desktop's main loop until Quit, a termination signal or the end
+/// of the desktop session (its display closing).
 #[cfg(target_os = "linux")]
 fn run_tray(runtime: &tokio::runtime::Runtime, service: &Arc<Service>) {
-    if let Err(error) = gtk::init() {
-        tracing::warn!(%error, "no desktop to show a tray on: running without one");
-        runtime.block_on(termination());
-        return;
+    if let Some(display) = gtk::gdk::Display::default() {
+        display.connect_closed(|_, _| {
+            tracing::info!("the desktop session ended");
+            gtk::main_quit();
+        });
     }
     let tray = match tray::Tray::create(Arc::clone(service)) {
         Ok(tray) => Some(tray),
