@@ -189,6 +189,11 @@ async fn main() -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_secs(15)).await;
     let (idle_pss, idle_rss, idle) = memory(&both);
     let idle_mappings = largest_mappings(window_program.id(), 8, "Pss:");
+    let web_process = family(window_program.id())
+        .into_iter()
+        .find(|&pid| name(pid).starts_with("WebKitWebProc"));
+    let web_mappings =
+        web_process.map_or_else(String::new, |pid| largest_mappings(pid, 10, "Pss:"));
 
     // Window closed: its program and WebKit's end; the background process stays.
     x11.request_close(window)?;
@@ -239,6 +244,7 @@ async fn main() -> anyhow::Result<()> {
         "paused, window open and idle: {idle_pss:.0} MiB PSS, {idle_rss:.0} MiB RSS (target <= 200 MiB PSS) ({idle})"
     );
     println!("  the window program's largest mappings then (MiB PSS): {idle_mappings}");
+    println!("  WebKit's web process's largest mappings then (MiB PSS): {web_mappings}");
     println!(
         "tray only (window closed), paused: {tray_rss_start:.0} MiB RSS at first, {min:.0}..{max:.0} MiB over {tray_secs} s (target <= 60 MiB, flat) ({tray_start})"
     );
