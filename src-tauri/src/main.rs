@@ -6,14 +6,26 @@ fn main() {
     hearth_app::run();
 }
 
-/// WebKitGTK without accelerated compositing: a dashboard that sits idle most of the day does
-/// not need a GPU compositor, and without it the window costs about 50 MiB less (measured on a
-/// bare Tauri window: 255 → 201 MiB PSS) and leaves the GPU to the jobs. The owner's own
-/// setting wins.
+/// WebKitGTK defaults for a dashboard that sits idle most of the day; the owner's own settings
+/// (environment variables) win.
+/// - No accelerated compositing: it needs no GPU compositor, and without one the window costs
+///   about 50 MiB less (measured on a bare Tauri window: 255 → 201 MiB PSS) and leaves the GPU to
+///   the jobs.
+/// - JavaScriptCore without its JIT compilers: the UI's scripts are light (a few hundred
+///   updates a minute), the interpreter runs them without a visible difference, and WebKit's web
+///   process holds 14 MiB less (119 → 105 MiB PSS, measured with the footprint bench).
 #[allow(unsafe_code)]
 fn webkit_defaults() {
-    if cfg!(target_os = "linux") && std::env::var_os("WEBKIT_DISABLE_COMPOSITING_MODE").is_none() {
-        // SAFETY: first thing in `main`, before any other thread exists.
-        unsafe { std::env::set_var("WEBKIT_DISABLE_COMPOSITING_MODE", "1") };
+    if !cfg!(target_os = "linux") {
+        return;
+    }
+    for (name, value) in [
+        ("WEBKIT_DISABLE_COMPOSITING_MODE", "1"),
+        ("JSC_useJIT", "false"),
+    ] {
+        if std::env::var_os(name).is_none() {
+            // SAFETY: first thing in `main`, before any other thread exists.
+            unsafe { std::env::set_var(name, value) };
+        }
     }
 }
