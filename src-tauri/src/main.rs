@@ -13,7 +13,7 @@ fn main() {
 ///   the jobs.
 /// - JavaScriptCore without its JIT compilers: the UI's scripts are light (a few hundred
 ///   updates a minute), the interpreter runs them without a visible difference, and WebKit's web
-///   process holds 14 MiB less (119 → 105 MiB PSS, measured with the footprint bench).
+///   process holds about 8 MiB less (119 → 111 MiB PSS, measured with the footprint bench).
 #[allow(unsafe_code)]
 fn webkit_defaults() {
     if !cfg!(target_os = "linux") {
