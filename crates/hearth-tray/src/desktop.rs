@@ -34,19 +34,22 @@ pub fn apply_start_at_login(wanted: bool) {
 pub fn spawn_notifier(runtime: &tokio::runtime::Runtime, service: Arc<Service>) {
     let node = service.node().clone();
     let mut events = node.subscribe();
+    // Read once here; later changes arrive as events (no file read per state change).
+    let mut wanted = service.settings().notify_on_auto_pause;
     runtime.spawn(async move {
         let mut last = node.status().activity;
         loop {
             match events.recv().await {
                 Ok(NodeEvent::StatusChanged { status }) => {
                     if let Some(text) = pause_notice(&last, &status.activity)
-                        && service.settings().notify_on_auto_pause
+                        && wanted
                     {
                         tokio::task::spawn_blocking(move || notify(&text));
                     }
                     last = status.activity;
                 }
                 Ok(NodeEvent::SettingsChanged { settings }) => {
+                    wanted = settings.notify_on_auto_pause;
                     tokio::task::spawn_blocking(move || {
                         apply_start_at_login(settings.start_at_login);
                     });

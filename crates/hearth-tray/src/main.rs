@@ -151,12 +151,9 @@ async fn termination() {
 /// Open the window: start `hearth-app`, which shows the running node (or, when a window is
 /// already open, hands over to it and exits).
 pub(crate) fn open_window() {
-    let program = match hearth_instance::sibling_program(hearth_instance::WINDOW_PROGRAM) {
-        Ok(program) => program,
-        Err(error) => {
-            tracing::error!(%error, "could not find the window program");
-            return;
-        }
+    let Some(program) = window_program() else {
+        tracing::error!("could not find the window program");
+        return;
     };
     match std::process::Command::new(&program)
         .stdin(std::process::Stdio::null())
