@@ -11,18 +11,18 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use crate::chat_template::{AnswerText, ChatTemplate, gguf_path};
 use crate::device::ComputeDevice;
 use crate::error::{InferenceError, Result};
 use crate::gguf::GgufFile;
-use crate::gguf_tokenizer::{GgufTokenizer, StreamDecoder};
+use crate::gguf_tokenizer::GgufTokenizer;
 use crate::llama::{LlamaConfig, LlamaModel};
-use crate::store::{ModelStore, Task};
+use crate::store::ModelStore;
 
 /// The chat model shipped with Hearth.
 pub const SMOLLM2_ID: &str = "smollm2-135m-instruct";
 
-/// Longest text of all messages of one request, in bytes.
-pub const MAX_PROMPT_BYTES: usize = 256 * 1024;
+pub use crate::chat_template::MAX_PROMPT_BYTES;
 /// Most stop strings one request may set, and their longest length in bytes.
 pub const MAX_STOP_STRINGS: usize = 8;
 const MAX_STOP_BYTES: usize = 256;
@@ -37,7 +37,7 @@ pub enum Role {
 }
 
 impl Role {
-    fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Role::System => "system",
             Role::User => "user",
@@ -220,37 +220,17 @@ pub enum ChatEvent {
     Done(Result<Generation>),
 }
 
-/// A chat model ready to answer: weights on a device and the tokenizer.
+/// A chat model ready to answer: weights on a device, the tokenizer and the prompt template.
 #[derive(Debug)]
 pub struct ChatGenerator {
     model: LlamaModel,
-    tokenizer: GgufTokenizer,
-    /// Tokens that end the assistant's turn.
-    end_of_turn: Vec<u32>,
-    im_start: u32,
-    im_end: u32,
-    default_system: String,
+    template: ChatTemplate,
 }
 
 impl ChatGenerator {
     /// Load a verified chat model from the store.
     pub fn load(store: &ModelStore, model_id: &str, device: &ComputeDevice) -> Result<Self> {
-        let model = store.verify(model_id)?;
-        if model.manifest.task != Task::ChatGeneration {
-            return Err(InferenceError::Unsupported(format!(
-                "model {model_id:?} is not a chat model"
-            )));
-        }
-        let file = model
-            .manifest
-            .files
-            .iter()
-            .find(|f| f.name.ends_with(".gguf"))
-            .ok_or_else(|| InferenceError::Manifest {
-                path: model.weights_dir.clone(),
-                reason: "lists no .gguf file".into(),
-            })?;
-        Self::from_gguf(&model.weights_dir.join(&file.name), device)
+        Self::from_gguf(&gguf_path(store, model_id)?, device)
     }
 
     /// Load any Llama-architecture GGUF file with a ChatML vocabulary.
@@ -258,43 +238,9 @@ impl ChatGenerator {
         let file = GgufFile::open(path)?;
         // The architecture first: a file of another family fails with that, not a detail.
         LlamaConfig::from_gguf(&file)?;
-        let tokenizer = GgufTokenizer::from_gguf(&file)?;
+        let template = ChatTemplate::from_gguf(&file, path)?;
         let model = LlamaModel::load(&file, device)?;
-        let special = |text: &str| {
-            tokenizer.token_id(text).ok_or_else(|| {
-                InferenceError::Unsupported(format!(
-                    "{}: the vocabulary has no {text} token, so it does not use the ChatML template",
-                    path.display()
-                ))
-            })
-        };
-        let im_start = special("<|im_start|>")?;
-        let im_end = special("<|im_end|>")?;
-        let mut end_of_turn = vec![im_end];
-        if let Ok(eos) = file.get_u64("tokenizer.ggml.eos_token_id") {
-            end_of_turn.push(eos as u32);
-        }
-        if let Some(eot) = tokenizer.token_id("<|endoftext|>") {
-            end_of_turn.push(eot);
-        }
-        // SmolLM2's template adds this system message when the conversation has none.
-        let default_system = file
-            .get_str("tokenizer.chat_template")
-            .ok()
-            .and_then(|t| {
-                let start = t.find("<|im_start|>system\n")? + "<|im_start|>system\n".len();
-                let len = t[start..].find("<|im_end|>")?;
-                Some(t[start..start + len].to_owned())
-            })
-            .unwrap_or_default();
-        Ok(Self {
-            model,
-            tokenizer,
-            end_of_turn,
-            im_start,
-            im_end,
-            default_system,
-        })
+        Ok(Self { model, template })
     }
 
     /// The model's sizes.
@@ -309,64 +255,17 @@ impl ChatGenerator {
 
     /// The tokenizer.
     pub fn tokenizer(&self) -> &GgufTokenizer {
-        &self.tokenizer
+        self.template.tokenizer()
     }
 
-    /// The prompt's token ids: each message as `<|im_start|>role\ncontent<|im_end|>\n`, a default
-    /// system message first when there is none, then `<|im_start|>assistant\n`.
+    /// The tokenizer and prompt template.
+    pub fn template(&self) -> &ChatTemplate {
+        &self.template
+    }
+
+    /// The prompt's token ids (see [`ChatTemplate::prompt_tokens`]).
     pub fn prompt_tokens(&self, messages: &[ChatMessage]) -> Result<Vec<u32>> {
-        if messages.is_empty() {
-            return Err(InferenceError::InvalidRequest("no messages".into()));
-        }
-        let bytes: usize = messages.iter().map(|m| m.content.len()).sum();
-        if bytes > MAX_PROMPT_BYTES {
-            return Err(InferenceError::InputTooLong {
-                index: 0,
-                actual: bytes,
-                limit: MAX_PROMPT_BYTES,
-            });
-        }
-        let newline = self.tokenizer.encode("\n")?;
-        let mut ids = Vec::new();
-        let mut push = |role: Role, content: &str| -> Result<()> {
-            ids.push(self.im_start);
-            // Role and text are tokenised together, as the reference tokenises the rendered
-            // template; special-token spellings inside the text stay plain text, so a user
-            // typing "<|im_end|>" cannot end their turn early.
-            ids.extend(self.encode_plain(&format!("{}\n{content}", role.as_str()))?);
-            ids.push(self.im_end);
-            ids.extend(&newline);
-            Ok(())
-        };
-        if messages[0].role != Role::System && !self.default_system.is_empty() {
-            push(Role::System, &self.default_system)?;
-        }
-        for m in messages {
-            push(m.role, &m.content)?;
-        }
-        ids.push(self.im_start);
-        ids.extend(self.tokenizer.encode("assistant\n")?);
-        Ok(ids)
-    }
-
-    /// Tokenise text with special-token spellings treated as ordinary characters.
-    fn encode_plain(&self, text: &str) -> Result<Vec<u32>> {
-        // Split at each `<|`; BPE never merges across the split point because `<|` starts
-        // every special token and never occurs inside ordinary merged tokens of this template.
-        let mut ids = Vec::new();
-        let mut rest = text;
-        while let Some(at) = rest.find("<|").filter(|&at| {
-            let tail = &rest[at..];
-            tail.starts_with("<|im_start|>")
-                || tail.starts_with("<|im_end|>")
-                || tail.starts_with("<|endoftext|>")
-        }) {
-            ids.extend(self.tokenizer.encode(&rest[..at])?);
-            ids.extend(self.tokenizer.encode("<")?);
-            rest = &rest[at + 1..];
-        }
-        ids.extend(self.tokenizer.encode(rest)?);
-        Ok(ids)
+        self.template.prompt_tokens(messages)
     }
 
     /// Answer `messages`, calling `on_token` with each token and the text it completes.
@@ -402,8 +301,7 @@ impl ChatGenerator {
         }
         let started = Instant::now();
         let mut sampler = Sampler::new(params);
-        let mut decoder = StreamDecoder::default();
-        let mut stops = StopMatcher::new(&params.stop);
+        let mut answer = AnswerText::new(&self.template, &params.stop);
         let mut cache = self.model.new_cache();
         let mut tokens = Vec::new();
         let mut prefill = None;
@@ -415,13 +313,11 @@ impl ChatGenerator {
             let id = sampler.pick(&logits);
             tokens.push(id);
             prefill.get_or_insert_with(|| started.elapsed());
-            if self.end_of_turn.contains(&id) {
-                break FinishReason::Stop;
+            let pushed = answer.push(id);
+            if !self.template.ends_turn(id) {
+                on_token(id, &pushed.shown);
             }
-            let piece = decoder.push(&self.tokenizer, id);
-            let (shown, stopped) = stops.push(&piece);
-            on_token(id, &shown);
-            if stopped {
+            if pushed.ended {
                 break FinishReason::Stop;
             }
             if tokens.len() >= params.max_tokens || cache.len() >= context {
@@ -429,19 +325,16 @@ impl ChatGenerator {
             }
             logits = self.model.forward(&[id], &mut cache)?;
         };
-        if !stops.stopped {
-            // Bytes of an unfinished character and text held back for a stop string.
-            let (shown, _) = stops.push(&decoder.finish());
-            let tail = stops.flush();
-            if let Some(&last) = tokens.last()
-                && !(shown.is_empty() && tail.is_empty())
-            {
-                on_token(last, &format!("{shown}{tail}"));
-            }
+        // Bytes of an unfinished character and text held back for a stop string.
+        let rest = answer.finish();
+        if let Some(&last) = tokens.last()
+            && !rest.is_empty()
+        {
+            on_token(last, &rest);
         }
         let prefill = prefill.unwrap_or_else(|| started.elapsed());
         Ok(Generation {
-            text: stops.text,
+            text: answer.into_text(),
             tokens,
             prompt_tokens: prompt.len(),
             finish_reason,
@@ -506,71 +399,6 @@ impl ChatGenerator {
             let _ = tx.send(ChatEvent::Done(result));
         });
         (rx, cancel)
-    }
-}
-
-/// Holds back text that could be the start of a stop string, and ends at the first match.
-#[derive(Debug)]
-struct StopMatcher<'a> {
-    stop: &'a [String],
-    /// Text shown so far.
-    text: String,
-    /// Text not shown yet.
-    held: String,
-    stopped: bool,
-}
-
-impl<'a> StopMatcher<'a> {
-    fn new(stop: &'a [String]) -> Self {
-        Self {
-            stop,
-            text: String::new(),
-            held: String::new(),
-            stopped: false,
-        }
-    }
-
-    /// Add generated text; returns the text now safe to show and whether a stop string ended it.
-    fn push(&mut self, piece: &str) -> (String, bool) {
-        if self.stopped {
-            return (String::new(), true);
-        }
-        self.held.push_str(piece);
-        if let Some(at) = self
-            .stop
-            .iter()
-            .filter_map(|s| self.held.find(s.as_str()))
-            .min()
-        {
-            let shown = self.held[..at].to_owned();
-            self.text.push_str(&shown);
-            self.held.clear();
-            self.stopped = true;
-            return (shown, true);
-        }
-        // Keep the longest tail that is a prefix of some stop string.
-        let keep = self
-            .stop
-            .iter()
-            .flat_map(|s| {
-                (1..s.len().min(self.held.len() + 1))
-                    .rev()
-                    .filter(|&n| s.is_char_boundary(n) && self.held.ends_with(&s[..n]))
-                    .take(1)
-            })
-            .max()
-            .unwrap_or(0);
-        let cut = self.held.len() - keep;
-        let shown: String = self.held.drain(..cut).collect();
-        self.text.push_str(&shown);
-        (shown, false)
-    }
-
-    /// Release held text at the end.
-    fn flush(&mut self) -> String {
-        let rest = std::mem::take(&mut self.held);
-        self.text.push_str(&rest);
-        rest
     }
 }
 
@@ -670,23 +498,6 @@ impl SplitMix64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn stop_matcher_holds_back_prefixes_and_cuts_at_the_match() {
-        let stop = vec!["END".to_owned()];
-        let mut m = StopMatcher::new(&stop);
-        assert_eq!(m.push("hello E"), ("hello ".to_owned(), false));
-        assert_eq!(m.push("N"), (String::new(), false));
-        assert_eq!(m.push("Dx"), (String::new(), true));
-        assert_eq!(m.text, "hello ");
-
-        let mut m = StopMatcher::new(&stop);
-        assert_eq!(m.push("E"), (String::new(), false));
-        assert_eq!(m.push("gg"), ("Egg".to_owned(), false));
-        m.push("EN");
-        assert_eq!(m.flush(), "EN");
-        assert_eq!(m.text, "EggEN");
-    }
 
     #[test]
     fn sampler_is_greedy_at_zero_temperature_and_seeded_otherwise() {

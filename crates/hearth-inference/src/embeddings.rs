@@ -35,11 +35,77 @@ pub struct EmbeddingOutput {
 /// A loaded sentence-embedding model.
 #[derive(Debug)]
 pub struct TextEmbedder {
-    tokenizer: Tokenizer,
+    tokenizer: EmbeddingTokenizer,
     encoder: Encoder,
     config: BertConfig,
-    max_tokens: usize,
     device: ComputeDevice,
+}
+
+/// An embedding model's tokenizer alone: what the node feeds the encoder, and what the pool
+/// counts to bill a request (without loading any weights).
+#[derive(Debug)]
+pub struct EmbeddingTokenizer {
+    tokenizer: Tokenizer,
+    max_tokens: usize,
+    /// Length of the model's vectors.
+    dimensions: usize,
+}
+
+impl EmbeddingTokenizer {
+    /// The tokenizer of embedding model `id` in `store` (its tokenizer file verified).
+    pub fn load(store: &ModelStore, id: &str) -> Result<Self> {
+        let manifest = store.manifest(id)?;
+        if manifest.task != Task::Embedding {
+            return Err(InferenceError::UnknownModel(format!(
+                "{id} is not an embedding model"
+            )));
+        }
+        let file = manifest
+            .files
+            .iter()
+            .find(|f| f.name == "tokenizer.json")
+            .ok_or_else(|| InferenceError::Manifest {
+                path: store.root().join(id),
+                reason: "lists no tokenizer.json".into(),
+            })?;
+        let path = store.root().join(id).join("weights").join(&file.name);
+        crate::store::verify_file(&path, file.size, &file.sha256)?;
+        let max_tokens = manifest.setting_f64("max_tokens").unwrap_or(256.0) as usize;
+        Ok(Self {
+            tokenizer: load_tokenizer(&path, max_tokens)?,
+            max_tokens,
+            dimensions: BertConfig::MINILM_L6.hidden,
+        })
+    }
+
+    /// Token ids (with `[CLS]` and `[SEP]`, truncated to the model's limit) for each text.
+    pub fn tokenize(&self, texts: &[&str]) -> Result<Vec<Vec<u32>>> {
+        check_texts(texts)?;
+        let encodings = self
+            .tokenizer
+            .encode_batch(texts.to_vec(), true)
+            .map_err(|e| InferenceError::Tokenizer(e.to_string()))?;
+        Ok(encodings.iter().map(|e| e.get_ids().to_vec()).collect())
+    }
+
+    /// Tokens of each text as the model reads it: the units a pool bills.
+    pub fn count(&self, texts: &[&str]) -> Result<Vec<u32>> {
+        Ok(self
+            .tokenize(texts)?
+            .iter()
+            .map(|ids| ids.len() as u32)
+            .collect())
+    }
+
+    /// The longest sequence the model reads, in tokens.
+    pub fn max_tokens(&self) -> usize {
+        self.max_tokens
+    }
+
+    /// Length of the model's vectors.
+    pub fn dimensions(&self) -> usize {
+        self.dimensions
+    }
 }
 
 /// The encoder, where it runs.
@@ -61,8 +127,7 @@ impl TextEmbedder {
                 "{id} is not an embedding model"
             )));
         }
-        let max_tokens = model.manifest.setting_f64("max_tokens").unwrap_or(256.0) as usize;
-        let tokenizer = load_tokenizer(&model.file("tokenizer.json")?, max_tokens)?;
+        let tokenizer = EmbeddingTokenizer::load(store, id)?;
         let config = BertConfig::MINILM_L6;
         let encoder = config
             .init(&device.device)
@@ -76,7 +141,6 @@ impl TextEmbedder {
             tokenizer,
             encoder,
             config,
-            max_tokens,
             device,
         })
     }
@@ -93,12 +157,7 @@ impl TextEmbedder {
 
     /// Token ids (with `[CLS]` and `[SEP]`, truncated to the model's limit) for each text.
     pub fn tokenize(&self, texts: &[&str]) -> Result<Vec<Vec<u32>>> {
-        check_texts(texts)?;
-        let encodings = self
-            .tokenizer
-            .encode_batch(texts.to_vec(), true)
-            .map_err(|e| InferenceError::Tokenizer(e.to_string()))?;
-        Ok(encodings.iter().map(|e| e.get_ids().to_vec()).collect())
+        self.tokenizer.tokenize(texts)
     }
 
     /// Embed `texts`. Sequences are sorted by length and batched so padding stays small; the
@@ -130,7 +189,7 @@ impl TextEmbedder {
 
     /// The longest sequence this model reads, in tokens.
     pub fn max_tokens(&self) -> usize {
-        self.max_tokens
+        self.tokenizer.max_tokens
     }
 
     fn embed_batch(&self, encoder: &BertEncoder, batch: &[&[u32]]) -> Result<Vec<Vec<f32>>> {

@@ -6,7 +6,8 @@
 //! - [`embeddings`]: all-MiniLM-L6-v2 sentence embeddings ([`TextEmbedder`]).
 //! - [`images`]: EfficientNet-Lite0 image classification ([`ImageClassifier`]).
 //! - [`chat`]: chat generation with Llama-family GGUF models such as SmolLM2 ([`ChatGenerator`]),
-//!   read by [`gguf`] and tokenised by [`gguf_tokenizer`].
+//!   read by [`gguf`] and tokenised by [`gguf_tokenizer`]; [`chat_template`] holds what a chat
+//!   model's words need without its weights (prompt template, answer text), for the pool too.
 //!
 //! - [`capability`]: the capability benchmark (matrix products, bandwidth, which models fit).
 //!
@@ -16,6 +17,7 @@ pub mod bert;
 mod bert_cpu;
 pub mod capability;
 pub mod chat;
+pub mod chat_template;
 mod cpu_kernels;
 pub mod device;
 pub mod efficientnet;
@@ -36,8 +38,9 @@ pub use chat::{
     CancelToken, ChatEvent, ChatGenerator, ChatMessage, FinishReason, Generation, GenerationParams,
     Role,
 };
+pub use chat_template::ChatTemplate;
 pub use device::{BackendPreference, ComputeBackend, ComputeDevice};
-pub use embeddings::{EmbeddingOutput, TextEmbedder};
+pub use embeddings::{EmbeddingOutput, EmbeddingTokenizer, TextEmbedder};
 pub use error::{InferenceError, Result};
 pub use images::{ClassScore, ImageClassifier};
 pub use store::{Manifest, ModelStore, Task};

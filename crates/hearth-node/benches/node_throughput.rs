@@ -64,9 +64,13 @@ fn main() {
         .unwrap();
     let node = runtime.block_on(async {
         let dir = tempfile::tempdir().unwrap();
-        let pool = hearth_pool::embedded::start(dir.path(), None)
-            .await
-            .unwrap();
+        let pool = hearth_pool::embedded::start(
+            dir.path(),
+            &hearth_inference::ModelStore::from_env(),
+            None,
+        )
+        .await
+        .unwrap();
         let ledger = Arc::new(Ledger::open(&dir.path().join("ledger")).unwrap());
         let key = worker::load_or_create_identity(&dir.path().join("node.key")).unwrap();
         let executor = Arc::new(Executor::new(store, ComputeDevice::cpu()));

@@ -132,7 +132,7 @@ impl Service {
             let pace = (config.demo_interval_ms > 0)
                 .then(|| Duration::from_millis(config.demo_interval_ms));
             Some(
-                hearth_pool::embedded::start(&data_dir, pace)
+                hearth_pool::embedded::start(&data_dir, &options.models, pace)
                     .await
                     .map_err(|e| ServiceError::EmbeddedPool(e.to_string()))?,
             )
@@ -223,8 +223,13 @@ impl Service {
             Arc::new(move |from: u64, to: u64| energy_between(&sampler, from, to))
                 as Arc<worker::EnergyMeter>
         });
+        // The demo pool is this very process: its key is known, no pin is needed.
+        let pool_key = embedded
+            .as_ref()
+            .map(|pool| pool.pool().state().pool_key.public_key());
         let worker_config = WorkerConfig {
             pool_url,
+            pool_key,
             concurrency: config.concurrency,
             duty_percent: Some(duty),
             ..WorkerConfig::default()

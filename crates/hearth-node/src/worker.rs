@@ -16,9 +16,9 @@ use tokio::task::JoinSet;
 use hearth_inference::CancelToken;
 use hearth_ledger::{JobOutcome, JobRecord, JobStatus, Ledger, LedgerError};
 use hearth_protocol::{
-    HardwareProfile, Heartbeat, HeartbeatReply, Job, JobResult, KeyPair, LeaseReply, LeaseRequest,
-    PROTOCOL_VERSION, PublicKey, ReceiptsReply, ReceiptsRequest, Registration, RegistrationReply,
-    RequestSigner, ResultReply, ReturnJob, SessionSecret, TaskPayload,
+    Challenge, HardwareProfile, Heartbeat, HeartbeatReply, Job, JobResult, KeyPair, LeaseReply,
+    LeaseRequest, PROTOCOL_VERSION, PublicKey, ReceiptsReply, ReceiptsRequest, Registration,
+    RegistrationReply, RequestSigner, ResultReply, ReturnJob, SessionSecret, TaskPayload,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -38,6 +38,16 @@ pub enum WorkerError {
     Unauthorized { url: String, reason: String },
     #[error("identity key {path}: {reason}")]
     Identity { path: String, reason: String },
+    /// The pool answers with another key than the one this node pinned for it: someone else
+    /// may be answering at its address. The node does not work for it.
+    #[error(
+        "the pool at {url} now signs with key {got}, not the key {pinned} this node trusts for it; refusing to work for it (if the operator really changed keys, remove the pin in Settings or set pool_key in the config)"
+    )]
+    PoolKeyChanged {
+        url: String,
+        pinned: String,
+        got: String,
+    },
     #[error(transparent)]
     Ledger(#[from] hearth_ledger::LedgerError),
 }
@@ -173,26 +183,40 @@ impl PoolClient {
         serde_json::from_slice(&body).map_err(|e| err(format!("{path}: unreadable reply: {e}")))
     }
 
-    /// Register with the node's hardware profile, asking for a session: later requests carry
-    /// a MAC instead of a signature when the pool grants one (signed with its key).
+    /// Register with the node's hardware profile, quoting a fresh challenge from the pool and
+    /// asking for a session: later requests carry a MAC instead of a signature when the pool
+    /// grants one (signed with its key). With `pinned`, a pool answering with another key is
+    /// refused before anything else happens.
     pub async fn register(
         &self,
         profile: HardwareProfile,
+        pinned: Option<&PublicKey>,
     ) -> Result<RegistrationReply, WorkerError> {
-        let secret = SessionSecret::generate().ok();
-        let registration = Registration {
-            protocol_version: PROTOCOL_VERSION,
-            public_key: self.signer().key().public_key(),
-            profile,
-            client: format!("hearth {}", env!("CARGO_PKG_VERSION")),
-            session_key: secret.as_ref().map(SessionSecret::public),
-        };
         // Registration is always signed: it is the proof of holding the key.
         self.signer
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .end_session();
+        let challenge: Challenge = self.post("/node/v1/challenge", &()).await?;
+        let secret = SessionSecret::generate().ok();
+        let registration = Registration {
+            protocol_version: PROTOCOL_VERSION,
+            challenge: challenge.challenge,
+            public_key: self.signer().key().public_key(),
+            profile,
+            client: format!("hearth {}", env!("CARGO_PKG_VERSION")),
+            session_key: secret.as_ref().map(SessionSecret::public),
+        };
         let reply: RegistrationReply = self.post("/node/v1/register", &registration).await?;
+        if let Some(pinned) = pinned
+            && *pinned != reply.pool_public_key
+        {
+            return Err(WorkerError::PoolKeyChanged {
+                url: self.url.clone(),
+                pinned: pinned.0.clone(),
+                got: reply.pool_public_key.0.clone(),
+            });
+        }
         if let (Some(secret), Some(grant)) = (&secret, &reply.session) {
             let started = self
                 .signer
@@ -211,6 +235,8 @@ impl PoolClient {
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
     pub pool_url: String,
+    /// The pool's key as the owner gave it; else the key first seen at this URL is pinned.
+    pub pool_key: Option<PublicKey>,
     /// Longest a lease request waits for work.
     pub lease_wait: Duration,
     /// How often a running job heartbeats (and streams its text).
@@ -229,6 +255,7 @@ impl Default for WorkerConfig {
     fn default() -> Self {
         Self {
             pool_url: String::new(),
+            pool_key: None,
             lease_wait: Duration::from_secs(10),
             heartbeat: Duration::from_millis(250),
             pause_grace: Duration::from_secs(1),
@@ -288,6 +315,11 @@ impl Drop for Slot<'_> {
 /// The ledger setting that remembers which pool signed the receipts (for `ledger verify`).
 pub const POOL_KEY_SETTING: &str = "pool_public_key";
 
+/// The ledger setting that pins the key of the pool at `url` (trust on first use).
+pub fn pool_key_pin_setting(url: &str) -> String {
+    format!("pool_key_pin/{}", url.trim_end_matches('/'))
+}
+
 /// Run the worker until `stop` turns true. `paused` true means: lease nothing, give back what
 /// runs. Each ended job is in `ledger` before `events` hears of it.
 #[allow(clippy::too_many_arguments)] // the worker's parts, handed over once
@@ -309,9 +341,14 @@ pub async fn run(
         models: executor.available_models(),
         matmul_gflops: None,
     };
+    let pin_setting = pool_key_pin_setting(&config.pool_url);
+    let pinned: Option<PublicKey> = match &config.pool_key {
+        Some(key) => Some(key.clone()),
+        None => ledger.setting(&pin_setting)?,
+    };
     let mut backoff = Backoff::new();
     let joined = loop {
-        match client.register(profile.clone()).await {
+        match client.register(profile.clone(), pinned.as_ref()).await {
             Ok(reply) => break reply,
             Err(error) => {
                 tracing::warn!(%error, "pool not reachable; retrying");
@@ -326,6 +363,10 @@ pub async fn run(
         }
     };
     tracing::info!(node = %client.node_id(), pool = %joined.pool_name, session = client.has_session(), "joined the pool");
+    if pinned.is_none() {
+        // Trust on first use: this pool's key from now on.
+        ledger.set_setting(&pin_setting, &joined.pool_public_key)?;
+    }
     ledger.set_setting(POOL_KEY_SETTING, &joined.pool_public_key)?;
     events(WorkerEvent::Joined {
         pool_name: joined.pool_name.clone(),
@@ -435,13 +476,12 @@ pub async fn run(
 /// Register again after the pool stopped knowing this node (a pool restart forgets nodes and
 /// their sessions). Receipts the pool issued meanwhile are collected after.
 async fn rejoin(context: &Context) {
-    match context.client.register(context.profile.clone()).await {
-        Ok(joined) => {
-            if joined.pool_public_key != context.pool_key {
-                tracing::warn!(
-                    "the pool at this address now signs with another key; receipts from it will not verify against the ledger's"
-                );
-            }
+    match context
+        .client
+        .register(context.profile.clone(), Some(&context.pool_key))
+        .await
+    {
+        Ok(_) => {
             tracing::info!(
                 session = context.client.has_session(),
                 "joined the pool again"

@@ -1,6 +1,7 @@
 //! A pool that misbehaves, over real HTTP on loopback: garbage, a huge reply, an unknown model,
 //! a receipt signed with the wrong key, and a pool that vanishes mid-job. The worker logs each,
-//! refuses what it must, records what happened, credits nothing, and keeps running.
+//! refuses what it must, records what happened, credits nothing, and keeps running. A pool that
+//! answers with another key than the one the node pinned for its address is refused.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers fail the test by panicking
 
@@ -39,6 +40,14 @@ fn job(id: &str, model: &str) -> Job {
         },
         lease_expires_unix_ms: hearth_protocol::now_unix_ms() + 30_000,
     }
+}
+
+async fn challenge() -> Response {
+    axum::Json(hearth_protocol::Challenge {
+        challenge: "ch-fake".into(),
+        expires_unix_ms: hearth_protocol::now_unix_ms() + 60_000,
+    })
+    .into_response()
 }
 
 async fn register(State(pool): State<Arc<FakePool>>) -> Response {
@@ -119,23 +128,86 @@ async fn ok() -> Response {
         .into_response()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_misbehaving_pool_is_survived_and_pays_nothing() {
-    let pool = Arc::new(FakePool {
-        key: KeyPair::generate().unwrap(),
-        leases: AtomicU32::new(0),
-    });
+/// The fake pool on loopback; its URL.
+async fn serve(pool: &Arc<FakePool>) -> String {
     let app = Router::new()
+        .route("/node/v1/challenge", post(challenge))
         .route("/node/v1/register", post(register))
         .route("/node/v1/lease", post(lease))
         .route("/node/v1/receipts", post(ok))
         .route("/node/v1/jobs/{id}/result", post(result))
         .route("/node/v1/jobs/{id}/heartbeat", post(ok))
         .route("/node/v1/jobs/{id}/return", post(ok))
-        .with_state(Arc::clone(&pool));
+        .with_state(Arc::clone(pool));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    url
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_answering_with_another_key_than_the_pinned_one_is_refused() {
+    let pool = Arc::new(FakePool {
+        key: KeyPair::generate().unwrap(),
+        leases: AtomicU32::new(0),
+    });
+    let url = serve(&pool).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Arc::new(Ledger::open(&dir.path().join("ledger")).unwrap());
+    // The node met the real pool at this address before: its key is pinned.
+    let real = KeyPair::generate().unwrap().public_key();
+    ledger
+        .set_setting(&worker::pool_key_pin_setting(&url), &real)
+        .unwrap();
+    let key = worker::load_or_create_identity(&dir.path().join("node.key")).unwrap();
+    let executor = Arc::new(Executor::new(ModelStore::from_env(), ComputeDevice::cpu()));
+    let (_pause, paused) = watch::channel(false);
+    let (stop_tx, stop) = watch::channel(false);
+    let (events_tx, mut events) = tokio::sync::mpsc::unbounded_channel();
+    let config = WorkerConfig {
+        pool_url: url.clone(),
+        ..WorkerConfig::default()
+    };
+    let worker = tokio::spawn(worker::run(
+        config,
+        key,
+        executor,
+        Arc::clone(&ledger),
+        paused,
+        stop,
+        None,
+        move |event| {
+            let _ = events_tx.send(event);
+        },
+    ));
+    let event = tokio::time::timeout(Duration::from_secs(30), events.recv())
+        .await
+        .expect("the worker says why it does not join")
+        .unwrap();
+    let WorkerEvent::PoolUnreachable { error } = event else {
+        panic!("expected a refusal, got {event:?}");
+    };
+    assert!(error.contains("refusing to work for it"), "{error}");
+    assert!(error.contains(&real.0), "{error}");
+    assert_eq!(pool.leases.load(Ordering::SeqCst), 0, "it never leased");
+    stop_tx.send(true).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), worker)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let pinned: Option<hearth_protocol::PublicKey> =
+        ledger.setting(&worker::pool_key_pin_setting(&url)).unwrap();
+    assert_eq!(pinned, Some(real), "the pin is unchanged");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_misbehaving_pool_is_survived_and_pays_nothing() {
+    let pool = Arc::new(FakePool {
+        key: KeyPair::generate().unwrap(),
+        leases: AtomicU32::new(0),
+    });
+    let url = serve(&pool).await;
 
     let dir = tempfile::tempdir().unwrap();
     let ledger = Arc::new(Ledger::open(&dir.path().join("ledger")).unwrap());

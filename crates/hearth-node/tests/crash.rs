@@ -33,9 +33,13 @@ impl Xorshift {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_node_twenty_times_loses_no_receipt_and_pays_nothing_twice() {
     let pool_dir = tempfile::tempdir().unwrap();
-    let pool = hearth_pool::embedded::start(pool_dir.path(), None)
-        .await
-        .unwrap();
+    let pool = hearth_pool::embedded::start(
+        pool_dir.path(),
+        &hearth_inference::ModelStore::from_env(),
+        None,
+    )
+    .await
+    .unwrap();
     let data = tempfile::tempdir().unwrap();
 
     // Customers: three at a time, mostly embeddings (short jobs), some chat (long jobs), so

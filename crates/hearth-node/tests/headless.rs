@@ -25,9 +25,13 @@ async fn get_json(http: &reqwest::Client, base: &str, token: &str, path: &str) -
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn headless_node_serves_api_events_and_cli_and_stops_cleanly() {
     let pool_dir = tempfile::tempdir().unwrap();
-    let pool = hearth_pool::embedded::start(pool_dir.path(), None)
-        .await
-        .unwrap();
+    let pool = hearth_pool::embedded::start(
+        pool_dir.path(),
+        &hearth_inference::ModelStore::from_env(),
+        None,
+    )
+    .await
+    .unwrap();
     let data = tempfile::tempdir().unwrap();
     let node = NodeProcess::start(
         data.path(),

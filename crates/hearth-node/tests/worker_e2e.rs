@@ -29,9 +29,10 @@ struct Rig {
 
 async fn rig() -> Rig {
     let dir = tempfile::tempdir().unwrap();
-    let pool = hearth_pool::embedded::start(dir.path(), None)
-        .await
-        .unwrap();
+    let pool =
+        hearth_pool::embedded::start(dir.path(), &hearth_inference::ModelStore::from_env(), None)
+            .await
+            .unwrap();
     let (ledger, key, executor) = node_parts(dir.path());
     Rig {
         dir,
@@ -255,12 +256,16 @@ async fn the_worker_registers_again_after_the_pool_restarts() {
                 bind,
                 api_keys: vec![api.into()],
                 verification_share: 0.0,
+                probation_jobs: 0,
                 ..hearth_pool::PoolConfig::default()
             };
+            let (meter, _) =
+                hearth_pool::Meter::load(&hearth_inference::ModelStore::from_env(), &config.models);
+            let meter = Arc::new(meter);
             // The previous pool's database is released once its last request has ended.
             for _ in 0..100 {
                 if let Ok(store) = hearth_pool::SledStore::open(&store_dir) {
-                    return hearth_pool::Pool::start(config, Arc::new(store))
+                    return hearth_pool::Pool::start(config, Arc::new(store), meter)
                         .await
                         .unwrap();
                 }

@@ -8,15 +8,38 @@
 //! Reports jobs/s through lease and submit, and per-job overhead (the round trips a node
 //! spends per job: the result, which also leases the next job, plus a separate lease only when
 //! that came back empty) at p50 and p99. `HEARTH_DISPATCH_JOBS` sets the job count.
+//!
+//! The cost of trust: the same runs with no verification, with the default share of an
+//! established node's jobs checked, and with every node but eight seed nodes new (each new
+//! node's first 20 jobs all checked by a seed). Every answer is honest (true token counts by
+//! the pool's tokenizer, unit vectors), so what is measured is the checking itself.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hearth_pool::{Pool, PoolConfig, SledStore};
+use hearth_pool::meter::Metered;
+use hearth_pool::queue::NewJob;
+use hearth_pool::{Meter, Pool, PoolConfig, SledStore};
 use hearth_protocol::{
-    HardwareProfile, JobResult, KeyPair, LeaseReply, LeaseRequest, PROTOCOL_VERSION, Registration,
-    RegistrationReply, RequestSigner, ResultReply, SessionSecret, TaskOutput, TaskPayload,
+    Challenge, HardwareProfile, JobResult, KeyPair, LeaseReply, LeaseRequest, PROTOCOL_VERSION,
+    Registration, RegistrationReply, RequestSigner, ResultReply, SessionSecret, TaskOutput,
+    TaskPayload,
 };
+
+const MODEL: &str = "all-minilm-l6-v2";
+
+/// How much checking a run does.
+#[derive(Clone, Copy, Debug)]
+enum Trust {
+    /// Nothing is verified (dispatch alone).
+    None,
+    /// Every node established; the default share of jobs verified.
+    Established,
+    /// Eight seed nodes established, the rest new: their first jobs are all verified.
+    NewNodes,
+}
+
+const SEEDS: usize = 8;
 
 const NODES: usize = 32;
 
@@ -49,12 +72,23 @@ async fn send(
 /// One node: register, then lease and submit until no job comes within 500 ms. Each result
 /// also asks for the next job (`next`), as a busy node does: one round trip per job. With
 /// `every`, the node starts a job at most that often (a node whose model takes time).
-async fn node(url: String, every: Option<Duration>) -> anyhow::Result<Vec<Duration>> {
+async fn node(
+    url: String,
+    key: KeyPair,
+    meter: Arc<Meter>,
+    every: Option<Duration>,
+) -> anyhow::Result<Vec<Duration>> {
     let http = reqwest::Client::new();
-    let key = KeyPair::generate()?;
     let session = SessionSecret::generate()?;
+    let challenge: Challenge = http
+        .post(format!("{url}/node/v1/challenge"))
+        .send()
+        .await?
+        .json()
+        .await?;
     let registration = Registration {
         protocol_version: PROTOCOL_VERSION,
+        challenge: challenge.challenge,
         public_key: key.public_key(),
         profile: HardwareProfile {
             backend: "cpu".into(),
@@ -112,11 +146,15 @@ async fn node(url: String, every: Option<Duration>) -> anyhow::Result<Vec<Durati
         let TaskPayload::Embeddings { texts } = &job.task else {
             anyhow::bail!("unexpected task");
         };
+        let mut unit = vec![0.0f32; 384];
+        unit[0] = 1.0;
         let result = JobResult {
             lease_id: job.lease_id.clone(),
             output: TaskOutput::Embeddings {
-                vectors: vec![vec![1.0]; texts.len()],
-                tokens: vec![1; texts.len()],
+                vectors: vec![unit; texts.len()],
+                tokens: meter
+                    .embedding_tokens(MODEL, texts)
+                    .map_err(anyhow::Error::msg)?,
             },
             started_unix_ms: now_ms(),
             finished_unix_ms: now_ms(),
@@ -133,7 +171,10 @@ async fn node(url: String, every: Option<Duration>) -> anyhow::Result<Vec<Durati
             .await?
             .json()
             .await?;
-        anyhow::ensure!(reply.receipt.is_some(), "no receipt");
+        anyhow::ensure!(
+            reply.receipt.is_some() || reply.pending_verification,
+            "no receipt"
+        );
         handed = reply.jobs;
         overheads.push(leased + submitted.elapsed());
     }
@@ -160,28 +201,57 @@ fn process_cpu_s() -> f64 {
 
 /// `jobs` no-op jobs through `nodes` nodes, as fast as they go or paced to `offered` jobs/s
 /// in all; prints throughput, round trips and CPU per job.
-async fn run(nodes: usize, jobs: usize, offered: Option<f64>) -> anyhow::Result<()> {
+async fn run(
+    meter: &Arc<Meter>,
+    nodes: usize,
+    jobs: usize,
+    offered: Option<f64>,
+    trust: Trust,
+) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let store = Arc::new(SledStore::open(&dir.path().join("pool"))?);
-    // Dispatch alone: no job is sent for a second opinion (verification would add a second
-    // dispatch per checked job, by design).
-    let config = PoolConfig {
-        verification_share: 0.0,
-        ..PoolConfig::default()
+    let keys = (0..nodes)
+        .map(|_| KeyPair::generate())
+        .collect::<Result<Vec<_>, _>>()?;
+    let defaults = PoolConfig::default();
+    let config = match trust {
+        Trust::None => PoolConfig {
+            verification_share: 0.0,
+            probation_jobs: 0,
+            ..defaults
+        },
+        Trust::Established => PoolConfig {
+            probation_jobs: 0,
+            ..defaults
+        },
+        Trust::NewNodes => PoolConfig {
+            trusted_nodes: keys[..SEEDS.min(nodes)]
+                .iter()
+                .map(|k| hearth_protocol::node_id(&k.public_key()))
+                .collect(),
+            ..defaults
+        },
     };
-    let pool = Pool::start(config, store).await?;
+    let pool = Pool::start(config, store, Arc::clone(meter)).await?;
     let queue = &pool.state().queue;
     let mut receivers = Vec::with_capacity(jobs);
     for i in 0..jobs {
-        let task = TaskPayload::Embeddings {
-            texts: vec![format!("job {i}")],
+        let texts = vec![format!("job {i}")];
+        let tokens = meter
+            .embedding_tokens(MODEL, &texts)
+            .map_err(anyhow::Error::msg)?;
+        let job = NewJob {
+            task: TaskPayload::Embeddings { texts },
+            metered: Metered::Embeddings { tokens },
         };
-        receivers.push(queue.submit("all-minilm-l6-v2", task, false).done);
+        let submitted = queue.submit(MODEL, vec![job], false)?;
+        receivers.extend(submitted.into_iter().map(|s| s.done));
     }
     let (started, cpu_before) = (Instant::now(), process_cpu_s());
     let every = offered.map(|rate| Duration::from_secs_f64(nodes as f64 / rate));
-    let tasks: Vec<_> = (0..nodes)
-        .map(|_| tokio::spawn(node(pool.url(), every)))
+    let tasks: Vec<_> = keys
+        .into_iter()
+        .map(|key| tokio::spawn(node(pool.url(), key, Arc::clone(meter), every)))
         .collect();
     let mut overheads = Vec::new();
     for task in tasks {
@@ -203,7 +273,7 @@ async fn run(nodes: usize, jobs: usize, offered: Option<f64>) -> anyhow::Result<
         |rate| format!("paced to {rate:.0} jobs/s"),
     );
     println!(
-        "{completed} of {jobs} jobs through {nodes} nodes ({load}) in {elapsed:.2} s: {:.0} jobs/s; \
+        "[{trust:?}] {completed} of {jobs} jobs through {nodes} nodes ({load}) in {elapsed:.2} s: {:.0} jobs/s; \
          per-job overhead (a node's round trips per job) p50 {:.2} ms, p99 {:.2} ms; \
          CPU {:.0} us per job (pool and nodes together)",
         completed as f64 / elapsed,
@@ -224,14 +294,25 @@ async fn main() -> anyhow::Result<()> {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(20_000);
-    // Saturation: every node asks again the moment it has an answer, so a round trip is
-    // mostly the wait behind the 31 others on these 2 shared cores.
-    run(NODES, jobs, None).await?;
-    // The target load, 5,000 jobs/s from 32 nodes (each starting a job every 6.4 ms): the
-    // per-job overhead the pool adds when it is busy but not overrun.
-    run(NODES, jobs / 2, Some(5_000.0)).await?;
-    // The same with 4 nodes: the pool is not saturated, so the round trips show the per-job
+    let (meter, missing) = Meter::load(
+        &hearth_inference::ModelStore::from_env(),
+        &hearth_pool::config::default_models(),
+    );
+    anyhow::ensure!(
+        missing.is_empty(),
+        "model files missing (run hearth-models fetch): {missing:?}"
+    );
+    let meter = Arc::new(meter);
+    for trust in [Trust::None, Trust::Established, Trust::NewNodes] {
+        // Saturation: every node asks again the moment it has an answer, so a round trip is
+        // mostly the wait behind the 31 others on these 2 shared cores.
+        run(&meter, NODES, jobs, None, trust).await?;
+        // The target load, 5,000 jobs/s from 32 nodes (each starting a job every 6.4 ms): the
+        // per-job overhead the pool adds when it is busy but not overrun.
+        run(&meter, NODES, jobs / 2, Some(5_000.0), trust).await?;
+    }
+    // 4 nodes, unverified: the pool is not saturated, so the round trips show the per-job
     // cost itself rather than the wait behind 31 other nodes.
-    run(4, jobs / 4, None).await?;
+    run(&meter, 4, jobs / 4, None, Trust::None).await?;
     Ok(())
 }

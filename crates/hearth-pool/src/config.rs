@@ -92,8 +92,34 @@ pub struct PoolConfig {
     pub request_timeout_ms: u64,
     /// Texts per embeddings job: longer inputs are split across jobs (and nodes).
     pub embeddings_per_job: usize,
-    /// Share of jobs (0.0 ..= 1.0) checked by a second node before anyone is paid.
+    /// Share of an established node's jobs (0.0 ..= 1.0) checked by a second node before
+    /// anyone is paid: the floor its share falls to as its record grows.
     pub verification_share: f64,
+    /// Verified jobs a node needs before it is established: until then every job it answers
+    /// is checked, it takes one job at a time, and it checks nobody else. A strike starts it
+    /// again. 0 trusts every node from the start (a pool of one's own machines).
+    pub probation_jobs: u64,
+    /// Node ids established from the start (an operator's own nodes that seed the network's
+    /// verifiers).
+    pub trusted_nodes: Vec<String>,
+    /// Strikes (results refused or failed verification) that quarantine a node: no more work,
+    /// and its earnings are held.
+    pub quarantine_strikes: u32,
+    /// How long earnings stay pending before they are payable (a node caught meanwhile has
+    /// them held).
+    pub settlement_ms: u64,
+    /// Jobs waiting for a node, at most; a request that does not fit is answered 503 at once.
+    pub max_queued_jobs: usize,
+    /// Registrations (and challenges) per source address per minute.
+    pub registrations_per_minute: u32,
+    /// Largest node request body, in bytes.
+    pub node_body_limit_bytes: usize,
+    /// A request's head must arrive within this long (also the idle keep-alive limit).
+    pub header_timeout_ms: u64,
+    /// A request's body must arrive within this long.
+    pub body_timeout_ms: u64,
+    /// Open connections, at most; more wait to be accepted.
+    pub max_connections: usize,
 }
 
 impl Default for PoolConfig {
@@ -111,6 +137,16 @@ impl Default for PoolConfig {
             request_timeout_ms: 300_000,
             embeddings_per_job: 16,
             verification_share: 0.05,
+            probation_jobs: 20,
+            trusted_nodes: Vec::new(),
+            quarantine_strikes: 3,
+            settlement_ms: 24 * 3600 * 1000,
+            max_queued_jobs: 10_000,
+            registrations_per_minute: 60,
+            node_body_limit_bytes: 2 << 20,
+            header_timeout_ms: 10_000,
+            body_timeout_ms: 30_000,
+            max_connections: 20_000,
         }
     }
 }
@@ -134,6 +170,9 @@ impl PoolConfig {
         }
         if config.embeddings_per_job == 0 || config.max_attempts == 0 {
             return Err("embeddings_per_job and max_attempts must be at least 1".into());
+        }
+        if config.quarantine_strikes == 0 || config.max_queued_jobs == 0 {
+            return Err("quarantine_strikes and max_queued_jobs must be at least 1".into());
         }
         if !(0.0..=1.0).contains(&config.verification_share) {
             return Err("verification_share must be between 0 and 1".into());

@@ -13,8 +13,10 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use serde_json::{Value, json};
 
+use hearth_inference::ModelStore;
+
 use crate::queue::random_id;
-use crate::{Pool, PoolConfig, SledStore, StartError};
+use crate::{Meter, Pool, PoolConfig, SledStore, StartError};
 
 /// Photos the demo customer has classified (public domain, from scikit-image).
 const DEMO_IMAGES: [&[u8]; 2] = [
@@ -95,22 +97,34 @@ impl Drop for EmbeddedPool {
     }
 }
 
-/// Start the local demo pool with its database in `data_dir`, and the demo customer sending
-/// a request every `pace` (one at a time) when `pace` is given.
-pub async fn start(data_dir: &Path, pace: Option<Duration>) -> Result<EmbeddedPool, StartError> {
+/// Start the local demo pool with its database in `data_dir`, selling the models of `models`
+/// that it can meter, and the demo customer sending a request every `pace` (one at a time)
+/// when `pace` is given.
+pub async fn start(
+    data_dir: &Path,
+    models: &ModelStore,
+    pace: Option<Duration>,
+) -> Result<EmbeddedPool, StartError> {
     let api_key = random_id("sk-local-");
-    let config = PoolConfig {
+    let mut config = PoolConfig {
         name: "Local demo pool".into(),
         demo: true,
         api_keys: vec![api_key.clone()],
         // The demo customer waits for the node that is this very app: no hurry, no
-        // verification (there is no second node to check against).
+        // verification (there is no second node to check against, and the node is the
+        // owner's own machine).
         request_timeout_ms: 600_000,
         verification_share: 0.0,
+        probation_jobs: 0,
         ..PoolConfig::default()
     };
+    let (meter, unmetered) = Meter::load(models, &config.models);
+    for (model, reason) in &unmetered {
+        tracing::warn!(%model, %reason, "the demo pool does not offer this model");
+    }
+    config.models.retain(|m| meter.covers(&m.id));
     let store = Arc::new(SledStore::open(&data_dir.join("local-pool.sled"))?);
-    let pool = Pool::start(config, store).await?;
+    let pool = Pool::start(config, store, Arc::new(meter)).await?;
     let stats = Arc::new(DemoStats::default());
     let customer = pace.map(|pace| {
         tokio::spawn(demo_customer(

@@ -14,6 +14,8 @@ pub struct ApiError {
     pub message: String,
     pub param: Option<String>,
     pub code: Option<&'static str>,
+    /// Seconds after which a retry may succeed (`Retry-After`), for 429 and 503.
+    pub retry_after_s: Option<u64>,
 }
 
 impl ApiError {
@@ -24,6 +26,7 @@ impl ApiError {
             message,
             param: None,
             code: None,
+            retry_after_s: None,
         }
     }
 
@@ -55,6 +58,57 @@ impl ApiError {
             code: Some("invalid_api_key"),
             ..Self::unauthorized("Incorrect API key provided.".into())
         }
+    }
+
+    /// 403 for a node the pool no longer gives work to, with the reason.
+    pub fn quarantined(reason: &str) -> Self {
+        Self {
+            code: Some("node_quarantined"),
+            ..Self::new(
+                StatusCode::FORBIDDEN,
+                "permission_error",
+                format!("This node is quarantined: {reason}."),
+            )
+        }
+    }
+
+    /// 429: slow down; retry after `retry_after_s` seconds.
+    pub fn rate_limited(message: String, retry_after_s: u64) -> Self {
+        Self {
+            code: Some("rate_limit_exceeded"),
+            retry_after_s: Some(retry_after_s.max(1)),
+            ..Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limit_error", message)
+        }
+    }
+
+    /// 503 that a client may retry after `retry_after_s` seconds (a full queue, a pool
+    /// shutting down).
+    pub fn overloaded(message: String, retry_after_s: u64) -> Self {
+        Self {
+            retry_after_s: Some(retry_after_s.max(1)),
+            ..Self::unavailable(message)
+        }
+    }
+
+    /// 408: the body did not arrive in time.
+    pub fn body_timeout(limit: std::time::Duration) -> Self {
+        Self::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "invalid_request_error",
+            format!(
+                "The request body did not arrive within {} s.",
+                limit.as_secs()
+            ),
+        )
+    }
+
+    /// 405 for a route that exists with other methods.
+    pub fn method_not_allowed() -> Self {
+        Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "invalid_request_error",
+            "This method is not allowed on this route.".into(),
+        )
     }
 
     /// 404.
@@ -124,6 +178,12 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(self.body())).into_response()
+        let mut response = (self.status, Json(self.body())).into_response();
+        if let Some(seconds) = self.retry_after_s {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, seconds.into());
+        }
+        response
     }
 }

@@ -4,21 +4,30 @@
 //! - [`openai`]: the customer API (`/v1/models`, `/v1/embeddings`, `/v1/chat/completions`,
 //!   `/v1/images/classifications`), authenticated by API key.
 //! - [`node_api`]: the node API (`/node/v1/...`), every request signed by the node's key.
+//! - [`meter`]: what the pool counts itself (tokens by its own tokenizers) so it pays only for
+//!   what it can check; [`checks`]: what a result must be to be paid.
 //! - [`queue`]: leases, heartbeats, expiry and requeue, results accepted once.
-//! - [`verify`]: a share of jobs answered twice (or scored) before anyone is paid.
-//! - [`store`]: receipt chains and balances, durable, behind [`PoolStore`] ([`SledStore`]).
+//! - [`verify`]: a share of jobs answered twice (or scored) before anyone is paid, drawn from
+//!   each node's record ([`reputation`]: probation, strikes, quarantine).
+//! - [`store`]: receipt chains, balances and node records, durable, behind [`PoolStore`]
+//!   ([`SledStore`]).
+//! - [`server`]: connections, limits and timeouts.
 //! - [`embedded`]: the local demo pool the desktop app starts, with its demo customer.
 //!
 //! [`Pool::start`] runs a pool on a tokio runtime; the desktop app starts one in-process on
 //! 127.0.0.1 as its local demo pool.
 
+mod checks;
 pub mod config;
 pub mod embedded;
 pub mod error;
+pub mod meter;
 pub mod node_api;
 pub mod nodes;
 pub mod openai;
 pub mod queue;
+pub mod reputation;
+mod server;
 pub mod store;
 pub mod verify;
 
@@ -30,10 +39,12 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use hearth_protocol::KeyPair;
-use tokio::sync::oneshot;
+use tokio::sync::watch;
 
 pub use config::{ModelOffer, ModelTask, PoolConfig};
 pub use error::ApiError;
+pub use meter::Meter;
+pub use reputation::NodeRecord;
 pub use store::{Payment, PoolStore, SledStore, StoreError};
 
 /// Everything the handlers share.
@@ -43,6 +54,8 @@ pub struct PoolState {
     pub queue: queue::Queue,
     pub nodes: nodes::Nodes,
     pub store: Arc<dyn PoolStore>,
+    /// The pool's own count of what it bills and pays.
+    pub meter: Arc<Meter>,
     /// The key receipts are signed with (its public half is given to nodes).
     pub pool_key: KeyPair,
     /// Chains, signs and stores receipts, durably and in batches.
@@ -61,6 +74,10 @@ pub enum StartError {
     },
     #[error("pool key: {0}")]
     Key(String),
+    #[error(
+        "the pool cannot count the work of models {0:?} (their tokenizers are missing): fetch them with `hearth-models fetch` or stop selling them"
+    )]
+    Unmetered(Vec<String>),
 }
 
 /// A running pool. Dropping it shuts the server down.
@@ -68,17 +85,18 @@ pub enum StartError {
 pub struct Pool {
     addr: SocketAddr,
     state: Arc<PoolState>,
-    shutdown: Option<oneshot::Sender<()>>,
+    shutdown: watch::Sender<bool>,
+    server: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// The HTTP routes of a pool.
 pub fn router(state: Arc<PoolState>) -> Router {
-    let limit = state.config.body_limit_bytes;
     Router::new()
         .route("/v1/models", get(openai::models))
         .route("/v1/embeddings", post(openai::embeddings))
         .route("/v1/chat/completions", post(openai::chat_completions))
         .route("/v1/images/classifications", post(openai::classify_images))
+        .route("/node/v1/challenge", post(node_api::challenge))
         .route("/node/v1/register", post(node_api::register))
         .route("/node/v1/lease", post(node_api::lease))
         .route("/node/v1/jobs/{id}/heartbeat", post(node_api::heartbeat))
@@ -89,13 +107,29 @@ pub fn router(state: Arc<PoolState>) -> Router {
         .fallback(|uri: axum::http::Uri| async move {
             ApiError::not_found(format!("no route for {}", uri.path()))
         })
-        .layer(DefaultBodyLimit::max(limit))
+        .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
+        // Bodies are read by the handlers, each with its own limit and deadline.
+        .layer(DefaultBodyLimit::disable())
         .with_state(state)
 }
 
 impl Pool {
-    /// Start a pool with `config` and `store` on the current tokio runtime.
-    pub async fn start(config: PoolConfig, store: Arc<dyn PoolStore>) -> Result<Self, StartError> {
+    /// Start a pool with `config`, `store` and `meter` (which must cover every model sold) on
+    /// the current tokio runtime.
+    pub async fn start(
+        config: PoolConfig,
+        store: Arc<dyn PoolStore>,
+        meter: Arc<Meter>,
+    ) -> Result<Self, StartError> {
+        let unmetered: Vec<String> = config
+            .models
+            .iter()
+            .filter(|m| !meter.covers(&m.id))
+            .map(|m| m.id.clone())
+            .collect();
+        if !unmetered.is_empty() {
+            return Err(StartError::Unmetered(unmetered));
+        }
         // A key for a new pool (an existing pool's stored key wins); no randomness, no pool.
         let fresh = KeyPair::generate()
             .map_err(|e| StartError::Key(e.to_string()))?
@@ -121,24 +155,21 @@ impl Pool {
         })?;
         let state = Arc::new(PoolState {
             queue: queue::Queue::new(Arc::clone(&config)),
-            nodes: nodes::Nodes::default(),
+            nodes: nodes::Nodes::new(Arc::clone(&store), Arc::clone(&config)),
             store,
+            meter,
             pool_key,
             receipts,
             config,
         });
-        let (shutdown, stopped) = oneshot::channel::<()>();
-        let app = router(Arc::clone(&state));
-        tokio::spawn(async move {
-            let served = axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = stopped.await;
-                })
-                .await;
-            if let Err(error) = served {
-                tracing::error!(%error, "pool server stopped");
-            }
-        });
+        let (shutdown, stopped) = watch::channel(false);
+        let server = tokio::spawn(server::serve(
+            listener,
+            router(Arc::clone(&state)),
+            state.config.max_connections,
+            Duration::from_millis(state.config.header_timeout_ms),
+            stopped,
+        ));
         // Expired leases go back to the queue a few times a second.
         let reaper = Arc::downgrade(&state);
         tokio::spawn(async move {
@@ -153,8 +184,40 @@ impl Pool {
         Ok(Self {
             addr,
             state,
-            shutdown: Some(shutdown),
+            shutdown,
+            server: Some(server),
         })
+    }
+
+    /// Drain before stopping: lease nothing more and take no new requests (customers of jobs
+    /// no node holds are told to retry at once), wait up to `grace` for the jobs nodes hold
+    /// to come back and be paid, then tell the customers still waiting. Returns how many
+    /// leased jobs were still out when the grace ran out.
+    pub async fn drain(&self, grace: Duration) -> usize {
+        let told = self.state.queue.close();
+        tracing::info!(customers_told = told, "draining: no more leases");
+        let until = tokio::time::Instant::now() + grace;
+        while self.state.queue.leased() > 0 && tokio::time::Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let out = self.state.queue.leased();
+        let abandoned = self.state.queue.abandon();
+        tracing::info!(leases_out = out, customers_told = abandoned, "drained");
+        out
+    }
+
+    /// Stop serving: no new connections; those open finish the request they answer and close.
+    /// Waits up to `grace` for them.
+    pub async fn stop(mut self, grace: Duration) {
+        self.shutdown.send_replace(true);
+        if let Some(server) = self.server.take()
+            && tokio::time::timeout(grace, server).await.is_err()
+        {
+            tracing::warn!(
+                "connections still open after {} ms; closing anyway",
+                grace.as_millis()
+            );
+        }
     }
 
     /// Where the pool listens.
@@ -173,20 +236,66 @@ impl Pool {
     }
 }
 
-/// What the pool owes each node, as CSV: `node_id,micro_credits`, one line per node.
-pub fn payout_csv(store: &dyn PoolStore) -> Result<String, StoreError> {
-    let mut csv = String::from("node_id,micro_credits\n");
-    for (node, credits) in store.balances()? {
+/// One node's earnings at a moment, in micro-credits.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Earnings {
+    /// Older than the settlement window: may be paid out.
+    pub payable: u64,
+    /// Inside the settlement window.
+    pub pending: u64,
+    /// Earned by a node since quarantined: not paid out.
+    pub held: u64,
+}
+
+/// Every node's earnings at `now_unix_ms` under `settlement_ms`, by node id.
+pub fn earnings(
+    store: &dyn PoolStore,
+    settlement_ms: u64,
+    now_unix_ms: u64,
+) -> Result<Vec<(String, Earnings)>, StoreError> {
+    let records: std::collections::HashMap<String, NodeRecord> =
+        store.node_records()?.into_iter().collect();
+    let mut out = Vec::new();
+    for (node, _) in store.balances()? {
+        let quarantined = records.get(&node).is_some_and(|r| r.quarantined.is_some());
+        let mut earned = Earnings::default();
+        let mut after = None;
+        loop {
+            let page = store.receipts_after(&node, after, 1000)?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.receipt.sequence);
+            for receipt in &page {
+                let credits = receipt.receipt.micro_credits;
+                let bucket = if quarantined {
+                    &mut earned.held
+                } else if now_unix_ms.saturating_sub(receipt.receipt.issued_unix_ms) < settlement_ms
+                {
+                    &mut earned.pending
+                } else {
+                    &mut earned.payable
+                };
+                *bucket = bucket.saturating_add(credits);
+            }
+        }
+        out.push((node, earned));
+    }
+    Ok(out)
+}
+
+/// What the pool owes each node, as CSV: `node_id,payable,pending,held` in micro-credits, one
+/// line per node.
+pub fn payout_csv(store: &dyn PoolStore, settlement_ms: u64) -> Result<String, StoreError> {
+    let mut csv =
+        String::from("node_id,payable_micro_credits,pending_micro_credits,held_micro_credits\n");
+    for (node, e) in earnings(store, settlement_ms, queue::now_unix_ms())? {
         // Node ids are hex; nothing needs quoting.
-        csv.push_str(&format!("{node},{credits}\n"));
+        csv.push_str(&format!("{node},{},{},{}\n", e.payable, e.pending, e.held));
     }
     Ok(csv)
 }
 
 impl Drop for Pool {
     fn drop(&mut self) {
-        if let Some(shutdown) = self.shutdown.take() {
-            let _ = shutdown.send(());
-        }
+        self.shutdown.send_replace(true);
     }
 }

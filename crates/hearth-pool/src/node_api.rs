@@ -1,41 +1,65 @@
-//! The node side of the pool: `/node/v1/...`. Every request but registration is signed by the
-//! node's key; registration is signed by the key it registers.
+//! The node side of the pool: `/node/v1/...`. A node asks for a challenge, registers signed by
+//! the key it registers and quoting the challenge, and authenticates every later request with
+//! its session MAC (or a signature). Results are checked ([`crate::checks`]) and, for a share
+//! drawn from the node's record, verified by an established node before anyone is paid.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{FromRequest, Path, Request, State};
-use axum::http::{HeaderMap, Method, Uri};
+use axum::extract::{ConnectInfo, FromRequest, Path, Request, State};
 use hearth_protocol::{
-    HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIMESTAMP, Heartbeat, HeartbeatReply, JobResult,
-    LeaseReply, LeaseRequest, PROTOCOL_VERSION, ReceiptsReply, ReceiptsRequest, Registration,
-    RegistrationReply, ResultReply, ReturnJob, SessionGrant, SessionSecret, SignedReceipt,
-    TaskOutput, TaskPayload, node_id, request_payload, session_grant_payload,
+    Challenge, HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIMESTAMP, HardwareProfile, Heartbeat,
+    HeartbeatReply, JobResult, LeaseReply, LeaseRequest, PROTOCOL_VERSION, ReceiptsReply,
+    ReceiptsRequest, Registration, RegistrationReply, ResultReply, ReturnJob, SessionGrant,
+    SessionSecret, SignedReceipt, node_id, request_payload, session_grant_payload,
 };
 use serde::de::DeserializeOwned;
 
 use crate::PoolState;
+use crate::checks::check_output;
 use crate::error::ApiError;
-use crate::nodes::NodeInfo;
+use crate::nodes::{MAX_PROFILE_MODELS, MAX_PROFILE_TEXT, NodeInfo};
 use crate::queue::{Completed, LeaseError, now_unix_ms};
 use crate::store::Payment;
 use crate::verify::{Answer, Verdict};
 
-/// The body, or 413/400 in OpenAI's shape.
-pub(crate) fn body_bytes(
+/// Largest registration body, in bytes (a profile lists a few model ids).
+const MAX_REGISTRATION_BYTES: usize = 64 << 10;
+
+/// Read a request body of at most `limit` bytes within the pool's body deadline: 413, 408 or
+/// 400 in OpenAI's shape otherwise. A declared length over the limit is refused unread.
+pub(crate) async fn read_body(
     state: &PoolState,
-    body: Result<Bytes, BytesRejection>,
+    headers: &axum::http::HeaderMap,
+    body: axum::body::Body,
+    limit: usize,
 ) -> Result<Bytes, ApiError> {
-    body.map_err(|rejection| {
-        if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::too_large(state.config.body_limit_bytes)
-        } else {
-            ApiError::invalid(rejection.body_text())
+    let declared = headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(ApiError::too_large(limit));
+    }
+    let deadline = Duration::from_millis(state.config.body_timeout_ms);
+    match tokio::time::timeout(deadline, axum::body::to_bytes(body, limit)).await {
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(error)) => {
+            let over_limit = std::error::Error::source(&error)
+                .is_some_and(|e| e.is::<http_body_util::LengthLimitError>());
+            if over_limit {
+                Err(ApiError::too_large(limit))
+            } else {
+                Err(ApiError::invalid(format!(
+                    "could not read the body: {error}"
+                )))
+            }
         }
-    })
+        Err(_) => Err(ApiError::body_timeout(deadline)),
+    }
 }
 
 /// Parse JSON, with serde's message (line, column, what was expected) on failure.
@@ -44,7 +68,8 @@ pub(crate) fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         .map_err(|e| ApiError::invalid(format!("malformed JSON body: {e}")))
 }
 
-/// A node request whose signature checked out: the node and the parsed body.
+/// A node request whose MAC or signature checked out: the node and the parsed body. The
+/// headers are checked (known node, fresh time, not quarantined) before the body is read.
 pub(crate) struct Signed<T> {
     pub node_id: String,
     pub node: Arc<NodeInfo>,
@@ -55,16 +80,21 @@ impl<T: DeserializeOwned> FromRequest<Arc<PoolState>> for Signed<T> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &Arc<PoolState>) -> Result<Self, ApiError> {
-        let (method, path, headers) = (
-            request.method().clone(),
-            request.uri().path().to_owned(),
-            request.headers().clone(),
-        );
-        let bytes = body_bytes(state, Bytes::from_request(request, state).await)?;
-        let (node_id, node) = state.nodes.authenticate(&method, &path, &headers, &bytes)?;
+        let (parts, body) = request.into_parts();
+        let caller = state.nodes.check_headers(&parts.headers)?;
+        let bytes = read_body(
+            state,
+            &parts.headers,
+            body,
+            state.config.node_body_limit_bytes,
+        )
+        .await?;
+        state
+            .nodes
+            .verify_body(&caller, &parts.method, parts.uri.path(), &bytes)?;
         Ok(Self {
-            node_id,
-            node,
+            node_id: caller.node_id,
+            node: caller.node,
             body: parse(&bytes)?,
         })
     }
@@ -79,49 +109,91 @@ fn lease_error(e: LeaseError) -> ApiError {
     }
 }
 
-/// `POST /node/v1/register`.
+/// `POST /node/v1/challenge`: a fresh value for one registration. Limited per source address,
+/// so identities cost a round trip each and cannot be made by the thousand.
+pub(crate) async fn challenge(
+    State(state): State<Arc<PoolState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+) -> Result<Json<Challenge>, ApiError> {
+    state.nodes.limit_registrations(peer.ip())?;
+    Ok(Json(state.nodes.challenge()))
+}
+
+/// Refuse profiles too large to keep for every node; keep only the models this pool sells, so
+/// a lease costs the same whatever a node lists.
+fn check_profile(state: &PoolState, profile: &mut HardwareProfile) -> Result<(), ApiError> {
+    if profile.models.len() > MAX_PROFILE_MODELS
+        || profile.models.iter().any(|m| m.len() > MAX_PROFILE_TEXT)
+        || profile.device.len() > MAX_PROFILE_TEXT
+        || profile.backend.len() > MAX_PROFILE_TEXT
+    {
+        return Err(ApiError::invalid_param(
+            "profile",
+            format!(
+                "a profile lists at most {MAX_PROFILE_MODELS} models, each name at most {MAX_PROFILE_TEXT} bytes"
+            ),
+        ));
+    }
+    profile.models.retain(|m| state.config.model(m).is_some());
+    profile.models.dedup();
+    Ok(())
+}
+
+/// `POST /node/v1/register`: signed with the key it registers (proof of possession), quoting
+/// a challenge the pool gave out and that no registration used before.
 pub(crate) async fn register(
     State(state): State<Arc<PoolState>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    request: Request,
 ) -> Result<Json<RegistrationReply>, ApiError> {
-    let body = body_bytes(&state, body)?;
-    let registration: Registration = parse(&body)?;
-    if registration.protocol_version != PROTOCOL_VERSION {
-        return Err(ApiError::invalid(format!(
-            "protocol version {} is not supported (this pool speaks {PROTOCOL_VERSION})",
-            registration.protocol_version
-        )));
-    }
-    // Proof of possession: the registration is signed by the key it registers.
-    let signature = headers
-        .get(HEADER_SIGNATURE)
-        .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| ApiError::unauthorized("missing signature".into()))?;
-    let timestamp: u64 = headers
-        .get(HEADER_TIMESTAMP)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok())
-        .ok_or_else(|| ApiError::unauthorized("missing or malformed timestamp".into()))?;
-    let nonce = headers
-        .get(HEADER_NONCE)
-        .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| ApiError::unauthorized("missing nonce".into()))?;
+    let (parts, body) = request.into_parts();
+    let header = |name: &str| {
+        parts
+            .headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| ApiError::unauthorized(format!("missing {name} header")))
+    };
+    let signature = header(HEADER_SIGNATURE)?;
+    let nonce = header(HEADER_NONCE)?;
+    let timestamp: u64 = header(HEADER_TIMESTAMP)?
+        .parse()
+        .map_err(|_| ApiError::unauthorized("malformed timestamp".into()))?;
     if now_unix_ms().abs_diff(timestamp) > hearth_protocol::MAX_CLOCK_SKEW_MS {
         return Err(ApiError::unauthorized(
             "registration timestamp too far from the pool's clock".into(),
         ));
     }
+    let body = read_body(&state, &parts.headers, body, MAX_REGISTRATION_BYTES).await?;
+    let mut registration: Registration = parse(&body)?;
+    if registration.protocol_version != PROTOCOL_VERSION {
+        return Err(ApiError::invalid(format!(
+            "protocol version {} is not supported (this pool speaks {PROTOCOL_VERSION}): update Hearth",
+            registration.protocol_version
+        )));
+    }
+    check_profile(&state, &mut registration.profile)?;
     registration
         .public_key
         .verify(
-            &request_payload(method.as_str(), uri.path(), timestamp, nonce, &body),
+            &request_payload(
+                parts.method.as_str(),
+                parts.uri.path(),
+                timestamp,
+                nonce,
+                &body,
+            ),
             signature,
         )
         .map_err(|e| ApiError::unauthorized(format!("bad signature: {e}")))?;
+    if !state.nodes.take_challenge(&registration.challenge) {
+        return Err(ApiError::unauthorized(
+            "the registration quotes no live challenge (unknown, used or expired): ask /node/v1/challenge for a new one".into(),
+        ));
+    }
     let id = node_id(&registration.public_key);
+    if let Some(reason) = state.nodes.record(&id)?.quarantined {
+        return Err(ApiError::quarantined(&reason));
+    }
     // The node's half of a session key, answered with ours, signed with the pool's key.
     let (session, grant) = match &registration.session_key {
         None => (None, None),
@@ -154,7 +226,6 @@ pub(crate) async fn register(
         NodeInfo {
             key: registration.public_key,
             profile: registration.profile,
-            strike_count: 0.into(),
             session,
         },
     );
@@ -167,6 +238,26 @@ pub(crate) async fn register(
     }))
 }
 
+/// Up to `request.max_jobs` jobs for node `id` (one at a time while it is on probation).
+async fn lease_for(
+    state: &PoolState,
+    id: &str,
+    info: &NodeInfo,
+    request: &LeaseRequest,
+) -> Result<Vec<hearth_protocol::Job>, ApiError> {
+    let established = state.nodes.record(id)?.is_established(&state.config, id);
+    let wait = Duration::from_millis(request.wait_ms.min(state.config.max_lease_wait_ms));
+    let max = if established {
+        request.max_jobs.clamp(1, 64) as usize
+    } else {
+        1
+    };
+    Ok(state
+        .queue
+        .lease(id, &info.profile.models, max, wait, established)
+        .await)
+}
+
 /// `POST /node/v1/lease`: long poll for work.
 pub(crate) async fn lease(
     State(state): State<Arc<PoolState>>,
@@ -176,12 +267,7 @@ pub(crate) async fn lease(
         body: request,
     }: Signed<LeaseRequest>,
 ) -> Result<Json<LeaseReply>, ApiError> {
-    let wait = Duration::from_millis(request.wait_ms.min(state.config.max_lease_wait_ms));
-    let max = request.max_jobs.clamp(1, 64) as usize;
-    let jobs = state
-        .queue
-        .lease(&id, &info.profile.models, max, wait)
-        .await;
+    let jobs = lease_for(&state, &id, &info, &request).await?;
     Ok(Json(LeaseReply { jobs }))
 }
 
@@ -221,87 +307,6 @@ pub(crate) async fn give_back(
         .map_err(lease_error)?;
     tracing::info!(job = %job_id, node = %id, reason = %request.reason, "job returned");
     Ok(Json(serde_json::json!({ "returned": job_id })))
-}
-
-/// Check a result against its task: the right kind, one answer per input, sane numbers.
-fn check_output(task: &TaskPayload, output: &TaskOutput) -> Result<u64, String> {
-    match (task, output) {
-        (TaskPayload::Embeddings { texts }, TaskOutput::Embeddings { vectors, tokens }) => {
-            if vectors.len() != texts.len() || tokens.len() != texts.len() {
-                return Err(format!(
-                    "{} vectors and {} token counts for {} texts",
-                    vectors.len(),
-                    tokens.len(),
-                    texts.len()
-                ));
-            }
-            let dims = vectors.first().map_or(0, Vec::len);
-            if dims == 0
-                || vectors
-                    .iter()
-                    .any(|v| v.len() != dims || v.iter().any(|x| !x.is_finite()))
-            {
-                return Err("vectors are empty, ragged or not finite".into());
-            }
-            Ok(tokens.iter().map(|&t| u64::from(t)).sum())
-        }
-        (
-            TaskPayload::Chat { params, .. },
-            TaskOutput::Chat {
-                completion_tokens,
-                token_ids,
-                finish_reason,
-                ..
-            },
-        ) => {
-            if *completion_tokens > params.max_tokens
-                || token_ids.len() > params.max_tokens as usize + 1
-            {
-                return Err(format!(
-                    "{completion_tokens} tokens for a limit of {}",
-                    params.max_tokens
-                ));
-            }
-            if finish_reason != "stop" && finish_reason != "length" {
-                return Err(format!("finish reason {finish_reason:?}"));
-            }
-            Ok(u64::from(*completion_tokens))
-        }
-        (
-            TaskPayload::ImageClassification { images, top_k },
-            TaskOutput::ImageClassification { results },
-        ) => {
-            if results.len() != images.len() {
-                return Err(format!(
-                    "{} results for {} images",
-                    results.len(),
-                    images.len()
-                ));
-            }
-            let bad = results.iter().any(|r| {
-                r.is_empty()
-                    || r.len() > *top_k as usize
-                    || r.iter().any(|c| !(0.0..=1.0).contains(&c.probability))
-            });
-            if bad {
-                return Err(
-                    "class lists are empty, too long or have probabilities outside 0..1".into(),
-                );
-            }
-            Ok(images.len() as u64)
-        }
-        (TaskPayload::ChatScore { token_ids, .. }, TaskOutput::ChatScore { ranks }) => {
-            if ranks.len() != token_ids.len() {
-                return Err(format!(
-                    "{} ranks for {} tokens",
-                    ranks.len(),
-                    token_ids.len()
-                ));
-            }
-            Ok(token_ids.len() as u64)
-        }
-        _ => Err("the output is for another kind of task".into()),
-    }
 }
 
 /// Issue and store a receipt to each of `paid` for job `job_id`, durably; returns them.
@@ -347,10 +352,7 @@ pub(crate) async fn result(
     let next = result.next.clone();
     let mut reply = settle(&state, &job_id, &id, result).await?;
     if let Some(next) = next {
-        let models = &info.profile.models;
-        let wait = Duration::from_millis(next.wait_ms.min(state.config.max_lease_wait_ms));
-        let max = next.max_jobs.clamp(1, 64) as usize;
-        reply.jobs = state.queue.lease(&id, models, max, wait).await;
+        reply.jobs = lease_for(&state, &id, &info, &next).await?;
     }
     Ok(Json(reply))
 }
@@ -363,7 +365,14 @@ async fn settle(
     result: JobResult,
 ) -> Result<ResultReply, ApiError> {
     let (job_id, id) = (job_id.to_owned(), id.to_owned());
-    let accepted = match state.queue.accept_result(&job_id, &id, &result.lease_id) {
+    let share = state
+        .nodes
+        .record(&id)?
+        .verification_share(&state.config, &id);
+    let accepted = match state
+        .queue
+        .accept_result(&job_id, &id, &result.lease_id, share)
+    {
         Ok(accepted) => accepted,
         Err(error) => {
             // Already paid to this node: the same receipt again (a retry after a lost reply).
@@ -386,13 +395,15 @@ async fn settle(
             return Err(lease_error(error));
         }
     };
-    let units = match check_output(&accepted.leased_task, &result.output) {
+    let units = match check_output(&state.meter, &accepted, &result.output) {
         Ok(units) => units,
         Err(reason) => {
-            let strikes = state.nodes.strike(&id);
-            tracing::warn!(job = %job_id, node = %id, strikes, %reason, "result refused");
+            let record = state.nodes.strike(&id, &reason);
+            tracing::warn!(job = %job_id, node = %id, strikes = record.strikes, %reason, "result refused");
             state.queue.reject_result(&job_id);
-            return Err(ApiError::unprocessable(format!("result refused: {reason}")));
+            return Err(ApiError::unprocessable(format!(
+                "result refused, nothing paid: {reason}"
+            )));
         }
     };
     let answer = Answer {
@@ -416,12 +427,11 @@ async fn settle(
             }
         };
         let receipt = receipts.into_iter().next();
-        if let Some(receipt) = &receipt {
+        if receipt.is_some() {
             state.queue.complete(
                 &job_id,
                 Completed {
                     output: answer.output,
-                    receipt: receipt.clone(),
                 },
             );
         }
@@ -453,18 +463,17 @@ async fn settle(
         }
     };
     for node in &struck {
-        let strikes = state.nodes.strike(node);
-        tracing::warn!(job = %job_id, %node, strikes, "answer failed verification");
+        let record = state.nodes.strike(node, "its answer failed verification");
+        tracing::warn!(job = %job_id, %node, strikes = record.strikes, "answer failed verification");
+    }
+    for answer in &paid {
+        state.nodes.passed(&answer.node_id);
     }
     let receipts = pay(state, &job_id, &accepted.model, &paid).await?;
-    if let (Some(output), Some(first)) = (output, receipts.first()) {
-        state.queue.complete(
-            &job_id,
-            Completed {
-                output,
-                receipt: first.clone(),
-            },
-        );
+    if let Some(output) = output
+        && !receipts.is_empty()
+    {
+        state.queue.complete(&job_id, Completed { output });
     }
     if struck.contains(&id) {
         return Err(ApiError::unprocessable(

@@ -1,43 +1,53 @@
-//! Registered nodes and the check on every signed node request.
+//! Registered nodes, their records, registration challenges, and the check on every signed
+//! node request.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex, RwLock};
 
 use axum::http::{HeaderMap, Method};
 use hearth_protocol::{
-    HEADER_MAC, HEADER_NODE, HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIMESTAMP, HardwareProfile,
-    MAX_CLOCK_SKEW_MS, PublicKey, SessionKey, request_payload,
+    Challenge, HEADER_MAC, HEADER_NODE, HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIMESTAMP,
+    HardwareProfile, MAX_CLOCK_SKEW_MS, PublicKey, SessionKey, request_payload,
 };
 
+use crate::config::PoolConfig;
 use crate::error::ApiError;
-use crate::queue::now_unix_ms;
+use crate::queue::{now_unix_ms, random_id};
+use crate::reputation::NodeRecord;
+use crate::store::PoolStore;
+
+/// How long a registration challenge stays valid.
+pub const CHALLENGE_TTL_MS: u64 = 60_000;
+/// Challenges outstanding at once, at most (older ones are forgotten first).
+const MAX_CHALLENGES: usize = 100_000;
+/// Models one profile may list, and the longest id or device name.
+pub const MAX_PROFILE_MODELS: usize = 32;
+pub const MAX_PROFILE_TEXT: usize = 200;
 
 /// A registered node (shared, not copied, by every request it makes).
 #[derive(Debug)]
 pub struct NodeInfo {
     pub key: PublicKey,
     pub profile: HardwareProfile,
-    /// Results that failed checks.
-    pub strike_count: AtomicU32,
     /// The MAC key agreed at registration, when the node asked for a session.
     pub session: Option<SessionKey>,
 }
 
-impl NodeInfo {
-    /// Results of this node that failed checks.
-    pub fn strikes(&self) -> u32 {
-        self.strike_count.load(Ordering::SeqCst)
-    }
-}
-
-/// Every node that registered since the pool started (nodes register again after a restart:
-/// the registration is cheap and carries the current hardware profile).
-#[derive(Debug, Default)]
+/// Every node that registered since the pool started, with the records of their keys.
+#[derive(Debug)]
 pub struct Nodes {
     nodes: RwLock<HashMap<String, Arc<NodeInfo>>>,
+    /// Records read from the store once and written through on every change.
+    records: Mutex<HashMap<String, NodeRecord>>,
+    store: Arc<dyn PoolStore>,
+    config: Arc<PoolConfig>,
     /// Signatures seen within the clock-skew window: a replayed request is refused.
     seen: Mutex<SeenSignatures>,
+    /// Challenges given out and not yet used, with their expiry.
+    challenges: Mutex<Challenges>,
+    /// Registrations and challenges per source address in the current minute.
+    per_address: Mutex<HashMap<IpAddr, (u64, u32)>>,
 }
 
 /// Signatures accepted recently, oldest first, forgotten after twice the clock-skew window
@@ -67,7 +77,42 @@ impl SeenSignatures {
     }
 }
 
+#[derive(Debug, Default)]
+struct Challenges {
+    live: HashMap<String, u64>,
+    order: VecDeque<String>,
+}
+
+/// A node request whose headers checked out; the body is checked with [`Nodes::verify_body`].
+#[derive(Debug)]
+pub struct Caller {
+    pub node_id: String,
+    pub node: Arc<NodeInfo>,
+    timestamp: u64,
+    nonce: String,
+    proof: Proof,
+}
+
+#[derive(Debug)]
+enum Proof {
+    Mac(String),
+    Signature(String),
+}
+
 impl Nodes {
+    /// No node yet; records are read from and written to `store`.
+    pub fn new(store: Arc<dyn PoolStore>, config: Arc<PoolConfig>) -> Self {
+        Self {
+            nodes: RwLock::default(),
+            records: Mutex::default(),
+            store,
+            config,
+            seen: Mutex::default(),
+            challenges: Mutex::default(),
+            per_address: Mutex::default(),
+        }
+    }
+
     /// Add or update a node.
     pub fn register(&self, node_id: String, info: NodeInfo) {
         self.nodes
@@ -76,7 +121,7 @@ impl Nodes {
             .insert(node_id, Arc::new(info));
     }
 
-    /// A node's record.
+    /// A node's registration.
     pub fn get(&self, node_id: &str) -> Option<Arc<NodeInfo>> {
         self.nodes
             .read()
@@ -85,10 +130,58 @@ impl Nodes {
             .cloned()
     }
 
-    /// Count a failed check against a node; returns its strikes.
-    pub fn strike(&self, node_id: &str) -> u32 {
-        self.get(node_id)
-            .map_or(0, |n| n.strike_count.fetch_add(1, Ordering::SeqCst) + 1)
+    /// A node's record (a new key has an empty one).
+    pub fn record(&self, node_id: &str) -> Result<NodeRecord, ApiError> {
+        let mut records = self.records.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(record) = records.get(node_id) {
+            return Ok(record.clone());
+        }
+        let record = self
+            .store
+            .node_record(node_id)
+            .map_err(|e| ApiError::internal(e.to_string()))?
+            .unwrap_or_default();
+        records.insert(node_id.to_owned(), record.clone());
+        Ok(record)
+    }
+
+    fn update(
+        &self,
+        node_id: &str,
+        durable: bool,
+        change: impl FnOnce(&mut NodeRecord),
+    ) -> NodeRecord {
+        let mut record = match self.record(node_id) {
+            Ok(record) => record,
+            Err(error) => {
+                tracing::error!(node = %node_id, error = %error.message, "node record unreadable; starting from an empty one");
+                NodeRecord::default()
+            }
+        };
+        change(&mut record);
+        if let Err(error) = self.store.put_node_record(node_id, &record, durable) {
+            tracing::error!(node = %node_id, %error, "node record not stored");
+        }
+        self.records
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(node_id.to_owned(), record.clone());
+        record
+    }
+
+    /// Count a refused or failed result against a node (stored at once); its record after.
+    pub fn strike(&self, node_id: &str, reason: &str) -> NodeRecord {
+        let config = Arc::clone(&self.config);
+        let record = self.update(node_id, true, |r| r.strike(&config, reason));
+        if let Some(why) = &record.quarantined {
+            tracing::warn!(node = %node_id, strikes = record.strikes, reason = %why, "node quarantined");
+        }
+        record
+    }
+
+    /// A node's result passed verification.
+    pub fn passed(&self, node_id: &str) {
+        self.update(node_id, false, NodeRecord::passed);
     }
 
     /// Number of registered nodes.
@@ -101,15 +194,70 @@ impl Nodes {
         self.len() == 0
     }
 
-    /// Check a node request: known node, fresh timestamp, a valid session MAC or signature over
-    /// method, path, timestamp, nonce and body, not seen before. Returns the node id and record.
-    pub fn authenticate(
-        &self,
-        method: &Method,
-        path: &str,
-        headers: &HeaderMap,
-        body: &[u8],
-    ) -> Result<(String, Arc<NodeInfo>), ApiError> {
+    /// Count a registration or challenge from `address`: 429 past the per-minute limit.
+    pub fn limit_registrations(&self, address: IpAddr) -> Result<(), ApiError> {
+        let now = now_unix_ms();
+        let minute = now / 60_000;
+        let mut table = self.per_address.lock().unwrap_or_else(|e| e.into_inner());
+        if table.len() > 100_000 {
+            table.retain(|_, (m, _)| *m == minute);
+        }
+        let entry = table.entry(address).or_insert((minute, 0));
+        if entry.0 != minute {
+            *entry = (minute, 0);
+        }
+        if entry.1 >= self.config.registrations_per_minute {
+            let retry = 60 - (now % 60_000) / 1000;
+            return Err(ApiError::rate_limited(
+                format!(
+                    "more than {} registrations from {address} this minute",
+                    self.config.registrations_per_minute
+                ),
+                retry,
+            ));
+        }
+        entry.1 += 1;
+        Ok(())
+    }
+
+    /// A fresh challenge for a registration.
+    pub fn challenge(&self) -> Challenge {
+        let challenge = random_id("ch-");
+        let now = now_unix_ms();
+        let mut table = self.challenges.lock().unwrap_or_else(|e| e.into_inner());
+        while table.order.len() >= MAX_CHALLENGES
+            || table
+                .order
+                .front()
+                .and_then(|c| table.live.get(c))
+                .is_some_and(|&expiry| expiry <= now)
+        {
+            let Some(old) = table.order.pop_front() else {
+                break;
+            };
+            table.live.remove(&old);
+        }
+        let expires_unix_ms = now + CHALLENGE_TTL_MS;
+        table.live.insert(challenge.clone(), expires_unix_ms);
+        table.order.push_back(challenge.clone());
+        Challenge {
+            challenge,
+            expires_unix_ms,
+        }
+    }
+
+    /// Use up `challenge`: true once, while it is live.
+    pub fn take_challenge(&self, challenge: &str) -> bool {
+        let mut table = self.challenges.lock().unwrap_or_else(|e| e.into_inner());
+        table
+            .live
+            .remove(challenge)
+            .is_some_and(|expiry| expiry > now_unix_ms())
+    }
+
+    /// Check a node request's headers before its body is read: a known node, a fresh
+    /// timestamp, a proof of the kind its session uses, and not quarantined.
+    pub fn check_headers(&self, headers: &HeaderMap) -> Result<Caller, ApiError> {
         let header = |name: &str| {
             headers
                 .get(name)
@@ -122,11 +270,7 @@ impl Nodes {
             .map_err(|_| ApiError::unauthorized("malformed timestamp".into()))?;
         let nonce = header(HEADER_NONCE)?;
         let mac = headers.get(HEADER_MAC).and_then(|v| v.to_str().ok());
-        let signature = match mac {
-            Some(mac) => mac,
-            None => header(HEADER_SIGNATURE)?,
-        };
-        let info = self.get(node_id).ok_or_else(|| {
+        let node = self.get(node_id).ok_or_else(|| {
             ApiError::unauthorized(format!("unknown node {node_id}: register first"))
         })?;
         let now = now_unix_ms();
@@ -135,29 +279,64 @@ impl Nodes {
                 "request time {timestamp} is more than {MAX_CLOCK_SKEW_MS} ms from the pool's {now}"
             )));
         }
-        let payload = request_payload(method.as_str(), path, timestamp, nonce, body);
-        match (mac, &info.session) {
-            (Some(mac), Some(session)) => session
-                .verify(&payload, mac)
-                .map_err(|e| ApiError::unauthorized(format!("bad MAC: {e}")))?,
+        let proof = match (mac, &node.session) {
+            (Some(mac), Some(_)) => Proof::Mac(mac.to_owned()),
             (Some(_), None) => {
                 return Err(ApiError::unauthorized(format!(
                     "node {node_id} has no session here: register again"
                 )));
             }
-            (None, _) => info
-                .key
-                .verify(&payload, signature)
-                .map_err(|e| ApiError::unauthorized(format!("bad signature: {e}")))?,
+            (None, _) => Proof::Signature(header(HEADER_SIGNATURE)?.to_owned()),
+        };
+        if let Some(reason) = self.record(node_id)?.quarantined {
+            return Err(ApiError::quarantined(&reason));
         }
+        Ok(Caller {
+            node_id: node_id.to_owned(),
+            node,
+            timestamp,
+            nonce: nonce.to_owned(),
+            proof,
+        })
+    }
+
+    /// Check the session MAC or signature over method, path, timestamp, nonce and `body`, and
+    /// that the request was not seen before.
+    pub fn verify_body(
+        &self,
+        caller: &Caller,
+        method: &Method,
+        path: &str,
+        body: &[u8],
+    ) -> Result<(), ApiError> {
+        let payload = request_payload(method.as_str(), path, caller.timestamp, &caller.nonce, body);
+        let tag = match (&caller.proof, &caller.node.session) {
+            (Proof::Mac(mac), Some(session)) => {
+                session
+                    .verify(&payload, mac)
+                    .map_err(|e| ApiError::unauthorized(format!("bad MAC: {e}")))?;
+                mac
+            }
+            (Proof::Mac(_), None) => {
+                return Err(ApiError::unauthorized("no session: register again".into()));
+            }
+            (Proof::Signature(signature), _) => {
+                caller
+                    .node
+                    .key
+                    .verify(&payload, signature)
+                    .map_err(|e| ApiError::unauthorized(format!("bad signature: {e}")))?;
+                signature
+            }
+        };
         let fresh = self
             .seen
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(signature, now);
+            .insert(tag, now_unix_ms());
         if !fresh {
             return Err(ApiError::unauthorized("replayed request".into()));
         }
-        Ok((node_id.to_owned(), info))
+        Ok(())
     }
 }

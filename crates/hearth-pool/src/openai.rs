@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
-use axum::body::Bytes;
 use axum::extract::{FromRequest, Request, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -25,8 +24,9 @@ use tokio::sync::{mpsc, oneshot};
 use crate::PoolState;
 use crate::config::ModelTask;
 use crate::error::ApiError;
-use crate::node_api::{body_bytes, parse};
-use crate::queue::{Completed, JobFailure, Submitted, now_unix_ms};
+use crate::meter::Metered;
+use crate::node_api::{parse, read_body};
+use crate::queue::{Completed, JobFailure, NewJob, SubmitError, Submitted, now_unix_ms};
 
 /// Most inputs in one embeddings request, and most images in one classification request.
 const MAX_INPUTS: usize = 2048;
@@ -52,8 +52,9 @@ impl<T: DeserializeOwned> FromRequest<Arc<PoolState>> for Customer<T> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &Arc<PoolState>) -> Result<Self, ApiError> {
-        authorize(state, request.headers())?;
-        let bytes = body_bytes(state, Bytes::from_request(request, state).await)?;
+        let (parts, body) = request.into_parts();
+        authorize(state, &parts.headers)?;
+        let bytes = read_body(state, &parts.headers, body, state.config.body_limit_bytes).await?;
         Ok(Self(parse(&bytes)?))
     }
 }
@@ -69,22 +70,44 @@ fn offer(state: &PoolState, model: &str, task: ModelTask) -> Result<(), ApiError
     }
 }
 
-/// Wait for a job, cancelling it if the customer's time runs out.
+/// The one deadline of a customer request, however many jobs it splits into.
+fn deadline(state: &PoolState) -> tokio::time::Instant {
+    tokio::time::Instant::now() + Duration::from_millis(state.config.request_timeout_ms)
+}
+
+/// Put a request's jobs in the queue: 503 with `Retry-After` at once when it is full.
+fn submit(
+    state: &PoolState,
+    model: &str,
+    jobs: Vec<NewJob>,
+    stream: bool,
+) -> Result<Vec<Submitted>, ApiError> {
+    state
+        .queue
+        .submit(model, jobs, stream)
+        .map_err(|e: SubmitError| ApiError::overloaded(e.to_string(), 5))
+}
+
+/// Wait for a job until the request's `deadline`, cancelling it if the time runs out.
 async fn wait(
     state: &PoolState,
     job_id: &str,
     done: oneshot::Receiver<Result<Completed, JobFailure>>,
+    deadline: tokio::time::Instant,
 ) -> Result<Completed, ApiError> {
-    let timeout = Duration::from_millis(state.config.request_timeout_ms);
-    match tokio::time::timeout(timeout, done).await {
+    match tokio::time::timeout_at(deadline, done).await {
         Ok(Ok(Ok(completed))) => Ok(completed),
+        Ok(Ok(Err(JobFailure::ShuttingDown))) => Err(ApiError::overloaded(
+            JobFailure::ShuttingDown.to_string(),
+            5,
+        )),
         Ok(Ok(Err(failure))) => Err(ApiError::unavailable(failure.to_string())),
         Ok(Err(_)) => Err(ApiError::internal("the job was dropped".into())),
         Err(_) => {
             state.queue.cancel(job_id);
             Err(ApiError::timeout(format!(
                 "no node finished the job within {} s",
-                timeout.as_secs()
+                state.config.request_timeout_ms / 1000
             )))
         }
     }
@@ -168,36 +191,39 @@ pub(crate) async fn embeddings(
         }
     };
 
-    let submitted: Vec<Submitted> = texts
-        .chunks(state.config.embeddings_per_job)
-        .map(|chunk| {
-            state.queue.submit(
-                &request.model,
-                TaskPayload::Embeddings {
-                    texts: chunk.to_vec(),
-                },
-                false,
-            )
+    // The pool counts the tokens it bills, with its own copy of the model's tokenizer.
+    let counts = state
+        .meter
+        .embedding_tokens(&request.model, &texts)
+        .map_err(|e| ApiError::invalid_param("input", e))?;
+    let tokens: u64 = counts.iter().map(|&t| u64::from(t)).sum();
+    let per_job = state.config.embeddings_per_job;
+    let jobs = texts
+        .chunks(per_job)
+        .zip(counts.chunks(per_job))
+        .map(|(chunk, counts)| NewJob {
+            task: TaskPayload::Embeddings {
+                texts: chunk.to_vec(),
+            },
+            metered: Metered::Embeddings {
+                tokens: counts.to_vec(),
+            },
         })
         .collect();
+    let deadline = deadline(&state);
+    let submitted = submit(&state, &request.model, jobs, false)?;
     let mut guard = JobsGuard {
         state: &state,
         ids: submitted.iter().map(|s| s.job_id.clone()).collect(),
     };
     let mut data = Vec::with_capacity(texts.len());
-    let mut tokens = 0u64;
     for job in submitted {
-        let completed = wait(&state, &job.job_id, job.done).await?;
-        let TaskOutput::Embeddings {
-            vectors,
-            tokens: counts,
-        } = completed.output
-        else {
+        let completed = wait(&state, &job.job_id, job.done, deadline).await?;
+        let TaskOutput::Embeddings { vectors, .. } = completed.output else {
             return Err(ApiError::internal(
                 "a node answered with another kind of output".into(),
             ));
         };
-        tokens += counts.iter().map(|&t| u64::from(t)).sum::<u64>();
         for vector in vectors {
             let embedding = if base64 {
                 let bytes: Vec<u8> = vector.iter().flat_map(|v| v.to_le_bytes()).collect();
@@ -379,12 +405,39 @@ pub(crate) async fn chat_completions(
 ) -> Result<Response, ApiError> {
     offer(&state, &request.model, ModelTask::Chat)?;
     let task = chat_task(&request)?;
-    let submitted = state.queue.submit(&request.model, task, request.stream);
+    let TaskPayload::Chat { messages, .. } = &task else {
+        return Err(ApiError::internal(
+            "a chat request made another task".into(),
+        ));
+    };
+    let prompt_tokens = state
+        .meter
+        .prompt_tokens(&request.model, messages)
+        .map_err(|e| ApiError::invalid_param("messages", e))?;
+    let deadline = deadline(&state);
+    let job = NewJob {
+        task,
+        metered: Metered::Chat { prompt_tokens },
+    };
+    let Some(submitted) = submit(&state, &request.model, vec![job], request.stream)?
+        .into_iter()
+        .next()
+    else {
+        return Err(ApiError::internal("no job was queued".into()));
+    };
     let id = format!("chatcmpl-{}", &submitted.job_id[4..]);
     let created = now_unix_ms() / 1000;
     if request.stream {
         let include_usage = request.stream_options.is_some_and(|o| o.include_usage);
-        let stream = chat_stream(state, submitted, id, created, request.model, include_usage);
+        let stream = chat_stream(
+            state,
+            submitted,
+            id,
+            created,
+            request.model,
+            include_usage,
+            deadline,
+        );
         return Ok(Sse::new(stream)
             .keep_alive(KeepAlive::default())
             .into_response());
@@ -393,7 +446,7 @@ pub(crate) async fn chat_completions(
         state: &state,
         ids: vec![submitted.job_id.clone()],
     };
-    let completed = wait(&state, &submitted.job_id, submitted.done).await?;
+    let completed = wait(&state, &submitted.job_id, submitted.done, deadline).await?;
     guard.ids.clear();
     let TaskOutput::Chat {
         text,
@@ -420,7 +473,7 @@ pub(crate) async fn chat_completions(
         "usage": {
             "prompt_tokens": prompt_tokens,
             "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens,
+            "total_tokens": u64::from(prompt_tokens) + u64::from(completion_tokens),
         },
     }))
     .into_response())
@@ -449,6 +502,7 @@ fn chat_stream(
     created: u64,
     model: String,
     include_usage: bool,
+    deadline: tokio::time::Instant,
 ) -> impl Stream<Item = Result<Event, Infallible>> {
     let (tx, rx) = mpsc::channel::<Event>(64);
     tokio::spawn(async move {
@@ -473,7 +527,7 @@ fn chat_stream(
             state.queue.cancel(&job_id);
             return;
         }
-        let timeout = tokio::time::sleep(Duration::from_millis(state.config.request_timeout_ms));
+        let timeout = tokio::time::sleep_until(deadline);
         tokio::pin!(timeout);
         tokio::pin!(done);
         let outcome = loop {
@@ -526,7 +580,7 @@ fn chat_stream(
                         "id": id, "object": "chat.completion.chunk", "created": created, "model": model,
                         "choices": [],
                         "usage": { "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                                   "total_tokens": prompt_tokens + completion_tokens },
+                                   "total_tokens": u64::from(prompt_tokens) + u64::from(completion_tokens) },
                     });
                     let _ = tx.send(Event::default().data(usage.to_string())).await;
                 }
@@ -590,19 +644,27 @@ pub(crate) async fn classify_images(
         return Err(ApiError::invalid_param("top_k", "top_k must be 1 to 100"));
     }
     let count = request.images.len();
-    let submitted = state.queue.submit(
-        &request.model,
-        TaskPayload::ImageClassification {
+    let deadline = deadline(&state);
+    let job = NewJob {
+        task: TaskPayload::ImageClassification {
             images: request.images,
             top_k: request.top_k,
         },
-        false,
-    );
+        metered: Metered::Images {
+            count: count as u32,
+        },
+    };
+    let Some(submitted) = submit(&state, &request.model, vec![job], false)?
+        .into_iter()
+        .next()
+    else {
+        return Err(ApiError::internal("no job was queued".into()));
+    };
     let mut guard = JobsGuard {
         state: &state,
         ids: vec![submitted.job_id.clone()],
     };
-    let completed = wait(&state, &submitted.job_id, submitted.done).await?;
+    let completed = wait(&state, &submitted.job_id, submitted.done, deadline).await?;
     guard.ids.clear();
     let TaskOutput::ImageClassification { results } = completed.output else {
         return Err(ApiError::internal(

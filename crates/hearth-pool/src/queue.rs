@@ -10,11 +10,15 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use hearth_protocol::{Job, SignedReceipt, TaskOutput, TaskPayload};
+use hearth_protocol::{Job, TaskOutput, TaskPayload};
 use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::config::PoolConfig;
+use crate::meter::Metered;
 use crate::verify::{self, Answer, Verdict};
+
+/// Most streamed text kept per job to check against the final answer.
+const MAX_STREAMED_BYTES: usize = 1 << 20;
 
 pub use hearth_protocol::now_unix_ms;
 
@@ -35,7 +39,15 @@ pub fn random_id(prefix: &str) -> String {
 #[derive(Debug)]
 pub struct Completed {
     pub output: TaskOutput,
-    pub receipt: SignedReceipt,
+}
+
+/// The queue has no room for the request's jobs.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SubmitError {
+    #[error("the pool's queue is full ({0} jobs waiting); retry shortly")]
+    Full(usize),
+    #[error("the pool is shutting down; retry shortly")]
+    Closed,
 }
 
 /// Why a job ended without a result.
@@ -45,6 +57,12 @@ pub enum JobFailure {
     Exhausted(u32),
     #[error("the nodes' answers did not agree, so none was accepted")]
     Unverified,
+    #[error("the pool is shutting down before the job finished; retry")]
+    ShuttingDown,
+    #[error(
+        "the streamed answer broke off (its node stopped or was refused); nothing is charged, retry"
+    )]
+    StreamBroken,
 }
 
 /// Why a node's request about a job was refused.
@@ -73,8 +91,17 @@ enum JobState {
 struct JobEntry {
     model: String,
     task: TaskPayload,
-    /// Checked by a second node before anyone is paid.
+    /// The pool's own units for the job.
+    metered: Metered,
+    /// Checked by a second node before anyone is paid (drawn when the first answer comes,
+    /// so the node answering cannot know).
     verify: bool,
+    /// The customer reads the text as it is made.
+    stream: bool,
+    /// Text passed to the customer so far (the final answer must begin with it).
+    streamed: String,
+    /// The customer already has the answer (a streamed chat still under verification).
+    answered: bool,
     /// Answers so far (under verification), each from a different node.
     answers: Vec<Answer>,
     /// Nodes that may not take the job again (they answered, or were struck).
@@ -111,8 +138,19 @@ pub struct Accepted {
     pub leased_task: TaskPayload,
     /// The customer's job.
     pub task: TaskPayload,
+    /// The pool's own units for the job.
+    pub metered: Metered,
+    /// Text already streamed to the customer from this lease.
+    pub streamed: String,
     /// The result goes through [`Queue::record_answer`] before anyone is paid.
     pub verify: bool,
+}
+
+/// One job of a customer's request.
+#[derive(Debug)]
+pub struct NewJob {
+    pub task: TaskPayload,
+    pub metered: Metered,
 }
 
 /// The queue.
@@ -120,6 +158,8 @@ pub struct Queue {
     state: Mutex<QueueState>,
     work_ready: Notify,
     config: Arc<PoolConfig>,
+    /// Set when the pool drains: nothing more is leased or submitted.
+    closed: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Queue {
@@ -139,6 +179,7 @@ impl Queue {
             state: Mutex::new(QueueState::default()),
             work_ready: Notify::new(),
             config,
+            closed: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -146,56 +187,73 @@ impl Queue {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Add a job; nodes waiting for work are woken. A share of jobs is marked for
-    /// verification (never streamed chats: their text reaches the customer as it is made).
-    pub fn submit(&self, model: &str, task: TaskPayload, stream: bool) -> Submitted {
-        let job_id = random_id("job-");
-        let mut draw = [0u8; 8];
-        let _ = getrandom::fill(&mut draw);
-        let verify = !stream
-            && (u64::from_le_bytes(draw) as f64 / u64::MAX as f64) < self.config.verification_share;
-        let (done_tx, done) = oneshot::channel();
-        let (deltas_tx, deltas) = if stream {
-            let (tx, rx) = mpsc::unbounded_channel();
-            (Some(tx), Some(rx))
-        } else {
-            (None, None)
-        };
+    /// Add a request's jobs, all or none (a full queue takes none); nodes waiting for work
+    /// are woken.
+    pub fn submit(
+        &self,
+        model: &str,
+        jobs: Vec<NewJob>,
+        stream: bool,
+    ) -> Result<Vec<Submitted>, SubmitError> {
+        if self.is_closed() {
+            return Err(SubmitError::Closed);
+        }
+        let mut submitted = Vec::with_capacity(jobs.len());
         {
             let mut state = self.lock();
-            state.jobs.insert(
-                job_id.clone(),
-                JobEntry {
-                    model: model.to_owned(),
-                    task,
-                    verify,
-                    answers: Vec::new(),
-                    exclude: Vec::new(),
-                    check_task: None,
-                    attempts: 0,
-                    state: JobState::Queued,
-                    done: Some(done_tx),
-                    deltas: deltas_tx,
-                    cancelled: false,
-                },
-            );
-            state.queued.push_back(job_id.clone());
+            if state.jobs.len() + jobs.len() > self.config.max_queued_jobs {
+                return Err(SubmitError::Full(state.jobs.len()));
+            }
+            for NewJob { task, metered } in jobs {
+                let job_id = random_id("job-");
+                let (done_tx, done) = oneshot::channel();
+                let (deltas_tx, deltas) = if stream {
+                    let (tx, rx) = mpsc::unbounded_channel();
+                    (Some(tx), Some(rx))
+                } else {
+                    (None, None)
+                };
+                state.jobs.insert(
+                    job_id.clone(),
+                    JobEntry {
+                        model: model.to_owned(),
+                        task,
+                        metered,
+                        verify: false,
+                        stream,
+                        streamed: String::new(),
+                        answered: false,
+                        answers: Vec::new(),
+                        exclude: Vec::new(),
+                        check_task: None,
+                        attempts: 0,
+                        state: JobState::Queued,
+                        done: Some(done_tx),
+                        deltas: deltas_tx,
+                        cancelled: false,
+                    },
+                );
+                state.queued.push_back(job_id.clone());
+                submitted.push(Submitted {
+                    job_id,
+                    done,
+                    deltas,
+                });
+            }
         }
         self.work_ready.notify_waiters();
-        Submitted {
-            job_id,
-            done,
-            deltas,
-        }
+        Ok(submitted)
     }
 
     /// Up to `max` queued jobs for a node that runs `models`, waiting up to `wait` for some.
+    /// Only `established` nodes get jobs whose answer is being checked.
     pub async fn lease(
         &self,
         node_id: &str,
         models: &[String],
         max: usize,
         wait: Duration,
+        established: bool,
     ) -> Vec<Job> {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
@@ -203,7 +261,10 @@ impl Queue {
             let notified = self.work_ready.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let jobs = self.try_lease(node_id, models, max);
+            if self.is_closed() {
+                return Vec::new();
+            }
+            let jobs = self.try_lease(node_id, models, max, established);
             if !jobs.is_empty() {
                 return jobs;
             }
@@ -213,7 +274,13 @@ impl Queue {
         }
     }
 
-    fn try_lease(&self, node_id: &str, models: &[String], max: usize) -> Vec<Job> {
+    fn try_lease(
+        &self,
+        node_id: &str,
+        models: &[String],
+        max: usize,
+        established: bool,
+    ) -> Vec<Job> {
         let mut state = self.lock();
         let state = &mut *state;
         let mut leased = Vec::new();
@@ -222,7 +289,9 @@ impl Queue {
         while i < state.queued.len() && leased.len() < max {
             let id = &state.queued[i];
             let fits = state.jobs.get(id).is_some_and(|j| {
-                models.contains(&j.model) && !j.exclude.iter().any(|n| n == node_id)
+                models.contains(&j.model)
+                    && !j.exclude.iter().any(|n| n == node_id)
+                    && (established || j.answers.is_empty())
             });
             if !fits {
                 i += 1;
@@ -288,7 +357,11 @@ impl Queue {
         }
         if !text_delta.is_empty()
             && let Some(deltas) = &entry.deltas
+            && entry.answers.is_empty()
+            && entry.streamed.len() + text_delta.len() <= MAX_STREAMED_BYTES
         {
+            entry.streamed.push_str(text_delta);
+            // The customer may have hung up; the job is cancelled at its next look.
             let _ = deltas.send(text_delta.to_owned());
         }
         Ok((
@@ -306,7 +379,12 @@ impl Queue {
                 state.jobs.remove(job_id);
                 return Ok(());
             }
-            entry.state = JobState::Queued;
+            if Self::fail_if_partly_streamed(&mut state, job_id) {
+                return Ok(());
+            }
+            if let Some(entry) = state.jobs.get_mut(job_id) {
+                entry.state = JobState::Queued;
+            }
             state.queued.push_front(job_id.to_owned());
         }
         self.work_ready.notify_waiters();
@@ -314,12 +392,14 @@ impl Queue {
     }
 
     /// Take a result for payment: the lease must be this node's and live. The job is marked so
-    /// that no second result is accepted while the receipt is written.
+    /// that no second result is accepted while the receipt is written. A first answer is
+    /// checked by another node with chance `verification_share` (the answering node's).
     pub fn accept_result(
         &self,
         job_id: &str,
         node_id: &str,
         lease_id: &str,
+        verification_share: f64,
     ) -> Result<Accepted, LeaseError> {
         let mut state = self.lock();
         let entry = Self::held_lease(&mut state, job_id, node_id, lease_id)?;
@@ -327,6 +407,9 @@ impl Queue {
             node_id: node_id.to_owned(),
             lease_id: lease_id.to_owned(),
         };
+        if entry.answers.is_empty() {
+            entry.verify = draw() < verification_share;
+        }
         Ok(Accepted {
             model: entry.model.clone(),
             leased_task: entry
@@ -334,6 +417,8 @@ impl Queue {
                 .clone()
                 .unwrap_or_else(|| entry.task.clone()),
             task: entry.task.clone(),
+            metered: entry.metered.clone(),
+            streamed: entry.streamed.clone(),
             verify: entry.verify,
         })
     }
@@ -352,17 +437,30 @@ impl Queue {
         let verdict = verify::judge(&entry.task, &entry.answers);
         match &verdict {
             Verdict::NeedAnother { check_task } => {
+                if entry.stream && !entry.answered {
+                    // The customer has read the text as it came: they get the answer now,
+                    // and the node is paid once the check holds.
+                    if let (Some(done), Some(first)) = (entry.done.take(), entry.answers.first()) {
+                        let _ = done.send(Ok(Completed {
+                            output: first.output.clone(),
+                        }));
+                    }
+                    entry.answered = true;
+                }
                 entry.check_task = check_task.clone();
                 entry.state = JobState::Queued;
                 state.queued.push_front(job_id.to_owned());
                 drop(state);
                 self.work_ready.notify_waiters();
             }
+            Verdict::Redo { .. } if entry.answered => {
+                // The customer already has the streamed text: nothing to redo.
+                state.jobs.remove(job_id);
+            }
             Verdict::Redo { .. } => {
-                // A fresh answer from another node, taken without a second check.
+                // A fresh answer from another node, drawn for a check like any other.
                 entry.answers.clear();
                 entry.check_task = None;
-                entry.verify = false;
                 entry.state = JobState::Queued;
                 state.queued.push_front(job_id.to_owned());
                 drop(state);
@@ -394,8 +492,27 @@ impl Queue {
         self.requeue_or_fail(job_id);
     }
 
+    /// A customer who read part of an answer cannot be given another node's from the start:
+    /// the job ends with [`JobFailure::StreamBroken`]. True when it did.
+    fn fail_if_partly_streamed(state: &mut QueueState, job_id: &str) -> bool {
+        let partly = state
+            .jobs
+            .get(job_id)
+            .is_some_and(|e| e.stream && !e.answered && !e.streamed.is_empty());
+        if partly
+            && let Some(mut entry) = state.jobs.remove(job_id)
+            && let Some(done) = entry.done.take()
+        {
+            let _ = done.send(Err(JobFailure::StreamBroken));
+        }
+        partly
+    }
+
     fn requeue_or_fail(&self, job_id: &str) {
         let mut state = self.lock();
+        if Self::fail_if_partly_streamed(&mut state, job_id) {
+            return;
+        }
         let Some(entry) = state.jobs.get_mut(job_id) else {
             return;
         };
@@ -448,6 +565,8 @@ impl Queue {
                 let cancelled = state.jobs.get(id).is_some_and(|e| e.cancelled);
                 if cancelled {
                     state.jobs.remove(id);
+                } else if Self::fail_if_partly_streamed(&mut state, id) {
+                    continue;
                 } else if let Some(entry) = state.jobs.get_mut(id) {
                     entry.state = JobState::Queued;
                     state.queued.push_front(id.clone());
@@ -485,9 +604,68 @@ impl Queue {
         )
     }
 
+    /// Drain: lease nothing more and take no new jobs; customers of jobs no node holds are
+    /// told at once that the pool is going away (leased jobs may still finish and be paid).
+    /// Returns how many were told.
+    pub fn close(&self) -> usize {
+        self.closed.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.work_ready.notify_waiters();
+        self.fail_where(|e| matches!(e.state, JobState::Queued))
+    }
+
+    /// The end of a drain: every customer still waiting is told. Returns how many.
+    pub fn abandon(&self) -> usize {
+        self.fail_where(|_| true)
+    }
+
+    fn fail_where(&self, pick: impl Fn(&JobEntry) -> bool) -> usize {
+        let mut state = self.lock();
+        let ids: Vec<String> = state
+            .jobs
+            .iter()
+            .filter(|(_, e)| pick(e))
+            .map(|(id, _)| id.clone())
+            .collect();
+        let mut told = 0;
+        for id in &ids {
+            if let Some(mut entry) = state.jobs.remove(id)
+                && let Some(done) = entry.done.take()
+            {
+                let _ = done.send(Err(JobFailure::ShuttingDown));
+                told += 1;
+            }
+        }
+        state.queued.retain(|id| !ids.contains(id));
+        told
+    }
+
+    /// Whether the pool is draining.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Jobs leased to nodes right now (a draining pool waits for them).
+    pub fn leased(&self) -> usize {
+        self.lock()
+            .jobs
+            .values()
+            .filter(|e| !matches!(e.state, JobState::Queued))
+            .count()
+    }
+
     /// Jobs waiting and leased, for status pages and tests.
     pub fn counts(&self) -> (usize, usize) {
         let state = self.lock();
         (state.queued.len(), state.jobs.len() - state.queued.len())
     }
+}
+
+/// Uniform in [0, 1) from the operating system's generator.
+fn draw() -> f64 {
+    let mut bytes = [0u8; 8];
+    if getrandom::fill(&mut bytes).is_err() {
+        // Without randomness, check everything.
+        return 0.0;
+    }
+    (u64::from_le_bytes(bytes) >> 11) as f64 / (1u64 << 53) as f64
 }

@@ -1,5 +1,5 @@
-//! What the pool keeps across restarts: each node's receipt chain and balance, and the pool's
-//! own signing key. Behind [`PoolStore`] so a server database can back a large pool; the
+//! What the pool keeps across restarts: each node's receipt chain and balance, each node's
+//! record (strikes, quarantine), and the pool's own signing key. Behind [`PoolStore`] so a server database can back a large pool; the
 //! embedded pool uses sled.
 
 use std::collections::HashMap;
@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use hearth_protocol::{KeyPair, Receipt, SignedReceipt};
 
 use crate::queue::now_unix_ms;
+use crate::reputation::NodeRecord;
 use sled::Transactional;
 
 /// A storage failure.
@@ -48,6 +49,17 @@ pub trait PoolStore: Send + Sync + std::fmt::Debug {
     fn balances(&self) -> Result<Vec<(String, u64)>, StoreError>;
     /// The pool's receipt-signing key (32 secret bytes), created on first use.
     fn pool_secret(&self, create: &dyn Fn() -> [u8; 32]) -> Result<[u8; 32], StoreError>;
+    /// `node_id`'s record, if it ever worked here.
+    fn node_record(&self, node_id: &str) -> Result<Option<NodeRecord>, StoreError>;
+    /// Replace `node_id`'s record; `durable` makes it survive a crash at once (strikes).
+    fn put_node_record(
+        &self,
+        node_id: &str,
+        record: &NodeRecord,
+        durable: bool,
+    ) -> Result<(), StoreError>;
+    /// Every node's record, by node id.
+    fn node_records(&self) -> Result<Vec<(String, NodeRecord)>, StoreError>;
 }
 
 /// One payment to record: a receipt before its place in the node's chain is known.
@@ -278,6 +290,7 @@ pub struct SledStore {
     /// Keyed `node id / sequence (big-endian)`, for catching a node up in order.
     by_node: sled::Tree,
     balances: sled::Tree,
+    records: sled::Tree,
     /// Serialises appends to the balances' read-modify-write.
     append: Mutex<()>,
 }
@@ -291,6 +304,7 @@ impl SledStore {
             receipts: db.open_tree("receipts_by_job")?,
             by_node: db.open_tree("receipts_by_node")?,
             balances: db.open_tree("balances")?,
+            records: db.open_tree("node_records")?,
             db,
             append: Mutex::new(()),
         })
@@ -407,6 +421,42 @@ impl PoolStore for SledStore {
         self.db.insert("pool_secret", &secret)?;
         self.db.flush()?;
         Ok(secret)
+    }
+
+    fn node_record(&self, node_id: &str) -> Result<Option<NodeRecord>, StoreError> {
+        self.records
+            .get(node_id)?
+            .map(|b| {
+                serde_json::from_slice(&b)
+                    .map_err(|e| StoreError(format!("corrupt node record: {e}")))
+            })
+            .transpose()
+    }
+
+    fn put_node_record(
+        &self,
+        node_id: &str,
+        record: &NodeRecord,
+        durable: bool,
+    ) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec(record).map_err(|e| StoreError(e.to_string()))?;
+        self.records.insert(node_id, bytes)?;
+        if durable {
+            self.records.flush()?;
+        }
+        Ok(())
+    }
+
+    fn node_records(&self) -> Result<Vec<(String, NodeRecord)>, StoreError> {
+        self.records
+            .iter()
+            .map(|entry| {
+                let (k, v) = entry?;
+                let record = serde_json::from_slice(&v)
+                    .map_err(|e| StoreError(format!("corrupt node record: {e}")))?;
+                Ok((String::from_utf8_lossy(&k).into_owned(), record))
+            })
+            .collect()
     }
 }
 

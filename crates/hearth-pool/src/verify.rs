@@ -1,5 +1,7 @@
-//! Verification: a share of jobs ([`crate::PoolConfig::verification_share`]) is answered twice
-//! before anyone is paid.
+//! Verification: a share of jobs is answered twice before anyone is paid: every job of a node
+//! on probation, fewer as its record grows ([`crate::reputation`]). The share is drawn after
+//! the node answered, so it cannot tell which answers are checked, and only established nodes
+//! check others.
 //!
 //! - Embeddings: a second node embeds the same texts; every vector pair must reach cosine
 //!   [`MIN_COSINE`].
@@ -104,8 +106,9 @@ pub fn agree(a: &TaskOutput, b: &TaskOutput) -> bool {
 
 /// Whether a chat answer's tokens are ones the scoring node's model would also have picked.
 pub fn chat_answer_holds(ranks: &[u32]) -> bool {
+    // No ranks is no evidence: it never holds.
     if ranks.is_empty() {
-        return true;
+        return false;
     }
     let in_top = ranks.iter().filter(|&&r| r < TOP_RANK).count();
     in_top as f64 / ranks.len() as f64 >= MIN_SHARE_IN_TOP && ranks.iter().all(|&r| r < MAX_RANK)
@@ -291,6 +294,7 @@ mod tests {
             }
         );
         assert!(chat_answer_holds(&[0; 100]));
+        assert!(!chat_answer_holds(&[]), "empty ranks are no evidence");
         assert!(!chat_answer_holds(
             &[[0; 90].as_slice(), &[10; 10]].concat()
         ));

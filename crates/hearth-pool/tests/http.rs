@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 
 mod support;
 
-use support::{KEY, Node, answer, customer, now_ms, pool};
+use support::{KEY, Node, answer, chat_token_ids, customer, marker, meter, now_ms, pool};
 
 #[tokio::test]
 async fn embeddings_flow_through_two_nodes_and_each_is_paid_with_a_chained_receipt() {
@@ -57,10 +57,16 @@ async fn embeddings_flow_through_two_nodes_and_each_is_paid_with_a_chained_recei
     assert_eq!(data.len(), 40);
     for (i, item) in data.iter().enumerate() {
         assert_eq!(item["index"], i);
-        // The first value is the text's length: order survived the split.
-        assert_eq!(item["embedding"][0], texts[i].len() as f64);
+        // The first value marks the text: order survived the split.
+        assert_eq!(item["embedding"][0], f64::from(marker(&texts[i])));
     }
-    let tokens: u64 = texts.iter().map(|t| t.split(' ').count() as u64 + 2).sum();
+    // The pool bills the tokens its own tokenizer counts.
+    let tokens: u64 = meter()
+        .embedding_tokens("all-minilm-l6-v2", &texts)
+        .unwrap()
+        .iter()
+        .map(|&t| u64::from(t))
+        .sum();
     assert_eq!(body["usage"]["prompt_tokens"], tokens);
 
     // Each node's receipts form a chain.
@@ -140,7 +146,7 @@ async fn an_expired_lease_goes_to_another_node_and_the_late_result_is_refused() 
     assert_eq!(fast.submit(&again, answer(&again)).await.status(), 200);
     let body: Value = request.await.unwrap().json().await.unwrap();
     assert_eq!(body["choices"][0]["message"]["content"], "Hello there!");
-    assert_eq!(body["usage"]["completion_tokens"], 4);
+    assert_eq!(body["usage"]["completion_tokens"], chat_token_ids().len());
 }
 
 #[tokio::test]
@@ -248,7 +254,10 @@ async fn streamed_chat_arrives_as_openai_chunks() {
         chunks[chunks.len() - 2]["choices"][0]["finish_reason"],
         "stop"
     );
-    assert_eq!(chunks[chunks.len() - 1]["usage"]["completion_tokens"], 4);
+    assert_eq!(
+        chunks[chunks.len() - 1]["usage"]["completion_tokens"],
+        chat_token_ids().len()
+    );
 }
 
 /// Hand-made node requests to the lease route, for checking what the pool refuses.
@@ -395,6 +404,7 @@ async fn a_session_macs_requests_and_refuses_forged_or_foreign_macs() {
         let key = KeyPair::generate().unwrap();
         let registration = json!({
             "protocol_version": hearth_protocol::PROTOCOL_VERSION,
+            "challenge": support::challenge(&url).await,
             "public_key": key.public_key(),
             "profile": {"backend": "cpu", "device": "t", "memory_bytes": 0, "models": [], "matmul_gflops": null},
             "client": "test",
@@ -545,9 +555,9 @@ async fn a_result_of_the_wrong_shape_is_refused_and_counted_against_the_node() {
     assert_eq!(
         pool.state()
             .nodes
-            .get(node.signer.node_id())
+            .record(node.signer.node_id())
             .unwrap()
-            .strikes(),
+            .strikes,
         1
     );
     assert!(

@@ -8,12 +8,12 @@
 
 use std::path::PathBuf;
 
-use hearth_protocol::{Heartbeat, TaskPayload};
+use hearth_protocol::{ChatMessage, Heartbeat, TaskPayload};
 use serde_json::Value;
 
 mod support;
 
-use support::{KEY, Node, answer, pool};
+use support::{KEY, Node, answer, chat_token_ids, marker, meter, pool};
 
 #[tokio::test]
 async fn the_official_openai_client_works_unchanged() {
@@ -70,25 +70,44 @@ async fn the_official_openai_client_works_unchanged() {
             "efficientnet-lite0"
         ])
     );
-    // The scripted node's vectors are [text length, 0, 0, 1]: base64 decoded by the client.
-    assert_eq!(
-        seen["embeddings"],
-        serde_json::json!([[11.0, 0.0, 0.0, 1.0], [13.0, 0.0, 0.0, 1.0]])
-    );
+    // The scripted node's vectors start with a marker of their text: base64 decoded by the
+    // client, exactly.
+    for (i, text) in ["hello world", "a second text"].iter().enumerate() {
+        let vector = seen["embeddings"][i].as_array().unwrap();
+        assert_eq!(vector.len(), support::DIMENSIONS);
+        assert_eq!(vector[0].as_f64().unwrap(), f64::from(marker(text)));
+    }
+    // [CLS] hello world [SEP] and [CLS] a second text [SEP], by the pool's own tokenizer.
     assert_eq!(seen["embedding_tokens"], 4 + 5);
-    assert_eq!(
-        seen["float_embedding"],
-        serde_json::json!([3.0, 0.0, 0.0, 1.0])
-    );
+    let float = seen["float_embedding"][0].as_f64().unwrap();
+    assert!((float - f64::from(marker("one"))).abs() < 1e-6, "{float}");
     assert_eq!(seen["chat"], "Hello there!");
     assert_eq!(seen["chat_finish"], "stop");
-    assert_eq!(seen["chat_usage"], serde_json::json!([20, 4]));
+    let prompt = meter()
+        .prompt_tokens(
+            support::CHAT_MODEL,
+            &[
+                ChatMessage {
+                    role: "system".into(),
+                    content: "Be brief.".into(),
+                },
+                ChatMessage {
+                    role: "user".into(),
+                    content: "Hi".into(),
+                },
+            ],
+        )
+        .unwrap();
+    assert_eq!(
+        seen["chat_usage"],
+        serde_json::json!([prompt, chat_token_ids().len()])
+    );
     assert_eq!(
         seen["stream_pieces"],
         serde_json::json!(["Hello", " there", "!"])
     );
     assert_eq!(seen["stream_finish"], "stop");
-    assert_eq!(seen["stream_usage"], 4);
+    assert_eq!(seen["stream_usage"], chat_token_ids().len());
     assert_eq!(
         seen["not_found"],
         serde_json::json!([404, "model_not_found"])

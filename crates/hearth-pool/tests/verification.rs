@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 mod support;
 
-use support::{Node, answer, customer, pool};
+use support::{Node, answer, chat_token_ids, customer, marker, pool, unit_vector};
 
 async fn reply(
     node: &Node,
@@ -52,9 +52,13 @@ async fn two_agreeing_answers_are_both_paid_and_an_outvoted_one_is_struck() {
 
     // The first node answers wrongly: held, not paid.
     let job = nodes[0].lease(2000).await.remove(0);
+    // Well formed (unit length, true token counts), but pointing elsewhere.
+    let TaskOutput::Embeddings { tokens, .. } = answer(&job) else {
+        unreachable!()
+    };
     let wrong = TaskOutput::Embeddings {
-        vectors: vec![vec![0.0, 0.0, 9.0, 0.0]],
-        tokens: vec![4],
+        vectors: vec![unit_vector(0.9)],
+        tokens,
     };
     let (status, first) = reply(&nodes[0], &job, wrong).await;
     assert_eq!(status, 200);
@@ -72,16 +76,20 @@ async fn two_agreeing_answers_are_both_paid_and_an_outvoted_one_is_struck() {
     assert!(third.unwrap().receipt.is_some());
 
     let body: Value = request.await.unwrap().json().await.unwrap();
-    assert_eq!(body["data"][0]["embedding"][0], 9.0, "the agreeing answer");
+    assert_eq!(
+        body["data"][0]["embedding"][0],
+        f64::from(marker("verify me")),
+        "the agreeing answer"
+    );
     // Nodes 1 and 2 are paid (node 1 finds its receipt later), node 0 gets nothing and a strike.
     assert!(receipts(&nodes[0]).await.receipts.is_empty());
     assert_eq!(receipts(&nodes[1]).await.receipts.len(), 1);
     assert_eq!(
         pool.state()
             .nodes
-            .get(nodes[0].signer.node_id())
+            .record(nodes[0].signer.node_id())
             .unwrap()
-            .strikes(),
+            .strikes,
         1
     );
     let balances = pool.state().store.balances().unwrap();
@@ -93,7 +101,8 @@ async fn a_chat_answer_is_scored_and_redone_when_it_fails() {
     let (pool, _dir) = pool(|c| c.verification_share = 1.0).await;
     let url = pool.url();
     let model = ["smollm2-135m-instruct"];
-    let (author, scorer, other) = (
+    let (author, scorer, other, checker) = (
+        Node::join(&url, &model).await,
         Node::join(&url, &model).await,
         Node::join(&url, &model).await,
         Node::join(&url, &model).await,
@@ -112,35 +121,35 @@ async fn a_chat_answer_is_scored_and_redone_when_it_fails() {
     let TaskPayload::ChatScore { token_ids, .. } = &check.task else {
         panic!("expected a scoring job, got {:?}", check.task);
     };
-    assert_eq!(token_ids, &vec![1, 2, 3, 4]);
-    let (status, scored) = reply(
-        &scorer,
-        &check,
-        TaskOutput::ChatScore {
-            ranks: vec![0, 900, 2, 1],
-        },
-    )
-    .await;
+    assert_eq!(token_ids, &chat_token_ids());
+    let mut ranks = vec![0; token_ids.len()];
+    ranks[1] = 900;
+    let (status, scored) = reply(&scorer, &check, TaskOutput::ChatScore { ranks }).await;
     assert_eq!(status, 200);
     assert!(
         scored.unwrap().receipt.is_some(),
         "the scorer is paid for its work"
     );
 
-    // Redone by a node that has not touched it, and accepted.
+    // Redone by a node that has not touched it, checked again by a fourth, and accepted.
     let redo = other.lease(2000).await.remove(0);
     assert!(matches!(redo.task, TaskPayload::Chat { .. }));
-    let (status, done) = reply(&other, &redo, answer(&redo)).await;
+    let (status, held) = reply(&other, &redo, answer(&redo)).await;
     assert_eq!(status, 200);
-    assert!(done.unwrap().receipt.is_some());
+    assert!(held.unwrap().pending_verification);
+    let check = checker.lease(2000).await.remove(0);
+    let (status, scored) = reply(&checker, &check, answer(&check)).await;
+    assert_eq!(status, 200);
+    assert!(scored.unwrap().receipt.is_some());
+    assert_eq!(receipts(&other).await.receipts.len(), 1, "the redo is paid");
     let body: Value = request.await.unwrap().json().await.unwrap();
     assert_eq!(body["choices"][0]["message"]["content"], "Hello there!");
     assert_eq!(
         pool.state()
             .nodes
-            .get(author.signer.node_id())
+            .record(author.signer.node_id())
             .unwrap()
-            .strikes(),
+            .strikes,
         1
     );
     assert!(
@@ -152,10 +161,13 @@ async fn a_chat_answer_is_scored_and_redone_when_it_fails() {
 #[tokio::test]
 async fn the_embedded_pool_runs_its_demo_customer_through_the_public_api() {
     let dir = tempfile::tempdir().unwrap();
-    let embedded =
-        hearth_pool::embedded::start(dir.path(), Some(std::time::Duration::from_millis(5)))
-            .await
-            .unwrap();
+    let embedded = hearth_pool::embedded::start(
+        dir.path(),
+        &hearth_inference::ModelStore::from_env(),
+        Some(std::time::Duration::from_millis(5)),
+    )
+    .await
+    .unwrap();
     let node = Node::join(
         &embedded.url(),
         &[

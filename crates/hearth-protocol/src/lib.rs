@@ -2,7 +2,8 @@
 //! over HTTP.
 //!
 //! - A node registers with its ed25519 public key and hardware profile ([`Registration`]); its
-//!   id derives from the key ([`node_id`]).
+//!   id derives from the key ([`node_id`]). The registration quotes a fresh, single-use
+//!   challenge from the pool ([`Challenge`]), so a recorded registration cannot be replayed.
 //! - Every later node request is signed ([`RequestSigner`]): the signature covers the method,
 //!   path, a timestamp, a nonce and the body's sha256, and goes in four headers.
 //! - Sessions make that cheap: the registration carries an ephemeral X25519 key, the pool
@@ -26,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 /// Bumped on incompatible changes; pools refuse other versions at registration.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Header carrying the node id of a signed request.
 pub const HEADER_NODE: &str = "x-hearth-node";
@@ -361,10 +362,20 @@ pub struct HardwareProfile {
     pub matmul_gflops: Option<f64>,
 }
 
+/// `POST /node/v1/challenge`: a fresh value a registration must quote, once, before it expires.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Challenge {
+    pub challenge: String,
+    pub expires_unix_ms: u64,
+}
+
 /// `POST /node/v1/register`: signed with the key it registers (proof of possession).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Registration {
     pub protocol_version: u32,
+    /// A [`Challenge`] the pool just gave out: registrations cannot be replayed.
+    #[serde(default)]
+    pub challenge: String,
     pub public_key: PublicKey,
     pub profile: HardwareProfile,
     /// The node software, e.g. "hearth 0.1.0".

@@ -1,31 +1,75 @@
 //! Shared by the pool's tests: a pool on loopback, scripted nodes that sign their requests and
-//! answer jobs with test outputs, and a customer helper.
+//! answer jobs with honest test outputs (what the pool's own tokenizers count), and a customer
+//! helper.
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)] // each test file uses a part
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
-use hearth_pool::{Pool, PoolConfig, SledStore};
+use hearth_pool::{Meter, Pool, PoolConfig, SledStore};
 use hearth_protocol::{
-    ClassScore, HardwareProfile, Job, JobResult, KeyPair, LeaseReply, LeaseRequest,
+    Challenge, ClassScore, HardwareProfile, Job, JobResult, KeyPair, LeaseReply, LeaseRequest,
     PROTOCOL_VERSION, PublicKey, Registration, RegistrationReply, RequestSigner, SessionSecret,
     TaskOutput, TaskPayload,
 };
 use serde_json::Value;
 
 pub const KEY: &str = "sk-test-customer";
+pub const CHAT_MODEL: &str = "smollm2-135m-instruct";
+pub const EMBEDDING_MODEL: &str = "all-minilm-l6-v2";
+/// What the scripted nodes answer every chat with.
+pub const CHAT_TEXT: &str = "Hello there!";
+/// Length of the embedding model's vectors.
+pub const DIMENSIONS: usize = 384;
 
+/// The pool's tokenizers, loaded once per test binary (from the fetched model files).
+pub fn meter() -> Arc<Meter> {
+    static METER: OnceLock<Arc<Meter>> = OnceLock::new();
+    Arc::clone(METER.get_or_init(|| {
+        let store = hearth_inference::ModelStore::from_env();
+        let (meter, missing) = Meter::load(&store, &hearth_pool::config::default_models());
+        assert!(
+            missing.is_empty(),
+            "model files missing (run `hearth-models fetch`): {missing:?}"
+        );
+        Arc::new(meter)
+    }))
+}
+
+/// A pool on loopback; every node is trusted from its first job unless the test sets
+/// `probation_jobs`, and nothing is verified unless it sets a share.
 pub async fn pool(tweak: impl FnOnce(&mut PoolConfig)) -> (Pool, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let mut config = PoolConfig {
         api_keys: vec![KEY.into()],
-        // Tests that want verification ask for it.
         verification_share: 0.0,
+        probation_jobs: 0,
         ..PoolConfig::default()
     };
     tweak(&mut config);
     let store = Arc::new(SledStore::open(&dir.path().join("pool")).unwrap());
-    (Pool::start(config, store).await.unwrap(), dir)
+    (Pool::start(config, store, meter()).await.unwrap(), dir)
+}
+
+/// A unit vector of the embedding model's length whose first value is `first` (in 0..1).
+pub fn unit_vector(first: f32) -> Vec<f32> {
+    let mut v = vec![0.0; DIMENSIONS];
+    v[0] = first;
+    v[1] = (1.0 - first * first).sqrt();
+    v
+}
+
+/// The first value of the scripted nodes' vector for `text`: it tells texts apart.
+pub fn marker(text: &str) -> f32 {
+    text.len() as f32 / 1000.0
+}
+
+/// The token ids of [`CHAT_TEXT`] followed by the end of the turn.
+pub fn chat_token_ids() -> Vec<u32> {
+    let meter = meter();
+    let mut ids = meter.chat_token_ids(CHAT_MODEL, CHAT_TEXT).unwrap();
+    ids.extend(meter.chat_token_ids(CHAT_MODEL, "<|im_end|>").unwrap());
+    ids
 }
 
 pub fn now_ms() -> u64 {
@@ -33,6 +77,17 @@ pub fn now_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as u64
+}
+
+/// A fresh registration challenge from the pool at `url`.
+pub async fn challenge(url: &str) -> String {
+    let reply = reqwest::Client::new()
+        .post(format!("{url}/node/v1/challenge"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 200);
+    reply.json::<Challenge>().await.unwrap().challenge
 }
 
 /// A scripted node.
@@ -55,10 +110,16 @@ impl Node {
     }
 
     async fn join_with(url: &str, models: &[&str], session: bool) -> Self {
-        let key = KeyPair::generate().unwrap();
+        Self::join_as(url, KeyPair::generate().unwrap(), models, session).await
+    }
+
+    /// Register with `key` (a fresh challenge each time).
+    pub async fn join_as(url: &str, key: KeyPair, models: &[&str], session: bool) -> Self {
         let secret = session.then(|| SessionSecret::generate().unwrap());
+        let http = reqwest::Client::new();
         let registration = Registration {
             protocol_version: PROTOCOL_VERSION,
+            challenge: challenge(url).await,
             public_key: key.public_key(),
             profile: HardwareProfile {
                 backend: "cpu".into(),
@@ -71,7 +132,6 @@ impl Node {
             session_key: secret.as_ref().map(SessionSecret::public),
         };
         let mut signer = RequestSigner::new(key);
-        let http = reqwest::Client::new();
         let body = serde_json::to_vec(&registration).unwrap();
         let reply: RegistrationReply = Self::send(&http, url, &signer, "/node/v1/register", body)
             .await
@@ -94,7 +154,7 @@ impl Node {
         }
     }
 
-    async fn send(
+    pub async fn send(
         http: &reqwest::Client,
         url: &str,
         signer: &RequestSigner,
@@ -152,26 +212,25 @@ impl Node {
     }
 }
 
-/// A plausible answer for a job: 4-dimensional unit vectors, token counts from word counts.
+/// An honest answer for a job: unit vectors with the texts' true token counts, a chat answer
+/// whose token ids decode to its text, with the prompt's true length.
 pub fn answer(job: &Job) -> TaskOutput {
+    let meter = meter();
     match &job.task {
         TaskPayload::Embeddings { texts } => TaskOutput::Embeddings {
-            vectors: texts
-                .iter()
-                .map(|t| vec![t.len() as f32, 0.0, 0.0, 1.0])
-                .collect(),
-            tokens: texts
-                .iter()
-                .map(|t| t.split(' ').count() as u32 + 2)
-                .collect(),
+            vectors: texts.iter().map(|t| unit_vector(marker(t))).collect(),
+            tokens: meter.embedding_tokens(&job.model, texts).unwrap(),
         },
-        TaskPayload::Chat { .. } => TaskOutput::Chat {
-            text: "Hello there!".into(),
-            prompt_tokens: 20,
-            completion_tokens: 4,
-            token_ids: vec![1, 2, 3, 4],
-            finish_reason: "stop".into(),
-        },
+        TaskPayload::Chat { messages, .. } => {
+            let token_ids = chat_token_ids();
+            TaskOutput::Chat {
+                text: CHAT_TEXT.into(),
+                prompt_tokens: meter.prompt_tokens(&job.model, messages).unwrap(),
+                completion_tokens: token_ids.len() as u32,
+                token_ids,
+                finish_reason: "stop".into(),
+            }
+        }
         TaskPayload::ChatScore { token_ids, .. } => TaskOutput::ChatScore {
             ranks: vec![0; token_ids.len()],
         },
