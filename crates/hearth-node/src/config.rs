@@ -89,6 +89,16 @@ pub struct NodeConfig {
     pub start_at_login: bool,
     /// Tell the owner (a desktop notification) when Hearth pauses or resumes by itself.
     pub notify_on_auto_pause: bool,
+    /// A PEM file of certificates to trust for an HTTPS pool beside the system's roots (a
+    /// private pool with its own CA).
+    #[ts(optional)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pool_ca_file: Option<String>,
+    /// The pool's public key (base64) as its operator publishes it. Without it the key the
+    /// pool first answers with is pinned, and a pool answering with another is refused.
+    #[ts(optional)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pool_key: Option<String>,
 }
 
 impl Default for NodeConfig {
@@ -121,6 +131,8 @@ impl Default for NodeConfig {
             first_run_done: false,
             start_at_login: false,
             notify_on_auto_pause: true,
+            pool_ca_file: None,
+            pool_key: None,
         }
     }
 }
@@ -178,6 +190,25 @@ impl NodeConfig {
                     "{:?} is neither \"embedded\" nor an http(s):// URL",
                     self.pool
                 ),
+            ));
+        }
+        if let Some(file) = &self.pool_ca_file {
+            let pem = std::fs::read(file)
+                .map_err(|e| invalid("pool_ca_file", format!("cannot read {file}: {e}")))?;
+            let certificates = reqwest::Certificate::from_pem_bundle(&pem).unwrap_or_default();
+            if certificates.is_empty() {
+                return Err(invalid(
+                    "pool_ca_file",
+                    format!("{file} holds no PEM certificate"),
+                ));
+            }
+        }
+        if let Some(key) = &self.pool_key
+            && !hearth_protocol::PublicKey(key.clone()).is_valid()
+        {
+            return Err(invalid(
+                "pool_key",
+                format!("{key:?} is not an ed25519 public key in base64"),
             ));
         }
         BackendPreference::from_str(&self.backend).map_err(|_| {

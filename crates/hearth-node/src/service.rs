@@ -35,6 +35,8 @@ pub enum ServiceError {
     EmbeddedPool(String),
     #[error("no compute device: {0}")]
     Device(String),
+    #[error("the pool CA file {file}: {reason}")]
+    PoolCa { file: String, reason: String },
     #[error(transparent)]
     Worker(#[from] WorkerError),
 }
@@ -226,10 +228,19 @@ impl Service {
         // The demo pool is this very process: its key is known, no pin is needed.
         let pool_key = embedded
             .as_ref()
-            .map(|pool| pool.pool().state().pool_key.public_key());
+            .map(|pool| pool.pool().state().pool_key.public_key())
+            .or_else(|| config.pool_key.clone().map(hearth_protocol::PublicKey));
+        let pool_ca_pem = match &config.pool_ca_file {
+            Some(file) => Some(std::fs::read(file).map_err(|e| ServiceError::PoolCa {
+                file: file.clone(),
+                reason: e.to_string(),
+            })?),
+            None => None,
+        };
         let worker_config = WorkerConfig {
             pool_url,
             pool_key,
+            pool_ca_pem,
             concurrency: config.concurrency,
             duty_percent: Some(duty),
             ..WorkerConfig::default()

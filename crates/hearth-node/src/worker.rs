@@ -103,19 +103,37 @@ pub struct PoolClient {
 }
 
 impl PoolClient {
-    /// A client for the pool at `url`, signing as `key`.
-    pub fn new(url: &str, key: KeyPair) -> Self {
-        let http = reqwest::Client::builder()
+    /// A client for the pool at `url`, signing as `key`. HTTPS pools are checked against the
+    /// system's roots and, when given, the PEM certificates of `extra_ca_pem` (a private pool's
+    /// own CA).
+    pub fn new(url: &str, key: KeyPair, extra_ca_pem: Option<&[u8]>) -> Result<Self, WorkerError> {
+        let bad = |reason: String| WorkerError::Pool {
+            url: url.to_owned(),
+            reason,
+        };
+        let mut builder = reqwest::Client::builder()
+            .use_rustls_tls()
             .connect_timeout(Duration::from_secs(5))
             // Leases wait up to a minute; nothing else should take this long.
-            .timeout(Duration::from_secs(90))
+            .timeout(Duration::from_secs(90));
+        if let Some(pem) = extra_ca_pem {
+            let certificates = reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|e| bad(format!("the pool CA file: {}", error_chain(&e))))?;
+            if certificates.is_empty() {
+                return Err(bad("the pool CA file holds no certificate".into()));
+            }
+            for certificate in certificates {
+                builder = builder.add_root_certificate(certificate);
+            }
+        }
+        let http = builder
             .build()
-            .unwrap_or_default();
-        Self {
+            .map_err(|e| bad(format!("HTTP client: {}", error_chain(&e))))?;
+        Ok(Self {
             url: url.trim_end_matches('/').to_owned(),
             http,
             signer: std::sync::RwLock::new(RequestSigner::new(key)),
-        }
+        })
     }
 
     fn signer(&self) -> std::sync::RwLockReadGuard<'_, RequestSigner> {
@@ -151,7 +169,7 @@ impl PoolClient {
         for (name, value) in headers {
             request = request.header(name, value);
         }
-        let mut response = request.send().await.map_err(|e| err(e.to_string()))?;
+        let mut response = request.send().await.map_err(|e| err(error_chain(&e)))?;
         let status = response.status();
         // Read at most MAX_REPLY_BYTES, whatever the pool claims or sends.
         let mut body = Vec::new();
@@ -231,12 +249,30 @@ impl PoolClient {
     }
 }
 
+/// An error and every cause under it, so a refused certificate says why ("invalid peer
+/// certificate: UnknownIssuer") instead of only "error sending request".
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
 /// How the worker runs.
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
     pub pool_url: String,
     /// The pool's key as the owner gave it; else the key first seen at this URL is pinned.
     pub pool_key: Option<PublicKey>,
+    /// PEM certificates to trust for an HTTPS pool beside the system's roots.
+    pub pool_ca_pem: Option<Vec<u8>>,
     /// Longest a lease request waits for work.
     pub lease_wait: Duration,
     /// How often a running job heartbeats (and streams its text).
@@ -256,6 +292,7 @@ impl Default for WorkerConfig {
         Self {
             pool_url: String::new(),
             pool_key: None,
+            pool_ca_pem: None,
             lease_wait: Duration::from_secs(10),
             heartbeat: Duration::from_millis(250),
             pause_grace: Duration::from_secs(1),
@@ -333,7 +370,7 @@ pub async fn run(
     energy: Option<Arc<EnergyMeter>>,
     events: impl Fn(WorkerEvent) + Send + Sync + 'static,
 ) -> Result<(), WorkerError> {
-    let client = PoolClient::new(&config.pool_url, key);
+    let client = PoolClient::new(&config.pool_url, key, config.pool_ca_pem.as_deref())?;
     let profile = HardwareProfile {
         backend: executor.device().backend.to_string(),
         device: executor.device().describe(),

@@ -120,6 +120,11 @@ pub struct PoolConfig {
     pub body_timeout_ms: u64,
     /// Open connections, at most; more wait to be accepted.
     pub max_connections: usize,
+    /// PEM certificate chain: with `tls_key_file`, the pool serves HTTPS itself (else plain
+    /// HTTP, for a TLS-terminating proxy in front).
+    pub tls_cert_file: Option<std::path::PathBuf>,
+    /// PEM private key of `tls_cert_file`.
+    pub tls_key_file: Option<std::path::PathBuf>,
 }
 
 impl Default for PoolConfig {
@@ -147,6 +152,8 @@ impl Default for PoolConfig {
             header_timeout_ms: 10_000,
             body_timeout_ms: 30_000,
             max_connections: 20_000,
+            tls_cert_file: None,
+            tls_key_file: None,
         }
     }
 }
@@ -170,6 +177,9 @@ impl PoolConfig {
         }
         if config.embeddings_per_job == 0 || config.max_attempts == 0 {
             return Err("embeddings_per_job and max_attempts must be at least 1".into());
+        }
+        if config.tls_cert_file.is_some() != config.tls_key_file.is_some() {
+            return Err("tls_cert_file and tls_key_file go together".into());
         }
         if config.quarantine_strikes == 0 || config.max_queued_jobs == 0 {
             return Err("quarantine_strikes and max_queued_jobs must be at least 1".into());

@@ -29,6 +29,7 @@ pub mod queue;
 pub mod reputation;
 mod server;
 pub mod store;
+pub mod tls;
 pub mod verify;
 
 use std::net::SocketAddr;
@@ -74,6 +75,8 @@ pub enum StartError {
     },
     #[error("pool key: {0}")]
     Key(String),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
     #[error(
         "the pool cannot count the work of models {0:?} (their tokenizers are missing): fetch them with `hearth-models fetch` or stop selling them"
     )]
@@ -84,6 +87,8 @@ pub enum StartError {
 #[derive(Debug)]
 pub struct Pool {
     addr: SocketAddr,
+    /// `https` when the pool terminates TLS itself.
+    scheme: &'static str,
     state: Arc<PoolState>,
     shutdown: watch::Sender<bool>,
     server: Option<tokio::task::JoinHandle<()>>,
@@ -142,6 +147,10 @@ impl Pool {
             KeyPair::from_secret_bytes(&secret).map_err(|e| StartError::Key(e.to_string()))?,
         )
         .map_err(|e| StartError::Key(format!("cannot start the receipt writer: {e}")))?;
+        let tls = match (&config.tls_cert_file, &config.tls_key_file) {
+            (Some(cert), Some(key)) => Some(tls::acceptor(cert, key)?),
+            _ => None,
+        };
         let config = Arc::new(config);
         let listener = tokio::net::TcpListener::bind(config.bind)
             .await
@@ -163,9 +172,11 @@ impl Pool {
             config,
         });
         let (shutdown, stopped) = watch::channel(false);
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let server = tokio::spawn(server::serve(
             listener,
             router(Arc::clone(&state)),
+            tls,
             state.config.max_connections,
             Duration::from_millis(state.config.header_timeout_ms),
             stopped,
@@ -183,6 +194,7 @@ impl Pool {
         tracing::info!(%addr, name = %state.config.name, "pool listening");
         Ok(Self {
             addr,
+            scheme,
             state,
             shutdown,
             server: Some(server),
@@ -225,9 +237,9 @@ impl Pool {
         self.addr
     }
 
-    /// `http://<addr>`.
+    /// `http://<addr>`, or `https://<addr>` with a certificate.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("{}://{}", self.scheme, self.addr)
     }
 
     /// The shared state (queue, nodes, store), for status pages and tests.

@@ -387,7 +387,17 @@ start_at_login: boolean,
 /**
  * Tell the owner (a desktop notification) when Hearth pauses or resumes by itself.
  */
-notify_on_auto_pause: boolean, };
+notify_on_auto_pause: boolean, 
+/**
+ * A PEM file of certificates to trust for an HTTPS pool beside the system's roots (a
+ * private pool with its own CA).
+ */
+pool_ca_file?: string, 
+/**
+ * The pool's public key (base64) as its operator publishes it. Without it the key the
+ * pool first answers with is pinned, and a pool answering with another is refused.
+ */
+pool_key?: string, };
 
 /**
  * One GPU as the Hardware page lists it.
