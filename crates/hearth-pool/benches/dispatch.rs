@@ -243,6 +243,7 @@ async fn run(
         let job = NewJob {
             task: TaskPayload::Embeddings { texts },
             metered: Metered::Embeddings { tokens },
+            customer: None,
         };
         let submitted = queue.submit(MODEL, vec![job], false)?;
         receivers.extend(submitted.into_iter().map(|s| s.done));

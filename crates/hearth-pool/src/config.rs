@@ -125,6 +125,12 @@ pub struct PoolConfig {
     pub tls_cert_file: Option<std::path::PathBuf>,
     /// PEM private key of `tls_cert_file`.
     pub tls_key_file: Option<std::path::PathBuf>,
+    /// The pool's fee on what nodes are paid, in hundredths of a percent: a customer is
+    /// charged the nodes' pay plus this share of it (rounded up).
+    pub fee_basis_points: u32,
+    /// Where the operator's admin API listens (keys, usage, payouts while the pool serves);
+    /// keep it on loopback. `None`: no admin API.
+    pub admin_bind: Option<SocketAddr>,
 }
 
 impl Default for PoolConfig {
@@ -154,6 +160,8 @@ impl Default for PoolConfig {
             max_connections: 20_000,
             tls_cert_file: None,
             tls_key_file: None,
+            fee_basis_points: 1_000,
+            admin_bind: None,
         }
     }
 }

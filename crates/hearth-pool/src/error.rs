@@ -81,6 +81,18 @@ impl ApiError {
         }
     }
 
+    /// 429 for a key that has used its quota (OpenAI's `insufficient_quota`).
+    pub fn quota_exceeded(charged: u64, quota: u64) -> Self {
+        Self {
+            code: Some("insufficient_quota"),
+            ..Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "insufficient_quota",
+                format!("You exceeded your quota: {charged} of {quota} micro-credits used."),
+            )
+        }
+    }
+
     /// 503 that a client may retry after `retry_after_s` seconds (a full queue, a pool
     /// shutting down).
     pub fn overloaded(message: String, retry_after_s: u64) -> Self {

@@ -17,6 +17,8 @@
 //! [`Pool::start`] runs a pool on a tokio runtime; the desktop app starts one in-process on
 //! 127.0.0.1 as its local demo pool.
 
+pub mod accounts;
+pub mod admin;
 mod checks;
 pub mod config;
 pub mod embedded;
@@ -57,6 +59,8 @@ pub struct PoolState {
     pub store: Arc<dyn PoolStore>,
     /// The pool's own count of what it bills and pays.
     pub meter: Arc<Meter>,
+    /// Customer keys, their limits and what they are charged.
+    pub accounts: accounts::Accounts,
     /// The key receipts are signed with (its public half is given to nodes).
     pub pool_key: KeyPair,
     /// Chains, signs and stores receipts, durably and in batches.
@@ -89,6 +93,7 @@ pub struct Pool {
     addr: SocketAddr,
     /// `https` when the pool terminates TLS itself.
     scheme: &'static str,
+    admin: Option<admin::AdminEndpoint>,
     state: Arc<PoolState>,
     shutdown: watch::Sender<bool>,
     server: Option<tokio::task::JoinHandle<()>>,
@@ -165,6 +170,7 @@ impl Pool {
         let state = Arc::new(PoolState {
             queue: queue::Queue::new(Arc::clone(&config)),
             nodes: nodes::Nodes::new(Arc::clone(&store), Arc::clone(&config)),
+            accounts: accounts::Accounts::load(Arc::clone(&store), Arc::clone(&config))?,
             store,
             meter,
             pool_key,
@@ -191,10 +197,35 @@ impl Pool {
                 state.queue.expire_leases();
             }
         });
+        let admin = match state.config.admin_bind {
+            None => None,
+            Some(bind) => {
+                let listener = tokio::net::TcpListener::bind(bind)
+                    .await
+                    .map_err(|source| StartError::Bind { addr: bind, source })?;
+                let admin_addr = listener
+                    .local_addr()
+                    .map_err(|source| StartError::Bind { addr: bind, source })?;
+                let token = queue::random_id("admin-");
+                tokio::spawn(server::serve(
+                    listener,
+                    admin::router(Arc::clone(&state), token.clone()),
+                    None,
+                    64,
+                    Duration::from_millis(state.config.header_timeout_ms),
+                    shutdown.subscribe(),
+                ));
+                Some(admin::AdminEndpoint {
+                    url: format!("http://{admin_addr}"),
+                    token,
+                })
+            }
+        };
         tracing::info!(%addr, name = %state.config.name, "pool listening");
         Ok(Self {
             addr,
             scheme,
+            admin,
             state,
             shutdown,
             server: Some(server),
@@ -230,6 +261,11 @@ impl Pool {
                 grace.as_millis()
             );
         }
+    }
+
+    /// The admin API, when [`PoolConfig::admin_bind`] asked for one.
+    pub fn admin(&self) -> Option<&admin::AdminEndpoint> {
+        self.admin.as_ref()
     }
 
     /// Where the pool listens.

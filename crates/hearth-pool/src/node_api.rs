@@ -338,6 +338,23 @@ async fn pay(
         .map_err(|e| ApiError::internal(e.to_string()))
 }
 
+/// Charge the job's customer what its nodes were paid (`receipts`) plus the pool's fee.
+fn charge_customer(
+    state: &PoolState,
+    accepted: &crate::queue::Accepted,
+    units: u64,
+    receipts: &[SignedReceipt],
+) {
+    if let Some(customer) = &accepted.customer {
+        let paid = receipts
+            .iter()
+            .fold(0u64, |sum, r| sum.saturating_add(r.receipt.micro_credits));
+        state
+            .accounts
+            .charge(customer, &accepted.model, units, paid);
+    }
+}
+
 /// `POST /node/v1/jobs/{id}/result`: checked, paid once, answered with a signed receipt. A
 /// repeat of an accepted result gets the same receipt and pays nothing more.
 pub(crate) async fn result(
@@ -426,6 +443,7 @@ async fn settle(
                 return Err(error);
             }
         };
+        charge_customer(state, &accepted, answer.units, &receipts);
         let receipt = receipts.into_iter().next();
         if receipt.is_some() {
             state.queue.complete(
@@ -473,6 +491,9 @@ async fn settle(
     if let Some(output) = output
         && !receipts.is_empty()
     {
+        // The customer pays for the accepted answer and its check (not for a failed one).
+        let units = paid.first().map_or(0, |a| a.units);
+        charge_customer(state, &accepted, units, &receipts);
         state.queue.complete(&job_id, Completed { output });
     }
     if struck.contains(&id) {

@@ -22,6 +22,7 @@ use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::PoolState;
+use crate::accounts::Admission;
 use crate::config::ModelTask;
 use crate::error::ApiError;
 use crate::meter::Metered;
@@ -32,30 +33,24 @@ use crate::queue::{Completed, JobFailure, NewJob, SubmitError, Submitted, now_un
 const MAX_INPUTS: usize = 2048;
 const MAX_IMAGES: usize = 64;
 
-fn authorize(state: &PoolState, headers: &HeaderMap) -> Result<(), ApiError> {
-    let key = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or_else(ApiError::bad_api_key)?;
-    if state.config.api_keys.iter().any(|k| k == key) {
-        Ok(())
-    } else {
-        Err(ApiError::bad_api_key())
-    }
+/// A customer request let in by its API key (within the key's rate, cap and quota): the
+/// admission, held until the request ends, and the parsed body.
+pub(crate) struct Customer<T> {
+    pub admission: Admission,
+    pub body: T,
 }
-
-/// A customer request with a valid API key: the parsed body.
-pub(crate) struct Customer<T>(pub T);
 
 impl<T: DeserializeOwned> FromRequest<Arc<PoolState>> for Customer<T> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &Arc<PoolState>) -> Result<Self, ApiError> {
         let (parts, body) = request.into_parts();
-        authorize(state, &parts.headers)?;
+        let admission = state.accounts.admit(&parts.headers)?;
         let bytes = read_body(state, &parts.headers, body, state.config.body_limit_bytes).await?;
-        Ok(Self(parse(&bytes)?))
+        Ok(Self {
+            admission,
+            body: parse(&bytes)?,
+        })
     }
 }
 
@@ -132,7 +127,7 @@ pub(crate) async fn models(
     State(state): State<Arc<PoolState>>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&state, &headers)?;
+    let _admission = state.accounts.admit(&headers)?;
     let data: Vec<Value> = state
         .config
         .models
@@ -161,7 +156,10 @@ pub(crate) struct EmbeddingsRequest {
 /// nodes as take them, reassembled in order.
 pub(crate) async fn embeddings(
     State(state): State<Arc<PoolState>>,
-    Customer(request): Customer<EmbeddingsRequest>,
+    Customer {
+        admission,
+        body: request,
+    }: Customer<EmbeddingsRequest>,
 ) -> Result<Json<Value>, ApiError> {
     offer(&state, &request.model, ModelTask::Embeddings)?;
     let texts = match request.input {
@@ -208,6 +206,7 @@ pub(crate) async fn embeddings(
             metered: Metered::Embeddings {
                 tokens: counts.to_vec(),
             },
+            customer: Some(admission.key_id.clone()),
         })
         .collect();
     let deadline = deadline(&state);
@@ -401,7 +400,10 @@ fn chat_task(request: &ChatRequest) -> Result<TaskPayload, ApiError> {
 /// `POST /v1/chat/completions`.
 pub(crate) async fn chat_completions(
     State(state): State<Arc<PoolState>>,
-    Customer(request): Customer<ChatRequest>,
+    Customer {
+        admission,
+        body: request,
+    }: Customer<ChatRequest>,
 ) -> Result<Response, ApiError> {
     offer(&state, &request.model, ModelTask::Chat)?;
     let task = chat_task(&request)?;
@@ -418,6 +420,7 @@ pub(crate) async fn chat_completions(
     let job = NewJob {
         task,
         metered: Metered::Chat { prompt_tokens },
+        customer: Some(admission.key_id.clone()),
     };
     let Some(submitted) = submit(&state, &request.model, vec![job], request.stream)?
         .into_iter()
@@ -431,6 +434,7 @@ pub(crate) async fn chat_completions(
         let include_usage = request.stream_options.is_some_and(|o| o.include_usage);
         let stream = chat_stream(
             state,
+            admission,
             submitted,
             id,
             created,
@@ -497,6 +501,7 @@ fn chunk(id: &str, created: u64, model: &str, delta: Value, finish_reason: Optio
 /// the job is cancelled and the node told at its next heartbeat.
 fn chat_stream(
     state: Arc<PoolState>,
+    admission: Admission,
     submitted: Submitted,
     id: String,
     created: u64,
@@ -506,6 +511,8 @@ fn chat_stream(
 ) -> impl Stream<Item = Result<Event, Infallible>> {
     let (tx, rx) = mpsc::channel::<Event>(64);
     tokio::spawn(async move {
+        // The request counts against the key's cap until its stream ends.
+        let _admission = admission;
         let Submitted {
             job_id,
             done,
@@ -621,7 +628,10 @@ fn default_top_k() -> u32 {
 /// `{"object": "list", "data": [{"index", "labels": [{"class", "label", "probability"}]}]}`.
 pub(crate) async fn classify_images(
     State(state): State<Arc<PoolState>>,
-    Customer(request): Customer<ClassifyRequest>,
+    Customer {
+        admission,
+        body: request,
+    }: Customer<ClassifyRequest>,
 ) -> Result<Json<Value>, ApiError> {
     offer(&state, &request.model, ModelTask::ImageClassification)?;
     if request.images.is_empty() || request.images.len() > MAX_IMAGES {
@@ -653,6 +663,7 @@ pub(crate) async fn classify_images(
         metered: Metered::Images {
             count: count as u32,
         },
+        customer: Some(admission.key_id.clone()),
     };
     let Some(submitted) = submit(&state, &request.model, vec![job], false)?
         .into_iter()

@@ -93,6 +93,8 @@ struct JobEntry {
     task: TaskPayload,
     /// The pool's own units for the job.
     metered: Metered,
+    /// The customer key charged for it.
+    customer: Option<String>,
     /// Checked by a second node before anyone is paid (drawn when the first answer comes,
     /// so the node answering cannot know).
     verify: bool,
@@ -140,6 +142,8 @@ pub struct Accepted {
     pub task: TaskPayload,
     /// The pool's own units for the job.
     pub metered: Metered,
+    /// The customer key charged for it.
+    pub customer: Option<String>,
     /// Text already streamed to the customer from this lease.
     pub streamed: String,
     /// The result goes through [`Queue::record_answer`] before anyone is paid.
@@ -151,6 +155,8 @@ pub struct Accepted {
 pub struct NewJob {
     pub task: TaskPayload,
     pub metered: Metered,
+    /// The customer key charged for it (none: nobody is charged, as in benchmarks).
+    pub customer: Option<String>,
 }
 
 /// The queue.
@@ -204,7 +210,12 @@ impl Queue {
             if state.jobs.len() + jobs.len() > self.config.max_queued_jobs {
                 return Err(SubmitError::Full(state.jobs.len()));
             }
-            for NewJob { task, metered } in jobs {
+            for NewJob {
+                task,
+                metered,
+                customer,
+            } in jobs
+            {
                 let job_id = random_id("job-");
                 let (done_tx, done) = oneshot::channel();
                 let (deltas_tx, deltas) = if stream {
@@ -219,6 +230,7 @@ impl Queue {
                         model: model.to_owned(),
                         task,
                         metered,
+                        customer,
                         verify: false,
                         stream,
                         streamed: String::new(),
@@ -418,6 +430,7 @@ impl Queue {
                 .unwrap_or_else(|| entry.task.clone()),
             task: entry.task.clone(),
             metered: entry.metered.clone(),
+            customer: entry.customer.clone(),
             streamed: entry.streamed.clone(),
             verify: entry.verify,
         })

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use hearth_protocol::{KeyPair, Receipt, SignedReceipt};
 
+use crate::accounts::{CustomerKey, Usage};
 use crate::queue::now_unix_ms;
 use crate::reputation::NodeRecord;
 use sled::Transactional;
@@ -60,6 +61,20 @@ pub trait PoolStore: Send + Sync + std::fmt::Debug {
     ) -> Result<(), StoreError>;
     /// Every node's record, by node id.
     fn node_records(&self) -> Result<Vec<(String, NodeRecord)>, StoreError>;
+    /// Add or replace a customer key (durably).
+    fn put_customer_key(&self, key: &CustomerKey) -> Result<(), StoreError>;
+    /// Every customer key.
+    fn customer_keys(&self) -> Result<Vec<CustomerKey>, StoreError>;
+    /// Add a job's units and charge to `key_id`'s usage of `model`.
+    fn add_usage(
+        &self,
+        key_id: &str,
+        model: &str,
+        units: u64,
+        micro_credits: u64,
+    ) -> Result<(), StoreError>;
+    /// Usage by key id and model.
+    fn usage(&self) -> Result<Vec<(String, String, Usage)>, StoreError>;
 }
 
 /// One payment to record: a receipt before its place in the node's chain is known.
@@ -291,6 +306,9 @@ pub struct SledStore {
     by_node: sled::Tree,
     balances: sled::Tree,
     records: sled::Tree,
+    customer_keys: sled::Tree,
+    /// Keyed `key id / model`.
+    usage: sled::Tree,
     /// Serialises appends to the balances' read-modify-write.
     append: Mutex<()>,
 }
@@ -305,6 +323,8 @@ impl SledStore {
             by_node: db.open_tree("receipts_by_node")?,
             balances: db.open_tree("balances")?,
             records: db.open_tree("node_records")?,
+            customer_keys: db.open_tree("customer_keys")?,
+            usage: db.open_tree("customer_usage")?,
             db,
             append: Mutex::new(()),
         })
@@ -445,6 +465,68 @@ impl PoolStore for SledStore {
             self.records.flush()?;
         }
         Ok(())
+    }
+
+    fn put_customer_key(&self, key: &CustomerKey) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec(key).map_err(|e| StoreError(e.to_string()))?;
+        self.customer_keys.insert(key.id.as_bytes(), bytes)?;
+        self.customer_keys.flush()?;
+        Ok(())
+    }
+
+    fn customer_keys(&self) -> Result<Vec<CustomerKey>, StoreError> {
+        self.customer_keys
+            .iter()
+            .map(|entry| {
+                let (_, v) = entry?;
+                serde_json::from_slice(&v)
+                    .map_err(|e| StoreError(format!("corrupt customer key: {e}")))
+            })
+            .collect()
+    }
+
+    fn add_usage(
+        &self,
+        key_id: &str,
+        model: &str,
+        units: u64,
+        micro_credits: u64,
+    ) -> Result<(), StoreError> {
+        let id = format!("{key_id}/{model}");
+        let mut failure = None;
+        self.usage.update_and_fetch(id.as_bytes(), |old| {
+            let mut usage: Usage = old
+                .and_then(|b| serde_json::from_slice(b).ok())
+                .unwrap_or_default();
+            usage.jobs = usage.jobs.saturating_add(1);
+            usage.units = usage.units.saturating_add(units);
+            usage.charged_micro_credits = usage.charged_micro_credits.saturating_add(micro_credits);
+            match serde_json::to_vec(&usage) {
+                Ok(bytes) => Some(bytes),
+                Err(e) => {
+                    failure = Some(e.to_string());
+                    old.map(<[u8]>::to_vec)
+                }
+            }
+        })?;
+        match failure {
+            Some(e) => Err(StoreError(e)),
+            None => Ok(()),
+        }
+    }
+
+    fn usage(&self) -> Result<Vec<(String, String, Usage)>, StoreError> {
+        self.usage
+            .iter()
+            .map(|entry| {
+                let (k, v) = entry?;
+                let key = String::from_utf8_lossy(&k).into_owned();
+                let (key_id, model) = key.split_once('/').unwrap_or((key.as_str(), ""));
+                let usage = serde_json::from_slice(&v)
+                    .map_err(|e| StoreError(format!("corrupt usage: {e}")))?;
+                Ok((key_id.to_owned(), model.to_owned(), usage))
+            })
+            .collect()
     }
 
     fn node_records(&self) -> Result<Vec<(String, NodeRecord)>, StoreError> {

@@ -71,11 +71,12 @@ async fn the_official_openai_client_works_unchanged() {
         ])
     );
     // The scripted node's vectors start with a marker of their text: base64 decoded by the
-    // client, exactly.
+    // client (the f32 exactly; the script's JSON prints it to 16 digits).
     for (i, text) in ["hello world", "a second text"].iter().enumerate() {
         let vector = seen["embeddings"][i].as_array().unwrap();
         assert_eq!(vector.len(), support::DIMENSIONS);
-        assert_eq!(vector[0].as_f64().unwrap(), f64::from(marker(text)));
+        let first = vector[0].as_f64().unwrap();
+        assert!((first - f64::from(marker(text))).abs() < 1e-12, "{first}");
     }
     // [CLS] hello world [SEP] and [CLS] a second text [SEP], by the pool's own tokenizer.
     assert_eq!(seen["embedding_tokens"], 4 + 5);

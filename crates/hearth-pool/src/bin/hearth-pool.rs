@@ -18,7 +18,9 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use hearth_inference::ModelStore;
-use hearth_pool::{Meter, Pool, PoolConfig, SledStore, payout_csv};
+use hearth_pool::accounts::{self, NewKey};
+use hearth_pool::admin::AdminEndpoint;
+use hearth_pool::{Meter, Pool, PoolConfig, PoolStore, SledStore, payout_csv};
 
 const USAGE: &str = "\
 hearth-pool: run a Hearth inference pool
@@ -26,6 +28,10 @@ hearth-pool: run a Hearth inference pool
 usage:
   hearth-pool serve [--config FILE] [--data DIR] [--models DIR]
   hearth-pool payouts [--config FILE] [--data DIR]
+  hearth-pool keys add --name NAME [--rpm N] [--concurrency N] [--quota MICRO_CREDITS] [--data DIR]
+  hearth-pool keys list [--data DIR]
+  hearth-pool keys revoke KEY_ID [--data DIR]
+  hearth-pool usage [--data DIR]
   hearth-pool help | --help | COMMAND --help
 
 commands:
@@ -33,6 +39,11 @@ commands:
             Ctrl-C, then drain: stop leasing, let held jobs finish and be paid, answer
             every waiting customer, exit 0
   payouts   every node's earnings as CSV (payable, pending, held micro-credits)
+  keys      customers' API keys: stored hashed; the secret is printed once, by `add`
+  usage     what each key used and was charged, per model, as CSV
+
+payouts, keys and usage work while the pool serves (through its admin API on loopback, found
+in DIR/admin.json) and when it does not (on the database directly).
 
 options:
   --config FILE   the pool's TOML config (fields of PoolConfig; all optional)
@@ -50,12 +61,23 @@ of every model sold must be in the models folder (`hearth-models fetch`). SIGTER
 drains the pool (up to lease_ms for held jobs) and exits 0.
 ";
 
+const KEYS_HELP: &str = "\
+hearth-pool keys add --name NAME [--rpm N] [--concurrency N] [--quota MICRO_CREDITS] [--data DIR]
+hearth-pool keys list [--data DIR]
+hearth-pool keys revoke KEY_ID [--data DIR]
+
+A key is stored as its sha256 only; `add` prints the secret once (keep it). --rpm limits
+requests a minute (default 600), --concurrency requests at once (default 16), --quota the
+micro-credits the key may be charged in all (default: no limit). Over a limit a customer gets
+429 with Retry-After, in OpenAI's error shape.
+";
+
 const PAYOUTS_HELP: &str = "\
 hearth-pool payouts [--config FILE] [--data DIR]
 
 Prints node_id,payable_micro_credits,pending_micro_credits,held_micro_credits for every node
 that earned anything. Earnings younger than settlement_ms are pending; a quarantined node's
-are held. The database is opened read-write, so stop the pool first.
+are held.
 ";
 
 fn take_option(args: &mut Vec<String>, name: &str) -> anyhow::Result<Option<String>> {
@@ -130,7 +152,11 @@ async fn run(mut args: Vec<String>) -> anyhow::Result<()> {
             print!("{PAYOUTS_HELP}");
             return Ok(());
         }
-        "serve" | "payouts" => {}
+        "keys" | "usage" if wants_help => {
+            print!("{KEYS_HELP}");
+            return Ok(());
+        }
+        "serve" | "payouts" | "keys" | "usage" => {}
         other => bail!("unknown command {other:?}\n\n{USAGE}"),
     }
     let config_path = take_option(&mut args, "--config")?;
@@ -140,10 +166,13 @@ async fn run(mut args: Vec<String>) -> anyhow::Result<()> {
     let models = take_option(&mut args, "--models")?
         .map(ModelStore::new)
         .unwrap_or_else(ModelStore::from_env);
+    let config = read_config(config_path.as_deref())?;
+    if command != "serve" {
+        return administer(&command, args, &data, &config).await;
+    }
     if let Some(extra) = args.first() {
         bail!("unexpected argument {extra:?}\n\n{USAGE}");
     }
-    let config = read_config(config_path.as_deref())?;
     match command.as_str() {
         "serve" => {
             if config.api_keys.is_empty() {
@@ -154,20 +183,153 @@ async fn run(mut args: Vec<String>) -> anyhow::Result<()> {
                 eprintln!("cannot meter {model}: {reason}");
             }
             let grace = config.lease();
+            let config = PoolConfig {
+                admin_bind: config
+                    .admin_bind
+                    .or_else(|| Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))),
+                ..config
+            };
             let pool = Pool::start(config, open_store(&data)?, Arc::new(meter)).await?;
+            let admin_file = data.join(ADMIN_FILE);
+            if let Some(admin) = pool.admin() {
+                write_private(&admin_file, &serde_json::to_vec(admin)?)
+                    .with_context(|| format!("writing {}", admin_file.display()))?;
+            }
             println!("hearth pool listening on {}", pool.url());
             stop_signal().await?;
             eprintln!("draining");
             let out = pool.drain(grace).await;
             pool.stop(std::time::Duration::from_secs(5)).await;
+            if let Err(error) = std::fs::remove_file(&admin_file) {
+                eprintln!("could not remove {}: {error}", admin_file.display());
+            }
             eprintln!("stopped ({out} leased jobs had not come back)");
         }
-        _ => print!(
-            "{}",
-            payout_csv(open_store(&data)?.as_ref(), config.settlement_ms)?
-        ),
+        _ => unreachable!("administer handles the other commands"),
     }
     Ok(())
+}
+
+/// Where a serving pool says how to reach its admin API.
+const ADMIN_FILE: &str = "admin.json";
+
+/// Write `bytes` to `path` readable by this user alone.
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    std::io::Write::write_all(&mut options.open(path)?, bytes)
+}
+
+/// What an admin command asks for.
+enum AdminCall {
+    Get(&'static str),
+    Post(String, serde_json::Value),
+}
+
+/// `payouts`, `usage` and `keys …`: through a serving pool's admin API, else on the database.
+async fn administer(
+    command: &str,
+    mut args: Vec<String>,
+    data: &std::path::Path,
+    config: &PoolConfig,
+) -> anyhow::Result<()> {
+    let number = |args: &mut Vec<String>, name: &str| -> anyhow::Result<Option<u64>> {
+        take_option(args, name)?
+            .map(|v| {
+                v.parse::<u64>()
+                    .with_context(|| format!("{name} takes a whole number"))
+            })
+            .transpose()
+    };
+    let call = match (command, args.first().map(String::as_str)) {
+        ("payouts", None) => AdminCall::Get("/admin/v1/payouts"),
+        ("usage", None) => AdminCall::Get("/admin/v1/usage"),
+        ("keys", Some("list")) if args.len() == 1 => AdminCall::Get("/admin/v1/keys"),
+        ("keys", Some("revoke")) if args.len() == 2 => AdminCall::Post(
+            format!("/admin/v1/keys/{}/revoke", args[1]),
+            serde_json::Value::Null,
+        ),
+        ("keys", Some("add")) => {
+            args.remove(0);
+            let name = take_option(&mut args, "--name")?.context("keys add needs --name")?;
+            let rpm = number(&mut args, "--rpm")?.unwrap_or(600);
+            let concurrency = number(&mut args, "--concurrency")?.unwrap_or(16);
+            let quota = number(&mut args, "--quota")?;
+            if let Some(extra) = args.first() {
+                bail!("unexpected argument {extra:?}\n\n{KEYS_HELP}");
+            }
+            let new = NewKey {
+                name,
+                requests_per_minute: u32::try_from(rpm).context("--rpm is too large")?,
+                max_concurrent: u32::try_from(concurrency).context("--concurrency is too large")?,
+                quota_micro_credits: quota,
+            };
+            AdminCall::Post("/admin/v1/keys".into(), serde_json::to_value(new)?)
+        }
+        _ => bail!("unexpected arguments {args:?}\n\n{USAGE}"),
+    };
+    if let Some(text) = through_admin_api(data, &call).await? {
+        print!("{text}");
+        return Ok(());
+    }
+    // No pool serves from this folder: work on the database directly.
+    let store = open_store(data)?;
+    let text = match call {
+        AdminCall::Get("/admin/v1/payouts") => payout_csv(store.as_ref(), config.settlement_ms)?,
+        AdminCall::Get("/admin/v1/usage") => accounts::usage_csv(store.as_ref())?,
+        AdminCall::Get(_) => serde_json::to_string_pretty(&store.customer_keys()?)? + "\n",
+        AdminCall::Post(path, _) if path.ends_with("/revoke") => {
+            let id = path
+                .trim_end_matches("/revoke")
+                .rsplit('/')
+                .next()
+                .unwrap_or("");
+            serde_json::to_string_pretty(&accounts::revoke_key(store.as_ref(), id)?)? + "\n"
+        }
+        AdminCall::Post(_, body) => {
+            let new: NewKey = serde_json::from_value(body)?;
+            serde_json::to_string_pretty(&accounts::add_key(store.as_ref(), &new)?)? + "\n"
+        }
+    };
+    print!("{text}");
+    Ok(())
+}
+
+/// The answer of a serving pool's admin API, or `None` when no pool serves from `data`.
+async fn through_admin_api(
+    data: &std::path::Path,
+    call: &AdminCall,
+) -> anyhow::Result<Option<String>> {
+    let Ok(bytes) = std::fs::read(data.join(ADMIN_FILE)) else {
+        return Ok(None);
+    };
+    let admin: AdminEndpoint = serde_json::from_slice(&bytes)
+        .with_context(|| format!("reading {}", data.join(ADMIN_FILE).display()))?;
+    let http = reqwest::Client::new();
+    let request = match call {
+        AdminCall::Get(path) => http.get(format!("{}{path}", admin.url)),
+        AdminCall::Post(path, body) => http.post(format!("{}{path}", admin.url)).json(body),
+    };
+    let response = match request.bearer_auth(&admin.token).send().await {
+        Ok(response) => response,
+        // Left behind by a pool that was killed: nobody serves.
+        Err(error) if error.is_connect() => return Ok(None),
+        Err(error) => return Err(error.into()),
+    };
+    let status = response.status();
+    let text = response.text().await?;
+    if !status.is_success() {
+        bail!("the pool refused: {status}: {text}");
+    }
+    // JSON answers are shown pretty, CSV as it is.
+    Ok(Some(
+        match serde_json::from_str::<serde_json::Value>(&text) {
+            Ok(value) => serde_json::to_string_pretty(&value)? + "\n",
+            Err(_) => text,
+        },
+    ))
 }
 
 #[tokio::main]
