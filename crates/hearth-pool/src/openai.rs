@@ -436,11 +436,13 @@ pub(crate) async fn chat_completions(
             state,
             admission,
             submitted,
-            id,
-            created,
-            request.model,
-            include_usage,
-            deadline,
+            StreamedChat {
+                id,
+                created,
+                model: request.model,
+                include_usage,
+                deadline,
+            },
         );
         return Ok(Sse::new(stream)
             .keep_alive(KeepAlive::default())
@@ -496,6 +498,15 @@ fn chunk(id: &str, created: u64, model: &str, delta: Value, finish_reason: Optio
     )
 }
 
+/// What a streamed chat's chunks say of it, and when it must end.
+struct StreamedChat {
+    id: String,
+    created: u64,
+    model: String,
+    include_usage: bool,
+    deadline: tokio::time::Instant,
+}
+
 /// Server-sent events for a streamed chat: the role, each piece of text as the node reports
 /// it, then the finish reason (and usage when asked), then `[DONE]`. If the customer hangs up,
 /// the job is cancelled and the node told at its next heartbeat.
@@ -503,12 +514,15 @@ fn chat_stream(
     state: Arc<PoolState>,
     admission: Admission,
     submitted: Submitted,
-    id: String,
-    created: u64,
-    model: String,
-    include_usage: bool,
-    deadline: tokio::time::Instant,
+    chat: StreamedChat,
 ) -> impl Stream<Item = Result<Event, Infallible>> {
+    let StreamedChat {
+        id,
+        created,
+        model,
+        include_usage,
+        deadline,
+    } = chat;
     let (tx, rx) = mpsc::channel::<Event>(64);
     tokio::spawn(async move {
         // The request counts against the key's cap until its stream ends.

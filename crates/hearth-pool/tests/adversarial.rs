@@ -45,6 +45,9 @@ fn price(pool: &Pool, model: &str, units: u64) -> u64 {
     pool.state().config.model(model).unwrap().price(units)
 }
 
+/// A change a dishonest node makes to an honest answer.
+type Lie = dyn Fn(&mut TaskOutput);
+
 async fn refused(node: &Node, job: &Job, output: TaskOutput) -> Value {
     let response = node.submit(job, output).await;
     let status = response.status().as_u16();
@@ -133,7 +136,7 @@ async fn chat_answers_whose_tokens_do_not_make_their_text_earn_nothing() {
     let request = tokio::spawn(customer(&url, "/v1/chat/completions", chat_request(false)));
     let honest_ids = chat_token_ids();
     let end = *honest_ids.last().unwrap();
-    let lies: Vec<(&str, Box<dyn Fn(&mut TaskOutput)>)> = vec![
+    let lies: Vec<(&str, Box<Lie>)> = vec![
         (
             "no tokens, 4096 claimed, an advert",
             Box::new(|o| {
