@@ -187,14 +187,22 @@ impl Pool {
             Duration::from_millis(state.config.header_timeout_ms),
             stopped,
         ));
-        // Expired leases go back to the queue a few times a second.
+        // Expired leases go back to the queue a few times a second; when a busy queue has
+        // emptied, the memory its jobs held goes back to the system.
         let reaper = Arc::downgrade(&state);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(200));
+            let mut was_busy = false;
             loop {
                 tick.tick().await;
                 let Some(state) = reaper.upgrade() else { break };
                 state.queue.expire_leases();
+                let (queued, leased) = state.queue.counts();
+                let busy = queued + leased > 0;
+                if was_busy && !busy {
+                    return_freed_memory();
+                }
+                was_busy = busy;
             }
         });
         let admin = match state.config.admin_bind {
@@ -283,6 +291,22 @@ impl Pool {
         &self.state
     }
 }
+
+/// Hand memory the allocator keeps after a free back to the system: glibc keeps freed blocks
+/// of its arenas for reuse, so a burst of requests would otherwise stay resident for good.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)]
+fn return_freed_memory() {
+    // SAFETY: malloc_trim only walks glibc's own free lists; it takes no pointers from us.
+    let released = unsafe { libc::malloc_trim(0) };
+    tracing::debug!(
+        released,
+        "the queue emptied: freed memory returned to the system"
+    );
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn return_freed_memory() {}
 
 /// One node's earnings at a moment, in micro-credits.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -48,6 +48,9 @@ pub struct Nodes {
     challenges: Mutex<Challenges>,
     /// Registrations and challenges per source address in the current minute.
     per_address: Mutex<HashMap<IpAddr, (u64, u32)>>,
+    /// When this pool process started: signatures made before it may have been seen by the
+    /// process before (whose replay cache is gone), so they are refused.
+    started_unix_ms: u64,
 }
 
 /// Signatures accepted recently, oldest first, forgotten after twice the clock-skew window
@@ -110,6 +113,7 @@ impl Nodes {
             seen: Mutex::default(),
             challenges: Mutex::default(),
             per_address: Mutex::default(),
+            started_unix_ms: now_unix_ms(),
         }
     }
 
@@ -286,7 +290,16 @@ impl Nodes {
                     "node {node_id} has no session here: register again"
                 )));
             }
-            (None, _) => Proof::Signature(header(HEADER_SIGNATURE)?.to_owned()),
+            (None, _) => {
+                // Session MACs die with the process that agreed them; signatures do not.
+                if timestamp < self.started_unix_ms {
+                    return Err(ApiError::unauthorized(format!(
+                        "request signed at {timestamp}, before this pool started at {}: sign it again",
+                        self.started_unix_ms
+                    )));
+                }
+                Proof::Signature(header(HEADER_SIGNATURE)?.to_owned())
+            }
         };
         if let Some(reason) = self.record(node_id)?.quarantined {
             return Err(ApiError::quarantined(&reason));

@@ -216,21 +216,7 @@ async fn keys_usage_and_payouts_work_while_the_pool_serves() {
         "bind = \"127.0.0.1:0\"\nprobation_jobs = 0\nverification_share = 0.0\n",
     )
     .unwrap();
-    let mut serve = tokio::process::Command::new(env!("CARGO_BIN_EXE_hearth-pool"))
-        .args(["serve", "--config"])
-        .arg(&config)
-        .arg("--data")
-        .arg(&data)
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut stdout = tokio::io::BufReader::new(serve.stdout.take().unwrap());
-    let mut line = String::new();
-    tokio::io::AsyncBufReadExt::read_line(&mut stdout, &mut line)
-        .await
-        .unwrap();
-    let url = line.trim().rsplit(' ').next().unwrap().to_owned();
+    let (mut serve, url) = support::serve_binary(&config, &data).await;
 
     let (ok, text) = cli(
         &data,

@@ -250,7 +250,8 @@ async fn chat_answers_whose_tokens_do_not_make_their_text_earn_nothing() {
 
 #[tokio::test]
 async fn numbers_from_the_network_at_their_limits_never_panic_a_handler() {
-    let (pool, _dir) = pool(|_| {}).await;
+    // A lease asking to wait u64::MAX ms waits the pool's longest, kept short here.
+    let (pool, _dir) = pool(|c| c.max_lease_wait_ms = 200).await;
     let url = pool.url();
     let node = Node::join(&url, &[EMBEDDING_MODEL, CHAT_MODEL]).await;
     let raw = |path: &str, body: &str| {
@@ -580,7 +581,7 @@ async fn a_replayed_registration_cannot_end_the_real_session() {
 }
 
 #[tokio::test]
-async fn strikes_belong_to_the_key_and_quarantine_holds_its_earnings() {
+async fn strikes_belong_to_the_key_quarantine_holds_its_earnings_and_restarts_forget_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("pool");
     let config = PoolConfig {
@@ -686,6 +687,27 @@ async fn strikes_belong_to_the_key_and_quarantine_holds_its_earnings() {
         "{csv}"
     );
 
+    // An honest node that signs every request (no session) sends a lease request, which an
+    // eavesdropper records.
+    let signing_key = KeyPair::generate().unwrap();
+    let signing = Node::join_as(
+        &url,
+        KeyPair::from_secret_bytes(&signing_key.secret_bytes()).unwrap(),
+        &[EMBEDDING_MODEL],
+        false,
+    )
+    .await;
+    let lease_body = serde_json::to_vec(&hearth_protocol::LeaseRequest {
+        max_jobs: 1,
+        wait_ms: 0,
+    })
+    .unwrap();
+    let recorded = signing
+        .signer
+        .headers("POST", "/node/v1/lease", now_ms(), &lease_body)
+        .to_vec();
+    let sent = post_raw(&url, "/node/v1/lease", lease_body.clone(), &recorded).await;
+    assert_eq!(sent.status(), 200);
     // A restart forgets nothing: the key is still quarantined, even registering afresh.
     drop(pool);
     let pool = start(config).await;
@@ -695,6 +717,29 @@ async fn strikes_belong_to_the_key_and_quarantine_holds_its_earnings() {
     let again = post_raw(&url, "/node/v1/register", body, &headers).await;
     assert_eq!(again.status(), 403);
     assert_eq!(strikes(&pool, &cheat), 2);
+
+    // The signing node registers with the new process; the recording made before the restart
+    // (whose replay cache died with it) is refused, the node's own new requests are not.
+    let signing = Node::join_as(&url, signing_key, &[EMBEDDING_MODEL], false).await;
+    let replayed = post_raw(&url, "/node/v1/lease", lease_body.clone(), &recorded).await;
+    assert_eq!(replayed.status(), 401);
+    let text: Value = replayed.json().await.unwrap();
+    assert!(
+        text["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("before this pool started")
+    );
+    let fresh = signing
+        .signer
+        .headers("POST", "/node/v1/lease", now_ms(), &lease_body)
+        .to_vec();
+    assert_eq!(
+        post_raw(&url, "/node/v1/lease", lease_body, &fresh)
+            .await
+            .status(),
+        200
+    );
 }
 
 #[tokio::test]
@@ -986,22 +1031,8 @@ async fn the_operator_binary_helps_without_a_database_and_drains_on_sigterm() {
         ),
     )
     .unwrap();
-    let mut serve = tokio::process::Command::new(binary)
-        .args(["serve", "--config"])
-        .arg(&config)
-        .args(["--data"])
-        .arg(home.path().join("data"))
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut stdout = tokio::io::BufReader::new(serve.stdout.take().unwrap());
-    let mut line = String::new();
-    tokio::io::AsyncBufReadExt::read_line(&mut stdout, &mut line)
-        .await
-        .unwrap();
-    let url = line.trim().rsplit(' ').next().unwrap().to_owned();
-    assert!(url.starts_with("http://127.0.0.1:"), "{line}");
+    let (mut serve, url) = support::serve_binary(&config, &home.path().join("data")).await;
+    assert!(url.starts_with("http://127.0.0.1:"), "{url}");
     // A node holds a job; a second job waits in the queue; then SIGTERM.
     let node = Node::join(&url, &[EMBEDDING_MODEL]).await;
     let held = tokio::spawn(customer(&url, "/v1/embeddings", embed_request(&["held"])));

@@ -260,3 +260,27 @@ pub fn customer(
         .json(&body);
     async move { request.send().await.unwrap() }
 }
+
+/// `hearth-pool serve --config CONFIG --data DATA` as a process of its own, and the URL it
+/// prints once it listens.
+pub async fn serve_binary(
+    config: &std::path::Path,
+    data: &std::path::Path,
+) -> (tokio::process::Child, String) {
+    let mut serve = tokio::process::Command::new(env!("CARGO_BIN_EXE_hearth-pool"))
+        .args(["serve", "--config"])
+        .arg(config)
+        .arg("--data")
+        .arg(data)
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdout = tokio::io::BufReader::new(serve.stdout.take().unwrap());
+    let mut line = String::new();
+    tokio::io::AsyncBufReadExt::read_line(&mut stdout, &mut line)
+        .await
+        .unwrap();
+    let url = line.trim().rsplit(' ').next().unwrap().to_owned();
+    (serve, url)
+}
