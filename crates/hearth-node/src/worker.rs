@@ -183,12 +183,13 @@ impl PoolClient {
             body.extend_from_slice(&chunk);
         }
         if !status.is_success() {
+            // The pool's own words where it sent an error body (a quarantine says why).
+            let said = serde_json::from_slice::<hearth_protocol::ErrorBody>(&body)
+                .map(|e| e.error.message)
+                .unwrap_or_else(|_| String::from_utf8_lossy(&body).into_owned());
             let reason = format!(
                 "{path}: {status}: {}",
-                String::from_utf8_lossy(&body)
-                    .chars()
-                    .take(300)
-                    .collect::<String>()
+                said.chars().take(400).collect::<String>()
             );
             if status == reqwest::StatusCode::UNAUTHORIZED {
                 return Err(WorkerError::Unauthorized {

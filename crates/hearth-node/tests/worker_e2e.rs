@@ -52,6 +52,66 @@ fn node_parts(dir: &std::path::Path) -> (Arc<Ledger>, hearth_protocol::KeyPair, 
     )
 }
 
+/// A node whose key the pool quarantined is told why, in the words the owner's app shows
+/// (the pool status error), and gets no work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quarantined_node_is_told_why_and_gets_no_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ledger, key, executor) = node_parts(dir.path());
+    let node_id = hearth_protocol::node_id(&key.public_key());
+    let store: Arc<dyn hearth_pool::PoolStore> =
+        Arc::new(hearth_pool::SledStore::open(&dir.path().join("pool")).unwrap());
+    let config = hearth_pool::PoolConfig {
+        quarantine_strikes: 1,
+        ..hearth_pool::PoolConfig::default()
+    };
+    let mut record = hearth_pool::NodeRecord::default();
+    record.strike(&config, "token counts [4294967295] are not the texts' [4]");
+    store.put_node_record(&node_id, &record, true).unwrap();
+    let (meter, _) = hearth_pool::Meter::load(&ModelStore::from_env(), &config.models);
+    let pool = hearth_pool::Pool::start(config, store, Arc::new(meter))
+        .await
+        .unwrap();
+    let (_pause, paused) = watch::channel(false);
+    let (stop_tx, stop) = watch::channel(false);
+    let (events_tx, mut events) = tokio::sync::mpsc::unbounded_channel();
+    let worker = tokio::spawn(worker::run(
+        WorkerConfig {
+            pool_url: pool.url(),
+            ..WorkerConfig::default()
+        },
+        key,
+        executor,
+        ledger,
+        paused,
+        stop,
+        None,
+        move |event| {
+            let _ = events_tx.send(event);
+        },
+    ));
+    let event = tokio::time::timeout(Duration::from_secs(30), events.recv())
+        .await
+        .expect("the worker says why it cannot work")
+        .unwrap();
+    let worker::WorkerEvent::PoolUnreachable { error } = event else {
+        panic!("expected a refusal, got {event:?}");
+    };
+    assert!(error.contains("This node is quarantined"), "{error}");
+    assert!(error.contains("earnings are held"), "{error}");
+    assert!(
+        !error.contains("{\"error\""),
+        "the pool's words, not its JSON: {error}"
+    );
+    assert_eq!(pool.state().queue.counts(), (0, 0));
+    stop_tx.send(true).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), worker)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}
+
 /// A running worker that reports no events, never paused; stop it with the returned switch.
 fn spawn_worker(
     config: WorkerConfig,

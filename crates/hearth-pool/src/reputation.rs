@@ -56,8 +56,13 @@ impl NodeRecord {
         self.strikes = self.strikes.saturating_add(1);
         self.verified_since_strike = 0;
         if self.strikes >= config.quarantine_strikes && self.quarantined.is_none() {
+            // Short enough to read in the owner's app.
+            let mut last: String = reason.chars().take(120).collect();
+            if last.len() < reason.len() {
+                last.push('…');
+            }
             self.quarantined = Some(format!(
-                "{} results were refused or failed verification (the last: {reason}); this node gets no more work and its earnings are held",
+                "{} results were refused or failed verification (the last: {last}); this node gets no more work and its earnings are held",
                 self.strikes
             ));
         }

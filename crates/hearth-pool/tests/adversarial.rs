@@ -394,6 +394,38 @@ async fn fresh_identities_cannot_vouch_for_each_other() {
 }
 
 #[tokio::test]
+async fn a_new_key_takes_one_job_at_a_time_whatever_it_asks_for() {
+    let (pool, _dir) = pool(|c| {
+        c.probation_jobs = 20;
+        c.embeddings_per_job = 1;
+    })
+    .await;
+    let url = pool.url();
+    let fresh = Node::join(&url, &[EMBEDDING_MODEL]).await;
+    let _request = tokio::spawn(customer(
+        &url,
+        "/v1/embeddings",
+        embed_request(&["one", "two", "three"]),
+    ));
+    let reply = fresh
+        .post(
+            "/node/v1/lease",
+            &hearth_protocol::LeaseRequest {
+                max_jobs: 64,
+                wait_ms: 2000,
+            },
+        )
+        .await;
+    let leased = reply
+        .json::<hearth_protocol::LeaseReply>()
+        .await
+        .unwrap()
+        .jobs;
+    assert_eq!(leased.len(), 1, "one job for a node on probation");
+    assert_eq!(pool.state().queue.counts(), (2, 1));
+}
+
+#[tokio::test]
 async fn a_streamed_chat_is_checked_after_the_stream_and_a_bad_one_earns_nothing() {
     let seed = KeyPair::generate().unwrap();
     let seed_id = hearth_protocol::node_id(&seed.public_key());
