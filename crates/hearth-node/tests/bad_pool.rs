@@ -25,6 +25,8 @@ use hearth_protocol::{
 };
 use tokio::sync::watch;
 
+mod support;
+
 struct FakePool {
     key: KeyPair,
     leases: AtomicU32,
@@ -161,41 +163,14 @@ async fn a_pool_answering_with_another_key_than_the_pinned_one_is_refused() {
         .unwrap();
     let key = worker::load_or_create_identity(&dir.path().join("node.key")).unwrap();
     let executor = Arc::new(Executor::new(ModelStore::from_env(), ComputeDevice::cpu()));
-    let (_pause, paused) = watch::channel(false);
-    let (stop_tx, stop) = watch::channel(false);
-    let (events_tx, mut events) = tokio::sync::mpsc::unbounded_channel();
     let config = WorkerConfig {
         pool_url: url.clone(),
         ..WorkerConfig::default()
     };
-    let worker = tokio::spawn(worker::run(
-        config,
-        key,
-        executor,
-        Arc::clone(&ledger),
-        paused,
-        stop,
-        None,
-        move |event| {
-            let _ = events_tx.send(event);
-        },
-    ));
-    let event = tokio::time::timeout(Duration::from_secs(30), events.recv())
-        .await
-        .expect("the worker says why it does not join")
-        .unwrap();
-    let WorkerEvent::PoolUnreachable { error } = event else {
-        panic!("expected a refusal, got {event:?}");
-    };
+    let error = support::first_refusal(config, key, executor, Arc::clone(&ledger)).await;
     assert!(error.contains("refusing to work for it"), "{error}");
     assert!(error.contains(&real.0), "{error}");
     assert_eq!(pool.leases.load(Ordering::SeqCst), 0, "it never leased");
-    stop_tx.send(true).unwrap();
-    tokio::time::timeout(Duration::from_secs(10), worker)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
     let pinned: Option<hearth_protocol::PublicKey> =
         ledger.setting(&worker::pool_key_pin_setting(&url)).unwrap();
     assert_eq!(pinned, Some(real), "the pin is unchanged");

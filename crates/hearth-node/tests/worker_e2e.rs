@@ -72,31 +72,11 @@ async fn a_quarantined_node_is_told_why_and_gets_no_work() {
     let pool = hearth_pool::Pool::start(config, store, Arc::new(meter))
         .await
         .unwrap();
-    let (_pause, paused) = watch::channel(false);
-    let (stop_tx, stop) = watch::channel(false);
-    let (events_tx, mut events) = tokio::sync::mpsc::unbounded_channel();
-    let worker = tokio::spawn(worker::run(
-        WorkerConfig {
-            pool_url: pool.url(),
-            ..WorkerConfig::default()
-        },
-        key,
-        executor,
-        ledger,
-        paused,
-        stop,
-        None,
-        move |event| {
-            let _ = events_tx.send(event);
-        },
-    ));
-    let event = tokio::time::timeout(Duration::from_secs(30), events.recv())
-        .await
-        .expect("the worker says why it cannot work")
-        .unwrap();
-    let worker::WorkerEvent::PoolUnreachable { error } = event else {
-        panic!("expected a refusal, got {event:?}");
+    let config = WorkerConfig {
+        pool_url: pool.url(),
+        ..WorkerConfig::default()
     };
+    let error = support::first_refusal(config, key, executor, ledger).await;
     assert!(error.contains("This node is quarantined"), "{error}");
     assert!(error.contains("earnings are held"), "{error}");
     assert!(
@@ -104,12 +84,6 @@ async fn a_quarantined_node_is_told_why_and_gets_no_work() {
         "the pool's words, not its JSON: {error}"
     );
     assert_eq!(pool.state().queue.counts(), (0, 0));
-    stop_tx.send(true).unwrap();
-    tokio::time::timeout(Duration::from_secs(10), worker)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
 }
 
 /// A running worker that reports no events, never paused; stop it with the returned switch.

@@ -1,4 +1,5 @@
-//! The real `hearth-node` binary as a child process, and a customer for the pool.
+//! The real `hearth-node` binary as a child process, a customer for the pool, and a worker
+//! whose first word from a pool is a refusal.
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)] // shared by several test binaries
 
@@ -111,4 +112,43 @@ pub async fn ask(url: &str, key: &str, path: &str, body: Value) -> Result<Value,
         return Err(format!("{path}: {status}: {text}"));
     }
     serde_json::from_str(&text).map_err(|e| e.to_string())
+}
+
+/// Run a worker with `config` until its first event, which must be a refusal
+/// (`PoolUnreachable`); stop it and return what it said.
+pub async fn first_refusal(
+    config: hearth_node::worker::WorkerConfig,
+    key: hearth_protocol::KeyPair,
+    executor: std::sync::Arc<hearth_node::executor::Executor>,
+    ledger: std::sync::Arc<hearth_ledger::Ledger>,
+) -> String {
+    let (_pause, paused) = tokio::sync::watch::channel(false);
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let (events_tx, mut events) = tokio::sync::mpsc::unbounded_channel();
+    let worker = tokio::spawn(hearth_node::worker::run(
+        config,
+        key,
+        executor,
+        ledger,
+        paused,
+        stop,
+        None,
+        move |event| {
+            let _ = events_tx.send(event);
+        },
+    ));
+    let event = tokio::time::timeout(Duration::from_secs(30), events.recv())
+        .await
+        .expect("the worker says why it does not work")
+        .unwrap();
+    let hearth_node::worker::WorkerEvent::PoolUnreachable { error } = event else {
+        panic!("expected a refusal, got {event:?}");
+    };
+    stop_tx.send(true).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), worker)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    error
 }
