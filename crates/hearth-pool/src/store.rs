@@ -295,6 +295,16 @@ fn append_batch(
     }
 }
 
+/// A stored value read back; `what` names it in the error.
+fn from_json<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError(format!("corrupt {what}: {e}")))
+}
+
+/// A value as stored.
+fn to_json<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(value).map_err(|e| StoreError(e.to_string()))
+}
+
 /// [`PoolStore`] in a sled database.
 #[derive(Debug)]
 pub struct SledStore {
@@ -331,7 +341,7 @@ impl SledStore {
     }
 
     fn decode(bytes: &[u8]) -> Result<SignedReceipt, StoreError> {
-        serde_json::from_slice(bytes).map_err(|e| StoreError(format!("corrupt receipt: {e}")))
+        from_json(bytes, "receipt")
     }
 }
 
@@ -357,7 +367,7 @@ impl PoolStore for SledStore {
                 node_key.push(b'/');
                 node_key.extend(receipt.receipt.sequence.to_be_bytes());
                 Ok(Row {
-                    bytes: serde_json::to_vec(receipt).map_err(|e| StoreError(e.to_string()))?,
+                    bytes: to_json(receipt)?,
                     job_key: format!("{}/{}", receipt.receipt.job_id, receipt.receipt.node_id),
                     node_key,
                 })
@@ -446,10 +456,7 @@ impl PoolStore for SledStore {
     fn node_record(&self, node_id: &str) -> Result<Option<NodeRecord>, StoreError> {
         self.records
             .get(node_id)?
-            .map(|b| {
-                serde_json::from_slice(&b)
-                    .map_err(|e| StoreError(format!("corrupt node record: {e}")))
-            })
+            .map(|b| from_json(&b, "node record"))
             .transpose()
     }
 
@@ -459,8 +466,7 @@ impl PoolStore for SledStore {
         record: &NodeRecord,
         durable: bool,
     ) -> Result<(), StoreError> {
-        let bytes = serde_json::to_vec(record).map_err(|e| StoreError(e.to_string()))?;
-        self.records.insert(node_id, bytes)?;
+        self.records.insert(node_id, to_json(record)?)?;
         if durable {
             self.records.flush()?;
         }
@@ -468,8 +474,8 @@ impl PoolStore for SledStore {
     }
 
     fn put_customer_key(&self, key: &CustomerKey) -> Result<(), StoreError> {
-        let bytes = serde_json::to_vec(key).map_err(|e| StoreError(e.to_string()))?;
-        self.customer_keys.insert(key.id.as_bytes(), bytes)?;
+        self.customer_keys
+            .insert(key.id.as_bytes(), to_json(key)?)?;
         self.customer_keys.flush()?;
         Ok(())
     }
@@ -477,11 +483,7 @@ impl PoolStore for SledStore {
     fn customer_keys(&self) -> Result<Vec<CustomerKey>, StoreError> {
         self.customer_keys
             .iter()
-            .map(|entry| {
-                let (_, v) = entry?;
-                serde_json::from_slice(&v)
-                    .map_err(|e| StoreError(format!("corrupt customer key: {e}")))
-            })
+            .map(|entry| from_json(&entry?.1, "customer key"))
             .collect()
     }
 
@@ -522,8 +524,7 @@ impl PoolStore for SledStore {
                 let (k, v) = entry?;
                 let key = String::from_utf8_lossy(&k).into_owned();
                 let (key_id, model) = key.split_once('/').unwrap_or((key.as_str(), ""));
-                let usage = serde_json::from_slice(&v)
-                    .map_err(|e| StoreError(format!("corrupt usage: {e}")))?;
+                let usage = from_json(&v, "usage")?;
                 Ok((key_id.to_owned(), model.to_owned(), usage))
             })
             .collect()
@@ -534,8 +535,7 @@ impl PoolStore for SledStore {
             .iter()
             .map(|entry| {
                 let (k, v) = entry?;
-                let record = serde_json::from_slice(&v)
-                    .map_err(|e| StoreError(format!("corrupt node record: {e}")))?;
+                let record = from_json(&v, "node record")?;
                 Ok((String::from_utf8_lossy(&k).into_owned(), record))
             })
             .collect()
