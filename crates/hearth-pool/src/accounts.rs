@@ -80,12 +80,14 @@ pub fn hash_secret(secret: &str) -> String {
 }
 
 /// Make a key and store it.
-pub fn add_key(store: &dyn PoolStore, new: &NewKey) -> Result<IssuedKey, StoreError> {
+pub async fn add_key(store: &dyn PoolStore, new: &NewKey) -> Result<IssuedKey, StoreError> {
     if new.name.trim().is_empty() || new.name.len() > 200 {
-        return Err(StoreError("a key needs a name of 1 to 200 bytes".into()));
+        return Err(StoreError::Invalid(
+            "a key needs a name of 1 to 200 bytes".into(),
+        ));
     }
     if new.requests_per_minute == 0 || new.max_concurrent == 0 {
-        return Err(StoreError(
+        return Err(StoreError::Invalid(
             "requests_per_minute and max_concurrent must be at least 1".into(),
         ));
     }
@@ -100,27 +102,28 @@ pub fn add_key(store: &dyn PoolStore, new: &NewKey) -> Result<IssuedKey, StoreEr
         max_concurrent: new.max_concurrent,
         quota_micro_credits: new.quota_micro_credits,
     };
-    store.put_customer_key(&key)?;
+    store.put_customer_key(&key).await?;
     Ok(IssuedKey { key, secret })
 }
 
 /// Revoke key `id`; the revoked record.
-pub fn revoke_key(store: &dyn PoolStore, id: &str) -> Result<CustomerKey, StoreError> {
+pub async fn revoke_key(store: &dyn PoolStore, id: &str) -> Result<CustomerKey, StoreError> {
     let mut key = store
-        .customer_keys()?
+        .customer_keys()
+        .await?
         .into_iter()
         .find(|k| k.id == id)
-        .ok_or_else(|| StoreError(format!("no key {id}")))?;
+        .ok_or_else(|| StoreError::NotFound(format!("key {id}")))?;
     key.revoked_unix_ms.get_or_insert_with(now_unix_ms);
-    store.put_customer_key(&key)?;
+    store.put_customer_key(&key).await?;
     Ok(key)
 }
 
 /// One line per key and model: `id,name,revoked,model,jobs,units,charged_micro_credits`.
-pub fn usage_csv(store: &dyn PoolStore) -> Result<String, StoreError> {
-    let keys = store.customer_keys()?;
+pub async fn usage_csv(store: &dyn PoolStore) -> Result<String, StoreError> {
+    let keys = store.customer_keys().await?;
     let mut csv = String::from("key_id,name,revoked,model,jobs,units,charged_micro_credits\n");
-    for (key_id, model, usage) in store.usage()? {
+    for (key_id, model, usage) in store.usage().await? {
         let key = keys.iter().find(|k| k.id == key_id);
         let name = key
             .map_or("", |k| k.name.as_str())
@@ -167,7 +170,10 @@ impl Drop for Admission {
 
 impl Accounts {
     /// The accounts of `store` and the config's own keys.
-    pub fn load(store: Arc<dyn PoolStore>, config: Arc<PoolConfig>) -> Result<Self, StoreError> {
+    pub async fn load(
+        store: Arc<dyn PoolStore>,
+        config: Arc<PoolConfig>,
+    ) -> Result<Self, StoreError> {
         let mut keys = HashMap::new();
         for (i, secret) in config.api_keys.iter().enumerate() {
             let key = CustomerKey {
@@ -183,10 +189,10 @@ impl Accounts {
             keys.insert(key.key_hash.clone(), key);
         }
         let mut charged = HashMap::new();
-        for key in store.customer_keys()? {
+        for key in store.customer_keys().await? {
             keys.insert(key.key_hash.clone(), key);
         }
-        for (key_id, _, usage) in store.usage()? {
+        for (key_id, _, usage) in store.usage().await? {
             *charged.entry(key_id).or_insert(0u64) += usage.charged_micro_credits;
         }
         Ok(Self {
@@ -200,8 +206,8 @@ impl Accounts {
     }
 
     /// Make a key (stored, and accepted at once).
-    pub fn add(&self, new: &NewKey) -> Result<IssuedKey, StoreError> {
-        let issued = add_key(self.store.as_ref(), new)?;
+    pub async fn add(&self, new: &NewKey) -> Result<IssuedKey, StoreError> {
+        let issued = add_key(self.store.as_ref(), new).await?;
         self.keys
             .write()
             .unwrap_or_else(|e| e.into_inner())
@@ -210,8 +216,8 @@ impl Accounts {
     }
 
     /// Revoke a key (refused from the next request on).
-    pub fn revoke(&self, id: &str) -> Result<CustomerKey, StoreError> {
-        let key = revoke_key(self.store.as_ref(), id)?;
+    pub async fn revoke(&self, id: &str) -> Result<CustomerKey, StoreError> {
+        let key = revoke_key(self.store.as_ref(), id).await?;
         self.keys
             .write()
             .unwrap_or_else(|e| e.into_inner())
@@ -220,8 +226,8 @@ impl Accounts {
     }
 
     /// Every stored key (not the config's).
-    pub fn list(&self) -> Result<Vec<CustomerKey>, StoreError> {
-        self.store.customer_keys()
+    pub async fn list(&self) -> Result<Vec<CustomerKey>, StoreError> {
+        self.store.customer_keys().await
     }
 
     /// Let a request in: a known, unrevoked key within its quota, its rate and its cap on
@@ -293,12 +299,12 @@ impl Accounts {
 
     /// Charge key `key_id` for a job of `model` worth `units`, whose nodes were paid
     /// `paid_to_nodes`: that plus the fee. Returns the charge.
-    pub fn charge(&self, key_id: &str, model: &str, units: u64, paid_to_nodes: u64) -> u64 {
+    pub async fn charge(&self, key_id: &str, model: &str, units: u64, paid_to_nodes: u64) -> u64 {
         let fee = paid_to_nodes
             .saturating_mul(u64::from(self.config.fee_basis_points))
             .div_ceil(10_000);
         let charge = paid_to_nodes.saturating_add(fee);
-        if let Err(error) = self.store.add_usage(key_id, model, units, charge) {
+        if let Err(error) = self.store.add_usage(key_id, model, units, charge).await {
             tracing::error!(key = %key_id, %error, "usage not stored");
         }
         let mut charged = self.charged.lock().unwrap_or_else(|e| e.into_inner());

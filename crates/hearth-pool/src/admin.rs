@@ -46,7 +46,11 @@ fn check(admin: &Admin, headers: &HeaderMap) -> Result<(), ApiError> {
 }
 
 fn store_error(e: crate::StoreError) -> ApiError {
-    ApiError::invalid(e.0)
+    match e {
+        crate::StoreError::Invalid(message) => ApiError::invalid(message),
+        crate::StoreError::NotFound(what) => ApiError::not_found(format!("no {what}")),
+        other => ApiError::from(other),
+    }
 }
 
 async fn list_keys(
@@ -54,7 +58,13 @@ async fn list_keys(
     headers: HeaderMap,
 ) -> Result<Json<Vec<CustomerKey>>, ApiError> {
     check(&admin, &headers)?;
-    admin.state.accounts.list().map(Json).map_err(store_error)
+    admin
+        .state
+        .accounts
+        .list()
+        .await
+        .map(Json)
+        .map_err(store_error)
 }
 
 async fn add_key(
@@ -67,6 +77,7 @@ async fn add_key(
         .state
         .accounts
         .add(&new)
+        .await
         .map(Json)
         .map_err(store_error)
 }
@@ -81,6 +92,7 @@ async fn revoke_key(
         .state
         .accounts
         .revoke(&id)
+        .await
         .map(Json)
         .map_err(store_error)
 }
@@ -91,14 +103,16 @@ async fn payouts(
 ) -> Result<Response, ApiError> {
     check(&admin, &headers)?;
     let csv = crate::payout_csv(admin.state.store.as_ref(), admin.state.config.settlement_ms)
-        .map_err(|e| ApiError::internal(e.0))?;
+        .await
+        .map_err(store_error)?;
     Ok(([(axum::http::header::CONTENT_TYPE, "text/csv")], csv).into_response())
 }
 
 async fn usage(State(admin): State<Arc<Admin>>, headers: HeaderMap) -> Result<Response, ApiError> {
     check(&admin, &headers)?;
     let csv = crate::accounts::usage_csv(admin.state.store.as_ref())
-        .map_err(|e| ApiError::internal(e.0))?;
+        .await
+        .map_err(store_error)?;
     Ok(([(axum::http::header::CONTENT_TYPE, "text/csv")], csv).into_response())
 }
 

@@ -131,6 +131,12 @@ pub struct PoolConfig {
     /// Where the operator's admin API listens (keys, usage, payouts while the pool serves);
     /// keep it on loopback. `None`: no admin API.
     pub admin_bind: Option<SocketAddr>,
+    /// Where the pool keeps its state: `postgres://user@host:port/database` for PostgreSQL
+    /// (several pool processes may share it), else a sled database in the data folder (one
+    /// process).
+    pub database: Option<String>,
+    /// Most connections this process opens to PostgreSQL.
+    pub database_connections: usize,
 }
 
 impl Default for PoolConfig {
@@ -162,6 +168,8 @@ impl Default for PoolConfig {
             tls_key_file: None,
             fee_basis_points: 1_000,
             admin_bind: None,
+            database: None,
+            database_connections: 16,
         }
     }
 }
@@ -191,6 +199,16 @@ impl PoolConfig {
         }
         if config.quarantine_strikes == 0 || config.max_queued_jobs == 0 {
             return Err("quarantine_strikes and max_queued_jobs must be at least 1".into());
+        }
+        if let Some(url) = &config.database
+            && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
+        {
+            return Err(format!(
+                "database must be a postgres:// URL (or left out for the built-in sled database), not {url:?}"
+            ));
+        }
+        if config.database_connections == 0 {
+            return Err("database_connections must be at least 1".into());
         }
         if !(0.0..=1.0).contains(&config.verification_share) {
             return Err("verification_share must be between 0 and 1".into());
@@ -230,5 +248,12 @@ mod tests {
         assert_eq!(config.models, default_models());
         assert!(PoolConfig::from_toml("lease_ms = \"soon\"").is_err());
         assert!(PoolConfig::from_toml("max_attempts = 0").is_err());
+        let shared =
+            PoolConfig::from_toml("database = \"postgres://hearth@127.0.0.1:5432/pool\"").unwrap();
+        assert_eq!(
+            shared.database.as_deref(),
+            Some("postgres://hearth@127.0.0.1:5432/pool")
+        );
+        assert!(PoolConfig::from_toml("database = \"mysql://x\"").is_err());
     }
 }

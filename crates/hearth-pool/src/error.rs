@@ -199,3 +199,14 @@ impl IntoResponse for ApiError {
         response
     }
 }
+
+impl From<crate::StoreError> for ApiError {
+    /// A database that is down or busy is 503 with a short `Retry-After`; anything else 500.
+    fn from(error: crate::StoreError) -> Self {
+        if error.is_transient() {
+            Self::overloaded(error.to_string(), 1)
+        } else {
+            Self::internal(error.to_string())
+        }
+    }
+}

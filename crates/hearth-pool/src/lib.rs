@@ -9,8 +9,8 @@
 //! - [`queue`]: leases, heartbeats, expiry and requeue, results accepted once.
 //! - [`verify`]: a share of jobs answered twice (or scored) before anyone is paid, drawn from
 //!   each node's record ([`reputation`]: probation, strikes, quarantine).
-//! - [`store`]: receipt chains, balances and node records, durable, behind [`PoolStore`]
-//!   ([`SledStore`]).
+//! - [`store`]: receipt chains, balances, node records, customer keys and usage, durable,
+//!   behind [`PoolStore`] ([`SledStore`] for one process, [`PgStore`] for several).
 //! - [`server`]: connections, limits and timeouts.
 //! - [`embedded`]: the local demo pool the desktop app starts, with its demo customer.
 //!
@@ -48,7 +48,7 @@ pub use config::{ModelOffer, ModelTask, PoolConfig};
 pub use error::ApiError;
 pub use meter::Meter;
 pub use reputation::NodeRecord;
-pub use store::{Payment, PoolStore, SledStore, StoreError};
+pub use store::{Payment, PgStore, PoolStore, SledStore, StoreError, audit_chains};
 
 /// Everything the handlers share.
 #[derive(Debug)]
@@ -113,7 +113,7 @@ pub fn router(state: Arc<PoolState>) -> Router {
         .route("/node/v1/jobs/{id}/return", post(node_api::give_back))
         .route("/node/v1/jobs/{id}/result", post(node_api::result))
         .route("/node/v1/receipts", post(node_api::receipts))
-        .route("/health", get(|| async { "ok" }))
+        .route("/health", get(health))
         .fallback(|uri: axum::http::Uri| async move {
             ApiError::not_found(format!("no route for {}", uri.path()))
         })
@@ -121,6 +121,18 @@ pub fn router(state: Arc<PoolState>) -> Router {
         // Bodies are read by the handlers, each with its own limit and deadline.
         .layer(DefaultBodyLimit::disable())
         .with_state(state)
+}
+
+/// `ok` when the pool can read its store; 503 with the reason when it cannot.
+async fn health(
+    axum::extract::State(state): axum::extract::State<Arc<PoolState>>,
+) -> Result<&'static str, ApiError> {
+    state
+        .store
+        .health()
+        .await
+        .map(|()| "ok")
+        .map_err(|e| ApiError::unavailable(e.to_string()))
 }
 
 impl Pool {
@@ -144,14 +156,13 @@ impl Pool {
         let fresh = KeyPair::generate()
             .map_err(|e| StartError::Key(e.to_string()))?
             .secret_bytes();
-        let secret = store.pool_secret(&|| fresh)?;
+        let secret = store.pool_secret(fresh).await?;
         let pool_key =
             KeyPair::from_secret_bytes(&secret).map_err(|e| StartError::Key(e.to_string()))?;
         let receipts = store::ReceiptWriter::start(
             Arc::clone(&store),
             KeyPair::from_secret_bytes(&secret).map_err(|e| StartError::Key(e.to_string()))?,
-        )
-        .map_err(|e| StartError::Key(format!("cannot start the receipt writer: {e}")))?;
+        );
         let tls = match (&config.tls_cert_file, &config.tls_key_file) {
             (Some(cert), Some(key)) => Some(tls::acceptor(cert, key)?),
             _ => None,
@@ -170,7 +181,7 @@ impl Pool {
         let state = Arc::new(PoolState {
             queue: queue::Queue::new(Arc::clone(&config)),
             nodes: nodes::Nodes::new(Arc::clone(&store), Arc::clone(&config)),
-            accounts: accounts::Accounts::load(Arc::clone(&store), Arc::clone(&config))?,
+            accounts: accounts::Accounts::load(Arc::clone(&store), Arc::clone(&config)).await?,
             store,
             meter,
             pool_key,
@@ -320,20 +331,20 @@ pub struct Earnings {
 }
 
 /// Every node's earnings at `now_unix_ms` under `settlement_ms`, by node id.
-pub fn earnings(
+pub async fn earnings(
     store: &dyn PoolStore,
     settlement_ms: u64,
     now_unix_ms: u64,
 ) -> Result<Vec<(String, Earnings)>, StoreError> {
     let records: std::collections::HashMap<String, NodeRecord> =
-        store.node_records()?.into_iter().collect();
+        store.node_records().await?.into_iter().collect();
     let mut out = Vec::new();
-    for (node, _) in store.balances()? {
+    for (node, _) in store.balances().await? {
         let quarantined = records.get(&node).is_some_and(|r| r.quarantined.is_some());
         let mut earned = Earnings::default();
         let mut after = None;
         loop {
-            let page = store.receipts_after(&node, after, 1000)?;
+            let page = store.receipts_after(&node, after, 1000).await?;
             let Some(last) = page.last() else { break };
             after = Some(last.receipt.sequence);
             for receipt in &page {
@@ -356,10 +367,10 @@ pub fn earnings(
 
 /// What the pool owes each node, as CSV: `node_id,payable,pending,held` in micro-credits, one
 /// line per node.
-pub fn payout_csv(store: &dyn PoolStore, settlement_ms: u64) -> Result<String, StoreError> {
+pub async fn payout_csv(store: &dyn PoolStore, settlement_ms: u64) -> Result<String, StoreError> {
     let mut csv =
         String::from("node_id,payable_micro_credits,pending_micro_credits,held_micro_credits\n");
-    for (node, e) in earnings(store, settlement_ms, queue::now_unix_ms())? {
+    for (node, e) in earnings(store, settlement_ms, queue::now_unix_ms()).await? {
         // Node ids are hex; nothing needs quoting.
         csv.push_str(&format!("{node},{},{},{}\n", e.payable, e.pending, e.held));
     }

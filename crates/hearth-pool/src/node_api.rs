@@ -81,7 +81,7 @@ impl<T: DeserializeOwned> FromRequest<Arc<PoolState>> for Signed<T> {
 
     async fn from_request(request: Request, state: &Arc<PoolState>) -> Result<Self, ApiError> {
         let (parts, body) = request.into_parts();
-        let caller = state.nodes.check_headers(&parts.headers)?;
+        let caller = state.nodes.check_headers(&parts.headers).await?;
         let bytes = read_body(
             state,
             &parts.headers,
@@ -191,7 +191,7 @@ pub(crate) async fn register(
         ));
     }
     let id = node_id(&registration.public_key);
-    if let Some(reason) = state.nodes.record(&id)?.quarantined {
+    if let Some(reason) = state.nodes.record(&id).await?.quarantined {
         return Err(ApiError::quarantined(&reason));
     }
     // The node's half of a session key, answered with ours, signed with the pool's key.
@@ -245,7 +245,11 @@ async fn lease_for(
     info: &NodeInfo,
     request: &LeaseRequest,
 ) -> Result<Vec<hearth_protocol::Job>, ApiError> {
-    let established = state.nodes.record(id)?.is_established(&state.config, id);
+    let established = state
+        .nodes
+        .record(id)
+        .await?
+        .is_established(&state.config, id);
     let wait = Duration::from_millis(request.wait_ms.min(state.config.max_lease_wait_ms));
     let max = if established {
         request.max_jobs.clamp(1, 64) as usize
@@ -339,7 +343,7 @@ async fn pay(
 }
 
 /// Charge the job's customer what its nodes were paid (`receipts`) plus the pool's fee.
-fn charge_customer(
+async fn charge_customer(
     state: &PoolState,
     accepted: &crate::queue::Accepted,
     units: u64,
@@ -351,7 +355,8 @@ fn charge_customer(
             .fold(0u64, |sum, r| sum.saturating_add(r.receipt.micro_credits));
         state
             .accounts
-            .charge(customer, &accepted.model, units, paid);
+            .charge(customer, &accepted.model, units, paid)
+            .await;
     }
 }
 
@@ -384,7 +389,8 @@ async fn settle(
     let (job_id, id) = (job_id.to_owned(), id.to_owned());
     let share = state
         .nodes
-        .record(&id)?
+        .record(&id)
+        .await?
         .verification_share(&state.config, &id);
     let accepted = match state
         .queue
@@ -393,10 +399,7 @@ async fn settle(
         Ok(accepted) => accepted,
         Err(error) => {
             // Already paid to this node: the same receipt again (a retry after a lost reply).
-            let stored = state
-                .store
-                .receipt_for_job(&job_id, &id)
-                .map_err(|e| ApiError::internal(e.to_string()))?;
+            let stored = state.store.receipt_for_job(&job_id, &id).await?;
             if let Some(receipt) = stored {
                 return Ok(ResultReply {
                     receipt: Some(receipt),
@@ -415,7 +418,7 @@ async fn settle(
     let units = match check_output(&state.meter, &accepted, &result.output) {
         Ok(units) => units,
         Err(reason) => {
-            let record = state.nodes.strike(&id, &reason);
+            let record = state.nodes.strike(&id, &reason).await;
             tracing::warn!(job = %job_id, node = %id, strikes = record.strikes, %reason, "result refused");
             state.queue.reject_result(&job_id);
             return Err(ApiError::unprocessable(format!(
@@ -443,7 +446,7 @@ async fn settle(
                 return Err(error);
             }
         };
-        charge_customer(state, &accepted, answer.units, &receipts);
+        charge_customer(state, &accepted, answer.units, &receipts).await;
         let receipt = receipts.into_iter().next();
         if receipt.is_some() {
             state.queue.complete(
@@ -481,11 +484,14 @@ async fn settle(
         }
     };
     for node in &struck {
-        let record = state.nodes.strike(node, "its answer failed verification");
+        let record = state
+            .nodes
+            .strike(node, "its answer failed verification")
+            .await;
         tracing::warn!(job = %job_id, %node, strikes = record.strikes, "answer failed verification");
     }
     for answer in &paid {
-        state.nodes.passed(&answer.node_id);
+        state.nodes.passed(&answer.node_id).await;
     }
     let receipts = pay(state, &job_id, &accepted.model, &paid).await?;
     if let Some(output) = output
@@ -493,7 +499,7 @@ async fn settle(
     {
         // The customer pays for the accepted answer and its check (not for a failed one).
         let units = paid.first().map_or(0, |a| a.units);
-        charge_customer(state, &accepted, units, &receipts);
+        charge_customer(state, &accepted, units, &receipts).await;
         state.queue.complete(&job_id, Completed { output });
     }
     if struck.contains(&id) {
@@ -525,6 +531,6 @@ pub(crate) async fn receipts(
             request.after_sequence,
             request.limit.clamp(1, 1000) as usize,
         )
-        .map_err(|e| ApiError::internal(e.to_string()))?;
+        .await?;
     Ok(Json(ReceiptsReply { receipts }))
 }

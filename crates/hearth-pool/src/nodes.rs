@@ -135,27 +135,31 @@ impl Nodes {
     }
 
     /// A node's record (a new key has an empty one).
-    pub fn record(&self, node_id: &str) -> Result<NodeRecord, ApiError> {
-        let mut records = self.records.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(record) = records.get(node_id) {
+    pub async fn record(&self, node_id: &str) -> Result<NodeRecord, ApiError> {
+        if let Some(record) = self
+            .records
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(node_id)
+        {
             return Ok(record.clone());
         }
-        let record = self
-            .store
-            .node_record(node_id)
-            .map_err(|e| ApiError::internal(e.to_string()))?
-            .unwrap_or_default();
-        records.insert(node_id.to_owned(), record.clone());
+        let record = self.store.node_record(node_id).await?.unwrap_or_default();
+        self.records
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(node_id.to_owned())
+            .or_insert_with(|| record.clone());
         Ok(record)
     }
 
-    fn update(
+    async fn update(
         &self,
         node_id: &str,
         durable: bool,
         change: impl FnOnce(&mut NodeRecord),
     ) -> NodeRecord {
-        let mut record = match self.record(node_id) {
+        let mut record = match self.record(node_id).await {
             Ok(record) => record,
             Err(error) => {
                 tracing::error!(node = %node_id, error = %error.message, "node record unreadable; starting from an empty one");
@@ -163,7 +167,7 @@ impl Nodes {
             }
         };
         change(&mut record);
-        if let Err(error) = self.store.put_node_record(node_id, &record, durable) {
+        if let Err(error) = self.store.put_node_record(node_id, &record, durable).await {
             tracing::error!(node = %node_id, %error, "node record not stored");
         }
         self.records
@@ -174,9 +178,11 @@ impl Nodes {
     }
 
     /// Count a refused or failed result against a node (stored at once); its record after.
-    pub fn strike(&self, node_id: &str, reason: &str) -> NodeRecord {
+    pub async fn strike(&self, node_id: &str, reason: &str) -> NodeRecord {
         let config = Arc::clone(&self.config);
-        let record = self.update(node_id, true, |r| r.strike(&config, reason));
+        let record = self
+            .update(node_id, true, |r| r.strike(&config, reason))
+            .await;
         if let Some(why) = &record.quarantined {
             tracing::warn!(node = %node_id, strikes = record.strikes, reason = %why, "node quarantined");
         }
@@ -184,8 +190,8 @@ impl Nodes {
     }
 
     /// A node's result passed verification.
-    pub fn passed(&self, node_id: &str) {
-        self.update(node_id, false, NodeRecord::passed);
+    pub async fn passed(&self, node_id: &str) {
+        self.update(node_id, false, NodeRecord::passed).await;
     }
 
     /// Number of registered nodes.
@@ -261,7 +267,7 @@ impl Nodes {
 
     /// Check a node request's headers before its body is read: a known node, a fresh
     /// timestamp, a proof of the kind its session uses, and not quarantined.
-    pub fn check_headers(&self, headers: &HeaderMap) -> Result<Caller, ApiError> {
+    pub async fn check_headers(&self, headers: &HeaderMap) -> Result<Caller, ApiError> {
         let header = |name: &str| {
             headers
                 .get(name)
@@ -301,7 +307,7 @@ impl Nodes {
                 Proof::Signature(header(HEADER_SIGNATURE)?.to_owned())
             }
         };
-        if let Some(reason) = self.record(node_id)?.quarantined {
+        if let Some(reason) = self.record(node_id).await?.quarantined {
             return Err(ApiError::quarantined(&reason));
         }
         Ok(Caller {

@@ -39,7 +39,7 @@ async fn customers_are_charged_what_nodes_are_paid_plus_the_fee_within_their_lim
     let node = Node::join(&url, &[EMBEDDING_MODEL]).await;
 
     // Charged exactly: the node's pay plus 25 %, rounded up, in integer micro-credits.
-    let metered = accounts.add(&new_key("metered")).unwrap();
+    let metered = accounts.add(&new_key("metered")).await.unwrap();
     let texts: Vec<String> = (0..40).map(|i| format!("text number {i}")).collect();
     let request = tokio::spawn(post(
         &url,
@@ -55,6 +55,7 @@ async fn customers_are_charged_what_nodes_are_paid_plus_the_fee_within_their_lim
         .state()
         .store
         .receipts_after(node.signer.node_id(), None, 100)
+        .await
         .unwrap();
     assert_eq!(receipts.len(), 3);
     // The fee is charged on each job's pay, rounded up there.
@@ -62,7 +63,7 @@ async fn customers_are_charged_what_nodes_are_paid_plus_the_fee_within_their_lim
         .iter()
         .map(|r| r.receipt.micro_credits + (r.receipt.micro_credits * 2_500).div_ceil(10_000))
         .sum();
-    let usage = pool.state().store.usage().unwrap();
+    let usage = pool.state().store.usage().await.unwrap();
     let (_, model, used) = usage.iter().find(|(k, _, _)| *k == metered.key.id).unwrap();
     assert_eq!(model, EMBEDDING_MODEL);
     assert_eq!(used.jobs, 3);
@@ -81,6 +82,7 @@ async fn customers_are_charged_what_nodes_are_paid_plus_the_fee_within_their_lim
             quota_micro_credits: Some(1),
             ..new_key("capped")
         })
+        .await
         .unwrap();
     let request = tokio::spawn(post(
         &url,
@@ -107,6 +109,7 @@ async fn customers_are_charged_what_nodes_are_paid_plus_the_fee_within_their_lim
             requests_per_minute: 2,
             ..new_key("slow")
         })
+        .await
         .unwrap();
     let models = |secret: String| {
         let url = url.clone();
@@ -133,6 +136,7 @@ async fn customers_are_charged_what_nodes_are_paid_plus_the_fee_within_their_lim
             max_concurrent: 1,
             ..new_key("single")
         })
+        .await
         .unwrap();
     let first = tokio::spawn(post(
         &url,
@@ -159,7 +163,7 @@ async fn customers_are_charged_what_nodes_are_paid_plus_the_fee_within_their_lim
     assert_eq!(third.await.unwrap().status(), 200, "its place came back");
 
     // Revoked: refused as an unknown key.
-    accounts.revoke(&single.key.id).unwrap();
+    accounts.revoke(&single.key.id).await.unwrap();
     let revoked = post(
         &url,
         &single.secret,

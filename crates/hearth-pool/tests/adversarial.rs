@@ -22,20 +22,22 @@ use support::{
 };
 
 /// Micro-credits the pool owes `node`.
-fn paid(pool: &Pool, node: &Node) -> u64 {
+async fn paid(pool: &Pool, node: &Node) -> u64 {
     pool.state()
         .store
         .balances()
+        .await
         .unwrap()
         .into_iter()
         .find(|(id, _)| id == node.signer.node_id())
         .map_or(0, |(_, b)| b)
 }
 
-fn strikes(pool: &Pool, node: &Node) -> u32 {
+async fn strikes(pool: &Pool, node: &Node) -> u32 {
     pool.state()
         .nodes
         .record(node.signer.node_id())
+        .await
         .unwrap()
         .strikes
 }
@@ -101,8 +103,8 @@ async fn inflated_token_counts_are_refused_and_the_customer_is_billed_the_true_c
     };
     tokens[0] += 1;
     refused(&liar, &job, TaskOutput::Embeddings { vectors, tokens }).await;
-    assert_eq!(paid(&pool, &liar), 0);
-    assert_eq!(strikes(&pool, &liar), 2);
+    assert_eq!(paid(&pool, &liar).await, 0);
+    assert_eq!(strikes(&pool, &liar).await, 2);
 
     // An honest node gets the job and exactly the price of the true count.
     let honest = Node::join(&url, &[EMBEDDING_MODEL]).await;
@@ -116,12 +118,12 @@ async fn inflated_token_counts_are_refused_and_the_customer_is_billed_the_true_c
         .sum();
     assert_eq!(true_tokens, 16 * 4, "[CLS] word N [SEP]");
     assert_eq!(
-        paid(&pool, &honest),
+        paid(&pool, &honest).await,
         price(&pool, EMBEDDING_MODEL, true_tokens)
     );
     let body: Value = request.await.unwrap().json().await.unwrap();
     assert_eq!(body["usage"]["prompt_tokens"], true_tokens);
-    assert_eq!(paid(&pool, &liar), 0);
+    assert_eq!(paid(&pool, &liar).await, 0);
 }
 
 #[tokio::test]
@@ -232,20 +234,20 @@ async fn chat_answers_whose_tokens_do_not_make_their_text_earn_nothing() {
         let response = liar.submit(&job, output).await;
         assert_eq!(response.status(), 422, "{what}");
     }
-    assert_eq!(paid(&pool, &liar), 0);
-    assert_eq!(strikes(&pool, &liar), lies.len() as u32);
+    assert_eq!(paid(&pool, &liar).await, 0);
+    assert_eq!(strikes(&pool, &liar).await, lies.len() as u32);
 
     let honest = Node::join(&url, &[CHAT_MODEL]).await;
     let job = honest.lease(2000).await.remove(0);
     assert_eq!(honest.submit(&job, answer(&job)).await.status(), 200);
     let units = honest_ids.len() as u64;
-    assert_eq!(paid(&pool, &honest), price(&pool, CHAT_MODEL, units));
+    assert_eq!(paid(&pool, &honest).await, price(&pool, CHAT_MODEL, units));
     let body: Value = request.await.unwrap().json().await.unwrap();
     assert_eq!(body["choices"][0]["message"]["content"], CHAT_TEXT);
     assert_eq!(body["usage"]["completion_tokens"], units);
     let prompt = body["usage"]["prompt_tokens"].as_u64().unwrap();
     assert_eq!(body["usage"]["total_tokens"], prompt + units);
-    assert_eq!(paid(&pool, &liar), 0);
+    assert_eq!(paid(&pool, &liar).await, 0);
 }
 
 #[tokio::test]
@@ -316,7 +318,7 @@ async fn numbers_from_the_network_at_their_limits_never_panic_a_handler() {
         (*prompt_tokens, *completion_tokens) = (u32::MAX, u32::MAX);
     }
     refused(&node, &job, output).await;
-    assert_eq!(paid(&pool, &node), 0);
+    assert_eq!(paid(&pool, &node).await, 0);
     let job = node.lease(2000).await.remove(0);
     assert_eq!(node.submit(&job, answer(&job)).await.status(), 200);
     assert_eq!(request.await.unwrap().status(), 200);
@@ -385,12 +387,18 @@ async fn fresh_identities_cannot_vouch_for_each_other() {
         f64::from(support::marker("the truth")),
         "the customer gets the seeds' answer, not the garbage"
     );
-    assert_eq!(paid(&pool, &colluder_a), 0);
-    assert_eq!(paid(&pool, &colluder_b), 0);
-    assert_eq!(strikes(&pool, &colluder_a), 1);
+    assert_eq!(paid(&pool, &colluder_a).await, 0);
+    assert_eq!(paid(&pool, &colluder_b).await, 0);
+    assert_eq!(strikes(&pool, &colluder_a).await, 1);
     let tokens = 4; // [CLS] the truth [SEP]
-    assert_eq!(paid(&pool, &seed1), price(&pool, EMBEDDING_MODEL, tokens));
-    assert_eq!(paid(&pool, &seed2), price(&pool, EMBEDDING_MODEL, tokens));
+    assert_eq!(
+        paid(&pool, &seed1).await,
+        price(&pool, EMBEDDING_MODEL, tokens)
+    );
+    assert_eq!(
+        paid(&pool, &seed2).await,
+        price(&pool, EMBEDDING_MODEL, tokens)
+    );
 }
 
 #[tokio::test]
@@ -468,7 +476,7 @@ async fn a_streamed_chat_is_checked_after_the_stream_and_a_bad_one_earns_nothing
     );
     let text = request.await.unwrap();
     assert!(text.contains("broke off"), "{text}");
-    assert_eq!(paid(&pool, &fresh), 0);
+    assert_eq!(paid(&pool, &fresh).await, 0);
 
     // An honest-looking stream: the customer has the whole text at once; the node is paid only
     // once the scorer's check holds, and here it does not.
@@ -503,7 +511,7 @@ async fn a_streamed_chat_is_checked_after_the_stream_and_a_bad_one_earns_nothing
         })
         .collect();
     assert_eq!(content, CHAT_TEXT);
-    assert_eq!(paid(&pool, &fresh), 0, "not paid before the check");
+    assert_eq!(paid(&pool, &fresh).await, 0, "not paid before the check");
 
     let check = scorer.lease(2000).await.remove(0);
     let TaskPayload::ChatScore { token_ids, .. } = &check.task else {
@@ -512,10 +520,10 @@ async fn a_streamed_chat_is_checked_after_the_stream_and_a_bad_one_earns_nothing
     let ranks = vec![400; token_ids.len()];
     let scored = scorer.submit(&check, TaskOutput::ChatScore { ranks }).await;
     assert_eq!(scored.status(), 200);
-    assert_eq!(paid(&pool, &fresh), 0);
-    assert_eq!(strikes(&pool, &fresh), 2);
+    assert_eq!(paid(&pool, &fresh).await, 0);
+    assert_eq!(strikes(&pool, &fresh).await, 2);
     assert_eq!(
-        paid(&pool, &scorer),
+        paid(&pool, &scorer).await,
         price(&pool, CHAT_MODEL, chat_token_ids().len() as u64),
         "the scorer is paid for scoring"
     );
@@ -608,7 +616,7 @@ async fn a_replayed_registration_cannot_end_the_real_session() {
     );
     // The real node's session and lease are untouched: it finishes and is paid.
     assert_eq!(node.submit(&job, answer(&job)).await.status(), 200);
-    assert_eq!(paid(&pool, &node), price(&pool, EMBEDDING_MODEL, 3));
+    assert_eq!(paid(&pool, &node).await, price(&pool, EMBEDDING_MODEL, 3));
     assert_eq!(request.await.unwrap().status(), 200);
 }
 
@@ -656,7 +664,7 @@ async fn strikes_belong_to_the_key_quarantine_holds_its_earnings_and_restarts_fo
     let job = cheat.lease(2000).await.remove(0);
     assert_eq!(cheat.submit(&job, answer(&job)).await.status(), 200);
     request.await.unwrap();
-    let earned = paid(&pool, &cheat);
+    let earned = paid(&pool, &cheat).await;
     assert!(earned > 0);
     let request = tokio::spawn(customer(&url, "/v1/embeddings", embed_request(&["two"])));
     let job = cheat.lease(2000).await.remove(0);
@@ -673,7 +681,7 @@ async fn strikes_belong_to_the_key_quarantine_holds_its_earnings_and_restarts_fo
         true,
     )
     .await;
-    assert_eq!(strikes(&pool, &cheat), 1);
+    assert_eq!(strikes(&pool, &cheat).await, 1);
     let job = cheat.lease(2000).await.remove(0);
     refused(&cheat, &job, bad).await;
     // Quarantined: every request says why.
@@ -703,17 +711,21 @@ async fn strikes_belong_to_the_key_quarantine_holds_its_earnings_and_restarts_fo
     // Earnings: the quarantined node's are held, the honest node's pending, then payable.
     let store = &pool.state().store;
     let now = now_ms();
-    let report = hearth_pool::earnings(store.as_ref(), 3_600_000, now).unwrap();
+    let report = hearth_pool::earnings(store.as_ref(), 3_600_000, now)
+        .await
+        .unwrap();
     let of = |id: &str| report.iter().find(|(n, _)| n == id).unwrap().1.clone();
     assert_eq!(of(cheat.signer.node_id()).held, earned);
     assert_eq!(of(cheat.signer.node_id()).payable, 0);
-    let honest_paid = paid(&pool, &honest);
+    let honest_paid = paid(&pool, &honest).await;
     assert_eq!(of(honest.signer.node_id()).pending, honest_paid);
-    let later = hearth_pool::earnings(store.as_ref(), 3_600_000, now + 3_600_001).unwrap();
+    let later = hearth_pool::earnings(store.as_ref(), 3_600_000, now + 3_600_001)
+        .await
+        .unwrap();
     let later_of = |id: &str| later.iter().find(|(n, _)| n == id).unwrap().1.clone();
     assert_eq!(later_of(honest.signer.node_id()).payable, honest_paid);
     assert_eq!(later_of(cheat.signer.node_id()).payable, 0);
-    let csv = hearth_pool::payout_csv(store.as_ref(), 0).unwrap();
+    let csv = hearth_pool::payout_csv(store.as_ref(), 0).await.unwrap();
     assert!(
         csv.contains(&format!("{},0,0,{earned}", cheat.signer.node_id())),
         "{csv}"
@@ -748,7 +760,7 @@ async fn strikes_belong_to_the_key_quarantine_holds_its_earnings_and_restarts_fo
     let (body, headers) = registration_request(&url, &key, &secret).await;
     let again = post_raw(&url, "/node/v1/register", body, &headers).await;
     assert_eq!(again.status(), 403);
-    assert_eq!(strikes(&pool, &cheat), 2);
+    assert_eq!(strikes(&pool, &cheat).await, 2);
 
     // The signing node registers with the new process; the recording made before the restart
     // (whose replay cache died with it) is refused, the node's own new requests are not.
@@ -874,7 +886,7 @@ async fn results_for_another_nodes_lease_or_after_expiry_earn_nothing() {
     // Another node quotes the holder's job and lease.
     let stolen = thief.submit(&job, answer(&job)).await;
     assert_eq!(stolen.status(), 409);
-    assert_eq!(paid(&pool, &thief), 0);
+    assert_eq!(paid(&pool, &thief).await, 0);
     // The holder leases and never answers: the lease runs out and the thief (now honestly)
     // gets the job; the holder's late answer earns nothing.
     let again = thief.lease(3000).await.remove(0);
@@ -882,8 +894,8 @@ async fn results_for_another_nodes_lease_or_after_expiry_earn_nothing() {
     let late = holder.submit(&job, answer(&job)).await;
     assert_eq!(late.status(), 409);
     assert_eq!(thief.submit(&again, answer(&again)).await.status(), 200);
-    assert_eq!(paid(&pool, &holder), 0);
-    assert_eq!(paid(&pool, &thief), price(&pool, EMBEDDING_MODEL, 3));
+    assert_eq!(paid(&pool, &holder).await, 0);
+    assert_eq!(paid(&pool, &thief).await, price(&pool, EMBEDDING_MODEL, 3));
     assert_eq!(request.await.unwrap().status(), 200);
 }
 

@@ -83,7 +83,7 @@ async fn embeddings_flow_through_two_nodes_and_each_is_paid_with_a_chained_recei
         }
     }
     let total: u64 = receipts.iter().map(|(_, r)| r.receipt.micro_credits).sum();
-    let balances = pool.state().store.balances().unwrap();
+    let balances = pool.state().store.balances().await.unwrap();
     assert_eq!(balances.iter().map(|(_, b)| b).sum::<u64>(), total);
 }
 
@@ -115,7 +115,7 @@ async fn a_repeated_result_gets_the_same_receipt_and_pays_nothing_more() {
         Some(first)
     );
     assert_eq!(
-        pool.state().store.balances().unwrap(),
+        pool.state().store.balances().await.unwrap(),
         vec![(node.signer.node_id().to_owned(), 100)]
     );
     let body: Value = request.await.unwrap().json().await.unwrap();
@@ -556,12 +556,13 @@ async fn a_result_of_the_wrong_shape_is_refused_and_counted_against_the_node() {
         pool.state()
             .nodes
             .record(node.signer.node_id())
+            .await
             .unwrap()
             .strikes,
         1
     );
     assert!(
-        pool.state().store.balances().unwrap().is_empty(),
+        pool.state().store.balances().await.unwrap().is_empty(),
         "nothing paid"
     );
     // The job is offered again.

@@ -88,11 +88,12 @@ async fn two_agreeing_answers_are_both_paid_and_an_outvoted_one_is_struck() {
         pool.state()
             .nodes
             .record(nodes[0].signer.node_id())
+            .await
             .unwrap()
             .strikes,
         1
     );
-    let balances = pool.state().store.balances().unwrap();
+    let balances = pool.state().store.balances().await.unwrap();
     assert_eq!(balances.len(), 2);
 }
 
@@ -148,6 +149,7 @@ async fn a_chat_answer_is_scored_and_redone_when_it_fails() {
         pool.state()
             .nodes
             .record(author.signer.node_id())
+            .await
             .unwrap()
             .strikes,
         1

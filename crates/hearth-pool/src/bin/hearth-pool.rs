@@ -20,13 +20,14 @@ use anyhow::{Context, bail};
 use hearth_inference::ModelStore;
 use hearth_pool::accounts::{self, NewKey};
 use hearth_pool::admin::AdminEndpoint;
-use hearth_pool::{Meter, Pool, PoolConfig, PoolStore, SledStore, payout_csv};
+use hearth_pool::{Meter, PgStore, Pool, PoolConfig, PoolStore, payout_csv};
 
 const USAGE: &str = "\
 hearth-pool: run a Hearth inference pool
 
 usage:
   hearth-pool serve [--config FILE] [--data DIR] [--models DIR]
+  hearth-pool migrate --config FILE
   hearth-pool payouts [--config FILE] [--data DIR]
   hearth-pool keys add --name NAME [--rpm N] [--concurrency N] [--quota MICRO_CREDITS] [--data DIR]
   hearth-pool keys list [--data DIR]
@@ -38,6 +39,8 @@ commands:
   serve     serve customers (OpenAI-compatible /v1) and nodes (/node/v1) until SIGTERM or
             Ctrl-C, then drain: stop leasing, let held jobs finish and be paid, answer
             every waiting customer, exit 0
+  migrate   bring the PostgreSQL database named by the config's `database` up to date (serve
+            also does this at start); safe while other pool processes run
   payouts   every node's earnings as CSV (payable, pending, held micro-credits)
   keys      customers' API keys: stored hashed; the secret is printed once, by `add`
   usage     what each key used and was charged, per model, as CSV
@@ -47,7 +50,8 @@ in DIR/admin.json) and when it does not (on the database directly).
 
 options:
   --config FILE   the pool's TOML config (fields of PoolConfig; all optional)
-  --data DIR      where the pool's database lives (default: $XDG_DATA_HOME/hearth-pool)
+  --data DIR      where the pool's sled database lives, when the config names no PostgreSQL
+                  `database` (default: $XDG_DATA_HOME/hearth-pool)
   --models DIR    model manifests and files, for the pool's own tokenizers
                   (default: $HEARTH_MODELS, else the repository's models/)
 ";
@@ -110,11 +114,39 @@ fn read_config(path: Option<&str>) -> anyhow::Result<PoolConfig> {
     }
 }
 
-fn open_store(data: &std::path::Path) -> anyhow::Result<Arc<SledStore>> {
-    Ok(Arc::new(
-        SledStore::open(&data.join("pool.sled"))
-            .with_context(|| format!("opening the pool database in {}", data.display()))?,
-    ))
+/// The config's PostgreSQL database (migrated), else the sled database in `data`.
+async fn open_store(
+    data: &std::path::Path,
+    config: &PoolConfig,
+) -> anyhow::Result<Arc<dyn PoolStore>> {
+    hearth_pool::store::open(
+        config.database.as_deref(),
+        config.database_connections,
+        data,
+    )
+    .await
+    .with_context(|| match &config.database {
+        Some(_) => "opening the pool's PostgreSQL database".to_owned(),
+        None => format!("opening the pool database in {}", data.display()),
+    })
+}
+
+/// `migrate`: bring a PostgreSQL database's schema up to date.
+async fn migrate(config: &PoolConfig) -> anyhow::Result<()> {
+    let Some(url) = &config.database else {
+        bail!(
+            "migrate is for PostgreSQL: set database = \"postgres://...\" in the config (sled needs no migrations)"
+        );
+    };
+    let store = PgStore::connect(url, 1).await?;
+    let applied = store.migrate().await?;
+    let version = store.schema_version().await?;
+    if applied.is_empty() {
+        println!("the database is up to date (schema version {version})");
+    } else {
+        println!("applied migrations {applied:?}; schema version {version}");
+    }
+    Ok(())
 }
 
 /// Resolves on SIGTERM or Ctrl-C.
@@ -156,7 +188,7 @@ async fn run(mut args: Vec<String>) -> anyhow::Result<()> {
             print!("{KEYS_HELP}");
             return Ok(());
         }
-        "serve" | "payouts" | "keys" | "usage" => {}
+        "serve" | "payouts" | "keys" | "usage" | "migrate" => {}
         other => bail!("unknown command {other:?}\n\n{USAGE}"),
     }
     let config_path = take_option(&mut args, "--config")?;
@@ -167,6 +199,9 @@ async fn run(mut args: Vec<String>) -> anyhow::Result<()> {
         .map(ModelStore::new)
         .unwrap_or_else(ModelStore::from_env);
     let config = read_config(config_path.as_deref())?;
+    if command == "migrate" {
+        return migrate(&config).await;
+    }
     if command != "serve" {
         return administer(&command, args, &data, &config).await;
     }
@@ -189,7 +224,8 @@ async fn run(mut args: Vec<String>) -> anyhow::Result<()> {
                     .or_else(|| Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))),
                 ..config
             };
-            let pool = Pool::start(config, open_store(&data)?, Arc::new(meter)).await?;
+            let store = open_store(&data, &config).await?;
+            let pool = Pool::start(config, store, Arc::new(meter)).await?;
             let admin_file = data.join(ADMIN_FILE);
             if let Some(admin) = pool.admin() {
                 write_private(&admin_file, &serde_json::to_vec(admin)?)
@@ -275,22 +311,24 @@ async fn administer(
         return Ok(());
     }
     // No pool serves from this folder: work on the database directly.
-    let store = open_store(data)?;
+    let store = open_store(data, config).await?;
     let text = match call {
-        AdminCall::Get("/admin/v1/payouts") => payout_csv(store.as_ref(), config.settlement_ms)?,
-        AdminCall::Get("/admin/v1/usage") => accounts::usage_csv(store.as_ref())?,
-        AdminCall::Get(_) => serde_json::to_string_pretty(&store.customer_keys()?)? + "\n",
+        AdminCall::Get("/admin/v1/payouts") => {
+            payout_csv(store.as_ref(), config.settlement_ms).await?
+        }
+        AdminCall::Get("/admin/v1/usage") => accounts::usage_csv(store.as_ref()).await?,
+        AdminCall::Get(_) => serde_json::to_string_pretty(&store.customer_keys().await?)? + "\n",
         AdminCall::Post(path, _) if path.ends_with("/revoke") => {
             let id = path
                 .trim_end_matches("/revoke")
                 .rsplit('/')
                 .next()
                 .unwrap_or("");
-            serde_json::to_string_pretty(&accounts::revoke_key(store.as_ref(), id)?)? + "\n"
+            serde_json::to_string_pretty(&accounts::revoke_key(store.as_ref(), id).await?)? + "\n"
         }
         AdminCall::Post(_, body) => {
             let new: NewKey = serde_json::from_value(body)?;
-            serde_json::to_string_pretty(&accounts::add_key(store.as_ref(), &new)?)? + "\n"
+            serde_json::to_string_pretty(&accounts::add_key(store.as_ref(), &new).await?)? + "\n"
         }
     };
     print!("{text}");

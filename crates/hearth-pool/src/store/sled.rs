@@ -1,0 +1,318 @@
+//! [`PoolStore`] in a sled database: one process (sled locks its folder), so the chain ends it
+//! caches stay true.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use hearth_protocol::{KeyPair, SignedReceipt};
+use sled::Transactional;
+
+use super::{ChainEnd, Payment, PoolStore, StoreError, chain_payments, from_json, to_json};
+use crate::accounts::{CustomerKey, Usage};
+use crate::reputation::NodeRecord;
+
+impl From<sled::Error> for StoreError {
+    fn from(e: sled::Error) -> Self {
+        match e {
+            sled::Error::Corruption { .. } => Self::Corrupt {
+                what: "sled data",
+                detail: e.to_string(),
+            },
+            other => Self::Unavailable(other.to_string()),
+        }
+    }
+}
+
+/// [`PoolStore`] in a sled database.
+#[derive(Debug)]
+pub struct SledStore {
+    db: sled::Db,
+    heads: sled::Tree,
+    /// Keyed `job id / node id`.
+    receipts: sled::Tree,
+    /// Keyed `node id / sequence (big-endian)`, for catching a node up in order.
+    by_node: sled::Tree,
+    balances: sled::Tree,
+    records: sled::Tree,
+    customer_keys: sled::Tree,
+    /// Keyed `key id / model`.
+    usage: sled::Tree,
+    /// The chain ends appended so far (read from the heads once per node); held while
+    /// appending, which also serialises the balances' read-modify-write.
+    ends: Mutex<HashMap<String, ChainEnd>>,
+}
+
+impl SledStore {
+    /// Open (or create) the database in `dir`.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        let db = hearth_ledger::open_database(dir)?;
+        Ok(Self {
+            heads: db.open_tree("chain_heads")?,
+            receipts: db.open_tree("receipts_by_job")?,
+            by_node: db.open_tree("receipts_by_node")?,
+            balances: db.open_tree("balances")?,
+            records: db.open_tree("node_records")?,
+            customer_keys: db.open_tree("customer_keys")?,
+            usage: db.open_tree("customer_usage")?,
+            db,
+            ends: Mutex::default(),
+        })
+    }
+
+    fn decode(bytes: &[u8]) -> Result<SignedReceipt, StoreError> {
+        from_json(bytes, "receipt")
+    }
+
+    fn stored_end(&self, node_id: &str) -> Result<ChainEnd, StoreError> {
+        Ok(match self.heads.get(node_id)? {
+            Some(bytes) => ChainEnd::after(&Self::decode(&bytes)?),
+            None => ChainEnd::default(),
+        })
+    }
+
+    fn append(
+        &self,
+        payments: &[Payment],
+        key: &KeyPair,
+    ) -> Result<Vec<SignedReceipt>, StoreError> {
+        let mut ends = self.ends.lock().unwrap_or_else(|e| e.into_inner());
+        // Chain against a copy: the cache moves only once the batch is stored.
+        let mut moved: HashMap<String, ChainEnd> = HashMap::new();
+        let receipts = chain_payments(payments, key, &mut moved, |node| match ends.get(node) {
+            Some(end) => Ok(end.clone()),
+            None => self.stored_end(node),
+        })?;
+        struct Row {
+            bytes: Vec<u8>,
+            job_key: String,
+            node_key: Vec<u8>,
+        }
+        let rows = receipts
+            .iter()
+            .map(|receipt| {
+                let mut node_key = receipt.receipt.node_id.as_bytes().to_vec();
+                node_key.push(b'/');
+                node_key.extend(receipt.receipt.sequence.to_be_bytes());
+                Ok(Row {
+                    bytes: to_json(receipt)?,
+                    job_key: format!("{}/{}", receipt.receipt.job_id, receipt.receipt.node_id),
+                    node_key,
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        (&self.heads, &self.receipts, &self.by_node, &self.balances)
+            .transaction(|(heads, by_job, by_node, balances)| {
+                for (receipt, row) in receipts.iter().zip(&rows) {
+                    if by_job.get(row.job_key.as_bytes())?.is_some() {
+                        return sled::transaction::abort(format!(
+                            "job {} was already paid to node {}",
+                            receipt.receipt.job_id, receipt.receipt.node_id
+                        ));
+                    }
+                    let node = receipt.receipt.node_id.as_bytes();
+                    heads.insert(node, row.bytes.as_slice())?;
+                    by_job.insert(row.job_key.as_bytes(), row.bytes.as_slice())?;
+                    by_node.insert(row.node_key.as_slice(), row.bytes.as_slice())?;
+                    let old = balances
+                        .get(node)?
+                        .and_then(|b| <[u8; 8]>::try_from(b.as_ref()).ok())
+                        .map_or(0, u64::from_be_bytes);
+                    let new = old.saturating_add(receipt.receipt.micro_credits);
+                    balances.insert(node, &new.to_be_bytes())?;
+                }
+                Ok(())
+            })
+            .map_err(|e| match e {
+                sled::transaction::TransactionError::Abort(why) => StoreError::Conflict(why),
+                sled::transaction::TransactionError::Storage(e) => StoreError::from(e),
+            })?;
+        ends.extend(moved);
+        Ok(receipts)
+    }
+}
+
+#[async_trait]
+impl PoolStore for SledStore {
+    async fn append_receipts(
+        &self,
+        payments: &[Payment],
+        key: &KeyPair,
+    ) -> Result<Vec<SignedReceipt>, StoreError> {
+        self.append(payments, key)
+    }
+
+    async fn sync(&self) -> Result<(), StoreError> {
+        self.db.flush_async().await?;
+        Ok(())
+    }
+
+    async fn chain_head(&self, node_id: &str) -> Result<Option<SignedReceipt>, StoreError> {
+        self.heads
+            .get(node_id)?
+            .map(|b| Self::decode(&b))
+            .transpose()
+    }
+
+    async fn receipt_for_job(
+        &self,
+        job_id: &str,
+        node_id: &str,
+    ) -> Result<Option<SignedReceipt>, StoreError> {
+        self.receipts
+            .get(format!("{job_id}/{node_id}"))?
+            .map(|b| Self::decode(&b))
+            .transpose()
+    }
+
+    async fn receipts_after(
+        &self,
+        node_id: &str,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<SignedReceipt>, StoreError> {
+        let mut prefix = node_id.as_bytes().to_vec();
+        prefix.push(b'/');
+        let mut start = prefix.clone();
+        start.extend(after.map_or(0, |a| a.saturating_add(1)).to_be_bytes());
+        let mut end = prefix;
+        end.extend(u64::MAX.to_be_bytes());
+        let mut out = Vec::new();
+        for entry in self.by_node.range(start..=end).take(limit) {
+            let (_, bytes) = entry?;
+            out.push(Self::decode(&bytes)?);
+        }
+        Ok(out)
+    }
+
+    async fn balances(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        self.balances
+            .iter()
+            .map(|entry| {
+                let (k, v) = entry?;
+                let amount = <[u8; 8]>::try_from(v.as_ref())
+                    .map(u64::from_be_bytes)
+                    .map_err(|_| StoreError::Corrupt {
+                        what: "balance",
+                        detail: format!("{} bytes, not 8", v.len()),
+                    })?;
+                Ok((String::from_utf8_lossy(&k).into_owned(), amount))
+            })
+            .collect()
+    }
+
+    async fn pool_secret(&self, fresh: [u8; 32]) -> Result<[u8; 32], StoreError> {
+        let stored =
+            self.db
+                .compare_and_swap("pool_secret", None as Option<&[u8]>, Some(&fresh[..]))?;
+        let secret = match stored {
+            Ok(()) => {
+                self.db.flush_async().await?;
+                fresh
+            }
+            Err(existing) => existing
+                .current
+                .as_deref()
+                .and_then(|b| <[u8; 32]>::try_from(b).ok())
+                .ok_or_else(|| StoreError::Corrupt {
+                    what: "pool key",
+                    detail: "not 32 bytes".into(),
+                })?,
+        };
+        Ok(secret)
+    }
+
+    async fn node_record(&self, node_id: &str) -> Result<Option<NodeRecord>, StoreError> {
+        self.records
+            .get(node_id)?
+            .map(|b| from_json(&b, "node record"))
+            .transpose()
+    }
+
+    async fn put_node_record(
+        &self,
+        node_id: &str,
+        record: &NodeRecord,
+        durable: bool,
+    ) -> Result<(), StoreError> {
+        self.records.insert(node_id, to_json(record)?)?;
+        if durable {
+            self.records.flush_async().await?;
+        }
+        Ok(())
+    }
+
+    async fn node_records(&self) -> Result<Vec<(String, NodeRecord)>, StoreError> {
+        self.records
+            .iter()
+            .map(|entry| {
+                let (k, v) = entry?;
+                let record = from_json(&v, "node record")?;
+                Ok((String::from_utf8_lossy(&k).into_owned(), record))
+            })
+            .collect()
+    }
+
+    async fn put_customer_key(&self, key: &CustomerKey) -> Result<(), StoreError> {
+        self.customer_keys
+            .insert(key.id.as_bytes(), to_json(key)?)?;
+        self.customer_keys.flush_async().await?;
+        Ok(())
+    }
+
+    async fn customer_keys(&self) -> Result<Vec<CustomerKey>, StoreError> {
+        self.customer_keys
+            .iter()
+            .map(|entry| from_json(&entry?.1, "customer key"))
+            .collect()
+    }
+
+    async fn add_usage(
+        &self,
+        key_id: &str,
+        model: &str,
+        units: u64,
+        micro_credits: u64,
+    ) -> Result<(), StoreError> {
+        let id = format!("{key_id}/{model}");
+        let mut failure = None;
+        self.usage.update_and_fetch(id.as_bytes(), |old| {
+            let mut usage: Usage = old
+                .and_then(|b| serde_json::from_slice(b).ok())
+                .unwrap_or_default();
+            usage.jobs = usage.jobs.saturating_add(1);
+            usage.units = usage.units.saturating_add(units);
+            usage.charged_micro_credits = usage.charged_micro_credits.saturating_add(micro_credits);
+            match serde_json::to_vec(&usage) {
+                Ok(bytes) => Some(bytes),
+                Err(e) => {
+                    failure = Some(e.to_string());
+                    old.map(<[u8]>::to_vec)
+                }
+            }
+        })?;
+        match failure {
+            Some(e) => Err(StoreError::Invalid(e)),
+            None => Ok(()),
+        }
+    }
+
+    async fn usage(&self) -> Result<Vec<(String, String, Usage)>, StoreError> {
+        self.usage
+            .iter()
+            .map(|entry| {
+                let (k, v) = entry?;
+                let key = String::from_utf8_lossy(&k).into_owned();
+                let (key_id, model) = key.split_once('/').unwrap_or((key.as_str(), ""));
+                let usage = from_json(&v, "usage")?;
+                Ok((key_id.to_owned(), model.to_owned(), usage))
+            })
+            .collect()
+    }
+
+    async fn health(&self) -> Result<(), StoreError> {
+        self.db.get("pool_secret")?;
+        Ok(())
+    }
+}
