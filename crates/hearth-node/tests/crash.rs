@@ -106,6 +106,7 @@ async fn killing_the_node_twenty_times_loses_no_receipt_and_pays_nothing_twice()
             .state()
             .store
             .receipts_after(node_id, None, 100_000)
+            .await
             .unwrap();
         assert!(
             report.receipts <= issued.len() as u64,
@@ -141,6 +142,7 @@ async fn killing_the_node_twenty_times_loses_no_receipt_and_pays_nothing_twice()
         .state()
         .store
         .receipts_after(&node_id, None, 100_000)
+        .await
         .unwrap();
     let report = ledger.verify_chain(&pool_key).unwrap();
     // Every receipt the pool issued is in the ledger, in order, and the credits agree.
