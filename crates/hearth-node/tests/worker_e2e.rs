@@ -86,7 +86,7 @@ async fn a_quarantined_node_is_told_why_and_gets_no_work() {
         !error.contains("{\"error\""),
         "the pool's words, not its JSON: {error}"
     );
-    assert_eq!(pool.state().queue.counts(), (0, 0));
+    assert_eq!(pool.state().queue.counts().await.unwrap(), (0, 0));
 }
 
 /// A running worker that reports no events, never paused; stop it with the returned switch.

@@ -245,7 +245,7 @@ async fn run(
             metered: Metered::Embeddings { tokens },
             customer: None,
         };
-        let submitted = queue.submit(MODEL, vec![job], false)?;
+        let submitted = queue.submit(MODEL, vec![job], false).await?;
         receivers.extend(submitted.into_iter().map(|s| s.done));
     }
     let (started, cpu_before) = (Instant::now(), process_cpu_s());

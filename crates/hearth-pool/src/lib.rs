@@ -24,6 +24,7 @@ pub mod config;
 pub mod embedded;
 pub mod error;
 pub mod meter;
+pub mod metrics;
 pub mod node_api;
 pub mod nodes;
 pub mod openai;
@@ -54,7 +55,7 @@ pub use store::{Payment, PgStore, PoolStore, SledStore, StoreError, audit_chains
 #[derive(Debug)]
 pub struct PoolState {
     pub config: Arc<PoolConfig>,
-    pub queue: queue::Queue,
+    pub queue: Arc<queue::Queue>,
     pub nodes: nodes::Nodes,
     pub store: Arc<dyn PoolStore>,
     /// The pool's own count of what it bills and pays.
@@ -65,6 +66,8 @@ pub struct PoolState {
     pub pool_key: KeyPair,
     /// Chains, signs and stores receipts, durably and in batches.
     pub receipts: store::ReceiptWriter,
+    /// This process's counters, for `/metrics`.
+    pub metrics: metrics::Metrics,
 }
 
 /// Why a pool could not start.
@@ -114,6 +117,7 @@ pub fn router(state: Arc<PoolState>) -> Router {
         .route("/node/v1/jobs/{id}/result", post(node_api::result))
         .route("/node/v1/receipts", post(node_api::receipts))
         .route("/health", get(health))
+        .route("/metrics", get(prometheus))
         .fallback(|uri: axum::http::Uri| async move {
             ApiError::not_found(format!("no route for {}", uri.path()))
         })
@@ -133,6 +137,31 @@ async fn health(
         .await
         .map(|()| "ok")
         .map_err(|e| ApiError::unavailable(e.to_string()))
+}
+
+/// `GET /metrics`: Prometheus' text format.
+async fn prometheus(
+    axum::extract::State(state): axum::extract::State<Arc<PoolState>>,
+) -> impl axum::response::IntoResponse {
+    let counts = state.store.job_counts().await;
+    let store_up = counts.is_ok();
+    let counts = counts.unwrap_or_default();
+    let gauges = metrics::Gauges {
+        queued: counts.queued,
+        leased: counts.leased,
+        finished: counts.finished,
+        nodes_waiting: state.queue.nodes_waiting(),
+        customers_waiting: state.queue.leased(),
+        connections: state.store.connection_use(),
+        store_up,
+    };
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        metrics::render(&state.metrics, &gauges),
+    )
 }
 
 impl Pool {
@@ -179,7 +208,7 @@ impl Pool {
             source,
         })?;
         let state = Arc::new(PoolState {
-            queue: queue::Queue::new(Arc::clone(&config)),
+            queue: Arc::new(queue::Queue::start(Arc::clone(&store), Arc::clone(&config))),
             nodes: nodes::Nodes::new(Arc::clone(&store), Arc::clone(&config)),
             accounts: accounts::Accounts::load(Arc::clone(&store), Arc::clone(&config)).await?,
             store,
@@ -187,6 +216,7 @@ impl Pool {
             pool_key,
             receipts,
             config,
+            metrics: metrics::Metrics::default(),
         });
         let (shutdown, stopped) = watch::channel(false);
         let scheme = if tls.is_some() { "https" } else { "http" };
@@ -198,24 +228,7 @@ impl Pool {
             Duration::from_millis(state.config.header_timeout_ms),
             stopped,
         ));
-        // Expired leases go back to the queue a few times a second; when a busy queue has
-        // emptied, the memory its jobs held goes back to the system.
-        let reaper = Arc::downgrade(&state);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_millis(200));
-            let mut was_busy = false;
-            loop {
-                tick.tick().await;
-                let Some(state) = reaper.upgrade() else { break };
-                state.queue.expire_leases();
-                let (queued, leased) = state.queue.counts();
-                let busy = queued + leased > 0;
-                if was_busy && !busy {
-                    return_freed_memory();
-                }
-                was_busy = busy;
-            }
-        });
+        tokio::spawn(reap(Arc::downgrade(&state)));
         let admin = match state.config.admin_bind {
             None => None,
             Some(bind) => {
@@ -256,14 +269,14 @@ impl Pool {
     /// to come back and be paid, then tell the customers still waiting. Returns how many
     /// leased jobs were still out when the grace ran out.
     pub async fn drain(&self, grace: Duration) -> usize {
-        let told = self.state.queue.close();
+        let told = self.state.queue.close().await;
         tracing::info!(customers_told = told, "draining: no more leases");
         let until = tokio::time::Instant::now() + grace;
         while self.state.queue.leased() > 0 && tokio::time::Instant::now() < until {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let out = self.state.queue.leased();
-        let abandoned = self.state.queue.abandon();
+        let abandoned = self.state.queue.abandon().await;
         tracing::info!(leases_out = out, customers_told = abandoned, "drained");
         out
     }
@@ -301,6 +314,84 @@ impl Pool {
     pub fn state(&self) -> &Arc<PoolState> {
         &self.state
     }
+}
+
+/// Put expired leases back in the queue when they run out (sleeping until the first held
+/// lease does, so an idle pool does nothing), forget jobs whose customers are gone, and when a
+/// busy process has no more customers waiting, give the memory their jobs held back to the
+/// system. Every process does this; a job is requeued once however many look at once.
+async fn reap(state: std::sync::Weak<PoolState>) {
+    const MIN_NAP: Duration = Duration::from_millis(20);
+    let mut was_busy = false;
+    loop {
+        let Some(pool) = state.upgrade() else { break };
+        let now = queue::now_unix_ms();
+        match pool.queue.expire_leases().await {
+            Ok(expired) => pool
+                .metrics
+                .count(metrics::Outcome::LeaseExpired, expired as u64),
+            Err(error) => tracing::warn!(%error, "could not look for expired leases"),
+        }
+        // A customer's job outlives its deadline by a lease at most, unless its process died.
+        let gone_before = now.saturating_sub(pool.config.lease_ms);
+        match pool.store.purge_jobs(gone_before).await {
+            Ok(0) => {}
+            Ok(purged) => tracing::info!(purged, "forgot jobs whose customers are gone"),
+            Err(error) => tracing::warn!(%error, "could not forget old jobs"),
+        }
+        let busy = pool.queue.leased() > 0;
+        if was_busy && !busy {
+            return_freed_memory();
+        }
+        was_busy = busy;
+        // Until the first lease runs out; with none held, a lease taken now runs out a whole
+        // lease from now at the earliest.
+        let next = match pool.queue.next_expiry().await {
+            Ok(Some(at)) => at.saturating_sub(now),
+            Ok(None) => pool.config.lease_ms,
+            Err(_) => 1000,
+        };
+        let nap = Duration::from_millis(next.min(pool.config.lease_ms)).max(MIN_NAP);
+        let queue = Arc::clone(&pool.queue);
+        drop(pool);
+        tokio::select! {
+            () = tokio::time::sleep(nap) => {}
+            () = queue.went_idle() => {}
+        }
+    }
+}
+
+/// Raise this process's limit on open files (each connection is one) to the most the system
+/// allows it; the limit now.
+#[cfg(unix)]
+#[allow(unsafe_code)]
+pub fn raise_open_files_limit() -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct we own.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return 0;
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: limit.rlim_max,
+                rlim_max: limit.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                limit = raised;
+            }
+        }
+    }
+    limit.rlim_cur
+}
+
+/// Windows has no such limit on sockets.
+#[cfg(not(unix))]
+pub fn raise_open_files_limit() -> u64 {
+    u64::MAX
 }
 
 /// Hand memory the allocator keeps after a free back to the system: glibc keeps freed blocks

@@ -14,7 +14,8 @@ use hearth_protocol::{ChatMessage, ChatParams};
 use crate::config::{ModelOffer, ModelTask};
 
 /// The pool's own units for one job, fixed when the customer's request comes in.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Metered {
     /// Tokens of each text, as the model reads them.
     Embeddings { tokens: Vec<u32> },

@@ -21,6 +21,7 @@ use serde::de::DeserializeOwned;
 use crate::PoolState;
 use crate::checks::check_output;
 use crate::error::ApiError;
+use crate::metrics::Outcome;
 use crate::nodes::{MAX_PROFILE_MODELS, MAX_PROFILE_TEXT, NodeInfo};
 use crate::queue::{Completed, LeaseError, now_unix_ms};
 use crate::store::Payment;
@@ -81,7 +82,7 @@ impl<T: DeserializeOwned> FromRequest<Arc<PoolState>> for Signed<T> {
 
     async fn from_request(request: Request, state: &Arc<PoolState>) -> Result<Self, ApiError> {
         let (parts, body) = request.into_parts();
-        let caller = state.nodes.check_headers(&parts.headers).await?;
+        let mut caller = state.nodes.check_headers(&parts.headers).await?;
         let bytes = read_body(
             state,
             &parts.headers,
@@ -91,7 +92,8 @@ impl<T: DeserializeOwned> FromRequest<Arc<PoolState>> for Signed<T> {
         .await?;
         state
             .nodes
-            .verify_body(&caller, &parts.method, parts.uri.path(), &bytes)?;
+            .verify_body(&mut caller, &parts.method, parts.uri.path(), &bytes)
+            .await?;
         Ok(Self {
             node_id: caller.node_id,
             node: caller.node,
@@ -106,6 +108,7 @@ fn lease_error(e: LeaseError) -> ApiError {
             ApiError::not_found("no such job (finished, expired or never leased)".into())
         }
         LeaseError::NotYourLease => ApiError::conflict(e.to_string()),
+        LeaseError::Store(error) => error.into(),
     }
 }
 
@@ -217,18 +220,21 @@ pub(crate) async fn register(
         }
     };
     tracing::info!(node = %id, device = %registration.profile.device, models = ?registration.profile.models, "node registered");
-    let released = state.queue.release_node(&id);
+    let released = state.queue.release_node(&id).await?;
     if released > 0 {
         tracing::info!(node = %id, released, "node came back: its leases are queued again");
     }
-    state.nodes.register(
-        id.clone(),
-        NodeInfo {
-            key: registration.public_key,
-            profile: registration.profile,
-            session,
-        },
-    );
+    state
+        .nodes
+        .register(
+            id.clone(),
+            NodeInfo {
+                key: registration.public_key,
+                profile: registration.profile,
+                session,
+            },
+        )
+        .await?;
     Ok(Json(RegistrationReply {
         node_id: id,
         pool_public_key: state.pool_key.public_key(),
@@ -259,7 +265,7 @@ async fn lease_for(
     Ok(state
         .queue
         .lease(id, &info.profile.models, max, wait, established)
-        .await)
+        .await?)
 }
 
 /// `POST /node/v1/lease`: long poll for work.
@@ -288,6 +294,7 @@ pub(crate) async fn heartbeat(
     let (lease_expires_unix_ms, cancel) = state
         .queue
         .heartbeat(&job_id, &id, &beat.lease_id, &beat.text_delta)
+        .await
         .map_err(lease_error)?;
     Ok(Json(HeartbeatReply {
         lease_expires_unix_ms,
@@ -308,6 +315,7 @@ pub(crate) async fn give_back(
     state
         .queue
         .give_back(&job_id, &id, &request.lease_id)
+        .await
         .map_err(lease_error)?;
     tracing::info!(job = %job_id, node = %id, reason = %request.reason, "job returned");
     Ok(Json(serde_json::json!({ "returned": job_id })))
@@ -395,6 +403,7 @@ async fn settle(
     let accepted = match state
         .queue
         .accept_result(&job_id, &id, &result.lease_id, share)
+        .await
     {
         Ok(accepted) => accepted,
         Err(error) => {
@@ -407,7 +416,7 @@ async fn settle(
                     jobs: Vec::new(),
                 });
             }
-            if state.queue.is_paying(&job_id, &id, &result.lease_id) {
+            if state.queue.is_paying(&job_id, &id, &result.lease_id).await {
                 return Err(ApiError::conflict(
                     "this result is being recorded; retry shortly".into(),
                 ));
@@ -418,14 +427,16 @@ async fn settle(
     let units = match check_output(&state.meter, &accepted, &result.output) {
         Ok(units) => units,
         Err(reason) => {
+            state.metrics.count(Outcome::Refused, 1);
             let record = state.nodes.strike(&id, &reason).await;
             tracing::warn!(job = %job_id, node = %id, strikes = record.strikes, %reason, "result refused");
-            state.queue.reject_result(&job_id);
+            state.queue.reject_result(&job_id).await?;
             return Err(ApiError::unprocessable(format!(
                 "result refused, nothing paid: {reason}"
             )));
         }
     };
+    state.metrics.lease_to_result(accepted.lease_to_result_ms);
     let answer = Answer {
         node_id: id.clone(),
         output: result.output,
@@ -442,19 +453,23 @@ async fn settle(
         {
             Ok(receipts) => receipts,
             Err(error) => {
-                state.queue.reject_result(&job_id);
+                state.queue.reject_result(&job_id).await?;
                 return Err(error);
             }
         };
         charge_customer(state, &accepted, answer.units, &receipts).await;
+        state.metrics.count(Outcome::Paid, receipts.len() as u64);
         let receipt = receipts.into_iter().next();
         if receipt.is_some() {
-            state.queue.complete(
-                &job_id,
-                Completed {
-                    output: answer.output,
-                },
-            );
+            state
+                .queue
+                .complete(
+                    &job_id,
+                    Completed {
+                        output: answer.output,
+                    },
+                )
+                .await?;
         }
         return Ok(ResultReply {
             receipt,
@@ -463,7 +478,7 @@ async fn settle(
         });
     }
 
-    let (paid, struck, output) = match state.queue.record_answer(&job_id, answer) {
+    let (paid, struck, output) = match state.queue.record_answer(&job_id, answer).await? {
         Verdict::NeedAnother { .. } => {
             return Ok(ResultReply {
                 receipt: None,
@@ -478,11 +493,15 @@ async fn settle(
         } => (paid, struck, Some(output)),
         Verdict::Redo { paid, struck } => (paid, struck, None),
         Verdict::Unresolved => {
+            state.metrics.count(Outcome::Unresolved, 1);
             return Err(ApiError::unprocessable(
                 "no two answers to this job agreed; nobody is paid for it".into(),
             ));
         }
     };
+    state
+        .metrics
+        .count(Outcome::FailedVerification, struck.len() as u64);
     for node in &struck {
         let record = state
             .nodes
@@ -494,13 +513,14 @@ async fn settle(
         state.nodes.passed(&answer.node_id).await;
     }
     let receipts = pay(state, &job_id, &accepted.model, &paid).await?;
+    state.metrics.count(Outcome::Paid, receipts.len() as u64);
     if let Some(output) = output
         && !receipts.is_empty()
     {
         // The customer pays for the accepted answer and its check (not for a failed one).
         let units = paid.first().map_or(0, |a| a.units);
         charge_customer(state, &accepted, units, &receipts).await;
-        state.queue.complete(&job_id, Completed { output });
+        state.queue.complete(&job_id, Completed { output }).await?;
     }
     if struck.contains(&id) {
         return Err(ApiError::unprocessable(

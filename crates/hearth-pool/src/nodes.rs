@@ -1,5 +1,10 @@
 //! Registered nodes, their records, registration challenges, and the check on every signed
 //! node request.
+//!
+//! Registrations (key, profile, session MAC key) are kept in the store, so a node registered
+//! at one pool process is known to all of them; each process caches what it read, and looks
+//! again when a node's proof does not check against its cached session (the node may have
+//! registered again elsewhere).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::IpAddr;
@@ -15,7 +20,7 @@ use crate::config::PoolConfig;
 use crate::error::ApiError;
 use crate::queue::{now_unix_ms, random_id};
 use crate::reputation::NodeRecord;
-use crate::store::PoolStore;
+use crate::store::{NodeSession, PoolStore};
 
 /// How long a registration challenge stays valid.
 pub const CHALLENGE_TTL_MS: u64 = 60_000;
@@ -32,6 +37,48 @@ pub struct NodeInfo {
     pub profile: HardwareProfile,
     /// The MAC key agreed at registration, when the node asked for a session.
     pub session: Option<SessionKey>,
+}
+
+impl NodeInfo {
+    fn to_stored(&self) -> NodeSession {
+        NodeSession {
+            key: self.key.clone(),
+            profile: self.profile.clone(),
+            session_key: self
+                .session
+                .as_ref()
+                .map(|k| hearth_protocol::hex(&k.to_bytes())),
+            registered_unix_ms: now_unix_ms(),
+        }
+    }
+
+    fn from_stored(stored: NodeSession) -> Result<Self, ApiError> {
+        let session = match &stored.session_key {
+            None => None,
+            Some(hex) => Some(SessionKey::from_bytes(unhex32(hex).ok_or_else(|| {
+                ApiError::internal("a stored session key is damaged".into())
+            })?)),
+        };
+        Ok(Self {
+            key: stored.key,
+            profile: stored.profile,
+            session,
+        })
+    }
+}
+
+/// 32 bytes from 64 hex digits.
+fn unhex32(hex: &str) -> Option<[u8; 32]> {
+    let bytes = hex.as_bytes();
+    if bytes.len() != 64 {
+        return None;
+    }
+    let digit = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+    let mut out = [0u8; 32];
+    for (i, pair) in bytes.chunks_exact(2).enumerate() {
+        out[i] = digit(pair[0])? << 4 | digit(pair[1])?;
+    }
+    Some(out)
 }
 
 /// Every node that registered since the pool started, with the records of their keys.
@@ -117,21 +164,42 @@ impl Nodes {
         }
     }
 
-    /// Add or update a node.
-    pub fn register(&self, node_id: String, info: NodeInfo) {
+    /// Add or update a node, in the store (for every process) and here.
+    pub async fn register(&self, node_id: String, info: NodeInfo) -> Result<(), ApiError> {
+        self.store.put_session(&node_id, &info.to_stored()).await?;
         self.nodes
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .insert(node_id, Arc::new(info));
+        Ok(())
     }
 
-    /// A node's registration.
-    pub fn get(&self, node_id: &str) -> Option<Arc<NodeInfo>> {
-        self.nodes
+    /// A node's registration: cached, else from the store.
+    pub async fn get(&self, node_id: &str) -> Result<Option<Arc<NodeInfo>>, ApiError> {
+        let cached = self
+            .nodes
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .get(node_id)
-            .cloned()
+            .cloned();
+        match cached {
+            Some(info) => Ok(Some(info)),
+            None => self.reload(node_id).await,
+        }
+    }
+
+    /// A node's registration read from the store again (it may have registered at another
+    /// process since this one cached it).
+    async fn reload(&self, node_id: &str) -> Result<Option<Arc<NodeInfo>>, ApiError> {
+        let Some(stored) = self.store.session(node_id).await? else {
+            return Ok(None);
+        };
+        let info = Arc::new(NodeInfo::from_stored(stored)?);
+        self.nodes
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(node_id.to_owned(), Arc::clone(&info));
+        Ok(Some(info))
     }
 
     /// A node's record (a new key has an empty one).
@@ -280,7 +348,7 @@ impl Nodes {
             .map_err(|_| ApiError::unauthorized("malformed timestamp".into()))?;
         let nonce = header(HEADER_NONCE)?;
         let mac = headers.get(HEADER_MAC).and_then(|v| v.to_str().ok());
-        let node = self.get(node_id).ok_or_else(|| {
+        let node = self.get(node_id).await?.ok_or_else(|| {
             ApiError::unauthorized(format!("unknown node {node_id}: register first"))
         })?;
         let now = now_unix_ms();
@@ -289,6 +357,11 @@ impl Nodes {
                 "request time {timestamp} is more than {MAX_CLOCK_SKEW_MS} ms from the pool's {now}"
             )));
         }
+        let node = match (mac, &node.session) {
+            // A session agreed at another process since this one cached the node.
+            (Some(_), None) => self.reload(node_id).await?.unwrap_or(node),
+            _ => node,
+        };
         let proof = match (mac, &node.session) {
             (Some(mac), Some(_)) => Proof::Mac(mac.to_owned()),
             (Some(_), None) => {
@@ -320,8 +393,28 @@ impl Nodes {
     }
 
     /// Check the session MAC or signature over method, path, timestamp, nonce and `body`, and
-    /// that the request was not seen before.
-    pub fn verify_body(
+    /// that the request was not seen before. A proof that fails against the cached session is
+    /// checked once more against the stored one (the node may have registered again at
+    /// another process).
+    pub async fn verify_body(
+        &self,
+        caller: &mut Caller,
+        method: &Method,
+        path: &str,
+        body: &[u8],
+    ) -> Result<(), ApiError> {
+        let checked = self.verify_proof(caller, method, path, body);
+        if checked.is_err()
+            && let Some(stored) = self.reload(&caller.node_id).await?
+            && !Arc::ptr_eq(&stored, &caller.node)
+        {
+            caller.node = stored;
+            return self.verify_proof(caller, method, path, body);
+        }
+        checked
+    }
+
+    fn verify_proof(
         &self,
         caller: &Caller,
         method: &Method,

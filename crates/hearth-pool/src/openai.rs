@@ -71,16 +71,21 @@ fn deadline(state: &PoolState) -> tokio::time::Instant {
 }
 
 /// Put a request's jobs in the queue: 503 with `Retry-After` at once when it is full.
-fn submit(
+async fn submit(
     state: &PoolState,
     model: &str,
     jobs: Vec<NewJob>,
     stream: bool,
 ) -> Result<Vec<Submitted>, ApiError> {
-    state
-        .queue
-        .submit(model, jobs, stream)
-        .map_err(|e: SubmitError| ApiError::overloaded(e.to_string(), 5))
+    let count = jobs.len() as u64;
+    let submitted = state.queue.submit(model, jobs, stream).await;
+    if submitted.is_ok() {
+        state.metrics.submitted(count);
+    }
+    submitted.map_err(|e: SubmitError| match e {
+        SubmitError::Store(error) => error.into(),
+        other => ApiError::overloaded(other.to_string(), 5),
+    })
 }
 
 /// Wait for a job until the request's `deadline`, cancelling it if the time runs out.
@@ -99,7 +104,7 @@ async fn wait(
         Ok(Ok(Err(failure))) => Err(ApiError::unavailable(failure.to_string())),
         Ok(Err(_)) => Err(ApiError::internal("the job was dropped".into())),
         Err(_) => {
-            state.queue.cancel(job_id);
+            state.queue.cancel(job_id).await;
             Err(ApiError::timeout(format!(
                 "no node finished the job within {} s",
                 state.config.request_timeout_ms / 1000
@@ -114,11 +119,29 @@ struct JobsGuard<'a> {
     ids: Vec<String>,
 }
 
-impl Drop for JobsGuard<'_> {
-    fn drop(&mut self) {
-        for id in &self.ids {
-            self.state.queue.cancel(id);
+impl JobsGuard<'_> {
+    /// Wait for `job`; on failure every job of the request is cancelled before the error is
+    /// returned (the request is over).
+    async fn wait(
+        &mut self,
+        job: &str,
+        done: oneshot::Receiver<Result<Completed, JobFailure>>,
+        deadline: tokio::time::Instant,
+    ) -> Result<Completed, ApiError> {
+        let waited = wait(self.state, job, done, deadline).await;
+        if waited.is_err() {
+            for id in std::mem::take(&mut self.ids) {
+                self.state.queue.cancel(&id).await;
+            }
         }
+        waited
+    }
+}
+
+impl Drop for JobsGuard<'_> {
+    /// The customer hung up mid-request: its jobs are cancelled in the background.
+    fn drop(&mut self) {
+        self.state.queue.cancel_later(std::mem::take(&mut self.ids));
     }
 }
 
@@ -210,14 +233,14 @@ pub(crate) async fn embeddings(
         })
         .collect();
     let deadline = deadline(&state);
-    let submitted = submit(&state, &request.model, jobs, false)?;
+    let submitted = submit(&state, &request.model, jobs, false).await?;
     let mut guard = JobsGuard {
         state: &state,
         ids: submitted.iter().map(|s| s.job_id.clone()).collect(),
     };
     let mut data = Vec::with_capacity(texts.len());
     for job in submitted {
-        let completed = wait(&state, &job.job_id, job.done, deadline).await?;
+        let completed = guard.wait(&job.job_id, job.done, deadline).await?;
         let TaskOutput::Embeddings { vectors, .. } = completed.output else {
             return Err(ApiError::internal(
                 "a node answered with another kind of output".into(),
@@ -422,7 +445,8 @@ pub(crate) async fn chat_completions(
         metered: Metered::Chat { prompt_tokens },
         customer: Some(admission.key_id.clone()),
     };
-    let Some(submitted) = submit(&state, &request.model, vec![job], request.stream)?
+    let Some(submitted) = submit(&state, &request.model, vec![job], request.stream)
+        .await?
         .into_iter()
         .next()
     else {
@@ -452,7 +476,9 @@ pub(crate) async fn chat_completions(
         state: &state,
         ids: vec![submitted.job_id.clone()],
     };
-    let completed = wait(&state, &submitted.job_id, submitted.done, deadline).await?;
+    let completed = guard
+        .wait(&submitted.job_id, submitted.done, deadline)
+        .await?;
     guard.ids.clear();
     let TaskOutput::Chat {
         text,
@@ -545,7 +571,7 @@ fn chat_stream(
             .await
             .is_err()
         {
-            state.queue.cancel(&job_id);
+            state.queue.cancel(&job_id).await;
             return;
         }
         let timeout = tokio::time::sleep_until(deadline);
@@ -556,13 +582,13 @@ fn chat_stream(
                 Some(piece) = deltas.recv() => {
                     sent.push_str(&piece);
                     if tx.send(chunk(&id, created, &model, json!({ "content": piece }), None)).await.is_err() {
-                        state.queue.cancel(&job_id);
+                        state.queue.cancel(&job_id).await;
                         return;
                     }
                 }
                 result = &mut done => break result,
                 () = &mut timeout => {
-                    state.queue.cancel(&job_id);
+                    state.queue.cancel(&job_id).await;
                     let error = ApiError::timeout("no node finished the job in time".into());
                     let _ = tx.send(Event::default().data(json!(error.body()).to_string())).await;
                     return;
@@ -679,7 +705,8 @@ pub(crate) async fn classify_images(
         },
         customer: Some(admission.key_id.clone()),
     };
-    let Some(submitted) = submit(&state, &request.model, vec![job], false)?
+    let Some(submitted) = submit(&state, &request.model, vec![job], false)
+        .await?
         .into_iter()
         .next()
     else {
@@ -689,7 +716,9 @@ pub(crate) async fn classify_images(
         state: &state,
         ids: vec![submitted.job_id.clone()],
     };
-    let completed = wait(&state, &submitted.job_id, submitted.done, deadline).await?;
+    let completed = guard
+        .wait(&submitted.job_id, submitted.done, deadline)
+        .await?;
     guard.ids.clear();
     let TaskOutput::ImageClassification { results } = completed.output else {
         return Err(ApiError::internal(

@@ -28,7 +28,7 @@ pub const TOP_RANK: u32 = 5;
 pub const MAX_RANK: u32 = 50;
 
 /// One node's answer to a job under verification.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Answer {
     pub node_id: String,
     pub output: TaskOutput,

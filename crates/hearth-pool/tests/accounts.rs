@@ -101,7 +101,11 @@ async fn customers_are_charged_what_nodes_are_paid_plus_the_fee_within_their_lim
     assert_eq!(over.status(), 429);
     let body: Value = over.json().await.unwrap();
     assert_eq!(body["error"]["code"], "insufficient_quota");
-    assert_eq!(pool.state().queue.counts(), (0, 0), "nothing queued for it");
+    assert_eq!(
+        pool.state().queue.counts().await.unwrap(),
+        (0, 0),
+        "nothing queued for it"
+    );
 
     // A rate limit: the third request this minute is refused with Retry-After.
     let slow = accounts
@@ -172,10 +176,11 @@ async fn customers_are_charged_what_nodes_are_paid_plus_the_fee_within_their_lim
     .await;
     assert_eq!(revoked.status(), 401);
 
-    // The store holds hashes, never a secret.
+    // The store holds hashes, never a secret: what it gives back, and (sled) every byte on disk.
+    let mut stored =
+        serde_json::to_vec(&pool.state().store.customer_keys().await.unwrap()).unwrap();
     drop(pool);
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let mut stored = Vec::new();
     for entry in walk(dir.path()) {
         stored.extend(std::fs::read(entry).unwrap());
     }
@@ -200,10 +205,14 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 }
 
 fn cli(data: &std::path::Path, args: &[&str]) -> (bool, String) {
+    // The config beside the data folder names the database, where it is PostgreSQL.
+    let config = data.with_file_name("pool.toml");
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_hearth-pool"))
         .args(args)
         .arg("--data")
         .arg(data)
+        .arg("--config")
+        .arg(config)
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&output.stdout).into_owned();
@@ -217,7 +226,8 @@ async fn keys_usage_and_payouts_work_while_the_pool_serves() {
     let config = home.path().join("pool.toml");
     std::fs::write(
         &config,
-        "bind = \"127.0.0.1:0\"\nprobation_jobs = 0\nverification_share = 0.0\n",
+        support::database_line().await
+            + "bind = \"127.0.0.1:0\"\nprobation_jobs = 0\nverification_share = 0.0\n",
     )
     .unwrap();
     let (mut serve, url) = support::serve_binary(&config, &data).await;

@@ -430,7 +430,7 @@ async fn a_new_key_takes_one_job_at_a_time_whatever_it_asks_for() {
         .unwrap()
         .jobs;
     assert_eq!(leased.len(), 1, "one job for a node on probation");
-    assert_eq!(pool.state().queue.counts(), (2, 1));
+    assert_eq!(pool.state().queue.counts().await.unwrap(), (2, 1));
 }
 
 #[tokio::test]
@@ -528,7 +528,7 @@ async fn a_streamed_chat_is_checked_after_the_stream_and_a_bad_one_earns_nothing
         "the scorer is paid for scoring"
     );
     // Nothing is left queued: the customer already had the text.
-    assert_eq!(pool.state().queue.counts(), (0, 0));
+    assert_eq!(pool.state().queue.counts().await.unwrap(), (0, 0));
     // Empty ranks are no evidence either.
     assert!(!hearth_pool::verify::chat_answer_holds(&[]));
 }
@@ -871,7 +871,13 @@ async fn oversized_profiles_are_refused_and_unsold_models_ignored() {
         400
     );
     let node = Node::join(&url, &[EMBEDDING_MODEL, "not-sold-here"]).await;
-    let info = pool.state().nodes.get(node.signer.node_id()).unwrap();
+    let info = pool
+        .state()
+        .nodes
+        .get(node.signer.node_id())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(info.profile.models, [EMBEDDING_MODEL]);
 }
 
@@ -924,7 +930,7 @@ async fn a_full_queue_answers_at_once_and_one_deadline_covers_a_request() {
             .contains("queue is full")
     );
     assert_eq!(
-        pool.state().queue.counts(),
+        pool.state().queue.counts().await.unwrap(),
         (0, 0),
         "none of its jobs was queued"
     );
@@ -939,7 +945,7 @@ async fn a_full_queue_answers_at_once_and_one_deadline_covers_a_request() {
         started.elapsed()
     );
     assert_eq!(
-        pool.state().queue.counts(),
+        pool.state().queue.counts().await.unwrap(),
         (0, 0),
         "its jobs were cancelled"
     );
@@ -1070,9 +1076,10 @@ async fn the_operator_binary_helps_without_a_database_and_drains_on_sigterm() {
     let config = home.path().join("pool.toml");
     std::fs::write(
         &config,
-        format!(
-            "bind = \"127.0.0.1:0\"\napi_keys = [\"{KEY}\"]\nlease_ms = 2000\nprobation_jobs = 0\nverification_share = 0.0\n"
-        ),
+        support::database_line().await
+            + &format!(
+                "bind = \"127.0.0.1:0\"\napi_keys = [\"{KEY}\"]\nlease_ms = 2000\nprobation_jobs = 0\nverification_share = 0.0\n"
+            ),
     )
     .unwrap();
     let (mut serve, url) = support::serve_binary(&config, &home.path().join("data")).await;

@@ -508,7 +508,11 @@ async fn customer_mistakes_get_openai_errors_and_nothing_is_queued() {
     let nowhere = customer(&url, "/v1/completions", json!({})).await;
     check(nowhere, 404, "not_found_error").await;
 
-    assert_eq!(pool.state().queue.counts(), (0, 0), "nothing was queued");
+    assert_eq!(
+        pool.state().queue.counts().await.unwrap(),
+        (0, 0),
+        "nothing was queued"
+    );
 
     let models: Value = http
         .get(format!("{url}/v1/models"))

@@ -5,32 +5,16 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::sync::Arc;
 
 use hearth_pool::store::ReceiptWriter;
 use hearth_pool::{Payment, PgStore, PoolStore, SledStore, StoreError, audit_chains};
 use hearth_protocol::KeyPair;
 
-/// A new, empty database on the test server; its URL.
-async fn scratch_database() -> String {
-    let server = std::env::var("HEARTH_TEST_DATABASE_URL").expect(
-        "HEARTH_TEST_DATABASE_URL is not set: run the tests with scripts/dev.sh test, which starts PostgreSQL",
-    );
-    let (client, connection) =
-        tokio_postgres::connect(&format!("{server}/postgres"), tokio_postgres::NoTls)
-            .await
-            .expect("the test PostgreSQL server does not answer");
-    tokio::spawn(connection);
-    let name = hearth_pool::queue::random_id("hearth_test_");
-    client
-        .batch_execute(&format!("CREATE DATABASE {name}"))
-        .await
-        .unwrap();
-    format!("{server}/{name}")
-}
-
 async fn postgres() -> Arc<dyn PoolStore> {
-    let store = PgStore::connect(&scratch_database().await, 8)
+    let store = PgStore::connect(&support::scratch_database().await, 8)
         .await
         .unwrap();
     store.migrate().await.unwrap();
@@ -101,7 +85,7 @@ async fn sled_chains_stay_unbroken_under_concurrent_payments_and_survive_reopeni
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_chains_stay_unbroken_when_two_processes_pay_the_same_nodes_at_once() {
-    let url = scratch_database().await;
+    let url = support::scratch_database().await;
     let key = KeyPair::generate().unwrap();
     // Two stores with their own connections and writers: two pool processes' worth.
     let mut writers = Vec::new();
@@ -244,7 +228,7 @@ async fn postgres_round_trips_records_keys_and_usage() {
 /// Four processes starting at once on an empty database: each migration is applied once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_migrations_apply_once_when_processes_start_together() {
-    let url = scratch_database().await;
+    let url = support::scratch_database().await;
     let mut starts = Vec::new();
     for _ in 0..4 {
         let url = url.clone();

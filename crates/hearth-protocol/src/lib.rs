@@ -238,6 +238,17 @@ impl fmt::Debug for SessionKey {
 }
 
 impl SessionKey {
+    /// A key from its 32 bytes (a pool keeps sessions in its database, so any of its
+    /// processes checks a node's MACs).
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+
+    /// The key's bytes, to store.
+    pub fn to_bytes(&self) -> [u8; 32] {
+        self.0
+    }
+
     fn hmac(&self) -> HmacSha256 {
         // HMAC takes keys of any length; 32 bytes never fails.
         HmacSha256::new_from_slice(&self.0).unwrap_or_else(|_| unreachable!())

@@ -224,10 +224,20 @@ async fn run(mut args: Vec<String>) -> anyhow::Result<()> {
                     .or_else(|| Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))),
                 ..config
             };
+            let open_files = hearth_pool::raise_open_files_limit();
+            if open_files < config.max_connections as u64 {
+                eprintln!(
+                    "warning: this process may open {open_files} files, fewer than max_connections ({}) needs",
+                    config.max_connections
+                );
+            }
             let store = open_store(&data, &config).await?;
             let pool = Pool::start(config, store, Arc::new(meter)).await?;
             let admin_file = data.join(ADMIN_FILE);
             if let Some(admin) = pool.admin() {
+                // With PostgreSQL nothing else made the folder.
+                std::fs::create_dir_all(&data)
+                    .with_context(|| format!("creating {}", data.display()))?;
                 write_private(&admin_file, &serde_json::to_vec(admin)?)
                     .with_context(|| format!("writing {}", admin_file.display()))?;
             }

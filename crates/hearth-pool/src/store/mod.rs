@@ -1,14 +1,19 @@
 //! What the pool must not lose: each node's receipt chain and balance, each node's record
-//! (strikes, quarantine), customer keys and usage, and the pool's own signing key.
+//! (strikes, quarantine) and session, the job queue (jobs, leases, attempts, answers,
+//! outcomes), customer keys and usage, and the pool's own signing key.
 //!
 //! [`PoolStore`] is one async interface with two backends:
 //! - [`SledStore`]: a sled database in one folder, for the desktop app's embedded pool and a
-//!   single-box operator (one process: sled locks its files);
+//!   single-box operator (one process: sled locks its files). Its job queue lives in the
+//!   process's memory ([`MemoryJobs`]): the customers waiting on it are in the same process.
 //! - [`PgStore`]: PostgreSQL, shared by several pool processes; the database itself keeps
-//!   each node's chain from forking and each job from being paid twice.
+//!   each node's chain from forking and each job from being paid twice, a job is leased to
+//!   one node at a time (`FOR UPDATE SKIP LOCKED`), and events cross processes by
+//!   `LISTEN/NOTIFY`.
 //!
 //! [`open`] picks one from the config's `database`.
 
+mod memory;
 mod postgres;
 mod sled;
 
@@ -19,11 +24,24 @@ use async_trait::async_trait;
 use hearth_protocol::{KeyPair, Receipt, SignedReceipt};
 
 use crate::accounts::{CustomerKey, Usage};
+use crate::queue::job::{Claim, JobCounts, JobEdit, JobRow, QueueEvent};
 use crate::queue::now_unix_ms;
 use crate::reputation::NodeRecord;
 
-pub use postgres::{MIGRATIONS, PgStore};
+pub use memory::MemoryJobs;
+pub use postgres::{ConnectionUse, MIGRATIONS, PgStore};
 pub use sled::SledStore;
+
+/// A node's registration as the pool keeps it, so that any pool process checks its requests.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct NodeSession {
+    pub key: hearth_protocol::PublicKey,
+    pub profile: hearth_protocol::HardwareProfile,
+    /// The MAC key agreed at registration (hex), when the node asked for a session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_key: Option<String>,
+    pub registered_unix_ms: u64,
+}
 
 /// Why the store could not do what was asked.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -117,6 +135,47 @@ pub trait PoolStore: Send + Sync + std::fmt::Debug {
     async fn usage(&self) -> Result<Vec<(String, String, Usage)>, StoreError>;
     /// A round trip to the database (for `/health`): fails when it cannot be read.
     async fn health(&self) -> Result<(), StoreError>;
+
+    /// Store `node_id`'s registration (replacing an earlier one).
+    async fn put_session(&self, node_id: &str, session: &NodeSession) -> Result<(), StoreError>;
+    /// `node_id`'s registration, if it registered.
+    async fn session(&self, node_id: &str) -> Result<Option<NodeSession>, StoreError>;
+
+    /// Add `jobs` (queued) and send `events`, all in one step.
+    async fn insert_jobs(&self, jobs: &[JobRow], events: &[QueueEvent]) -> Result<(), StoreError>;
+    /// Lease up to `claim.max` queued jobs that `claim.node_id` may run (retried and checked
+    /// jobs first, then oldest first), each to one node only however many processes claim at
+    /// once; the jobs as leased.
+    async fn claim_jobs(&self, claim: &Claim<'_>) -> Result<Vec<JobRow>, StoreError>;
+    /// Apply `edit` to job `job_id` with nobody else changing it meanwhile, write what it asks
+    /// and send its events in the same step; false when there is no such job.
+    async fn edit_job(&self, job_id: &str, edit: JobEdit<'_>) -> Result<bool, StoreError>;
+    /// Job `job_id` as stored.
+    async fn job(&self, job_id: &str) -> Result<Option<JobRow>, StoreError>;
+    /// Jobs whose lease ran out by `now_unix_ms`, at most `limit`.
+    async fn expired_leases(
+        &self,
+        now_unix_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError>;
+    /// When the first lease still held runs out, if any is held.
+    async fn next_lease_expiry(&self) -> Result<Option<u64>, StoreError>;
+    /// Jobs `node_id` holds (leased, not being paid).
+    async fn jobs_leased_to(&self, node_id: &str) -> Result<Vec<String>, StoreError>;
+    /// Forget queued and finished jobs whose customer's deadline passed before `before_unix_ms`
+    /// (their customer is gone: a process that was killed, say); how many.
+    async fn purge_jobs(&self, before_unix_ms: u64) -> Result<usize, StoreError>;
+    /// Jobs by state.
+    async fn job_counts(&self) -> Result<JobCounts, StoreError>;
+    /// Send `events` to every process on this store (this one included).
+    async fn publish(&self, events: &[QueueEvent]) -> Result<(), StoreError>;
+    /// Every event sent from now on, by any process on this store ([`QueueEvent::Resync`]
+    /// when some may have been missed).
+    fn events(&self) -> tokio::sync::broadcast::Receiver<QueueEvent>;
+    /// How the database's connections are used, where there are any (for `/metrics`).
+    fn connection_use(&self) -> Option<ConnectionUse> {
+        None
+    }
 }
 
 /// The store a config names: PostgreSQL for `postgres://…` (migrated to the current schema

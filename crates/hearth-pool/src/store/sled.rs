@@ -9,8 +9,12 @@ use async_trait::async_trait;
 use hearth_protocol::{KeyPair, SignedReceipt};
 use sled::Transactional;
 
-use super::{ChainEnd, Payment, PoolStore, StoreError, chain_payments, from_json, to_json};
+use super::{
+    ChainEnd, MemoryJobs, NodeSession, Payment, PoolStore, StoreError, chain_payments, from_json,
+    to_json,
+};
 use crate::accounts::{CustomerKey, Usage};
+use crate::queue::job::{Claim, JobCounts, JobEdit, JobRow, QueueEvent};
 use crate::reputation::NodeRecord;
 
 impl From<sled::Error> for StoreError {
@@ -39,6 +43,9 @@ pub struct SledStore {
     customer_keys: sled::Tree,
     /// Keyed `key id / model`.
     usage: sled::Tree,
+    /// Nodes' registrations, by node id.
+    sessions: sled::Tree,
+    jobs: MemoryJobs,
     /// The chain ends appended so far (read from the heads once per node); held while
     /// appending, which also serialises the balances' read-modify-write.
     ends: Mutex<HashMap<String, ChainEnd>>,
@@ -56,6 +63,8 @@ impl SledStore {
             records: db.open_tree("node_records")?,
             customer_keys: db.open_tree("customer_keys")?,
             usage: db.open_tree("customer_usage")?,
+            sessions: db.open_tree("node_sessions")?,
+            jobs: MemoryJobs::default(),
             db,
             ends: Mutex::default(),
         })
@@ -314,5 +323,67 @@ impl PoolStore for SledStore {
     async fn health(&self) -> Result<(), StoreError> {
         self.db.get("pool_secret")?;
         Ok(())
+    }
+
+    async fn put_session(&self, node_id: &str, session: &NodeSession) -> Result<(), StoreError> {
+        self.sessions.insert(node_id, to_json(session)?)?;
+        self.sessions.flush_async().await?;
+        Ok(())
+    }
+
+    async fn session(&self, node_id: &str) -> Result<Option<NodeSession>, StoreError> {
+        self.sessions
+            .get(node_id)?
+            .map(|b| from_json(&b, "node session"))
+            .transpose()
+    }
+
+    async fn insert_jobs(&self, jobs: &[JobRow], events: &[QueueEvent]) -> Result<(), StoreError> {
+        self.jobs.insert_jobs(jobs, events)
+    }
+
+    async fn claim_jobs(&self, claim: &Claim<'_>) -> Result<Vec<JobRow>, StoreError> {
+        Ok(self.jobs.claim_jobs(claim))
+    }
+
+    async fn edit_job(&self, job_id: &str, edit: JobEdit<'_>) -> Result<bool, StoreError> {
+        Ok(self.jobs.edit_job(job_id, edit))
+    }
+
+    async fn job(&self, job_id: &str) -> Result<Option<JobRow>, StoreError> {
+        Ok(self.jobs.job(job_id))
+    }
+
+    async fn expired_leases(
+        &self,
+        now_unix_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        Ok(self.jobs.expired_leases(now_unix_ms, limit))
+    }
+
+    async fn next_lease_expiry(&self) -> Result<Option<u64>, StoreError> {
+        Ok(self.jobs.next_lease_expiry())
+    }
+
+    async fn jobs_leased_to(&self, node_id: &str) -> Result<Vec<String>, StoreError> {
+        Ok(self.jobs.jobs_leased_to(node_id))
+    }
+
+    async fn purge_jobs(&self, before_unix_ms: u64) -> Result<usize, StoreError> {
+        Ok(self.jobs.purge_jobs(before_unix_ms))
+    }
+
+    async fn job_counts(&self) -> Result<JobCounts, StoreError> {
+        Ok(self.jobs.job_counts())
+    }
+
+    async fn publish(&self, events: &[QueueEvent]) -> Result<(), StoreError> {
+        self.jobs.publish(events);
+        Ok(())
+    }
+
+    fn events(&self) -> tokio::sync::broadcast::Receiver<QueueEvent> {
+        self.jobs.events()
     }
 }

@@ -1,12 +1,16 @@
 //! Shared by the pool's tests: a pool on loopback, scripted nodes that sign their requests and
 //! answer jobs with honest test outputs (what the pool's own tokenizers count), and a customer
 //! helper.
+//!
+//! The pool's state is in sled, or with `HEARTH_TEST_POOL_DATABASE=postgres` in a fresh
+//! database on the test PostgreSQL server (`HEARTH_TEST_DATABASE_URL`, started by the README's
+//! test command, which runs the pool's suites once per backend).
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)] // each test file uses a part
 
 use std::sync::{Arc, OnceLock};
 
-use hearth_pool::{Meter, Pool, PoolConfig, SledStore};
+use hearth_pool::{Meter, PgStore, Pool, PoolConfig, PoolStore, SledStore};
 use hearth_protocol::{
     Challenge, ClassScore, HardwareProfile, Job, JobResult, KeyPair, LeaseReply, LeaseRequest,
     PROTOCOL_VERSION, PublicKey, Registration, RegistrationReply, RequestSigner, SessionSecret,
@@ -47,8 +51,54 @@ pub async fn pool(tweak: impl FnOnce(&mut PoolConfig)) -> (Pool, tempfile::TempD
         ..PoolConfig::default()
     };
     tweak(&mut config);
-    let store = Arc::new(SledStore::open(&dir.path().join("pool")).unwrap());
+    let store = test_store(dir.path()).await;
     (Pool::start(config, store, meter()).await.unwrap(), dir)
+}
+
+/// Whether this run keeps the pools' state in PostgreSQL.
+pub fn on_postgres() -> bool {
+    std::env::var("HEARTH_TEST_POOL_DATABASE").is_ok_and(|b| b == "postgres")
+}
+
+/// The store this run's backend gives: sled in `dir`, or a fresh PostgreSQL database.
+pub async fn test_store(dir: &std::path::Path) -> Arc<dyn PoolStore> {
+    if on_postgres() {
+        let store = PgStore::connect(&scratch_database().await, 16)
+            .await
+            .unwrap();
+        store.migrate().await.unwrap();
+        Arc::new(store)
+    } else {
+        Arc::new(SledStore::open(&dir.join("pool")).unwrap())
+    }
+}
+
+/// The config line that puts a `hearth-pool` process's state on this run's backend (empty
+/// for sled, which lives in its `--data` folder).
+pub async fn database_line() -> String {
+    if on_postgres() {
+        format!("database = \"{}\"\n", scratch_database().await)
+    } else {
+        String::new()
+    }
+}
+
+/// A new, empty database on the test server; its URL.
+pub async fn scratch_database() -> String {
+    let server = std::env::var("HEARTH_TEST_DATABASE_URL").expect(
+        "HEARTH_TEST_DATABASE_URL is not set: run the tests with scripts/dev.sh test, which starts PostgreSQL",
+    );
+    let (client, connection) =
+        tokio_postgres::connect(&format!("{server}/postgres"), tokio_postgres::NoTls)
+            .await
+            .expect("the test PostgreSQL server does not answer");
+    tokio::spawn(connection);
+    let name = hearth_pool::queue::random_id("hearth_test_");
+    client
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .unwrap();
+    format!("{server}/{name}")
 }
 
 /// A unit vector of the embedding model's length whose first value is `first` (in 0..1).

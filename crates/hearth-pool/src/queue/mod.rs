@@ -1,0 +1,867 @@
+//! The job queue: customers' jobs wait here until a node that can run them leases them.
+//!
+//! Jobs live in the [`PoolStore`] ([`job::JobRow`]), so with PostgreSQL any pool process
+//! leases any job and takes any result; who waits (customers for outcomes, nodes for work)
+//! lives in the process they are connected to ([`waiters`]), and learns of changes from the
+//! store's events, whichever process made them.
+//!
+//! A lease lasts [`PoolConfig::lease_ms`] and heartbeats extend it. An expired lease puts the
+//! job back at the front of the queue; after [`PoolConfig::max_attempts`] lost leases the
+//! customer gets an error. A node may give a job back (its owner needs the GPU) without
+//! penalty. A result is accepted once: the job is marked as being paid (in the store, under
+//! its row's lock) before any payment, so a duplicate arriving meanwhile, at any process,
+//! cannot be paid twice.
+
+pub mod job;
+mod waiters;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use hearth_protocol::{Job, TaskPayload};
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use crate::config::PoolConfig;
+use crate::meter::Metered;
+use crate::store::{PoolStore, StoreError};
+use crate::verify::{self, Answer, Verdict};
+pub use job::JobFailure;
+use job::{Claim, Edit, JobBody, JobRow, JobState, Outcome, QueueEvent};
+pub use waiters::Completed;
+use waiters::{Customer, LocalWaiters, NodeWaiter};
+
+/// Most streamed text kept per job to check against the final answer.
+const MAX_STREAMED_BYTES: usize = 1 << 20;
+/// Expired leases handled per look.
+const EXPIRY_BATCH: usize = 1000;
+
+pub use hearth_protocol::now_unix_ms;
+
+/// A random id: `prefix` and 16 bytes of hex.
+pub fn random_id(prefix: &str) -> String {
+    let mut bytes = [0u8; 16];
+    if getrandom::fill(&mut bytes).is_err() {
+        // No OS randomness is a broken machine; fall back to time and a counter.
+        static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        bytes[..8].copy_from_slice(&now_unix_ms().to_le_bytes());
+        bytes[8..].copy_from_slice(&n.to_le_bytes());
+    }
+    format!("{prefix}{}", hearth_protocol::hex(&bytes))
+}
+
+/// The queue could not take a request's jobs.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SubmitError {
+    #[error("the pool's queue is full ({0} jobs waiting); retry shortly")]
+    Full(usize),
+    #[error("the pool is shutting down; retry shortly")]
+    Closed,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Why a node's request about a job was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LeaseError {
+    #[error("no such job")]
+    UnknownJob,
+    #[error("the lease is not held by this node, or has expired")]
+    NotYourLease,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What a customer holds for a submitted job.
+#[derive(Debug)]
+pub struct Submitted {
+    pub job_id: String,
+    pub done: oneshot::Receiver<Result<Completed, JobFailure>>,
+    /// Streamed text of a chat job, when asked for.
+    pub deltas: Option<mpsc::UnboundedReceiver<String>>,
+}
+
+/// A result the caller may now check and pay for (see [`Queue::accept_result`]).
+#[derive(Debug)]
+pub struct Accepted {
+    pub model: String,
+    /// What the node was asked to run (the job, or a check of another node's answer).
+    pub leased_task: TaskPayload,
+    /// The customer's job.
+    pub task: TaskPayload,
+    /// The pool's own units for the job.
+    pub metered: Metered,
+    /// The customer key charged for it.
+    pub customer: Option<String>,
+    /// Text already streamed to the customer from this lease.
+    pub streamed: String,
+    /// The result goes through [`Queue::record_answer`] before anyone is paid.
+    pub verify: bool,
+    /// How long the node held the lease before its result came, in ms.
+    pub lease_to_result_ms: u64,
+}
+
+/// One job of a customer's request.
+#[derive(Debug)]
+pub struct NewJob {
+    pub task: TaskPayload,
+    pub metered: Metered,
+    /// The customer key charged for it (none: nobody is charged, as in benchmarks).
+    pub customer: Option<String>,
+}
+
+/// The queue of one pool process over the shared store.
+pub struct Queue {
+    store: Arc<dyn PoolStore>,
+    config: Arc<PoolConfig>,
+    local: Arc<LocalWaiters>,
+    /// Set when the pool drains: nothing more is leased or submitted here.
+    closed: AtomicBool,
+}
+
+impl std::fmt::Debug for Queue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Queue")
+            .field("customers_waiting", &self.local.lock().customers.len())
+            .finish()
+    }
+}
+
+/// Put `job` back in line (before new jobs), telling a node that runs it.
+fn requeue(job: &mut JobRow) -> Edit {
+    job.state = JobState::Queued;
+    job.front = true;
+    job.established_only = !job.body.answers.is_empty();
+    Edit::put(vec![QueueEvent::Work {
+        model: job.model.clone(),
+        established_only: job.established_only,
+        jobs: 1,
+    }])
+}
+
+/// End `job` with `outcome` for its customer (forgotten at once when the customer already
+/// has its answer).
+fn finish(job: &mut JobRow, outcome: Outcome) -> Edit {
+    if job.body.answered || job.body.cancelled {
+        return Edit::delete();
+    }
+    job.state = JobState::Finished;
+    job.body.outcome = Some(outcome);
+    Edit::put(vec![QueueEvent::Finished {
+        job_id: job.id.clone(),
+    }])
+}
+
+impl Queue {
+    /// A queue over `store`'s jobs; its event task starts with it.
+    pub fn start(store: Arc<dyn PoolStore>, config: Arc<PoolConfig>) -> Self {
+        let local = Arc::new(LocalWaiters::default());
+        tokio::spawn(follow_events(
+            store.events(),
+            Arc::downgrade(&local),
+            Arc::downgrade(&store),
+        ));
+        Self {
+            store,
+            config,
+            local,
+            closed: AtomicBool::new(false),
+        }
+    }
+
+    /// Add a request's jobs, all or none (a process already holding `max_queued_jobs`
+    /// customers' jobs takes none); nodes waiting for work are woken, one per job.
+    pub async fn submit(
+        &self,
+        model: &str,
+        jobs: Vec<NewJob>,
+        stream: bool,
+    ) -> Result<Vec<Submitted>, SubmitError> {
+        if self.is_closed() {
+            return Err(SubmitError::Closed);
+        }
+        let deadline_unix_ms = now_unix_ms() + self.config.request_timeout_ms;
+        let mut rows = Vec::with_capacity(jobs.len());
+        let mut submitted = Vec::with_capacity(jobs.len());
+        {
+            let mut local = self.local.lock();
+            if local.customers.len() + jobs.len() > self.config.max_queued_jobs {
+                return Err(SubmitError::Full(local.customers.len()));
+            }
+            for NewJob {
+                task,
+                metered,
+                customer,
+            } in jobs
+            {
+                let id = random_id("job-");
+                let (done_tx, done) = oneshot::channel();
+                let (deltas_tx, deltas) = if stream {
+                    let (tx, rx) = mpsc::unbounded_channel();
+                    (Some(tx), Some(rx))
+                } else {
+                    (None, None)
+                };
+                local.customers.insert(
+                    id.clone(),
+                    Customer {
+                        done: done_tx,
+                        deltas: deltas_tx,
+                        passed: 0,
+                    },
+                );
+                rows.push(JobRow {
+                    id: id.clone(),
+                    model: model.to_owned(),
+                    state: JobState::Queued,
+                    attempts: 0,
+                    exclude: Vec::new(),
+                    established_only: false,
+                    front: false,
+                    deadline_unix_ms,
+                    leased_unix_ms: 0,
+                    body: JobBody {
+                        task: Some(task),
+                        metered: Some(metered),
+                        customer,
+                        stream,
+                        ..JobBody::default()
+                    },
+                });
+                submitted.push(Submitted {
+                    job_id: id,
+                    done,
+                    deltas,
+                });
+            }
+        }
+        if let Err(error) = self.store.insert_jobs(&rows, &[]).await {
+            let mut local = self.local.lock();
+            for row in &rows {
+                local.customers.remove(&row.id);
+            }
+            return Err(error.into());
+        }
+        // Nodes waiting here take the jobs first, with no round trip through the database;
+        // only jobs left over are announced to every process.
+        let jobs = u32::try_from(rows.len()).unwrap_or(u32::MAX);
+        let woken = self.local.lock().wake(model, false, jobs);
+        if woken < jobs {
+            let work = QueueEvent::Work {
+                model: model.to_owned(),
+                established_only: false,
+                jobs: jobs - woken,
+            };
+            if let Err(error) = self.store.publish(&[work]).await {
+                // The jobs are queued; nodes find them at their next lease.
+                tracing::warn!(%error, "new jobs were not announced to other processes");
+            }
+        }
+        Ok(submitted)
+    }
+
+    /// Up to `max` queued jobs for a node that runs `models`, waiting up to `wait` for some.
+    /// Only `established` nodes get jobs whose answer is being checked.
+    pub async fn lease(
+        &self,
+        node_id: &str,
+        models: &[String],
+        max: usize,
+        wait: Duration,
+        established: bool,
+    ) -> Result<Vec<Job>, StoreError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            if self.is_closed() {
+                return Ok(Vec::new());
+            }
+            // In line before looking, so that work queued meanwhile wakes this node.
+            let waiter = NodeWaiter::new(established);
+            self.local.lock().wait_for_work(&waiter, models);
+            let jobs = self.claim(node_id, models, max, established).await;
+            if !matches!(&jobs, Ok(jobs) if jobs.is_empty()) {
+                waiter.retire();
+                return jobs;
+            }
+            self.local.nodes_waiting.fetch_add(1, Ordering::Relaxed);
+            let woken = tokio::time::timeout_at(deadline, waiter.notify.notified()).await;
+            self.local.nodes_waiting.fetch_sub(1, Ordering::Relaxed);
+            waiter.retire();
+            if woken.is_err() {
+                return Ok(Vec::new());
+            }
+        }
+    }
+
+    async fn claim(
+        &self,
+        node_id: &str,
+        models: &[String],
+        max: usize,
+        established: bool,
+    ) -> Result<Vec<Job>, StoreError> {
+        let lease_id = random_id("lease-");
+        let now = now_unix_ms();
+        let expires_unix_ms = now + self.config.lease_ms;
+        let rows = self
+            .store
+            .claim_jobs(&Claim {
+                node_id,
+                models,
+                max,
+                established,
+                lease_id: &lease_id,
+                now_unix_ms: now,
+                expires_unix_ms,
+            })
+            .await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|row| {
+                let task = row.leased_task().cloned();
+                if task.is_none() {
+                    tracing::error!(job = %row.id, "a stored job has no task");
+                }
+                Some(Job {
+                    id: row.id,
+                    lease_id: lease_id.clone(),
+                    model: row.model,
+                    task: task?,
+                    lease_expires_unix_ms: expires_unix_ms,
+                })
+            })
+            .collect())
+    }
+
+    /// Edit job `job_id`; [`LeaseError::UnknownJob`] when there is none.
+    async fn edit<T: Send>(
+        &self,
+        job_id: &str,
+        mut edit: impl FnMut(&mut JobRow) -> (Edit, T) + Send,
+    ) -> Result<T, LeaseError> {
+        let mut out = None;
+        let found = self
+            .store
+            .edit_job(job_id, &mut |job: &mut JobRow| {
+                let (change, value) = edit(job);
+                out = Some(value);
+                change
+            })
+            .await?;
+        match out {
+            Some(value) if found => Ok(value),
+            _ => Err(LeaseError::UnknownJob),
+        }
+    }
+
+    /// Extend a lease and pass on streamed text; true when the customer has gone (the node
+    /// should stop and give the job back).
+    pub async fn heartbeat(
+        &self,
+        job_id: &str,
+        node_id: &str,
+        lease_id: &str,
+        text_delta: &str,
+    ) -> Result<(u64, bool), LeaseError> {
+        let expires = now_unix_ms() + self.config.lease_ms;
+        self.edit(job_id, |job| {
+            if !job.is_leased_to(node_id, lease_id) {
+                return (Edit::keep(), Err(LeaseError::NotYourLease));
+            }
+            if let JobState::Leased {
+                expires_unix_ms, ..
+            } = &mut job.state
+            {
+                *expires_unix_ms = expires;
+            }
+            let mut events = Vec::new();
+            if !text_delta.is_empty()
+                && job.body.stream
+                && job.body.answers.is_empty()
+                && job.body.streamed.len() + text_delta.len() <= MAX_STREAMED_BYTES
+            {
+                job.body.streamed.push_str(text_delta);
+                events.push(QueueEvent::Streamed {
+                    job_id: job.id.clone(),
+                });
+            }
+            (Edit::put(events), Ok((expires, job.body.cancelled)))
+        })
+        .await?
+    }
+
+    /// The node gives the job back: it goes to the front of the queue, no attempt counted.
+    pub async fn give_back(
+        &self,
+        job_id: &str,
+        node_id: &str,
+        lease_id: &str,
+    ) -> Result<(), LeaseError> {
+        self.edit(job_id, |job| {
+            if !job.is_leased_to(node_id, lease_id) {
+                return (Edit::keep(), Err(LeaseError::NotYourLease));
+            }
+            let edit = if job.body.cancelled {
+                Edit::delete()
+            } else if job.is_partly_streamed() {
+                finish(job, Err(JobFailure::StreamBroken))
+            } else {
+                requeue(job)
+            };
+            (edit, Ok(()))
+        })
+        .await?
+    }
+
+    /// Take a result for payment: the lease must be this node's and live. The job is marked so
+    /// that no second result is accepted while the receipt is written. A first answer is
+    /// checked by another node with chance `verification_share` (the answering node's).
+    pub async fn accept_result(
+        &self,
+        job_id: &str,
+        node_id: &str,
+        lease_id: &str,
+        verification_share: f64,
+    ) -> Result<Accepted, LeaseError> {
+        let expires_unix_ms = now_unix_ms() + self.config.lease_ms;
+        self.edit(job_id, |job| {
+            if !job.is_leased_to(node_id, lease_id) {
+                return (Edit::keep(), Err(LeaseError::NotYourLease));
+            }
+            let (Some(leased_task), Some(task), Some(metered)) = (
+                job.leased_task().cloned(),
+                job.body.task.clone(),
+                job.body.metered.clone(),
+            ) else {
+                return (Edit::keep(), Err(LeaseError::UnknownJob));
+            };
+            job.state = JobState::Paying {
+                node_id: node_id.to_owned(),
+                lease_id: lease_id.to_owned(),
+                expires_unix_ms,
+            };
+            if job.body.answers.is_empty() {
+                job.body.verify = draw() < verification_share;
+            }
+            let accepted = Accepted {
+                model: job.model.clone(),
+                leased_task,
+                task,
+                metered,
+                customer: job.body.customer.clone(),
+                streamed: job.body.streamed.clone(),
+                verify: job.body.verify,
+                lease_to_result_ms: now_unix_ms().saturating_sub(job.leased_unix_ms),
+            };
+            (Edit::put(Vec::new()), Ok(accepted))
+        })
+        .await?
+    }
+
+    /// Add an answer to a job under verification and decide. On [`Verdict::NeedAnother`] and
+    /// [`Verdict::Redo`] the job is back in the queue for a node that has not answered it; on
+    /// [`Verdict::Unresolved`] the customer gets an error. On [`Verdict::Settled`] the caller
+    /// pays and then calls [`Queue::complete`].
+    pub async fn record_answer(&self, job_id: &str, answer: Answer) -> Result<Verdict, StoreError> {
+        let verdict = self
+            .edit(job_id, |job| {
+                let Some(task) = job.body.task.clone() else {
+                    return (Edit::keep(), Verdict::Unresolved);
+                };
+                job.exclude.push(answer.node_id.clone());
+                job.body.answers.push(answer.clone());
+                let verdict = verify::judge(&task, &job.body.answers);
+                let edit = match &verdict {
+                    Verdict::NeedAnother { check_task } => {
+                        let mut events = Vec::new();
+                        if job.body.stream && !job.body.answered {
+                            // The customer has read the text as it came: they get the answer
+                            // now, and the node is paid once the check holds.
+                            job.body.answered = true;
+                            events.push(QueueEvent::Finished {
+                                job_id: job.id.clone(),
+                            });
+                        }
+                        job.body.check_task = check_task.clone();
+                        let mut edit = requeue(job);
+                        edit.events.extend(events);
+                        edit
+                    }
+                    // The customer already has the streamed text: nothing to redo.
+                    Verdict::Redo { .. } if job.body.answered => Edit::delete(),
+                    Verdict::Redo { .. } => {
+                        // A fresh answer from another node, drawn for a check like any other.
+                        job.body.answers.clear();
+                        job.body.check_task = None;
+                        requeue(job)
+                    }
+                    Verdict::Unresolved => finish(job, Err(JobFailure::Unverified)),
+                    // Still being paid: the caller finishes it.
+                    Verdict::Settled { .. } => Edit::put(Vec::new()),
+                };
+                (edit, verdict)
+            })
+            .await;
+        match verdict {
+            Ok(verdict) => Ok(verdict),
+            Err(LeaseError::Store(error)) => Err(error),
+            Err(_) => Ok(Verdict::Unresolved),
+        }
+    }
+
+    /// The receipt is stored: hand the result to the customer (wherever it waits). A
+    /// customer of this process is answered directly and the job forgotten in the same step;
+    /// one elsewhere is told through the store.
+    pub async fn complete(&self, job_id: &str, completed: Completed) -> Result<(), StoreError> {
+        let here = self.local.lock().customers.contains_key(job_id);
+        let edited = self
+            .edit(job_id, |job| {
+                if here && !job.body.answered && !job.body.cancelled {
+                    return (Edit::delete(), true);
+                }
+                (finish(job, Ok(completed.output.clone())), false)
+            })
+            .await;
+        match edited {
+            Ok(true) => {
+                tell(&self.local, job_id, Ok(completed.output));
+                Ok(())
+            }
+            Ok(false) | Err(LeaseError::UnknownJob | LeaseError::NotYourLease) => Ok(()),
+            Err(LeaseError::Store(error)) => Err(error),
+        }
+    }
+
+    /// A result was refused (wrong shape, failed checks) or could not be paid: the job counts
+    /// an attempt and goes back to the queue, or fails when out of attempts.
+    pub async fn reject_result(&self, job_id: &str) -> Result<(), StoreError> {
+        self.requeue_or_fail(job_id, |_| true).await
+    }
+
+    /// Count an attempt against `job_id` (if `still` holds for it) and queue it again, or end
+    /// it when out of attempts or time.
+    async fn requeue_or_fail(
+        &self,
+        job_id: &str,
+        still: impl Fn(&JobRow) -> bool + Send + Sync,
+    ) -> Result<(), StoreError> {
+        let max_attempts = self.config.max_attempts;
+        let now = now_unix_ms();
+        match self
+            .edit(job_id, |job| {
+                if !still(job) {
+                    return (Edit::keep(), ());
+                }
+                if job.is_partly_streamed() {
+                    return (finish(job, Err(JobFailure::StreamBroken)), ());
+                }
+                job.attempts += 1;
+                let edit = if job.body.cancelled {
+                    Edit::delete()
+                } else if job.attempts >= max_attempts {
+                    finish(job, Err(JobFailure::Exhausted(job.attempts)))
+                } else if job.deadline_unix_ms <= now {
+                    finish(job, Err(JobFailure::Expired))
+                } else {
+                    requeue(job)
+                };
+                (edit, ())
+            })
+            .await
+        {
+            Ok(()) | Err(LeaseError::UnknownJob | LeaseError::NotYourLease) => Ok(()),
+            Err(LeaseError::Store(error)) => Err(error),
+        }
+    }
+
+    /// Put jobs whose lease ran out back in the queue (or fail them). A job whose payment
+    /// ran out (the process paying it died) is finished if its receipt was stored, and
+    /// queued again if not. Returns how many expired.
+    pub async fn expire_leases(&self) -> Result<usize, StoreError> {
+        let now = now_unix_ms();
+        let expired = self.store.expired_leases(now, EXPIRY_BATCH).await?;
+        for id in &expired {
+            let Some(job) = self.store.job(id).await? else {
+                continue;
+            };
+            if let JobState::Paying { node_id, .. } = &job.state
+                && self.store.receipt_for_job(id, node_id).await?.is_some()
+            {
+                tracing::warn!(job = %id, node = %node_id, "a payment's process stopped after paying; the answer is lost");
+                let paid_state = job.state.clone();
+                let _ = self
+                    .edit(id, |job| {
+                        if job.state != paid_state {
+                            return (Edit::keep(), ());
+                        }
+                        (finish(job, Err(JobFailure::PaymentInterrupted)), ())
+                    })
+                    .await;
+                continue;
+            }
+            tracing::info!(job = %id, "lease expired");
+            self.requeue_or_fail(id, |job| job.expires_unix_ms().is_some_and(|t| t <= now))
+                .await?;
+        }
+        Ok(expired.len())
+    }
+
+    /// When the next held lease runs out, if any is held.
+    pub async fn next_expiry(&self) -> Result<Option<u64>, StoreError> {
+        self.store.next_lease_expiry().await
+    }
+
+    /// A node registered afresh (it restarted, perhaps after a crash): whatever it held is
+    /// lost with the process, so its leases go back to the front of the queue at once instead
+    /// of waiting to expire. No attempt is counted: the job did nothing wrong. Returns how many.
+    pub async fn release_node(&self, node_id: &str) -> Result<usize, StoreError> {
+        let held = self.store.jobs_leased_to(node_id).await?;
+        let mut released = 0;
+        for id in &held {
+            let edited = self
+                .edit(id, |job| {
+                    if job.holder() != Some(node_id)
+                        || !matches!(job.state, JobState::Leased { .. })
+                    {
+                        return (Edit::keep(), false);
+                    }
+                    let edit = if job.body.cancelled {
+                        Edit::delete()
+                    } else if job.is_partly_streamed() {
+                        finish(job, Err(JobFailure::StreamBroken))
+                    } else {
+                        requeue(job)
+                    };
+                    (edit, true)
+                })
+                .await;
+            match edited {
+                Ok(true) => released += 1,
+                Ok(false) | Err(LeaseError::UnknownJob | LeaseError::NotYourLease) => {}
+                Err(LeaseError::Store(error)) => return Err(error),
+            }
+        }
+        Ok(released)
+    }
+
+    /// The customer went away: drop a queued job, tell the node of a leased one. The customer
+    /// hears nothing more.
+    pub async fn cancel(&self, job_id: &str) {
+        self.local.remove_customer(job_id);
+        let cancelled = self
+            .edit(job_id, |job| match job.state {
+                JobState::Queued | JobState::Finished => (Edit::delete(), ()),
+                _ => {
+                    job.body.cancelled = true;
+                    (Edit::put(Vec::new()), ())
+                }
+            })
+            .await;
+        if let Err(LeaseError::Store(error)) = cancelled {
+            tracing::warn!(job = %job_id, %error, "could not cancel a job; it ends by its deadline");
+        }
+    }
+
+    /// Cancel `job_ids` without waiting (for a request dropped mid-flight).
+    pub fn cancel_later(self: &Arc<Self>, job_ids: Vec<String>) {
+        if job_ids.is_empty() {
+            return;
+        }
+        let queue = Arc::clone(self);
+        tokio::spawn(async move {
+            for id in &job_ids {
+                queue.cancel(id).await;
+            }
+        });
+    }
+
+    /// Whether `node_id` is being paid for `job_id` under `lease_id` right now (a result for
+    /// a job already paid is looked up in the store instead).
+    pub async fn is_paying(&self, job_id: &str, node_id: &str, lease_id: &str) -> bool {
+        matches!(self.store.job(job_id).await, Ok(Some(job)) if job.is_paying(node_id, lease_id))
+    }
+
+    /// Drain: lease nothing more and take no new jobs here; this process's customers of jobs
+    /// no node holds are told at once that the pool is going away (leased jobs may still
+    /// finish and be paid). Returns how many were told.
+    pub async fn close(&self) -> usize {
+        self.closed.store(true, Ordering::SeqCst);
+        self.local.lock().wake_all();
+        let mut told = 0;
+        for id in self.customer_jobs() {
+            let dropped = self
+                .edit(&id, |job| match job.state {
+                    JobState::Queued => (Edit::delete(), true),
+                    _ => (Edit::keep(), false),
+                })
+                .await;
+            if matches!(dropped, Ok(true)) && self.tell(&id, Err(JobFailure::ShuttingDown)) {
+                told += 1;
+            }
+        }
+        told
+    }
+
+    /// The end of a drain: every customer of this process still waiting is told, and its job
+    /// cancelled. Returns how many.
+    pub async fn abandon(&self) -> usize {
+        let mut told = 0;
+        for id in self.customer_jobs() {
+            if self.tell(&id, Err(JobFailure::ShuttingDown)) {
+                told += 1;
+            }
+            self.cancel(&id).await;
+        }
+        told
+    }
+
+    fn customer_jobs(&self) -> Vec<String> {
+        self.local.lock().customers.keys().cloned().collect()
+    }
+
+    /// Answer this process's customer of `job_id`, if it still waits.
+    fn tell(&self, job_id: &str, outcome: Outcome) -> bool {
+        tell(&self.local, job_id, outcome)
+    }
+
+    /// Whether the pool is draining.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
+    }
+
+    /// Customers of this process still waiting for a node (a draining pool waits for them).
+    pub fn leased(&self) -> usize {
+        self.local.lock().customers.len()
+    }
+
+    /// Nodes in a long poll at this process right now.
+    pub fn nodes_waiting(&self) -> usize {
+        self.local.nodes_waiting.load(Ordering::Relaxed)
+    }
+
+    /// Wait until the last customer of this process stops waiting (at once if that happened
+    /// since the last call).
+    pub async fn went_idle(&self) {
+        self.local.idle.notified().await;
+    }
+
+    /// Jobs waiting and held by nodes, in the whole store, for status pages and tests.
+    pub async fn counts(&self) -> Result<(usize, usize), StoreError> {
+        let counts = self.store.job_counts().await?;
+        Ok((counts.queued, counts.leased))
+    }
+}
+
+/// Give `job_id`'s customer in this process `outcome`; false when none waits.
+fn tell(local: &LocalWaiters, job_id: &str, outcome: Outcome) -> bool {
+    let Some(customer) = local.remove_customer(job_id) else {
+        return false;
+    };
+    customer
+        .done
+        .send(outcome.map(|output| Completed { output }))
+        .is_ok()
+}
+
+/// Route the store's events to this process's waiters until the queue or the store is gone
+/// (neither is kept alive by this task: a stopped pool lets go of its database).
+async fn follow_events(
+    mut events: broadcast::Receiver<QueueEvent>,
+    local: std::sync::Weak<LocalWaiters>,
+    store: std::sync::Weak<dyn PoolStore>,
+) {
+    loop {
+        let event = events.recv().await;
+        let (Some(waiters), Some(store)) = (local.upgrade(), store.upgrade()) else {
+            return;
+        };
+        match event {
+            Ok(QueueEvent::Work {
+                model,
+                established_only,
+                jobs,
+            }) => {
+                waiters.lock().wake(&model, established_only, jobs);
+            }
+            Ok(QueueEvent::Finished { job_id } | QueueEvent::Streamed { job_id }) => {
+                if waiters.lock().customers.contains_key(&job_id) {
+                    tokio::spawn(look_at_job(Arc::clone(&store), waiters, job_id));
+                }
+            }
+            Ok(QueueEvent::Resync) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                let jobs: Vec<String> = {
+                    let mut local = waiters.lock();
+                    local.wake_all();
+                    local.customers.keys().cloned().collect()
+                };
+                tracing::debug!(customers = jobs.len(), "looking at every waiting job again");
+                for job_id in jobs {
+                    tokio::spawn(look_at_job(
+                        Arc::clone(&store),
+                        Arc::clone(&waiters),
+                        job_id,
+                    ));
+                }
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
+/// Pass a waiting customer of this process what its job has now: streamed text, then its
+/// outcome (after which the job is forgotten), or the first answer of a streamed chat still
+/// under verification.
+async fn look_at_job(store: Arc<dyn PoolStore>, local: Arc<LocalWaiters>, job_id: String) {
+    let job = match store.job(&job_id).await {
+        Ok(Some(job)) => job,
+        Ok(None) => {
+            // Gone without an outcome (purged, or its answer already given).
+            return;
+        }
+        Err(error) => {
+            tracing::warn!(job = %job_id, %error, "cannot read a job for its customer; it is looked at again after the next event");
+            return;
+        }
+    };
+    let outcome = {
+        let mut waiters = local.lock();
+        let Some(customer) = waiters.customers.get_mut(&job_id) else {
+            return;
+        };
+        customer.pass_stream(&job.body.streamed);
+        match (&job.state, &job.body.outcome) {
+            (JobState::Finished, Some(outcome)) => Some(outcome.clone()),
+            _ if job.body.answered => job.body.answers.first().map(|a| Ok(a.output.clone())),
+            _ => None,
+        }
+    };
+    let Some(outcome) = outcome else {
+        return;
+    };
+    tell(&local, &job_id, outcome);
+    if job.state == JobState::Finished {
+        let forgotten = store
+            .edit_job(&job_id, &mut |job: &mut JobRow| {
+                if job.state == JobState::Finished {
+                    Edit::delete()
+                } else {
+                    Edit::keep()
+                }
+            })
+            .await;
+        if let Err(error) = forgotten {
+            tracing::warn!(job = %job_id, %error, "a finished job was not forgotten; it is purged after its deadline");
+        }
+    }
+}
+
+/// Uniform in [0, 1) from the operating system's generator.
+fn draw() -> f64 {
+    let mut bytes = [0u8; 8];
+    if getrandom::fill(&mut bytes).is_err() {
+        // Without randomness, check everything.
+        return 0.0;
+    }
+    (u64::from_le_bytes(bytes) >> 11) as f64 / (1u64 << 53) as f64
+}
