@@ -210,6 +210,9 @@ cmd_test() {
   local results
   results="$(mktemp)"
   cargo test --workspace --all-targets --locked --no-fail-fast 2>&1 | tee "$results"
+  # The pool's suites again with its state in PostgreSQL (the first run kept it in sled).
+  log "running the pool's tests again on PostgreSQL"
+  HEARTH_TEST_POOL_DATABASE=postgres cargo test -p hearth-pool --tests --locked --no-fail-fast 2>&1 | tee -a "$results"
   # One closing line for the whole run, summed over every test binary.
   awk '/^test result:/ { passed += $4; failed += $6 } END { printf "rust tests: %d passed, %d failed\n", passed, failed }' "$results"
   rm -f "$results"
