@@ -579,6 +579,8 @@ fn chat_stream(
         tokio::pin!(done);
         let outcome = loop {
             tokio::select! {
+                // Every piece already passed goes out before the end.
+                biased;
                 Some(piece) = deltas.recv() => {
                     sent.push_str(&piece);
                     if tx.send(chunk(&id, created, &model, json!({ "content": piece }), None)).await.is_err() {

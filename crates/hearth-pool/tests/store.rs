@@ -242,7 +242,12 @@ async fn postgres_migrations_apply_once_when_processes_start_together() {
         applied.extend(start.await.unwrap());
     }
     let newest = hearth_pool::store::MIGRATIONS.last().unwrap().0;
-    assert_eq!(applied, (1..=newest).collect::<Vec<_>>());
+    applied.sort_unstable();
+    assert_eq!(
+        applied,
+        (1..=newest).collect::<Vec<_>>(),
+        "each migration applied once"
+    );
     let store = PgStore::connect(&url, 1).await.unwrap();
     assert_eq!(store.schema_version().await.unwrap(), newest);
     assert_eq!(store.migrate().await.unwrap(), Vec::<i32>::new());

@@ -109,6 +109,9 @@ pub struct JobBody {
     /// Text passed to the customer so far (the final answer must begin with it).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub streamed: String,
+    /// Where each piece of `streamed` ends (the customer gets the pieces as the node sent them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stream_breaks: Vec<usize>,
     /// The customer already has the answer (a streamed chat still under verification).
     #[serde(default)]
     pub answered: bool,

@@ -382,6 +382,7 @@ impl Queue {
                 && job.body.streamed.len() + text_delta.len() <= MAX_STREAMED_BYTES
             {
                 job.body.streamed.push_str(text_delta);
+                job.body.stream_breaks.push(job.body.streamed.len());
                 events.push(QueueEvent::Streamed {
                     job_id: job.id.clone(),
                 });
@@ -518,17 +519,25 @@ impl Queue {
         let edited = self
             .edit(job_id, |job| {
                 if here && !job.body.answered && !job.body.cancelled {
-                    return (Edit::delete(), true);
+                    let stream = (
+                        std::mem::take(&mut job.body.streamed),
+                        std::mem::take(&mut job.body.stream_breaks),
+                    );
+                    return (Edit::delete(), Some(stream));
                 }
-                (finish(job, Ok(completed.output.clone())), false)
+                (finish(job, Ok(completed.output.clone())), None)
             })
             .await;
         match edited {
-            Ok(true) => {
+            Ok(Some((streamed, breaks))) => {
+                // The pieces its events have not brought yet, then the answer.
+                if let Some(customer) = self.local.lock().customers.get_mut(job_id) {
+                    customer.pass_stream(&streamed, &breaks);
+                }
                 tell(&self.local, job_id, Ok(completed.output));
                 Ok(())
             }
-            Ok(false) | Err(LeaseError::UnknownJob | LeaseError::NotYourLease) => Ok(()),
+            Ok(None) | Err(LeaseError::UnknownJob | LeaseError::NotYourLease) => Ok(()),
             Err(LeaseError::Store(error)) => Err(error),
         }
     }
@@ -829,7 +838,7 @@ async fn look_at_job(store: Arc<dyn PoolStore>, local: Arc<LocalWaiters>, job_id
         let Some(customer) = waiters.customers.get_mut(&job_id) else {
             return;
         };
-        customer.pass_stream(&job.body.streamed);
+        customer.pass_stream(&job.body.streamed, &job.body.stream_breaks);
         match (&job.state, &job.body.outcome) {
             (JobState::Finished, Some(outcome)) => Some(outcome.clone()),
             _ if job.body.answered => job.body.answers.first().map(|a| Ok(a.output.clone())),

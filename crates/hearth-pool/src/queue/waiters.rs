@@ -27,15 +27,22 @@ pub(super) struct Customer {
 }
 
 impl Customer {
-    /// Pass on what `streamed` has beyond what this customer already has.
-    pub fn pass_stream(&mut self, streamed: &str) {
-        if let Some(deltas) = &self.deltas
-            && let Some(rest) = streamed.get(self.passed..)
-            && !rest.is_empty()
-        {
+    /// Pass on what `streamed` has beyond what this customer already has, in the pieces
+    /// that `breaks` (where each piece ends) mark.
+    pub fn pass_stream(&mut self, streamed: &str, breaks: &[usize]) {
+        let Some(deltas) = &self.deltas else {
+            return;
+        };
+        for &end in breaks.iter().chain(std::iter::once(&streamed.len())) {
+            if end <= self.passed {
+                continue;
+            }
+            let Some(piece) = streamed.get(self.passed..end) else {
+                return;
+            };
             // A customer who hung up is cancelled by its own request.
-            let _ = deltas.send(rest.to_owned());
-            self.passed = streamed.len();
+            let _ = deltas.send(piece.to_owned());
+            self.passed = end;
         }
     }
 }

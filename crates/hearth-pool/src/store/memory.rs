@@ -114,8 +114,7 @@ impl MemoryJobs {
             };
             let fits = claim.models.contains(&job.model)
                 && !job.exclude.iter().any(|n| n == claim.node_id)
-                && (claim.established || !job.established_only)
-                && job.deadline_unix_ms > claim.now_unix_ms;
+                && (claim.established || !job.established_only);
             if fits {
                 picked.push(id.clone());
             }

@@ -24,6 +24,8 @@ CREATE TABLE jobs (
     deadline_unix_ms bigint NOT NULL,
     -- The task, the pool's units, answers, streamed text, outcome (JSON).
     body text NOT NULL,
+    -- Raised by every change: a change is written only over the version it read.
+    version bigint NOT NULL DEFAULT 0,
     CHECK ((state IN ('leased', 'paying')) = (node_id IS NOT NULL))
 );
 
@@ -34,6 +36,35 @@ CREATE INDEX jobs_lease_expiry ON jobs (lease_expires_unix_ms) WHERE state IN ('
 CREATE INDEX jobs_by_node ON jobs (node_id) WHERE state = 'leased';
 -- Jobs whose customer is gone are purged by deadline.
 CREATE INDEX jobs_deadline ON jobs (deadline_unix_ms);
+
+-- A lease: up to p_limit queued jobs that p_node may run, in line order, each to one node
+-- however many processes claim at once. A function so that its plan can be fixed: a queue's
+-- statistics are always out of date, and with them the planner would sort every queued row
+-- for each claim instead of walking jobs_line. (PL/pgSQL keeps the plan for the session.)
+CREATE FUNCTION claim_jobs(
+    p_models text[], p_node text, p_established boolean, p_limit integer, p_lease text,
+    p_now bigint, p_expires bigint)
+RETURNS SETOF jobs
+LANGUAGE plpgsql
+SET enable_sort = off
+SET enable_bitmapscan = off
+SET enable_seqscan = off
+AS $$
+BEGIN
+    RETURN QUERY
+    WITH picked AS (
+        SELECT id FROM jobs
+        WHERE state = 'queued' AND model = ANY(p_models) AND NOT (p_node = ANY(exclude))
+          AND (p_established OR NOT established_only)
+        ORDER BY front DESC, place
+        LIMIT p_limit
+        FOR UPDATE SKIP LOCKED)
+    UPDATE jobs AS j SET state = 'leased', node_id = p_node, lease_id = p_lease,
+        lease_expires_unix_ms = p_expires, leased_unix_ms = p_now, version = j.version + 1
+    FROM picked WHERE j.id = picked.id
+    RETURNING j.*;
+END
+$$;
 
 -- Each node's registration (key, profile, session MAC key) as JSON, so that any process
 -- checks its requests.

@@ -5,6 +5,10 @@
 //! receipt per node and sequence (so a chain cannot fork), one receipt per job and node (so a
 //! job is not paid twice). Only plain SQL that PostgreSQL-compatible distributed databases
 //! also offer is used here: `ON CONFLICT`, `FOR UPDATE`, arrays through `unnest`.
+//!
+//! The job queue and its events are in [`jobs`].
+
+mod jobs;
 
 use std::collections::{BTreeMap, HashMap};
 use std::str::FromStr;
@@ -20,9 +24,10 @@ use super::{
     ChainEnd, NodeSession, Payment, PoolStore, StoreError, chain_payments, from_json, to_json,
 };
 use crate::accounts::{CustomerKey, Usage};
-use crate::queue::job::{Claim, JobCounts, JobEdit, JobRow, JobState, QueueEvent, Write};
+use crate::queue::job::{Claim, JobCounts, JobEdit, JobRow, QueueEvent};
 use crate::queue::now_unix_ms;
 use crate::reputation::NodeRecord;
+use jobs::PgJobs;
 
 /// The schema's versions, oldest first: each is applied once, in its own transaction, by
 /// `hearth-pool migrate` or at start.
@@ -30,12 +35,12 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
     (
         1,
         "durable state: chains, receipts, records, keys, usage",
-        include_str!("migrations/0001_durable_state.sql"),
+        include_str!("../migrations/0001_durable_state.sql"),
     ),
     (
         2,
         "the job queue and node sessions",
-        include_str!("migrations/0002_queue_and_sessions.sql"),
+        include_str!("../migrations/0002_queue_and_sessions.sql"),
     ),
 ];
 
@@ -43,9 +48,6 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
 const CHANNEL: &str = "hearth_jobs";
 /// Events buffered for a slow listener before it is told to resync.
 const EVENT_BUFFER: usize = 4096;
-/// The columns of a job, in [`job_from_row`]'s order.
-const JOB_COLUMNS: &str = "id, model, state, node_id, lease_id, lease_expires_unix_ms, attempts, \
-     exclude, established_only, front, deadline_unix_ms, leased_unix_ms, body";
 
 /// How long a request waits for a free connection, and a new connection for the server.
 const CONNECTION_WAIT: Duration = Duration::from_secs(5);
@@ -90,19 +92,8 @@ fn uint(value: i64, what: &'static str) -> Result<u64, StoreError> {
 /// itself (a restarted server is reconnected to on the next request).
 pub struct PgStore {
     pool: Pool,
-    /// Where the listening connection connects.
-    config: tokio_postgres::Config,
-    events: tokio::sync::broadcast::Sender<QueueEvent>,
-    /// The task that listens, started with the first [`PoolStore::events`].
-    listener: std::sync::OnceLock<tokio::task::JoinHandle<()>>,
-}
-
-impl Drop for PgStore {
-    fn drop(&mut self) {
-        if let Some(listener) = self.listener.get() {
-            listener.abort();
-        }
-    }
+    /// The job queue and its events.
+    jobs: PgJobs,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -150,10 +141,8 @@ impl PgStore {
             .build()
             .map_err(|e| StoreError::Invalid(e.to_string()))?;
         let store = Self {
+            jobs: PgJobs::new(pool.clone(), config),
             pool,
-            config,
-            events: tokio::sync::broadcast::channel(EVENT_BUFFER).0,
-            listener: std::sync::OnceLock::new(),
         };
         drop(store.client().await?);
         Ok(store)
@@ -241,131 +230,6 @@ async fn version_on(client: &tokio_postgres::Client) -> Result<i32, StoreError> 
         .await
         .map_err(db_error)?;
     Ok(row.get(0))
-}
-
-/// Listen on [`CHANNEL`] and pass each event on to `events`, for as long as the store lives;
-/// a lost connection is made again (backing off up to 5 s) and followed by
-/// [`QueueEvent::Resync`], since events sent meanwhile were missed.
-async fn listen(
-    config: tokio_postgres::Config,
-    events: tokio::sync::broadcast::Sender<QueueEvent>,
-) {
-    use futures_util::StreamExt;
-    const FIRST_RETRY: Duration = Duration::from_millis(100);
-    let mut retry = FIRST_RETRY;
-    loop {
-        match config.connect(NoTls).await {
-            Ok((client, mut connection)) => {
-                let (payloads, mut incoming) = tokio::sync::mpsc::unbounded_channel::<String>();
-                let driver = tokio::spawn(async move {
-                    let mut messages =
-                        futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
-                    while let Some(message) = messages.next().await {
-                        match message {
-                            Ok(tokio_postgres::AsyncMessage::Notification(n)) => {
-                                if payloads.send(n.payload().to_owned()).is_err() {
-                                    break;
-                                }
-                            }
-                            Ok(_) => {}
-                            Err(error) => {
-                                tracing::warn!(%error, "the database's event connection broke");
-                                break;
-                            }
-                        }
-                    }
-                });
-                match client.batch_execute(&format!("LISTEN {CHANNEL}")).await {
-                    Ok(()) => {
-                        tracing::debug!("listening for job events");
-                        retry = FIRST_RETRY;
-                        // Whatever was sent before this connection listened is looked at again.
-                        let _ = events.send(QueueEvent::Resync);
-                        while let Some(payload) = incoming.recv().await {
-                            match QueueEvent::decode(&payload) {
-                                Some(event) => {
-                                    let _ = events.send(event);
-                                }
-                                None => tracing::debug!(%payload, "unknown job event ignored"),
-                            }
-                        }
-                    }
-                    Err(error) => tracing::warn!(%error, "could not listen for job events"),
-                }
-                driver.abort();
-                let _ = events.send(QueueEvent::Resync);
-            }
-            Err(error) => {
-                tracing::warn!(%error, retry_ms = retry.as_millis() as u64, "cannot reach the database for job events");
-            }
-        }
-        tokio::time::sleep(retry).await;
-        retry = (retry * 2).min(Duration::from_secs(5));
-    }
-}
-
-/// A job read back from [`JOB_COLUMNS`].
-fn job_from_row(row: &tokio_postgres::Row) -> Result<JobRow, StoreError> {
-    let state: &str = row.get(2);
-    let node_id: Option<String> = row.get(3);
-    let lease_id: Option<String> = row.get(4);
-    let expires: Option<i64> = row.get(5);
-    let corrupt = |detail: String| StoreError::Corrupt {
-        what: "job",
-        detail,
-    };
-    let state = match (state, node_id, lease_id) {
-        ("queued", _, _) => JobState::Queued,
-        ("finished", _, _) => JobState::Finished,
-        ("leased", Some(node_id), Some(lease_id)) => JobState::Leased {
-            node_id,
-            lease_id,
-            expires_unix_ms: uint(expires.unwrap_or(0), "lease expiry")?,
-        },
-        ("paying", Some(node_id), Some(lease_id)) => JobState::Paying {
-            node_id,
-            lease_id,
-            expires_unix_ms: uint(expires.unwrap_or(0), "payment expiry")?,
-        },
-        (other, _, _) => return Err(corrupt(format!("state {other} without its lease"))),
-    };
-    Ok(JobRow {
-        id: row.get(0),
-        model: row.get(1),
-        state,
-        attempts: u32::try_from(row.get::<_, i32>(6))
-            .map_err(|_| corrupt("negative attempts".into()))?,
-        exclude: row.get(7),
-        established_only: row.get(8),
-        front: row.get(9),
-        deadline_unix_ms: uint(row.get(10), "deadline")?,
-        leased_unix_ms: uint(row.get(11), "lease time")?,
-        body: from_json(row.get::<_, &str>(12).as_bytes(), "job")?,
-    })
-}
-
-/// A job's body as stored.
-fn body_text(job: &JobRow) -> Result<String, StoreError> {
-    String::from_utf8(to_json(&job.body)?).map_err(|e| StoreError::Invalid(e.to_string()))
-}
-
-/// Send `events` to every process when the transaction `tx` commits.
-async fn notify(
-    tx: &deadpool_postgres::Transaction<'_>,
-    events: &[QueueEvent],
-) -> Result<(), StoreError> {
-    if events.is_empty() {
-        return Ok(());
-    }
-    let payloads: Vec<String> = events.iter().map(QueueEvent::encode).collect();
-    let statement = tx
-        .prepare_cached("SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p")
-        .await
-        .map_err(db_error)?;
-    tx.execute(&statement, &[&CHANNEL, &payloads])
-        .await
-        .map_err(db_error)?;
-    Ok(())
 }
 
 /// What one append changes in a node's chain row.
@@ -782,170 +646,19 @@ impl PoolStore for PgStore {
     }
 
     async fn insert_jobs(&self, jobs: &[JobRow], events: &[QueueEvent]) -> Result<(), StoreError> {
-        let mut columns = JobColumns::default();
-        for job in jobs {
-            columns.push(job)?;
-        }
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(db_error)?;
-        let insert = tx
-            .prepare_cached(
-                "INSERT INTO jobs (id, model, state, attempts, established_only, front, deadline_unix_ms, body)
-                 SELECT id, model, 'queued', 0, false, false, deadline, body
-                 FROM unnest($1::text[], $2::text[], $3::int8[], $4::text[])
-                      AS j(id, model, deadline, body)",
-            )
-            .await
-            .map_err(db_error)?;
-        tx.execute(
-            &insert,
-            &[
-                &columns.id,
-                &columns.model,
-                &columns.deadline,
-                &columns.body,
-            ],
-        )
-        .await
-        .map_err(db_error)?;
-        notify(&tx, events).await?;
-        tx.commit().await.map_err(db_error)
+        self.jobs.insert_jobs(jobs, events).await
     }
 
     async fn claim_jobs(&self, claim: &Claim<'_>) -> Result<Vec<JobRow>, StoreError> {
-        let limit = int8(claim.max as u64, "limit")?;
-        let now = int8(claim.now_unix_ms, "time")?;
-        let expires = int8(claim.expires_unix_ms, "time")?;
-        let client = self.client().await?;
-        let statement = client
-            .prepare_cached(&format!(
-                "WITH picked AS (
-                     SELECT id FROM jobs
-                     WHERE state = 'queued' AND model = ANY($1) AND NOT ($2 = ANY(exclude))
-                       AND ($3 OR NOT established_only) AND deadline_unix_ms > $4
-                     ORDER BY front DESC, place
-                     LIMIT $5
-                     FOR UPDATE SKIP LOCKED)
-                 UPDATE jobs AS j SET state = 'leased', node_id = $2, lease_id = $6,
-                     lease_expires_unix_ms = $7, leased_unix_ms = $4
-                 FROM picked WHERE j.id = picked.id
-                 RETURNING {}",
-                JOB_COLUMNS
-                    .split(", ")
-                    .map(|c| format!("j.{}", c.trim()))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ))
-            .await
-            .map_err(db_error)?;
-        let rows = client
-            .query(
-                &statement,
-                &[
-                    &claim.models,
-                    &claim.node_id,
-                    &claim.established,
-                    &now,
-                    &limit,
-                    &claim.lease_id,
-                    &expires,
-                ],
-            )
-            .await
-            .map_err(db_error)?;
-        rows.iter().map(job_from_row).collect()
+        self.jobs.claim_jobs(claim).await
     }
 
     async fn edit_job(&self, job_id: &str, edit: JobEdit<'_>) -> Result<bool, StoreError> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(db_error)?;
-        let select = tx
-            .prepare_cached(&format!(
-                "SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1 FOR UPDATE"
-            ))
-            .await
-            .map_err(db_error)?;
-        let Some(row) = tx.query_opt(&select, &[&job_id]).await.map_err(db_error)? else {
-            return Ok(false);
-        };
-        let mut job = job_from_row(&row)?;
-        let done = edit(&mut job);
-        match done.write {
-            Write::Keep => {}
-            Write::Put => {
-                let (node_id, lease_id, expires) = match &job.state {
-                    JobState::Leased {
-                        node_id,
-                        lease_id,
-                        expires_unix_ms,
-                    }
-                    | JobState::Paying {
-                        node_id,
-                        lease_id,
-                        expires_unix_ms,
-                    } => (
-                        Some(node_id.as_str()),
-                        Some(lease_id.as_str()),
-                        Some(int8(*expires_unix_ms, "time")?),
-                    ),
-                    JobState::Queued | JobState::Finished => (None, None, None),
-                };
-                let update = tx
-                    .prepare_cached(
-                        "UPDATE jobs SET state = $2, node_id = $3, lease_id = $4,
-                             lease_expires_unix_ms = $5, attempts = $6, exclude = $7,
-                             established_only = $8, front = $9,
-                             place = CASE WHEN $2 = 'queued' THEN nextval('job_places') ELSE place END,
-                             deadline_unix_ms = $10, body = $11
-                         WHERE id = $1",
-                    )
-                    .await
-                    .map_err(db_error)?;
-                tx.execute(
-                    &update,
-                    &[
-                        &job_id,
-                        &job.state.name(),
-                        &node_id,
-                        &lease_id,
-                        &expires,
-                        &i32::try_from(job.attempts).unwrap_or(i32::MAX),
-                        &job.exclude,
-                        &job.established_only,
-                        &job.front,
-                        &int8(job.deadline_unix_ms, "deadline")?,
-                        &body_text(&job)?,
-                    ],
-                )
-                .await
-                .map_err(db_error)?;
-            }
-            Write::Delete => {
-                let delete = tx
-                    .prepare_cached("DELETE FROM jobs WHERE id = $1")
-                    .await
-                    .map_err(db_error)?;
-                tx.execute(&delete, &[&job_id]).await.map_err(db_error)?;
-            }
-        }
-        notify(&tx, &done.events).await?;
-        tx.commit().await.map_err(db_error)?;
-        Ok(true)
+        self.jobs.edit_job(job_id, edit).await
     }
 
     async fn job(&self, job_id: &str) -> Result<Option<JobRow>, StoreError> {
-        let client = self.client().await?;
-        let statement = client
-            .prepare_cached(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1"))
-            .await
-            .map_err(db_error)?;
-        client
-            .query_opt(&statement, &[&job_id])
-            .await
-            .map_err(db_error)?
-            .as_ref()
-            .map(job_from_row)
-            .transpose()
+        self.jobs.job(job_id).await
     }
 
     async fn expired_leases(
@@ -953,97 +666,31 @@ impl PoolStore for PgStore {
         now_unix_ms: u64,
         limit: usize,
     ) -> Result<Vec<String>, StoreError> {
-        let client = self.client().await?;
-        let statement = client
-            .prepare_cached(
-                "SELECT id FROM jobs WHERE state IN ('leased', 'paying') AND lease_expires_unix_ms <= $1
-                 ORDER BY lease_expires_unix_ms LIMIT $2",
-            )
-            .await
-            .map_err(db_error)?;
-        Ok(client
-            .query(
-                &statement,
-                &[&int8(now_unix_ms, "time")?, &int8(limit as u64, "limit")?],
-            )
-            .await
-            .map_err(db_error)?
-            .iter()
-            .map(|row| row.get(0))
-            .collect())
+        self.jobs.expired_leases(now_unix_ms, limit).await
     }
 
     async fn next_lease_expiry(&self) -> Result<Option<u64>, StoreError> {
-        let client = self.client().await?;
-        let statement = client
-            .prepare_cached(
-                "SELECT min(lease_expires_unix_ms) FROM jobs WHERE state IN ('leased', 'paying')",
-            )
-            .await
-            .map_err(db_error)?;
-        let row = client.query_one(&statement, &[]).await.map_err(db_error)?;
-        row.get::<_, Option<i64>>(0)
-            .map(|t| uint(t, "lease expiry"))
-            .transpose()
+        self.jobs.next_lease_expiry().await
     }
 
     async fn jobs_leased_to(&self, node_id: &str) -> Result<Vec<String>, StoreError> {
-        let client = self.client().await?;
-        let statement = client
-            .prepare_cached("SELECT id FROM jobs WHERE state = 'leased' AND node_id = $1")
-            .await
-            .map_err(db_error)?;
-        Ok(client
-            .query(&statement, &[&node_id])
-            .await
-            .map_err(db_error)?
-            .iter()
-            .map(|row| row.get(0))
-            .collect())
+        self.jobs.jobs_leased_to(node_id).await
     }
 
     async fn purge_jobs(&self, before_unix_ms: u64) -> Result<usize, StoreError> {
-        let client = self.client().await?;
-        let purged = client
-            .execute(
-                "DELETE FROM jobs WHERE deadline_unix_ms < $1 AND state IN ('queued', 'finished')",
-                &[&int8(before_unix_ms, "time")?],
-            )
-            .await
-            .map_err(db_error)?;
-        Ok(purged as usize)
+        self.jobs.purge_jobs(before_unix_ms).await
     }
 
     async fn job_counts(&self) -> Result<JobCounts, StoreError> {
-        let client = self.client().await?;
-        let rows = client
-            .query("SELECT state, count(*) FROM jobs GROUP BY state", &[])
-            .await
-            .map_err(db_error)?;
-        let mut counts = JobCounts::default();
-        for row in rows {
-            let n = usize::try_from(row.get::<_, i64>(1)).unwrap_or(0);
-            match row.get::<_, &str>(0) {
-                "queued" => counts.queued += n,
-                "finished" => counts.finished += n,
-                _ => counts.leased += n,
-            }
-        }
-        Ok(counts)
+        self.jobs.job_counts().await
     }
 
     async fn publish(&self, events: &[QueueEvent]) -> Result<(), StoreError> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(db_error)?;
-        notify(&tx, events).await?;
-        tx.commit().await.map_err(db_error)
+        self.jobs.publish(events).await
     }
 
     fn events(&self) -> tokio::sync::broadcast::Receiver<QueueEvent> {
-        let receiver = self.events.subscribe();
-        self.listener
-            .get_or_init(|| tokio::spawn(listen(self.config.clone(), self.events.clone())));
-        receiver
+        self.jobs.events()
     }
 
     fn connection_use(&self) -> Option<ConnectionUse> {
@@ -1060,23 +707,4 @@ struct ReceiptColumns {
     credits: Vec<i64>,
     issued: Vec<i64>,
     signed: Vec<String>,
-}
-
-/// New jobs as columns, for one `INSERT … SELECT FROM unnest(…)`.
-#[derive(Default)]
-struct JobColumns {
-    id: Vec<String>,
-    model: Vec<String>,
-    deadline: Vec<i64>,
-    body: Vec<String>,
-}
-
-impl JobColumns {
-    fn push(&mut self, job: &JobRow) -> Result<(), StoreError> {
-        self.id.push(job.id.clone());
-        self.model.push(job.model.clone());
-        self.deadline.push(int8(job.deadline_unix_ms, "deadline")?);
-        self.body.push(body_text(job)?);
-        Ok(())
-    }
 }
