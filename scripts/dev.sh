@@ -3,6 +3,8 @@
 #
 #   scripts/dev.sh run    set up, build and launch the desktop app
 #   scripts/dev.sh test   set up and run every check and test (what CI runs)
+#   scripts/dev.sh bench-scale   the pool at network scale: 10,000 simulated nodes, three pool
+#                                processes, one PostgreSQL (a few minutes; not part of test)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -220,11 +222,25 @@ cmd_test() {
   printf 'total: %d s\n' "$SECONDS" >&2
 }
 
+# The pool's scale bench against a PostgreSQL server of its own (see benches/scale.rs).
+cmd_bench_scale() {
+  setup_system
+  setup_rust
+  log "building the pool"
+  cargo build -p hearth-pool -p hearth-inference --bins --locked
+  "${CARGO_TARGET_DIR:-target}/debug/hearth-models" fetch
+  start_test_postgres
+  log "the pool at network scale"
+  cargo test -p hearth-pool --bench scale --locked -- --bench
+  end_stage
+}
+
 case "${1:-}" in
   run) cmd_run ;;
   test) cmd_test ;;
+  bench-scale) cmd_bench_scale ;;
   *)
-    echo "usage: $0 run|test" >&2
+    echo "usage: $0 run|test|bench-scale" >&2
     exit 2
     ;;
 esac

@@ -22,7 +22,7 @@ use hearth_protocol::{
     Registration, RegistrationReply, RequestSigner, ResultReply, SessionSecret, TaskOutput,
     TaskPayload,
 };
-use tokio::sync::Mutex;
+use std::sync::Mutex;
 
 const MODEL: &str = "all-minilm-l6-v2";
 const PROCESSES: usize = 3;
@@ -260,7 +260,6 @@ async fn run_node(
         wait_ms: POLL_MS,
     })?;
     let mut handed = Vec::new();
-    let mut latencies = Vec::new();
     while !stop.load(Ordering::Relaxed) {
         if handed.is_empty() {
             let reply: LeaseReply = post(
@@ -313,11 +312,13 @@ async fn run_node(
         .json()
         .await?;
         anyhow::ensure!(reply.receipt.is_some(), "no receipt");
-        latencies.push(leased.elapsed().as_micros() as u64);
+        seen.latencies_us
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(leased.elapsed().as_micros() as u64);
         seen.jobs.fetch_add(1, Ordering::Relaxed);
         handed = reply.jobs;
     }
-    seen.latencies_us.lock().await.extend(latencies);
     Ok(())
 }
 
@@ -424,8 +425,9 @@ async fn main() -> anyhow::Result<()> {
         (rss_held - rss_empty) / (nodes as f64 / 1000.0)
     );
 
-    // Idle: every node connected, no work.
-    let window = Duration::from_secs(20);
+    // Idle: every node connected, no work, over a window longer than a long poll (so every
+    // node's poll runs out and is made again once inside it).
+    let window = Duration::from_millis(POLL_MS + 10_000);
     let before = cpu.sample();
     tokio::time::sleep(window).await;
     let after = cpu.sample();
@@ -487,7 +489,8 @@ async fn main() -> anyhow::Result<()> {
         child.start_kill()?;
     }
     while workers.join_next().await.is_some() {}
-    let mut latencies = std::mem::take(&mut *seen.latencies_us.lock().await);
+    let mut latencies =
+        std::mem::take(&mut *seen.latencies_us.lock().unwrap_or_else(|e| e.into_inner()));
     latencies.sort_unstable();
     if !latencies.is_empty() {
         let pct = |p: f64| {

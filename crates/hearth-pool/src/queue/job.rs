@@ -7,7 +7,11 @@
 use hearth_protocol::{TaskOutput, TaskPayload};
 use serde::{Deserialize, Serialize};
 
+use tokio::sync::{mpsc, oneshot};
+
+use super::waiters::Completed;
 use crate::meter::Metered;
+use crate::store::StoreError;
 use crate::verify::Answer;
 
 /// Where a job is in its life.
@@ -164,6 +168,31 @@ impl JobRow {
         self.body.stream && !self.body.answered && !self.body.streamed.is_empty()
     }
 
+    /// Put the job back in line (before new jobs), telling a node that runs it.
+    pub fn requeue(&mut self) -> Edit {
+        self.state = JobState::Queued;
+        self.front = true;
+        self.established_only = !self.body.answers.is_empty();
+        Edit::put(vec![QueueEvent::Work {
+            model: self.model.clone(),
+            established_only: self.established_only,
+            jobs: 1,
+        }])
+    }
+
+    /// End the job with `outcome` for its customer (forgotten at once when the customer
+    /// already has its answer, or went away).
+    pub fn finish(&mut self, outcome: Outcome) -> Edit {
+        if self.body.answered || self.body.cancelled {
+            return Edit::delete();
+        }
+        self.state = JobState::Finished;
+        self.body.outcome = Some(outcome);
+        Edit::put(vec![QueueEvent::Finished {
+            job_id: self.id.clone(),
+        }])
+    }
+
     /// The node holding or paying for the job, if any.
     pub fn holder(&self) -> Option<&str> {
         match &self.state {
@@ -171,6 +200,66 @@ impl JobRow {
             _ => None,
         }
     }
+}
+
+/// The queue could not take a request's jobs.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SubmitError {
+    #[error("the pool's queue is full ({0} jobs waiting); retry shortly")]
+    Full(usize),
+    #[error("the pool is shutting down; retry shortly")]
+    Closed,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Why a node's request about a job was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LeaseError {
+    #[error("no such job")]
+    UnknownJob,
+    #[error("the lease is not held by this node, or has expired")]
+    NotYourLease,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What a customer holds for a submitted job.
+#[derive(Debug)]
+pub struct Submitted {
+    pub job_id: String,
+    pub done: oneshot::Receiver<Result<Completed, JobFailure>>,
+    /// Streamed text of a chat job, when asked for.
+    pub deltas: Option<mpsc::UnboundedReceiver<String>>,
+}
+
+/// A result the caller may now check and pay for (see [`Queue::accept_result`]).
+#[derive(Debug)]
+pub struct Accepted {
+    pub model: String,
+    /// What the node was asked to run (the job, or a check of another node's answer).
+    pub leased_task: TaskPayload,
+    /// The customer's job.
+    pub task: TaskPayload,
+    /// The pool's own units for the job.
+    pub metered: Metered,
+    /// The customer key charged for it.
+    pub customer: Option<String>,
+    /// Text already streamed to the customer from this lease.
+    pub streamed: String,
+    /// The result goes through [`Queue::record_answer`] before anyone is paid.
+    pub verify: bool,
+    /// How long the node held the lease before its result came, in ms.
+    pub lease_to_result_ms: u64,
+}
+
+/// One job of a customer's request.
+#[derive(Debug)]
+pub struct NewJob {
+    pub task: TaskPayload,
+    pub metered: Metered,
+    /// The customer key charged for it (none: nobody is charged, as in benchmarks).
+    pub customer: Option<String>,
 }
 
 /// What a store does with a job after an edit looked at it.

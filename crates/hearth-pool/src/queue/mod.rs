@@ -12,6 +12,7 @@
 //! its row's lock) before any payment, so a duplicate arriving meanwhile, at any process,
 //! cannot be paid twice.
 
+mod events;
 pub mod job;
 mod waiters;
 
@@ -19,14 +20,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use hearth_protocol::{Job, TaskPayload};
-use tokio::sync::{broadcast, mpsc, oneshot};
+use hearth_protocol::Job;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::config::PoolConfig;
-use crate::meter::Metered;
 use crate::store::{PoolStore, StoreError};
 use crate::verify::{self, Answer, Verdict};
-pub use job::JobFailure;
+use events::{follow_events, tell};
+pub use job::{Accepted, JobFailure, LeaseError, NewJob, SubmitError, Submitted};
 use job::{Claim, Edit, JobBody, JobRow, JobState, Outcome, QueueEvent};
 pub use waiters::Completed;
 use waiters::{Customer, LocalWaiters, NodeWaiter};
@@ -51,66 +52,6 @@ pub fn random_id(prefix: &str) -> String {
     format!("{prefix}{}", hearth_protocol::hex(&bytes))
 }
 
-/// The queue could not take a request's jobs.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SubmitError {
-    #[error("the pool's queue is full ({0} jobs waiting); retry shortly")]
-    Full(usize),
-    #[error("the pool is shutting down; retry shortly")]
-    Closed,
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
-
-/// Why a node's request about a job was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum LeaseError {
-    #[error("no such job")]
-    UnknownJob,
-    #[error("the lease is not held by this node, or has expired")]
-    NotYourLease,
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
-
-/// What a customer holds for a submitted job.
-#[derive(Debug)]
-pub struct Submitted {
-    pub job_id: String,
-    pub done: oneshot::Receiver<Result<Completed, JobFailure>>,
-    /// Streamed text of a chat job, when asked for.
-    pub deltas: Option<mpsc::UnboundedReceiver<String>>,
-}
-
-/// A result the caller may now check and pay for (see [`Queue::accept_result`]).
-#[derive(Debug)]
-pub struct Accepted {
-    pub model: String,
-    /// What the node was asked to run (the job, or a check of another node's answer).
-    pub leased_task: TaskPayload,
-    /// The customer's job.
-    pub task: TaskPayload,
-    /// The pool's own units for the job.
-    pub metered: Metered,
-    /// The customer key charged for it.
-    pub customer: Option<String>,
-    /// Text already streamed to the customer from this lease.
-    pub streamed: String,
-    /// The result goes through [`Queue::record_answer`] before anyone is paid.
-    pub verify: bool,
-    /// How long the node held the lease before its result came, in ms.
-    pub lease_to_result_ms: u64,
-}
-
-/// One job of a customer's request.
-#[derive(Debug)]
-pub struct NewJob {
-    pub task: TaskPayload,
-    pub metered: Metered,
-    /// The customer key charged for it (none: nobody is charged, as in benchmarks).
-    pub customer: Option<String>,
-}
-
 /// The queue of one pool process over the shared store.
 pub struct Queue {
     store: Arc<dyn PoolStore>,
@@ -126,31 +67,6 @@ impl std::fmt::Debug for Queue {
             .field("customers_waiting", &self.local.lock().customers.len())
             .finish()
     }
-}
-
-/// Put `job` back in line (before new jobs), telling a node that runs it.
-fn requeue(job: &mut JobRow) -> Edit {
-    job.state = JobState::Queued;
-    job.front = true;
-    job.established_only = !job.body.answers.is_empty();
-    Edit::put(vec![QueueEvent::Work {
-        model: job.model.clone(),
-        established_only: job.established_only,
-        jobs: 1,
-    }])
-}
-
-/// End `job` with `outcome` for its customer (forgotten at once when the customer already
-/// has its answer).
-fn finish(job: &mut JobRow, outcome: Outcome) -> Edit {
-    if job.body.answered || job.body.cancelled {
-        return Edit::delete();
-    }
-    job.state = JobState::Finished;
-    job.body.outcome = Some(outcome);
-    Edit::put(vec![QueueEvent::Finished {
-        job_id: job.id.clone(),
-    }])
 }
 
 impl Queue {
@@ -406,9 +322,9 @@ impl Queue {
             let edit = if job.body.cancelled {
                 Edit::delete()
             } else if job.is_partly_streamed() {
-                finish(job, Err(JobFailure::StreamBroken))
+                job.finish(Err(JobFailure::StreamBroken))
             } else {
-                requeue(job)
+                job.requeue()
             };
             (edit, Ok(()))
         })
@@ -485,7 +401,7 @@ impl Queue {
                             });
                         }
                         job.body.check_task = check_task.clone();
-                        let mut edit = requeue(job);
+                        let mut edit = job.requeue();
                         edit.events.extend(events);
                         edit
                     }
@@ -495,9 +411,9 @@ impl Queue {
                         // A fresh answer from another node, drawn for a check like any other.
                         job.body.answers.clear();
                         job.body.check_task = None;
-                        requeue(job)
+                        job.requeue()
                     }
-                    Verdict::Unresolved => finish(job, Err(JobFailure::Unverified)),
+                    Verdict::Unresolved => job.finish(Err(JobFailure::Unverified)),
                     // Still being paid: the caller finishes it.
                     Verdict::Settled { .. } => Edit::put(Vec::new()),
                 };
@@ -525,7 +441,7 @@ impl Queue {
                     );
                     return (Edit::delete(), Some(stream));
                 }
-                (finish(job, Ok(completed.output.clone())), None)
+                (job.finish(Ok(completed.output.clone())), None)
             })
             .await;
         match edited {
@@ -563,17 +479,17 @@ impl Queue {
                     return (Edit::keep(), ());
                 }
                 if job.is_partly_streamed() {
-                    return (finish(job, Err(JobFailure::StreamBroken)), ());
+                    return (job.finish(Err(JobFailure::StreamBroken)), ());
                 }
                 job.attempts += 1;
                 let edit = if job.body.cancelled {
                     Edit::delete()
                 } else if job.attempts >= max_attempts {
-                    finish(job, Err(JobFailure::Exhausted(job.attempts)))
+                    job.finish(Err(JobFailure::Exhausted(job.attempts)))
                 } else if job.deadline_unix_ms <= now {
-                    finish(job, Err(JobFailure::Expired))
+                    job.finish(Err(JobFailure::Expired))
                 } else {
-                    requeue(job)
+                    job.requeue()
                 };
                 (edit, ())
             })
@@ -604,7 +520,7 @@ impl Queue {
                         if job.state != paid_state {
                             return (Edit::keep(), ());
                         }
-                        (finish(job, Err(JobFailure::PaymentInterrupted)), ())
+                        (job.finish(Err(JobFailure::PaymentInterrupted)), ())
                     })
                     .await;
                 continue;
@@ -638,9 +554,9 @@ impl Queue {
                     let edit = if job.body.cancelled {
                         Edit::delete()
                     } else if job.is_partly_streamed() {
-                        finish(job, Err(JobFailure::StreamBroken))
+                        job.finish(Err(JobFailure::StreamBroken))
                     } else {
-                        requeue(job)
+                        job.requeue()
                     };
                     (edit, true)
                 })
@@ -759,109 +675,6 @@ impl Queue {
     pub async fn counts(&self) -> Result<(usize, usize), StoreError> {
         let counts = self.store.job_counts().await?;
         Ok((counts.queued, counts.leased))
-    }
-}
-
-/// Give `job_id`'s customer in this process `outcome`; false when none waits.
-fn tell(local: &LocalWaiters, job_id: &str, outcome: Outcome) -> bool {
-    let Some(customer) = local.remove_customer(job_id) else {
-        return false;
-    };
-    customer
-        .done
-        .send(outcome.map(|output| Completed { output }))
-        .is_ok()
-}
-
-/// Route the store's events to this process's waiters until the queue or the store is gone
-/// (neither is kept alive by this task: a stopped pool lets go of its database).
-async fn follow_events(
-    mut events: broadcast::Receiver<QueueEvent>,
-    local: std::sync::Weak<LocalWaiters>,
-    store: std::sync::Weak<dyn PoolStore>,
-) {
-    loop {
-        let event = events.recv().await;
-        let (Some(waiters), Some(store)) = (local.upgrade(), store.upgrade()) else {
-            return;
-        };
-        match event {
-            Ok(QueueEvent::Work {
-                model,
-                established_only,
-                jobs,
-            }) => {
-                waiters.lock().wake(&model, established_only, jobs);
-            }
-            Ok(QueueEvent::Finished { job_id } | QueueEvent::Streamed { job_id }) => {
-                if waiters.lock().customers.contains_key(&job_id) {
-                    tokio::spawn(look_at_job(Arc::clone(&store), waiters, job_id));
-                }
-            }
-            Ok(QueueEvent::Resync) | Err(broadcast::error::RecvError::Lagged(_)) => {
-                let jobs: Vec<String> = {
-                    let mut local = waiters.lock();
-                    local.wake_all();
-                    local.customers.keys().cloned().collect()
-                };
-                tracing::debug!(customers = jobs.len(), "looking at every waiting job again");
-                for job_id in jobs {
-                    tokio::spawn(look_at_job(
-                        Arc::clone(&store),
-                        Arc::clone(&waiters),
-                        job_id,
-                    ));
-                }
-            }
-            Err(broadcast::error::RecvError::Closed) => return,
-        }
-    }
-}
-
-/// Pass a waiting customer of this process what its job has now: streamed text, then its
-/// outcome (after which the job is forgotten), or the first answer of a streamed chat still
-/// under verification.
-async fn look_at_job(store: Arc<dyn PoolStore>, local: Arc<LocalWaiters>, job_id: String) {
-    let job = match store.job(&job_id).await {
-        Ok(Some(job)) => job,
-        Ok(None) => {
-            // Gone without an outcome (purged, or its answer already given).
-            return;
-        }
-        Err(error) => {
-            tracing::warn!(job = %job_id, %error, "cannot read a job for its customer; it is looked at again after the next event");
-            return;
-        }
-    };
-    let outcome = {
-        let mut waiters = local.lock();
-        let Some(customer) = waiters.customers.get_mut(&job_id) else {
-            return;
-        };
-        customer.pass_stream(&job.body.streamed, &job.body.stream_breaks);
-        match (&job.state, &job.body.outcome) {
-            (JobState::Finished, Some(outcome)) => Some(outcome.clone()),
-            _ if job.body.answered => job.body.answers.first().map(|a| Ok(a.output.clone())),
-            _ => None,
-        }
-    };
-    let Some(outcome) = outcome else {
-        return;
-    };
-    tell(&local, &job_id, outcome);
-    if job.state == JobState::Finished {
-        let forgotten = store
-            .edit_job(&job_id, &mut |job: &mut JobRow| {
-                if job.state == JobState::Finished {
-                    Edit::delete()
-                } else {
-                    Edit::keep()
-                }
-            })
-            .await;
-        if let Err(error) = forgotten {
-            tracing::warn!(job = %job_id, %error, "a finished job was not forgotten; it is purged after its deadline");
-        }
     }
 }
 
