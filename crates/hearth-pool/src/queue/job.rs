@@ -306,8 +306,9 @@ impl Edit {
     }
 }
 
-/// An edit of one job: it may run more than once (a database retrying a transaction), so it
-/// reads everything it needs from the row and leaves its findings in its own captures.
+/// An edit of one job: it may run more than once (a database retrying after a race), so it
+/// reads everything it needs from the row and leaves its findings in its own captures. An
+/// edit that answers [`Write::Keep`] must not have changed the job (a store may edit in place).
 pub type JobEdit<'a> = &'a mut (dyn FnMut(&mut JobRow) -> Edit + Send);
 
 /// What a node asks for when it leases.

@@ -141,15 +141,11 @@ impl MemoryJobs {
             let Some(job) = table.jobs.get_mut(job_id) else {
                 return false;
             };
-            // Edit a copy, so that a job is changed entirely or not at all.
-            let mut edited = job.clone();
-            let done = edit(&mut edited);
+            // In place: an edit that keeps the job changed nothing (see `JobEdit`).
+            let done = edit(job);
             match done.write {
                 Write::Keep => {}
-                Write::Put => {
-                    *job = edited;
-                    table.reindex(job_id);
-                }
+                Write::Put => table.reindex(job_id),
                 Write::Delete => table.remove(job_id),
             }
             done.events
