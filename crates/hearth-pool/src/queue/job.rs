@@ -180,6 +180,19 @@ impl JobRow {
         }])
     }
 
+    /// Its node let go of it without a result (gave it back, or came back after a crash): no
+    /// attempt is counted. Forgotten if its customer went away; ended if the customer already
+    /// read part of a streamed answer; otherwise back in line.
+    pub fn hand_back(&mut self) -> Edit {
+        if self.body.cancelled {
+            Edit::delete()
+        } else if self.is_partly_streamed() {
+            self.finish(Err(JobFailure::StreamBroken))
+        } else {
+            self.requeue()
+        }
+    }
+
     /// End the job with `outcome` for its customer (forgotten at once when the customer
     /// already has its answer, or went away).
     pub fn finish(&mut self, outcome: Outcome) -> Edit {

@@ -319,14 +319,7 @@ impl Queue {
             if !job.is_leased_to(node_id, lease_id) {
                 return (Edit::keep(), Err(LeaseError::NotYourLease));
             }
-            let edit = if job.body.cancelled {
-                Edit::delete()
-            } else if job.is_partly_streamed() {
-                job.finish(Err(JobFailure::StreamBroken))
-            } else {
-                job.requeue()
-            };
-            (edit, Ok(()))
+            (job.hand_back(), Ok(()))
         })
         .await?
     }
@@ -551,14 +544,7 @@ impl Queue {
                     {
                         return (Edit::keep(), false);
                     }
-                    let edit = if job.body.cancelled {
-                        Edit::delete()
-                    } else if job.is_partly_streamed() {
-                        job.finish(Err(JobFailure::StreamBroken))
-                    } else {
-                        job.requeue()
-                    };
-                    (edit, true)
+                    (job.hand_back(), true)
                 })
                 .await;
             match edited {
