@@ -10,7 +10,8 @@
 //! pool memory per 1,000 connected nodes, idle CPU with every node connected and no work,
 //! jobs/s at saturation, lease-to-result p50/p99 as nodes see it, and the CPU time of the
 //! pool processes against PostgreSQL's during the saturated run. `HEARTH_SCALE_NODES` and
-//! `HEARTH_SCALE_JOBS` change the sizes.
+//! `HEARTH_SCALE_JOBS` change the sizes, `HEARTH_SCALE_IDLE_MS` the idle window (default: a
+//! long poll and 10 s).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -427,7 +428,8 @@ async fn main() -> anyhow::Result<()> {
 
     // Idle: every node connected, no work, over a window longer than a long poll (so every
     // node's poll runs out and is made again once inside it).
-    let window = Duration::from_millis(POLL_MS + 10_000);
+    let window =
+        Duration::from_millis(env_usize("HEARTH_SCALE_IDLE_MS", POLL_MS as usize + 10_000) as u64);
     let before = cpu.sample();
     tokio::time::sleep(window).await;
     let after = cpu.sample();
@@ -443,13 +445,14 @@ async fn main() -> anyhow::Result<()> {
     // Saturation: customers send requests of 100 texts (100 jobs each) to every process.
     let per_request = 100;
     let requests = jobs / per_request;
+    let in_flight = env_usize("HEARTH_SCALE_CUSTOMERS", 30);
     let before = cpu.sample();
     let jobs_before = seen.jobs.load(Ordering::Relaxed);
     let started = Instant::now();
     let mut customers = tokio::task::JoinSet::new();
     let customer_http = reqwest::Client::new();
     for r in 0..requests {
-        if customers.len() >= 30
+        if customers.len() >= in_flight
             && let Some(done) = customers.join_next().await
         {
             done??;

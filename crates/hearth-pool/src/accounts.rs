@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::PoolConfig;
 use crate::error::ApiError;
 use crate::queue::{now_unix_ms, random_id};
-use crate::store::{PoolStore, StoreError};
+use crate::store::{PoolStore, StoreError, UsageCharge};
 
 /// A customer's API key as the pool keeps it (the secret itself is never stored).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -297,19 +297,30 @@ impl Accounts {
         })
     }
 
-    /// Charge key `key_id` for a job of `model` worth `units`, whose nodes were paid
-    /// `paid_to_nodes`: that plus the fee. Returns the charge.
-    pub async fn charge(&self, key_id: &str, model: &str, units: u64, paid_to_nodes: u64) -> u64 {
+    /// What key `key_id` owes for a job of `model` worth `units` whose nodes are paid
+    /// `paid_to_nodes`: that plus the pool's fee. Stored with the job's receipts.
+    pub fn charge_for(
+        &self,
+        key_id: &str,
+        model: &str,
+        units: u64,
+        paid_to_nodes: u64,
+    ) -> UsageCharge {
         let fee = paid_to_nodes
             .saturating_mul(u64::from(self.config.fee_basis_points))
             .div_ceil(10_000);
-        let charge = paid_to_nodes.saturating_add(fee);
-        if let Err(error) = self.store.add_usage(key_id, model, units, charge).await {
-            tracing::error!(key = %key_id, %error, "usage not stored");
+        UsageCharge {
+            key_id: key_id.to_owned(),
+            model: model.to_owned(),
+            units,
+            micro_credits: paid_to_nodes.saturating_add(fee),
         }
+    }
+
+    /// Count a stored `charge` against its key's quota.
+    pub fn charged(&self, charge: &UsageCharge) {
         let mut charged = self.charged.lock().unwrap_or_else(|e| e.into_inner());
-        let total = charged.entry(key_id.to_owned()).or_insert(0);
-        *total = total.saturating_add(charge);
-        charge
+        let total = charged.entry(charge.key_id.clone()).or_insert(0);
+        *total = total.saturating_add(charge.micro_credits);
     }
 }

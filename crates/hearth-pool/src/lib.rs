@@ -49,7 +49,7 @@ pub use config::{ModelOffer, ModelTask, PoolConfig};
 pub use error::ApiError;
 pub use meter::Meter;
 pub use reputation::NodeRecord;
-pub use store::{Payment, PgStore, PoolStore, SledStore, StoreError, audit_chains};
+pub use store::{Payment, PgStore, PoolStore, SledStore, StoreError, UsageCharge, audit_chains};
 
 /// Everything the handlers share.
 #[derive(Debug)]

@@ -321,13 +321,17 @@ pub(crate) async fn give_back(
     Ok(Json(serde_json::json!({ "returned": job_id })))
 }
 
-/// Issue and store a receipt to each of `paid` for job `job_id`, durably; returns them.
+/// Issue and store a receipt to each of `paid` for job `job_id`, durably, and with them
+/// charge its customer (if `charged`: an accepted answer) for `units` plus the pool's fee;
+/// returns the receipts.
 async fn pay(
     state: &Arc<PoolState>,
     job_id: &str,
-    model: &str,
+    accepted: &crate::queue::Accepted,
     paid: &[Answer],
+    charged: Option<u64>,
 ) -> Result<Vec<SignedReceipt>, ApiError> {
+    let model = accepted.model.as_str();
     let offer = state
         .config
         .model(model)
@@ -342,30 +346,27 @@ async fn pay(
             unit: offer.unit().to_owned(),
             micro_credits: offer.price(answer.units),
         })
-        .collect();
-    state
+        .collect::<Vec<Payment>>();
+    let charge = match (&accepted.customer, charged) {
+        (Some(customer), Some(units)) => {
+            let to_nodes = payments
+                .iter()
+                .fold(0u64, |sum, p| sum.saturating_add(p.micro_credits));
+            Some(state.accounts.charge_for(customer, model, units, to_nodes))
+        }
+        _ => None,
+    };
+    let receipts = state
         .receipts
-        .issue(payments)
+        .issue(payments, charge.clone())
         .await
-        .map_err(|e| ApiError::internal(e.to_string()))
-}
-
-/// Charge the job's customer what its nodes were paid (`receipts`) plus the pool's fee.
-async fn charge_customer(
-    state: &PoolState,
-    accepted: &crate::queue::Accepted,
-    units: u64,
-    receipts: &[SignedReceipt],
-) {
-    if let Some(customer) = &accepted.customer {
-        let paid = receipts
-            .iter()
-            .fold(0u64, |sum, r| sum.saturating_add(r.receipt.micro_credits));
-        state
-            .accounts
-            .charge(customer, &accepted.model, units, paid)
-            .await;
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    if let Some(charge) = &charge
+        && !receipts.is_empty()
+    {
+        state.accounts.charged(charge);
     }
+    Ok(receipts)
 }
 
 /// `POST /node/v1/jobs/{id}/result`: checked, paid once, answered with a signed receipt. A
@@ -446,8 +447,9 @@ async fn settle(
         let receipts = match pay(
             state,
             &job_id,
-            &accepted.model,
+            &accepted,
             std::slice::from_ref(&answer),
+            Some(answer.units),
         )
         .await
         {
@@ -457,7 +459,6 @@ async fn settle(
                 return Err(error);
             }
         };
-        charge_customer(state, &accepted, answer.units, &receipts).await;
         state.metrics.count(Outcome::Paid, receipts.len() as u64);
         let receipt = receipts.into_iter().next();
         if receipt.is_some() {
@@ -512,14 +513,13 @@ async fn settle(
     for answer in &paid {
         state.nodes.passed(&answer.node_id).await;
     }
-    let receipts = pay(state, &job_id, &accepted.model, &paid).await?;
+    // The customer pays for the accepted answer and its check (not for a failed one).
+    let charged = output.as_ref().map(|_| paid.first().map_or(0, |a| a.units));
+    let receipts = pay(state, &job_id, &accepted, &paid, charged).await?;
     state.metrics.count(Outcome::Paid, receipts.len() as u64);
     if let Some(output) = output
         && !receipts.is_empty()
     {
-        // The customer pays for the accepted answer and its check (not for a failed one).
-        let units = paid.first().map_or(0, |a| a.units);
-        charge_customer(state, &accepted, units, &receipts).await;
         state.queue.complete(&job_id, Completed { output }).await?;
     }
     if struck.contains(&id) {

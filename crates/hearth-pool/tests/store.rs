@@ -1,7 +1,8 @@
 //! The pool's store on both backends: sled in a folder, and a real PostgreSQL server (the
 //! README's test command starts one and sets `HEARTH_TEST_DATABASE_URL`). Chains stay
 //! unbroken under concurrent payments, also from two processes' worth of connections on one
-//! database; a job is paid to a node once; balances equal their receipts; migrations run once.
+//! database; a job is paid to a node once; balances equal their receipts; customers are
+//! charged with the receipts, exactly once; migrations run once.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -10,7 +11,7 @@ mod support;
 use std::sync::Arc;
 
 use hearth_pool::store::ReceiptWriter;
-use hearth_pool::{Payment, PgStore, PoolStore, SledStore, StoreError, audit_chains};
+use hearth_pool::{Payment, PgStore, PoolStore, SledStore, StoreError, UsageCharge, audit_chains};
 use hearth_protocol::KeyPair;
 
 async fn postgres() -> Arc<dyn PoolStore> {
@@ -32,8 +33,31 @@ fn payment(job: usize, node: &str, credits: u64) -> Payment {
     }
 }
 
+fn charge(key: &str, units: u64, credits: u64) -> UsageCharge {
+    UsageCharge {
+        key_id: key.into(),
+        model: "m".into(),
+        units,
+        micro_credits: credits,
+    }
+}
+
+/// Usage as (key, jobs, units, micro-credits).
+async fn usage(store: &dyn PoolStore) -> Vec<(String, u64, u64, u64)> {
+    let mut usage: Vec<_> = store
+        .usage()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(key, _, u)| (key, u.jobs, u.units, u.charged_micro_credits))
+        .collect();
+    usage.sort();
+    usage
+}
+
 /// 300 jobs paid from 300 tasks through `writers` in turn (every fifth pays a second node, as
-/// a verified job does): each node's chain verifies, balances are the sums.
+/// a verified job does), each charged to one of two customers: each node's chain verifies,
+/// balances are the sums, each customer's usage the sum of its charges.
 async fn pay_concurrently(store: &dyn PoolStore, writers: &[Arc<ReceiptWriter>], key: &KeyPair) {
     let tasks: Vec<_> = (0..300)
         .map(|i| {
@@ -44,7 +68,11 @@ async fn pay_concurrently(store: &dyn PoolStore, writers: &[Arc<ReceiptWriter>],
                 if i % 5 == 0 {
                     payments.push(payment(i, nodes[(i + 1) % 3], 1));
                 }
-                let receipts = writer.issue(payments.clone()).await.unwrap();
+                let customer = format!("key-{}", i % 2);
+                let receipts = writer
+                    .issue(payments.clone(), Some(charge(&customer, 1, 2 + i as u64)))
+                    .await
+                    .unwrap();
                 assert_eq!(receipts.len(), payments.len());
                 for (r, p) in receipts.iter().zip(&payments) {
                     assert_eq!(
@@ -62,6 +90,14 @@ async fn pay_concurrently(store: &dyn PoolStore, writers: &[Arc<ReceiptWriter>],
     let total: u64 = store.balances().await.unwrap().iter().map(|(_, b)| b).sum();
     let paid: u64 = (0..300u64).map(|i| 1 + i).sum::<u64>() + 60;
     assert_eq!(total, paid);
+    let charged = |parity: u64| (0..300u64).filter(|i| i % 2 == parity).map(|i| 2 + i).sum();
+    assert_eq!(
+        usage(store).await,
+        vec![
+            ("key-0".to_owned(), 150, 150, charged(0)),
+            ("key-1".to_owned(), 150, 150, charged(1)),
+        ]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -114,12 +150,19 @@ async fn postgres_chains_stay_unbroken_when_two_processes_pay_the_same_nodes_at_
 async fn a_job_is_paid_to_a_node_once(store: Arc<dyn PoolStore>) {
     let key = KeyPair::generate().unwrap();
     let first = store
-        .append_receipts(&[payment(1, "n", 40)], &key)
+        .append_receipts(&[payment(1, "n", 40)], &[charge("k", 4, 44)], &key)
         .await
         .unwrap();
-    let again = store.append_receipts(&[payment(1, "n", 40)], &key).await;
+    let again = store
+        .append_receipts(&[payment(1, "n", 40)], &[charge("k", 4, 44)], &key)
+        .await;
     assert!(matches!(again, Err(StoreError::Conflict(_))), "{again:?}");
     assert_eq!(store.balances().await.unwrap(), vec![("n".to_owned(), 40)]);
+    // The refused payment charged nobody.
+    assert_eq!(
+        usage(store.as_ref()).await,
+        vec![("k".to_owned(), 1, 4, 44)]
+    );
     assert_eq!(
         store.chain_head("n").await.unwrap(),
         first.into_iter().next()
@@ -133,7 +176,11 @@ async fn a_job_is_paid_to_a_node_once(store: Arc<dyn PoolStore>) {
         .into_iter()
         .map(|job| {
             let writer = Arc::clone(&writer);
-            tokio::spawn(async move { writer.issue(vec![payment(job, "n", 5)]).await })
+            tokio::spawn(async move {
+                writer
+                    .issue(vec![payment(job, "n", 5)], Some(charge("k", 1, 6)))
+                    .await
+            })
         })
         .collect();
     let mut outcomes = Vec::new();
@@ -142,6 +189,10 @@ async fn a_job_is_paid_to_a_node_once(store: Arc<dyn PoolStore>) {
     }
     assert_eq!(outcomes, [false, true, true]);
     assert_eq!(store.balances().await.unwrap(), vec![("n".to_owned(), 50)]);
+    assert_eq!(
+        usage(store.as_ref()).await,
+        vec![("k".to_owned(), 3, 6, 56)]
+    );
     assert_eq!(audit_chains(store.as_ref(), &key.public_key()).await, Ok(3));
 }
 
@@ -191,8 +242,16 @@ async fn round_trips(store: Arc<dyn PoolStore>) {
         Err(StoreError::NotFound(_))
     ));
 
-    store.add_usage("k", "m", 7, 70).await.unwrap();
-    store.add_usage("k", "m", 3, 30).await.unwrap();
+    // Two jobs of one customer in one batch: one usage row.
+    let key = KeyPair::generate().unwrap();
+    store
+        .append_receipts(
+            &[payment(1, "n", 60), payment(2, "n", 25)],
+            &[charge("k", 7, 70), charge("k", 3, 30)],
+            &key,
+        )
+        .await
+        .unwrap();
     let usage = store.usage().await.unwrap();
     assert_eq!(usage.len(), 1);
     assert_eq!(
@@ -278,4 +337,90 @@ async fn an_unreachable_database_is_a_transient_error() {
         .unwrap_err();
     assert!(error.is_transient(), "{error}");
     assert!(error.to_string().contains("unavailable"), "{error}");
+}
+
+/// A process remembers the jobs it leased; when another process changed one meanwhile, an
+/// edit made from that memory loses the race on the row's version and is made again on the row
+/// as it is, and an edit that would keep the job looks at the database first.
+#[tokio::test]
+async fn postgres_an_edit_from_a_stale_memory_is_made_again_on_the_row_as_read() {
+    use hearth_pool::queue::job::{Claim, Edit, JobBody, JobRow, JobState};
+    let url = support::scratch_database().await;
+    let a = PgStore::connect(&url, 2).await.unwrap();
+    a.migrate().await.unwrap();
+    let b = PgStore::connect(&url, 2).await.unwrap();
+    let job = |id: &str| JobRow {
+        id: id.into(),
+        model: "m".into(),
+        state: JobState::Queued,
+        attempts: 0,
+        exclude: Vec::new(),
+        established_only: false,
+        front: false,
+        deadline_unix_ms: u64::MAX / 4,
+        leased_unix_ms: 0,
+        body: JobBody::default(),
+    };
+    let models = vec!["m".to_owned()];
+    let claim = |node: &'static str, lease: &'static str| Claim {
+        node_id: node,
+        models: &models,
+        max: 1,
+        established: true,
+        lease_id: lease,
+        now_unix_ms: 1,
+        expires_unix_ms: u64::MAX / 4,
+    };
+    let requeue = |job: &mut JobRow| {
+        job.state = JobState::Queued;
+        Edit::put(Vec::new())
+    };
+    let lease_of = |job: &JobRow| match &job.state {
+        JobState::Leased { lease_id, .. } | JobState::Paying { lease_id, .. } => {
+            Some(lease_id.clone())
+        }
+        _ => None,
+    };
+
+    a.insert_jobs(&[job("j")], &[]).await.unwrap();
+    assert_eq!(a.claim_jobs(&claim("n1", "l1")).await.unwrap().len(), 1);
+    // Process B takes the job back and leases it to another node.
+    assert!(b.edit_job("j", &mut { requeue }).await.unwrap());
+    assert_eq!(b.claim_jobs(&claim("n2", "l2")).await.unwrap().len(), 1);
+    // A result for A's old lease: A's memory says l1 holds it, the database says l2.
+    let mut seen = Vec::new();
+    let mut pay_l1 = |job: &mut JobRow| {
+        seen.push(lease_of(job));
+        if lease_of(job).as_deref() == Some("l1") {
+            job.state = JobState::Paying {
+                node_id: "n1".into(),
+                lease_id: "l1".into(),
+                expires_unix_ms: u64::MAX / 4,
+            };
+            Edit::put(Vec::new())
+        } else {
+            Edit::keep()
+        }
+    };
+    assert!(a.edit_job("j", &mut pay_l1).await.unwrap());
+    assert_eq!(seen, [Some("l1".to_owned()), Some("l2".to_owned())]);
+    let stored = b.job("j").await.unwrap().unwrap();
+    assert_eq!(lease_of(&stored).as_deref(), Some("l2"));
+    assert!(matches!(stored.state, JobState::Leased { .. }));
+
+    // An edit that keeps the job decides on the row as stored, not as remembered.
+    a.insert_jobs(&[job("k")], &[]).await.unwrap();
+    assert_eq!(a.claim_jobs(&claim("n1", "l3")).await.unwrap().len(), 1);
+    assert!(b.edit_job("k", &mut { requeue }).await.unwrap());
+    let mut seen = Vec::new();
+    let mut look = |job: &mut JobRow| {
+        seen.push(lease_of(job));
+        Edit::keep()
+    };
+    assert!(a.edit_job("k", &mut look).await.unwrap());
+    assert_eq!(
+        seen.last(),
+        Some(&None),
+        "the requeued row was read: {seen:?}"
+    );
 }

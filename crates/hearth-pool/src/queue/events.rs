@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use tokio::sync::broadcast;
 
-use super::job::{Edit, JobRow, JobState, Outcome, QueueEvent};
+use super::job::{JobState, Outcome, QueueEvent};
 use super::waiters::{Completed, LocalWaiters};
 use crate::store::PoolStore;
 
@@ -40,9 +40,14 @@ pub(super) async fn follow_events(
             }) => {
                 waiters.lock().wake(&model, established_only, jobs);
             }
-            Ok(QueueEvent::Finished { job_id } | QueueEvent::Streamed { job_id }) => {
+            Ok(QueueEvent::Finished { job_id }) => {
                 if waiters.lock().customers.contains_key(&job_id) {
-                    tokio::spawn(look_at_job(Arc::clone(&store), waiters, job_id));
+                    tokio::spawn(look_at_job(Arc::clone(&store), waiters, job_id, true));
+                }
+            }
+            Ok(QueueEvent::Streamed { job_id }) => {
+                if waiters.lock().customers.contains_key(&job_id) {
+                    tokio::spawn(look_at_job(Arc::clone(&store), waiters, job_id, false));
                 }
             }
             Ok(QueueEvent::Resync) | Err(broadcast::error::RecvError::Lagged(_)) => {
@@ -57,6 +62,7 @@ pub(super) async fn follow_events(
                         Arc::clone(&store),
                         Arc::clone(&waiters),
                         job_id,
+                        false,
                     ));
                 }
             }
@@ -67,14 +73,31 @@ pub(super) async fn follow_events(
 
 /// Pass a waiting customer of this process what its job has now: streamed text, then its
 /// outcome (after which the job is forgotten), or the first answer of a streamed chat still
-/// under verification.
-async fn look_at_job(store: Arc<dyn PoolStore>, local: Arc<LocalWaiters>, job_id: String) {
-    let job = match store.job(&job_id).await {
-        Ok(Some(job)) => job,
-        Ok(None) => {
-            // Gone without an outcome (purged, or its answer already given).
-            return;
-        }
+/// under verification. A job `finished` (as its event says) is read and forgotten in one step.
+async fn look_at_job(
+    store: Arc<dyn PoolStore>,
+    local: Arc<LocalWaiters>,
+    job_id: String,
+    finished: bool,
+) {
+    let taken = if finished {
+        store.take_finished_job(&job_id).await
+    } else {
+        Ok(None)
+    };
+    let (job, forgotten) = match taken {
+        Ok(Some(job)) => (job, true),
+        Ok(None) => match store.job(&job_id).await {
+            Ok(Some(job)) => (job, false),
+            Ok(None) => {
+                // Gone without an outcome (purged, or its answer already given).
+                return;
+            }
+            Err(error) => {
+                tracing::warn!(job = %job_id, %error, "cannot read a job for its customer; it is looked at again after the next event");
+                return;
+            }
+        },
         Err(error) => {
             tracing::warn!(job = %job_id, %error, "cannot read a job for its customer; it is looked at again after the next event");
             return;
@@ -96,17 +119,8 @@ async fn look_at_job(store: Arc<dyn PoolStore>, local: Arc<LocalWaiters>, job_id
         return;
     };
     tell(&local, &job_id, outcome);
-    if job.state == JobState::Finished {
-        let forgotten = store
-            .edit_job(&job_id, &mut |job: &mut JobRow| {
-                if job.state == JobState::Finished {
-                    Edit::delete()
-                } else {
-                    Edit::keep()
-                }
-            })
-            .await;
-        if let Err(error) = forgotten {
+    if job.state == JobState::Finished && !forgotten {
+        if let Err(error) = store.take_finished_job(&job_id).await {
             tracing::warn!(job = %job_id, %error, "a finished job was not forgotten; it is purged after its deadline");
         }
     }

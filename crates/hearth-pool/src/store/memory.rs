@@ -158,6 +158,16 @@ impl MemoryJobs {
         self.lock().jobs.get(job_id).cloned()
     }
 
+    pub fn take_finished_job(&self, job_id: &str) -> Option<JobRow> {
+        let mut table = self.lock();
+        if table.jobs.get(job_id)?.state != JobState::Finished {
+            return None;
+        }
+        let job = table.jobs.get(job_id).cloned();
+        table.remove(job_id);
+        job
+    }
+
     pub fn expired_leases(&self, now_unix_ms: u64, limit: usize) -> Vec<String> {
         self.lock()
             .jobs

@@ -17,7 +17,7 @@ mod memory;
 mod postgres;
 mod sled;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -79,11 +79,14 @@ impl StoreError {
 pub trait PoolStore: Send + Sync + std::fmt::Debug {
     /// A receipt for each payment, in order, each at the end of its node's chain (the next
     /// sequence, naming the hash of the one before), signed with `key`; stored with each node's
-    /// balance raised by its credits, all of them or none. A job paid twice to one node is
-    /// [`StoreError::Conflict`]. Durable only after [`PoolStore::sync`].
+    /// balance raised by its credits, and each of `charges` added to its customer's usage, all
+    /// of them or none: a customer is charged exactly for the jobs whose nodes were paid. A job
+    /// paid twice to one node is [`StoreError::Conflict`]. Durable only after
+    /// [`PoolStore::sync`].
     async fn append_receipts(
         &self,
         payments: &[Payment],
+        charges: &[UsageCharge],
         key: &KeyPair,
     ) -> Result<Vec<SignedReceipt>, StoreError>;
     /// Make everything appended so far durable.
@@ -123,14 +126,6 @@ pub trait PoolStore: Send + Sync + std::fmt::Debug {
     async fn put_customer_key(&self, key: &CustomerKey) -> Result<(), StoreError>;
     /// Every customer key.
     async fn customer_keys(&self) -> Result<Vec<CustomerKey>, StoreError>;
-    /// Add one job's units and charge to `key_id`'s usage of `model`.
-    async fn add_usage(
-        &self,
-        key_id: &str,
-        model: &str,
-        units: u64,
-        micro_credits: u64,
-    ) -> Result<(), StoreError>;
     /// Usage by key id and model.
     async fn usage(&self) -> Result<Vec<(String, String, Usage)>, StoreError>;
     /// A round trip to the database (for `/health`): fails when it cannot be read.
@@ -152,6 +147,9 @@ pub trait PoolStore: Send + Sync + std::fmt::Debug {
     async fn edit_job(&self, job_id: &str, edit: JobEdit<'_>) -> Result<bool, StoreError>;
     /// Job `job_id` as stored.
     async fn job(&self, job_id: &str) -> Result<Option<JobRow>, StoreError>;
+    /// Job `job_id` as it was, removed, if it is finished (its customer takes its outcome: one
+    /// step, so only one of several readers gets it); `None` when it is not finished or gone.
+    async fn take_finished_job(&self, job_id: &str) -> Result<Option<JobRow>, StoreError>;
     /// Jobs whose lease ran out by `now_unix_ms`, at most `limit`.
     async fn expired_leases(
         &self,
@@ -204,6 +202,31 @@ pub struct Payment {
     pub units: u64,
     pub unit: String,
     pub micro_credits: u64,
+}
+
+/// What one job costs its customer, recorded with the job's receipts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UsageCharge {
+    pub key_id: String,
+    pub model: String,
+    pub units: u64,
+    /// What its nodes were paid and the pool's fee.
+    pub micro_credits: u64,
+}
+
+/// `charges` summed by key and model, in that order (one row each to write):
+/// (key, model) → (jobs, units, micro-credits).
+pub(crate) fn usage_by_key(charges: &[UsageCharge]) -> BTreeMap<(&str, &str), (u64, u64, u64)> {
+    let mut sums: BTreeMap<(&str, &str), (u64, u64, u64)> = BTreeMap::new();
+    for charge in charges {
+        let sum = sums
+            .entry((charge.key_id.as_str(), charge.model.as_str()))
+            .or_default();
+        sum.0 = sum.0.saturating_add(1);
+        sum.1 = sum.1.saturating_add(charge.units);
+        sum.2 = sum.2.saturating_add(charge.micro_credits);
+    }
+    sums
 }
 
 /// Where a node's chain ends: the next receipt's sequence and the hash it names.
@@ -270,6 +293,7 @@ type Reply = tokio::sync::oneshot::Sender<Result<Vec<SignedReceipt>, StoreError>
 
 struct IssueRequest {
     payments: Vec<Payment>,
+    charge: Option<UsageCharge>,
     reply: Reply,
 }
 
@@ -327,13 +351,25 @@ impl ReceiptWriter {
         }
     }
 
-    /// Chain, sign and durably store a receipt for each payment; returns them in order.
-    pub async fn issue(&self, payments: Vec<Payment>) -> Result<Vec<SignedReceipt>, StoreError> {
+    /// Chain, sign and durably store a receipt for each payment, and the customer's `charge`
+    /// with them; returns the receipts in order.
+    pub async fn issue(
+        &self,
+        payments: Vec<Payment>,
+        charge: Option<UsageCharge>,
+    ) -> Result<Vec<SignedReceipt>, StoreError> {
         let stopped = || StoreError::Unavailable("the receipt writer has stopped".into());
         let (reply, answer) = tokio::sync::oneshot::channel();
         self.requests
             .as_ref()
-            .and_then(|r| r.send(IssueRequest { payments, reply }).ok())
+            .and_then(|r| {
+                r.send(IssueRequest {
+                    payments,
+                    charge,
+                    reply,
+                })
+                .ok()
+            })
             .ok_or_else(stopped)?;
         answer.await.map_err(|_| stopped())?
     }
@@ -370,7 +406,8 @@ async fn append_batch(store: &dyn PoolStore, key: &KeyPair, batch: Vec<IssueRequ
         .iter()
         .flat_map(|r| r.payments.iter().cloned())
         .collect();
-    match store.append_receipts(&all, key).await {
+    let charges: Vec<UsageCharge> = batch.iter().filter_map(|r| r.charge.clone()).collect();
+    match store.append_receipts(&all, &charges, key).await {
         Ok(mut receipts) => {
             let mut done = Vec::with_capacity(batch.len());
             for request in batch.into_iter().rev() {
@@ -384,7 +421,11 @@ async fn append_batch(store: &dyn PoolStore, key: &KeyPair, batch: Vec<IssueRequ
             tracing::warn!(%error, requests = batch.len(), "a batch of receipts was refused; issuing one request at a time");
             let mut done = Vec::with_capacity(batch.len());
             for request in batch {
-                match store.append_receipts(&request.payments, key).await {
+                let charges: Vec<UsageCharge> = request.charge.iter().cloned().collect();
+                match store
+                    .append_receipts(&request.payments, &charges, key)
+                    .await
+                {
                     Ok(receipts) => done.push((request.reply, receipts)),
                     Err(error) => {
                         tracing::error!(%error, "receipts not stored");

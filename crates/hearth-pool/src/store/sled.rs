@@ -10,8 +10,8 @@ use hearth_protocol::{KeyPair, SignedReceipt};
 use sled::Transactional;
 
 use super::{
-    ChainEnd, MemoryJobs, NodeSession, Payment, PoolStore, StoreError, chain_payments, from_json,
-    to_json,
+    ChainEnd, MemoryJobs, NodeSession, Payment, PoolStore, StoreError, UsageCharge, chain_payments,
+    from_json, to_json, usage_by_key,
 };
 use crate::accounts::{CustomerKey, Usage};
 use crate::queue::job::{Claim, JobCounts, JobEdit, JobRow, QueueEvent};
@@ -140,6 +140,38 @@ impl SledStore {
         ends.extend(moved);
         Ok(receipts)
     }
+
+    /// Add `jobs` jobs' `units` and `micro_credits` to `key_id`'s usage of `model`.
+    fn add_usage(
+        &self,
+        key_id: &str,
+        model: &str,
+        jobs: u64,
+        units: u64,
+        micro_credits: u64,
+    ) -> Result<(), StoreError> {
+        let id = format!("{key_id}/{model}");
+        let mut failure = None;
+        self.usage.update_and_fetch(id.as_bytes(), |old| {
+            let mut usage: Usage = old
+                .and_then(|b| serde_json::from_slice(b).ok())
+                .unwrap_or_default();
+            usage.jobs = usage.jobs.saturating_add(jobs);
+            usage.units = usage.units.saturating_add(units);
+            usage.charged_micro_credits = usage.charged_micro_credits.saturating_add(micro_credits);
+            match serde_json::to_vec(&usage) {
+                Ok(bytes) => Some(bytes),
+                Err(e) => {
+                    failure = Some(e.to_string());
+                    old.map(<[u8]>::to_vec)
+                }
+            }
+        })?;
+        match failure {
+            Some(e) => Err(StoreError::Invalid(e)),
+            None => Ok(()),
+        }
+    }
 }
 
 #[async_trait]
@@ -147,9 +179,19 @@ impl PoolStore for SledStore {
     async fn append_receipts(
         &self,
         payments: &[Payment],
+        charges: &[UsageCharge],
         key: &KeyPair,
     ) -> Result<Vec<SignedReceipt>, StoreError> {
-        self.append(payments, key)
+        if payments.is_empty() {
+            return Ok(Vec::new());
+        }
+        let receipts = self.append(payments, key)?;
+        // One process owns a sled store, so nothing reads between the two; both are made
+        // durable by the same sync.
+        for ((key_id, model), (jobs, units, credits)) in usage_by_key(charges) {
+            self.add_usage(key_id, model, jobs, units, credits)?;
+        }
+        Ok(receipts)
     }
 
     async fn sync(&self) -> Result<(), StoreError> {
@@ -277,36 +319,6 @@ impl PoolStore for SledStore {
             .collect()
     }
 
-    async fn add_usage(
-        &self,
-        key_id: &str,
-        model: &str,
-        units: u64,
-        micro_credits: u64,
-    ) -> Result<(), StoreError> {
-        let id = format!("{key_id}/{model}");
-        let mut failure = None;
-        self.usage.update_and_fetch(id.as_bytes(), |old| {
-            let mut usage: Usage = old
-                .and_then(|b| serde_json::from_slice(b).ok())
-                .unwrap_or_default();
-            usage.jobs = usage.jobs.saturating_add(1);
-            usage.units = usage.units.saturating_add(units);
-            usage.charged_micro_credits = usage.charged_micro_credits.saturating_add(micro_credits);
-            match serde_json::to_vec(&usage) {
-                Ok(bytes) => Some(bytes),
-                Err(e) => {
-                    failure = Some(e.to_string());
-                    old.map(<[u8]>::to_vec)
-                }
-            }
-        })?;
-        match failure {
-            Some(e) => Err(StoreError::Invalid(e)),
-            None => Ok(()),
-        }
-    }
-
     async fn usage(&self) -> Result<Vec<(String, String, Usage)>, StoreError> {
         self.usage
             .iter()
@@ -352,6 +364,10 @@ impl PoolStore for SledStore {
 
     async fn job(&self, job_id: &str) -> Result<Option<JobRow>, StoreError> {
         Ok(self.jobs.job(job_id))
+    }
+
+    async fn take_finished_job(&self, job_id: &str) -> Result<Option<JobRow>, StoreError> {
+        Ok(self.jobs.take_finished_job(job_id))
     }
 
     async fn expired_leases(

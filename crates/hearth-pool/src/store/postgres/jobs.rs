@@ -6,6 +6,11 @@
 //! `version`), in one statement that also sends the change's events with `pg_notify`: two round
 //! trips, no explicit transaction; a change that lost the race is made again on the new row.
 //! One connection per process `LISTEN`s and reconnects by itself.
+//!
+//! A process remembers the jobs it leased or changed last (with their versions), so that the
+//! next change it makes to one of them is one round trip, not two: a write over a version
+//! that moved on meanwhile fails and is made again on the row as read. Only writes are made
+//! from a remembered row; an edit that would keep the job as it is looks at the database.
 
 use std::time::Duration;
 
@@ -22,6 +27,39 @@ const JOB_COLUMNS: &str = "id, model, state, node_id, lease_id, lease_expires_un
 
 /// Times an edit is made again after losing a race for its row before giving up.
 const EDIT_TRIES: usize = 16;
+/// Most jobs remembered as last written (a bound for jobs another process took over).
+const REMEMBERED_JOBS: usize = 65_536;
+
+/// Jobs this process wrote last, with the version they were written at.
+#[derive(Default)]
+struct Remembered(std::sync::Mutex<std::collections::HashMap<String, (JobRow, i64)>>);
+
+impl Remembered {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, (JobRow, i64)>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Remember `job` at `version` while it is leased or being paid (the jobs a process
+    /// changes again soon); forget it otherwise.
+    fn keep(&self, job: &JobRow, version: i64) {
+        let mut jobs = self.lock();
+        match job.state {
+            JobState::Leased { .. } | JobState::Paying { .. } => {
+                if jobs.len() >= REMEMBERED_JOBS {
+                    jobs.clear();
+                }
+                jobs.insert(job.id.clone(), (job.clone(), version));
+            }
+            JobState::Queued | JobState::Finished => {
+                jobs.remove(&job.id);
+            }
+        }
+    }
+
+    fn take(&self, job_id: &str) -> Option<(JobRow, i64)> {
+        self.lock().remove(job_id)
+    }
+}
 
 /// The job queue's half of [`super::PgStore`].
 pub(super) struct PgJobs {
@@ -31,6 +69,7 @@ pub(super) struct PgJobs {
     events: tokio::sync::broadcast::Sender<QueueEvent>,
     /// The task that listens, started with the first [`PgJobs::events`].
     listener: std::sync::OnceLock<tokio::task::JoinHandle<()>>,
+    remembered: Remembered,
 }
 
 impl Drop for PgJobs {
@@ -48,6 +87,7 @@ impl PgJobs {
             config,
             events: tokio::sync::broadcast::channel(EVENT_BUFFER).0,
             listener: std::sync::OnceLock::new(),
+            remembered: Remembered::default(),
         }
     }
 
@@ -115,7 +155,13 @@ impl PgJobs {
             )
             .await
             .map_err(db_error)?;
-        rows.iter().map(job_from_row).collect()
+        rows.iter()
+            .map(|row| {
+                let job = job_from_row(row)?;
+                self.remembered.keep(&job, row.get(13));
+                Ok(job)
+            })
+            .collect()
     }
 
     pub(super) async fn edit_job(
@@ -128,19 +174,27 @@ impl PgJobs {
             .prepare_cached(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1"))
             .await
             .map_err(db_error)?;
+        let mut remembered = self.remembered.take(job_id);
         for _ in 0..EDIT_TRIES {
-            let Some(row) = client
-                .query_opt(&select, &[&job_id])
-                .await
-                .map_err(db_error)?
-            else {
-                return Ok(false);
+            let from_memory = remembered.is_some();
+            let (mut job, version) = match remembered.take() {
+                Some(job) => job,
+                None => {
+                    let Some(row) = client
+                        .query_opt(&select, &[&job_id])
+                        .await
+                        .map_err(db_error)?
+                    else {
+                        return Ok(false);
+                    };
+                    (job_from_row(&row)?, row.get(13))
+                }
             };
-            let version: i64 = row.get(13);
-            let mut job = job_from_row(&row)?;
             let done = edit(&mut job);
             let payloads: Vec<String> = done.events.iter().map(QueueEvent::encode).collect();
             let written = match done.write {
+                // What a remembered row says may be out of date: look again before keeping.
+                Write::Keep if from_memory => continue,
                 Write::Keep => {
                     if !payloads.is_empty() {
                         self.publish(&done.events).await?;
@@ -227,6 +281,9 @@ impl PgJobs {
                 }
             };
             if written == 1 {
+                if matches!(done.write, Write::Put) {
+                    self.remembered.keep(&job, version + 1);
+                }
                 return Ok(true);
             }
             // Another process changed the job since it was read: look again.
@@ -242,6 +299,27 @@ impl PgJobs {
             .prepare_cached(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1"))
             .await
             .map_err(db_error)?;
+        client
+            .query_opt(&statement, &[&job_id])
+            .await
+            .map_err(db_error)?
+            .as_ref()
+            .map(job_from_row)
+            .transpose()
+    }
+
+    pub(super) async fn take_finished_job(
+        &self,
+        job_id: &str,
+    ) -> Result<Option<JobRow>, StoreError> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(&format!(
+                "DELETE FROM jobs WHERE id = $1 AND state = 'finished' RETURNING {JOB_COLUMNS}"
+            ))
+            .await
+            .map_err(db_error)?;
+        self.remembered.take(job_id);
         client
             .query_opt(&statement, &[&job_id])
             .await

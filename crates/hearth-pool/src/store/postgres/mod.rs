@@ -21,7 +21,8 @@ use tokio_postgres::NoTls;
 use tokio_postgres::error::SqlState;
 
 use super::{
-    ChainEnd, NodeSession, Payment, PoolStore, StoreError, chain_payments, from_json, to_json,
+    ChainEnd, NodeSession, Payment, PoolStore, StoreError, UsageCharge, chain_payments, from_json,
+    to_json, usage_by_key,
 };
 use crate::accounts::{CustomerKey, Usage};
 use crate::queue::job::{Claim, JobCounts, JobEdit, JobRow, QueueEvent};
@@ -46,8 +47,9 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
 
 /// The channel jobs' events travel on.
 const CHANNEL: &str = "hearth_jobs";
-/// Events buffered for a slow listener before it is told to resync.
-const EVENT_BUFFER: usize = 4096;
+/// Events buffered for a slow listener before it is told to resync (which makes it read every
+/// job it waits on: costly under load, so the buffer holds some seconds of a busy network).
+const EVENT_BUFFER: usize = 65_536;
 
 /// How long a request waits for a free connection, and a new connection for the server.
 const CONNECTION_WAIT: Duration = Duration::from_secs(5);
@@ -232,6 +234,41 @@ async fn version_on(client: &tokio_postgres::Client) -> Result<i32, StoreError> 
     Ok(row.get(0))
 }
 
+/// Add `charges` to their customers' usage in `tx`: one row per key and model, written in
+/// that order (so two processes charging the same keys never deadlock).
+async fn add_usage(
+    tx: &deadpool_postgres::Transaction<'_>,
+    charges: &[UsageCharge],
+) -> Result<(), StoreError> {
+    if charges.is_empty() {
+        return Ok(());
+    }
+    let (mut keys, mut models, mut jobs, mut units, mut credits) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for ((key_id, model), (n, u, c)) in usage_by_key(charges) {
+        keys.push(key_id);
+        models.push(model);
+        jobs.push(int8(n, "jobs")?);
+        units.push(int8(u, "units")?);
+        credits.push(int8(c, "micro-credits")?);
+    }
+    let statement = tx
+        .prepare_cached(
+            "INSERT INTO customer_usage (key_id, model, jobs, units, charged_micro_credits)
+             SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[], $5::int8[])
+             ON CONFLICT (key_id, model) DO UPDATE SET
+                 jobs = customer_usage.jobs + EXCLUDED.jobs,
+                 units = customer_usage.units + EXCLUDED.units,
+                 charged_micro_credits = customer_usage.charged_micro_credits + EXCLUDED.charged_micro_credits",
+        )
+        .await
+        .map_err(db_error)?;
+    tx.execute(&statement, &[&keys, &models, &jobs, &units, &credits])
+        .await
+        .map_err(db_error)?;
+    Ok(())
+}
+
 /// What one append changes in a node's chain row.
 struct ChainMove {
     read: ChainEnd,
@@ -244,6 +281,7 @@ impl PoolStore for PgStore {
     async fn append_receipts(
         &self,
         payments: &[Payment],
+        charges: &[UsageCharge],
         key: &KeyPair,
     ) -> Result<Vec<SignedReceipt>, StoreError> {
         if payments.is_empty() {
@@ -365,6 +403,7 @@ impl PoolStore for PgStore {
                 "a chain end moved under this payment".into(),
             ));
         }
+        add_usage(&tx, charges).await?;
         tx.commit().await.map_err(db_error)?;
         Ok(receipts)
     }
@@ -555,34 +594,6 @@ impl PoolStore for PgStore {
             .collect()
     }
 
-    async fn add_usage(
-        &self,
-        key_id: &str,
-        model: &str,
-        units: u64,
-        micro_credits: u64,
-    ) -> Result<(), StoreError> {
-        let units = int8(units, "units")?;
-        let credits = int8(micro_credits, "micro-credits")?;
-        let client = self.client().await?;
-        let statement = client
-            .prepare_cached(
-                "INSERT INTO customer_usage (key_id, model, jobs, units, charged_micro_credits)
-                 VALUES ($1, $2, 1, $3, $4)
-                 ON CONFLICT (key_id, model) DO UPDATE SET
-                     jobs = customer_usage.jobs + 1,
-                     units = customer_usage.units + EXCLUDED.units,
-                     charged_micro_credits = customer_usage.charged_micro_credits + EXCLUDED.charged_micro_credits",
-            )
-            .await
-            .map_err(db_error)?;
-        client
-            .execute(&statement, &[&key_id, &model, &units, &credits])
-            .await
-            .map_err(db_error)?;
-        Ok(())
-    }
-
     async fn usage(&self) -> Result<Vec<(String, String, Usage)>, StoreError> {
         let client = self.client().await?;
         client
@@ -659,6 +670,10 @@ impl PoolStore for PgStore {
 
     async fn job(&self, job_id: &str) -> Result<Option<JobRow>, StoreError> {
         self.jobs.job(job_id).await
+    }
+
+    async fn take_finished_job(&self, job_id: &str) -> Result<Option<JobRow>, StoreError> {
+        self.jobs.take_finished_job(job_id).await
     }
 
     async fn expired_leases(
