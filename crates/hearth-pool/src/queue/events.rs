@@ -119,9 +119,10 @@ async fn look_at_job(
         return;
     };
     tell(&local, &job_id, outcome);
-    if job.state == JobState::Finished && !forgotten {
-        if let Err(error) = store.take_finished_job(&job_id).await {
-            tracing::warn!(job = %job_id, %error, "a finished job was not forgotten; it is purged after its deadline");
-        }
+    if job.state == JobState::Finished
+        && !forgotten
+        && let Err(error) = store.take_finished_job(&job_id).await
+    {
+        tracing::warn!(job = %job_id, %error, "a finished job was not forgotten; it is purged after its deadline");
     }
 }
