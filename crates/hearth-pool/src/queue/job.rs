@@ -339,6 +339,16 @@ pub struct Claim<'a> {
     pub expires_unix_ms: u64,
 }
 
+impl Claim<'_> {
+    /// Whether this node may take `job` (queued): it runs the model, has not answered or been
+    /// struck for the job, and is established where the job needs it.
+    pub fn may_take(&self, job: &JobRow) -> bool {
+        self.models.contains(&job.model)
+            && !job.exclude.iter().any(|n| n == self.node_id)
+            && (self.established || !job.established_only)
+    }
+}
+
 /// Jobs by state, for status pages, `/metrics` and tests.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct JobCounts {

@@ -112,10 +112,7 @@ impl MemoryJobs {
             let Some(job) = table.jobs.get(id) else {
                 continue;
             };
-            let fits = claim.models.contains(&job.model)
-                && !job.exclude.iter().any(|n| n == claim.node_id)
-                && (claim.established || !job.established_only);
-            if fits {
+            if claim.may_take(job) {
                 picked.push(id.clone());
             }
         }

@@ -384,7 +384,7 @@ impl ReceiptWriter {
 }
 
 /// The next message and up to `max - 1` more already waiting; `None` once the senders are gone.
-async fn next_batch<T>(
+pub(crate) async fn next_batch<T>(
     incoming: &mut tokio::sync::mpsc::UnboundedReceiver<T>,
     max: usize,
 ) -> Option<Vec<T>> {

@@ -22,7 +22,7 @@ use crate::queue::job::{Claim, JobCounts, JobEdit, JobRow, JobState, QueueEvent,
 use crate::store::{StoreError, from_json, to_json};
 
 /// The columns of a job, in [`job_from_row`]'s order (its `version` after them).
-const JOB_COLUMNS: &str = "id, model, state, node_id, lease_id, lease_expires_unix_ms, attempts, \
+pub(super) const JOB_COLUMNS: &str = "id, model, state, node_id, lease_id, lease_expires_unix_ms, attempts, \
      exclude, established_only, front, deadline_unix_ms, leased_unix_ms, body, version";
 
 /// Times an edit is made again after losing a race for its row before giving up.
@@ -70,6 +70,7 @@ pub(super) struct PgJobs {
     /// The task that listens, started with the first [`PgJobs::events`].
     listener: std::sync::OnceLock<tokio::task::JoinHandle<()>>,
     remembered: Remembered,
+    claims: super::claims::Claims,
 }
 
 impl Drop for PgJobs {
@@ -83,6 +84,7 @@ impl Drop for PgJobs {
 impl PgJobs {
     pub(super) fn new(pool: Pool, config: tokio_postgres::Config) -> Self {
         Self {
+            claims: super::claims::Claims::start(pool.clone()),
             pool,
             config,
             events: tokio::sync::broadcast::channel(EVENT_BUFFER).0,
@@ -131,37 +133,14 @@ impl PgJobs {
     }
 
     pub(super) async fn claim_jobs(&self, claim: &Claim<'_>) -> Result<Vec<JobRow>, StoreError> {
-        let now = int8(claim.now_unix_ms, "time")?;
-        let expires = int8(claim.expires_unix_ms, "time")?;
-        let client = self.client().await?;
-        let statement = client
-            .prepare_cached(&format!(
-                "SELECT {JOB_COLUMNS} FROM claim_jobs($1, $2, $3, $4, $5, $6, $7)"
-            ))
-            .await
-            .map_err(db_error)?;
-        let rows = client
-            .query(
-                &statement,
-                &[
-                    &claim.models,
-                    &claim.node_id,
-                    &claim.established,
-                    &i32::try_from(claim.max).unwrap_or(i32::MAX),
-                    &claim.lease_id,
-                    &now,
-                    &expires,
-                ],
-            )
-            .await
-            .map_err(db_error)?;
-        rows.iter()
-            .map(|row| {
-                let job = job_from_row(row)?;
-                self.remembered.keep(&job, row.get(13));
-                Ok(job)
+        let leased = self.claims.claim(claim).await?;
+        Ok(leased
+            .into_iter()
+            .map(|(job, version)| {
+                self.remembered.keep(&job, version);
+                job
             })
-            .collect()
+            .collect())
     }
 
     pub(super) async fn edit_job(
@@ -490,7 +469,7 @@ async fn listen(
 }
 
 /// A job read back from [`JOB_COLUMNS`].
-fn job_from_row(row: &tokio_postgres::Row) -> Result<JobRow, StoreError> {
+pub(super) fn job_from_row(row: &tokio_postgres::Row) -> Result<JobRow, StoreError> {
     let state: &str = row.get(2);
     let node_id: Option<String> = row.get(3);
     let lease_id: Option<String> = row.get(4);

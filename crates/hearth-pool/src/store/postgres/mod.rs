@@ -8,6 +8,7 @@
 //!
 //! The job queue and its events are in [`jobs`].
 
+mod claims;
 mod jobs;
 
 use std::collections::{BTreeMap, HashMap};
@@ -42,6 +43,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         2,
         "the job queue and node sessions",
         include_str!("../migrations/0002_queue_and_sessions.sql"),
+    ),
+    (
+        3,
+        "the job queue's upkeep: vacuumed often, leases out of the deadline index",
+        include_str!("../migrations/0003_queue_upkeep.sql"),
     ),
 ];
 
