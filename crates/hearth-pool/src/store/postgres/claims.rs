@@ -10,12 +10,12 @@
 //! in one `UPDATE`. Rows nobody here may take are let go at commit.
 
 use deadpool_postgres::Pool;
-use tokio::sync::{mpsc, oneshot};
 
+use super::batch::Batcher;
 use super::jobs::{JOB_COLUMNS, job_from_row};
 use super::{db_error, int8};
 use crate::queue::job::{Claim, JobRow, JobState};
-use crate::store::{StoreError, next_batch};
+use crate::store::StoreError;
 
 /// Most claims served by one transaction.
 const MAX_CLAIMS: usize = 256;
@@ -31,7 +31,6 @@ struct Request {
     lease_id: String,
     now_unix_ms: u64,
     expires_unix_ms: u64,
-    reply: oneshot::Sender<Result<Vec<(JobRow, i64)>, StoreError>>,
 }
 
 impl Request {
@@ -48,51 +47,34 @@ impl Request {
     }
 }
 
-/// The process's claims, served in batches by one task.
-pub(super) struct Claims {
-    requests: mpsc::UnboundedSender<Request>,
-    task: tokio::task::JoinHandle<()>,
-}
+/// Jobs as leased, with their versions.
+type Leased = Vec<(JobRow, i64)>;
 
-impl Drop for Claims {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
+/// The process's claims, served in batches.
+pub(super) struct Claims(Batcher<Request, Leased>);
 
 impl Claims {
     pub(super) fn start(pool: Pool) -> Self {
-        let (requests, mut incoming) = mpsc::unbounded_channel::<Request>();
-        let task = tokio::spawn(async move {
-            while let Some(batch) = next_batch(&mut incoming, MAX_CLAIMS).await {
-                let result = if batch.len() == 1 {
-                    claim_one(&pool, &batch[0]).await.map(|rows| vec![rows])
-                } else {
-                    claim_together(&pool, &batch).await
-                };
-                match result {
-                    Ok(rows) => {
-                        for (request, rows) in batch.into_iter().zip(rows) {
-                            let _ = request.reply.send(Ok(rows));
-                        }
-                    }
-                    Err(error) => {
-                        for request in batch {
-                            let _ = request.reply.send(Err(error.clone()));
-                        }
+        Self(Batcher::start(
+            "claims jobs",
+            MAX_CLAIMS,
+            move |batch: Vec<Request>| {
+                let pool = pool.clone();
+                async move {
+                    if let [one] = batch.as_slice() {
+                        Ok(vec![claim_one(&pool, one).await?])
+                    } else {
+                        claim_together(&pool, &batch).await
                     }
                 }
-            }
-        });
-        Self { requests, task }
+            },
+        ))
     }
 
     /// `claim`'s jobs as leased, with their versions.
-    pub(super) async fn claim(&self, claim: &Claim<'_>) -> Result<Vec<(JobRow, i64)>, StoreError> {
-        let stopped = || StoreError::Unavailable("the claim task has stopped".into());
-        let (reply, answer) = oneshot::channel();
-        self.requests
-            .send(Request {
+    pub(super) async fn claim(&self, claim: &Claim<'_>) -> Result<Leased, StoreError> {
+        self.0
+            .ask(Request {
                 node_id: claim.node_id.to_owned(),
                 models: claim.models.to_vec(),
                 max: claim.max,
@@ -100,15 +82,13 @@ impl Claims {
                 lease_id: claim.lease_id.to_owned(),
                 now_unix_ms: claim.now_unix_ms,
                 expires_unix_ms: claim.expires_unix_ms,
-                reply,
             })
-            .map_err(|_| stopped())?;
-        answer.await.map_err(|_| stopped())?
+            .await
     }
 }
 
 /// One claim alone: `claim_jobs` picks and leases in one statement.
-async fn claim_one(pool: &Pool, request: &Request) -> Result<Vec<(JobRow, i64)>, StoreError> {
+async fn claim_one(pool: &Pool, request: &Request) -> Result<Leased, StoreError> {
     let client = pool.get().await.map_err(super::pool_error)?;
     let statement = client
         .prepare_cached(&format!(
@@ -138,10 +118,7 @@ async fn claim_one(pool: &Pool, request: &Request) -> Result<Vec<(JobRow, i64)>,
 
 /// Several claims in one transaction: lock what they ask for together, share it out in line
 /// order, lease it in one statement. One list of jobs per request, in order.
-async fn claim_together(
-    pool: &Pool,
-    batch: &[Request],
-) -> Result<Vec<Vec<(JobRow, i64)>>, StoreError> {
+async fn claim_together(pool: &Pool, batch: &[Request]) -> Result<Vec<Leased>, StoreError> {
     let mut models: Vec<&str> = batch
         .iter()
         .flat_map(|r| r.models.iter().map(String::as_str))
@@ -149,11 +126,7 @@ async fn claim_together(
     models.sort_unstable();
     models.dedup();
     let established = batch.iter().any(|r| r.established);
-    let wanted = batch
-        .iter()
-        .map(|r| r.max)
-        .sum::<usize>()
-        .min(MAX_ROWS);
+    let wanted = batch.iter().map(|r| r.max).sum::<usize>().min(MAX_ROWS);
 
     let mut client = pool.get().await.map_err(super::pool_error)?;
     let tx = client.transaction().await.map_err(db_error)?;
@@ -178,7 +151,7 @@ async fn claim_together(
         .collect::<Result<_, StoreError>>()?;
 
     // Each request in turn takes the first rows it may run, up to what it asked for.
-    let mut leased: Vec<Vec<(JobRow, i64)>> = Vec::with_capacity(batch.len());
+    let mut leased: Vec<Leased> = Vec::with_capacity(batch.len());
     let (mut ids, mut nodes, mut leases, mut expires, mut times) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for request in batch {

@@ -17,6 +17,7 @@ use std::time::Duration;
 use deadpool_postgres::Pool;
 use tokio_postgres::NoTls;
 
+use super::writes::{JobWrite, Takes, Writes as JobWrites};
 use super::{CHANNEL, EVENT_BUFFER, db_error, int8, uint};
 use crate::queue::job::{Claim, JobCounts, JobEdit, JobRow, JobState, QueueEvent, Write};
 use crate::store::{StoreError, from_json, to_json};
@@ -71,6 +72,8 @@ pub(super) struct PgJobs {
     listener: std::sync::OnceLock<tokio::task::JoinHandle<()>>,
     remembered: Remembered,
     claims: super::claims::Claims,
+    writes: JobWrites,
+    takes: Takes,
 }
 
 impl Drop for PgJobs {
@@ -85,6 +88,8 @@ impl PgJobs {
     pub(super) fn new(pool: Pool, config: tokio_postgres::Config) -> Self {
         Self {
             claims: super::claims::Claims::start(pool.clone()),
+            writes: JobWrites::start(pool.clone()),
+            takes: Takes::start(pool.clone()),
             pool,
             config,
             events: tokio::sync::broadcast::channel(EVENT_BUFFER).0,
@@ -148,120 +153,39 @@ impl PgJobs {
         job_id: &str,
         edit: JobEdit<'_>,
     ) -> Result<bool, StoreError> {
-        let client = self.client().await?;
-        let select = client
-            .prepare_cached(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1"))
-            .await
-            .map_err(db_error)?;
         let mut remembered = self.remembered.take(job_id);
         for _ in 0..EDIT_TRIES {
             let from_memory = remembered.is_some();
             let (mut job, version) = match remembered.take() {
                 Some(job) => job,
-                None => {
-                    let Some(row) = client
-                        .query_opt(&select, &[&job_id])
-                        .await
-                        .map_err(db_error)?
-                    else {
-                        return Ok(false);
-                    };
-                    (job_from_row(&row)?, row.get(13))
-                }
+                None => match self.job_and_version(job_id).await? {
+                    Some(job) => job,
+                    None => return Ok(false),
+                },
             };
             let done = edit(&mut job);
-            let payloads: Vec<String> = done.events.iter().map(QueueEvent::encode).collect();
-            let written = match done.write {
+            let delete = match done.write {
                 // What a remembered row says may be out of date: look again before keeping.
                 Write::Keep if from_memory => continue,
                 Write::Keep => {
-                    if !payloads.is_empty() {
+                    if !done.events.is_empty() {
                         self.publish(&done.events).await?;
                     }
                     return Ok(true);
                 }
-                Write::Put => {
-                    let (node_id, lease_id, expires) = match &job.state {
-                        JobState::Leased {
-                            node_id,
-                            lease_id,
-                            expires_unix_ms,
-                        }
-                        | JobState::Paying {
-                            node_id,
-                            lease_id,
-                            expires_unix_ms,
-                        } => (
-                            Some(node_id.as_str()),
-                            Some(lease_id.as_str()),
-                            Some(int8(*expires_unix_ms, "time")?),
-                        ),
-                        JobState::Queued | JobState::Finished => (None, None, None),
-                    };
-                    // Written only over the version read; the events go with the write.
-                    let update = client
-                        .prepare_cached(
-                            "WITH written AS (
-                                 UPDATE jobs SET state = $3, node_id = $4, lease_id = $5,
-                                     lease_expires_unix_ms = $6, attempts = $7, exclude = $8,
-                                     established_only = $9, front = $10,
-                                     place = CASE WHEN $3 = 'queued' THEN nextval('job_places') ELSE place END,
-                                     deadline_unix_ms = $11, body = $12, version = version + 1
-                                 WHERE id = $1 AND version = $2
-                                 RETURNING 1),
-                             told AS (
-                                 SELECT pg_notify($13, p) FROM unnest($14::text[]) AS p
-                                 WHERE EXISTS (SELECT 1 FROM written))
-                             SELECT (SELECT count(*) FROM written), (SELECT count(*) FROM told)",
-                        )
-                        .await
-                        .map_err(db_error)?;
-                    client
-                        .query_one(
-                            &update,
-                            &[
-                                &job_id,
-                                &version,
-                                &job.state.name(),
-                                &node_id,
-                                &lease_id,
-                                &expires,
-                                &i32::try_from(job.attempts).unwrap_or(i32::MAX),
-                                &job.exclude,
-                                &job.established_only,
-                                &job.front,
-                                &int8(job.deadline_unix_ms, "deadline")?,
-                                &body_text(&job)?,
-                                &CHANNEL,
-                                &payloads,
-                            ],
-                        )
-                        .await
-                        .map_err(db_error)?
-                        .get::<_, i64>(0)
-                }
-                Write::Delete => {
-                    let delete = client
-                        .prepare_cached(
-                            "WITH gone AS (
-                                 DELETE FROM jobs WHERE id = $1 AND version = $2 RETURNING 1),
-                             told AS (
-                                 SELECT pg_notify($3, p) FROM unnest($4::text[]) AS p
-                                 WHERE EXISTS (SELECT 1 FROM gone))
-                             SELECT (SELECT count(*) FROM gone), (SELECT count(*) FROM told)",
-                        )
-                        .await
-                        .map_err(db_error)?;
-                    client
-                        .query_one(&delete, &[&job_id, &version, &CHANNEL, &payloads])
-                        .await
-                        .map_err(db_error)?
-                        .get::<_, i64>(0)
-                }
+                Write::Put => false,
+                Write::Delete => true,
             };
-            if written == 1 {
-                if matches!(done.write, Write::Put) {
-                    self.remembered.keep(&job, version + 1);
+            // Written only over the version read; the events go with the write.
+            let change = JobWrite {
+                job,
+                read_version: version,
+                delete,
+                payloads: done.events.iter().map(QueueEvent::encode).collect(),
+            };
+            if let Some(written) = self.writes.write(change).await? {
+                if !delete {
+                    self.remembered.keep(&written, version + 1);
                 }
                 return Ok(true);
             }
@@ -270,6 +194,21 @@ impl PgJobs {
         Err(StoreError::Unavailable(format!(
             "job {job_id} kept changing under {EDIT_TRIES} tries to edit it"
         )))
+    }
+
+    /// Job `job_id` as stored, with its version.
+    async fn job_and_version(&self, job_id: &str) -> Result<Option<(JobRow, i64)>, StoreError> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1"))
+            .await
+            .map_err(db_error)?;
+        client
+            .query_opt(&statement, &[&job_id])
+            .await
+            .map_err(db_error)?
+            .map(|row| Ok((job_from_row(&row)?, row.get(13))))
+            .transpose()
     }
 
     pub(super) async fn job(&self, job_id: &str) -> Result<Option<JobRow>, StoreError> {
@@ -291,21 +230,8 @@ impl PgJobs {
         &self,
         job_id: &str,
     ) -> Result<Option<JobRow>, StoreError> {
-        let client = self.client().await?;
-        let statement = client
-            .prepare_cached(&format!(
-                "DELETE FROM jobs WHERE id = $1 AND state = 'finished' RETURNING {JOB_COLUMNS}"
-            ))
-            .await
-            .map_err(db_error)?;
         self.remembered.take(job_id);
-        client
-            .query_opt(&statement, &[&job_id])
-            .await
-            .map_err(db_error)?
-            .as_ref()
-            .map(job_from_row)
-            .transpose()
+        self.takes.take(job_id).await
     }
 
     pub(super) async fn expired_leases(

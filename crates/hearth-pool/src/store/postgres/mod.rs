@@ -8,8 +8,10 @@
 //!
 //! The job queue and its events are in [`jobs`].
 
+mod batch;
 mod claims;
 mod jobs;
+mod writes;
 
 use std::collections::{BTreeMap, HashMap};
 use std::str::FromStr;
