@@ -17,6 +17,18 @@ use crate::accounts::{CustomerKey, Usage};
 use crate::queue::job::{Claim, JobCounts, JobEdit, JobRow, QueueEvent};
 use crate::reputation::NodeRecord;
 
+/// Make everything written to `tree`'s database durable. Not sled's `flush_async`: it can
+/// miss its wake-up and never finish when several flushes run at once (spacejam/sled#1241,
+/// #1308; the dispatch bench, 32 nodes registering at once, hung on it now and then). The
+/// blocking flush runs off the runtime's threads.
+async fn flush(tree: &sled::Tree) -> Result<(), StoreError> {
+    let tree = tree.clone();
+    tokio::task::spawn_blocking(move || tree.flush())
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("the flush task failed: {e}")))??;
+    Ok(())
+}
+
 impl From<sled::Error> for StoreError {
     fn from(e: sled::Error) -> Self {
         match e {
@@ -195,8 +207,7 @@ impl PoolStore for SledStore {
     }
 
     async fn sync(&self) -> Result<(), StoreError> {
-        self.db.flush_async().await?;
-        Ok(())
+        flush(&self.db).await
     }
 
     async fn chain_head(&self, node_id: &str) -> Result<Option<SignedReceipt>, StoreError> {
@@ -259,7 +270,7 @@ impl PoolStore for SledStore {
                 .compare_and_swap("pool_secret", None as Option<&[u8]>, Some(&fresh[..]))?;
         let secret = match stored {
             Ok(()) => {
-                self.db.flush_async().await?;
+                flush(&self.db).await?;
                 fresh
             }
             Err(existing) => existing
@@ -289,7 +300,7 @@ impl PoolStore for SledStore {
     ) -> Result<(), StoreError> {
         self.records.insert(node_id, to_json(record)?)?;
         if durable {
-            self.records.flush_async().await?;
+            flush(&self.records).await?;
         }
         Ok(())
     }
@@ -308,7 +319,7 @@ impl PoolStore for SledStore {
     async fn put_customer_key(&self, key: &CustomerKey) -> Result<(), StoreError> {
         self.customer_keys
             .insert(key.id.as_bytes(), to_json(key)?)?;
-        self.customer_keys.flush_async().await?;
+        flush(&self.customer_keys).await?;
         Ok(())
     }
 
@@ -339,7 +350,7 @@ impl PoolStore for SledStore {
 
     async fn put_session(&self, node_id: &str, session: &NodeSession) -> Result<(), StoreError> {
         self.sessions.insert(node_id, to_json(session)?)?;
-        self.sessions.flush_async().await?;
+        flush(&self.sessions).await?;
         Ok(())
     }
 
