@@ -81,10 +81,18 @@ impl EmbeddingTokenizer {
     /// Token ids (with `[CLS]` and `[SEP]`, truncated to the model's limit) for each text.
     pub fn tokenize(&self, texts: &[&str]) -> Result<Vec<Vec<u32>>> {
         check_texts(texts)?;
+        let failed = |e: tokenizers::Error| InferenceError::Tokenizer(e.to_string());
+        // One text on the calling thread: a batch spreads over rayon's threads, and for one
+        // short text the hand-offs cost more than the tokenizing (the pool counts every
+        // result's tokens).
+        if let [text] = texts {
+            let encoding = self.tokenizer.encode(*text, true).map_err(failed)?;
+            return Ok(vec![encoding.get_ids().to_vec()]);
+        }
         let encodings = self
             .tokenizer
             .encode_batch(texts.to_vec(), true)
-            .map_err(|e| InferenceError::Tokenizer(e.to_string()))?;
+            .map_err(failed)?;
         Ok(encodings.iter().map(|e| e.get_ids().to_vec()).collect())
     }
 
