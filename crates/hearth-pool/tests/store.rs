@@ -119,6 +119,64 @@ async fn sled_chains_stay_unbroken_under_concurrent_payments_and_survive_reopeni
     assert_eq!(audit_chains(&store, &key.public_key()).await, Ok(360));
 }
 
+/// A store written before each receipt was kept once (its job index and chain heads held
+/// whole receipts, not the receipt's key) reads as before, and its chains go on.
+#[tokio::test]
+async fn sled_reads_a_store_whose_indexes_hold_whole_receipts() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pool");
+    let key = KeyPair::generate().unwrap();
+    let first = {
+        let store = SledStore::open(&path).unwrap();
+        let receipts = store
+            .append_receipts(
+                &[payment(1, "node-a", 5), payment(2, "node-a", 7)],
+                &[],
+                &key,
+            )
+            .await
+            .unwrap();
+        store.sync().await.unwrap();
+        receipts
+    };
+    {
+        // Rewrite the indexes as the older layout had them.
+        let db = hearth_ledger::open_database(&path).unwrap();
+        let (by_job, heads) = (
+            db.open_tree("receipts_by_job").unwrap(),
+            db.open_tree("chain_heads").unwrap(),
+        );
+        for receipt in &first {
+            let whole = serde_json::to_vec(receipt).unwrap();
+            by_job
+                .insert(format!("{}/node-a", receipt.receipt.job_id), whole.clone())
+                .unwrap();
+            heads.insert("node-a", whole).unwrap();
+        }
+        db.flush().unwrap();
+    }
+    let store = SledStore::open(&path).unwrap();
+    assert_eq!(
+        store.receipt_for_job("job-1", "node-a").await.unwrap(),
+        Some(first[0].clone())
+    );
+    assert_eq!(
+        store.chain_head("node-a").await.unwrap(),
+        Some(first[1].clone())
+    );
+    let next = store
+        .append_receipts(&[payment(3, "node-a", 1)], &[], &key)
+        .await
+        .unwrap();
+    assert_eq!(next[0].receipt.sequence, first[1].receipt.sequence + 1);
+    assert_eq!(next[0].receipt.prev_hash, first[1].hash());
+    assert_eq!(audit_chains(&store, &key.public_key()).await, Ok(3));
+    assert_eq!(
+        store.balances().await.unwrap(),
+        vec![("node-a".to_owned(), 13)]
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_chains_stay_unbroken_when_two_processes_pay_the_same_nodes_at_once() {
     let url = support::scratch_database().await;

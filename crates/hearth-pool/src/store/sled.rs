@@ -45,10 +45,11 @@ impl From<sled::Error> for StoreError {
 #[derive(Debug)]
 pub struct SledStore {
     db: sled::Db,
+    /// Each node's last receipt: its `by_node` key.
     heads: sled::Tree,
-    /// Keyed `job id / node id`.
+    /// Keyed `job id / node id`: the receipt's `by_node` key.
     receipts: sled::Tree,
-    /// Keyed `node id / sequence (big-endian)`, for catching a node up in order.
+    /// The receipts, keyed `node id / sequence (big-endian)`, for catching a node up in order.
     by_node: sled::Tree,
     balances: sled::Tree,
     records: sled::Tree,
@@ -86,9 +87,26 @@ impl SledStore {
         from_json(bytes, "receipt")
     }
 
+    /// The receipt an index entry (of `receipts_by_job` or `chain_heads`) points to. A
+    /// receipt is stored once, under its node and sequence; the indexes hold that key.
+    /// Stores written before that hold the receipt itself (JSON, so `{` first).
+    fn indexed(&self, entry: &[u8]) -> Result<SignedReceipt, StoreError> {
+        if entry.first() == Some(&b'{') {
+            return Self::decode(entry);
+        }
+        let bytes = self
+            .by_node
+            .get(entry)?
+            .ok_or_else(|| StoreError::Corrupt {
+                what: "receipt index",
+                detail: "points to no receipt".into(),
+            })?;
+        Self::decode(&bytes)
+    }
+
     fn stored_end(&self, node_id: &str) -> Result<ChainEnd, StoreError> {
         Ok(match self.heads.get(node_id)? {
-            Some(bytes) => ChainEnd::after(&Self::decode(&bytes)?),
+            Some(entry) => ChainEnd::after(&self.indexed(&entry)?),
             None => ChainEnd::default(),
         })
     }
@@ -123,6 +141,16 @@ impl SledStore {
                 })
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
+        // Each node's balance moves once per batch, by the sum of its receipts; its head
+        // points to its last receipt of the batch.
+        let mut earned: HashMap<&str, (u64, &[u8])> = HashMap::new();
+        for (receipt, row) in receipts.iter().zip(&rows) {
+            let entry = earned
+                .entry(receipt.receipt.node_id.as_str())
+                .or_insert((0, &[]));
+            entry.0 = entry.0.saturating_add(receipt.receipt.micro_credits);
+            entry.1 = row.node_key.as_slice();
+        }
         (&self.heads, &self.receipts, &self.by_node, &self.balances)
             .transaction(|(heads, by_job, by_node, balances)| {
                 for (receipt, row) in receipts.iter().zip(&rows) {
@@ -132,16 +160,17 @@ impl SledStore {
                             receipt.receipt.job_id, receipt.receipt.node_id
                         ));
                     }
-                    let node = receipt.receipt.node_id.as_bytes();
-                    heads.insert(node, row.bytes.as_slice())?;
-                    by_job.insert(row.job_key.as_bytes(), row.bytes.as_slice())?;
                     by_node.insert(row.node_key.as_slice(), row.bytes.as_slice())?;
+                    by_job.insert(row.job_key.as_bytes(), row.node_key.as_slice())?;
+                }
+                for (node, (credits, last)) in &earned {
+                    heads.insert(node.as_bytes(), *last)?;
                     let old = balances
-                        .get(node)?
+                        .get(node.as_bytes())?
                         .and_then(|b| <[u8; 8]>::try_from(b.as_ref()).ok())
                         .map_or(0, u64::from_be_bytes);
-                    let new = old.saturating_add(receipt.receipt.micro_credits);
-                    balances.insert(node, &new.to_be_bytes())?;
+                    let new = old.saturating_add(*credits);
+                    balances.insert(node.as_bytes(), &new.to_be_bytes())?;
                 }
                 Ok(())
             })
@@ -213,7 +242,7 @@ impl PoolStore for SledStore {
     async fn chain_head(&self, node_id: &str) -> Result<Option<SignedReceipt>, StoreError> {
         self.heads
             .get(node_id)?
-            .map(|b| Self::decode(&b))
+            .map(|entry| self.indexed(&entry))
             .transpose()
     }
 
@@ -224,7 +253,7 @@ impl PoolStore for SledStore {
     ) -> Result<Option<SignedReceipt>, StoreError> {
         self.receipts
             .get(format!("{job_id}/{node_id}"))?
-            .map(|b| Self::decode(&b))
+            .map(|entry| self.indexed(&entry))
             .transpose()
     }
 
