@@ -23,7 +23,7 @@ use crate::checks::check_output;
 use crate::error::ApiError;
 use crate::metrics::Outcome;
 use crate::nodes::{MAX_PROFILE_MODELS, MAX_PROFILE_TEXT, NodeInfo};
-use crate::queue::{Completed, LeaseError, now_unix_ms};
+use crate::queue::{Completed, IdleMemo, LeaseError, now_unix_ms};
 use crate::store::Payment;
 use crate::verify::{Answer, Verdict};
 
@@ -232,6 +232,7 @@ pub(crate) async fn register(
                 key: registration.public_key,
                 profile: registration.profile,
                 session,
+                idle: IdleMemo::default(),
             },
         )
         .await?;
@@ -264,7 +265,7 @@ async fn lease_for(
     };
     Ok(state
         .queue
-        .lease(id, &info.profile.models, max, wait, established)
+        .lease(id, &info.profile.models, max, wait, established, &info.idle)
         .await?)
 }
 

@@ -18,7 +18,7 @@ use hearth_protocol::{
 
 use crate::config::PoolConfig;
 use crate::error::ApiError;
-use crate::queue::{now_unix_ms, random_id};
+use crate::queue::{IdleMemo, now_unix_ms, random_id};
 use crate::reputation::NodeRecord;
 use crate::store::{NodeSession, PoolStore};
 
@@ -37,6 +37,8 @@ pub struct NodeInfo {
     pub profile: HardwareProfile,
     /// The MAC key agreed at registration, when the node asked for a session.
     pub session: Option<SessionKey>,
+    /// What the queue remembers of its last look for work that found nothing.
+    pub idle: IdleMemo,
 }
 
 impl NodeInfo {
@@ -63,6 +65,7 @@ impl NodeInfo {
             key: stored.key,
             profile: stored.profile,
             session,
+            idle: IdleMemo::default(),
         })
     }
 }

@@ -37,8 +37,12 @@ pub(super) async fn follow_events(
                 model,
                 established_only,
                 jobs,
+                not_for,
             }) => {
-                waiters.lock().wake(&model, established_only, jobs);
+                waiters.heard_of_work();
+                waiters
+                    .lock()
+                    .wake(&model, established_only, jobs, &not_for);
             }
             Ok(QueueEvent::Finished { job_id }) => {
                 if waiters.lock().customers.contains_key(&job_id) {
@@ -51,6 +55,7 @@ pub(super) async fn follow_events(
                 }
             }
             Ok(QueueEvent::Resync) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                waiters.heard_of_work();
                 let jobs: Vec<String> = {
                     let mut local = waiters.lock();
                     local.wake_all();

@@ -177,6 +177,7 @@ impl JobRow {
             model: self.model.clone(),
             established_only: self.established_only,
             jobs: 1,
+            not_for: self.exclude.clone(),
         }])
     }
 
@@ -363,11 +364,13 @@ pub struct JobCounts {
 /// `NOTIFY` messages sent with the transaction that made them true.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum QueueEvent {
-    /// `jobs` jobs of `model` are waiting: wake that many nodes that run it.
+    /// `jobs` jobs of `model` are waiting: wake that many nodes that run it, none of
+    /// `not_for` (nodes that answered the job already).
     Work {
         model: String,
         established_only: bool,
         jobs: u32,
+        not_for: Vec<String>,
     },
     /// A job has its outcome: its customer's process reads it.
     Finished { job_id: String },
@@ -379,14 +382,20 @@ pub enum QueueEvent {
 }
 
 impl QueueEvent {
-    /// The event as a `NOTIFY` payload (short, under PostgreSQL's 8000 bytes).
+    /// The event as a `NOTIFY` payload (short, under PostgreSQL's 8000 bytes: a job is
+    /// checked by a few nodes at most, so `not_for` names a few ids).
     pub fn encode(&self) -> String {
         match self {
             Self::Work {
                 model,
                 established_only,
                 jobs,
-            } => format!("w|{}|{jobs}|{model}", u8::from(*established_only)),
+                not_for,
+            } => format!(
+                "w|{}|{jobs}|{}|{model}",
+                u8::from(*established_only),
+                not_for.join(",")
+            ),
             Self::Finished { job_id } => format!("f|{job_id}"),
             Self::Streamed { job_id } => format!("s|{job_id}"),
             Self::Resync => "r".into(),
@@ -395,16 +404,23 @@ impl QueueEvent {
 
     /// An event from its payload; `None` for one this version does not know.
     pub fn decode(payload: &str) -> Option<Self> {
-        let mut parts = payload.splitn(4, '|');
+        let mut parts = payload.splitn(5, '|');
         match parts.next()? {
             "w" => {
                 let established_only = parts.next()? == "1";
                 let jobs = parts.next()?.parse().ok()?;
+                let not_for = parts
+                    .next()?
+                    .split(',')
+                    .filter(|id| !id.is_empty())
+                    .map(str::to_owned)
+                    .collect();
                 let model = parts.next()?.to_owned();
                 Some(Self::Work {
                     model,
                     established_only,
                     jobs,
+                    not_for,
                 })
             }
             "f" => Some(Self::Finished {
@@ -430,6 +446,13 @@ mod tests {
                 model: "all-minilm-l6-v2".into(),
                 established_only: true,
                 jobs: 3,
+                not_for: vec!["node-a".into(), "node-b".into()],
+            },
+            QueueEvent::Work {
+                model: "a|model".into(),
+                established_only: false,
+                jobs: 1,
+                not_for: Vec::new(),
             },
             QueueEvent::Finished {
                 job_id: "job-1".into(),

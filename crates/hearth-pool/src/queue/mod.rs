@@ -30,6 +30,7 @@ use events::{follow_events, tell};
 pub use job::{Accepted, JobFailure, LeaseError, NewJob, SubmitError, Submitted};
 use job::{Claim, Edit, JobBody, JobRow, JobState, Outcome, QueueEvent};
 pub use waiters::Completed;
+pub use waiters::IdleMemo;
 use waiters::{Customer, LocalWaiters, NodeWaiter};
 
 /// Most streamed text kept per job to check against the final answer.
@@ -162,12 +163,14 @@ impl Queue {
         // Nodes waiting here take the jobs first, with no round trip through the database;
         // only jobs left over are announced to every process.
         let jobs = u32::try_from(rows.len()).unwrap_or(u32::MAX);
-        let woken = self.local.lock().wake(model, false, jobs);
+        self.local.heard_of_work();
+        let woken = self.local.lock().wake(model, false, jobs, &[]);
         if woken < jobs {
             let work = QueueEvent::Work {
                 model: model.to_owned(),
                 established_only: false,
                 jobs: jobs - woken,
+                not_for: Vec::new(),
             };
             if let Err(error) = self.store.publish(&[work]).await {
                 // The jobs are queued; nodes find them at their next lease.
@@ -178,7 +181,8 @@ impl Queue {
     }
 
     /// Up to `max` queued jobs for a node that runs `models`, waiting up to `wait` for some.
-    /// Only `established` nodes get jobs whose answer is being checked.
+    /// Only `established` nodes get jobs whose answer is being checked. `memo` is this
+    /// node's [`IdleMemo`]: the store is not asked again while nothing new was heard of.
     pub async fn lease(
         &self,
         node_id: &str,
@@ -186,19 +190,26 @@ impl Queue {
         max: usize,
         wait: Duration,
         established: bool,
+        memo: &IdleMemo,
     ) -> Result<Vec<Job>, StoreError> {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             if self.is_closed() {
                 return Ok(Vec::new());
             }
-            // In line before looking, so that work queued meanwhile wakes this node.
-            let waiter = NodeWaiter::new(established);
+            // In line before looking, so that work queued meanwhile wakes this node; what
+            // was heard of read before looking, so that work heard of meanwhile makes the
+            // next lease look again.
+            let waiter = NodeWaiter::new(node_id, established);
             self.local.lock().wait_for_work(&waiter, models);
-            let jobs = self.claim(node_id, models, max, established).await;
-            if !matches!(&jobs, Ok(jobs) if jobs.is_empty()) {
-                waiter.retire();
-                return jobs;
+            let heard = self.local.work_heard();
+            if !memo.nothing_new(heard, established) {
+                let jobs = self.claim(node_id, models, max, established).await;
+                if !matches!(&jobs, Ok(jobs) if jobs.is_empty()) {
+                    waiter.retire();
+                    return jobs;
+                }
+                memo.found_nothing(heard, established);
             }
             self.local.nodes_waiting.fetch_add(1, Ordering::Relaxed);
             let woken = tokio::time::timeout_at(deadline, waiter.notify.notified()).await;
@@ -672,4 +683,73 @@ fn draw() -> f64 {
         return 0.0;
     }
     (u64::from_le_bytes(bytes) >> 11) as f64 / (1u64 << 53) as f64
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::store::SledStore;
+
+    fn queued(id: &str) -> JobRow {
+        JobRow {
+            id: id.into(),
+            model: "m".into(),
+            state: JobState::Queued,
+            attempts: 0,
+            exclude: Vec::new(),
+            established_only: false,
+            front: false,
+            deadline_unix_ms: u64::MAX,
+            leased_unix_ms: 0,
+            body: JobBody {
+                task: Some(hearth_protocol::TaskPayload::Embeddings {
+                    texts: vec!["a text".into()],
+                }),
+                ..JobBody::default()
+            },
+        }
+    }
+
+    /// A node whose look found nothing does not ask the store again until this process
+    /// hears of work; when it does, the waiting node is woken and takes the job.
+    #[tokio::test]
+    async fn a_node_that_found_nothing_looks_again_only_once_work_is_heard_of() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn PoolStore> = Arc::new(SledStore::open(dir.path()).unwrap());
+        let queue = Queue::start(Arc::clone(&store), Arc::new(PoolConfig::default()));
+        let (memo, models) = (IdleMemo::default(), vec!["m".to_owned()]);
+        let lease = |wait_ms| {
+            queue.lease(
+                "node-a",
+                &models,
+                1,
+                Duration::from_millis(wait_ms),
+                true,
+                &memo,
+            )
+        };
+        assert!(lease(0).await.unwrap().is_empty());
+        // Queued with no word to this process (as if its event were still on the way): the
+        // node is not told, and does not ask.
+        store.insert_jobs(&[queued("job-1")], &[]).await.unwrap();
+        assert!(lease(0).await.unwrap().is_empty());
+        assert_eq!(store.job_counts().await.unwrap().queued, 1);
+        // The word comes while the node waits: it looks again and takes the job.
+        let announce = async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let work = QueueEvent::Work {
+                model: "m".into(),
+                established_only: false,
+                jobs: 1,
+                not_for: Vec::new(),
+            };
+            store.publish(&[work]).await.unwrap();
+        };
+        let (jobs, ()) = tokio::join!(lease(5_000), announce);
+        let jobs = jobs.unwrap();
+        assert_eq!(jobs.len(), 1);
+        assert_eq!(jobs[0].id, "job-1");
+    }
 }

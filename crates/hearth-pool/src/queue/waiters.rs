@@ -3,7 +3,7 @@
 //! here is a [`QueueEvent`] from the store, whichever process sent it.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use hearth_protocol::TaskOutput;
@@ -51,14 +51,16 @@ impl Customer {
 #[derive(Debug)]
 pub(super) struct NodeWaiter {
     pub notify: Notify,
+    pub node_id: String,
     pub established: bool,
     woken: AtomicBool,
 }
 
 impl NodeWaiter {
-    pub fn new(established: bool) -> Arc<Self> {
+    pub fn new(node_id: &str, established: bool) -> Arc<Self> {
         Arc::new(Self {
             notify: Notify::new(),
+            node_id: node_id.to_owned(),
             established,
             woken: AtomicBool::new(false),
         })
@@ -113,9 +115,15 @@ impl Local {
         }
     }
 
-    /// Wake up to `jobs` nodes waiting for `model` (established ones only when asked), first
-    /// come first woken; the others sleep on. How many were woken.
-    pub fn wake(&mut self, model: &str, established_only: bool, jobs: u32) -> u32 {
+    /// Wake up to `jobs` nodes waiting for `model` (established ones only when asked, none
+    /// of `not_for`), first come first woken; the others sleep on. How many were woken.
+    pub fn wake(
+        &mut self,
+        model: &str,
+        established_only: bool,
+        jobs: u32,
+        not_for: &[String],
+    ) -> u32 {
         let Some(line) = self.lines.get_mut(model) else {
             return 0;
         };
@@ -131,7 +139,7 @@ impl Local {
             if !waiter.is_waiting() {
                 continue;
             }
-            if established_only && !waiter.established {
+            if (established_only && !waiter.established) || not_for.contains(&waiter.node_id) {
                 passed_over.push(next);
                 continue;
             }
@@ -165,11 +173,26 @@ pub(super) struct LocalWaiters {
     pub idle: Notify,
     /// Nodes in a long poll here.
     pub nodes_waiting: std::sync::atomic::AtomicUsize,
+    /// Counts the times this process heard that work may be waiting (jobs queued here, a
+    /// `Work` event from any process, or events possibly missed). A node whose last look
+    /// found nothing need not look again until it moves: see [`IdleMemo`].
+    work_heard: AtomicU64,
 }
 
 impl LocalWaiters {
     pub fn lock(&self) -> MutexGuard<'_, Local> {
         self.local.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Work may be waiting: every node looks again at its next lease. Called before the
+    /// nodes are woken, and after the jobs are in the store.
+    pub fn heard_of_work(&self) {
+        self.work_heard.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// How often work was heard of so far (see [`LocalWaiters::heard_of_work`]).
+    pub fn work_heard(&self) -> u64 {
+        self.work_heard.load(Ordering::Acquire)
     }
 
     /// Stop waiting for `job_id`'s customer; the customer, if it waited.
@@ -180,5 +203,72 @@ impl LocalWaiters {
             self.idle.notify_one();
         }
         customer
+    }
+}
+
+/// What the queue remembers of one node's last look for work that found nothing: how much
+/// work this process had heard of before it looked, and whether the node was established
+/// then. While neither has moved, nothing the node may run was queued since, so its next
+/// lease waits without asking the store (an idle network of long-polling nodes costs the
+/// database nothing). Kept with the node's registration in this process.
+#[derive(Debug, Default)]
+pub struct IdleMemo(AtomicU64);
+
+impl IdleMemo {
+    /// `heard` and `established` in one word; 0 is "nothing remembered".
+    fn word(heard: u64, established: bool) -> u64 {
+        (heard << 1 | u64::from(established)).wrapping_add(1).max(1)
+    }
+
+    /// The node found nothing after this process had heard of work `heard` times.
+    pub(super) fn found_nothing(&self, heard: u64, established: bool) {
+        self.0
+            .store(Self::word(heard, established), Ordering::Release);
+    }
+
+    /// Whether a look now would find what the last one did (nothing).
+    pub(super) fn nothing_new(&self, heard: u64, established: bool) -> bool {
+        self.0.load(Ordering::Acquire) == Self::word(heard, established)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn work_wakes_no_node_it_is_not_for_and_the_passed_over_keep_their_place() {
+        let mut local = Local::default();
+        let models = vec!["m".to_owned()];
+        let (a, b, c) = (
+            NodeWaiter::new("node-a", true),
+            NodeWaiter::new("node-b", true),
+            NodeWaiter::new("node-c", true),
+        );
+        for waiter in [&a, &b, &c] {
+            local.wait_for_work(waiter, &models);
+        }
+        // A job that node a answered already: b, next in line, is woken instead of a.
+        assert_eq!(local.wake("m", true, 1, &["node-a".to_owned()]), 1);
+        assert!(a.is_waiting() && !b.is_waiting() && c.is_waiting());
+        // a is still first in line for the next job.
+        assert_eq!(local.wake("m", false, 1, &[]), 1);
+        assert!(!a.is_waiting() && c.is_waiting());
+        // Nobody left it may go to: nobody woken.
+        assert_eq!(local.wake("m", false, 1, &["node-c".to_owned()]), 0);
+        assert!(c.is_waiting());
+    }
+
+    #[test]
+    fn an_idle_memo_holds_only_while_nothing_new_was_heard_and_the_node_is_as_it_was() {
+        let memo = IdleMemo::default();
+        assert!(!memo.nothing_new(0, false), "a node never seen looks");
+        memo.found_nothing(7, false);
+        assert!(memo.nothing_new(7, false));
+        assert!(!memo.nothing_new(8, false), "work heard of since");
+        assert!(
+            !memo.nothing_new(7, true),
+            "established since: checked jobs are open to it"
+        );
     }
 }
