@@ -16,6 +16,8 @@
 //! - The pool answers a result with a [`SignedReceipt`]: per node a hash chain, each receipt
 //!   naming the hash of the one before, signed with the pool's key.
 
+mod output_wire;
+
 use std::fmt;
 
 use base64::Engine;
@@ -579,6 +581,7 @@ pub struct ReceiptsReply {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct JobResult {
     pub lease_id: String,
+    #[serde(deserialize_with = "output_wire::read")]
     pub output: TaskOutput,
     pub started_unix_ms: u64,
     pub finished_unix_ms: u64,
