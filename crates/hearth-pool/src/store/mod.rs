@@ -301,7 +301,8 @@ struct IssueRequest {
 type Appended = Vec<(Reply, Vec<SignedReceipt>)>;
 
 /// Issues receipts in batches (group commit), in two tasks. The chain task takes the
-/// payments waiting when it turns to them and appends them in one
+/// payments waiting when it turns to them (after one turn of the scheduler, so that
+/// requests already on their way join) and appends them in one
 /// [`PoolStore::append_receipts`]; the sync task makes everything appended so far durable
 /// with one [`PoolStore::sync`] and only then answers, while the chain task goes on with the
 /// next batch. Under load one disk write (or one database transaction) serves many jobs. A
@@ -327,7 +328,13 @@ impl ReceiptWriter {
         let (appended_tx, mut appended) = tokio::sync::mpsc::unbounded_channel::<Appended>();
         let chain_store = Arc::clone(&store);
         let chain = tokio::spawn(async move {
-            while let Some(batch) = next_batch(&mut incoming, MAX_BATCH).await {
+            while let Some(first) = incoming.recv().await {
+                // Let the tasks already running go first (they may be requests on their way
+                // here): under load a batch gathers the requests of one turn of the
+                // scheduler, not just one; an idle runtime comes straight back.
+                tokio::task::yield_now().await;
+                let mut batch = vec![first];
+                take_waiting(&mut incoming, &mut batch, MAX_BATCH);
                 let done = append_batch(chain_store.as_ref(), &key, batch).await;
                 if !done.is_empty() && appended_tx.send(done).is_err() {
                     break;
@@ -389,13 +396,22 @@ pub(crate) async fn next_batch<T>(
     max: usize,
 ) -> Option<Vec<T>> {
     let mut batch = vec![incoming.recv().await?];
+    take_waiting(incoming, &mut batch, max);
+    Some(batch)
+}
+
+/// Move the messages already waiting into `batch`, until it holds `max`.
+fn take_waiting<T>(
+    incoming: &mut tokio::sync::mpsc::UnboundedReceiver<T>,
+    batch: &mut Vec<T>,
+    max: usize,
+) {
     while batch.len() < max {
         match incoming.try_recv() {
             Ok(more) => batch.push(more),
             Err(_) => break,
         }
     }
-    Some(batch)
 }
 
 /// Append every payment of `batch` in one step; the requests with their receipts, to be
