@@ -212,18 +212,7 @@ impl PgJobs {
     }
 
     pub(super) async fn job(&self, job_id: &str) -> Result<Option<JobRow>, StoreError> {
-        let client = self.client().await?;
-        let statement = client
-            .prepare_cached(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1"))
-            .await
-            .map_err(db_error)?;
-        client
-            .query_opt(&statement, &[&job_id])
-            .await
-            .map_err(db_error)?
-            .as_ref()
-            .map(job_from_row)
-            .transpose()
+        Ok(self.job_and_version(job_id).await?.map(|(job, _)| job))
     }
 
     pub(super) async fn take_finished_job(
