@@ -17,33 +17,74 @@ const EVENT_BUFFER: usize = 4096;
 /// in the order they were queued.
 type Place = (u8, u64);
 
+/// The line a queued job waits in: its model, and whether only established nodes may take it.
+/// A claim looks only at the lines it may take from, so a node never walks past a pile of
+/// jobs for other models, or of checks it may not run.
+type Line = (String, bool);
+
 #[derive(Default)]
 struct Table {
     jobs: HashMap<String, JobRow>,
-    queued: BTreeMap<Place, String>,
-    places: HashMap<String, Place>,
+    lines: HashMap<Line, BTreeMap<Place, String>>,
+    places: HashMap<String, (Line, Place)>,
     next: u64,
 }
 
 impl Table {
-    /// Keep the line in step with `id`'s state after a change.
+    /// Keep the lines in step with `id`'s state after a change.
     fn reindex(&mut self, id: &str) {
-        if let Some(place) = self.places.remove(id) {
-            self.queued.remove(&place);
+        if let Some((line, place)) = self.places.remove(id)
+            && let Some(queue) = self.lines.get_mut(&line)
+        {
+            queue.remove(&place);
+            if queue.is_empty() {
+                self.lines.remove(&line);
+            }
         }
         if let Some(job) = self.jobs.get(id)
             && job.state == JobState::Queued
         {
             self.next += 1;
+            let line = (job.model.clone(), job.established_only);
             let place = (u8::from(!job.front), self.next);
-            self.queued.insert(place, id.to_owned());
-            self.places.insert(id.to_owned(), place);
+            self.lines
+                .entry(line.clone())
+                .or_default()
+                .insert(place, id.to_owned());
+            self.places.insert(id.to_owned(), (line, place));
         }
     }
 
     fn remove(&mut self, id: &str) {
         self.jobs.remove(id);
         self.reindex(id);
+    }
+
+    /// Up to `claim.max` queued jobs `claim` may take, in line order.
+    fn pick(&self, claim: &Claim<'_>) -> Vec<String> {
+        let mut picked: Vec<(Place, &String)> = Vec::new();
+        for model in claim.models {
+            for established_only in [false, true] {
+                if established_only && !claim.established {
+                    continue;
+                }
+                let Some(queue) = self.lines.get(&(model.clone(), established_only)) else {
+                    continue;
+                };
+                picked.extend(
+                    queue
+                        .iter()
+                        .filter(|(_, id)| self.jobs.get(*id).is_some_and(|job| claim.may_take(job)))
+                        .take(claim.max)
+                        .map(|(place, id)| (*place, id)),
+                );
+            }
+        }
+        picked.sort_unstable_by_key(|(place, _)| *place);
+        // A model listed twice gives its jobs twice.
+        picked.dedup_by_key(|(place, _)| *place);
+        picked.truncate(claim.max);
+        picked.into_iter().map(|(_, id)| id.clone()).collect()
     }
 }
 
@@ -104,18 +145,7 @@ impl MemoryJobs {
     pub fn claim_jobs(&self, claim: &Claim<'_>) -> Vec<JobRow> {
         let mut table = self.lock();
         let table = &mut *table;
-        let mut picked = Vec::new();
-        for id in table.queued.values() {
-            if picked.len() >= claim.max {
-                break;
-            }
-            let Some(job) = table.jobs.get(id) else {
-                continue;
-            };
-            if claim.may_take(job) {
-                picked.push(id.clone());
-            }
-        }
+        let picked = table.pick(claim);
         let mut leased = Vec::with_capacity(picked.len());
         for id in picked {
             if let Some(job) = table.jobs.get_mut(&id) {
@@ -224,5 +254,72 @@ impl MemoryJobs {
 
     pub fn events(&self) -> broadcast::Receiver<QueueEvent> {
         self.events.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::queue::job::JobBody;
+
+    fn queued(id: &str, model: &str, established_only: bool, front: bool) -> JobRow {
+        JobRow {
+            id: id.into(),
+            model: model.into(),
+            state: JobState::Queued,
+            attempts: 0,
+            exclude: if id.ends_with("-answered-by-n") {
+                vec!["n".into()]
+            } else {
+                Vec::new()
+            },
+            established_only,
+            front,
+            deadline_unix_ms: u64::MAX,
+            leased_unix_ms: 0,
+            body: JobBody::default(),
+        }
+    }
+
+    fn claim(jobs: &MemoryJobs, models: &[&str], max: usize, established: bool) -> Vec<String> {
+        let models: Vec<String> = models.iter().map(|m| (*m).to_owned()).collect();
+        jobs.claim_jobs(&Claim {
+            node_id: "n",
+            models: &models,
+            max,
+            established,
+            lease_id: "lease",
+            now_unix_ms: 1,
+            expires_unix_ms: 2,
+        })
+        .into_iter()
+        .map(|job| job.id)
+        .collect()
+    }
+
+    #[test]
+    fn a_claim_takes_the_first_jobs_it_may_run_in_line_order_across_its_models() {
+        let jobs = MemoryJobs::default();
+        let mut rows = Vec::new();
+        // A pile of work this node may not take first: another model's, and checks.
+        for i in 0..1000 {
+            rows.push(queued(&format!("other-{i}"), "other", false, false));
+            rows.push(queued(&format!("check-{i}"), "a", true, true));
+        }
+        rows.push(queued("a-new", "a", false, false));
+        rows.push(queued("b-retried", "b", false, true));
+        rows.push(queued("a-retried-answered-by-n", "a", false, true));
+        rows.push(queued("b-new", "b", false, false));
+        jobs.insert_jobs(&rows, &[]).unwrap();
+        // A new node running a and b (b listed twice): retried jobs first, then in the order
+        // queued; never a check, nor a job it answered.
+        assert_eq!(
+            claim(&jobs, &["a", "b", "b"], 3, false),
+            ["b-retried", "a-new", "b-new"]
+        );
+        assert!(claim(&jobs, &["a", "b"], 3, false).is_empty());
+        // An established node takes the checks, in order.
+        assert_eq!(claim(&jobs, &["a"], 2, true), ["check-0", "check-1"]);
+        assert_eq!(jobs.job_counts().queued, 1000 + 998 + 1);
     }
 }
