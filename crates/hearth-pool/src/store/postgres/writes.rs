@@ -19,6 +19,40 @@ use crate::store::{StoreError, to_json};
 /// Most changes written by one statement.
 const MAX_WRITES: usize = 256;
 
+/// Write the rows still at the version they were read at, and send their events; answers
+/// with the tags of the rows written.
+const WRITE_ROWS: &str = "WITH v AS (
+        SELECT * FROM unnest($1::int4[], $2::text[], $3::int8[], $4::text[], $5::text[],
+            $6::text[], $7::int8[], $8::int4[], $9::text[], $10::bool[], $11::bool[],
+            $12::int8[], $13::text[])
+        AS v(tag, id, version, state, node_id, lease_id, expires, attempts, exclude,
+             established_only, front, deadline, body)),
+    written AS (
+        UPDATE jobs AS j SET state = v.state, node_id = v.node_id, lease_id = v.lease_id,
+            lease_expires_unix_ms = v.expires, attempts = v.attempts,
+            exclude = ARRAY(SELECT jsonb_array_elements_text(v.exclude::jsonb)),
+            established_only = v.established_only, front = v.front,
+            place = CASE WHEN v.state = 'queued' THEN nextval('job_places') ELSE j.place END,
+            deadline_unix_ms = v.deadline, body = v.body, version = j.version + 1
+        FROM v WHERE j.id = v.id AND j.version = v.version
+        RETURNING v.tag),
+    told AS (
+        SELECT pg_notify($14, e.payload) FROM unnest($15::int4[], $16::text[]) AS e(tag, payload)
+        WHERE e.tag IN (SELECT tag FROM written))
+    SELECT (SELECT array_agg(tag) FROM written), (SELECT count(*) FROM told)";
+
+/// Delete the rows still at the version they were read at, and send their events; answers
+/// with the tags of the rows deleted.
+const DELETE_ROWS: &str = "WITH v AS (
+        SELECT * FROM unnest($1::int4[], $2::text[], $3::int8[]) AS v(tag, id, version)),
+    gone AS (
+        DELETE FROM jobs AS j USING v WHERE j.id = v.id AND j.version = v.version
+        RETURNING v.tag),
+    told AS (
+        SELECT pg_notify($4, e.payload) FROM unnest($5::int4[], $6::text[]) AS e(tag, payload)
+        WHERE e.tag IN (SELECT tag FROM gone))
+    SELECT (SELECT array_agg(tag) FROM gone), (SELECT count(*) FROM told)";
+
 /// One change to a job: its new row (or its removal), over the version it was read at.
 pub(super) struct JobWrite {
     pub job: JobRow,
@@ -142,86 +176,46 @@ async fn write_batch(
     let client = pool.get().await.map_err(super::pool_error)?;
     let mut written = vec![false; writes.len()];
     if !puts.id.is_empty() {
-        let statement = client
-            .prepare_cached(
-                "WITH v AS (
-                     SELECT * FROM unnest($1::int4[], $2::text[], $3::int8[], $4::text[], $5::text[],
-                         $6::text[], $7::int8[], $8::int4[], $9::text[], $10::bool[], $11::bool[],
-                         $12::int8[], $13::text[])
-                     AS v(tag, id, version, state, node_id, lease_id, expires, attempts, exclude,
-                          established_only, front, deadline, body)),
-                 written AS (
-                     UPDATE jobs AS j SET state = v.state, node_id = v.node_id, lease_id = v.lease_id,
-                         lease_expires_unix_ms = v.expires, attempts = v.attempts,
-                         exclude = ARRAY(SELECT jsonb_array_elements_text(v.exclude::jsonb)),
-                         established_only = v.established_only, front = v.front,
-                         place = CASE WHEN v.state = 'queued' THEN nextval('job_places') ELSE j.place END,
-                         deadline_unix_ms = v.deadline, body = v.body, version = j.version + 1
-                     FROM v WHERE j.id = v.id AND j.version = v.version
-                     RETURNING v.tag),
-                 told AS (
-                     SELECT pg_notify($14, e.payload) FROM unnest($15::int4[], $16::text[]) AS e(tag, payload)
-                     WHERE e.tag IN (SELECT tag FROM written))
-                 SELECT (SELECT array_agg(tag) FROM written), (SELECT count(*) FROM told)",
-            )
-            .await
-            .map_err(db_error)?;
-        let row = client
-            .query_one(
-                &statement,
-                &[
-                    &puts.tag,
-                    &puts.id,
-                    &puts.version,
-                    &puts.state,
-                    &puts.node_id,
-                    &puts.lease_id,
-                    &puts.expires,
-                    &puts.attempts,
-                    &puts.exclude,
-                    &puts.established_only,
-                    &puts.front,
-                    &puts.deadline,
-                    &puts.body,
-                    &CHANNEL,
-                    &put_events.tag,
-                    &put_events.payload,
-                ],
-            )
-            .await
-            .map_err(db_error)?;
-        mark(&mut written, row.get::<_, Option<Vec<i32>>>(0));
+        run_and_mark(
+            &client,
+            WRITE_ROWS,
+            &[
+                &puts.tag,
+                &puts.id,
+                &puts.version,
+                &puts.state,
+                &puts.node_id,
+                &puts.lease_id,
+                &puts.expires,
+                &puts.attempts,
+                &puts.exclude,
+                &puts.established_only,
+                &puts.front,
+                &puts.deadline,
+                &puts.body,
+                &CHANNEL,
+                &put_events.tag,
+                &put_events.payload,
+            ],
+            &mut written,
+        )
+        .await?;
     }
     if !delete_ids.is_empty() {
-        let statement = client
-            .prepare_cached(
-                "WITH v AS (
-                     SELECT * FROM unnest($1::int4[], $2::text[], $3::int8[]) AS v(tag, id, version)),
-                 gone AS (
-                     DELETE FROM jobs AS j USING v WHERE j.id = v.id AND j.version = v.version
-                     RETURNING v.tag),
-                 told AS (
-                     SELECT pg_notify($4, e.payload) FROM unnest($5::int4[], $6::text[]) AS e(tag, payload)
-                     WHERE e.tag IN (SELECT tag FROM gone))
-                 SELECT (SELECT array_agg(tag) FROM gone), (SELECT count(*) FROM told)",
-            )
-            .await
-            .map_err(db_error)?;
-        let row = client
-            .query_one(
-                &statement,
-                &[
-                    &delete_tags,
-                    &delete_ids,
-                    &delete_versions,
-                    &CHANNEL,
-                    &delete_events.tag,
-                    &delete_events.payload,
-                ],
-            )
-            .await
-            .map_err(db_error)?;
-        mark(&mut written, row.get::<_, Option<Vec<i32>>>(0));
+        run_and_mark(
+            &client,
+            DELETE_ROWS,
+            &[
+                &delete_tags,
+                &delete_ids,
+                &delete_versions,
+                &CHANNEL,
+                &delete_events.tag,
+                &delete_events.payload,
+            ],
+            &mut written,
+        )
+        .await?;
     }
     Ok(writes
         .into_iter()
@@ -230,13 +224,26 @@ async fn write_batch(
         .collect())
 }
 
-/// Mark the changes whose tags came back as written.
-fn mark(written: &mut [bool], tags: Option<Vec<i32>>) {
+/// Run one of the batch's statements (it answers with the tags of the rows it wrote) and
+/// mark those changes as written.
+async fn run_and_mark(
+    client: &deadpool_postgres::Client,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    written: &mut [bool],
+) -> Result<(), StoreError> {
+    let statement = client.prepare_cached(sql).await.map_err(db_error)?;
+    let row = client
+        .query_one(&statement, params)
+        .await
+        .map_err(db_error)?;
+    let tags: Option<Vec<i32>> = row.get(0);
     for tag in tags.unwrap_or_default() {
         if let Some(slot) = usize::try_from(tag).ok().and_then(|t| written.get_mut(t)) {
             *slot = true;
         }
     }
+    Ok(())
 }
 
 impl PutColumns {
