@@ -407,18 +407,7 @@ async fn postgres_an_edit_from_a_stale_memory_is_made_again_on_the_row_as_read()
     let a = PgStore::connect(&url, 2).await.unwrap();
     a.migrate().await.unwrap();
     let b = PgStore::connect(&url, 2).await.unwrap();
-    let job = |id: &str| JobRow {
-        id: id.into(),
-        model: "m".into(),
-        state: JobState::Queued,
-        attempts: 0,
-        exclude: Vec::new(),
-        established_only: false,
-        front: false,
-        deadline_unix_ms: u64::MAX / 4,
-        leased_unix_ms: 0,
-        body: JobBody::default(),
-    };
+    let job = |id: &str| JobRow::queued(id.into(), "m".into(), u64::MAX / 4, JobBody::default());
     let models = vec!["m".to_owned()];
     let claim = |node: &'static str, lease: &'static str| Claim {
         node_id: node,

@@ -134,6 +134,23 @@ pub struct JobBody {
 }
 
 impl JobRow {
+    /// A job just queued for `model`: no attempts yet, open to any node that runs the model,
+    /// behind the jobs queued before it.
+    pub fn queued(id: String, model: String, deadline_unix_ms: u64, body: JobBody) -> Self {
+        Self {
+            id,
+            model,
+            state: JobState::Queued,
+            attempts: 0,
+            exclude: Vec::new(),
+            established_only: false,
+            front: false,
+            deadline_unix_ms,
+            leased_unix_ms: 0,
+            body,
+        }
+    }
+
     /// What a node leasing the job runs: the task, or a check of another node's answer.
     pub fn leased_task(&self) -> Option<&TaskPayload> {
         self.body.check_task.as_ref().or(self.body.task.as_ref())

@@ -128,24 +128,18 @@ impl Queue {
                         passed: 0,
                     },
                 );
-                rows.push(JobRow {
-                    id: id.clone(),
-                    model: model.to_owned(),
-                    state: JobState::Queued,
-                    attempts: 0,
-                    exclude: Vec::new(),
-                    established_only: false,
-                    front: false,
+                rows.push(JobRow::queued(
+                    id.clone(),
+                    model.to_owned(),
                     deadline_unix_ms,
-                    leased_unix_ms: 0,
-                    body: JobBody {
+                    JobBody {
                         task: Some(task),
                         metered: Some(metered),
                         customer,
                         stream,
                         ..JobBody::default()
                     },
-                });
+                ));
                 submitted.push(Submitted {
                     job_id: id,
                     done,
@@ -693,23 +687,18 @@ mod tests {
     use crate::store::SledStore;
 
     fn queued(id: &str) -> JobRow {
-        JobRow {
-            id: id.into(),
-            model: "m".into(),
-            state: JobState::Queued,
-            attempts: 0,
-            exclude: Vec::new(),
-            established_only: false,
-            front: false,
-            deadline_unix_ms: u64::MAX,
-            leased_unix_ms: 0,
-            body: JobBody {
-                task: Some(hearth_protocol::TaskPayload::Embeddings {
-                    texts: vec!["a text".into()],
-                }),
+        let task = hearth_protocol::TaskPayload::Embeddings {
+            texts: vec!["a text".into()],
+        };
+        JobRow::queued(
+            id.into(),
+            "m".into(),
+            u64::MAX,
+            JobBody {
+                task: Some(task),
                 ..JobBody::default()
             },
-        }
+        )
     }
 
     /// A node whose look found nothing does not ask the store again until this process
