@@ -17,41 +17,40 @@ const EVENT_BUFFER: usize = 4096;
 /// in the order they were queued.
 type Place = (u8, u64);
 
-/// The line a queued job waits in: its model, and whether only established nodes may take it.
-/// A claim looks only at the lines it may take from, so a node never walks past a pile of
-/// jobs for other models, or of checks it may not run.
-type Line = (String, bool);
+/// The lines of one model's queued jobs: open ones (`[0]`), and checks only established nodes
+/// may take (`[1]`). A claim looks only at the lines it may take from, so a node never walks
+/// past a pile of jobs for other models, or of checks it may not run.
+type Lines = [BTreeMap<Place, String>; 2];
 
 #[derive(Default)]
 struct Table {
     jobs: HashMap<String, JobRow>,
-    lines: HashMap<Line, BTreeMap<Place, String>>,
-    places: HashMap<String, (Line, Place)>,
+    lines: HashMap<String, Lines>,
+    /// Where each queued job waits: its model, which of its lines, its place there.
+    places: HashMap<String, (String, usize, Place)>,
     next: u64,
 }
 
 impl Table {
     /// Keep the lines in step with `id`'s state after a change.
     fn reindex(&mut self, id: &str) {
-        if let Some((line, place)) = self.places.remove(id)
-            && let Some(queue) = self.lines.get_mut(&line)
+        if let Some((model, line, place)) = self.places.remove(id)
+            && let Some(lines) = self.lines.get_mut(&model)
         {
-            queue.remove(&place);
-            if queue.is_empty() {
-                self.lines.remove(&line);
+            lines[line].remove(&place);
+            if lines.iter().all(BTreeMap::is_empty) {
+                self.lines.remove(&model);
             }
         }
         if let Some(job) = self.jobs.get(id)
             && job.state == JobState::Queued
         {
             self.next += 1;
-            let line = (job.model.clone(), job.established_only);
+            let line = usize::from(job.established_only);
             let place = (u8::from(!job.front), self.next);
-            self.lines
-                .entry(line.clone())
-                .or_default()
-                .insert(place, id.to_owned());
-            self.places.insert(id.to_owned(), (line, place));
+            self.lines.entry(job.model.clone()).or_default()[line].insert(place, id.to_owned());
+            self.places
+                .insert(id.to_owned(), (job.model.clone(), line, place));
         }
     }
 
@@ -63,14 +62,13 @@ impl Table {
     /// Up to `claim.max` queued jobs `claim` may take, in line order.
     fn pick(&self, claim: &Claim<'_>) -> Vec<String> {
         let mut picked: Vec<(Place, &String)> = Vec::new();
-        for model in claim.models {
-            for established_only in [false, true] {
-                if established_only && !claim.established {
-                    continue;
-                }
-                let Some(queue) = self.lines.get(&(model.clone(), established_only)) else {
-                    continue;
-                };
+        let open_to = if claim.established { 2 } else { 1 };
+        for lines in claim
+            .models
+            .iter()
+            .filter_map(|model| self.lines.get(model))
+        {
+            for queue in &lines[..open_to] {
                 picked.extend(
                     queue
                         .iter()
@@ -263,22 +261,13 @@ mod tests {
     use crate::queue::job::JobBody;
 
     fn queued(id: &str, model: &str, established_only: bool, front: bool) -> JobRow {
-        JobRow {
-            id: id.into(),
-            model: model.into(),
-            state: JobState::Queued,
-            attempts: 0,
-            exclude: if id.ends_with("-answered-by-n") {
-                vec!["n".into()]
-            } else {
-                Vec::new()
-            },
-            established_only,
-            front,
-            deadline_unix_ms: u64::MAX,
-            leased_unix_ms: 0,
-            body: JobBody::default(),
+        let mut job = JobRow::queued(id.into(), model.into(), u64::MAX, JobBody::default());
+        if id.ends_with("-answered-by-n") {
+            job.exclude.push("n".into());
         }
+        job.established_only = established_only;
+        job.front = front;
+        job
     }
 
     fn claim(jobs: &MemoryJobs, models: &[&str], max: usize, established: bool) -> Vec<String> {
