@@ -119,62 +119,156 @@ async fn sled_chains_stay_unbroken_under_concurrent_payments_and_survive_reopeni
     assert_eq!(audit_chains(&store, &key.public_key()).await, Ok(360));
 }
 
-/// A store written before each receipt was kept once (its job index and chain heads held
-/// whole receipts, not the receipt's key) reads as before, and its chains go on.
+/// Stores of the two older layouts (indexes and heads holding whole receipts, or the
+/// receipt's key; balances in a tree of their own) read as before once opened, and their
+/// chains and balances go on.
 #[tokio::test]
-async fn sled_reads_a_store_whose_indexes_hold_whole_receipts() {
+async fn sled_reads_and_converts_stores_of_older_layouts() {
+    for whole in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pool");
+        let key = KeyPair::generate().unwrap();
+        let first = {
+            let store = SledStore::open(&path).unwrap();
+            let receipts = store
+                .append_receipts(
+                    &[payment(1, "node-a", 5), payment(2, "node-a", 7)],
+                    &[],
+                    &key,
+                )
+                .await
+                .unwrap();
+            store.sync().await.unwrap();
+            receipts
+        };
+        {
+            // Rewrite the indexes, heads and balances as the older layouts had them.
+            let db = hearth_ledger::open_database(&path).unwrap();
+            let (by_job, heads, balances) = (
+                db.open_tree("receipts_by_job").unwrap(),
+                db.open_tree("chain_heads").unwrap(),
+                db.open_tree("balances").unwrap(),
+            );
+            for receipt in &first {
+                let mut node_key = b"node-a/".to_vec();
+                node_key.extend(receipt.receipt.sequence.to_be_bytes());
+                let entry = if whole {
+                    serde_json::to_vec(receipt).unwrap()
+                } else {
+                    node_key
+                };
+                by_job
+                    .insert(format!("{}/node-a", receipt.receipt.job_id), entry.clone())
+                    .unwrap();
+                heads.insert("node-a", entry).unwrap();
+            }
+            balances.insert("node-a", &12u64.to_be_bytes()).unwrap();
+            db.remove("receipt_layout").unwrap();
+            db.flush().unwrap();
+        }
+        let store = SledStore::open(&path).unwrap();
+        assert_eq!(
+            store.receipt_for_job("job-1", "node-a").await.unwrap(),
+            Some(first[0].clone())
+        );
+        assert_eq!(
+            store.chain_head("node-a").await.unwrap(),
+            Some(first[1].clone())
+        );
+        assert_eq!(
+            store.balances().await.unwrap(),
+            vec![("node-a".to_owned(), 12)]
+        );
+        let next = store
+            .append_receipts(&[payment(3, "node-a", 1)], &[], &key)
+            .await
+            .unwrap();
+        assert_eq!(next[0].receipt.sequence, first[1].receipt.sequence + 1);
+        assert_eq!(next[0].receipt.prev_hash, first[1].hash());
+        assert_eq!(audit_chains(&store, &key.public_key()).await, Ok(3));
+        assert_eq!(
+            store.balances().await.unwrap(),
+            vec![("node-a".to_owned(), 13)]
+        );
+        // Paid once, whichever layout recorded it.
+        assert!(matches!(
+            store.append_receipts(&[payment(1, "node-a", 5)], &[], &key).await,
+            Err(StoreError::Conflict(_))
+        ));
+    }
+}
+
+/// A batch cut short by a crash: its receipt and job index entry reached the disk, its
+/// node's head did not (sled recovers a prefix of the writes, heads go last). The receipt was
+/// never synced, so never given to anyone: it is not counted, not listed, does not make its job
+/// "paid", and the next payment takes its place in the chain.
+#[tokio::test]
+async fn sled_ignores_and_writes_over_the_remains_of_an_unsynced_batch() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("pool");
     let key = KeyPair::generate().unwrap();
-    let first = {
+    let committed = {
         let store = SledStore::open(&path).unwrap();
         let receipts = store
-            .append_receipts(
-                &[payment(1, "node-a", 5), payment(2, "node-a", 7)],
-                &[],
-                &key,
-            )
+            .append_receipts(&[payment(1, "node-a", 5)], &[], &key)
             .await
             .unwrap();
         store.sync().await.unwrap();
         receipts
     };
     {
-        // Rewrite the indexes as the older layout had them.
-        let db = hearth_ledger::open_database(&path).unwrap();
-        let (by_job, heads) = (
-            db.open_tree("receipts_by_job").unwrap(),
-            db.open_tree("chain_heads").unwrap(),
-        );
-        for receipt in &first {
-            let whole = serde_json::to_vec(receipt).unwrap();
-            by_job
-                .insert(format!("{}/node-a", receipt.receipt.job_id), whole.clone())
+        // What the crashed batch left: receipt 1 for job 9, and its index entry.
+        let lost = {
+            let other = SledStore::open(&dir.path().join("scratch")).unwrap();
+            let mut receipts = other
+                .append_receipts(
+                    &[payment(0, "node-a", 0), payment(9, "node-a", 50)],
+                    &[],
+                    &key,
+                )
+                .await
                 .unwrap();
-            heads.insert("node-a", whole).unwrap();
-        }
+            receipts.pop().unwrap()
+        };
+        let db = hearth_ledger::open_database(&path).unwrap();
+        let mut node_key = b"node-a/".to_vec();
+        node_key.extend(1u64.to_be_bytes());
+        db.open_tree("receipts_by_node")
+            .unwrap()
+            .insert(node_key.clone(), serde_json::to_vec(&lost).unwrap())
+            .unwrap();
+        db.open_tree("receipts_by_job")
+            .unwrap()
+            .insert("job-9/node-a", node_key)
+            .unwrap();
         db.flush().unwrap();
     }
     let store = SledStore::open(&path).unwrap();
-    assert_eq!(
-        store.receipt_for_job("job-1", "node-a").await.unwrap(),
-        Some(first[0].clone())
-    );
+    assert_eq!(store.receipt_for_job("job-9", "node-a").await.unwrap(), None);
     assert_eq!(
         store.chain_head("node-a").await.unwrap(),
-        Some(first[1].clone())
+        Some(committed[0].clone())
     );
+    assert_eq!(store.receipts_after("node-a", None, 10).await.unwrap(), committed);
+    assert_eq!(store.balances().await.unwrap(), vec![("node-a".to_owned(), 5)]);
+    // The next payment is receipt 1, over the remains; job 9 can still be paid, once.
     let next = store
-        .append_receipts(&[payment(3, "node-a", 1)], &[], &key)
+        .append_receipts(&[payment(2, "node-a", 7)], &[], &key)
         .await
         .unwrap();
-    assert_eq!(next[0].receipt.sequence, first[1].receipt.sequence + 1);
-    assert_eq!(next[0].receipt.prev_hash, first[1].hash());
-    assert_eq!(audit_chains(&store, &key.public_key()).await, Ok(3));
+    assert_eq!(next[0].receipt.sequence, 1);
+    assert_eq!(store.receipt_for_job("job-9", "node-a").await.unwrap(), None);
+    let nine = store
+        .append_receipts(&[payment(9, "node-a", 50)], &[], &key)
+        .await
+        .unwrap();
+    assert_eq!(nine[0].receipt.sequence, 2);
     assert_eq!(
-        store.balances().await.unwrap(),
-        vec![("node-a".to_owned(), 13)]
+        store.receipt_for_job("job-9", "node-a").await.unwrap(),
+        Some(nine[0].clone())
     );
+    assert_eq!(audit_chains(&store, &key.public_key()).await, Ok(3));
+    assert_eq!(store.balances().await.unwrap(), vec![("node-a".to_owned(), 62)]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -215,6 +309,11 @@ async fn a_job_is_paid_to_a_node_once(store: Arc<dyn PoolStore>) {
         .append_receipts(&[payment(1, "n", 40)], &[charge("k", 4, 44)], &key)
         .await;
     assert!(matches!(again, Err(StoreError::Conflict(_))), "{again:?}");
+    // Nor twice within one batch.
+    let twice = store
+        .append_receipts(&[payment(7, "n", 1), payment(7, "n", 1)], &[], &key)
+        .await;
+    assert!(matches!(twice, Err(StoreError::Conflict(_))), "{twice:?}");
     assert_eq!(store.balances().await.unwrap(), vec![("n".to_owned(), 40)]);
     // The refused payment charged nobody.
     assert_eq!(

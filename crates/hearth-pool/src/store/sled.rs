@@ -1,13 +1,19 @@
 //! [`PoolStore`] in a sled database: one process (sled locks its folder), so the chain ends it
 //! caches stay true.
+//!
+//! Receipts are written without sled's atomic batches (each of which writes its log three
+//! times): a batch's receipts and job index entries go first, then each node's chain head
+//! (last sequence and balance, one value). sled recovers a crashed database's log up to its
+//! first gap, a prefix of the writes in the order they were made, so a head is never ahead of
+//! its receipts; receipts beyond a node's head are the remains of a batch that was never
+//! synced (so never acknowledged) and are read as absent, then written over.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::Mutex;
 
 use async_trait::async_trait;
 use hearth_protocol::{KeyPair, SignedReceipt};
-use sled::Transactional;
 
 use super::{
     ChainEnd, MemoryJobs, NodeSession, Payment, PoolStore, StoreError, UsageCharge, chain_payments,
@@ -41,17 +47,93 @@ impl From<sled::Error> for StoreError {
     }
 }
 
+/// The default tree's key for the layout a store is written in (absent: older than 2).
+const LAYOUT_KEY: &str = "receipt_layout";
+/// Heads hold [`Head`]s; there is no separate balances tree.
+const LAYOUT: u8 = 2;
+
+/// A node's chain end and balance, as cached while appending.
+#[derive(Clone, Debug, Default)]
+struct Tail {
+    end: ChainEnd,
+    balance: u64,
+}
+
+/// A node's entry in `chain_heads`: the sequence of its last committed receipt and its
+/// balance with it. Written after that batch's receipts, in one write, so it is where the
+/// batch commits for this node.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Head {
+    last: u64,
+    balance: u64,
+}
+
+impl Head {
+    /// First byte of an encoded head. Older layouts held a receipt (JSON, `{`) or its key
+    /// (starting with a node id, text), never this.
+    const TAG: u8 = 1;
+
+    fn encode(self) -> [u8; 17] {
+        let mut out = [0; 17];
+        out[0] = Self::TAG;
+        out[1..9].copy_from_slice(&self.last.to_be_bytes());
+        out[9..].copy_from_slice(&self.balance.to_be_bytes());
+        out
+    }
+
+    fn decode(entry: &[u8]) -> Option<Self> {
+        let [Self::TAG, rest @ ..] = entry else {
+            return None;
+        };
+        let (last, balance) = rest.split_at_checked(8)?;
+        Some(Self {
+            last: u64::from_be_bytes(last.try_into().ok()?),
+            balance: u64::from_be_bytes(balance.try_into().ok()?),
+        })
+    }
+}
+
+/// A receipt's key in `receipts_by_node`: node id, `/`, sequence (big-endian, so in order).
+fn node_key(node_id: &str, sequence: u64) -> Vec<u8> {
+    let mut key = Vec::with_capacity(node_id.len() + 9);
+    key.extend_from_slice(node_id.as_bytes());
+    key.push(b'/');
+    key.extend_from_slice(&sequence.to_be_bytes());
+    key
+}
+
+/// The sequence a [`node_key`] names.
+fn sequence_of(key: &[u8]) -> Result<u64, StoreError> {
+    key.len()
+        .checked_sub(8)
+        .map(|at| &key[at..])
+        .ok_or_else(|| StoreError::Corrupt {
+            what: "receipt index",
+            detail: format!("a key of {} bytes", key.len()),
+        })
+        .and_then(|b| read_u64(b, "receipt index"))
+}
+
+/// Eight big-endian bytes as a number.
+fn read_u64(bytes: &[u8], what: &'static str) -> Result<u64, StoreError> {
+    <[u8; 8]>::try_from(bytes)
+        .map(u64::from_be_bytes)
+        .map_err(|_| StoreError::Corrupt {
+            what,
+            detail: format!("{} bytes, not 8", bytes.len()),
+        })
+}
+
 /// [`PoolStore`] in a sled database.
 #[derive(Debug)]
 pub struct SledStore {
     db: sled::Db,
-    /// Each node's last receipt: its `by_node` key.
+    /// Each node's [`Head`]: where its committed chain ends, and its balance.
     heads: sled::Tree,
     /// Keyed `job id / node id`: the receipt's `by_node` key.
     receipts: sled::Tree,
     /// The receipts, keyed `node id / sequence (big-endian)`, for catching a node up in order.
     by_node: sled::Tree,
-    balances: sled::Tree,
     records: sled::Tree,
     customer_keys: sled::Tree,
     /// Keyed `key id / model`.
@@ -59,28 +141,56 @@ pub struct SledStore {
     /// Nodes' registrations, by node id.
     sessions: sled::Tree,
     jobs: MemoryJobs,
-    /// The chain ends appended so far (read from the heads once per node); held while
-    /// appending, which also serialises the balances' read-modify-write.
-    ends: Mutex<HashMap<String, ChainEnd>>,
+    /// Each node's chain end and balance as committed so far (read from its head once per
+    /// node); held while appending, so one batch at a time moves them.
+    tails: Mutex<HashMap<String, Tail>>,
 }
 
 impl SledStore {
     /// Open (or create) the database in `dir`.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         let db = hearth_ledger::open_database(dir)?;
-        Ok(Self {
+        Self {
             heads: db.open_tree("chain_heads")?,
             receipts: db.open_tree("receipts_by_job")?,
             by_node: db.open_tree("receipts_by_node")?,
-            balances: db.open_tree("balances")?,
             records: db.open_tree("node_records")?,
             customer_keys: db.open_tree("customer_keys")?,
             usage: db.open_tree("customer_usage")?,
             sessions: db.open_tree("node_sessions")?,
             jobs: MemoryJobs::default(),
             db,
-            ends: Mutex::default(),
-        })
+            tails: Mutex::default(),
+        }
+        .migrated()
+    }
+
+    /// Bring a store of an older layout up to this one: heads that named their receipt (or
+    /// held it whole) beside a separate `balances` tree become [`Head`]s. Safe to repeat
+    /// after a crash part way: a head already converted is left as it is.
+    fn migrated(self) -> Result<Self, StoreError> {
+        if self.db.get(LAYOUT_KEY)?.as_deref() == Some(&[LAYOUT][..]) {
+            return Ok(self);
+        }
+        let balances = self.db.open_tree("balances")?;
+        for entry in self.heads.iter() {
+            let (node, entry) = entry?;
+            if Head::decode(&entry).is_some() {
+                continue;
+            }
+            let last = self.indexed(&entry)?.receipt.sequence;
+            let balance = balances
+                .get(&node)?
+                .map(|b| read_u64(&b, "balance"))
+                .transpose()?
+                .unwrap_or(0);
+            self.heads
+                .insert(node, &Head { last, balance }.encode()[..])?;
+        }
+        self.db.drop_tree("balances")?;
+        self.db.insert(LAYOUT_KEY, &[LAYOUT])?;
+        self.db.flush()?;
+        Ok(self)
     }
 
     fn decode(bytes: &[u8]) -> Result<SignedReceipt, StoreError> {
@@ -104,11 +214,69 @@ impl SledStore {
         Self::decode(&bytes)
     }
 
-    fn stored_end(&self, node_id: &str) -> Result<ChainEnd, StoreError> {
-        Ok(match self.heads.get(node_id)? {
-            Some(entry) => ChainEnd::after(&self.indexed(&entry)?),
-            None => ChainEnd::default(),
+    /// `node_id`'s committed head, if it was ever paid.
+    fn head(&self, node_id: &str) -> Result<Option<Head>, StoreError> {
+        self.heads
+            .get(node_id)?
+            .map(|entry| {
+                Head::decode(&entry).ok_or_else(|| StoreError::Corrupt {
+                    what: "chain head",
+                    detail: format!("{} bytes, not a head", entry.len()),
+                })
+            })
+            .transpose()
+    }
+
+    /// `node_id`'s receipt at `sequence`, as stored (committed or not).
+    fn receipt_at(&self, node_id: &str, sequence: u64) -> Result<Option<SignedReceipt>, StoreError> {
+        self.by_node
+            .get(node_key(node_id, sequence))?
+            .map(|bytes| Self::decode(&bytes))
+            .transpose()
+    }
+
+    /// `node_id`'s last committed receipt.
+    fn head_receipt(&self, node_id: &str) -> Result<Option<SignedReceipt>, StoreError> {
+        let Some(head) = self.head(node_id)? else {
+            return Ok(None);
+        };
+        self.receipt_at(node_id, head.last)?
+            .map(Some)
+            .ok_or_else(|| StoreError::Corrupt {
+                what: "chain head",
+                detail: format!("node {node_id}'s head names receipt {}, which is missing", head.last),
+            })
+    }
+
+    /// `node_id`'s chain end and balance as stored.
+    fn stored_tail(&self, node_id: &str) -> Result<Tail, StoreError> {
+        let balance = self.head(node_id)?.map_or(0, |head| head.balance);
+        Ok(Tail {
+            end: self
+                .head_receipt(node_id)?
+                .map_or_else(ChainEnd::default, |r| ChainEnd::after(&r)),
+            balance,
         })
+    }
+
+    /// The receipt paying `job_id` to `node_id`, if that payment was committed: its index
+    /// entry may be left from a batch cut short by a crash, naming a sequence past the
+    /// node's head or (once written over) another job's receipt.
+    fn paid(&self, job_id: &str, node_id: &str) -> Result<Option<SignedReceipt>, StoreError> {
+        let Some(entry) = self.receipts.get(format!("{job_id}/{node_id}"))? else {
+            return Ok(None);
+        };
+        if entry.first() == Some(&b'{') {
+            // Written by an older layout, in one atomic batch with its head.
+            return Self::decode(&entry).map(Some);
+        }
+        let sequence = sequence_of(&entry)?;
+        if self.head(node_id)?.is_none_or(|head| sequence > head.last) {
+            return Ok(None);
+        }
+        Ok(self
+            .receipt_at(node_id, sequence)?
+            .filter(|r| r.receipt.job_id == job_id))
     }
 
     fn append(
@@ -116,69 +284,51 @@ impl SledStore {
         payments: &[Payment],
         key: &KeyPair,
     ) -> Result<Vec<SignedReceipt>, StoreError> {
-        let mut ends = self.ends.lock().unwrap_or_else(|e| e.into_inner());
-        // Chain against a copy: the cache moves only once the batch is stored.
+        let mut tails = self.tails.lock().unwrap_or_else(|e| e.into_inner());
+        for payment in payments {
+            if !tails.contains_key(&payment.node_id) {
+                let tail = self.stored_tail(&payment.node_id)?;
+                tails.insert(payment.node_id.clone(), tail);
+            }
+        }
+        let mut paying = HashSet::new();
+        for payment in payments {
+            if !paying.insert((&payment.job_id, &payment.node_id))
+                || self.paid(&payment.job_id, &payment.node_id)?.is_some()
+            {
+                return Err(StoreError::Conflict(format!(
+                    "job {} was already paid to node {}",
+                    payment.job_id, payment.node_id
+                )));
+            }
+        }
+        // Chain against a copy: the cache moves only once the batch is written.
         let mut moved: HashMap<String, ChainEnd> = HashMap::new();
-        let receipts = chain_payments(payments, key, &mut moved, |node| match ends.get(node) {
-            Some(end) => Ok(end.clone()),
-            None => self.stored_end(node),
+        let receipts = chain_payments(payments, key, &mut moved, |node| {
+            Ok(tails.get(node).map(|t| t.end.clone()).unwrap_or_default())
         })?;
-        struct Row {
-            bytes: Vec<u8>,
-            job_key: String,
-            node_key: Vec<u8>,
+        // The receipts and their job index first; each node's head, which commits them, last.
+        let mut heads: HashMap<&str, Head> = HashMap::new();
+        for receipt in &receipts {
+            let r = &receipt.receipt;
+            let key = node_key(&r.node_id, r.sequence);
+            self.by_node.insert(key.as_slice(), to_json(receipt)?)?;
+            self.receipts
+                .insert(format!("{}/{}", r.job_id, r.node_id), key)?;
+            let head = heads.entry(r.node_id.as_str()).or_insert_with(|| Head {
+                last: 0,
+                balance: tails.get(&r.node_id).map_or(0, |t| t.balance),
+            });
+            head.last = r.sequence;
+            head.balance = head.balance.saturating_add(r.micro_credits);
         }
-        let rows = receipts
-            .iter()
-            .map(|receipt| {
-                let mut node_key = receipt.receipt.node_id.as_bytes().to_vec();
-                node_key.push(b'/');
-                node_key.extend(receipt.receipt.sequence.to_be_bytes());
-                Ok(Row {
-                    bytes: to_json(receipt)?,
-                    job_key: format!("{}/{}", receipt.receipt.job_id, receipt.receipt.node_id),
-                    node_key,
-                })
-            })
-            .collect::<Result<Vec<_>, StoreError>>()?;
-        // Each node's balance moves once per batch, by the sum of its receipts; its head
-        // points to its last receipt of the batch.
-        let mut earned: HashMap<&str, (u64, &[u8])> = HashMap::new();
-        for (receipt, row) in receipts.iter().zip(&rows) {
-            let entry = earned
-                .entry(receipt.receipt.node_id.as_str())
-                .or_insert((0, &[]));
-            entry.0 = entry.0.saturating_add(receipt.receipt.micro_credits);
-            entry.1 = row.node_key.as_slice();
+        for (node, head) in &heads {
+            self.heads.insert(node.as_bytes(), &head.encode()[..])?;
         }
-        (&self.heads, &self.receipts, &self.by_node, &self.balances)
-            .transaction(|(heads, by_job, by_node, balances)| {
-                for (receipt, row) in receipts.iter().zip(&rows) {
-                    if by_job.get(row.job_key.as_bytes())?.is_some() {
-                        return sled::transaction::abort(format!(
-                            "job {} was already paid to node {}",
-                            receipt.receipt.job_id, receipt.receipt.node_id
-                        ));
-                    }
-                    by_node.insert(row.node_key.as_slice(), row.bytes.as_slice())?;
-                    by_job.insert(row.job_key.as_bytes(), row.node_key.as_slice())?;
-                }
-                for (node, (credits, last)) in &earned {
-                    heads.insert(node.as_bytes(), *last)?;
-                    let old = balances
-                        .get(node.as_bytes())?
-                        .and_then(|b| <[u8; 8]>::try_from(b.as_ref()).ok())
-                        .map_or(0, u64::from_be_bytes);
-                    let new = old.saturating_add(*credits);
-                    balances.insert(node.as_bytes(), &new.to_be_bytes())?;
-                }
-                Ok(())
-            })
-            .map_err(|e| match e {
-                sled::transaction::TransactionError::Abort(why) => StoreError::Conflict(why),
-                sled::transaction::TransactionError::Storage(e) => StoreError::from(e),
-            })?;
-        ends.extend(moved);
+        for (node, end) in moved {
+            let balance = heads.get(node.as_str()).map_or(0, |h| h.balance);
+            tails.insert(node, Tail { end, balance });
+        }
         Ok(receipts)
     }
 
@@ -240,10 +390,7 @@ impl PoolStore for SledStore {
     }
 
     async fn chain_head(&self, node_id: &str) -> Result<Option<SignedReceipt>, StoreError> {
-        self.heads
-            .get(node_id)?
-            .map(|entry| self.indexed(&entry))
-            .transpose()
+        self.head_receipt(node_id)
     }
 
     async fn receipt_for_job(
@@ -251,10 +398,7 @@ impl PoolStore for SledStore {
         job_id: &str,
         node_id: &str,
     ) -> Result<Option<SignedReceipt>, StoreError> {
-        self.receipts
-            .get(format!("{job_id}/{node_id}"))?
-            .map(|entry| self.indexed(&entry))
-            .transpose()
+        self.paid(job_id, node_id)
     }
 
     async fn receipts_after(
@@ -263,12 +407,11 @@ impl PoolStore for SledStore {
         after: Option<u64>,
         limit: usize,
     ) -> Result<Vec<SignedReceipt>, StoreError> {
-        let mut prefix = node_id.as_bytes().to_vec();
-        prefix.push(b'/');
-        let mut start = prefix.clone();
-        start.extend(after.map_or(0, |a| a.saturating_add(1)).to_be_bytes());
-        let mut end = prefix;
-        end.extend(u64::MAX.to_be_bytes());
+        let Some(head) = self.head(node_id)? else {
+            return Ok(Vec::new());
+        };
+        let start = node_key(node_id, after.map_or(0, |a| a.saturating_add(1)));
+        let end = node_key(node_id, head.last);
         let mut out = Vec::new();
         for entry in self.by_node.range(start..=end).take(limit) {
             let (_, bytes) = entry?;
@@ -278,17 +421,15 @@ impl PoolStore for SledStore {
     }
 
     async fn balances(&self) -> Result<Vec<(String, u64)>, StoreError> {
-        self.balances
+        self.heads
             .iter()
             .map(|entry| {
-                let (k, v) = entry?;
-                let amount = <[u8; 8]>::try_from(v.as_ref())
-                    .map(u64::from_be_bytes)
-                    .map_err(|_| StoreError::Corrupt {
-                        what: "balance",
-                        detail: format!("{} bytes, not 8", v.len()),
-                    })?;
-                Ok((String::from_utf8_lossy(&k).into_owned(), amount))
+                let (node, entry) = entry?;
+                let head = Head::decode(&entry).ok_or_else(|| StoreError::Corrupt {
+                    what: "chain head",
+                    detail: format!("{} bytes, not a head", entry.len()),
+                })?;
+                Ok((String::from_utf8_lossy(&node).into_owned(), head.balance))
             })
             .collect()
     }
