@@ -27,6 +27,10 @@ use hearth_protocol::{
     TaskPayload,
 };
 
+/// The allocator `hearth-pool` runs with.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const MODEL: &str = "all-minilm-l6-v2";
 
 /// How much checking a run does.
@@ -216,7 +220,11 @@ async fn run(
     let keys = (0..nodes)
         .map(|_| KeyPair::generate())
         .collect::<Result<Vec<_>, _>>()?;
-    let defaults = PoolConfig::default();
+    // Every job is queued before the clock starts.
+    let defaults = PoolConfig {
+        max_queued_jobs: jobs.max(1),
+        ..PoolConfig::default()
+    };
     let config = match trust {
         Trust::None => PoolConfig {
             verification_share: 0.0,

@@ -22,6 +22,12 @@ use hearth_pool::accounts::{self, NewKey};
 use hearth_pool::admin::AdminEndpoint;
 use hearth_pool::{Meter, PgStore, Pool, PoolConfig, PoolStore, payout_csv};
 
+/// mimalloc, not glibc's malloc: under load the pool's requests are allocated on one thread
+/// and freed on another, and glibc's arenas then contend (a third of the dispatch bench's
+/// futex calls were malloc's). The dispatch bench runs with the same allocator.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const USAGE: &str = "\
 hearth-pool: run a Hearth inference pool
 
