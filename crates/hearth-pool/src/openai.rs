@@ -402,11 +402,9 @@ fn chat_task(request: &ChatRequest) -> Result<TaskPayload, ApiError> {
             "up to 4 non-empty stop strings",
         ));
     }
-    let seed = request.seed.unwrap_or_else(|| {
-        let mut bytes = [0u8; 8];
-        let _ = getrandom::fill(&mut bytes);
-        u64::from_le_bytes(bytes)
-    });
+    let seed = request
+        .seed
+        .unwrap_or_else(|| u64::from_le_bytes(hearth_protocol::random_bytes::<8>()));
     Ok(TaskPayload::Chat {
         messages,
         params: ChatParams {

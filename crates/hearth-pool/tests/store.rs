@@ -192,7 +192,9 @@ async fn sled_reads_and_converts_stores_of_older_layouts() {
         );
         // Paid once, whichever layout recorded it.
         assert!(matches!(
-            store.append_receipts(&[payment(1, "node-a", 5)], &[], &key).await,
+            store
+                .append_receipts(&[payment(1, "node-a", 5)], &[], &key)
+                .await,
             Err(StoreError::Conflict(_))
         ));
     }
@@ -244,20 +246,32 @@ async fn sled_ignores_and_writes_over_the_remains_of_an_unsynced_batch() {
         db.flush().unwrap();
     }
     let store = SledStore::open(&path).unwrap();
-    assert_eq!(store.receipt_for_job("job-9", "node-a").await.unwrap(), None);
+    assert_eq!(
+        store.receipt_for_job("job-9", "node-a").await.unwrap(),
+        None
+    );
     assert_eq!(
         store.chain_head("node-a").await.unwrap(),
         Some(committed[0].clone())
     );
-    assert_eq!(store.receipts_after("node-a", None, 10).await.unwrap(), committed);
-    assert_eq!(store.balances().await.unwrap(), vec![("node-a".to_owned(), 5)]);
+    assert_eq!(
+        store.receipts_after("node-a", None, 10).await.unwrap(),
+        committed
+    );
+    assert_eq!(
+        store.balances().await.unwrap(),
+        vec![("node-a".to_owned(), 5)]
+    );
     // The next payment is receipt 1, over the remains; job 9 can still be paid, once.
     let next = store
         .append_receipts(&[payment(2, "node-a", 7)], &[], &key)
         .await
         .unwrap();
     assert_eq!(next[0].receipt.sequence, 1);
-    assert_eq!(store.receipt_for_job("job-9", "node-a").await.unwrap(), None);
+    assert_eq!(
+        store.receipt_for_job("job-9", "node-a").await.unwrap(),
+        None
+    );
     let nine = store
         .append_receipts(&[payment(9, "node-a", 50)], &[], &key)
         .await
@@ -268,7 +282,10 @@ async fn sled_ignores_and_writes_over_the_remains_of_an_unsynced_batch() {
         Some(nine[0].clone())
     );
     assert_eq!(audit_chains(&store, &key.public_key()).await, Ok(3));
-    assert_eq!(store.balances().await.unwrap(), vec![("node-a".to_owned(), 62)]);
+    assert_eq!(
+        store.balances().await.unwrap(),
+        vec![("node-a".to_owned(), 62)]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -176,12 +176,20 @@ pub fn request_payload(
     .into_bytes()
 }
 
+/// `N` bytes from a cryptographically secure generator: this thread's ChaCha generator
+/// (rand's `ThreadRng`), seeded and reseeded from the operating system, so the ids and nonces
+/// a busy pool or node makes for every request cost no system call each. Keys are drawn from
+/// the operating system directly.
+pub fn random_bytes<const N: usize>() -> [u8; N] {
+    use rand::RngCore;
+    let mut bytes = [0u8; N];
+    rand::rng().fill_bytes(&mut bytes);
+    bytes
+}
+
 /// A fresh random nonce (16 bytes, hex).
 pub fn nonce() -> String {
-    let mut bytes = [0u8; 16];
-    // Without OS randomness the timestamp still separates most requests.
-    let _ = getrandom::fill(&mut bytes);
-    hex(&bytes)
+    hex(&random_bytes::<16>())
 }
 
 /// One side's ephemeral X25519 secret for agreeing on a session key.
@@ -686,6 +694,26 @@ pub struct ErrorDetail {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn random_bytes_differ_between_draws_and_threads() {
+        let here: Vec<[u8; 16]> = (0..1000).map(|_| random_bytes()).collect();
+        let there: Vec<[u8; 16]> =
+            std::thread::spawn(|| (0..1000).map(|_| random_bytes()).collect())
+                .join()
+                .unwrap();
+        let distinct: std::collections::HashSet<_> = here.iter().chain(&there).collect();
+        assert_eq!(distinct.len(), 2000);
+        // Every bit position takes both values across the draws.
+        let ones = here.iter().fold([0u32; 128], |mut ones, draw| {
+            for (bit, count) in ones.iter_mut().enumerate() {
+                *count += u32::from(draw[bit / 8] >> (bit % 8) & 1);
+            }
+            ones
+        });
+        assert!(ones.iter().all(|&n| (350..650).contains(&n)), "{ones:?}");
+        assert_eq!(nonce().len(), 32);
+    }
 
     #[test]
     fn both_sides_of_a_session_derive_the_same_mac_key() {

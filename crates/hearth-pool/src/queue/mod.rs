@@ -42,15 +42,10 @@ pub use hearth_protocol::now_unix_ms;
 
 /// A random id: `prefix` and 16 bytes of hex.
 pub fn random_id(prefix: &str) -> String {
-    let mut bytes = [0u8; 16];
-    if getrandom::fill(&mut bytes).is_err() {
-        // No OS randomness is a broken machine; fall back to time and a counter.
-        static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        bytes[..8].copy_from_slice(&now_unix_ms().to_le_bytes());
-        bytes[8..].copy_from_slice(&n.to_le_bytes());
-    }
-    format!("{prefix}{}", hearth_protocol::hex(&bytes))
+    format!(
+        "{prefix}{}",
+        hearth_protocol::hex(&hearth_protocol::random_bytes::<16>())
+    )
 }
 
 /// The queue of one pool process over the shared store.
@@ -669,13 +664,10 @@ impl Queue {
     }
 }
 
-/// Uniform in [0, 1) from the operating system's generator.
+/// Uniform in [0, 1), from a cryptographically secure generator (a node cannot tell which of
+/// its results will be checked).
 fn draw() -> f64 {
-    let mut bytes = [0u8; 8];
-    if getrandom::fill(&mut bytes).is_err() {
-        // Without randomness, check everything.
-        return 0.0;
-    }
+    let bytes = hearth_protocol::random_bytes::<8>();
     (u64::from_le_bytes(bytes) >> 11) as f64 / (1u64 << 53) as f64
 }
 

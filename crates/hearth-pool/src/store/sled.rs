@@ -228,7 +228,11 @@ impl SledStore {
     }
 
     /// `node_id`'s receipt at `sequence`, as stored (committed or not).
-    fn receipt_at(&self, node_id: &str, sequence: u64) -> Result<Option<SignedReceipt>, StoreError> {
+    fn receipt_at(
+        &self,
+        node_id: &str,
+        sequence: u64,
+    ) -> Result<Option<SignedReceipt>, StoreError> {
         self.by_node
             .get(node_key(node_id, sequence))?
             .map(|bytes| Self::decode(&bytes))
@@ -244,7 +248,10 @@ impl SledStore {
             .map(Some)
             .ok_or_else(|| StoreError::Corrupt {
                 what: "chain head",
-                detail: format!("node {node_id}'s head names receipt {}, which is missing", head.last),
+                detail: format!(
+                    "node {node_id}'s head names receipt {}, which is missing",
+                    head.last
+                ),
             })
     }
 
