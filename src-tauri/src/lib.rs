@@ -43,7 +43,7 @@ async fn core_address(core: tauri::State<'_, Core>) -> Result<RunningNode, Strin
 
 /// Start the app and block until it quits.
 pub fn run() {
-    let data_dir = match hearth_instance::desktop_data_dir() {
+    let data_dir = match hearth_instance::DataFolder::Hearth.path() {
         Ok(dir) => dir,
         Err(error) => fail(&error),
     };

@@ -37,15 +37,50 @@ pub struct RunningNode {
     pub token: String,
 }
 
-/// The desktop app's data folder: `$HEARTH_DATA_DIR`, else the platform's data folder
-/// (`~/.local/share/app.hearth.desktop` on Linux).
-pub fn desktop_data_dir() -> Result<PathBuf, String> {
-    if let Some(dir) = std::env::var_os("HEARTH_DATA_DIR") {
-        return Ok(PathBuf::from(dir));
+/// The folder the headless node used before Hearth's programs shared one.
+const LEGACY_NODE_FOLDER: &str = "hearth";
+
+/// Whose data folder. [`DataFolder::path`] is the one place either is decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DataFolder {
+    /// Hearth on this computer: the window, its background process, the headless node
+    /// (`hearth-node run`) and the CLI share it, so each finds whichever of the others runs.
+    Hearth,
+    /// An operator's `hearth-pool` (its sled database and admin file).
+    Pool,
+}
+
+impl DataFolder {
+    /// `$HEARTH_DATA_DIR` (Hearth) or `$HEARTH_POOL_DATA_DIR` (a pool) when set, else a folder
+    /// in the platform's data folder: `app.hearth.desktop` or `hearth-pool` (in
+    /// `~/.local/share` on Linux, `%APPDATA%` on Windows). A headless node set up before the
+    /// programs shared a folder keeps its old one (`hearth`) until the shared one exists.
+    pub fn path(self) -> Result<PathBuf, String> {
+        self.resolve(|name| std::env::var_os(name), dirs::data_dir())
     }
-    dirs::data_dir()
-        .map(|dir| dir.join(APP_IDENTIFIER))
-        .ok_or_else(|| "this system names no data folder (set HEARTH_DATA_DIR)".into())
+
+    /// [`DataFolder::path`] with the environment and the platform's data folder given.
+    fn resolve(
+        self,
+        variable: impl Fn(&str) -> Option<std::ffi::OsString>,
+        platform: Option<PathBuf>,
+    ) -> Result<PathBuf, String> {
+        let (name, folder) = match self {
+            Self::Hearth => ("HEARTH_DATA_DIR", APP_IDENTIFIER),
+            Self::Pool => ("HEARTH_POOL_DATA_DIR", "hearth-pool"),
+        };
+        if let Some(dir) = variable(name).filter(|d| !d.is_empty()) {
+            return Ok(PathBuf::from(dir));
+        }
+        let platform =
+            platform.ok_or_else(|| format!("this system names no data folder (set {name})"))?;
+        let shared = platform.join(folder);
+        let legacy = platform.join(LEGACY_NODE_FOLDER);
+        if self == Self::Hearth && !shared.exists() && legacy.is_dir() {
+            return Ok(legacy);
+        }
+        Ok(shared)
+    }
 }
 
 /// Where exports go: `$HEARTH_EXPORT_DIR`, else the Downloads folder, else `fallback`.
@@ -130,6 +165,47 @@ pub fn sibling_program(name: &str) -> std::io::Result<PathBuf> {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn every_program_of_hearth_shares_one_folder_and_a_pool_has_its_own() {
+        let platform = tempfile::tempdir().unwrap();
+        let unset = |_: &str| None;
+        let base = Some(platform.path().to_owned());
+        assert_eq!(
+            DataFolder::Hearth.resolve(unset, base.clone()),
+            Ok(platform.path().join("app.hearth.desktop"))
+        );
+        assert_eq!(
+            DataFolder::Pool.resolve(unset, base.clone()),
+            Ok(platform.path().join("hearth-pool"))
+        );
+        let set = |name: &str| (name == "HEARTH_DATA_DIR").then(|| "/srv/hearth".into());
+        assert_eq!(
+            DataFolder::Hearth.resolve(set, base.clone()),
+            Ok(PathBuf::from("/srv/hearth"))
+        );
+        assert_eq!(
+            DataFolder::Pool.resolve(set, base.clone()),
+            Ok(platform.path().join("hearth-pool"))
+        );
+        assert!(
+            DataFolder::Hearth
+                .resolve(unset, None)
+                .unwrap_err()
+                .contains("HEARTH_DATA_DIR")
+        );
+        // A headless node's older folder is kept until the shared one exists.
+        std::fs::create_dir(platform.path().join("hearth")).unwrap();
+        assert_eq!(
+            DataFolder::Hearth.resolve(unset, base.clone()),
+            Ok(platform.path().join("hearth"))
+        );
+        std::fs::create_dir(platform.path().join("app.hearth.desktop")).unwrap();
+        assert_eq!(
+            DataFolder::Hearth.resolve(unset, base),
+            Ok(platform.path().join("app.hearth.desktop"))
+        );
+    }
 
     #[test]
     fn a_published_address_is_found_until_withdrawn() {

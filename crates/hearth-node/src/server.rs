@@ -4,7 +4,7 @@
 //! | route | what |
 //! |---|---|
 //! | `GET /api/overview` | status, pool, earnings, recent jobs, telemetry in one answer |
-//! | `GET /api/status`, `POST /api/pause[?minutes=N]`, `POST /api/resume` (`&from=window` from the UI) | the node's state |
+//! | `GET /api/status`, `POST /api/pause[?minutes=N or seconds=N]`, `POST /api/resume` (`&from=window` from the UI) | the node's state |
 //! | `GET /api/jobs?limit=N` | newest jobs first |
 //! | `GET /api/earnings`, `GET /api/pool` | totals, the pool connection |
 //! | `GET /api/events?token=…` | every [`NodeEvent`] as JSON, server-sent |
@@ -233,8 +233,10 @@ fn control_source(from: Option<&str>) -> ControlSource {
 
 #[derive(Deserialize)]
 struct PauseQuery {
-    /// Pause this long, then resume by itself; absent: until resumed.
+    /// Pause this long, then resume by itself; absent (and no `seconds`): until resumed.
     minutes: Option<u32>,
+    /// The same in seconds (the CLI's `--for 90s`).
+    seconds: Option<u32>,
     from: Option<String>,
 }
 
@@ -244,16 +246,25 @@ async fn pause(
     Query(query): Query<PauseQuery>,
 ) -> Result<Json<NodeStatus>, (StatusCode, String)> {
     let (node, source) = (state.service.node(), control_source(query.from.as_deref()));
-    Ok(Json(match query.minutes {
-        None => node.pause(source),
-        Some(minutes @ 1..=1440) => node.pause_for(
-            source,
-            std::time::Duration::from_secs(u64::from(minutes) * 60),
-        ),
-        Some(minutes) => {
+    let seconds = match (query.minutes, query.seconds) {
+        (Some(_), Some(_)) => {
             return Err((
                 StatusCode::BAD_REQUEST,
-                format!("{minutes} minutes: pause for 1 minute to 24 hours"),
+                "give minutes or seconds, not both".into(),
+            ));
+        }
+        (Some(minutes), None) => Some(u64::from(minutes) * 60),
+        (None, seconds) => seconds.map(u64::from),
+    };
+    Ok(Json(match seconds {
+        None => node.pause(source),
+        Some(seconds @ 1..=86_400) => {
+            node.pause_for(source, std::time::Duration::from_secs(seconds))
+        }
+        Some(seconds) => {
+            return Err((
+                StatusCode::BAD_REQUEST,
+                format!("{seconds} seconds: pause for 1 second to 24 hours"),
             ));
         }
     }))

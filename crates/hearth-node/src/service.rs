@@ -90,19 +90,6 @@ pub struct Service {
     config: std::sync::Mutex<NodeConfig>,
 }
 
-/// The default data folder: `$HEARTH_DATA_DIR`, else `$XDG_DATA_HOME/hearth`, else
-/// `~/.local/share/hearth`.
-pub fn default_data_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("HEARTH_DATA_DIR") {
-        return PathBuf::from(dir);
-    }
-    std::env::var_os("XDG_DATA_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
-        .unwrap_or_else(std::env::temp_dir)
-        .join("hearth")
-}
-
 impl Service {
     /// Open the ledger, load or create the identity, start the embedded pool when configured,
     /// and start working. Returns once the worker is started (it joins the pool by itself).

@@ -262,6 +262,36 @@ async fn headless_node_serves_api_events_and_cli_and_stops_cleanly() {
         "{timed}"
     );
     assert_eq!(cli(data.path(), &["resume"]).trim(), "running");
+    // A pause for seconds ends that many seconds on; a length out of range, or given twice,
+    // is refused and changes nothing.
+    for query in ["seconds=0", "seconds=86401", "minutes=1&seconds=5"] {
+        let refused = http
+            .post(format!("{base}/api/pause?{query}"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(refused.status(), 400, "{query}");
+    }
+    let before_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let brief: Value = http
+        .post(format!("{base}/api/pause?seconds=90"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let until_ms = brief["activity"]["reason"]["until_ms"].as_u64().unwrap();
+    assert!(
+        (before_ms + 89_000..before_ms + 92_000).contains(&until_ms),
+        "{brief}"
+    );
+    assert_eq!(cli(data.path(), &["resume"]).trim(), "running");
     // Each pause and resume is in the ledger with its reason, newest first.
     let mut kinds = Vec::new();
     for _ in 0..40 {
@@ -272,13 +302,18 @@ async fn headless_node_serves_api_events_and_cli_and_stops_cleanly() {
             .iter()
             .map(|c| c["activity"]["kind"].as_str().unwrap().to_owned())
             .collect();
-        if kinds.len() >= 4 {
+        if kinds.len() >= 6 {
             assert!(overview["changes"][1]["activity"]["reason"]["until_ms"].is_u64());
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(kinds[..4], ["running", "paused", "running", "paused"]);
+    assert_eq!(
+        kinds[..6],
+        [
+            "running", "paused", "running", "paused", "running", "paused"
+        ]
+    );
     let verified = cli(data.path(), &["ledger", "verify"]);
     assert!(verified.contains("1 receipts"), "{verified}");
     let csv = cli(data.path(), &["ledger", "export"]);

@@ -31,7 +31,9 @@ fn main() {
 
 fn run() -> anyhow::Result<()> {
     let in_tray = std::env::args().any(|arg| arg == IN_TRAY_FLAG);
-    let data_dir = hearth_instance::desktop_data_dir().map_err(anyhow::Error::msg)?;
+    let data_dir = hearth_instance::DataFolder::Hearth
+        .path()
+        .map_err(anyhow::Error::msg)?;
     std::fs::create_dir_all(&data_dir)?;
     let _log_guard = hearth_instance::logging::init(&data_dir)
         .map_err(|e| anyhow::anyhow!("could not start logging: {e}"))?;

@@ -12,7 +12,8 @@
 
 use std::io::{BufRead, Write};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
+use hearth_cli::usage;
 use hearth_inference::chat::SMOLLM2_ID as CHAT_MODEL_ID;
 use hearth_inference::embeddings::MINILM_ID;
 use hearth_inference::images::EFFICIENTNET_ID;
@@ -21,36 +22,64 @@ use hearth_inference::{
     ImageClassifier, ModelStore, Role, TextEmbedder,
 };
 
-fn main() -> anyhow::Result<()> {
+const USAGE: &str = "usage: hearth-models [--backend auto|cpu|wgpu] <command>
+  list                          the models and whether their files are here and verified
+  fetch                         download and verify every model's weights
+  embed TEXT...                 sentence embeddings
+  classify [--top 5] IMAGE...   what is in each image
+  preprocess IMAGE OUT.npy      the classifier's input, for reference runs
+  bench [--json] [--force]      the capability benchmark
+  chat [--max-tokens 256] [--temperature 0.7] [--seed 1] [--system TEXT] [MESSAGE]
+                                a reply (no MESSAGE: a conversation on standard input)";
+
+/// The commands, for naming the nearest one to a typo.
+const COMMANDS: &[&str] = &[
+    "list",
+    "fetch",
+    "embed",
+    "classify",
+    "preprocess",
+    "bench",
+    "chat",
+    "help",
+];
+
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => hearth_cli::report("hearth-models", &error),
+    }
+}
+
+/// `--name VALUE` parsed, or a usage error naming the option and the value.
+fn parsed<T: std::str::FromStr>(value: Option<String>, name: &str) -> anyhow::Result<Option<T>>
+where
+    T::Err: std::fmt::Display,
+{
+    value
+        .map(|v| {
+            v.parse::<T>()
+                .map_err(|e| usage(format!("{name} {v:?}: {e}")))
+        })
+        .transpose()
+}
+
+fn run() -> anyhow::Result<()> {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
-    let backend = take_option(&mut args, "--backend")?
-        .map(|b| b.parse::<BackendPreference>())
-        .transpose()?
-        .unwrap_or_default();
-    let top: usize = take_option(&mut args, "--top")?
-        .map(|t| t.parse())
-        .transpose()?
-        .unwrap_or(5);
-    let max_tokens: usize = take_option(&mut args, "--max-tokens")?
-        .map(|t| t.parse())
-        .transpose()?
-        .unwrap_or(256);
-    let temperature: f32 = take_option(&mut args, "--temperature")?
-        .map(|t| t.parse())
-        .transpose()?
-        .unwrap_or(0.0);
-    let seed: u64 = take_option(&mut args, "--seed")?
-        .map(|t| t.parse())
-        .transpose()?
-        .unwrap_or(0);
+    let backend: BackendPreference =
+        parsed(take_option(&mut args, "--backend")?, "--backend")?.unwrap_or_default();
+    let top: usize = parsed(take_option(&mut args, "--top")?, "--top")?.unwrap_or(5);
+    let max_tokens: usize =
+        parsed(take_option(&mut args, "--max-tokens")?, "--max-tokens")?.unwrap_or(256);
+    let temperature: f32 =
+        parsed(take_option(&mut args, "--temperature")?, "--temperature")?.unwrap_or(0.0);
+    let seed: u64 = parsed(take_option(&mut args, "--seed")?, "--seed")?.unwrap_or(0);
     let system = take_option(&mut args, "--system")?;
     let json = take_flag(&mut args, "--json");
     let force = take_flag(&mut args, "--force");
     let store = ModelStore::from_env();
     let Some(command) = args.first().cloned() else {
-        bail!(
-            "usage: hearth-models list | fetch | embed TEXT... | classify IMAGE... | preprocess IMAGE OUT.npy | bench | chat [MESSAGE]"
-        );
+        return Err(usage("no command given"));
     };
     let rest = &args[1..];
     match command.as_str() {
@@ -75,6 +104,9 @@ fn main() -> anyhow::Result<()> {
                 );
             }
         }
+        "help" | "--help" | "-h" => println!("{USAGE}"),
+        "embed" if rest.is_empty() => return Err(usage("embed needs at least one TEXT")),
+        "classify" if rest.is_empty() => return Err(usage("classify needs at least one IMAGE")),
         "embed" => {
             let device = ComputeDevice::select(backend)?;
             let embedder = TextEmbedder::load(&store, MINILM_ID, device)?;
@@ -113,7 +145,7 @@ fn main() -> anyhow::Result<()> {
         }
         "preprocess" => {
             let [image, out] = rest else {
-                bail!("usage: hearth-models preprocess IMAGE OUT.npy")
+                return Err(usage("preprocess needs an IMAGE and an OUT.npy"));
             };
             let classifier = ImageClassifier::load(&store, EFFICIENTNET_ID, ComputeDevice::cpu())?;
             let bytes = std::fs::read(image)?;
@@ -197,7 +229,7 @@ fn main() -> anyhow::Result<()> {
                 }
             }
         }
-        other => bail!("unknown command {other:?}"),
+        other => return Err(hearth_cli::unknown_command(other, COMMANDS)),
     }
     Ok(())
 }
@@ -215,7 +247,7 @@ fn take_option(args: &mut Vec<String>, name: &str) -> anyhow::Result<Option<Stri
         return Ok(None);
     };
     if at + 1 >= args.len() {
-        bail!("{name} needs a value");
+        return Err(usage(format!("{name} needs a value")));
     }
     let value = args.remove(at + 1);
     args.remove(at);

@@ -3,29 +3,30 @@
 //!
 //! ```text
 //! hearth-node run [--pool URL|embedded] [--port N] [--backend auto|cpu|wgpu] [--no-demo]
-//! hearth-node status | pause [--for 30m] | resume   (ask the running node)
+//! hearth-node status | pause [--for 90s|30m|2h] | resume   (ask the running node)
 //! hearth-node hardware                         (what this machine has)
 //! hearth-node bench [--force]                  (the capability benchmark)
 //! hearth-node ledger verify | ledger export [FILE]
 //! hearth-node config | config set KEY VALUE
 //! ```
-//! Every command takes `--data-dir DIR` (default `$HEARTH_DATA_DIR`, else
-//! `~/.local/share/hearth`).
+//! Every command takes `--data-dir DIR` (default: the folder the desktop app uses too,
+//! `$HEARTH_DATA_DIR`, else `~/.local/share/app.hearth.desktop`; see
+//! `hearth_instance::DataFolder`), so `status`, `pause` and `resume` steer the app's node.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use hearth_cli::usage;
 use hearth_node::server::{self, VerifyReport};
-use hearth_node::service::default_data_dir;
 use hearth_node::{NodeConfig, NodeStatus, Overview, Service, ServiceOptions};
 
 const USAGE: &str = "usage: hearth-node [--data-dir DIR] <command>
   run [--pool URL|embedded] [--port N] [--backend auto|cpu|wgpu] [--no-demo]
                           run the node with its web UI and API on 127.0.0.1
   status                  what the running node is doing
-  pause [--for 30m|2h]    stop taking work (until resumed, or for a while)
+  pause [--for 90s|30m|2h]  stop taking work (until resumed, or for a while)
   resume                  take work again
   hardware                the GPUs, CPU and memory Hearth sees
   bench [--force]         the capability benchmark (stored; --force measures again)
@@ -66,7 +67,7 @@ fn exit_on_output_error(error: std::io::Error) -> ! {
     std::process::exit(1);
 }
 
-fn main() {
+fn main() -> std::process::ExitCode {
     // A child started to list the GPUs answers and exits here (see hearth_hardware::probe).
     hearth_hardware::probe::serve_probe_if_asked();
     tracing_subscriber::fmt()
@@ -76,9 +77,29 @@ fn main() {
         )
         .with_writer(std::io::stderr)
         .init();
-    if let Err(error) = run(std::env::args().skip(1).collect()) {
-        eprintln!("hearth-node: {error:#}");
-        std::process::exit(1);
+    match run(std::env::args().skip(1).collect()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => hearth_cli::report("hearth-node", &error),
+    }
+}
+
+/// The commands, for naming the nearest one to a typo.
+const COMMANDS: &[&str] = &[
+    "run", "status", "pause", "resume", "hardware", "bench", "ledger", "config", "help",
+];
+
+/// The usage error for a command line no command matched: what is wrong with it, in words.
+fn misused(command: &[&str]) -> anyhow::Error {
+    match command {
+        [] => usage("no command given"),
+        [word, ..] if !COMMANDS.contains(word) => hearth_cli::unknown_command(word, COMMANDS),
+        ["pause", "--for"] => usage("pause --for needs a length, e.g. 90s, 30m or 2h"),
+        ["ledger"] => usage("ledger needs verify or export"),
+        ["ledger", "export", _, extra @ ..] => usage(format!(
+            "ledger export takes one FILE; unexpected {extra:?}"
+        )),
+        ["config", "set", ..] => usage("config set needs a KEY and a VALUE"),
+        [word, rest @ ..] => usage(format!("{word}: unexpected {rest:?}")),
     }
 }
 
@@ -96,7 +117,8 @@ impl Args {
         while let Some(arg) = args.next() {
             if arg == "--data-dir" {
                 data_dir = Some(PathBuf::from(
-                    args.next().context("--data-dir needs a folder")?,
+                    args.next()
+                        .ok_or_else(|| usage("--data-dir needs a folder"))?,
                 ));
             } else if let Some(dir) = arg.strip_prefix("--data-dir=") {
                 data_dir = Some(PathBuf::from(dir));
@@ -105,7 +127,12 @@ impl Args {
             }
         }
         Ok(Self {
-            data_dir: data_dir.unwrap_or_else(default_data_dir),
+            data_dir: match data_dir {
+                Some(dir) => dir,
+                None => hearth_instance::DataFolder::Hearth
+                    .path()
+                    .map_err(anyhow::Error::msg)?,
+            },
             rest,
         })
     }
@@ -118,7 +145,7 @@ impl Args {
                     .rest
                     .get(i + 1)
                     .cloned()
-                    .with_context(|| format!("{flag} needs a value"))?;
+                    .ok_or_else(|| usage(format!("{flag} needs a value")))?;
                 self.rest.drain(i..=i + 1);
                 Ok(Some(value))
             }
@@ -143,7 +170,7 @@ fn run(args: Vec<String>) -> anyhow::Result<()> {
             let backend = args.take("--backend")?;
             let no_demo = args.flag("--no-demo");
             if args.rest.len() > 1 {
-                bail!("run: unexpected {:?}\n{USAGE}", &args.rest[1..]);
+                return Err(usage(format!("run: unexpected {:?}", &args.rest[1..])));
             }
             let mut config = NodeConfig::load(&args.data_dir)?;
             if let Some(pool) = pool {
@@ -166,9 +193,13 @@ fn run(args: Vec<String>) -> anyhow::Result<()> {
             print_overview(&overview);
             Ok(())
         }
+        ["help"] | ["--help"] | ["-h"] => {
+            outln!("{USAGE}");
+            Ok(())
+        }
         ["pause", "--for", length] => {
-            let minutes = parse_minutes(length)?;
-            let path = format!("/api/pause?minutes={minutes}");
+            let seconds = parse_length(length)?;
+            let path = format!("/api/pause?seconds={seconds}");
             let status: NodeStatus = runtime()?.block_on(call(&args.data_dir, "POST", &path))?;
             outln!("{}", describe(&status));
             Ok(())
@@ -240,7 +271,7 @@ fn run(args: Vec<String>) -> anyhow::Result<()> {
                         csv.iter().filter(|b| **b == b'\n').count()
                     );
                 }
-                _ => bail!("{USAGE}"),
+                _ => return Err(misused(&command)),
             }
             Ok(())
         }
@@ -257,23 +288,29 @@ fn run(args: Vec<String>) -> anyhow::Result<()> {
             outln!("{key} = {value} (takes effect when the node next starts)");
             Ok(())
         }
-        _ => bail!("{USAGE}"),
+        _ => Err(misused(&command)),
     }
 }
 
-/// "30m", "2h", "45" (minutes) as minutes.
-fn parse_minutes(text: &str) -> anyhow::Result<u32> {
-    let (number, unit) = match text.strip_suffix('h') {
-        Some(hours) => (hours, 60),
-        None => (text.strip_suffix('m').unwrap_or(text), 1),
+/// "90s", "30m", "2h", "45" (minutes) as seconds, from 1 second to 24 hours.
+fn parse_length(text: &str) -> anyhow::Result<u32> {
+    let (number, unit) = if let Some(hours) = text.strip_suffix('h') {
+        (hours, 3600)
+    } else if let Some(seconds) = text.strip_suffix('s') {
+        (seconds, 1)
+    } else {
+        (text.strip_suffix('m').unwrap_or(text), 60)
     };
-    let minutes = number
+    number
         .parse::<u32>()
         .ok()
         .and_then(|n| n.checked_mul(unit))
-        .filter(|m| (1..=1440).contains(m))
-        .with_context(|| format!("{text:?}: give 1m to 24h, e.g. 30m or 2h"))?;
-    Ok(minutes)
+        .filter(|s| (1..=86_400).contains(s))
+        .ok_or_else(|| {
+            usage(format!(
+                "pause --for {text:?}: give 1s to 24h, e.g. 90s, 30m or 2h"
+            ))
+        })
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -348,7 +385,7 @@ async fn wait_for_signal() {
 async fn call_raw(data_dir: &Path, method: &str, path: &str) -> anyhow::Result<Vec<u8>> {
     let info = hearth_instance::running_node(data_dir).with_context(|| {
         format!(
-            "no running node found in {} (start one with `hearth-node run`)",
+            "Hearth is not running with the data folder {} (open the Hearth app, or start a node with `hearth-node run`)",
             data_dir.display()
         )
     })?;

@@ -17,6 +17,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
+use hearth_cli::usage;
 use hearth_inference::ModelStore;
 use hearth_pool::accounts::{self, NewKey};
 use hearth_pool::admin::AdminEndpoint;
@@ -57,7 +58,8 @@ in DIR/admin.json) and when it does not (on the database directly).
 options:
   --config FILE   the pool's TOML config (fields of PoolConfig; all optional)
   --data DIR      where the pool's sled database lives, when the config names no PostgreSQL
-                  `database` (default: $XDG_DATA_HOME/hearth-pool)
+                  `database` (default: $HEARTH_POOL_DATA_DIR, else
+                  ~/.local/share/hearth-pool)
   --models DIR    model manifests and files, for the pool's own tokenizers
                   (default: $HEARTH_MODELS, else the repository's models/)
 ";
@@ -90,24 +92,26 @@ that earned anything. Earnings younger than settlement_ms are pending; a quarant
 are held.
 ";
 
+/// The commands, for naming the nearest one to a typo.
+const COMMANDS: &[&str] = &["serve", "migrate", "payouts", "keys", "usage", "help"];
+
 fn take_option(args: &mut Vec<String>, name: &str) -> anyhow::Result<Option<String>> {
     let Some(at) = args.iter().position(|a| a == name) else {
         return Ok(None);
     };
     if at + 1 >= args.len() {
-        bail!("{name} needs a value");
+        return Err(usage(format!("{name} needs a value")));
     }
     let value = args.remove(at + 1);
     args.remove(at);
     Ok(Some(value))
 }
 
-fn default_data_dir() -> PathBuf {
-    std::env::var_os("XDG_DATA_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
-        .unwrap_or_else(|| PathBuf::from("."))
-        .join("hearth-pool")
+/// The pool's data folder when `--data` names none (see `hearth_instance::DataFolder`).
+fn default_data_dir() -> anyhow::Result<PathBuf> {
+    hearth_instance::DataFolder::Pool
+        .path()
+        .map_err(anyhow::Error::msg)
 }
 
 fn read_config(path: Option<&str>) -> anyhow::Result<PoolConfig> {
@@ -195,12 +199,13 @@ async fn run(mut args: Vec<String>) -> anyhow::Result<()> {
             return Ok(());
         }
         "serve" | "payouts" | "keys" | "usage" | "migrate" => {}
-        other => bail!("unknown command {other:?}\n\n{USAGE}"),
+        other => return Err(hearth_cli::unknown_command(other, COMMANDS)),
     }
     let config_path = take_option(&mut args, "--config")?;
-    let data = take_option(&mut args, "--data")?
-        .map(PathBuf::from)
-        .unwrap_or_else(default_data_dir);
+    let data = match take_option(&mut args, "--data")? {
+        Some(dir) => PathBuf::from(dir),
+        None => default_data_dir()?,
+    };
     let models = take_option(&mut args, "--models")?
         .map(ModelStore::new)
         .unwrap_or_else(ModelStore::from_env);
@@ -212,7 +217,7 @@ async fn run(mut args: Vec<String>) -> anyhow::Result<()> {
         return administer(&command, args, &data, &config).await;
     }
     if let Some(extra) = args.first() {
-        bail!("unexpected argument {extra:?}\n\n{USAGE}");
+        return Err(usage(format!("{command}: unexpected argument {extra:?}")));
     }
     match command.as_str() {
         "serve" => {
@@ -291,7 +296,7 @@ async fn administer(
         take_option(args, name)?
             .map(|v| {
                 v.parse::<u64>()
-                    .with_context(|| format!("{name} takes a whole number"))
+                    .map_err(|_| usage(format!("{name} takes a whole number, not {v:?}")))
             })
             .transpose()
     };
@@ -305,12 +310,13 @@ async fn administer(
         ),
         ("keys", Some("add")) => {
             args.remove(0);
-            let name = take_option(&mut args, "--name")?.context("keys add needs --name")?;
+            let name = take_option(&mut args, "--name")?
+                .ok_or_else(|| usage("keys add needs --name NAME"))?;
             let rpm = number(&mut args, "--rpm")?.unwrap_or(600);
             let concurrency = number(&mut args, "--concurrency")?.unwrap_or(16);
             let quota = number(&mut args, "--quota")?;
             if let Some(extra) = args.first() {
-                bail!("unexpected argument {extra:?}\n\n{KEYS_HELP}");
+                return Err(usage(format!("keys add: unexpected argument {extra:?}")));
             }
             let new = NewKey {
                 name,
@@ -320,7 +326,9 @@ async fn administer(
             };
             AdminCall::Post("/admin/v1/keys".into(), serde_json::to_value(new)?)
         }
-        _ => bail!("unexpected arguments {args:?}\n\n{USAGE}"),
+        ("keys", None) => return Err(usage("keys needs add, list or revoke")),
+        ("keys", Some("revoke")) => return Err(usage("keys revoke needs one KEY_ID")),
+        (command, _) => return Err(usage(format!("{command}: unexpected arguments {args:?}"))),
     };
     if let Some(text) = through_admin_api(data, &call).await? {
         print!("{text}");
@@ -396,9 +404,6 @@ async fn main() -> ExitCode {
         .init();
     match run(std::env::args().skip(1).collect()).await {
         Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("hearth-pool: {error:#}");
-            ExitCode::from(2)
-        }
+        Err(error) => hearth_cli::report("hearth-pool", &error),
     }
 }
