@@ -18,9 +18,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use hearth_pool::{PgStore, PoolStore, audit_chains};
-use hearth_protocol::{Job, JobResult, LeaseReply, LeaseRequest, ResultReply, SignedReceipt};
+use hearth_protocol::{Job, LeaseReply, LeaseRequest, ResultReply, SignedReceipt};
 use serde_json::json;
-use support::{EMBEDDING_MODEL, KEY, Node, answer, customer, now_ms};
+use support::{EMBEDDING_MODEL, KEY, Node, customer};
 
 const PROCESSES: usize = 3;
 
@@ -47,30 +47,6 @@ async fn start(
     support::serve_binary(config, data).await
 }
 
-/// POST a node's signed request to `url`; `None` when the process cannot be reached or
-/// refuses (the node moves on to another process).
-async fn node_post<T: serde::de::DeserializeOwned>(
-    node: &Node,
-    url: &str,
-    path: &str,
-    body: &impl serde::Serialize,
-) -> Option<T> {
-    let body = serde_json::to_vec(body).unwrap();
-    let mut request = node
-        .http
-        .post(format!("{url}{path}"))
-        .timeout(Duration::from_secs(5))
-        .body(body.clone());
-    for (name, value) in node.signer.headers("POST", path, now_ms(), &body) {
-        request = request.header(name, value);
-    }
-    let response = request.send().await.ok()?;
-    if !response.status().is_success() {
-        return None;
-    }
-    response.json().await.ok()
-}
-
 /// A node that leases from one process and reports to the next, round and round, until told
 /// to stop; the receipts it was given.
 async fn work(
@@ -88,7 +64,9 @@ async fn work(
             max_jobs: 2,
             wait_ms: 300,
         };
-        let Some(reply) = node_post::<LeaseReply>(&node, lease_at, "/node/v1/lease", &lease).await
+        let Some(reply) = node
+            .try_post::<LeaseReply>(lease_at, "/node/v1/lease", &lease)
+            .await
         else {
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
@@ -103,19 +81,11 @@ async fn work(
 /// Report `job`'s honest answer, to the process after the one it was leased from, trying the
 /// others in turn if one cannot be reached (a node retries a result until it is recorded).
 async fn report(node: &Node, urls: &[String], first: usize, job: &Job) -> Option<SignedReceipt> {
-    let result = JobResult {
-        lease_id: job.lease_id.clone(),
-        output: answer(job),
-        started_unix_ms: now_ms(),
-        finished_unix_ms: now_ms(),
-        energy_wh: None,
-        energy_estimated: true,
-        next: None,
-    };
+    let result = support::honest_result(job);
     let path = format!("/node/v1/jobs/{}/result", job.id);
     for attempt in 0..(2 * urls.len()) {
         let url = &urls[(first + attempt) % urls.len()];
-        if let Some(reply) = node_post::<ResultReply>(node, url, &path, &result).await {
+        if let Some(reply) = node.try_post::<ResultReply>(url, &path, &result).await {
             return reply.receipt;
         }
     }

@@ -233,6 +233,30 @@ impl Node {
         .await
     }
 
+    /// POST a signed request to `url` (this node's pool process or another); `None` when the
+    /// process cannot be reached, refuses, or does not answer within 5 s (a node then moves on).
+    pub async fn try_post<T: serde::de::DeserializeOwned>(
+        &self,
+        url: &str,
+        path: &str,
+        body: &impl serde::Serialize,
+    ) -> Option<T> {
+        let body = serde_json::to_vec(body).unwrap();
+        let mut request = self
+            .http
+            .post(format!("{url}{path}"))
+            .timeout(std::time::Duration::from_secs(5))
+            .body(body.clone());
+        for (name, value) in self.signer.headers("POST", path, now_ms(), &body) {
+            request = request.header(name, value);
+        }
+        let response = request.send().await.ok()?;
+        if !response.status().is_success() {
+            return None;
+        }
+        response.json().await.ok()
+    }
+
     pub async fn lease(&self, wait_ms: u64) -> Vec<Job> {
         let reply = self
             .post(
@@ -259,6 +283,19 @@ impl Node {
         };
         self.post(&format!("/node/v1/jobs/{}/result", job.id), &result)
             .await
+    }
+}
+
+/// A node's report of `job` with its honest [`answer`], asking for no next job.
+pub fn honest_result(job: &Job) -> JobResult {
+    JobResult {
+        lease_id: job.lease_id.clone(),
+        output: answer(job),
+        started_unix_ms: now_ms(),
+        finished_unix_ms: now_ms(),
+        energy_wh: None,
+        energy_estimated: false,
+        next: None,
     }
 }
 
