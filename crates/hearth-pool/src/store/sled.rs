@@ -130,7 +130,8 @@ pub struct SledStore {
     db: sled::Db,
     /// Each node's [`Head`]: where its committed chain ends, and its balance.
     heads: sled::Tree,
-    /// Keyed `job id / node id`: the receipt's `by_node` key.
+    /// Keyed `job id / node id`: the receipt's `by_node` key (the whole receipt in stores
+    /// of the oldest layout); see [`SledStore::paid`].
     receipts: sled::Tree,
     /// The receipts, keyed `node id / sequence (big-endian)`, for catching a node up in order.
     by_node: sled::Tree,
@@ -197,9 +198,8 @@ impl SledStore {
         from_json(bytes, "receipt")
     }
 
-    /// The receipt an index entry (of `receipts_by_job` or `chain_heads`) points to. A
-    /// receipt is stored once, under its node and sequence; the indexes hold that key.
-    /// Stores written before that hold the receipt itself (JSON, so `{` first).
+    /// The receipt a head of an older layout names, for [`SledStore::migrated`]: its key in
+    /// `receipts_by_node`, or (in the oldest layout) the receipt itself (JSON, so `{` first).
     fn indexed(&self, entry: &[u8]) -> Result<SignedReceipt, StoreError> {
         if entry.first() == Some(&b'{') {
             return Self::decode(entry);
