@@ -11,6 +11,23 @@ use serde_json::{Value, json};
 use support::{NodeProcess, ask, cli};
 
 /// `GET base+path` with the token, as JSON.
+/// POST `body` (none when `Value::Null`) to `path` with the token; the response.
+async fn post(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    path: &str,
+    body: &Value,
+) -> reqwest::Response {
+    let request = http.post(format!("{base}{path}")).bearer_auth(token);
+    let request = if body.is_null() {
+        request
+    } else {
+        request.json(body)
+    };
+    request.send().await.unwrap()
+}
+
 async fn get_json(http: &reqwest::Client, base: &str, token: &str, path: &str) -> Value {
     http.get(format!("{base}{path}"))
         .bearer_auth(token)
@@ -153,16 +170,17 @@ async fn headless_node_serves_api_events_and_cli_and_stops_cleanly() {
     assert_eq!(overview["pool"]["name"], "Local demo pool");
 
     // The pages' queries: the job in the history and the earnings report.
-    let page: Value = http
-        .post(format!("{base}/api/jobs/page"))
-        .bearer_auth(&token)
-        .json(&json!({"offset": 0, "limit": 10, "state": "completed"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let page: Value = post(
+        &http,
+        &base,
+        &token,
+        "/api/jobs/page",
+        &json!({"offset": 0, "limit": 10, "state": "completed"}),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
     assert_eq!(page["total"], 1, "{page}");
     assert_eq!(page["jobs"][0]["job_id"], job["job_id"]);
     let report: Value = get_json(&http, &base, &token, "/api/earnings/report").await;
@@ -265,24 +283,22 @@ async fn headless_node_serves_api_events_and_cli_and_stops_cleanly() {
     // A pause for seconds ends that many seconds on; a length out of range, or given twice,
     // is refused and changes nothing.
     for query in ["seconds=0", "seconds=86401", "minutes=1&seconds=5"] {
-        let refused = http
-            .post(format!("{base}/api/pause?{query}"))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap();
+        let refused = post(
+            &http,
+            &base,
+            &token,
+            &format!("/api/pause?{query}"),
+            &Value::Null,
+        )
+        .await;
         assert_eq!(refused.status(), 400, "{query}");
     }
     let before_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as u64;
-    let brief: Value = http
-        .post(format!("{base}/api/pause?seconds=90"))
-        .bearer_auth(&token)
-        .send()
+    let brief: Value = post(&http, &base, &token, "/api/pause?seconds=90", &Value::Null)
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();

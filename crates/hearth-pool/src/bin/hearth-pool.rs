@@ -107,13 +107,6 @@ fn take_option(args: &mut Vec<String>, name: &str) -> anyhow::Result<Option<Stri
     Ok(Some(value))
 }
 
-/// The pool's data folder when `--data` names none (see `hearth_instance::DataFolder`).
-fn default_data_dir() -> anyhow::Result<PathBuf> {
-    hearth_instance::DataFolder::Pool
-        .path()
-        .map_err(anyhow::Error::msg)
-}
-
 fn read_config(path: Option<&str>) -> anyhow::Result<PoolConfig> {
     match path {
         Some(path) => {
@@ -204,7 +197,9 @@ async fn run(mut args: Vec<String>) -> anyhow::Result<()> {
     let config_path = take_option(&mut args, "--config")?;
     let data = match take_option(&mut args, "--data")? {
         Some(dir) => PathBuf::from(dir),
-        None => default_data_dir()?,
+        None => hearth_instance::DataFolder::Pool
+            .path()
+            .map_err(anyhow::Error::msg)?,
     };
     let models = take_option(&mut args, "--models")?
         .map(ModelStore::new)

@@ -81,6 +81,15 @@ impl Head {
         out
     }
 
+    /// A stored head; an entry that is not one is a corrupt store.
+    fn read(entry: &[u8]) -> Result<Self, StoreError> {
+        Self::decode(entry).ok_or_else(|| StoreError::Corrupt {
+            what: "chain head",
+            detail: format!("{} bytes, not a head", entry.len()),
+        })
+    }
+
+    /// A head, or `None` for an entry of an older layout.
     fn decode(entry: &[u8]) -> Option<Self> {
         let [Self::TAG, rest @ ..] = entry else {
             return None;
@@ -218,12 +227,7 @@ impl SledStore {
     fn head(&self, node_id: &str) -> Result<Option<Head>, StoreError> {
         self.heads
             .get(node_id)?
-            .map(|entry| {
-                Head::decode(&entry).ok_or_else(|| StoreError::Corrupt {
-                    what: "chain head",
-                    detail: format!("{} bytes, not a head", entry.len()),
-                })
-            })
+            .map(|entry| Head::read(&entry))
             .transpose()
     }
 
@@ -239,13 +243,9 @@ impl SledStore {
             .transpose()
     }
 
-    /// `node_id`'s last committed receipt.
-    fn head_receipt(&self, node_id: &str) -> Result<Option<SignedReceipt>, StoreError> {
-        let Some(head) = self.head(node_id)? else {
-            return Ok(None);
-        };
+    /// The receipt `head` names, which must be there.
+    fn receipt_of(&self, node_id: &str, head: Head) -> Result<SignedReceipt, StoreError> {
         self.receipt_at(node_id, head.last)?
-            .map(Some)
             .ok_or_else(|| StoreError::Corrupt {
                 what: "chain head",
                 detail: format!(
@@ -257,12 +257,12 @@ impl SledStore {
 
     /// `node_id`'s chain end and balance as stored.
     fn stored_tail(&self, node_id: &str) -> Result<Tail, StoreError> {
-        let balance = self.head(node_id)?.map_or(0, |head| head.balance);
+        let Some(head) = self.head(node_id)? else {
+            return Ok(Tail::default());
+        };
         Ok(Tail {
-            end: self
-                .head_receipt(node_id)?
-                .map_or_else(ChainEnd::default, |r| ChainEnd::after(&r)),
-            balance,
+            end: ChainEnd::after(&self.receipt_of(node_id, head)?),
+            balance: head.balance,
         })
     }
 
@@ -397,7 +397,9 @@ impl PoolStore for SledStore {
     }
 
     async fn chain_head(&self, node_id: &str) -> Result<Option<SignedReceipt>, StoreError> {
-        self.head_receipt(node_id)
+        self.head(node_id)?
+            .map(|head| self.receipt_of(node_id, head))
+            .transpose()
     }
 
     async fn receipt_for_job(
@@ -432,10 +434,7 @@ impl PoolStore for SledStore {
             .iter()
             .map(|entry| {
                 let (node, entry) = entry?;
-                let head = Head::decode(&entry).ok_or_else(|| StoreError::Corrupt {
-                    what: "chain head",
-                    detail: format!("{} bytes, not a head", entry.len()),
-                })?;
+                let head = Head::read(&entry)?;
                 Ok((String::from_utf8_lossy(&node).into_owned(), head.balance))
             })
             .collect()
