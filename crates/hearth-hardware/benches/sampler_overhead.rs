@@ -42,7 +42,11 @@ fn main() {
         .unwrap_or(60);
     let gpus = PlatformGpus::new("/sys", Box::new(Nvml::default()));
     let before_start = cpu_ns();
-    let sampler = match Sampler::start(Box::new(gpus), Duration::from_secs(1)) {
+    let sampler = match Sampler::start(
+        Box::new(gpus),
+        hearth_hardware::CpuPower::new("/sys", hearth_hardware::TYPICAL_CPU_WATTS),
+        Duration::from_secs(1),
+    ) {
         Ok(sampler) => sampler,
         Err(error) => {
             eprintln!("cannot start the sampler: {error}");

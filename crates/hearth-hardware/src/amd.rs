@@ -26,6 +26,8 @@ pub struct DrmCard {
     pub power_w: Option<f32>,
     /// Board power limit in W (hwmon `power1_cap`), for energy estimates.
     pub power_cap_w: Option<f32>,
+    /// Fan duty in percent (hwmon `pwm1`, 0..=255).
+    pub fan_percent: Option<f32>,
     /// Current shader clock (`pp_dpm_sclk`, the line marked `*`).
     pub core_clock_mhz: Option<u32>,
     /// Current memory clock (`pp_dpm_mclk`).
@@ -75,6 +77,10 @@ fn read_card(card_dir: &Path, name: String) -> Option<DrmCard> {
             .as_deref()
             .and_then(|h| read_number(&h.join("power1_cap")))
             .map(|micro| micro as f32 / 1_000_000.0),
+        fan_percent: hwmon
+            .as_deref()
+            .and_then(|h| read_number(&h.join("pwm1")))
+            .map(|duty| (duty.min(255) as f32 / 255.0 * 100.0).round()),
         core_clock_mhz: read_current_clock(&device.join("pp_dpm_sclk")),
         memory_clock_mhz: read_current_clock(&device.join("pp_dpm_mclk")),
     })
@@ -109,7 +115,7 @@ fn read_trimmed(path: &Path) -> Option<String> {
         .map(|s| s.trim().to_owned())
 }
 
-fn read_number(path: &Path) -> Option<u64> {
+pub(crate) fn read_number(path: &Path) -> Option<u64> {
     read_trimmed(path)?.parse().ok()
 }
 

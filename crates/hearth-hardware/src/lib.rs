@@ -10,6 +10,7 @@
 //! processes are using a GPU.
 
 pub mod amd;
+pub mod cpu_power;
 mod gpu;
 pub mod nvidia;
 pub mod probe;
@@ -22,6 +23,7 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
+pub use cpu_power::{CpuPower, CpuPowerReading, TYPICAL_CPU_WATTS};
 pub use gpu::{AdapterRecord, GpuInfo, GpuKind, Vendor, merge_adapters, wgpu_adapters};
 pub use nvidia::{NvidiaGpu, NvidiaReading, NvidiaSource, Nvml};
 pub use processes::{GpuProcess, ProcessSource, drm_process, drm_processes};

@@ -34,6 +34,8 @@ pub struct NvidiaReading {
     pub power_limit_mw: Option<u32>,
     pub graphics_clock_mhz: Option<u32>,
     pub memory_clock_mhz: Option<u32>,
+    /// The first fan's speed in percent of its maximum.
+    pub fan_percent: Option<u32>,
 }
 
 impl NvidiaReading {
@@ -49,6 +51,7 @@ impl NvidiaReading {
             power_limit_w: self.power_limit_mw.map(|p| p as f32 / 1000.0),
             core_clock_mhz: self.graphics_clock_mhz,
             memory_clock_mhz: self.memory_clock_mhz,
+            fan_percent: self.fan_percent.map(|f| f as f32),
         }
     }
 }
@@ -113,6 +116,7 @@ impl NvidiaSource for Nvml {
                     power_limit_mw: device.enforced_power_limit().ok(),
                     graphics_clock_mhz: device.clock_info(Clock::Graphics).ok(),
                     memory_clock_mhz: device.clock_info(Clock::Memory).ok(),
+                    fan_percent: device.fan_speed(0).ok(),
                 })
             })
             .collect()

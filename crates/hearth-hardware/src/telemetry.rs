@@ -4,7 +4,9 @@
 //! and to every subscriber of a broadcast stream.
 //!
 //! Energy per interval is integrated from measured power where there is a power sensor, and
-//! estimated as utilisation × board power where there is not; estimated figures say so.
+//! estimated as utilisation × board power where there is not; estimated figures say so. The
+//! processor counts too ([`CpuPower`]): Hearth's share of its energy is its share of the CPU
+//! time, so a machine without a supported GPU still sees what its work costs.
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -17,6 +19,7 @@ use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
 use tokio::sync::{broadcast, watch};
 
 use crate::amd;
+use crate::cpu_power::CpuPower;
 use crate::nvidia::{NvidiaReading, NvidiaSource};
 
 /// Samples kept in the ring buffer: one hour at 1 Hz.
@@ -40,6 +43,8 @@ pub struct GpuSample {
     pub power_w: Option<f32>,
     pub core_clock_mhz: Option<u32>,
     pub memory_clock_mhz: Option<u32>,
+    /// Fan speed in percent, where the board reports it.
+    pub fan_percent: Option<f32>,
     /// Energy used over the interval before this sample.
     pub energy_wh: Option<f64>,
     /// True when `energy_wh` is utilisation × board power rather than measured power.
@@ -61,7 +66,46 @@ pub struct TelemetrySample {
     pub process_cpu_percent: f32,
     /// Hearth's own resident memory.
     pub process_memory_bytes: u64,
+    /// Logical cores (threads), the scale of `process_cpu_percent`.
+    pub logical_cores: usize,
+    /// The processor's package power over the interval.
+    pub cpu_power_w: f32,
+    /// True when `cpu_power_w` is CPU use × the processor's rated power, not measured.
+    pub cpu_power_estimated: bool,
+    /// The processor's temperature, where a sensor reports it.
+    pub cpu_temperature_c: Option<f32>,
+    /// Hearth's share of the processor's energy over the interval (its share of the CPU time).
+    pub process_cpu_energy_wh: f64,
     pub gpus: Vec<GpuSample>,
+}
+
+impl TelemetrySample {
+    /// Energy over this sample's interval that Hearth accounts for: every GPU's (while Hearth
+    /// works nothing else may use them) and its share of the processor's; whether any part
+    /// was estimated.
+    pub fn hearth_energy_wh(&self) -> (f64, bool) {
+        self.gpus.iter().fold(
+            (self.process_cpu_energy_wh, self.cpu_power_estimated),
+            |(sum, est), g| (sum + g.energy_wh.unwrap_or(0.0), est || g.energy_estimated),
+        )
+    }
+}
+
+/// Hearth's share of the processor's energy: its CPU time over the machine's, of the package
+/// power (the machine's share of idle power is not Hearth's).
+fn process_cpu_energy_wh(
+    power_w: f32,
+    machine_percent: f32,
+    process_percent_of_core: f32,
+    cores: usize,
+    interval_s: f64,
+) -> f64 {
+    let ours = (process_percent_of_core / cores.max(1) as f32).clamp(0.0, 100.0);
+    let machine = machine_percent.clamp(ours, 100.0);
+    if machine <= 0.0 {
+        return 0.0;
+    }
+    f64::from(power_w * ours / machine) * interval_s / 3600.0
 }
 
 /// A GPU reading before energy is worked out.
@@ -78,6 +122,7 @@ pub struct GpuReading {
     pub power_limit_w: Option<f32>,
     pub core_clock_mhz: Option<u32>,
     pub memory_clock_mhz: Option<u32>,
+    pub fan_percent: Option<f32>,
 }
 
 impl GpuReading {
@@ -103,6 +148,7 @@ impl GpuReading {
             power_w: self.power_w,
             core_clock_mhz: self.core_clock_mhz,
             memory_clock_mhz: self.memory_clock_mhz,
+            fan_percent: self.fan_percent,
             energy_wh,
             energy_estimated,
         }
@@ -154,6 +200,7 @@ impl GpuReadings for PlatformGpus {
                 power_limit_w: card.power_cap_w,
                 core_clock_mhz: card.core_clock_mhz,
                 memory_clock_mhz: card.memory_clock_mhz,
+                fan_percent: card.fan_percent,
             })
             .collect();
         // A machine without NVML stays without it: one failed load is not retried every second.
@@ -183,6 +230,7 @@ struct HostReading {
     ram_total_bytes: u64,
     process_cpu_percent: f32,
     process_memory_bytes: u64,
+    logical_cores: usize,
 }
 
 impl HostReader {
@@ -204,6 +252,7 @@ impl HostReader {
                 ram_total_bytes: 0,
                 process_cpu_percent: 0.0,
                 process_memory_bytes: 0,
+                logical_cores: 1,
             };
         };
         system.refresh_cpu_usage();
@@ -227,6 +276,7 @@ impl HostReader {
             ram_total_bytes: system.total_memory(),
             process_cpu_percent,
             process_memory_bytes,
+            logical_cores: system.cpus().len().max(1),
         }
     }
 }
@@ -273,14 +323,13 @@ impl TelemetryHistory {
         self.samples.is_empty()
     }
 
-    /// Energy of every GPU over the samples held, and whether any part of it was estimated.
+    /// Energy of every GPU and of Hearth's share of the processor over the samples held, and
+    /// whether any part of it was estimated.
     pub fn energy_wh(&self) -> (f64, bool) {
-        self.samples
-            .iter()
-            .flat_map(|s| &s.gpus)
-            .fold((0.0, false), |(sum, est), g| {
-                (sum + g.energy_wh.unwrap_or(0.0), est || g.energy_estimated)
-            })
+        self.samples.iter().fold((0.0, false), |(sum, est), s| {
+            let (wh, estimated) = s.hearth_energy_wh();
+            (sum + wh, est || estimated)
+        })
     }
 }
 
@@ -294,8 +343,12 @@ pub struct Sampler {
 }
 
 impl Sampler {
-    /// Start sampling `gpus` and the host every `interval`.
-    pub fn start(gpus: Box<dyn GpuReadings>, interval: Duration) -> std::io::Result<Self> {
+    /// Start sampling `gpus`, the processor's power from `cpu` and the host every `interval`.
+    pub fn start(
+        gpus: Box<dyn GpuReadings>,
+        cpu: CpuPower,
+        interval: Duration,
+    ) -> std::io::Result<Self> {
         let history = Arc::new(Mutex::new(TelemetryHistory::new(HISTORY_LEN)));
         let (stream, _) = broadcast::channel(64);
         let (stop, mut stopped) = watch::channel(false);
@@ -305,7 +358,7 @@ impl Sampler {
             std::thread::Builder::new()
                 .name("hearth-telemetry".into())
                 .spawn(move || {
-                    run(gpus, interval, &history, &stream, &mut stopped);
+                    run(gpus, cpu, interval, &history, &stream, &mut stopped);
                 })?
         };
         Ok(Self {
@@ -359,6 +412,7 @@ fn now_unix_ms() -> u64 {
 
 fn run(
     mut gpus: Box<dyn GpuReadings>,
+    mut cpu: CpuPower,
     interval: Duration,
     history: &Mutex<TelemetryHistory>,
     stream: &broadcast::Sender<Arc<TelemetrySample>>,
@@ -389,6 +443,7 @@ fn run(
             next = now + interval;
         }
         let h = host.read();
+        let power = cpu.read(now, h.cpu_percent);
         let sample = Arc::new(TelemetrySample {
             at_unix_ms: now_unix_ms(),
             interval_s,
@@ -397,6 +452,17 @@ fn run(
             ram_total_bytes: h.ram_total_bytes,
             process_cpu_percent: h.process_cpu_percent,
             process_memory_bytes: h.process_memory_bytes,
+            logical_cores: h.logical_cores,
+            cpu_power_w: power.watts,
+            cpu_power_estimated: power.estimated,
+            cpu_temperature_c: cpu.temperature_c(),
+            process_cpu_energy_wh: process_cpu_energy_wh(
+                power.watts,
+                h.cpu_percent,
+                h.process_cpu_percent,
+                h.logical_cores,
+                interval_s,
+            ),
             gpus: gpus
                 .read()
                 .into_iter()
@@ -424,8 +490,27 @@ mod tests {
             ram_total_bytes: 0,
             process_cpu_percent: 0.0,
             process_memory_bytes: 0,
+            logical_cores: 1,
+            cpu_power_w: 0.0,
+            cpu_power_estimated: true,
+            cpu_temperature_c: None,
+            process_cpu_energy_wh: 0.0,
             gpus: vec![],
         })
+    }
+
+    #[test]
+    fn hearth_pays_for_its_share_of_the_processor() {
+        // 4 cores, the machine 50 % busy, Hearth using two cores' worth of it (200 % of one
+        // core = 50 % of the machine): all of the 60 W over an hour is Hearth's.
+        let all = process_cpu_energy_wh(60.0, 50.0, 200.0, 4, 3600.0);
+        assert!((all - 60.0).abs() < 1e-6, "{all}");
+        // Hearth half of the busy time: half the energy.
+        let half = process_cpu_energy_wh(60.0, 50.0, 100.0, 4, 3600.0);
+        assert!((half - 30.0).abs() < 1e-6, "{half}");
+        // Idle Hearth pays nothing; an idle machine gives no division by zero.
+        assert_eq!(process_cpu_energy_wh(60.0, 10.0, 0.0, 4, 3600.0), 0.0);
+        assert_eq!(process_cpu_energy_wh(0.0, 0.0, 0.0, 4, 3600.0), 0.0);
     }
 
     #[test]

@@ -26,6 +26,7 @@ fn platform_readings_cover_amd_sysfs_and_nvml() {
     assert_eq!(amd.power_w, Some(143.0));
     assert_eq!(amd.power_limit_w, Some(220.0));
     assert_eq!(amd.core_clock_mhz, Some(1800));
+    assert_eq!(amd.fan_percent, Some(50.0), "pwm1 128 of 255");
     let nvidia = &readings[1];
     assert_eq!(nvidia.id, "nvml:0");
     assert_eq!(nvidia.power_w, Some(412.0));
@@ -47,7 +48,12 @@ fn platform_readings_cover_amd_sysfs_and_nvml() {
 #[test]
 fn the_sampler_streams_samples_into_its_history_and_stops_promptly() {
     let gpus = PlatformGpus::new(fixture("amd-with-hwmon"), Box::new(NoDriver));
-    let sampler = Sampler::start(Box::new(gpus), Duration::from_millis(50)).unwrap();
+    let sampler = Sampler::start(
+        Box::new(gpus),
+        hearth_hardware::CpuPower::estimated(65.0),
+        Duration::from_millis(50),
+    )
+    .unwrap();
     let mut stream = sampler.subscribe();
     let mut samples = Vec::new();
     while samples.len() < 3 {
@@ -65,6 +71,10 @@ fn the_sampler_streams_samples_into_its_history_and_stops_promptly() {
             "our own RSS: {}",
             s.process_memory_bytes
         );
+        // No RAPL here: the processor's power is 65 W × its use, and says it is estimated.
+        assert!(s.cpu_power_estimated);
+        assert!((s.cpu_power_w - 65.0 * s.cpu_percent / 100.0).abs() < 1e-3);
+        assert!(s.logical_cores >= 1);
         let gpu = &s.gpus[0];
         assert_eq!(gpu.id, "drm:card0");
         assert!(!gpu.energy_estimated, "the fixture has a power sensor");
@@ -160,7 +170,12 @@ fn real_proc_scan_and_sampler_run_on_this_machine() {
             .all(|p| p.pid != me)
     );
     let gpus = PlatformGpus::new("/sys", Box::new(hearth_hardware::Nvml::default()));
-    let sampler = Sampler::start(Box::new(gpus), Duration::from_millis(20)).unwrap();
+    let sampler = Sampler::start(
+        Box::new(gpus),
+        hearth_hardware::CpuPower::new("/sys", 65.0),
+        Duration::from_millis(20),
+    )
+    .unwrap();
     let sample = sampler.subscribe().blocking_recv().unwrap();
     assert!(sample.ram_total_bytes > 0);
     assert!((0.0..=100.0).contains(&sample.cpu_percent));

@@ -168,6 +168,8 @@ pub struct Ledger {
     hours: sled::Tree,
     settings: sled::Tree,
     activity: sled::Tree,
+    /// Resource use at a coarse interval (a minute), for charts that survive restarts.
+    telemetry: sled::Tree,
     meta: sled::Tree,
     /// Serialises writers: each reads totals and chain heads it then updates.
     write: Mutex<()>,
@@ -269,6 +271,7 @@ impl Ledger {
             hours: db.open_tree("hours")?,
             settings: db.open_tree("settings")?,
             activity: db.open_tree("activity")?,
+            telemetry: db.open_tree("telemetry")?,
             meta: db.open_tree("meta")?,
             db,
             write: Mutex::new(()),
@@ -602,6 +605,45 @@ impl Ledger {
             match decode(&key, &bytes) {
                 Ok(change) => out.push(change),
                 Err(error) => tracing::warn!(%error, "skipping a damaged activity record"),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Keep `record` (resource use over the minute before `at_unix_ms`) and forget records
+    /// older than `keep_ms`. Not flushed: losing the last minutes in a crash costs nothing.
+    pub fn record_telemetry<T: Serialize>(
+        &self,
+        at_unix_ms: u64,
+        record: &T,
+        keep_ms: u64,
+    ) -> Result<()> {
+        self.telemetry
+            .insert(at_unix_ms.to_be_bytes(), encode(record))?;
+        let cutoff = at_unix_ms.saturating_sub(keep_ms).to_be_bytes();
+        for key in self.telemetry.range(..cutoff).keys() {
+            self.telemetry.remove(key?)?;
+        }
+        Ok(())
+    }
+
+    /// The resource-use records from `from_unix_ms` up to `to_unix_ms`, oldest first
+    /// (unreadable ones left out).
+    pub fn telemetry_between<T: DeserializeOwned>(
+        &self,
+        from_unix_ms: u64,
+        to_unix_ms: u64,
+    ) -> Result<Vec<(u64, T)>> {
+        let mut out = Vec::new();
+        for entry in self
+            .telemetry
+            .range(from_unix_ms.to_be_bytes()..to_unix_ms.to_be_bytes())
+        {
+            let (key, bytes) = entry?;
+            let at = u64::from_be_bytes(key.as_ref().try_into().map_err(|e| corrupt(&key, e))?);
+            match decode(&key, &bytes) {
+                Ok(record) => out.push((at, record)),
+                Err(error) => tracing::warn!(%error, "skipping a damaged telemetry record"),
             }
         }
         Ok(out)

@@ -544,3 +544,39 @@ fn opening_waits_for_a_released_lock_and_names_a_held_one() {
     assert_eq!(reopened.get("kept").unwrap().as_deref(), Some(&b"yes"[..]));
     releaser.join().unwrap();
 }
+
+#[test]
+fn resource_use_is_kept_for_its_window_and_survives_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let minute = 60_000;
+    {
+        let ledger = Ledger::open(dir.path()).unwrap();
+        for i in 0..5u64 {
+            // Keep three minutes: each record forgets what is older than that.
+            ledger
+                .record_telemetry(
+                    T0 + i * minute,
+                    &serde_json::json!({ "cpu": i }),
+                    3 * minute,
+                )
+                .unwrap();
+        }
+        ledger.flush().unwrap();
+    }
+    let ledger = Ledger::open(dir.path()).unwrap();
+    let kept: Vec<(u64, serde_json::Value)> = ledger.telemetry_between(0, u64::MAX).unwrap();
+    let cpus: Vec<u64> = kept
+        .iter()
+        .map(|(_, v)| v["cpu"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        cpus,
+        vec![1, 2, 3, 4],
+        "minute 0 is older than three minutes before minute 4"
+    );
+    assert_eq!(kept[0].0, T0 + minute);
+    let window: Vec<(u64, serde_json::Value)> = ledger
+        .telemetry_between(T0 + 2 * minute, T0 + 4 * minute)
+        .unwrap();
+    assert_eq!(window.len(), 2, "from is inclusive, to exclusive");
+}

@@ -37,6 +37,7 @@ impl NvidiaSource for OneRtx4090 {
             power_limit_mw: Some(450_000),
             graphics_clock_mhz: Some(2520),
             memory_clock_mhz: Some(10501),
+            fan_percent: Some(64),
         }])
     }
 
