@@ -10,11 +10,12 @@ use crate::NodeConfig;
 
 use crate::status::{
     ActivityState, ControlSource, Earnings, GpuLive, JobState, JobSummary, NodeEvent, NodeStatus,
-    Overview, PauseReason, PoolStatus, Telemetry,
+    Overview, PauseOverride, PauseReason, PoolStatus, Telemetry,
 };
 use crate::views::{
-    BackendView, BenchmarkView, EarningsReport, ExpectedEarnings, GpuView, HardwareView,
-    HourEarnings, JobPage, JobQuery, ModelEarnings, ModelFitView, PeriodEarnings,
+    BackendView, BenchmarkView, EarningsReport, ExpectedEarnings, GameEntryView, GamesView,
+    GpuView, HardwareView, HourEarnings, JobPage, JobQuery, ModelEarnings, ModelFitView,
+    PeriodEarnings, SeenGame,
 };
 
 /// The full text of `ui/src/lib/bindings.ts`.
@@ -23,6 +24,7 @@ pub fn typescript_bindings() -> String {
     let declarations = [
         (ControlSource::docs(), ControlSource::decl(&cfg)),
         (PauseReason::docs(), PauseReason::decl(&cfg)),
+        (PauseOverride::docs(), PauseOverride::decl(&cfg)),
         (ActivityState::docs(), ActivityState::decl(&cfg)),
         (NodeStatus::docs(), NodeStatus::decl(&cfg)),
         (JobState::docs(), JobState::decl(&cfg)),
@@ -46,6 +48,9 @@ pub fn typescript_bindings() -> String {
         (BenchmarkView::docs(), BenchmarkView::decl(&cfg)),
         (ExpectedEarnings::docs(), ExpectedEarnings::decl(&cfg)),
         (HardwareView::docs(), HardwareView::decl(&cfg)),
+        (GameEntryView::docs(), GameEntryView::decl(&cfg)),
+        (SeenGame::docs(), SeenGame::decl(&cfg)),
+        (GamesView::docs(), GamesView::decl(&cfg)),
     ];
     let mut out = String::from(
         "// Generated from the Rust types in crates/hearth-node by `typescript_bindings()`.\n\

@@ -59,6 +59,9 @@ pub struct NodeConfig {
     pub vram_min_free_mib: u64,
     /// The owner's own games: program names, or folders (with a `/`).
     pub games: Vec<String>,
+    /// Entries of the built-in game list (a launcher's folder or a program name) the owner
+    /// turned off.
+    pub games_off: Vec<String>,
     /// After the last game ends, wait this long before working again.
     #[ts(type = "number")]
     pub game_cooldown_s: u64,
@@ -79,6 +82,9 @@ pub struct NodeConfig {
     pub payout_address: String,
     /// Electricity price per kWh in `currency`, for earnings net of electricity.
     pub electricity_price_per_kwh: f64,
+    /// The processor's rated power (TDP) in watts: where no sensor measures its power, its
+    /// energy is estimated as this × its use.
+    pub cpu_watts: u32,
     /// Three-letter currency code, e.g. `EUR`.
     pub currency: String,
     /// What one credit pays out in `currency`.
@@ -118,6 +124,7 @@ impl Default for NodeConfig {
             detect_gpu_processes: true,
             vram_min_free_mib: 512,
             games: Vec::new(),
+            games_off: Vec::new(),
             game_cooldown_s: 30,
             free_memory_after_s: 60,
             watch_interval_ms: 250,
@@ -126,6 +133,7 @@ impl Default for NodeConfig {
             schedule: Vec::new(),
             payout_address: String::new(),
             electricity_price_per_kwh: 0.30,
+            cpu_watts: 65,
             currency: "EUR".into(),
             credit_value: 1.0,
             first_run_done: false,
@@ -281,6 +289,12 @@ impl NodeConfig {
                 ),
             ));
         }
+        if !(5..=1000).contains(&self.cpu_watts) {
+            return Err(invalid(
+                "cpu_watts",
+                format!("{} W is outside 5 to 1000", self.cpu_watts),
+            ));
+        }
         if self.currency.len() != 3 || !self.currency.chars().all(|c| c.is_ascii_uppercase()) {
             return Err(invalid(
                 "currency",
@@ -374,6 +388,14 @@ impl NodeConfig {
                     .map(str::to_owned)
                     .collect();
             }
+            "games_off" => {
+                next.games_off = value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|g| !g.is_empty())
+                    .map(str::to_owned)
+                    .collect();
+            }
             "game_cooldown_s" => next.game_cooldown_s = number(value)?,
             "free_memory_after_s" => next.free_memory_after_s = number(value)?,
             "payout_address" => next.payout_address = value.trim().to_owned(),
@@ -397,6 +419,10 @@ impl NodeConfig {
                     .collect();
             }
             "watch_interval_ms" => next.watch_interval_ms = number(value)?,
+            "cpu_watts" => {
+                next.cpu_watts = u32::try_from(number(value)?)
+                    .map_err(|_| invalid(format!("{value} W is not a processor's power")))?;
+            }
             "temperature_stop_c" | "temperature_resume_c" => {
                 let celsius: f32 = value
                     .parse()
@@ -415,8 +441,8 @@ impl NodeConfig {
                 return Err(invalid(format!(
                     "unknown setting {other:?} (pool, backend, concurrency, demo_interval_ms, api_port, \
                      model_memory_mib, detect_games, detect_fullscreen, detect_gpu_processes, idle_only, away_after_s, \
-                     throttle_when_active_percent, vram_min_free_mib, games, game_cooldown_s, free_memory_after_s, watch_interval_ms, \
-                     payout_address, electricity_price_per_kwh, currency, credit_value, temperature_stop_c, temperature_resume_c, schedule)"
+                     throttle_when_active_percent, vram_min_free_mib, games, games_off, game_cooldown_s, free_memory_after_s, watch_interval_ms, \
+                     payout_address, electricity_price_per_kwh, cpu_watts, currency, credit_value, temperature_stop_c, temperature_resume_c, schedule)"
                 )));
             }
         }

@@ -20,6 +20,9 @@ pub struct GameList {
     /// Process names that are games (compared without case).
     #[serde(default)]
     pub names: Vec<String>,
+    /// What Settings calls each of `path_markers` ("Steam games (native and Proton)").
+    #[serde(default)]
+    pub launcher_names: std::collections::BTreeMap<String, String>,
 }
 
 /// A running game.
@@ -37,6 +40,14 @@ impl GameList {
     pub fn builtin() -> Self {
         // The file is part of the source; a parse failure is caught by the tests.
         toml::from_str(include_str!("../games.toml")).unwrap_or_default()
+    }
+
+    /// Leave out the built-in entries (folders or names) the owner turned off.
+    pub fn without(mut self, off: &[String]) -> Self {
+        self.path_markers.retain(|m| !off.contains(m));
+        self.names
+            .retain(|n| !off.iter().any(|o| o.eq_ignore_ascii_case(n)));
+        self
     }
 
     /// Add the user's own entries (names, or folders when they contain a `/`).
@@ -248,6 +259,31 @@ mod tests {
             "a launcher helper"
         );
         assert!(!game("firefox", "/usr/lib/firefox/firefox"));
+        assert_eq!(
+            list.launcher_names
+                .get("/steamapps/common/")
+                .map(String::as_str),
+            Some("Steam games (native and Proton)")
+        );
+        assert!(
+            list.path_markers
+                .iter()
+                .all(|m| list.launcher_names.contains_key(m)),
+            "every folder has a name for Settings"
+        );
+        let without_steam = list
+            .clone()
+            .without(&["/steamapps/common/".into(), "FACTORIO".into()]);
+        assert!(
+            !without_steam
+                .path_markers
+                .contains(&"/steamapps/common/".to_owned())
+        );
+        assert!(
+            without_steam
+                .matches("factorio", "/opt/factorio/bin/x64/factorio")
+                .is_none()
+        );
         let mine = list.with_user_entries(&["MyGame".into(), "/srv/games/".into()]);
         assert!(mine.matches("mygame", "/x").is_some());
         assert!(mine.matches("anything", "/srv/games/thing").is_some());

@@ -16,6 +16,7 @@ pub mod games;
 pub mod gpu_use;
 mod node;
 pub mod policy;
+pub mod resources;
 pub mod schedule;
 pub mod server;
 pub mod service;
@@ -30,5 +31,5 @@ pub use node::Node;
 pub use service::{Service, ServiceError, ServiceOptions};
 pub use status::{
     ActivityState, ControlSource, Earnings, GpuLive, JobState, JobSummary, NodeEvent, NodeStatus,
-    Overview, PauseReason, PoolStatus, Telemetry,
+    Overview, PauseOverride, PauseReason, PoolStatus, Telemetry,
 };

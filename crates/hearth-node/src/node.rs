@@ -5,7 +5,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{broadcast, watch};
 
-use crate::status::{ActivityState, ControlSource, NodeEvent, NodeStatus, PauseReason};
+use crate::status::{
+    ActivityState, ControlSource, NodeEvent, NodeStatus, PauseOverride, PauseReason,
+};
 
 /// How many events a slow subscriber may fall behind before it starts missing some.
 /// A subscriber that lags gets `RecvError::Lagged` and should re-read [`Node::status`].
@@ -32,12 +34,21 @@ struct Inputs {
     automatic: Option<PauseReason>,
     /// The policy's duty cycle while nothing pauses the node (`None`: flat out).
     throttle: Option<u8>,
+    /// The owner's "Resume anyway": kept only while it covers the automatic pause.
+    overriding: Option<PauseOverride>,
 }
 
 impl Inputs {
-    /// The owner's pause comes first (it is theirs to lift), then the policy's.
+    /// The owner's pause comes first (it is theirs to lift), then the policy's unless the
+    /// owner chose to work through it.
     fn activity(&self) -> ActivityState {
-        match (&self.user, &self.automatic) {
+        let automatic = self.automatic.as_ref().filter(|reason| {
+            !self
+                .overriding
+                .as_ref()
+                .is_some_and(|o| o.reason.covers(reason))
+        });
+        match (&self.user, automatic) {
             (Some((source, until_ms)), _) => ActivityState::Paused {
                 reason: PauseReason::User {
                     source: *source,
@@ -70,6 +81,7 @@ impl Node {
             activity: ActivityState::Running,
             changed_at_ms: unix_millis(),
             revision: 0,
+            overriding: None,
         };
         let (status, _) = watch::channel(initial);
         let (events, _) = broadcast::channel(EVENT_BUFFER);
@@ -98,21 +110,26 @@ impl Node {
     }
 
     /// Stop taking work until resumed. Pausing a paused node keeps its first reason (a timed
-    /// pause becomes one until resumed).
+    /// pause becomes one until resumed). It ends any "Resume anyway".
     pub fn pause(&self, source: ControlSource) -> NodeStatus {
         self.update(|inputs| {
             let (from, _) = inputs.user.get_or_insert((source, None));
             inputs.user = Some((*from, None));
+            inputs.overriding = None;
         })
     }
 
     /// Stop taking work for `duration`, then resume by itself (see [`Node::expire_pause`]).
     pub fn pause_for(&self, source: ControlSource, duration: std::time::Duration) -> NodeStatus {
         let until = unix_millis().saturating_add(duration.as_millis() as u64);
-        self.update(|inputs| inputs.user = Some((source, Some(until))))
+        self.update(|inputs| {
+            inputs.user = Some((source, Some(until)));
+            inputs.overriding = None;
+        })
     }
 
-    /// End a timed pause of the owner's whose time is up (the watcher calls this each tick).
+    /// End what the owner timed whose time is up: their pause, their "Resume anyway" (the
+    /// watcher calls this each tick).
     pub fn expire_pause(&self, now_ms: u64) -> NodeStatus {
         self.update(|inputs| {
             if let Some((_, Some(until))) = inputs.user
@@ -120,7 +137,57 @@ impl Node {
             {
                 inputs.user = None;
             }
+            if inputs
+                .overriding
+                .as_ref()
+                .is_some_and(|o| o.until_ms.is_some_and(|until| until <= now_ms))
+            {
+                inputs.overriding = None;
+            }
         })
+    }
+
+    /// "Resume anyway" (or "Skip wait" during the wait after a game): work through the
+    /// automatic pause in force until its reason ends, or until `until_ms` where given.
+    /// Refused, with the reason in words, when the node is not paused automatically or the
+    /// pause is not the owner's to override (heat, short GPU memory, no pool).
+    pub fn resume_anyway(
+        &self,
+        source: ControlSource,
+        until_ms: Option<u64>,
+    ) -> Result<NodeStatus, String> {
+        let mut refusal = None;
+        let status = self.update(|inputs| {
+            if inputs.user.is_some() {
+                refusal = Some("paused by you: resume instead".to_owned());
+                return;
+            }
+            let Some(reason) = inputs.automatic.clone() else {
+                refusal = Some("not paused: nothing to resume".to_owned());
+                return;
+            };
+            if !reason.can_override() {
+                refusal = Some(format!(
+                    "{} and this pause protects the computer: it cannot be overridden",
+                    reason.describe()
+                ));
+                return;
+            }
+            inputs.overriding = Some(PauseOverride {
+                reason,
+                until_ms,
+                source,
+            });
+        });
+        match refusal {
+            Some(reason) => Err(reason),
+            None => Ok(status),
+        }
+    }
+
+    /// Let the automatic pause that the owner overrode apply again.
+    pub fn end_override(&self) -> NodeStatus {
+        self.update(|inputs| inputs.overriding = None)
     }
 
     /// Lift the owner's pause. A pause for a game (or any other automatic reason) stays
@@ -142,8 +209,17 @@ impl Node {
 
     /// The pause policy's verdict in full: paused for `reason`, else working `duty_percent`
     /// of the time (100: flat out). One change, so no in-between state is announced.
+    /// A "Resume anyway" ends when its reason does, and when another pause takes over.
     pub fn set_policy(&self, reason: Option<PauseReason>, duty_percent: u8) -> NodeStatus {
         self.update(|inputs| {
+            let still_covered = inputs
+                .overriding
+                .as_ref()
+                .zip(reason.as_ref())
+                .is_some_and(|(o, reason)| o.reason.covers(reason));
+            if !still_covered {
+                inputs.overriding = None;
+            }
             inputs.automatic = reason;
             inputs.throttle = (duty_percent < 100).then_some(duty_percent);
         })
@@ -156,11 +232,13 @@ impl Node {
         let mut inputs = self.shared.inputs.lock().unwrap_or_else(|e| e.into_inner());
         change(&mut inputs);
         let next = inputs.activity();
+        let overriding = inputs.overriding.clone();
         self.shared.status.send_if_modified(|status| {
-            if status.activity == next {
+            if status.activity == next && status.overriding == overriding {
                 return false;
             }
             status.activity = next;
+            status.overriding = overriding;
             status.changed_at_ms = unix_millis();
             status.revision += 1;
             tracing::info!(
@@ -291,6 +369,85 @@ mod tests {
         let game = node.set_policy(Some(PauseReason::Game { name: "g".into() }), 100);
         assert!(game.activity.is_paused());
         assert_eq!(node.set_policy(None, 100).activity, ActivityState::Running);
+    }
+
+    #[test]
+    fn resume_anyway_works_through_a_game_and_its_wait_then_ends_with_them() {
+        let node = Node::new();
+        let game = PauseReason::Game {
+            name: "Doom.exe".into(),
+        };
+        assert_eq!(
+            node.resume_anyway(ControlSource::Window, None).unwrap_err(),
+            "not paused: nothing to resume"
+        );
+        node.set_policy(Some(game.clone()), 100);
+        let anyway = node.resume_anyway(ControlSource::Tray, None).unwrap();
+        assert_eq!(anyway.activity, ActivityState::Running);
+        let o = anyway.overriding.expect("the override is shown");
+        assert_eq!(
+            (o.reason, o.until_ms, o.source),
+            (game.clone(), None, ControlSource::Tray)
+        );
+        // The game ends: the wait after it is covered too, then the override is gone.
+        let wait = PauseReason::CoolingDown { until_ms: 5 };
+        assert_eq!(
+            node.set_policy(Some(wait), 100).activity,
+            ActivityState::Running
+        );
+        assert_eq!(node.set_policy(None, 100).overriding, None);
+        // The next game pauses again.
+        assert!(
+            node.set_policy(Some(game.clone()), 100)
+                .activity
+                .is_paused()
+        );
+    }
+
+    #[test]
+    fn resume_anyway_until_a_time_and_never_through_heat() {
+        let node = Node::new();
+        let game = PauseReason::Game { name: "g".into() };
+        node.set_policy(Some(game.clone()), 100);
+        node.resume_anyway(ControlSource::Cli, Some(1_000)).unwrap();
+        assert!(!node.expire_pause(999).activity.is_paused());
+        let back = node.expire_pause(1_000);
+        assert_eq!(
+            back.activity,
+            ActivityState::Paused {
+                reason: game.clone()
+            }
+        );
+        assert_eq!(back.overriding, None);
+        // Another pause taking over ends the override.
+        node.resume_anyway(ControlSource::Cli, None).unwrap();
+        let hot = node.set_policy(Some(PauseReason::Temperature), 100);
+        assert_eq!(
+            hot.activity,
+            ActivityState::Paused {
+                reason: PauseReason::Temperature
+            }
+        );
+        assert!(
+            node.resume_anyway(ControlSource::Cli, None)
+                .unwrap_err()
+                .contains("cannot be overridden")
+        );
+        // The owner's own pause is lifted by resume, not by "anyway"; pausing ends an override.
+        node.set_policy(Some(game.clone()), 100);
+        node.resume_anyway(ControlSource::Cli, None).unwrap();
+        assert!(node.pause(ControlSource::Window).overriding.is_none());
+        assert!(
+            node.resume_anyway(ControlSource::Cli, None)
+                .unwrap_err()
+                .contains("resume instead")
+        );
+        node.resume(ControlSource::Window);
+        node.resume_anyway(ControlSource::Cli, None).unwrap();
+        assert_eq!(
+            node.end_override().activity,
+            ActivityState::Paused { reason: game }
+        );
     }
 
     #[test]

@@ -5,6 +5,9 @@
 //! |---|---|
 //! | `GET /api/overview` | status, pool, earnings, recent jobs, telemetry in one answer |
 //! | `GET /api/status`, `POST /api/pause[?minutes=N or seconds=N]`, `POST /api/resume` (`&from=window` from the UI) | the node's state |
+//! | `POST /api/resume-anyway[?seconds=N]`, `DELETE /api/resume-anyway` | work through an automatic pause (until its reason ends, or N seconds); let it apply again |
+//! | `GET /api/telemetry?minutes=N` | resource use over the last N minutes (1..=10080), at most 240 averaged points |
+//! | `GET /api/games` | the built-in game list with the owner's switches, their own games, games seen lately |
 //! | `GET /api/jobs?limit=N` | newest jobs first |
 //! | `GET /api/earnings`, `GET /api/pool` | totals, the pool connection |
 //! | `GET /api/events?token=…` | every [`NodeEvent`] as JSON, server-sent |
@@ -132,6 +135,12 @@ pub async fn serve(
         .route("/api/status", get(status))
         .route("/api/pause", post(pause))
         .route("/api/resume", post(resume))
+        .route(
+            "/api/resume-anyway",
+            post(resume_anyway).delete(end_override),
+        )
+        .route("/api/telemetry", get(telemetry_history))
+        .route("/api/games", get(games))
         .route("/api/jobs", get(jobs))
         .route("/api/earnings", get(earnings))
         .route("/api/pool", get(pool))
@@ -189,7 +198,7 @@ async fn allow_desktop_window(
         let headers = preflight.headers_mut();
         headers.insert(
             header::ACCESS_CONTROL_ALLOW_METHODS,
-            HeaderValue::from_static("GET, POST, PUT"),
+            HeaderValue::from_static("GET, POST, PUT, DELETE"),
         );
         headers.insert(
             header::ACCESS_CONTROL_ALLOW_HEADERS,
@@ -281,6 +290,75 @@ async fn resume(
             .node()
             .resume(control_source(from.from.as_deref())),
     )
+}
+
+#[derive(Deserialize)]
+struct AnywayQuery {
+    /// Work through the pause this long; absent: until its reason ends.
+    seconds: Option<u32>,
+    from: Option<String>,
+}
+
+async fn resume_anyway(
+    _: Authorized,
+    State(state): State<Arc<ServerState>>,
+    Query(query): Query<AnywayQuery>,
+) -> Result<Json<NodeStatus>, (StatusCode, String)> {
+    let until_ms = match query.seconds {
+        None => None,
+        Some(seconds @ 1..=86_400) => {
+            Some(hearth_protocol::now_unix_ms().saturating_add(u64::from(seconds) * 1000))
+        }
+        Some(seconds) => {
+            return Err((
+                StatusCode::BAD_REQUEST,
+                format!("{seconds} seconds: resume for 1 second to 24 hours"),
+            ));
+        }
+    };
+    state
+        .service
+        .node()
+        .resume_anyway(control_source(query.from.as_deref()), until_ms)
+        .map(Json)
+        .map_err(|reason| (StatusCode::CONFLICT, reason))
+}
+
+async fn end_override(_: Authorized, State(state): State<Arc<ServerState>>) -> Json<NodeStatus> {
+    Json(state.service.node().end_override())
+}
+
+async fn games(
+    _: Authorized,
+    State(state): State<Arc<ServerState>>,
+) -> Result<Json<crate::views::GamesView>, (StatusCode, String)> {
+    off_thread(&state.service, |service| {
+        Ok::<_, std::convert::Infallible>(service.games_view())
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+struct SpanQuery {
+    minutes: Option<u32>,
+}
+
+async fn telemetry_history(
+    _: Authorized,
+    State(state): State<Arc<ServerState>>,
+    Query(query): Query<SpanQuery>,
+) -> Result<Json<Vec<crate::Telemetry>>, (StatusCode, String)> {
+    let minutes = query.minutes.unwrap_or(5);
+    if !(1..=10_080).contains(&minutes) {
+        return Err((
+            StatusCode::BAD_REQUEST,
+            format!("{minutes} minutes: ask for 1 minute to 7 days (10080)"),
+        ));
+    }
+    off_thread(&state.service, move |service| {
+        service.telemetry_history(u64::from(minutes) * 60_000)
+    })
+    .await
 }
 
 #[derive(Deserialize)]

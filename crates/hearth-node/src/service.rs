@@ -76,6 +76,8 @@ pub struct Service {
     pool: watch::Sender<PoolStatus>,
     embedded: Option<hearth_pool::embedded::EmbeddedPool>,
     sampler: Option<Arc<Sampler>>,
+    /// Runs the jobs; asked what its models hold for the live GPU card.
+    executor: Arc<Executor>,
     stop: watch::Sender<bool>,
     /// The pause watcher (dropping it stops it); new pause rules reconfigure it.
     watcher: std::sync::Mutex<Option<crate::watcher::Watcher>>,
@@ -148,7 +150,8 @@ impl Service {
 
         let sampler = if options.telemetry {
             let gpus = PlatformGpus::new("/sys", Box::new(Nvml::default()));
-            match Sampler::start(Box::new(gpus), Duration::from_secs(1)) {
+            let cpu = hearth_hardware::CpuPower::new("/sys", config.cpu_watts as f32);
+            match Sampler::start(Box::new(gpus), cpu, Duration::from_secs(1)) {
                 Ok(sampler) => Some(Arc::new(sampler)),
                 Err(error) => {
                     tracing::warn!(%error, "telemetry is off: the sampler did not start");
@@ -185,6 +188,10 @@ impl Service {
             }
         };
         if let Some(sampler) = &sampler {
+            tasks.push(crate::resources::record_minutes(
+                sampler,
+                Arc::clone(&ledger),
+            ));
             let inputs = watcher.as_ref().map(crate::watcher::Watcher::inputs);
             // Memory pressure matters only where the models run on a GPU.
             let vram = (config.vram_min_free_mib > 0
@@ -194,13 +201,14 @@ impl Service {
                     .adapter
                     .as_ref()
                     .is_some_and(|a| a.is_hardware))
-            .then(|| {
-                (
-                    crate::policy::VramGuard::new(config.vram_min_free_mib << 20),
-                    Arc::clone(&executor),
-                )
-            });
-            tasks.push(forward_telemetry(&node, sampler, inputs, vram));
+            .then(|| crate::policy::VramGuard::new(config.vram_min_free_mib << 20));
+            tasks.push(forward_telemetry(
+                &node,
+                sampler,
+                inputs,
+                vram,
+                Arc::clone(&executor),
+            ));
         }
         let (stop, stopped) = watch::channel(false);
         let events = {
@@ -235,7 +243,7 @@ impl Service {
         let worker = tokio::spawn(worker::run(
             worker_config,
             key,
-            executor,
+            Arc::clone(&executor),
             Arc::clone(&ledger),
             paused,
             stopped,
@@ -250,6 +258,7 @@ impl Service {
             pool,
             embedded,
             sampler,
+            executor,
             stop,
             watcher: std::sync::Mutex::new(watcher),
             worker: std::sync::Mutex::new(Some(worker)),
@@ -311,7 +320,7 @@ impl Service {
     pub fn overview(&self) -> Overview {
         Overview {
             node_id: self.node_id.clone(),
-            device: self.device.clone(),
+            device: crate::views::plain_device(self.executor.device()),
             status: self.node.status(),
             pool: self.pool(),
             earnings: self.earnings(),
@@ -407,7 +416,7 @@ impl Service {
         crate::views::HardwareView::new(
             report,
             stored.as_ref(),
-            &self.device,
+            self.executor.device(),
             expected_earnings(&self.recent_jobs(hearth_ledger::RECENT_CACHED)),
         )
     }
@@ -440,7 +449,30 @@ impl Service {
         sampler
             .history_since(since)
             .last()
-            .map(|s| Telemetry::from(s.as_ref()))
+            .map(|s| live_telemetry(s, &self.executor))
+    }
+
+    /// The Settings page's game list: the built-in entries with the owner's switches, their
+    /// own entries, and the games that paused Hearth lately.
+    pub fn games_view(&self) -> crate::views::GamesView {
+        let config = self.settings();
+        let changes: Vec<crate::NodeStatus> =
+            self.ledger.recent_activity(1000).unwrap_or_else(|error| {
+                tracing::error!(%error, "could not read the state changes");
+                Vec::new()
+            });
+        crate::views::GamesView::new(&crate::games::GameList::builtin(), &config, &changes)
+    }
+
+    /// Resource use over the last `span_ms`, oldest first (see [`crate::resources::history`]).
+    pub fn telemetry_history(&self, span_ms: u64) -> Result<Vec<Telemetry>, String> {
+        crate::resources::history(
+            self.sampler.as_deref(),
+            &self.ledger,
+            span_ms,
+            now_unix_ms(),
+        )
+        .map_err(|e| e.to_string())
     }
 
     /// Stop working: running jobs are given back to the pool and the worker ends (waiting at
@@ -502,9 +534,11 @@ fn watcher_config(config: &NodeConfig) -> crate::watcher::WatcherConfig {
         // Input is watched only when a mode needs to know whether the owner is here.
         active_for: (config.idle_only || config.throttle_when_active_percent < 100)
             .then(|| Duration::from_secs(config.away_after_s)),
-        games: config
-            .detect_games
-            .then(|| crate::games::GameList::builtin().with_user_entries(&config.games)),
+        games: config.detect_games.then(|| {
+            crate::games::GameList::builtin()
+                .without(&config.games_off)
+                .with_user_entries(&config.games)
+        }),
         fullscreen: config.detect_fullscreen,
         gpu_use: config
             .detect_gpu_processes
@@ -671,15 +705,20 @@ pub fn earnings(ledger: &Ledger, demo: bool) -> Earnings {
     let now = now_unix_ms();
     let today = ledger.totals_between(local_midnight_ms(), now + 1);
     let hour = ledger.totals_between(now.saturating_sub(MS_PER_HOUR), now + 1);
-    match (today, hour) {
-        (Ok(today), Ok(hour)) => Earnings {
+    // One entry per hour worked: small even after years.
+    let lifetime = ledger.totals_between(0, now + 1);
+    match (today, hour, lifetime) {
+        (Ok(today), Ok(hour), Ok(lifetime)) => Earnings {
             today_micro_credits: today.micro_credits,
             today_jobs: today.jobs_completed,
             today_failed: today.jobs_failed,
             last_hour_micro_credits: hour.micro_credits,
+            lifetime_micro_credits: lifetime.micro_credits,
+            today_energy_wh: today.energy_wh,
+            today_energy_estimated: today.energy_estimated,
             demo,
         },
-        (Err(error), _) | (_, Err(error)) => {
+        (Err(error), _, _) | (_, Err(error), _) | (_, _, Err(error)) => {
             tracing::error!(%error, "could not total the ledger");
             Earnings {
                 demo,
@@ -821,7 +860,8 @@ fn forward_telemetry(
     node: &Node,
     sampler: &Sampler,
     policy: Option<crate::watcher::PolicyInputs>,
-    vram: Option<(crate::policy::VramGuard, Arc<Executor>)>,
+    vram: Option<crate::policy::VramGuard>,
+    executor: Arc<Executor>,
 ) -> JoinHandle<()> {
     let mut samples = sampler.subscribe();
     let node = node.clone();
@@ -839,7 +879,7 @@ fn forward_telemetry(
                     if let (Some(policy), Some(celsius)) = (&policy, hottest) {
                         policy.send(crate::policy::Input::Temperature(celsius));
                     }
-                    if let (Some(policy), Some((guard, executor))) = (&policy, &mut vram) {
+                    if let (Some(policy), Some(guard)) = (&policy, &mut vram) {
                         let ours = executor.device().adapter.as_ref().map(|a| a.name.as_str());
                         let gpu = sample
                             .gpus
@@ -861,7 +901,7 @@ fn forward_telemetry(
                         }
                     }
                     node.announce(NodeEvent::Telemetry {
-                        telemetry: Telemetry::from(sample.as_ref()),
+                        telemetry: live_telemetry(&sample, &executor),
                     });
                 }
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
@@ -871,8 +911,23 @@ fn forward_telemetry(
     })
 }
 
-/// GPU energy between `from` and `to` (Unix ms): each sample covers the interval before it,
-/// counted in proportion to its overlap with the job. `None` when no GPU reports energy.
+/// Live telemetry from a sample, with what Hearth's models hold on the GPU they run on.
+fn live_telemetry(sample: &hearth_hardware::TelemetrySample, executor: &Executor) -> Telemetry {
+    let mut telemetry = Telemetry::from(sample);
+    let ours = executor.device().adapter.as_ref().filter(|a| {
+        a.is_hardware && executor.device().backend == hearth_inference::ComputeBackend::Wgpu
+    });
+    if let Some(adapter) = ours
+        && let Some(gpu) = telemetry.gpus.iter_mut().find(|g| g.name == adapter.name)
+    {
+        gpu.hearth_vram_bytes = Some(executor.loaded_bytes());
+    }
+    telemetry
+}
+
+/// Energy Hearth used between `from` and `to` (Unix ms): the GPUs' and its share of the
+/// processor's. Each sample covers the interval before it, counted in proportion to its
+/// overlap with the job. `None` when no sample covers the time (telemetry off).
 fn energy_between(sampler: &Sampler, from: u64, to: u64) -> Option<(f64, bool)> {
     let mut total = 0.0;
     let mut estimated = false;
@@ -885,13 +940,10 @@ fn energy_between(sampler: &Sampler, from: u64, to: u64) -> Option<(f64, bool)> 
             continue;
         }
         let share = overlap as f64 / (end - start) as f64;
-        for gpu in &sample.gpus {
-            if let Some(wh) = gpu.energy_wh {
-                total += wh * share;
-                estimated |= gpu.energy_estimated;
-                any = true;
-            }
-        }
+        let (wh, sample_estimated) = sample.hearth_energy_wh();
+        total += wh * share;
+        estimated |= sample_estimated;
+        any = true;
     }
     any.then_some((total, estimated))
 }

@@ -89,6 +89,74 @@ impl PauseReason {
             PauseReason::CoolingDown { .. } => "resuming shortly after your game".into(),
         }
     }
+
+    /// Whether the owner may work through this pause with "Resume anyway" (or "Skip wait").
+    /// Heat, short GPU memory and an unreachable pool are not theirs to override: working
+    /// through them would harm the card, crash the game or fail every job.
+    pub fn can_override(&self) -> bool {
+        matches!(
+            self,
+            PauseReason::Game { .. }
+                | PauseReason::GpuProcess { .. }
+                | PauseReason::Fullscreen
+                | PauseReason::Schedule
+                | PauseReason::UserActive
+                | PauseReason::CoolingDown { .. }
+        )
+    }
+
+    /// True when an override of `self` also lifts `automatic`: the same pause, or the wait
+    /// that follows a game, another GPU program or a fullscreen window that was overridden.
+    pub fn covers(&self, automatic: &PauseReason) -> bool {
+        let follows = matches!(automatic, PauseReason::CoolingDown { .. })
+            && matches!(
+                self,
+                PauseReason::Game { .. }
+                    | PauseReason::GpuProcess { .. }
+                    | PauseReason::Fullscreen
+                    | PauseReason::CoolingDown { .. }
+            );
+        follows || self == automatic
+    }
+}
+
+/// The owner's "Resume anyway" (or "Skip wait"): Hearth works although `reason` would pause
+/// it, until that reason ends or until `until_ms`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, TS)]
+pub struct PauseOverride {
+    /// The automatic pause being worked through.
+    pub reason: PauseReason,
+    /// When the override ends by itself (ms since the Unix epoch); `None`: when its reason
+    /// ends (the game closes, the wait is over).
+    #[ts(type = "number | null")]
+    pub until_ms: Option<u64>,
+    /// Where the owner asked.
+    pub source: ControlSource,
+}
+
+impl PauseOverride {
+    /// "working while Cyberpunk2077.exe runs, until it closes".
+    pub fn describe(&self) -> String {
+        let what = match &self.reason {
+            PauseReason::Game { name } => format!("working while {name} runs"),
+            PauseReason::GpuProcess { name } => format!("working while {name} uses the GPU"),
+            PauseReason::Fullscreen => "working behind the fullscreen window".into(),
+            PauseReason::Schedule => "working outside your schedule".into(),
+            PauseReason::UserActive => "working while you are at the computer".into(),
+            PauseReason::CoolingDown { .. } => return "skipped the wait after your game".into(),
+            other => format!("working although {}", other.describe()),
+        };
+        let until = self.until_ms.and_then(|ms| {
+            use chrono::TimeZone;
+            chrono::Local
+                .timestamp_millis_opt(i64::try_from(ms).ok()?)
+                .single()
+        });
+        match until {
+            Some(until) => format!("{what}, until {}", until.format("%H:%M")),
+            None => format!("{what}, until it ends"),
+        }
+    }
 }
 
 /// Whether the node is lending its GPU right now.
@@ -139,6 +207,10 @@ pub struct NodeStatus {
     /// already shows (an event and a query answer may arrive in either order).
     #[ts(type = "number")]
     pub revision: u64,
+    /// The owner's "Resume anyway" in force: an automatic pause they chose to work through.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub overriding: Option<PauseOverride>,
 }
 
 /// Where a job stands, as the ledger records it.
@@ -213,7 +285,7 @@ impl From<&hearth_ledger::JobRecord> for JobSummary {
 }
 
 /// Earnings at a glance, from the ledger.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, TS)]
 pub struct Earnings {
     /// Credits earned since local midnight, in millionths.
     #[ts(type = "number")]
@@ -227,6 +299,13 @@ pub struct Earnings {
     /// Credits earned over the last 60 minutes: the current rate per hour.
     #[ts(type = "number")]
     pub last_hour_micro_credits: u64,
+    /// Credits earned since this node's first job (every receipt in the ledger).
+    #[ts(type = "number")]
+    pub lifetime_micro_credits: u64,
+    /// Energy Hearth's jobs used since local midnight (GPU and its share of the processor).
+    pub today_energy_wh: f64,
+    /// Some of `today_energy_wh` was estimated rather than measured.
+    pub today_energy_estimated: bool,
     /// True when the pool pays demo credits (the embedded local pool).
     pub demo: bool,
 }
@@ -244,17 +323,28 @@ pub struct PoolStatus {
     pub error: Option<String>,
 }
 
-/// One GPU's live readings.
+/// One GPU's live readings; `None` where the board does not report a figure.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, TS)]
 pub struct GpuLive {
+    /// Stable within this machine: `nvml:0`, `drm:card1`.
+    pub id: String,
     pub name: String,
+    /// Where the figures come from, in words: "NVIDIA driver (NVML)", "Linux amdgpu driver".
+    pub source: String,
     pub utilisation_percent: Option<f32>,
     #[ts(type = "number | null")]
     pub vram_used_bytes: Option<u64>,
     #[ts(type = "number | null")]
     pub vram_total_bytes: Option<u64>,
+    /// What Hearth's loaded models hold of `vram_used_bytes` (on the GPU they run on).
+    #[ts(type = "number | null")]
+    pub hearth_vram_bytes: Option<u64>,
     pub temperature_c: Option<f32>,
+    /// Measured board power; `None` without a sensor.
     pub power_w: Option<f32>,
+    pub fan_percent: Option<f32>,
+    /// Energy over the last interval is an estimate (no power sensor).
+    pub energy_estimated: bool,
 }
 
 /// Live resource use, once a second.
@@ -264,33 +354,65 @@ pub struct Telemetry {
     pub at_unix_ms: u64,
     /// Whole machine, 0..=100.
     pub cpu_percent: f32,
+    /// Hearth itself, in percent of the whole machine (0..=100).
+    pub hearth_cpu_percent: f32,
+    /// Logical cores (threads).
+    pub logical_cores: u32,
     #[ts(type = "number")]
     pub ram_used_bytes: u64,
     #[ts(type = "number")]
     pub ram_total_bytes: u64,
-    /// Hearth itself, in percent of one core.
-    pub process_cpu_percent: f32,
+    /// Hearth's own memory (resident set), part of `ram_used_bytes`.
+    #[ts(type = "number")]
+    pub hearth_ram_bytes: u64,
+    /// The processor's package power.
+    pub cpu_power_w: f32,
+    /// True when `cpu_power_w` is CPU use × the processor's rated power, not measured.
+    pub cpu_power_estimated: bool,
+    pub cpu_temperature_c: Option<f32>,
     pub gpus: Vec<GpuLive>,
+}
+
+/// Where a GPU's figures come from, by the id the sampler gives it.
+fn gpu_source(id: &str) -> &'static str {
+    if id.starts_with("nvml:") {
+        "NVIDIA driver (NVML)"
+    } else if id.starts_with("drm:") {
+        "Linux graphics driver (sysfs)"
+    } else {
+        "driver"
+    }
 }
 
 impl From<&hearth_hardware::TelemetrySample> for Telemetry {
     fn from(sample: &hearth_hardware::TelemetrySample) -> Self {
+        let cores = sample.logical_cores.max(1);
         Self {
             at_unix_ms: sample.at_unix_ms,
             cpu_percent: sample.cpu_percent,
+            hearth_cpu_percent: (sample.process_cpu_percent / cores as f32).clamp(0.0, 100.0),
+            logical_cores: u32::try_from(cores).unwrap_or(u32::MAX),
             ram_used_bytes: sample.ram_used_bytes,
             ram_total_bytes: sample.ram_total_bytes,
-            process_cpu_percent: sample.process_cpu_percent,
+            hearth_ram_bytes: sample.process_memory_bytes,
+            cpu_power_w: sample.cpu_power_w,
+            cpu_power_estimated: sample.cpu_power_estimated,
+            cpu_temperature_c: sample.cpu_temperature_c,
             gpus: sample
                 .gpus
                 .iter()
                 .map(|g| GpuLive {
+                    id: g.id.clone(),
                     name: g.name.clone(),
+                    source: gpu_source(&g.id).to_owned(),
                     utilisation_percent: g.utilisation_percent,
                     vram_used_bytes: g.vram_used_bytes,
                     vram_total_bytes: g.vram_total_bytes,
+                    hearth_vram_bytes: None,
                     temperature_c: g.temperature_c,
                     power_w: g.power_w,
+                    fan_percent: g.fan_percent,
+                    energy_estimated: g.energy_estimated,
                 })
                 .collect(),
         }
@@ -301,7 +423,7 @@ impl From<&hearth_hardware::TelemetrySample> for Telemetry {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, TS)]
 pub struct Overview {
     pub node_id: String,
-    /// The compute device jobs run on, in words.
+    /// Where jobs run, in plain words: the graphics card's name, or "your processor".
     pub device: String,
     pub status: NodeStatus,
     pub pool: PoolStatus,
@@ -353,6 +475,7 @@ mod tests {
             },
             changed_at_ms: 1_700_000_000_000,
             revision: 3,
+            overriding: None,
         };
         let json = serde_json::to_value(NodeEvent::StatusChanged { status }).unwrap();
         assert_eq!(

@@ -173,6 +173,11 @@ pub struct ExpectedEarnings {
 /// Everything the Hardware page shows.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, TS)]
 pub struct HardwareView {
+    /// Where Hearth works, in plain words: "NVIDIA GeForce RTX 3060, 12 GB: Hearth runs on
+    /// it" or "No supported GPU found: Hearth uses your processor (slower, earns less)".
+    pub summary: String,
+    /// True when Hearth's models run on a graphics card.
+    pub runs_on_gpu: bool,
     pub gpus: Vec<GpuView>,
     pub cpu_model: String,
     pub cpu_threads: u32,
@@ -193,11 +198,15 @@ impl HardwareView {
     pub fn new(
         report: &hearth_hardware::HardwareReport,
         benchmark: Option<&hearth_inference::capability::CapabilityReport>,
-        compute_device: &str,
+        device: &hearth_inference::ComputeDevice,
         expected: Option<ExpectedEarnings>,
     ) -> Self {
         let word = |value: &dyn std::fmt::Debug| format!("{value:?}").to_lowercase();
+        let (summary, runs_on_gpu) = hardware_summary(device, report);
+        let compute_device = device.describe();
         Self {
+            summary,
+            runs_on_gpu,
             gpus: report
                 .gpus
                 .iter()
@@ -218,7 +227,7 @@ impl HardwareView {
                 hearth_hardware::SourceStatus::Available => "available".into(),
                 hearth_hardware::SourceStatus::NotAvailable { reason } => reason.clone(),
             },
-            compute_device: compute_device.to_owned(),
+            compute_device,
             benchmark: benchmark.map(|b| BenchmarkView {
                 measured_at_unix: b.measured_at_unix,
                 seconds: b.seconds,
@@ -246,4 +255,148 @@ impl HardwareView {
             expected,
         }
     }
+}
+
+/// One entry of the built-in game list, with the owner's switch.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, TS)]
+pub struct GameEntryView {
+    /// The entry as the list and the setting `games_off` spell it (a folder or a name).
+    pub entry: String,
+    /// In words: "Steam games (native and Proton)", or the program's name.
+    pub label: String,
+    pub enabled: bool,
+}
+
+/// A game that paused Hearth lately.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, TS)]
+pub struct SeenGame {
+    pub name: String,
+    /// When it last paused Hearth (ms since the Unix epoch).
+    #[ts(type = "number")]
+    pub paused_at_ms: u64,
+}
+
+/// What the Settings page shows about games.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, TS)]
+pub struct GamesView {
+    /// Game library folders of launchers (Steam, Epic, GOG, …).
+    pub launchers: Vec<GameEntryView>,
+    /// Games known by their program's name.
+    pub names: Vec<GameEntryView>,
+    /// The owner's own entries.
+    pub yours: Vec<String>,
+    /// Games that paused Hearth lately, newest first (at most 10).
+    pub recent: Vec<SeenGame>,
+}
+
+impl GamesView {
+    /// The view of the built-in `list` with `config`'s switches and own entries, and the games
+    /// among `changes` (state changes, any order).
+    pub fn new(
+        list: &crate::games::GameList,
+        config: &crate::NodeConfig,
+        changes: &[crate::NodeStatus],
+    ) -> Self {
+        let off = |entry: &str| {
+            config
+                .games_off
+                .iter()
+                .any(|o| o.eq_ignore_ascii_case(entry))
+        };
+        let launchers = list
+            .path_markers
+            .iter()
+            .map(|m| GameEntryView {
+                entry: m.clone(),
+                label: list
+                    .launcher_names
+                    .get(m)
+                    .cloned()
+                    .unwrap_or_else(|| m.clone()),
+                enabled: !off(m),
+            })
+            .collect();
+        let names = list
+            .names
+            .iter()
+            .map(|n| GameEntryView {
+                entry: n.clone(),
+                label: n.clone(),
+                enabled: !off(n),
+            })
+            .collect();
+        let mut latest = std::collections::BTreeMap::<String, u64>::new();
+        for change in changes {
+            if let crate::ActivityState::Paused {
+                reason: crate::PauseReason::Game { name },
+            } = &change.activity
+            {
+                let at = latest.entry(name.clone()).or_default();
+                *at = (*at).max(change.changed_at_ms);
+            }
+        }
+        let mut recent: Vec<SeenGame> = latest
+            .into_iter()
+            .map(|(name, paused_at_ms)| SeenGame { name, paused_at_ms })
+            .collect();
+        recent.sort_by_key(|seen| std::cmp::Reverse(seen.paused_at_ms));
+        recent.truncate(10);
+        Self {
+            launchers,
+            names,
+            yours: config.games.clone(),
+            recent,
+        }
+    }
+}
+
+/// The graphics card Hearth's models run on, if they run on one (not a software rasteriser).
+fn gpu_in_use(device: &hearth_inference::ComputeDevice) -> Option<&str> {
+    device
+        .adapter
+        .as_ref()
+        .filter(|a| a.is_hardware && device.backend == hearth_inference::ComputeBackend::Wgpu)
+        .map(|a| a.name.as_str())
+}
+
+/// Where Hearth runs its models, as a gamer would say it: the card's name, or "your processor".
+pub fn plain_device(device: &hearth_inference::ComputeDevice) -> String {
+    gpu_in_use(device).map_or_else(|| "your processor".to_owned(), str::to_owned)
+}
+
+/// The Hardware page's headline and whether Hearth runs on a graphics card.
+pub fn hardware_summary(
+    device: &hearth_inference::ComputeDevice,
+    report: &hearth_hardware::HardwareReport,
+) -> (String, bool) {
+    let gib = |bytes: u64| (bytes as f64 / f64::from(1u32 << 30)).round();
+    if let Some(name) = gpu_in_use(device) {
+        let memory = report
+            .gpus
+            .iter()
+            .find(|g| g.name == name)
+            .and_then(|g| g.vram_total_bytes)
+            .map(|bytes| format!(", {} GB", gib(bytes)))
+            .unwrap_or_default();
+        return (format!("{name}{memory}: Hearth runs on it"), true);
+    }
+    let unused: Vec<&str> = report
+        .gpus
+        .iter()
+        .filter(|g| {
+            matches!(
+                g.kind,
+                hearth_hardware::GpuKind::Discrete | hearth_hardware::GpuKind::Integrated
+            )
+        })
+        .map(|g| g.name.as_str())
+        .collect();
+    let summary = match unused.as_slice() {
+        [] => "No supported GPU found: Hearth uses your processor (slower, earns less)".to_owned(),
+        names => format!(
+            "{} found, but Hearth cannot use it yet: Hearth uses your processor (slower, earns less)",
+            names.join(" and ")
+        ),
+    };
+    (summary, false)
 }

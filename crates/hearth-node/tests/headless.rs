@@ -308,6 +308,70 @@ async fn headless_node_serves_api_events_and_cli_and_stops_cleanly() {
         "{brief}"
     );
     assert_eq!(cli(data.path(), &["resume"]).trim(), "running");
+    // "Resume anyway" needs an automatic pause to work through; the refusal is in words.
+    let nothing = post(&http, &base, &token, "/api/resume-anyway", &Value::Null).await;
+    assert_eq!(nothing.status(), 409);
+    assert_eq!(
+        nothing.text().await.unwrap(),
+        "not paused: nothing to resume"
+    );
+    let too_long = post(
+        &http,
+        &base,
+        &token,
+        "/api/resume-anyway?seconds=0",
+        &Value::Null,
+    )
+    .await;
+    assert_eq!(too_long.status(), 400);
+    let refused = std::process::Command::new(env!("CARGO_BIN_EXE_hearth-node"))
+        .args(["--data-dir"])
+        .arg(data.path())
+        .args(["resume", "--anyway"])
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&refused.stderr).trim(),
+        "hearth-node: not paused: nothing to resume"
+    );
+    // Resource use over time and the game list.
+    // The sampler reads once a second: ask until the first reading is there.
+    let mut history = Value::Null;
+    for _ in 0..50 {
+        history = get_json(&http, &base, &token, "/api/telemetry?minutes=60").await;
+        if history.as_array().is_some_and(|points| !points.is_empty()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let points = history.as_array().unwrap();
+    assert!(
+        !points.is_empty(),
+        "the minutes not stored yet come from memory"
+    );
+    assert!(points.len() <= 240);
+    assert!(
+        points
+            .iter()
+            .all(|p| p["ram_total_bytes"].as_u64() > Some(0))
+    );
+    let bad_span = http
+        .get(format!("{base}/api/telemetry?minutes=0"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad_span.status(), 400);
+    let games: Value = get_json(&http, &base, &token, "/api/games").await;
+    assert!(
+        games["launchers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l["label"] == "Steam games (native and Proton)" && l["enabled"] == true),
+        "{games}"
+    );
     // Each pause and resume is in the ledger with its reason, newest first.
     let mut kinds = Vec::new();
     for _ in 0..40 {

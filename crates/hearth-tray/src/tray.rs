@@ -1,10 +1,13 @@
-//! The tray icon: a status line, today's earnings, Pause/Resume, timed pauses, Open Hearth
-//! and Quit, kept current from the node's events. Runs on GTK's main thread.
+//! The tray icon: a status line, today's earnings, Pause/Resume (Resume anyway or Skip wait
+//! during an automatic pause), timed pauses, Open Hearth and Quit, kept current from the
+//! node's events. Runs on GTK's main thread.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use hearth_node::{ActivityState, ControlSource, Earnings, Node, NodeEvent, NodeStatus, Service};
+use hearth_node::{
+    ActivityState, ControlSource, Earnings, Node, NodeEvent, NodeStatus, PauseReason, Service,
+};
 use tokio::sync::broadcast::error::RecvError;
 use tray_icon::menu::{Menu, MenuEvent, MenuItem, PredefinedMenuItem};
 use tray_icon::{Icon, TrayIcon, TrayIconBuilder};
@@ -62,7 +65,7 @@ impl Tray {
             shown_icon: std::cell::Cell::new(ICON_RUNNING),
         };
         tray.show_status(&service.node().status(), None);
-        tray.show_earnings(&service.earnings());
+        tray.show_earnings(&service.earnings(), &service.settings());
         Ok(tray)
     }
 
@@ -70,6 +73,7 @@ impl Tray {
     #[cfg(target_os = "linux")]
     pub fn follow(self, service: &Arc<Service>) {
         let node = service.node().clone();
+        let service = Arc::clone(service);
         let mut events = node.subscribe();
         gtk::glib::MainContext::default().spawn_local(async move {
             let mut pool_error: Option<String> = None;
@@ -85,7 +89,9 @@ impl Tray {
                             self.show_status(&node.status(), pool_error.as_deref());
                         }
                     }
-                    Ok(NodeEvent::EarningsChanged { earnings }) => self.show_earnings(&earnings),
+                    Ok(NodeEvent::EarningsChanged { earnings }) => {
+                        self.show_earnings(&earnings, &service.settings());
+                    }
                     Ok(_) => {}
                     Err(RecvError::Lagged(_)) => {
                         self.show_status(&node.status(), pool_error.as_deref());
@@ -96,11 +102,14 @@ impl Tray {
         });
     }
 
-    /// Show today's earnings in the menu.
-    pub fn show_earnings(&self, earnings: &Earnings) {
+    /// Show today's earnings in the menu: money first (at the owner's value of a credit),
+    /// then credits and jobs.
+    pub fn show_earnings(&self, earnings: &Earnings, settings: &hearth_node::NodeConfig) {
+        let credits = earnings.today_micro_credits as f64 / 1e6;
         self.earnings_line.set_text(format!(
-            "Today: {:.6} {}credits, {} jobs",
-            earnings.today_micro_credits as f64 / 1e6,
+            "Today: {:.4} {} ({credits:.6} {}credits, {} jobs)",
+            credits * settings.credit_value,
+            settings.currency,
             if earnings.demo { "demo " } else { "" },
             earnings.today_jobs
         ));
@@ -109,18 +118,34 @@ impl Tray {
     /// Make the tray match `status`; `pool_error` (the pool cannot be reached) shows the
     /// error icon and the reason while the node would otherwise work.
     pub fn show_status(&self, status: &NodeStatus, pool_error: Option<&str>) {
+        let mut toggle_enabled = true;
         let (line, toggle, icon) = match (&status.activity, pool_error) {
-            (ActivityState::Paused { reason }, _) => (
-                format!("Paused ({})", reason.describe()),
-                "Resume",
-                ICON_PAUSED,
-            ),
+            (ActivityState::Paused { reason }, _) => {
+                let toggle = match reason {
+                    PauseReason::User { .. } => "Resume",
+                    PauseReason::CoolingDown { .. } => "Skip wait",
+                    automatic if automatic.can_override() => "Resume anyway",
+                    // Heat, short GPU memory, no pool: it resumes by itself.
+                    _ => {
+                        toggle_enabled = false;
+                        "Resumes by itself"
+                    }
+                };
+                (
+                    format!("Paused ({})", reason.describe()),
+                    toggle,
+                    ICON_PAUSED,
+                )
+            }
             (_, Some(error)) => (
                 format!("Cannot reach the pool ({})", shorten(error, 60)),
                 "Pause",
                 ICON_ERROR,
             ),
-            (ActivityState::Running, None) => ("Running".to_owned(), "Pause", ICON_RUNNING),
+            (ActivityState::Running, None) => match &status.overriding {
+                Some(o) => (format!("Running ({})", o.describe()), "Pause", ICON_RUNNING),
+                None => ("Running".to_owned(), "Pause", ICON_RUNNING),
+            },
             (ActivityState::Throttled { duty_percent }, None) => (
                 format!("Running at {duty_percent}% while you use the computer"),
                 "Pause",
@@ -129,6 +154,7 @@ impl Tray {
         };
         self.status_line.set_text(format!("Hearth: {line}"));
         self.toggle.set_text(toggle);
+        self.toggle.set_enabled(toggle_enabled);
         if !std::ptr::eq(self.shown_icon.get(), icon) {
             match decode_icon(icon).and_then(|image| Ok(self.icon.set_icon(Some(image))?)) {
                 Ok(()) => self.shown_icon.set(icon),
@@ -141,9 +167,19 @@ impl Tray {
 fn on_click(node: &Node, event: &MenuEvent) {
     tracing::debug!(item = event.id.as_ref(), "tray menu clicked");
     match event.id.as_ref() {
-        ITEM_TOGGLE => {
-            node.toggle(ControlSource::Tray);
-        }
+        ITEM_TOGGLE => match node.status().activity {
+            // "Resume anyway" / "Skip wait" for an automatic pause the owner may override.
+            ActivityState::Paused { reason }
+                if !matches!(reason, PauseReason::User { .. }) && reason.can_override() =>
+            {
+                if let Err(refused) = node.resume_anyway(ControlSource::Tray, None) {
+                    tracing::info!(%refused, "Resume anyway refused");
+                }
+            }
+            _ => {
+                node.toggle(ControlSource::Tray);
+            }
+        },
         ITEM_PAUSE_30 => {
             node.pause_for(ControlSource::Tray, Duration::from_secs(30 * 60));
         }

@@ -28,6 +28,25 @@ name: string, } | { "kind": "gpu_process", name: string, } | { "kind": "fullscre
 until_ms: number, };
 
 /**
+ * The owner's "Resume anyway" (or "Skip wait"): Hearth works although `reason` would pause
+ * it, until that reason ends or until `until_ms`.
+ */
+export type PauseOverride = { 
+/**
+ * The automatic pause being worked through.
+ */
+reason: PauseReason, 
+/**
+ * When the override ends by itself (ms since the Unix epoch); `None`: when its reason
+ * ends (the game closes, the wait is over).
+ */
+until_ms: number | null, 
+/**
+ * Where the owner asked.
+ */
+source: ControlSource, };
+
+/**
  * Whether the node is lending its GPU right now.
  */
 export type ActivityState = { "kind": "running" } | { "kind": "throttled", 
@@ -56,7 +75,11 @@ changed_at_ms: number,
  * Grows by one with every change, so a frontend can drop a snapshot older than one it
  * already shows (an event and a query answer may arrive in either order).
  */
-revision: number, };
+revision: number, 
+/**
+ * The owner's "Resume anyway" in force: an automatic pause they chose to work through.
+ */
+overriding?: PauseOverride, };
 
 /**
  * Where a job stands, as the ledger records it.
@@ -109,6 +132,18 @@ today_failed: number,
  */
 last_hour_micro_credits: number, 
 /**
+ * Credits earned since this node's first job (every receipt in the ledger).
+ */
+lifetime_micro_credits: number, 
+/**
+ * Energy Hearth's jobs used since local midnight (GPU and its share of the processor).
+ */
+today_energy_wh: number, 
+/**
+ * Some of `today_energy_wh` was estimated rather than measured.
+ */
+today_energy_estimated: boolean, 
+/**
  * True when the pool pays demo credits (the embedded local pool).
  */
 demo: boolean, };
@@ -131,9 +166,29 @@ demo: boolean,
 error: string | null, };
 
 /**
- * One GPU's live readings.
+ * One GPU's live readings; `None` where the board does not report a figure.
  */
-export type GpuLive = { name: string, utilisation_percent: number | null, vram_used_bytes: number | null, vram_total_bytes: number | null, temperature_c: number | null, power_w: number | null, };
+export type GpuLive = { 
+/**
+ * Stable within this machine: `nvml:0`, `drm:card1`.
+ */
+id: string, name: string, 
+/**
+ * Where the figures come from, in words: "NVIDIA driver (NVML)", "Linux amdgpu driver".
+ */
+source: string, utilisation_percent: number | null, vram_used_bytes: number | null, vram_total_bytes: number | null, 
+/**
+ * What Hearth's loaded models hold of `vram_used_bytes` (on the GPU they run on).
+ */
+hearth_vram_bytes: number | null, temperature_c: number | null, 
+/**
+ * Measured board power; `None` without a sensor.
+ */
+power_w: number | null, fan_percent: number | null, 
+/**
+ * Energy over the last interval is an estimate (no power sensor).
+ */
+energy_estimated: boolean, };
 
 /**
  * Live resource use, once a second.
@@ -142,18 +197,34 @@ export type Telemetry = { at_unix_ms: number,
 /**
  * Whole machine, 0..=100.
  */
-cpu_percent: number, ram_used_bytes: number, ram_total_bytes: number, 
+cpu_percent: number, 
 /**
- * Hearth itself, in percent of one core.
+ * Hearth itself, in percent of the whole machine (0..=100).
  */
-process_cpu_percent: number, gpus: Array<GpuLive>, };
+hearth_cpu_percent: number, 
+/**
+ * Logical cores (threads).
+ */
+logical_cores: number, ram_used_bytes: number, ram_total_bytes: number, 
+/**
+ * Hearth's own memory (resident set), part of `ram_used_bytes`.
+ */
+hearth_ram_bytes: number, 
+/**
+ * The processor's package power.
+ */
+cpu_power_w: number, 
+/**
+ * True when `cpu_power_w` is CPU use × the processor's rated power, not measured.
+ */
+cpu_power_estimated: boolean, cpu_temperature_c: number | null, gpus: Array<GpuLive>, };
 
 /**
  * Everything the overview page needs, in one answer.
  */
 export type Overview = { node_id: string, 
 /**
- * The compute device jobs run on, in words.
+ * Where jobs run, in plain words: the graphics card's name, or "your processor".
  */
 device: string, status: NodeStatus, pool: PoolStatus, earnings: Earnings, 
 /**
@@ -336,6 +407,11 @@ vram_min_free_mib: number,
  */
 games: Array<string>, 
 /**
+ * Entries of the built-in game list (a launcher's folder or a program name) the owner
+ * turned off.
+ */
+games_off: Array<string>, 
+/**
  * After the last game ends, wait this long before working again.
  */
 game_cooldown_s: number, 
@@ -368,6 +444,11 @@ payout_address: string,
  * Electricity price per kWh in `currency`, for earnings net of electricity.
  */
 electricity_price_per_kwh: number, 
+/**
+ * The processor's rated power (TDP) in watts: where no sensor measures its power, its
+ * energy is estimated as this × its use.
+ */
+cpu_watts: number, 
 /**
  * Three-letter currency code, e.g. `EUR`.
  */
@@ -455,7 +536,16 @@ busy_s: number, };
 /**
  * Everything the Hardware page shows.
  */
-export type HardwareView = { gpus: Array<GpuView>, cpu_model: string, cpu_threads: number, memory_total_bytes: number | null, 
+export type HardwareView = { 
+/**
+ * Where Hearth works, in plain words: "NVIDIA GeForce RTX 3060, 12 GB: Hearth runs on
+ * it" or "No supported GPU found: Hearth uses your processor (slower, earns less)".
+ */
+summary: string, 
+/**
+ * True when Hearth's models run on a graphics card.
+ */
+runs_on_gpu: boolean, gpus: Array<GpuView>, cpu_model: string, cpu_threads: number, memory_total_bytes: number | null, 
 /**
  * Whether NVML answered, or why not.
  */
@@ -472,3 +562,46 @@ benchmark: BenchmarkView | null,
  * From the jobs run so far (none yet: `None`).
  */
 expected: ExpectedEarnings | null, };
+
+/**
+ * One entry of the built-in game list, with the owner's switch.
+ */
+export type GameEntryView = { 
+/**
+ * The entry as the list and the setting `games_off` spell it (a folder or a name).
+ */
+entry: string, 
+/**
+ * In words: "Steam games (native and Proton)", or the program's name.
+ */
+label: string, enabled: boolean, };
+
+/**
+ * A game that paused Hearth lately.
+ */
+export type SeenGame = { name: string, 
+/**
+ * When it last paused Hearth (ms since the Unix epoch).
+ */
+paused_at_ms: number, };
+
+/**
+ * What the Settings page shows about games.
+ */
+export type GamesView = { 
+/**
+ * Game library folders of launchers (Steam, Epic, GOG, …).
+ */
+launchers: Array<GameEntryView>, 
+/**
+ * Games known by their program's name.
+ */
+names: Array<GameEntryView>, 
+/**
+ * The owner's own entries.
+ */
+yours: Array<string>, 
+/**
+ * Games that paused Hearth lately, newest first (at most 10).
+ */
+recent: Array<SeenGame>, };

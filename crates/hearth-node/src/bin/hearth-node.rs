@@ -28,6 +28,9 @@ const USAGE: &str = "usage: hearth-node [--data-dir DIR] <command>
   status                  what the running node is doing
   pause [--for 90s|30m|2h]  stop taking work (until resumed, or for a while)
   resume                  take work again
+  resume --anyway [--for 1h]  work through a game's pause (or skip the wait after it),
+                          until it ends or for a while
+  resume --no-anyway      let the game pause Hearth again
   hardware                the GPUs, CPU and memory Hearth sees
   bench [--force]         the capability benchmark (stored; --force measures again)
   ledger verify           check every receipt's signature and the hash chain
@@ -94,6 +97,9 @@ fn misused(command: &[&str]) -> anyhow::Error {
         [] => usage("no command given"),
         [word, ..] if !COMMANDS.contains(word) => hearth_cli::unknown_command(word, COMMANDS),
         ["pause", "--for"] => usage("pause --for needs a length, e.g. 90s, 30m or 2h"),
+        ["resume", "--anyway", "--for"] => {
+            usage("resume --anyway --for needs a length, e.g. 30m or 2h")
+        }
         ["ledger"] => usage("ledger needs verify or export"),
         ["ledger", "export", _, extra @ ..] => usage(format!(
             "ledger export takes one FILE; unexpected {extra:?}"
@@ -201,6 +207,23 @@ fn run(args: Vec<String>) -> anyhow::Result<()> {
             let seconds = parse_length(length)?;
             let path = format!("/api/pause?seconds={seconds}");
             let status: NodeStatus = runtime()?.block_on(call(&args.data_dir, "POST", &path))?;
+            outln!("{}", describe(&status));
+            Ok(())
+        }
+        ["resume", "--anyway", rest @ ..] if matches!(rest, [] | ["--for", _]) => {
+            let path = match rest {
+                ["--for", length] => {
+                    format!("/api/resume-anyway?seconds={}", parse_length(length)?)
+                }
+                _ => "/api/resume-anyway".to_owned(),
+            };
+            let status: NodeStatus = runtime()?.block_on(call(&args.data_dir, "POST", &path))?;
+            outln!("{}", describe(&status));
+            Ok(())
+        }
+        ["resume", "--no-anyway"] => {
+            let status: NodeStatus =
+                runtime()?.block_on(call(&args.data_dir, "DELETE", "/api/resume-anyway"))?;
             outln!("{}", describe(&status));
             Ok(())
         }
@@ -392,6 +415,7 @@ async fn call_raw(data_dir: &Path, method: &str, path: &str) -> anyhow::Result<V
     let client = reqwest::Client::new();
     let request = match method {
         "POST" => client.post(format!("{}{path}", info.url)),
+        "DELETE" => client.delete(format!("{}{path}", info.url)),
         _ => client.get(format!("{}{path}", info.url)),
     };
     let response = request
@@ -401,6 +425,10 @@ async fn call_raw(data_dir: &Path, method: &str, path: &str) -> anyhow::Result<V
         .with_context(|| format!("asking the node at {}", info.url))?;
     let status = response.status();
     let body = response.bytes().await?.to_vec();
+    if status == reqwest::StatusCode::CONFLICT {
+        // The node refused in words meant for the owner ("not paused: nothing to resume").
+        bail!("{}", String::from_utf8_lossy(&body));
+    }
     if !status.is_success() {
         bail!("{path}: {status}: {}", String::from_utf8_lossy(&body));
     }
@@ -421,12 +449,16 @@ fn credits(micro: u64) -> String {
 }
 
 fn describe(status: &NodeStatus) -> String {
-    match &status.activity {
+    let state = match &status.activity {
         hearth_node::ActivityState::Running => "running".into(),
         hearth_node::ActivityState::Throttled { duty_percent } => {
             format!("running at {duty_percent}% while you use the computer")
         }
         hearth_node::ActivityState::Paused { reason } => reason.describe(),
+    };
+    match &status.overriding {
+        Some(o) => format!("{state}: {} (resume --no-anyway ends it)", o.describe()),
+        None => state,
     }
 }
 
@@ -457,6 +489,16 @@ fn print_overview(o: &Overview) {
         o.earnings.today_jobs,
         o.earnings.today_failed,
         credits(o.earnings.last_hour_micro_credits)
+    );
+    outln!(
+        "energy    {:.2} Wh today{}; lifetime {} credits",
+        o.earnings.today_energy_wh,
+        if o.earnings.today_energy_estimated {
+            " (estimated: no power sensor)"
+        } else {
+            " (measured)"
+        },
+        credits(o.earnings.lifetime_micro_credits)
     );
     for job in o.jobs.iter().take(10) {
         outln!(
