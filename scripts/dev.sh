@@ -12,12 +12,14 @@ cd "$ROOT"
 # rustup installs cargo (and `cargo install` puts tauri-driver) here; a fresh shell may not have it.
 export PATH="$HOME/.cargo/bin:$PATH"
 
-# System packages: WebKitGTK and tray libraries for Tauri, Xvfb/D-Bus/WebKitWebDriver and a tray
-# host for the end-to-end tests, Mesa's Vulkan driver so wgpu has a device without a GPU.
+# System packages: WebKitGTK and tray libraries for Tauri, Xvfb/D-Bus/WebKitWebDriver, a tray
+# watcher and a tray bar that draws the menu (gtk-sni-tray) with xdotool to click it for the
+# end-to-end tests, Mesa's Vulkan driver so wgpu has a device without a GPU.
 APT_PACKAGES=(
   build-essential pkg-config python3 python3-venv python3-pip
   libwebkit2gtk-4.1-dev libssl-dev libayatana-appindicator3-dev librsvg2-dev libxdo-dev
   xvfb xauth dbus-x11 libglib2.0-bin webkit2gtk-driver haskell-status-notifier-item-utils imagemagick
+  haskell-gtk-sni-tray-utils xdotool
   mesa-vulkan-drivers libvulkan1 libopenblas-dev postgresql
 )
 MIN_NODE_MAJOR=20

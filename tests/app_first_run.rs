@@ -1,6 +1,7 @@
-//! The first-run guide on a computer Hearth has never run on: it shows the hardware, runs the
-//! benchmark with its progress, shows expected earnings from the demo jobs running meanwhile,
-//! saves the chosen pause rules, and is not shown again.
+//! The first-run guide on a computer Hearth has never run on: it says what Hearth is, shows
+//! the hardware, runs the benchmark with its progress, shows expected earnings from the demo
+//! jobs running meanwhile, explains payment, saves the chosen pause rules, and is not shown
+//! again.
 
 use std::time::Duration;
 
@@ -16,6 +17,12 @@ async fn the_first_run_guide_measures_shows_earnings_and_saves_the_rules() -> an
     let shots = screenshot_dir();
     let app = App::launch_showing(&desktop, "[data-testid=first-run]").await?;
 
+    // The first step says what Hearth is; the second shows the computer.
+    app.wait_for_text("[data-testid=first-run-what]", |t| {
+        t.contains("What runs here")
+    })
+    .await?;
+    app.click("[data-testid=first-run-next]").await?;
     let gpus = app
         .wait_for_text("[data-testid=first-run-gpus]", |t| t.contains("threads"))
         .await?;
@@ -46,6 +53,12 @@ async fn the_first_run_guide_measures_shows_earnings_and_saves_the_rules() -> an
     .await?;
     assert!(expected.contains("credits per hour of work"), "{expected}");
     desktop.screenshot(&shots.join("first-run-3-earnings.png"))?;
+    app.click("[data-testid=first-run-next]").await?;
+    // Getting paid: no address yet is fine (it can be added in Settings).
+    app.wait_for_text("[data-testid=first-run-page]", |t| {
+        t.contains("Getting paid")
+    })
+    .await?;
     app.click("[data-testid=first-run-next]").await?;
 
     app.click("[data-testid=first-run-idle-only]").await?;

@@ -94,13 +94,19 @@ async fn every_page_shows_the_ledger_and_settings_persist() -> anyhow::Result<()
     // Hardware: what the machine has; the benchmark runs with a progress bar and its figures
     // appear; earnings per hour of work come from the jobs run so far.
     app.open_page("hardware", "Hardware").await?;
+    let summary = app
+        .wait_for_text("[data-testid=hardware-summary]", |t| !t.is_empty())
+        .await?;
+    assert_eq!(
+        summary, "No supported GPU found: Hearth uses your processor (slower, earns less)",
+        "no real GPU here: models run on the processor"
+    );
+    // The driver's words stay behind "Technical details".
+    app.click("[data-testid=hardware-details] summary").await?;
     let device = app
         .wait_for_text("[data-testid=compute-device]", |t| !t.is_empty())
         .await?;
-    assert_eq!(
-        device, "cpu",
-        "no real GPU here: models run on the processor"
-    );
+    assert_eq!(device, "cpu");
     app.wait_for_text("[data-testid=expected-per-hour]", |t| {
         t.split_whitespace()
             .next()
@@ -123,7 +129,7 @@ async fn every_page_shows_the_ledger_and_settings_persist() -> anyhow::Result<()
         },
     )
     .await?;
-    assert!(table.contains("cpu"), "{table}");
+    assert!(table.contains("Processor"), "{table}");
     desktop.screenshot(&shots.join("page-hardware.png"))?;
     assert!(desktop.app_data_dir().join("capability.json").exists());
 

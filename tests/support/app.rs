@@ -89,10 +89,16 @@ impl App {
         .await
     }
 
-    /// Click the element matching `css`.
+    /// Click the element matching `css`. A page that is redrawing (a step of the first-run
+    /// guide replacing the last) may swap the element between finding and clicking it: the
+    /// click is tried again on the element found anew, for up to the UI timeout.
     pub async fn click(&self, css: &str) -> anyhow::Result<()> {
-        self.client.find(Locator::Css(css)).await?.click().await?;
-        Ok(())
+        let what = format!("a click on {css}");
+        wait_for(&what, UI_TIMEOUT, || async {
+            let element = self.client.find(Locator::Css(css)).await.ok()?;
+            element.click().await.ok()
+        })
+        .await
     }
 
     /// Replace the text of the input matching `css` with `text`, as typing would.

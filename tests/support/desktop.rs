@@ -145,6 +145,38 @@ impl Desktop {
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     }
 
+    /// Draw the tray as a desktop panel does: a bar along the top of the screen with every
+    /// tray icon in it, starting at the left (`gtk-sni-tray-standalone`, a real
+    /// StatusNotifierItem host); clicking an icon opens its menu. Stops when dropped.
+    pub fn show_tray_bar(&self) -> anyhow::Result<Owned> {
+        Owned::spawn(
+            "gtk-sni-tray-standalone",
+            Command::new("gtk-sni-tray-standalone")
+                .args(["--top", "--beginning", "--size", "32", "--no-strut"])
+                .envs(self.env())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+        )
+    }
+
+    /// Click mouse `button` at (`x`, `y`) on the screen, as the owner would (xdotool).
+    pub fn click_at(&self, x: u32, y: u32, button: u8) -> anyhow::Result<()> {
+        self.output_of(Command::new("xdotool").args([
+            "mousemove",
+            &x.to_string(),
+            &y.to_string(),
+            "click",
+            &button.to_string(),
+        ]))?;
+        Ok(())
+    }
+
+    /// Press a key (an X keysym name such as `Escape`) on this desktop (xdotool).
+    pub fn press_key(&self, key: &str) -> anyhow::Result<()> {
+        self.output_of(Command::new("xdotool").args(["key", key]))?;
+        Ok(())
+    }
+
     /// Save a screenshot of the whole screen as PNG (needs ImageMagick's `import`).
     pub fn screenshot(&self, path: &Path) -> anyhow::Result<()> {
         if let Some(parent) = path.parent() {

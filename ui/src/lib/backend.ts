@@ -4,6 +4,7 @@
 
 import type {
   EarningsReport,
+  GamesView,
   HardwareView,
   JobPage,
   JobQuery,
@@ -11,6 +12,7 @@ import type {
   NodeEvent,
   NodeStatus,
   Overview,
+  Telemetry,
 } from "./bindings";
 
 /** Stops a subscription. */
@@ -27,6 +29,17 @@ export interface Backend {
   pauseFor(minutes: number): Promise<NodeStatus>;
   /** Take work again; resolves with the state after the change. */
   resume(): Promise<NodeStatus>;
+  /**
+   * "Resume anyway" (or "Skip wait"): work through the automatic pause in force, until its
+   * reason ends (`null`) or for `seconds`; rejects with the reason in words when refused.
+   */
+  resumeAnyway(seconds: number | null): Promise<NodeStatus>;
+  /** Let the overridden automatic pause apply again. */
+  endOverride(): Promise<NodeStatus>;
+  /** The built-in game list with the owner's switches, their own games, games seen lately. */
+  games(): Promise<GamesView>;
+  /** Resource use over the last `minutes`, oldest first (at most 240 averaged points). */
+  telemetryHistory(minutes: number): Promise<Telemetry[]>;
   /** Receive every node event from now on, in order. */
   subscribe(onEvent: (event: NodeEvent) => void): Promise<Unsubscribe>;
   /** Earnings over the last 30 days. */

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import type { HourEarnings } from "./bindings";
-import { chartSeries, localDay } from "./earnings";
+import { chartSeries, localDay, periodsWorthShowing, rate, signedMoney } from "./earnings";
 
 const hour = (at_ms: number, micro_credits: number): HourEarnings => ({
   at_ms,
@@ -33,5 +33,26 @@ describe("earnings charts", () => {
     expect(s.x[29]).toBe(localDay(now) / 1000);
     expect(s.credits[29]).toBe(2);
     expect(s.credits[28]).toBe(3);
+  });
+});
+
+describe("money", () => {
+  const pricing = { currency: "EUR", credit_value: 0.5, price_per_kwh: 0.3 };
+  it("gives the rate per hour and per day at that rate", () => {
+    const r = rate(2_000_000, pricing);
+    expect(r.perHour).toBeCloseTo(1.0);
+    expect(r.perDay).toBeCloseTo(24.0);
+  });
+  it("shows the sign of a net amount", () => {
+    expect(signedMoney(0.42, "EUR")).toMatch(/^\+.*0\.42/);
+    expect(signedMoney(-0.1, "EUR")).toMatch(/^−.*0\.1/);
+  });
+  it("shows longer periods only once the node is older than the shorter one", () => {
+    const periods = [{ days: 30 }, { days: 1 }, { days: 7 }];
+    const now = 100 * 86_400_000;
+    expect(periodsWorthShowing(periods, now - 3_600_000, now).map((p) => p.days)).toEqual([1]);
+    expect(periodsWorthShowing(periods, now - 2 * 86_400_000, now).map((p) => p.days)).toEqual([1, 7]);
+    expect(periodsWorthShowing(periods, now - 9 * 86_400_000, now).map((p) => p.days)).toEqual([1, 7, 30]);
+    expect(periodsWorthShowing(periods, null, now).map((p) => p.days)).toEqual([1]);
   });
 });

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { credits, duration, taskName } from "./format";
+import { celsius, credits, duration, energy, percent, taskName } from "./format";
 
 describe("format", () => {
   it("shows micro-credits as credits", () => {
@@ -15,5 +15,14 @@ describe("format", () => {
   it("names tasks", () => {
     expect(taskName("image_classification")).toBe("Image classification");
     expect(taskName("")).toBe("Job");
+  });
+  it("never shows a little energy or a missing sensor as zero", () => {
+    expect(energy(0.0423)).toBe("0.042 Wh");
+    expect(energy(12.34)).toBe("12.3 Wh");
+    expect(energy(1250)).toBe("1.25 kWh");
+    expect(energy(0)).toBe("0 Wh");
+    expect(percent(null)).toBe("not reported");
+    expect(celsius(undefined)).toBe("no sensor");
+    expect(celsius(61.4)).toBe("61 °C");
   });
 });

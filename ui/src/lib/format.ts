@@ -41,3 +41,26 @@ export function taskName(task: string): string {
       return task || "Job";
   }
 }
+
+/** A percentage, or words when there is no reading. */
+export function percent(value: number | null | undefined): string {
+  return value === null || value === undefined ? "not reported" : `${Math.round(value)} %`;
+}
+
+/** Degrees Celsius, or words when there is no sensor. */
+export function celsius(value: number | null | undefined): string {
+  return value === null || value === undefined ? "no sensor" : `${Math.round(value)} °C`;
+}
+
+/** Watts: one decimal below 10 W, whole watts above. */
+export function watts(value: number): string {
+  return value < 10 ? `${value.toFixed(1)} W` : `${Math.round(value)} W`;
+}
+
+/** Energy as people read it: "0.042 Wh", "12.3 Wh", "1.25 kWh" (never a bare zero for a little). */
+export function energy(wh: number): string {
+  if (wh >= 1000) return `${(wh / 1000).toFixed(2)} kWh`;
+  if (wh >= 10) return `${wh.toFixed(1)} Wh`;
+  if (wh > 0) return `${Number(wh.toPrecision(2))} Wh`;
+  return "0 Wh";
+}

@@ -5,6 +5,7 @@
 import type { Backend, Unsubscribe } from "./backend";
 import type {
   EarningsReport,
+  GamesView,
   HardwareView,
   JobPage,
   JobQuery,
@@ -12,6 +13,7 @@ import type {
   NodeEvent,
   NodeStatus,
   Overview,
+  Telemetry,
 } from "./bindings";
 
 const TOKEN_KEY = "hearth-token";
@@ -33,7 +35,7 @@ export class HttpBackend implements Backend {
     this.#exports = exports;
   }
 
-  async #call<T>(method: "GET" | "POST" | "PUT", path: string, body?: unknown): Promise<T> {
+  async #call<T>(method: "GET" | "POST" | "PUT" | "DELETE", path: string, body?: unknown): Promise<T> {
     const headers: Record<string, string> = { Authorization: `Bearer ${this.#token}` };
     if (body !== undefined) headers["Content-Type"] = "application/json";
     const response = await fetch(`${this.#base}${path}`, {
@@ -41,8 +43,8 @@ export class HttpBackend implements Backend {
       headers,
       body: body === undefined ? undefined : JSON.stringify(body),
     });
-    if (response.status === 422) {
-      // A setting the node refused: its answer ("key: reason") is for the user.
+    if (response.status === 422 || response.status === 409) {
+      // A setting or a request the node refused: its answer ("key: reason") is for the user.
       throw new Error(await response.text());
     }
     if (!response.ok) {
@@ -69,6 +71,23 @@ export class HttpBackend implements Backend {
 
   resume(): Promise<NodeStatus> {
     return this.#call("POST", "/api/resume?from=window");
+  }
+
+  resumeAnyway(seconds: number | null): Promise<NodeStatus> {
+    const length = seconds === null ? "" : `seconds=${Math.round(seconds)}&`;
+    return this.#call("POST", `/api/resume-anyway?${length}from=window`);
+  }
+
+  endOverride(): Promise<NodeStatus> {
+    return this.#call("DELETE", "/api/resume-anyway");
+  }
+
+  games(): Promise<GamesView> {
+    return this.#call("GET", "/api/games");
+  }
+
+  telemetryHistory(minutes: number): Promise<Telemetry[]> {
+    return this.#call("GET", `/api/telemetry?minutes=${Math.round(minutes)}`);
   }
 
   async subscribe(onEvent: (event: NodeEvent) => void): Promise<Unsubscribe> {

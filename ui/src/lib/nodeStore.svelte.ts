@@ -5,6 +5,7 @@ import type { Backend, Unsubscribe } from "./backend";
 import type {
   Earnings,
   JobSummary,
+  NodeConfig,
   NodeEvent,
   NodeStatus,
   PoolStatus,
@@ -16,6 +17,8 @@ import { newer } from "./status";
 export const HISTORY_LIMIT = 20;
 /** How many jobs the overview lists. */
 export const JOBS_LIMIT = 50;
+/** How far back the overview's sparklines reach. */
+export const RECENT_MINUTES = 5;
 
 export class NodeStore {
   status = $state<NodeStatus | null>(null);
@@ -32,6 +35,10 @@ export class NodeStore {
   benchmark = $state<{ fraction: number; message: string } | null>(null);
   pool = $state<PoolStatus | null>(null);
   telemetry = $state<Telemetry | null>(null);
+  /** Resource use over the last {@link RECENT_MINUTES}, oldest first, for sparklines. */
+  recent = $state<Telemetry[]>([]);
+  /** The owner's settings (currency, credit value, electricity price), once read. */
+  settings = $state<NodeConfig | null>(null);
   /** The compute device jobs run on, in words. */
   device = $state("");
 
@@ -47,6 +54,8 @@ export class NodeStore {
     try {
       this.accept(await this.#backend.status());
       await this.refresh();
+      await this.loadRecent();
+      this.settings = await this.#backend.settings().catch(() => this.settings);
     } catch (err) {
       this.error = messageOf(err);
     }
@@ -68,6 +77,43 @@ export class NodeStore {
     this.jobs = [...this.jobs, ...overview.jobs.filter((j) => !seen.has(j.job_id))]
       .sort((a, b) => b.started_unix_ms - a.started_unix_ms)
       .slice(0, JOBS_LIMIT);
+  }
+
+  /** Read the last minutes of resource use (the sampler keeps them; events extend them). */
+  async loadRecent(): Promise<void> {
+    const earlier = await this.#backend.telemetryHistory(RECENT_MINUTES);
+    const first = this.recent[0]?.at_unix_ms ?? Infinity;
+    this.recent = [...earlier.filter((t) => t.at_unix_ms < first), ...this.recent];
+  }
+
+  /** Add one live reading, forgetting what is older than {@link RECENT_MINUTES}. */
+  addReading(reading: Telemetry): void {
+    this.telemetry = reading;
+    const cutoff = reading.at_unix_ms - RECENT_MINUTES * 60_000;
+    this.recent = [...this.recent.filter((t) => t.at_unix_ms > cutoff), reading];
+  }
+
+  /** "Resume anyway" / "Skip wait": work through the automatic pause. */
+  async resumeAnyway(seconds: number | null): Promise<void> {
+    await this.#request(() => this.#backend.resumeAnyway(seconds));
+  }
+
+  /** Let the automatic pause apply again. */
+  async endOverride(): Promise<void> {
+    await this.#request(() => this.#backend.endOverride());
+  }
+
+  async #request(ask: () => Promise<NodeStatus>): Promise<void> {
+    if (this.busy) return;
+    this.busy = true;
+    try {
+      this.accept(await ask());
+      this.error = null;
+    } catch (err) {
+      this.error = messageOf(err);
+    } finally {
+      this.busy = false;
+    }
   }
 
   /** Put `job` in the list, replacing an older entry for the same job. */
@@ -137,7 +183,10 @@ export class NodeStore {
         this.pool = event.pool;
         break;
       case "telemetry":
-        this.telemetry = event.telemetry;
+        this.addReading(event.telemetry);
+        break;
+      case "settings_changed":
+        this.settings = event.settings;
         break;
       case "benchmark_progress":
         this.benchmark = { fraction: event.fraction, message: event.message };

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import type { Backend } from "./backend";
-import type { JobSummary, NodeEvent, NodeStatus, Overview } from "./bindings";
+import type { JobSummary, NodeEvent, NodeStatus, Overview, Telemetry } from "./bindings";
 import { HISTORY_LIMIT, JOBS_LIMIT, NodeStore } from "./nodeStore.svelte";
 
 function job(id: string, started: number, state: JobSummary["state"], micro = 0): JobSummary {
@@ -25,6 +25,9 @@ class InMemoryBackend implements Backend {
   failNext: string | null = null;
 
   jobs: JobSummary[] = [];
+  /** Why the automatic pause is in force (set by a test), for "Resume anyway". */
+  automatic: NodeStatus["activity"] | null = null;
+  history: Telemetry[] = [];
 
   async status() {
     return this.current;
@@ -35,7 +38,7 @@ class InMemoryBackend implements Backend {
       device: "CPU (test)",
       status: this.current,
       pool: { url: "http://127.0.0.1:1", name: "Local demo pool", connected: true, demo: true, error: null },
-      earnings: { today_micro_credits: 5, today_jobs: 1, today_failed: 0, last_hour_micro_credits: 5, demo: true },
+      earnings: { today_micro_credits: 5, today_jobs: 1, today_failed: 0, last_hour_micro_credits: 5, lifetime_micro_credits: 5, today_energy_wh: 0.5, today_energy_estimated: true, demo: true },
       jobs: this.jobs,
       telemetry: null,
       changes: [],
@@ -55,6 +58,25 @@ class InMemoryBackend implements Backend {
       kind: "paused",
       reason: { kind: "user", source: "window", until_ms: this.current.changed_at_ms + minutes * 60_000 },
     });
+  }
+  async resumeAnyway(seconds: number | null) {
+    const paused = this.current.activity;
+    if (paused.kind !== "paused" || paused.reason.kind === "user") throw "not paused: nothing to resume";
+    const until = seconds === null ? null : this.current.changed_at_ms + seconds * 1000;
+    this.current = {
+      activity: { kind: "running" },
+      changed_at_ms: this.current.changed_at_ms,
+      revision: this.current.revision + 1,
+      overriding: { reason: paused.reason, until_ms: until, source: "window" },
+    };
+    return this.current;
+  }
+  async endOverride() {
+    const reason = this.current.overriding?.reason;
+    return reason ? this.change({ kind: "paused", reason }) : this.current;
+  }
+  async telemetryHistory(minutes: number) {
+    return this.history.filter((t) => t.at_unix_ms >= Date.now() - minutes * 60_000);
   }
   async subscribe(onEvent: (event: NodeEvent) => void) {
     this.listeners.push(onEvent);
@@ -76,6 +98,9 @@ class InMemoryBackend implements Backend {
     return Promise.reject(new Error("not used by the store"));
   }
   exportHistory(): Promise<never> {
+    return Promise.reject(new Error("not used by the store"));
+  }
+  games(): Promise<never> {
     return Promise.reject(new Error("not used by the store"));
   }
   hardware(): Promise<never> {
@@ -183,7 +208,7 @@ describe("NodeStore", () => {
     expect(store.jobs[0].micro_credits).toBe(7);
     backend.emit({
       type: "earnings_changed",
-      earnings: { today_micro_credits: 12, today_jobs: 2, today_failed: 0, last_hour_micro_credits: 12, demo: true },
+      earnings: { today_micro_credits: 12, today_jobs: 2, today_failed: 0, last_hour_micro_credits: 12, lifetime_micro_credits: 12, today_energy_wh: 1, today_energy_estimated: true, demo: true },
     });
     expect(store.earnings?.today_jobs).toBe(2);
     backend.emit({ type: "pool_changed", pool: { url: "u", name: null, connected: false, demo: true, error: "gone" } });
@@ -209,5 +234,46 @@ describe("NodeStore", () => {
     if (activity?.kind === "paused" && activity.reason.kind === "user") {
       expect(activity.reason.until_ms).toBe(30 * 60_000);
     }
+  });
+
+  it("resumes anyway through a game, shows what it overrides, and lets the game pause again", async () => {
+    const backend = new InMemoryBackend();
+    const store = new NodeStore(backend);
+    await store.connect();
+    backend.external({ kind: "paused", reason: { kind: "game", name: "Doom.exe" } });
+    await store.resumeAnyway(null);
+    expect(store.status?.activity.kind).toBe("running");
+    expect(store.status?.overriding?.reason).toEqual({ kind: "game", name: "Doom.exe" });
+    expect(store.status?.overriding?.until_ms).toBeNull();
+    await store.endOverride();
+    expect(store.status?.activity).toEqual({ kind: "paused", reason: { kind: "game", name: "Doom.exe" } });
+    expect(store.status?.overriding).toBeUndefined();
+  });
+
+  it("keeps the last minutes of readings for sparklines", async () => {
+    const backend = new InMemoryBackend();
+    const now = Date.now();
+    const reading = (at: number, cpu: number): Telemetry => ({
+      at_unix_ms: at,
+      cpu_percent: cpu,
+      hearth_cpu_percent: cpu / 2,
+      logical_cores: 4,
+      ram_used_bytes: 1,
+      ram_total_bytes: 2,
+      hearth_ram_bytes: 1,
+      cpu_power_w: 10,
+      cpu_power_estimated: true,
+      cpu_temperature_c: null,
+      gpus: [],
+    });
+    backend.history = [reading(now - 10 * 60_000, 1), reading(now - 60_000, 2)];
+    const store = new NodeStore(backend);
+    await store.connect();
+    expect(store.recent.map((t) => t.cpu_percent)).toEqual([2]);
+    backend.emit({ type: "telemetry", telemetry: reading(now, 3) });
+    backend.emit({ type: "telemetry", telemetry: reading(now + 5 * 60_000, 4) });
+    // The reading five minutes before the newest is forgotten.
+    expect(store.recent.map((t) => t.cpu_percent)).toEqual([4]);
+    expect(store.telemetry?.cpu_percent).toBe(4);
   });
 });

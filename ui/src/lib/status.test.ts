@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import type { NodeStatus } from "./bindings";
-import { describeReason, detail, headline, newer } from "./status";
+import { describeReason, detail, headline, newer, overrideOffer } from "./status";
 
 const running = (revision: number): NodeStatus => ({
   activity: { kind: "running" },
@@ -56,5 +56,31 @@ describe("wording", () => {
     expect(detail(throttled)).toBe(
       "Working 50% of the time while you use the computer, so it stays smooth.",
     );
+  });
+});
+
+describe("the owner's override", () => {
+  const paused = (reason: Extract<NodeStatus["activity"], { kind: "paused" }>["reason"]): NodeStatus => ({
+    activity: { kind: "paused", reason },
+    changed_at_ms: 0,
+    revision: 1,
+  });
+  it("offers Resume anyway for a game, Skip wait for the cooldown, nothing for heat or the owner's own pause", () => {
+    expect(overrideOffer(paused({ kind: "game", name: "Doom.exe" }))).toEqual({
+      label: "Resume anyway",
+      explains: "Work while Doom.exe runs, until it closes. Your game may run slower.",
+      timed: true,
+    });
+    expect(overrideOffer(paused({ kind: "cooling_down", until_ms: 5 }))?.label).toBe("Skip wait");
+    expect(overrideOffer(paused({ kind: "temperature" }))).toBeNull();
+    expect(overrideOffer(paused({ kind: "user", source: "tray", until_ms: null }))).toBeNull();
+    expect(overrideOffer(running(0))).toBeNull();
+  });
+  it("says what is overridden while it lasts", () => {
+    const status: NodeStatus = {
+      ...running(3),
+      overriding: { reason: { kind: "game", name: "Doom.exe" }, until_ms: null, source: "window" },
+    };
+    expect(detail(status)).toBe("Working while Doom.exe runs, until it closes — you chose Resume anyway.");
   });
 });

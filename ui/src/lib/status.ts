@@ -1,6 +1,6 @@
 // Pure helpers that turn node status into what the user reads.
 
-import type { ControlSource, NodeStatus, PauseReason } from "./bindings";
+import type { ControlSource, NodeStatus, PauseOverride, PauseReason } from "./bindings";
 
 /** Keep the newer of two snapshots; events and query answers may arrive in either order. */
 export function newer(current: NodeStatus | null, incoming: NodeStatus): NodeStatus {
@@ -49,6 +49,56 @@ export function describeReason(reason: PauseReason, now: number = Date.now()): s
   }
 }
 
+/** The automatic pauses the owner may work through (heat, short GPU memory and no pool protect the machine). */
+const OVERRIDABLE: PauseReason["kind"][] = ["game", "gpu_process", "fullscreen", "schedule", "user_active", "cooling_down"];
+
+/** What the owner can do about an automatic pause: the button's words and what it does. */
+export type OverrideOffer = { label: string; explains: string; timed: boolean };
+
+/** "Resume anyway" / "Skip wait" for an automatic pause the owner may override; else null. */
+export function overrideOffer(status: NodeStatus | null): OverrideOffer | null {
+  if (status?.activity.kind !== "paused") return null;
+  const reason = status.activity.reason;
+  if (!OVERRIDABLE.includes(reason.kind)) return null;
+  switch (reason.kind) {
+    case "cooling_down":
+      return { label: "Skip wait", explains: "Start working now instead of waiting.", timed: false };
+    case "game":
+      return {
+        label: "Resume anyway",
+        explains: `Work while ${reason.name} runs, until it closes. Your game may run slower.`,
+        timed: true,
+      };
+    case "gpu_process":
+      return {
+        label: "Resume anyway",
+        explains: `Work while ${reason.name} uses the GPU, until it stops.`,
+        timed: true,
+      };
+    case "fullscreen":
+      return { label: "Resume anyway", explains: "Work behind the fullscreen window, until it closes.", timed: true };
+    case "schedule":
+      return { label: "Resume anyway", explains: "Work outside your schedule, until it allows work again.", timed: true };
+    default:
+      return { label: "Resume anyway", explains: "Work while you are at the computer.", timed: true };
+  }
+}
+
+/** "Working while Doom.exe runs, until it closes (you chose Resume anyway)". */
+export function describeOverride(o: PauseOverride): string {
+  const until = o.until_ms === null ? "" : ` until ${clock(o.until_ms)}`;
+  switch (o.reason.kind) {
+    case "cooling_down":
+      return "You skipped the wait after your game.";
+    case "game":
+      return `Working while ${o.reason.name} runs${until || ", until it closes"} — you chose Resume anyway.`;
+    case "gpu_process":
+      return `Working while ${o.reason.name} uses the GPU${until || ", until it stops"} — you chose Resume anyway.`;
+    default:
+      return `Working although ${describeReason(o.reason).replace(/^Paused:? ?/, "").toLowerCase()}${until} — you chose Resume anyway.`;
+  }
+}
+
 /** True when the node paused by itself (it resumes by itself too). */
 export function pausedAutomatically(status: NodeStatus | null): boolean {
   return status?.activity.kind === "paused" && status.activity.reason.kind !== "user";
@@ -69,7 +119,8 @@ export function headline(status: NodeStatus): "Running" | "Throttled" | "Paused"
 /** One line under the headline. */
 export function detail(status: NodeStatus, now: number = Date.now()): string {
   const activity = status.activity;
-  if (activity.kind === "running") return "Hearth may use this computer's GPU for work.";
+  if (status.overriding) return describeOverride(status.overriding);
+  if (activity.kind === "running") return "Hearth is taking work from the pool.";
   if (activity.kind === "throttled")
     return `Working ${activity.duty_percent}% of the time while you use the computer, so it stays smooth.`;
   if (activity.reason.kind === "cooling_down") return `${describeReason(activity.reason, now)}.`;
