@@ -217,6 +217,22 @@ async fn the_window_tells_the_whole_story_and_the_owner_is_in_charge() -> anyhow
         })
         .await?;
     assert!(electricity.contains("estimated"), "{electricity}");
+    let rate = app
+        .text("[data-testid=earnings-rate]")
+        .await
+        .unwrap_or_default();
+    assert!(
+        rate.contains("at the pool's rate") && rate.contains("demo credits are not paid out"),
+        "{rate}"
+    );
+    let payable = app
+        .text("[data-testid=earnings-payable]")
+        .await
+        .unwrap_or_default();
+    assert!(
+        payable.contains("pending, payable 24 h after each job"),
+        "{payable}"
+    );
     let net = app
         .text("[data-testid=earnings-net]")
         .await

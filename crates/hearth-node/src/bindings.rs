@@ -10,7 +10,7 @@ use crate::NodeConfig;
 
 use crate::status::{
     ActivityState, ControlSource, Earnings, GpuLive, JobState, JobSummary, NodeEvent, NodeStatus,
-    Overview, PauseOverride, PauseReason, PoolStatus, Telemetry,
+    Overview, PauseOverride, PauseReason, PoolStatus, PoolTerms, Telemetry,
 };
 use crate::views::{
     BackendView, BenchmarkView, EarningsReport, ExpectedEarnings, GameEntryView, GamesView,
@@ -30,6 +30,7 @@ pub fn typescript_bindings() -> String {
         (JobState::docs(), JobState::decl(&cfg)),
         (JobSummary::docs(), JobSummary::decl(&cfg)),
         (Earnings::docs(), Earnings::decl(&cfg)),
+        (PoolTerms::docs(), PoolTerms::decl(&cfg)),
         (PoolStatus::docs(), PoolStatus::decl(&cfg)),
         (GpuLive::docs(), GpuLive::decl(&cfg)),
         (Telemetry::docs(), Telemetry::decl(&cfg)),

@@ -31,5 +31,5 @@ pub use node::Node;
 pub use service::{Service, ServiceError, ServiceOptions};
 pub use status::{
     ActivityState, ControlSource, Earnings, GpuLive, JobState, JobSummary, NodeEvent, NodeStatus,
-    Overview, PauseOverride, PauseReason, PoolStatus, Telemetry,
+    Overview, PauseOverride, PauseReason, PoolStatus, PoolTerms, Telemetry,
 };

@@ -290,6 +290,18 @@ impl Service {
         &self.device
     }
 
+    /// What one credit is worth, and in which currency: the pool's rate once it told it,
+    /// else the owner's setting.
+    pub fn credit_rate(&self) -> (f64, String) {
+        match self.pool.borrow().terms.as_ref() {
+            Some(terms) => (terms.credit_value, terms.currency.clone()),
+            None => {
+                let settings = self.settings();
+                (settings.credit_value, settings.currency)
+            }
+        }
+    }
+
     /// The pool and whether it answers.
     pub fn pool(&self) -> PoolStatus {
         self.pool.borrow().clone()
@@ -302,7 +314,7 @@ impl Service {
 
     /// Today's earnings and the current rate.
     pub fn earnings(&self) -> Earnings {
-        earnings(&self.ledger, self.pool.borrow().demo)
+        earnings(&self.ledger, &self.pool.borrow())
     }
 
     /// The newest `n` jobs, newest first.
@@ -700,15 +712,23 @@ pub fn job_page(
     })
 }
 
-/// Today's totals and the last hour's credits, from the ledger's hourly table.
-pub fn earnings(ledger: &Ledger, demo: bool) -> Earnings {
+/// Today's totals, the last hour's credits, the lifetime total and what of it is payable under
+/// `pool`'s terms, from the ledger's hourly table.
+pub fn earnings(ledger: &Ledger, pool: &PoolStatus) -> Earnings {
+    let demo = pool.demo;
     let now = now_unix_ms();
     let today = ledger.totals_between(local_midnight_ms(), now + 1);
     let hour = ledger.totals_between(now.saturating_sub(MS_PER_HOUR), now + 1);
     // One entry per hour worked: small even after years.
     let lifetime = ledger.totals_between(0, now + 1);
-    match (today, hour, lifetime) {
-        (Ok(today), Ok(hour), Ok(lifetime)) => Earnings {
+    // Unknown terms: nothing is known to be payable yet.
+    let settled_before = pool
+        .terms
+        .as_ref()
+        .map_or(0, |t| now.saturating_sub(t.settlement_ms));
+    let payable = ledger.totals_between(0, settled_before);
+    match (today, hour, lifetime, payable) {
+        (Ok(today), Ok(hour), Ok(lifetime), Ok(payable)) => Earnings {
             today_micro_credits: today.micro_credits,
             today_jobs: today.jobs_completed,
             today_failed: today.jobs_failed,
@@ -716,9 +736,11 @@ pub fn earnings(ledger: &Ledger, demo: bool) -> Earnings {
             lifetime_micro_credits: lifetime.micro_credits,
             today_energy_wh: today.energy_wh,
             today_energy_estimated: today.energy_estimated,
+            pending_micro_credits: lifetime.micro_credits.saturating_sub(payable.micro_credits),
+            payable_micro_credits: payable.micro_credits,
             demo,
         },
-        (Err(error), _, _) | (_, Err(error), _) | (_, _, Err(error)) => {
+        (Err(error), ..) | (_, Err(error), ..) | (_, _, Err(error), _) | (.., Err(error)) => {
             tracing::error!(%error, "could not total the ledger");
             Earnings {
                 demo,
@@ -735,18 +757,27 @@ fn on_worker_event(
     event: WorkerEvent,
 ) {
     match event {
-        WorkerEvent::Joined { pool_name, demo } => {
+        WorkerEvent::Joined {
+            pool_name,
+            demo,
+            terms,
+        } => {
             pool.send_modify(|p| {
                 p.name = Some(pool_name);
                 p.demo = demo;
                 p.connected = true;
                 p.error = None;
+                p.terms = terms.map(|t| crate::status::PoolTerms {
+                    credit_value: t.credit_value,
+                    currency: t.currency,
+                    settlement_ms: t.settlement_ms,
+                });
             });
             node.announce(NodeEvent::PoolChanged {
                 pool: pool.borrow().clone(),
             });
             node.announce(NodeEvent::EarningsChanged {
-                earnings: earnings(ledger, demo),
+                earnings: earnings(ledger, &pool.borrow()),
             });
         }
         WorkerEvent::PoolUnreachable { error } => {
@@ -785,7 +816,7 @@ fn on_worker_event(
             });
             if paid || record.status != hearth_ledger::JobStatus::Completed {
                 node.announce(NodeEvent::EarningsChanged {
-                    earnings: earnings(ledger, pool.borrow().demo),
+                    earnings: earnings(ledger, &pool.borrow()),
                 });
             }
         }
@@ -946,4 +977,53 @@ fn energy_between(sampler: &Sampler, from: u64, to: u64) -> Option<(f64, bool)> 
         any = true;
     }
     any.then_some((total, estimated))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn paid(id: &str, ended_unix_ms: u64, micro_credits: u64) -> hearth_ledger::JobRecord {
+        let mut job =
+            hearth_ledger::JobRecord::started(id, "all-minilm-l6-v2", "embeddings", ended_unix_ms);
+        job.ended_unix_ms = Some(ended_unix_ms);
+        job.status = hearth_ledger::JobStatus::Completed;
+        job.micro_credits = micro_credits;
+        job.energy_wh = Some(0.5);
+        job.energy_estimated = true;
+        job
+    }
+
+    #[test]
+    fn earnings_split_pending_from_payable_by_the_pools_settlement_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Ledger::open(dir.path()).unwrap();
+        let now = now_unix_ms();
+        let day = 24 * MS_PER_HOUR;
+        ledger
+            .import_jobs(&[
+                paid("old", now - 3 * day, 700),
+                paid("recent", now - 2 * MS_PER_HOUR, 40),
+            ])
+            .unwrap();
+        let mut pool = PoolStatus::default();
+        // No terms yet: nothing is known to be payable.
+        let unknown = earnings(&ledger, &pool);
+        assert_eq!(unknown.lifetime_micro_credits, 740);
+        assert_eq!(
+            (unknown.pending_micro_credits, unknown.payable_micro_credits),
+            (740, 0)
+        );
+        pool.terms = Some(crate::status::PoolTerms {
+            credit_value: 0.5,
+            currency: "EUR".into(),
+            settlement_ms: day,
+        });
+        let settled = earnings(&ledger, &pool);
+        assert_eq!(
+            (settled.pending_micro_credits, settled.payable_micro_credits),
+            (40, 700)
+        );
+    }
 }

@@ -306,12 +306,20 @@ pub struct Earnings {
     pub today_energy_wh: f64,
     /// Some of `today_energy_wh` was estimated rather than measured.
     pub today_energy_estimated: bool,
+    /// Credits whose receipts are younger than the pool's settlement time: not payable yet
+    /// (counted by the hour, so within an hour of exact). All are pending while the pool's
+    /// terms are unknown.
+    #[ts(type = "number")]
+    pub pending_micro_credits: u64,
+    /// Credits past the settlement time: payable to the payout address.
+    #[ts(type = "number")]
+    pub payable_micro_credits: u64,
     /// True when the pool pays demo credits (the embedded local pool).
     pub demo: bool,
 }
 
 /// The pool this node works for.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, TS)]
 pub struct PoolStatus {
     pub url: String,
     /// The pool's own name, once it answered.
@@ -321,6 +329,19 @@ pub struct PoolStatus {
     pub demo: bool,
     /// The last error talking to it, while disconnected.
     pub error: Option<String>,
+    /// What the pool pays, once it said (older pools do not).
+    pub terms: Option<PoolTerms>,
+}
+
+/// The pool's payout terms, as it told them when the node joined.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, TS)]
+pub struct PoolTerms {
+    /// One credit in `currency`, at the pool's rate.
+    pub credit_value: f64,
+    pub currency: String,
+    /// How long after a receipt its credits become payable.
+    #[ts(type = "number")]
+    pub settlement_ms: u64,
 }
 
 /// One GPU's live readings; `None` where the board does not report a figure.

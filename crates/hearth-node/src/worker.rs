@@ -307,7 +307,11 @@ impl Default for WorkerConfig {
 #[derive(Clone, Debug)]
 pub enum WorkerEvent {
     /// Registered with the pool.
-    Joined { pool_name: String, demo: bool },
+    Joined {
+        pool_name: String,
+        demo: bool,
+        terms: Option<hearth_protocol::PayoutTerms>,
+    },
     /// The pool could not be reached or refused us; the worker retries.
     PoolUnreachable { error: String },
     /// A job was leased and recorded as running.
@@ -409,6 +413,7 @@ pub async fn run(
     events(WorkerEvent::Joined {
         pool_name: joined.pool_name.clone(),
         demo: joined.demo,
+        terms: joined.terms.clone(),
     });
     let context = Arc::new(Context {
         config,

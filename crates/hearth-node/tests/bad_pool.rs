@@ -58,6 +58,7 @@ async fn register(State(pool): State<Arc<FakePool>>) -> Response {
         pool_public_key: pool.key.public_key(),
         pool_name: "Misbehaving pool".into(),
         demo: false,
+        terms: None,
         session: None,
     })
     .into_response()

@@ -108,6 +108,10 @@ pub struct PoolConfig {
     /// How long earnings stay pending before they are payable (a node caught meanwhile has
     /// them held).
     pub settlement_ms: u64,
+    /// What one credit pays out in `currency`; told to nodes so owners see money.
+    pub credit_value: f64,
+    /// Three-letter code of the payout currency, e.g. `EUR`.
+    pub currency: String,
     /// Jobs waiting for a node, at most; a request that does not fit is answered 503 at once.
     pub max_queued_jobs: usize,
     /// Registrations (and challenges) per source address per minute.
@@ -158,6 +162,8 @@ impl Default for PoolConfig {
             trusted_nodes: Vec::new(),
             quarantine_strikes: 3,
             settlement_ms: 24 * 3600 * 1000,
+            credit_value: 1.0,
+            currency: "EUR".into(),
             max_queued_jobs: 10_000,
             registrations_per_minute: 60,
             node_body_limit_bytes: 2 << 20,
@@ -212,6 +218,15 @@ impl PoolConfig {
         }
         if !(0.0..=1.0).contains(&config.verification_share) {
             return Err("verification_share must be between 0 and 1".into());
+        }
+        if !(config.credit_value.is_finite() && (0.0..=1e6).contains(&config.credit_value)) {
+            return Err("credit_value must be between 0 and 1000000".into());
+        }
+        if config.currency.len() != 3 || !config.currency.chars().all(|c| c.is_ascii_uppercase()) {
+            return Err(format!(
+                "currency {:?}: use a three-letter code such as EUR or USD",
+                config.currency
+            ));
         }
         Ok(config)
     }

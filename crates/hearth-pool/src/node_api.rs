@@ -241,6 +241,11 @@ pub(crate) async fn register(
         pool_public_key: state.pool_key.public_key(),
         pool_name: state.config.name.clone(),
         demo: state.config.demo,
+        terms: Some(hearth_protocol::PayoutTerms {
+            credit_value: state.config.credit_value,
+            currency: state.config.currency.clone(),
+            settlement_ms: state.config.settlement_ms,
+        }),
         session: grant,
     }))
 }

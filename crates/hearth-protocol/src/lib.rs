@@ -415,6 +415,18 @@ pub struct SessionGrant {
     pub signature: String,
 }
 
+/// What the pool pays: what a credit is worth and when earnings become payable.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PayoutTerms {
+    /// One credit in `currency`, at the pool's rate.
+    pub credit_value: f64,
+    /// Three-letter currency code, e.g. `EUR`.
+    pub currency: String,
+    /// How long after a receipt its credits are payable (until then they are pending, and
+    /// held if the node is caught cheating).
+    pub settlement_ms: u64,
+}
+
 /// The pool's answer to a registration.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RegistrationReply {
@@ -424,6 +436,9 @@ pub struct RegistrationReply {
     pub pool_name: String,
     /// True for the local demo pool: credits there are not money.
     pub demo: bool,
+    /// The pool's payout terms (pools before these were published send none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub terms: Option<PayoutTerms>,
     /// Present when the registration asked for a session.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session: Option<SessionGrant>,

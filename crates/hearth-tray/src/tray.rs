@@ -65,7 +65,7 @@ impl Tray {
             shown_icon: std::cell::Cell::new(ICON_RUNNING),
         };
         tray.show_status(&service.node().status(), None);
-        tray.show_earnings(&service.earnings(), &service.settings());
+        tray.show_earnings(&service.earnings(), &service.credit_rate());
         Ok(tray)
     }
 
@@ -90,7 +90,7 @@ impl Tray {
                         }
                     }
                     Ok(NodeEvent::EarningsChanged { earnings }) => {
-                        self.show_earnings(&earnings, &service.settings());
+                        self.show_earnings(&earnings, &service.credit_rate());
                     }
                     Ok(_) => {}
                     Err(RecvError::Lagged(_)) => {
@@ -102,14 +102,14 @@ impl Tray {
         });
     }
 
-    /// Show today's earnings in the menu: money first (at the owner's value of a credit),
-    /// then credits and jobs.
-    pub fn show_earnings(&self, earnings: &Earnings, settings: &hearth_node::NodeConfig) {
+    /// Show today's earnings in the menu: money first (at `rate`: a credit's value and its
+    /// currency), then credits and jobs.
+    pub fn show_earnings(&self, earnings: &Earnings, rate: &(f64, String)) {
         let credits = earnings.today_micro_credits as f64 / 1e6;
+        let (value, currency) = rate;
         self.earnings_line.set_text(format!(
-            "Today: {:.4} {} ({credits:.6} {}credits, {} jobs)",
-            credits * settings.credit_value,
-            settings.currency,
+            "Today: {:.4} {currency} ({credits:.6} {}credits, {} jobs)",
+            credits * value,
             if earnings.demo { "demo " } else { "" },
             earnings.today_jobs
         ));

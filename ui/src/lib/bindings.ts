@@ -144,9 +144,32 @@ today_energy_wh: number,
  */
 today_energy_estimated: boolean, 
 /**
+ * Credits whose receipts are younger than the pool's settlement time: not payable yet
+ * (counted by the hour, so within an hour of exact). All are pending while the pool's
+ * terms are unknown.
+ */
+pending_micro_credits: number, 
+/**
+ * Credits past the settlement time: payable to the payout address.
+ */
+payable_micro_credits: number, 
+/**
  * True when the pool pays demo credits (the embedded local pool).
  */
 demo: boolean, };
+
+/**
+ * The pool's payout terms, as it told them when the node joined.
+ */
+export type PoolTerms = { 
+/**
+ * One credit in `currency`, at the pool's rate.
+ */
+credit_value: number, currency: string, 
+/**
+ * How long after a receipt its credits become payable.
+ */
+settlement_ms: number, };
 
 /**
  * The pool this node works for.
@@ -163,7 +186,11 @@ demo: boolean,
 /**
  * The last error talking to it, while disconnected.
  */
-error: string | null, };
+error: string | null, 
+/**
+ * What the pool pays, once it said (older pools do not).
+ */
+terms: PoolTerms | null, };
 
 /**
  * One GPU's live readings; `None` where the board does not report a figure.
