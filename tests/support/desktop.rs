@@ -13,6 +13,8 @@ pub struct Desktop {
     display: String,
     bus_address: String,
     home: tempfile::TempDir,
+    /// Variables a test added for the programs it starts from now on.
+    extra_env: std::sync::Mutex<Vec<(String, String)>>,
     // Dropped in reverse order of start: tray host, bus, X server.
     _tray_host: Owned,
     _bus: Owned,
@@ -52,6 +54,7 @@ impl Desktop {
             display,
             bus_address,
             home,
+            extra_env: std::sync::Mutex::new(Vec::new()),
             _tray_host: tray_host,
             _bus: bus,
             _xvfb: xvfb,
@@ -78,7 +81,12 @@ impl Desktop {
     /// The environment a program needs to run on this desktop.
     pub fn env(&self) -> Vec<(String, String)> {
         let dir = |name: &str| self.home.path().join(name).display().to_string();
-        vec![
+        let extra = self
+            .extra_env
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let mut env = vec![
             ("DISPLAY".into(), self.display.clone()),
             ("DBUS_SESSION_BUS_ADDRESS".into(), self.bus_address.clone()),
             ("XDG_DATA_HOME".into(), dir("data")),
@@ -90,7 +98,17 @@ impl Desktop {
             // Some libraries ignore XDG_*_HOME (the autostart plugin writes to
             // ~/.config/autostart): keep them inside this desktop too.
             ("HOME".into(), self.home.path().display().to_string()),
-        ]
+        ];
+        env.extend(extra);
+        env
+    }
+
+    /// Set `key` to `value` for every program started on this desktop from now on.
+    pub fn set_env(&self, key: &str, value: &str) {
+        self.extra_env
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push((key.into(), value.into()));
     }
 
     /// Start the app binary on this desktop directly (no WebDriver), with `args`, its output

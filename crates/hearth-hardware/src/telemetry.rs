@@ -188,9 +188,17 @@ impl GpuReadings for PlatformGpus {
             .filter(|card| card.vendor_id != crate::nvidia::NVIDIA_VENDOR)
             .map(|card| GpuReading {
                 id: format!("drm:{}", card.name),
+                // sysfs gives no marketing name: the maker, then the card and its PCI ids.
                 name: format!(
-                    "{} {:04x}:{:04x}",
-                    card.name, card.vendor_id, card.device_id
+                    "{} ({}, {:04x}:{:04x})",
+                    match card.vendor_id {
+                        0x1002 => "AMD Radeon graphics",
+                        0x8086 => "Intel graphics",
+                        _ => "Graphics card",
+                    },
+                    card.name,
+                    card.vendor_id,
+                    card.device_id
                 ),
                 utilisation_percent: card.busy_percent.map(f32::from),
                 vram_used_bytes: card.vram_used_bytes,

@@ -20,6 +20,7 @@ fn platform_readings_cover_amd_sysfs_and_nvml() {
     assert_eq!(readings.len(), 2);
     let amd = &readings[0];
     assert_eq!(amd.id, "drm:card0");
+    assert_eq!(amd.name, "AMD Radeon graphics (card0, 1002:747e)");
     assert_eq!(amd.utilisation_percent, Some(37.0));
     assert_eq!(amd.vram_used_bytes, Some(1_073_741_824));
     assert_eq!(amd.temperature_c, Some(61.0));

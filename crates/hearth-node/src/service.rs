@@ -149,8 +149,12 @@ impl Service {
         ));
 
         let sampler = if options.telemetry {
-            let gpus = PlatformGpus::new("/sys", Box::new(Nvml::default()));
-            let cpu = hearth_hardware::CpuPower::new("/sys", config.cpu_watts as f32);
+            // Where the kernel's sysfs is: /sys, unless HEARTH_SYSFS names another root (a
+            // container with the host's mounted elsewhere; tests with a recorded tree).
+            let sysfs = std::env::var_os("HEARTH_SYSFS")
+                .map_or_else(|| PathBuf::from("/sys"), PathBuf::from);
+            let gpus = PlatformGpus::new(&sysfs, Box::new(Nvml::default()));
+            let cpu = hearth_hardware::CpuPower::new(&sysfs, config.cpu_watts as f32);
             match Sampler::start(Box::new(gpus), cpu, Duration::from_secs(1)) {
                 Ok(sampler) => Some(Arc::new(sampler)),
                 Err(error) => {
