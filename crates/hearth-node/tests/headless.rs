@@ -328,6 +328,8 @@ async fn headless_node_serves_api_events_and_cli_and_stops_cleanly() {
         .args(["--data-dir"])
         .arg(data.path())
         .args(["resume", "--anyway"])
+        // As an owner's terminal: no backtrace asked for (the test harness may set one).
+        .env_remove("RUST_BACKTRACE")
         .output()
         .unwrap();
     assert_eq!(refused.status.code(), Some(1));
