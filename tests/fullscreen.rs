@@ -7,8 +7,8 @@
 use std::time::Duration;
 
 use hearth_e2e::{Desktop, wait_for};
-use hearth_node::policy::PolicyConfig;
-use hearth_node::watcher::{Watcher, WatcherConfig};
+use hearth_node::pause::policy::PolicyConfig;
+use hearth_node::pause::watcher::{Watcher, WatcherConfig};
 use hearth_node::{ActivityState, Node, PauseReason};
 use x11rb::connection::Connection;
 use x11rb::protocol::xproto::{AtomEnum, ConnectionExt, CreateWindowAux, PropMode, WindowClass};

@@ -15,8 +15,8 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use hearth_node::watcher::{Watcher, WatcherConfig};
-use hearth_node::{Node, policy::PolicyConfig};
+use hearth_node::pause::watcher::{Watcher, WatcherConfig};
+use hearth_node::{Node, pause::policy::PolicyConfig};
 
 /// CPU time of every thread named `hearth-watcher` in this process, in nanoseconds.
 fn watcher_cpu_ns() -> u64 {

@@ -76,7 +76,7 @@ pub struct NodeConfig {
     /// …and resume at or below this one.
     pub temperature_resume_c: f32,
     /// When Hearth may work, e.g. `["mon-fri 18:00-08:00", "weekends 00:00-24:00"]`
-    /// (local time); empty: any time. See [`crate::schedule`].
+    /// (local time); empty: any time. See [`crate::pause::schedule`].
     pub schedule: Vec<String>,
     /// Where the pool pays out (its own format, e.g. a wallet address); empty: not set.
     pub payout_address: String,
@@ -257,7 +257,7 @@ impl NodeConfig {
                 ),
             ));
         }
-        crate::schedule::Schedule::parse(&self.schedule)
+        crate::pause::schedule::Schedule::parse(&self.schedule)
             .map_err(|e| invalid("schedule", e.to_string()))?;
         if !(5..=86_400).contains(&self.away_after_s) {
             return Err(invalid(

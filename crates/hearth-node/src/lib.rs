@@ -5,24 +5,20 @@
 //! they call [`Node`] and render the [`NodeEvent`]s it broadcasts.
 //!
 //! [`worker`] joins a pool and runs its jobs with [`executor::Executor`] (Hearth's models),
-//! recording every job and receipt in the ledger (`hearth-ledger`). [`policy`] decides when
+//! recording every job and receipt in the ledger (`hearth-ledger`). [`pause`] decides when
 //! the node works, throttles or pauses for its owner.
 
 mod bindings;
 pub mod config;
 pub mod diagnostics;
 pub mod executor;
-pub mod games;
-pub mod gpu_use;
 mod node;
-pub mod policy;
+pub mod pause;
 pub mod resources;
-pub mod schedule;
 pub mod server;
 pub mod service;
 mod status;
 pub mod views;
-pub mod watcher;
 pub mod worker;
 
 pub use bindings::typescript_bindings;

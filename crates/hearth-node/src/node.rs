@@ -119,7 +119,7 @@ impl Node {
         })
     }
 
-    /// Stop taking work for `duration`, then resume by itself (see [`Node::expire_pause`]).
+    /// Stop taking work for `duration`, then resume by itself (see [`Node::expire_timed`]).
     pub fn pause_for(&self, source: ControlSource, duration: std::time::Duration) -> NodeStatus {
         let until = unix_millis().saturating_add(duration.as_millis() as u64);
         self.update(|inputs| {
@@ -147,10 +147,49 @@ impl Node {
         })
     }
 
+    /// The next moment something the owner timed ends (their pause, their "Resume anyway"),
+    /// in ms since the Unix epoch; `None` when nothing is timed.
+    pub fn next_deadline_ms(&self) -> Option<u64> {
+        let inputs = self.shared.inputs.lock().unwrap_or_else(|e| e.into_inner());
+        let pause = inputs.user.and_then(|(_, until)| until);
+        let anyway = inputs.overriding.as_ref().and_then(|o| o.until_ms);
+        pause.into_iter().chain(anyway).min()
+    }
+
+    /// Keep the owner's timed pauses and overrides to their time, on a timer of their own
+    /// (independent of the pause watcher: a node without one still resumes after "pause for
+    /// 30 minutes"). The task holds a handle to the node and runs until aborted (the service
+    /// aborts its tasks when it stops).
+    pub fn expire_timed(&self) -> tokio::task::JoinHandle<()> {
+        let node = self.clone();
+        let mut status = node.watch_status();
+        tokio::spawn(async move {
+            loop {
+                status.borrow_and_update();
+                let wait = node.next_deadline_ms().map(|deadline| {
+                    std::time::Duration::from_millis(deadline.saturating_sub(unix_millis()))
+                });
+                let changed = match wait {
+                    Some(wait) => tokio::select! {
+                        changed = status.changed() => changed,
+                        () = tokio::time::sleep(wait) => {
+                            node.expire_pause(unix_millis());
+                            Ok(())
+                        }
+                    },
+                    None => status.changed().await,
+                };
+                if changed.is_err() {
+                    break;
+                }
+            }
+        })
+    }
+
     /// "Resume anyway" (or "Skip wait" during the wait after a game): work through the
     /// automatic pause in force until its reason ends, or until `until_ms` where given.
     /// Refused, with the reason in words, when the node is not paused automatically or the
-    /// pause is not the owner's to override (heat, short GPU memory, no pool).
+    /// pause is not the owner's to override (heat, short GPU memory).
     pub fn resume_anyway(
         &self,
         source: ControlSource,
@@ -484,6 +523,36 @@ mod tests {
         }
         assert_eq!(seen, final_revision);
         assert_eq!(last, final_revision);
+    }
+
+    #[tokio::test]
+    async fn timed_pauses_and_overrides_end_on_their_own_timer() {
+        let node = Node::new();
+        let timer = node.expire_timed();
+        let mut status = node.watch_status();
+        assert_eq!(node.next_deadline_ms(), None);
+        node.pause_for(ControlSource::Cli, std::time::Duration::from_millis(150));
+        assert!(node.next_deadline_ms().is_some());
+        // No watcher runs here: the timer alone ends the pause.
+        tokio::time::timeout(std::time::Duration::from_secs(5), async {
+            while status.borrow_and_update().activity.is_paused() {
+                status.changed().await.unwrap();
+            }
+        })
+        .await
+        .expect("the timed pause ended by itself");
+        node.set_policy(Some(PauseReason::Game { name: "g".into() }), 100);
+        let until = unix_millis() + 150;
+        node.resume_anyway(ControlSource::Cli, Some(until)).unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(5), async {
+            while !status.borrow_and_update().activity.is_paused() {
+                status.changed().await.unwrap();
+            }
+        })
+        .await
+        .expect("the timed override ended by itself");
+        assert_eq!(node.status().overriding, None);
+        timer.abort();
     }
 
     #[tokio::test]

@@ -80,7 +80,7 @@ pub struct Service {
     executor: Arc<Executor>,
     stop: watch::Sender<bool>,
     /// The pause watcher (dropping it stops it); new pause rules reconfigure it.
-    watcher: std::sync::Mutex<Option<crate::watcher::Watcher>>,
+    watcher: std::sync::Mutex<Option<crate::pause::watcher::Watcher>>,
     worker: std::sync::Mutex<Option<JoinHandle<Result<(), WorkerError>>>>,
     tasks: Vec<JoinHandle<()>>,
     data_dir: PathBuf,
@@ -175,6 +175,7 @@ impl Service {
         tasks.push(record_state_changes(&node, Arc::clone(&ledger)));
         let (paused_tx, paused) = watch::channel(node.status().activity.is_paused());
         let (duty_tx, duty) = watch::channel(100u8);
+        tasks.push(node.expire_timed());
         tasks.push(follow_pause_state(
             &node,
             paused_tx,
@@ -184,7 +185,7 @@ impl Service {
         ));
         // The pause policy always runs (temperature limits hold even with detection off).
         let watcher_config = watcher_config(&config);
-        let watcher = match crate::watcher::Watcher::start(node.clone(), watcher_config) {
+        let watcher = match crate::pause::watcher::Watcher::start(node.clone(), watcher_config) {
             Ok(watcher) => Some(watcher),
             Err(error) => {
                 tracing::error!(%error, "automatic pausing is off: the watcher did not start");
@@ -196,7 +197,7 @@ impl Service {
                 sampler,
                 Arc::clone(&ledger),
             ));
-            let inputs = watcher.as_ref().map(crate::watcher::Watcher::inputs);
+            let inputs = watcher.as_ref().map(crate::pause::watcher::Watcher::inputs);
             // Memory pressure matters only where the models run on a GPU.
             let vram = (config.vram_min_free_mib > 0
                 && executor.device().backend == hearth_inference::ComputeBackend::Wgpu
@@ -205,7 +206,7 @@ impl Service {
                     .adapter
                     .as_ref()
                     .is_some_and(|a| a.is_hardware))
-            .then(|| crate::policy::VramGuard::new(config.vram_min_free_mib << 20));
+            .then(|| crate::pause::policy::VramGuard::new(config.vram_min_free_mib << 20));
             tasks.push(forward_telemetry(
                 &node,
                 sampler,
@@ -477,7 +478,7 @@ impl Service {
                 tracing::error!(%error, "could not read the state changes");
                 Vec::new()
             });
-        crate::views::GamesView::new(&crate::games::GameList::builtin(), &config, &changes)
+        crate::views::GamesView::new(&crate::pause::games::GameList::builtin(), &config, &changes)
     }
 
     /// Resource use over the last `span_ms`, oldest first (see [`crate::resources::history`]).
@@ -535,10 +536,10 @@ fn local_midnight_ms() -> u64 {
 }
 
 /// How the pause watcher runs for `config`.
-fn watcher_config(config: &NodeConfig) -> crate::watcher::WatcherConfig {
-    crate::watcher::WatcherConfig {
+fn watcher_config(config: &NodeConfig) -> crate::pause::watcher::WatcherConfig {
+    crate::pause::watcher::WatcherConfig {
         interval: Duration::from_millis(config.watch_interval_ms),
-        policy: crate::policy::PolicyConfig {
+        policy: crate::pause::policy::PolicyConfig {
             cooldown: Duration::from_secs(config.game_cooldown_s),
             temperature_stop_c: config.temperature_stop_c,
             temperature_resume_c: config.temperature_resume_c,
@@ -551,20 +552,20 @@ fn watcher_config(config: &NodeConfig) -> crate::watcher::WatcherConfig {
         active_for: (config.idle_only || config.throttle_when_active_percent < 100)
             .then(|| Duration::from_secs(config.away_after_s)),
         games: config.detect_games.then(|| {
-            crate::games::GameList::builtin()
+            crate::pause::games::GameList::builtin()
                 .without(&config.games_off)
                 .with_user_entries(&config.games)
         }),
         fullscreen: config.detect_fullscreen,
         gpu_use: config
             .detect_gpu_processes
-            .then(crate::gpu_use::GpuUseConfig::default),
+            .then(crate::pause::gpu_use::GpuUseConfig::default),
         nvidia: config
             .detect_gpu_processes
             .then(|| Arc::new(Nvml::default()) as Arc<dyn hearth_hardware::NvidiaSource>),
         // Validated when the settings were read.
-        schedule: crate::schedule::Schedule::parse(&config.schedule).unwrap_or_default(),
-        ..crate::watcher::WatcherConfig::default()
+        schedule: crate::pause::schedule::Schedule::parse(&config.schedule).unwrap_or_default(),
+        ..crate::pause::watcher::WatcherConfig::default()
     }
 }
 
@@ -894,8 +895,8 @@ fn follow_pause_state(
 fn forward_telemetry(
     node: &Node,
     sampler: &Sampler,
-    policy: Option<crate::watcher::PolicyInputs>,
-    vram: Option<crate::policy::VramGuard>,
+    policy: Option<crate::pause::watcher::PolicyInputs>,
+    vram: Option<crate::pause::policy::VramGuard>,
     executor: Arc<Executor>,
 ) -> JoinHandle<()> {
     let mut samples = sampler.subscribe();
@@ -912,7 +913,7 @@ fn forward_telemetry(
                         .filter_map(|g| g.temperature_c)
                         .reduce(f32::max);
                     if let (Some(policy), Some(celsius)) = (&policy, hottest) {
-                        policy.send(crate::policy::Input::Temperature(celsius));
+                        policy.send(crate::pause::policy::Input::Temperature(celsius));
                     }
                     if let (Some(policy), Some(guard)) = (&policy, &mut vram) {
                         let ours = executor.device().adapter.as_ref().map(|a| a.name.as_str());
@@ -930,7 +931,7 @@ fn forward_telemetry(
                             );
                             if short != was_short {
                                 tracing::info!(short, gpu = %gpu.name, "GPU memory pressure changed");
-                                policy.send(crate::policy::Input::VramPressure(short));
+                                policy.send(crate::pause::policy::Input::VramPressure(short));
                                 was_short = short;
                             }
                         }

@@ -47,8 +47,6 @@ pub enum PauseReason {
     Schedule,
     /// "Only when I'm away" and the owner is at the computer.
     UserActive,
-    /// The pool cannot be reached.
-    PoolDown,
     /// A game (or GPU program, or fullscreen window) just ended: waiting a little in case it
     /// comes back.
     CoolingDown {
@@ -85,14 +83,13 @@ impl PauseReason {
             PauseReason::VramPressure => "GPU memory is short".into(),
             PauseReason::Schedule => "outside your schedule".into(),
             PauseReason::UserActive => "you are at the computer".into(),
-            PauseReason::PoolDown => "the pool cannot be reached".into(),
             PauseReason::CoolingDown { .. } => "resuming shortly after your game".into(),
         }
     }
 
     /// Whether the owner may work through this pause with "Resume anyway" (or "Skip wait").
-    /// Heat, short GPU memory and an unreachable pool are not theirs to override: working
-    /// through them would harm the card, crash the game or fail every job.
+    /// Heat and short GPU memory are not theirs to override: working through them would harm
+    /// the card or crash the game.
     pub fn can_override(&self) -> bool {
         matches!(
             self,

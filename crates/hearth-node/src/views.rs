@@ -293,7 +293,7 @@ impl GamesView {
     /// The view of the built-in `list` with `config`'s switches and own entries, and the games
     /// among `changes` (state changes, any order).
     pub fn new(
-        list: &crate::games::GameList,
+        list: &crate::pause::games::GameList,
         config: &crate::NodeConfig,
         changes: &[crate::NodeStatus],
     ) -> Self {

@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use hearth_node::games::GameList;
+use hearth_node::pause::games::GameList;
 
 #[test]
 fn a_running_game_process_is_found_and_its_exit_noticed() {

@@ -125,7 +125,7 @@ impl Tray {
                     PauseReason::User { .. } => "Resume",
                     PauseReason::CoolingDown { .. } => "Skip wait",
                     automatic if automatic.can_override() => "Resume anyway",
-                    // Heat, short GPU memory, no pool: it resumes by itself.
+                    // Heat or short GPU memory: it resumes by itself.
                     _ => {
                         toggle_enabled = false;
                         "Resumes by itself"

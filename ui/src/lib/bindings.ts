@@ -21,7 +21,7 @@ until_ms: number | null, } | { "kind": "game",
 /**
  * The game's program, e.g. "Cyberpunk2077.exe".
  */
-name: string, } | { "kind": "gpu_process", name: string, } | { "kind": "fullscreen" } | { "kind": "temperature" } | { "kind": "vram_pressure" } | { "kind": "schedule" } | { "kind": "user_active" } | { "kind": "pool_down" } | { "kind": "cooling_down", 
+name: string, } | { "kind": "gpu_process", name: string, } | { "kind": "fullscreen" } | { "kind": "temperature" } | { "kind": "vram_pressure" } | { "kind": "schedule" } | { "kind": "user_active" } | { "kind": "cooling_down", 
 /**
  * When work resumes, in milliseconds since the Unix epoch.
  */
@@ -460,7 +460,7 @@ temperature_stop_c: number,
 temperature_resume_c: number, 
 /**
  * When Hearth may work, e.g. `["mon-fri 18:00-08:00", "weekends 00:00-24:00"]`
- * (local time); empty: any time. See [`crate::schedule`].
+ * (local time); empty: any time. See [`crate::pause::schedule`].
  */
 schedule: Array<string>, 
 /**

@@ -40,8 +40,6 @@ export function describeReason(reason: PauseReason, now: number = Date.now()): s
       return "Paused: outside your schedule";
     case "user_active":
       return "Paused while you are at the computer";
-    case "pool_down":
-      return "Paused: the pool cannot be reached";
     case "cooling_down": {
       const seconds = Math.max(0, Math.ceil((reason.until_ms - now) / 1000));
       return `Your game ended; resuming in ${Math.floor(seconds / 60)}:${String(seconds % 60).padStart(2, "0")}`;
@@ -49,7 +47,7 @@ export function describeReason(reason: PauseReason, now: number = Date.now()): s
   }
 }
 
-/** The automatic pauses the owner may work through (heat, short GPU memory and no pool protect the machine). */
+/** The automatic pauses the owner may work through (heat and short GPU memory protect the machine). */
 const OVERRIDABLE: PauseReason["kind"][] = ["game", "gpu_process", "fullscreen", "schedule", "user_active", "cooling_down"];
 
 /** What the owner can do about an automatic pause: the button's words and what it does. */

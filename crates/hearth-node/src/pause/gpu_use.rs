@@ -111,7 +111,7 @@ impl GpuUseMonitor {
         // Listing `/proc` is the dearest part: new and ended processes are found every few
         // samples; in between only the processes already known are looked at.
         let pids: Vec<u32> = if self.samples % LIST_EVERY == 1 {
-            let pids = crate::games::process_ids(&self.config.procfs);
+            let pids = crate::pause::games::process_ids(&self.config.procfs);
             let alive: std::collections::HashSet<u32> = pids.iter().copied().collect();
             self.tracked.retain(|pid, _| alive.contains(pid));
             pids

@@ -12,9 +12,9 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::games::{GameList, ProcessScanner};
-use crate::gpu_use::{GpuUseConfig, GpuUseMonitor};
-use crate::policy::{Blocker, Input, Policy, PolicyConfig, PolicyState};
+use crate::pause::games::{GameList, ProcessScanner};
+use crate::pause::gpu_use::{GpuUseConfig, GpuUseMonitor};
+use crate::pause::policy::{Blocker, Input, Policy, PolicyConfig, PolicyState};
 use crate::{Node, PauseReason};
 
 /// How the watcher runs.
@@ -36,7 +36,7 @@ pub struct WatcherConfig {
     /// The X display to ask (`None`: `$DISPLAY`).
     pub display: Option<String>,
     /// When work is allowed.
-    pub schedule: crate::schedule::Schedule,
+    pub schedule: crate::pause::schedule::Schedule,
     /// Watch keyboard and mouse (X11): the user counts as active until this long after their
     /// last input. `None`: not watched.
     pub active_for: Option<Duration>,
@@ -59,7 +59,7 @@ impl Default for WatcherConfig {
             procfs: PathBuf::from("/proc"),
             fullscreen: true,
             display: None,
-            schedule: crate::schedule::Schedule::default(),
+            schedule: crate::pause::schedule::Schedule::default(),
             active_for: None,
             gpu_use: Some(GpuUseConfig::default()),
             nvidia: None,
@@ -255,7 +255,6 @@ fn run(node: &Node, config: WatcherConfig, inbox: &mpsc::Receiver<Message>) {
         }
         policy.tick(now);
         publish(node, &policy, &mut last, now);
-        node.expire_pause(hearth_protocol::now_unix_ms());
         // Wait for the next look, acting on observations from elsewhere as they come.
         let interval = if node.status().activity.is_paused() {
             config.interval.max(config.paused_interval)
@@ -325,8 +324,6 @@ pub fn pause_reason(state: &PolicyState, now: Instant) -> Option<PauseReason> {
         return None;
     };
     Some(match reason {
-        // The owner's pause is the node's own business, not the policy's.
-        Blocker::User => return None,
         Blocker::Game(name) => PauseReason::Game { name: name.clone() },
         Blocker::GpuProcess(name) => PauseReason::GpuProcess { name: name.clone() },
         Blocker::Fullscreen => PauseReason::Fullscreen,
@@ -334,7 +331,6 @@ pub fn pause_reason(state: &PolicyState, now: Instant) -> Option<PauseReason> {
         Blocker::VramPressure => PauseReason::VramPressure,
         Blocker::Schedule => PauseReason::Schedule,
         Blocker::UserActive => PauseReason::UserActive,
-        Blocker::PoolDown => PauseReason::PoolDown,
         Blocker::CoolingDown => {
             let left = until.map_or(Duration::ZERO, |u| u.saturating_duration_since(now));
             PauseReason::CoolingDown {
@@ -402,7 +398,7 @@ mod tests {
 
     #[test]
     fn a_program_keeping_the_gpu_busy_pauses_the_node_until_it_goes_idle() {
-        use crate::gpu_use::fake_procfs::{process, set_busy};
+        use crate::pause::gpu_use::fake_procfs::{process, set_busy};
         let dir = tempfile::tempdir().unwrap();
         let procfs = dir.path().to_path_buf();
         process(&procfs, 4242, "blender", 1, Some(0));
@@ -492,7 +488,7 @@ mod tests {
         );
         watcher
             .reconfigure(WatcherConfig {
-                schedule: crate::schedule::Schedule::parse(&[window]).unwrap(),
+                schedule: crate::pause::schedule::Schedule::parse(&[window]).unwrap(),
                 ..quiet.clone()
             })
             .unwrap();
@@ -531,7 +527,7 @@ mod tests {
             WatcherConfig {
                 games: None,
                 fullscreen: false,
-                schedule: crate::schedule::Schedule::parse(&[entry]).unwrap(),
+                schedule: crate::pause::schedule::Schedule::parse(&[entry]).unwrap(),
                 ..WatcherConfig::default()
             },
         )

@@ -1,6 +1,7 @@
 //! The pause policy as a pure state machine: what the host is doing (games, other programs on
-//! the GPU, a fullscreen window, activity, temperature, memory pressure, the schedule, the
-//! user's own pause) goes in; the node's state and the actions to take come out. Time is
+//! the GPU, a fullscreen window, activity, temperature, memory pressure, the schedule) goes in;
+//! the automatic pause and the actions to take come out. The owner's own pause is not the
+//! policy's: [`crate::Node`] keeps it (with their "Resume anyway"), over the policy's verdict. Time is
 //! passed in, so every transition and every hysteresis is tested without waiting.
 //!
 //! Rules:
@@ -11,8 +12,6 @@
 //!   does not bounce the node in and out).
 //! - Temperature has hysteresis: pause at [`PolicyConfig::temperature_stop_c`], resume at or
 //!   below [`PolicyConfig::temperature_resume_c`].
-//! - The user's pause lasts until its end time or until they resume; resuming lifts only their
-//!   own pause, never a game's.
 //! - With nothing blocking: in idle-only mode an active user pauses the node; otherwise an active
 //!   user throttles it to [`PolicyConfig::throttle_when_active`] (when set).
 
@@ -74,18 +73,11 @@ pub enum Input {
     VramPressure(bool),
     /// The weekly schedule allows work now.
     ScheduleAllows(bool),
-    /// The user paused, until a time or (`None`) until they resume.
-    UserPause {
-        until: Option<Instant>,
-    },
-    UserResume,
-    PoolReachable(bool),
 }
 
 /// Why the node is paused, most important first.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Blocker {
-    User,
     Game(String),
     GpuProcess(String),
     Fullscreen,
@@ -94,7 +86,6 @@ pub enum Blocker {
     Schedule,
     /// Idle-only mode and the user is here.
     UserActive,
-    PoolDown,
     /// Waiting out the cooldown after a game (or GPU program, or fullscreen window) ended.
     CoolingDown,
 }
@@ -138,9 +129,6 @@ pub struct Policy {
     hot: bool,
     vram_pressure: bool,
     schedule_allows: bool,
-    /// `Some(None)`: paused until resumed; `Some(Some(t))`: until `t`.
-    user_pause: Option<Option<Instant>>,
-    pool_up: bool,
     /// When the last game-like blocker went away, while the cooldown runs.
     quiet_since: Option<Instant>,
     state: PolicyState,
@@ -158,8 +146,6 @@ impl Policy {
             hot: false,
             vram_pressure: false,
             schedule_allows: true,
-            user_pause: None,
-            pool_up: true,
             quiet_since: None,
             state: PolicyState::Running,
         }
@@ -197,9 +183,6 @@ impl Policy {
             }
             Input::VramPressure(on) => self.vram_pressure = on,
             Input::ScheduleAllows(yes) => self.schedule_allows = yes,
-            Input::UserPause { until } => self.user_pause = Some(until),
-            Input::UserResume => self.user_pause = None,
-            Input::PoolReachable(up) => self.pool_up = up,
         }
         match (had_game_like, self.game_like().is_some()) {
             (true, false) => self.quiet_since = Some(now),
@@ -209,7 +192,7 @@ impl Policy {
         self.evaluate(now)
     }
 
-    /// Let time pass: ends cooldowns and timed user pauses.
+    /// Let time pass: ends cooldowns.
     pub fn tick(&mut self, now: Instant) -> Vec<Action> {
         self.evaluate(now)
     }
@@ -226,12 +209,6 @@ impl Policy {
 
     /// The most important reason not to work now, and until when where known.
     fn blocker(&mut self, now: Instant) -> Option<(Blocker, Option<Instant>)> {
-        if let Some(until) = self.user_pause {
-            match until {
-                Some(t) if t <= now => self.user_pause = None,
-                _ => return Some((Blocker::User, until)),
-            }
-        }
         if let Some(blocker) = self.game_like() {
             return Some((blocker, None));
         }
@@ -243,7 +220,6 @@ impl Policy {
                 self.config.idle_only && self.user_active,
                 Blocker::UserActive,
             ),
-            (!self.pool_up, Blocker::PoolDown),
         ];
         if let Some((_, blocker)) = checks.into_iter().find(|(on, _)| *on) {
             return Some((blocker, None));
@@ -472,35 +448,6 @@ mod tests {
     }
 
     #[test]
-    fn the_users_pause_lasts_until_its_end_or_resume_and_never_lifts_a_game() {
-        let t0 = Instant::now();
-        let mut p = Policy::new(PolicyConfig::default());
-        let until = secs(t0, 1800);
-        assert_eq!(p.handle(Input::UserPause { until: Some(until) }, t0), PAUSE);
-        assert_eq!(
-            p.state(),
-            &PolicyState::Paused {
-                reason: Blocker::User,
-                until: Some(until)
-            }
-        );
-        assert!(p.tick(secs(t0, 1799)).is_empty());
-        assert_eq!(p.tick(until)[0], Action::StartLeasing);
-
-        p.handle(Input::UserPause { until: None }, secs(t0, 2000));
-        assert!(p.tick(secs(t0, 99_999)).is_empty(), "until resumed");
-        p.handle(game("g"), secs(t0, 100_000));
-        assert!(p.handle(Input::UserResume, secs(t0, 100_001)).is_empty());
-        assert_eq!(
-            p.state(),
-            &PolicyState::Paused {
-                reason: Blocker::Game("g".into()),
-                until: None
-            }
-        );
-    }
-
-    #[test]
     fn an_active_user_throttles_or_in_idle_only_mode_pauses() {
         let t0 = Instant::now();
         let mut p = Policy::new(PolicyConfig::default());
@@ -530,7 +477,6 @@ mod tests {
         let t0 = Instant::now();
         let mut p = Policy::new(PolicyConfig::default());
         p.handle(Input::ScheduleAllows(false), t0);
-        p.handle(Input::PoolReachable(false), t0);
         p.handle(Input::VramPressure(true), t0);
         p.handle(game("g"), t0);
         let reason = |p: &Policy| match p.state() {
@@ -543,8 +489,6 @@ mod tests {
         p.handle(Input::VramPressure(false), t0);
         assert_eq!(reason(&p), Blocker::Schedule);
         p.handle(Input::ScheduleAllows(true), t0);
-        assert_eq!(reason(&p), Blocker::PoolDown);
-        p.handle(Input::PoolReachable(true), t0);
         assert_eq!(reason(&p), Blocker::CoolingDown);
     }
 }

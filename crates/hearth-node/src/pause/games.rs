@@ -39,7 +39,7 @@ impl GameList {
     /// The list that ships with Hearth.
     pub fn builtin() -> Self {
         // The file is part of the source; a parse failure is caught by the tests.
-        toml::from_str(include_str!("../games.toml")).unwrap_or_default()
+        toml::from_str(include_str!("../../games.toml")).unwrap_or_default()
     }
 
     /// Leave out the built-in entries (folders or names) the owner turned off.

@@ -1,0 +1,19 @@
+//! When the node steps aside for its owner: everything that decides an automatic pause or a
+//! throttle. The owner's own pause and their "Resume anyway" live in [`crate::Node`], which
+//! puts the two together into the one state the app shows ([`crate::ActivityState`]).
+//!
+//! - [`policy`]: the state machine; observations in, the automatic pause and actions out.
+//! - [`watcher`]: the thread that makes the observations and publishes the policy's verdict.
+//! - the sources it watches: [`games`] (processes on the game list), [`gpu_use`] (other
+//!   programs busy on the GPU), [`schedule`] (the owner's weekly windows); the desktop's
+//!   fullscreen window and idle time come from `hearth-desktop`, GPU temperature and memory
+//!   from telemetry.
+//!
+//! A new trigger is a new [`policy::Input`] and [`policy::Blocker`], its source in the watcher
+//! (or sent in through [`watcher::PolicyInputs`]), its setting, and its [`crate::PauseReason`].
+
+pub mod games;
+pub mod gpu_use;
+pub mod policy;
+pub mod schedule;
+pub mod watcher;
