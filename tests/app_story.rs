@@ -257,7 +257,7 @@ async fn the_window_tells_the_whole_story_and_the_owner_is_in_charge() -> anyhow
     let detail = app.text(DETAIL).await.unwrap_or_default();
     assert_eq!(
         detail,
-        "Working while Cyberpunk2077.exe runs, until it closes — you chose Resume anyway."
+        "Working while Cyberpunk2077.exe runs, until it ends — you chose Resume anyway."
     );
     let tray = wait_for("the tray menu", Duration::from_secs(10), || async {
         TrayMenu::find(&desktop).ok().flatten()

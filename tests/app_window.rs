@@ -25,7 +25,7 @@ async fn pause_and_resume_from_the_window_reach_the_tray() -> anyhow::Result<()>
     let detail = app
         .wait_for_text("[data-testid=state-detail]", |t| !t.is_empty())
         .await?;
-    assert_eq!(detail, "Paused from this window. No new work will start.");
+    assert_eq!(detail, "Paused from the window. No new work will start.");
     assert_eq!(
         app.text("[data-testid=toggle-button]").await.as_deref(),
         Some("Resume")

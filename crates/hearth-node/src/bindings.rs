@@ -66,6 +66,17 @@ pub fn typescript_bindings() -> String {
         out.push_str(&declaration);
         out.push('\n');
     }
+    // The state's wording, written once in Rust (`status::PAUSE_WORDING`).
+    out.push_str("\n/** How the node's state reads (from Rust's `PAUSE_WORDING`); `{name}`-style placeholders. */\n");
+    out.push_str("export const PAUSE_WORDING: Readonly<Record<string, string>> = {\n");
+    for (key, text) in crate::status::PAUSE_WORDING {
+        out.push_str(&format!(
+            "  {}: {},\n",
+            serde_json::to_string(key).unwrap_or_default(),
+            serde_json::to_string(text).unwrap_or_default()
+        ));
+    }
+    out.push_str("};\n");
     out
 }
 

@@ -56,34 +56,134 @@ pub enum PauseReason {
     },
 }
 
+/// How the node's state reads, written once for every frontend: the tray and the CLI through
+/// [`PauseReason::describe`] and [`PauseOverride::describe`], the window through the generated
+/// bindings (`PAUSE_WORDING` in `bindings.ts`). Keys are the reasons' `kind`s; `override.*` are
+/// the owner's "Resume anyway"; `place.*` where they clicked. Placeholders: `{name}` a
+/// program, `{place}`, `{until}` a clock time, `{when}` when work resumes.
+pub const PAUSE_WORDING: &[(&str, &str)] = &[
+    ("running", "running"),
+    (
+        "throttled",
+        "working {percent}% of the time while you use the computer",
+    ),
+    ("user", "paused from {place}"),
+    ("user_until", "paused from {place} until {until}"),
+    ("game", "{name} is running"),
+    ("gpu_process", "{name} is using the GPU"),
+    ("fullscreen", "a fullscreen window is open"),
+    ("temperature", "the GPU is too hot"),
+    ("vram_pressure", "GPU memory is short"),
+    ("schedule", "outside your schedule"),
+    ("user_active", "you are at the computer"),
+    ("cooling_down", "your game ended; resuming {when}"),
+    ("place.window", "the window"),
+    ("place.tray", "the tray"),
+    ("place.cli", "the command line"),
+    ("override.game", "working while {name} runs"),
+    ("override.gpu_process", "working while {name} uses the GPU"),
+    (
+        "override.fullscreen",
+        "working behind the fullscreen window",
+    ),
+    ("override.schedule", "working outside your schedule"),
+    (
+        "override.user_active",
+        "working while you are at the computer",
+    ),
+    (
+        "override.cooling_down",
+        "you skipped the wait after your game",
+    ),
+    ("override.until", "{what}, until {until}"),
+    ("override.until_it_ends", "{what}, until it ends"),
+];
+
+/// The wording for `key`, with `{placeholder}`s replaced by `values`.
+fn worded(key: &str, values: &[(&str, &str)]) -> String {
+    let template = PAUSE_WORDING
+        .iter()
+        .find(|(k, _)| *k == key)
+        .map_or(key, |(_, text)| text);
+    values
+        .iter()
+        .fold(template.to_owned(), |text, (name, value)| {
+            text.replace(&format!("{{{name}}}"), value)
+        })
+}
+
+/// A clock time ("14:30") in the local time zone.
+fn clock(unix_ms: u64) -> Option<String> {
+    use chrono::TimeZone;
+    chrono::Local
+        .timestamp_millis_opt(i64::try_from(unix_ms).ok()?)
+        .single()
+        .map(|at| at.format("%H:%M").to_string())
+}
+
+impl NodeStatus {
+    /// The state in one line for the tray and the CLI: "running", "working 50% of the time
+    /// while you use the computer", or why it is paused; the owner's override after a colon.
+    pub fn describe(&self) -> String {
+        let state = match &self.activity {
+            ActivityState::Running => worded("running", &[]),
+            ActivityState::Throttled { duty_percent } => {
+                worded("throttled", &[("percent", &duty_percent.to_string())])
+            }
+            ActivityState::Paused { reason } => reason.describe(),
+        };
+        match &self.overriding {
+            Some(o) => format!("{state}: {}", o.describe()),
+            None => state,
+        }
+    }
+}
+
+impl ControlSource {
+    fn key(self) -> &'static str {
+        match self {
+            ControlSource::Window => "place.window",
+            ControlSource::Tray => "place.tray",
+            ControlSource::Cli => "place.cli",
+        }
+    }
+}
+
 impl PauseReason {
-    /// A short sentence for a status line, e.g. "paused from the tray".
+    /// The reason's `kind`, as serialised (the wording's key).
+    fn kind(&self) -> &'static str {
+        match self {
+            PauseReason::User { .. } => "user",
+            PauseReason::Game { .. } => "game",
+            PauseReason::GpuProcess { .. } => "gpu_process",
+            PauseReason::Fullscreen => "fullscreen",
+            PauseReason::Temperature => "temperature",
+            PauseReason::VramPressure => "vram_pressure",
+            PauseReason::Schedule => "schedule",
+            PauseReason::UserActive => "user_active",
+            PauseReason::CoolingDown { .. } => "cooling_down",
+        }
+    }
+
+    /// A short sentence for a status line, e.g. "paused from the tray" (see [`PAUSE_WORDING`]).
     pub fn describe(&self) -> String {
         match self {
             PauseReason::User { source, until_ms } => {
-                let place = match source {
-                    ControlSource::Window => "the window",
-                    ControlSource::Tray => "the tray",
-                    ControlSource::Cli => "the command line",
-                };
-                match until_ms.and_then(|ms| {
-                    use chrono::TimeZone;
-                    chrono::Local
-                        .timestamp_millis_opt(i64::try_from(ms).ok()?)
-                        .single()
-                }) {
-                    Some(until) => format!("paused from {place} until {}", until.format("%H:%M")),
-                    None => format!("paused from {place}"),
+                let place = worded(source.key(), &[]);
+                match until_ms.and_then(clock) {
+                    Some(until) => worded("user_until", &[("place", &place), ("until", &until)]),
+                    None => worded("user", &[("place", &place)]),
                 }
             }
-            PauseReason::Game { name } => format!("{name} is running"),
-            PauseReason::GpuProcess { name } => format!("{name} is using the GPU"),
-            PauseReason::Fullscreen => "a fullscreen window is open".into(),
-            PauseReason::Temperature => "the GPU is too hot".into(),
-            PauseReason::VramPressure => "GPU memory is short".into(),
-            PauseReason::Schedule => "outside your schedule".into(),
-            PauseReason::UserActive => "you are at the computer".into(),
-            PauseReason::CoolingDown { .. } => "resuming shortly after your game".into(),
+            PauseReason::Game { name } | PauseReason::GpuProcess { name } => {
+                worded(self.kind(), &[("name", name)])
+            }
+            PauseReason::CoolingDown { until_ms } => {
+                let when =
+                    clock(*until_ms).map_or_else(|| "shortly".to_owned(), |t| format!("at {t}"));
+                worded("cooling_down", &[("when", &when)])
+            }
+            other => worded(other.kind(), &[]),
         }
     }
 
@@ -132,26 +232,22 @@ pub struct PauseOverride {
 }
 
 impl PauseOverride {
-    /// "working while Cyberpunk2077.exe runs, until it closes".
+    /// "working while Cyberpunk2077.exe runs, until it ends" (see [`PAUSE_WORDING`]).
     pub fn describe(&self) -> String {
-        let what = match &self.reason {
-            PauseReason::Game { name } => format!("working while {name} runs"),
-            PauseReason::GpuProcess { name } => format!("working while {name} uses the GPU"),
-            PauseReason::Fullscreen => "working behind the fullscreen window".into(),
-            PauseReason::Schedule => "working outside your schedule".into(),
-            PauseReason::UserActive => "working while you are at the computer".into(),
-            PauseReason::CoolingDown { .. } => return "skipped the wait after your game".into(),
-            other => format!("working although {}", other.describe()),
+        let name = match &self.reason {
+            PauseReason::Game { name } | PauseReason::GpuProcess { name } => name.as_str(),
+            _ => "",
         };
-        let until = self.until_ms.and_then(|ms| {
-            use chrono::TimeZone;
-            chrono::Local
-                .timestamp_millis_opt(i64::try_from(ms).ok()?)
-                .single()
-        });
-        match until {
-            Some(until) => format!("{what}, until {}", until.format("%H:%M")),
-            None => format!("{what}, until it ends"),
+        let what = worded(
+            &format!("override.{}", self.reason.kind()),
+            &[("name", name)],
+        );
+        if matches!(self.reason, PauseReason::CoolingDown { .. }) {
+            return what;
+        }
+        match self.until_ms.and_then(clock) {
+            Some(until) => worded("override.until", &[("what", &what), ("until", &until)]),
+            None => worded("override.until_it_ends", &[("what", &what)]),
         }
     }
 }
@@ -506,6 +602,52 @@ mod tests {
                     "revision": 3
                 }
             })
+        );
+    }
+
+    #[test]
+    fn every_reason_and_override_has_its_wording() {
+        let reasons = [
+            PauseReason::Game {
+                name: "g.exe".into(),
+            },
+            PauseReason::GpuProcess {
+                name: "blender".into(),
+            },
+            PauseReason::Fullscreen,
+            PauseReason::Temperature,
+            PauseReason::VramPressure,
+            PauseReason::Schedule,
+            PauseReason::UserActive,
+            PauseReason::CoolingDown { until_ms: 0 },
+        ];
+        for reason in reasons {
+            let text = reason.describe();
+            assert!(!text.contains('{') && !text.contains('_'), "{text}");
+            if reason.can_override() {
+                let anyway = PauseOverride {
+                    reason,
+                    until_ms: None,
+                    source: ControlSource::Tray,
+                }
+                .describe();
+                // A missing key would read as the key itself.
+                assert!(
+                    !anyway.contains('{') && !anyway.starts_with("override."),
+                    "{anyway}"
+                );
+            }
+        }
+        let game = PauseOverride {
+            reason: PauseReason::Game {
+                name: "Doom.exe".into(),
+            },
+            until_ms: None,
+            source: ControlSource::Window,
+        };
+        assert_eq!(
+            game.describe(),
+            "working while Doom.exe runs, until it ends"
         );
     }
 

@@ -146,11 +146,15 @@ impl Tray {
                 Some(o) => (format!("Running ({})", o.describe()), "Pause", ICON_RUNNING),
                 None => ("Running".to_owned(), "Pause", ICON_RUNNING),
             },
-            (ActivityState::Throttled { duty_percent }, None) => (
-                format!("Running at {duty_percent}% while you use the computer"),
-                "Pause",
-                ICON_THROTTLED,
-            ),
+            (ActivityState::Throttled { .. }, None) => {
+                let line = status.describe();
+                let mut first = line.chars();
+                let line = first
+                    .next()
+                    .map(|c| c.to_uppercase().chain(first).collect())
+                    .unwrap_or(line);
+                (line, "Pause", ICON_THROTTLED)
+            }
         };
         self.status_line.set_text(format!("Hearth: {line}"));
         self.toggle.set_text(toggle);

@@ -632,3 +632,30 @@ yours: Array<string>,
  * Games that paused Hearth lately, newest first (at most 10).
  */
 recent: Array<SeenGame>, };
+
+/** How the node's state reads (from Rust's `PAUSE_WORDING`); `{name}`-style placeholders. */
+export const PAUSE_WORDING: Readonly<Record<string, string>> = {
+  "running": "running",
+  "throttled": "working {percent}% of the time while you use the computer",
+  "user": "paused from {place}",
+  "user_until": "paused from {place} until {until}",
+  "game": "{name} is running",
+  "gpu_process": "{name} is using the GPU",
+  "fullscreen": "a fullscreen window is open",
+  "temperature": "the GPU is too hot",
+  "vram_pressure": "GPU memory is short",
+  "schedule": "outside your schedule",
+  "user_active": "you are at the computer",
+  "cooling_down": "your game ended; resuming {when}",
+  "place.window": "the window",
+  "place.tray": "the tray",
+  "place.cli": "the command line",
+  "override.game": "working while {name} runs",
+  "override.gpu_process": "working while {name} uses the GPU",
+  "override.fullscreen": "working behind the fullscreen window",
+  "override.schedule": "working outside your schedule",
+  "override.user_active": "working while you are at the computer",
+  "override.cooling_down": "you skipped the wait after your game",
+  "override.until": "{what}, until {until}",
+  "override.until_it_ends": "{what}, until it ends",
+};

@@ -34,7 +34,7 @@ describe("newer", () => {
 describe("wording", () => {
   it("names where the pause came from", () => {
     expect(describeReason({ kind: "user", source: "tray", until_ms: null })).toBe("Paused from the tray");
-    expect(describeReason({ kind: "user", source: "window", until_ms: null })).toBe("Paused from this window");
+    expect(describeReason({ kind: "user", source: "window", until_ms: null })).toBe("Paused from the window");
     expect(describeReason({ kind: "user", source: "cli", until_ms: null })).toBe("Paused from the command line");
     expect(describeReason({ kind: "game", name: "Cyberpunk2077.exe" })).toBe(
       "Paused: Cyberpunk2077.exe is running",
@@ -81,6 +81,6 @@ describe("the owner's override", () => {
       ...running(3),
       overriding: { reason: { kind: "game", name: "Doom.exe" }, until_ms: null, source: "window" },
     };
-    expect(detail(status)).toBe("Working while Doom.exe runs, until it closes — you chose Resume anyway.");
+    expect(detail(status)).toBe("Working while Doom.exe runs, until it ends — you chose Resume anyway.");
   });
 });

@@ -1,6 +1,6 @@
 // Pure helpers that turn node status into what the user reads.
 
-import type { ControlSource, NodeStatus, PauseOverride, PauseReason } from "./bindings";
+import { PAUSE_WORDING, type ControlSource, type NodeStatus, type PauseOverride, type PauseReason } from "./bindings";
 
 /** Keep the newer of two snapshots; events and query answers may arrive in either order. */
 export function newer(current: NodeStatus | null, incoming: NodeStatus): NodeStatus {
@@ -8,42 +8,47 @@ export function newer(current: NodeStatus | null, incoming: NodeStatus): NodeSta
   return current;
 }
 
-const PLACES: Record<ControlSource, string> = {
-  window: "this window",
-  tray: "the tray",
-  cli: "the command line",
-};
+/** The wording for `key` (written once in Rust), its `{placeholders}` filled from `values`. */
+export function worded(key: string, values: Record<string, string> = {}): string {
+  const template = PAUSE_WORDING[key] ?? key;
+  return template.replace(/\{(\w+)\}/g, (whole, name: string) => values[name] ?? whole);
+}
 
 /** "14:30" in the user's locale. */
 function clock(unixMs: number): string {
   return new Date(unixMs).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
 }
 
+function place(source: ControlSource): string {
+  return worded(`place.${source}`);
+}
+
+function capitalised(text: string): string {
+  return text.charAt(0).toUpperCase() + text.slice(1);
+}
+
 /** "Paused from the tray", "Paused: Cyberpunk2077.exe is running", etc. */
 export function describeReason(reason: PauseReason, now: number = Date.now()): string {
   switch (reason.kind) {
     case "user":
-      return reason.until_ms === null
-        ? `Paused from ${PLACES[reason.source]}`
-        : `Paused from ${PLACES[reason.source]} until ${clock(reason.until_ms)}`;
+      return capitalised(
+        reason.until_ms === null
+          ? worded("user", { place: place(reason.source) })
+          : worded("user_until", { place: place(reason.source), until: clock(reason.until_ms) }),
+      );
     case "game":
-      return `Paused: ${reason.name} is running`;
     case "gpu_process":
-      return `Paused: ${reason.name} is using the GPU`;
-    case "fullscreen":
-      return "Paused: a fullscreen window is open";
-    case "temperature":
-      return "Paused: the GPU is too hot";
-    case "vram_pressure":
-      return "Paused: GPU memory is short";
-    case "schedule":
-      return "Paused: outside your schedule";
-    case "user_active":
-      return "Paused while you are at the computer";
+      return `Paused: ${worded(reason.kind, { name: reason.name })}`;
     case "cooling_down": {
+      // A countdown here, where Rust's frontends (tray, CLI) give the clock time.
       const seconds = Math.max(0, Math.ceil((reason.until_ms - now) / 1000));
-      return `Your game ended; resuming in ${Math.floor(seconds / 60)}:${String(seconds % 60).padStart(2, "0")}`;
+      const when = `in ${Math.floor(seconds / 60)}:${String(seconds % 60).padStart(2, "0")}`;
+      return capitalised(worded("cooling_down", { when }));
     }
+    case "user_active":
+      return `Paused while ${worded(reason.kind)}`;
+    default:
+      return `Paused: ${worded(reason.kind)}`;
   }
 }
 
@@ -82,19 +87,16 @@ export function overrideOffer(status: NodeStatus | null): OverrideOffer | null {
   }
 }
 
-/** "Working while Doom.exe runs, until it closes (you chose Resume anyway)". */
+/** "Working while Doom.exe runs, until it ends — you chose Resume anyway." */
 export function describeOverride(o: PauseOverride): string {
-  const until = o.until_ms === null ? "" : ` until ${clock(o.until_ms)}`;
-  switch (o.reason.kind) {
-    case "cooling_down":
-      return "You skipped the wait after your game.";
-    case "game":
-      return `Working while ${o.reason.name} runs${until || ", until it closes"} — you chose Resume anyway.`;
-    case "gpu_process":
-      return `Working while ${o.reason.name} uses the GPU${until || ", until it stops"} — you chose Resume anyway.`;
-    default:
-      return `Working although ${describeReason(o.reason).replace(/^Paused:? ?/, "").toLowerCase()}${until} — you chose Resume anyway.`;
-  }
+  const name = o.reason.kind === "game" || o.reason.kind === "gpu_process" ? o.reason.name : "";
+  const what = worded(`override.${o.reason.kind}`, { name });
+  if (o.reason.kind === "cooling_down") return `${capitalised(what)}.`;
+  const lasting =
+    o.until_ms === null
+      ? worded("override.until_it_ends", { what })
+      : worded("override.until", { what, until: clock(o.until_ms) });
+  return `${capitalised(lasting)} — you chose Resume anyway.`;
 }
 
 /** True when the node paused by itself (it resumes by itself too). */
@@ -120,7 +122,7 @@ export function detail(status: NodeStatus, now: number = Date.now()): string {
   if (status.overriding) return describeOverride(status.overriding);
   if (activity.kind === "running") return "Hearth is taking work from the pool.";
   if (activity.kind === "throttled")
-    return `Working ${activity.duty_percent}% of the time while you use the computer, so it stays smooth.`;
+    return `${capitalised(worded("throttled", { percent: String(activity.duty_percent) }))}, so it stays smooth.`;
   if (activity.reason.kind === "cooling_down") return `${describeReason(activity.reason, now)}.`;
   return `${describeReason(activity.reason, now)}. No new work will start.`;
 }

@@ -449,16 +449,9 @@ fn credits(micro: u64) -> String {
 }
 
 fn describe(status: &NodeStatus) -> String {
-    let state = match &status.activity {
-        hearth_node::ActivityState::Running => "running".into(),
-        hearth_node::ActivityState::Throttled { duty_percent } => {
-            format!("running at {duty_percent}% while you use the computer")
-        }
-        hearth_node::ActivityState::Paused { reason } => reason.describe(),
-    };
     match &status.overriding {
-        Some(o) => format!("{state}: {} (resume --no-anyway ends it)", o.describe()),
-        None => state,
+        Some(_) => format!("{} (resume --no-anyway ends it)", status.describe()),
+        None => status.describe(),
     }
 }
 
