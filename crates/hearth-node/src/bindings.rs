@@ -77,6 +77,11 @@ pub fn typescript_bindings() -> String {
         ));
     }
     out.push_str("};\n");
+    out.push_str("\n/** The pauses the owner may work through (from Rust's `OVERRIDABLE`). */\n");
+    out.push_str(&format!(
+        "export const OVERRIDABLE: readonly string[] = {};\n",
+        serde_json::to_string(crate::status::OVERRIDABLE).unwrap_or_default()
+    ));
     out
 }
 

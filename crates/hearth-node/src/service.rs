@@ -546,7 +546,6 @@ fn watcher_config(config: &NodeConfig) -> crate::pause::watcher::WatcherConfig {
             idle_only: config.idle_only,
             throttle_when_active: (config.throttle_when_active_percent < 100)
                 .then_some(config.throttle_when_active_percent),
-            free_memory_after: Duration::from_secs(config.free_memory_after_s),
         },
         // Input is watched only when a mode needs to know whether the owner is here.
         active_for: (config.idle_only || config.throttle_when_active_percent < 100)

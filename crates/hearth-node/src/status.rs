@@ -99,6 +99,17 @@ pub const PAUSE_WORDING: &[(&str, &str)] = &[
     ("override.until_it_ends", "{what}, until it ends"),
 ];
 
+/// The pauses (by `kind`) the owner may work through with "Resume anyway" or "Skip wait"; the
+/// window gets the list through the generated bindings (`OVERRIDABLE`).
+pub const OVERRIDABLE: &[&str] = &[
+    "game",
+    "gpu_process",
+    "fullscreen",
+    "schedule",
+    "user_active",
+    "cooling_down",
+];
+
 /// The wording for `key`, with `{placeholder}`s replaced by `values`.
 fn worded(key: &str, values: &[(&str, &str)]) -> String {
     let template = PAUSE_WORDING
@@ -191,15 +202,7 @@ impl PauseReason {
     /// Heat and short GPU memory are not theirs to override: working through them would harm
     /// the card or crash the game.
     pub fn can_override(&self) -> bool {
-        matches!(
-            self,
-            PauseReason::Game { .. }
-                | PauseReason::GpuProcess { .. }
-                | PauseReason::Fullscreen
-                | PauseReason::Schedule
-                | PauseReason::UserActive
-                | PauseReason::CoolingDown { .. }
-        )
+        OVERRIDABLE.contains(&self.kind())
     }
 
     /// True when an override of `self` also lifts `automatic`: the same pause, or the wait
@@ -621,6 +624,11 @@ mod tests {
             PauseReason::UserActive,
             PauseReason::CoolingDown { until_ms: 0 },
         ];
+        let kinds: Vec<&str> = reasons.iter().map(PauseReason::kind).collect();
+        assert!(
+            OVERRIDABLE.iter().all(|k| kinds.contains(k)),
+            "every overridable kind is a real one"
+        );
         for reason in reasons {
             let text = reason.describe();
             assert!(!text.contains('{') && !text.contains('_'), "{text}");

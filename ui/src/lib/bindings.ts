@@ -659,3 +659,6 @@ export const PAUSE_WORDING: Readonly<Record<string, string>> = {
   "override.until": "{what}, until {until}",
   "override.until_it_ends": "{what}, until it ends",
 };
+
+/** The pauses the owner may work through (from Rust's `OVERRIDABLE`). */
+export const OVERRIDABLE: readonly string[] = ["game","gpu_process","fullscreen","schedule","user_active","cooling_down"];

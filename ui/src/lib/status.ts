@@ -1,6 +1,6 @@
 // Pure helpers that turn node status into what the user reads.
 
-import { PAUSE_WORDING, type ControlSource, type NodeStatus, type PauseOverride, type PauseReason } from "./bindings";
+import { OVERRIDABLE, PAUSE_WORDING, type ControlSource, type NodeStatus, type PauseOverride, type PauseReason } from "./bindings";
 
 /** Keep the newer of two snapshots; events and query answers may arrive in either order. */
 export function newer(current: NodeStatus | null, incoming: NodeStatus): NodeStatus {
@@ -52,8 +52,6 @@ export function describeReason(reason: PauseReason, now: number = Date.now()): s
   }
 }
 
-/** The automatic pauses the owner may work through (heat and short GPU memory protect the machine). */
-const OVERRIDABLE: PauseReason["kind"][] = ["game", "gpu_process", "fullscreen", "schedule", "user_active", "cooling_down"];
 
 /** What the owner can do about an automatic pause: the button's words and what it does. */
 export type OverrideOffer = { label: string; explains: string; timed: boolean };
@@ -82,8 +80,10 @@ export function overrideOffer(status: NodeStatus | null): OverrideOffer | null {
       return { label: "Resume anyway", explains: "Work behind the fullscreen window, until it closes.", timed: true };
     case "schedule":
       return { label: "Resume anyway", explains: "Work outside your schedule, until it allows work again.", timed: true };
-    default:
+    case "user_active":
       return { label: "Resume anyway", explains: "Work while you are at the computer.", timed: true };
+    default:
+      return { label: "Resume anyway", explains: "Work through this pause until it ends.", timed: true };
   }
 }
 

@@ -9,8 +9,10 @@
 //!   fullscreen window and idle time come from `hearth-desktop`, GPU temperature and memory
 //!   from telemetry.
 //!
-//! A new trigger is a new [`policy::Input`] and [`policy::Blocker`], its source in the watcher
-//! (or sent in through [`watcher::PolicyInputs`]), its setting, and its [`crate::PauseReason`].
+//! The policy speaks the node's own model ([`crate::ActivityState`], [`crate::PauseReason`]):
+//! there is no second state type to keep in step. A new trigger is a [`policy::Input`] with its
+//! rule in the policy, its source in the watcher (or sent in through
+//! [`watcher::PolicyInputs`]), its setting, and its [`crate::PauseReason`] with its wording.
 
 pub mod games;
 pub mod gpu_use;

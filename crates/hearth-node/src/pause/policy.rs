@@ -1,22 +1,26 @@
 //! The pause policy as a pure state machine: what the host is doing (games, other programs on
 //! the GPU, a fullscreen window, activity, temperature, memory pressure, the schedule) goes in;
-//! the automatic pause and the actions to take come out. The owner's own pause is not the
-//! policy's: [`crate::Node`] keeps it (with their "Resume anyway"), over the policy's verdict. Time is
-//! passed in, so every transition and every hysteresis is tested without waiting.
+//! the automatic part of the node's state comes out, in the node's own model
+//! ([`ActivityState`] with its [`PauseReason`]). The owner's own pause is not the policy's:
+//! [`crate::Node`] keeps it (with their "Resume anyway") over the policy's verdict, and the
+//! service acts on the state that results (stops leasing, frees GPU memory after a while, sets
+//! the duty cycle). Time is passed in, so every transition and every hysteresis is tested
+//! without waiting.
 //!
 //! Rules:
-//! - Any blocker pauses at once: stop leasing, finish or return the job in flight, free GPU
-//!   memory after [`PolicyConfig::free_memory_after`].
+//! - Any reason to pause pauses at once.
 //! - After a game, another GPU program or a fullscreen window goes away, work resumes only when
 //!   none has been seen for [`PolicyConfig::cooldown`] (a game restarting or loading a new level
 //!   does not bounce the node in and out).
 //! - Temperature has hysteresis: pause at [`PolicyConfig::temperature_stop_c`], resume at or
 //!   below [`PolicyConfig::temperature_resume_c`].
-//! - With nothing blocking: in idle-only mode an active user pauses the node; otherwise an active
-//!   user throttles it to [`PolicyConfig::throttle_when_active`] (when set).
+//! - With nothing pausing it: in idle-only mode an active user pauses the node; otherwise an
+//!   active user throttles it to [`PolicyConfig::throttle_when_active`] (when set).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
+
+use crate::status::{ActivityState, PauseReason};
 
 /// Settings of the policy.
 #[derive(Clone, Debug, PartialEq)]
@@ -31,8 +35,6 @@ pub struct PolicyConfig {
     pub idle_only: bool,
     /// Duty cycle (percent) while the user is active but not gaming; `None` runs flat out.
     pub throttle_when_active: Option<u8>,
-    /// How long after pausing the models' GPU memory is released (a short pause keeps them).
-    pub free_memory_after: Duration,
 }
 
 impl Default for PolicyConfig {
@@ -43,7 +45,6 @@ impl Default for PolicyConfig {
             temperature_resume_c: 70.0,
             idle_only: false,
             throttle_when_active: Some(50),
-            free_memory_after: Duration::from_secs(60),
         }
     }
 }
@@ -75,49 +76,6 @@ pub enum Input {
     ScheduleAllows(bool),
 }
 
-/// Why the node is paused, most important first.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Blocker {
-    Game(String),
-    GpuProcess(String),
-    Fullscreen,
-    Temperature,
-    VramPressure,
-    Schedule,
-    /// Idle-only mode and the user is here.
-    UserActive,
-    /// Waiting out the cooldown after a game (or GPU program, or fullscreen window) ended.
-    CoolingDown,
-}
-
-/// Where the node stands.
-#[derive(Clone, Debug, PartialEq)]
-pub enum PolicyState {
-    Running,
-    /// Working only this share of the time.
-    Throttled {
-        duty_percent: u8,
-    },
-    /// Not working, because of `reason`, until `until` where known.
-    Paused {
-        reason: Blocker,
-        until: Option<Instant>,
-    },
-}
-
-/// What the worker must do.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Action {
-    StopLeasing,
-    /// Finish the job in flight if it ends within the grace period, else give it back.
-    FinishOrReturnJob,
-    /// Release the models' GPU memory after this long, unless work resumes first.
-    FreeGpuMemoryAfter(Duration),
-    StartLeasing,
-    /// Work this share of the time (100: no throttle).
-    SetDutyCycle(u8),
-}
-
 /// The policy.
 #[derive(Debug)]
 pub struct Policy {
@@ -129,13 +87,15 @@ pub struct Policy {
     hot: bool,
     vram_pressure: bool,
     schedule_allows: bool,
-    /// When the last game-like blocker went away, while the cooldown runs.
+    /// When the last game-like reason went away, while the cooldown runs.
     quiet_since: Option<Instant>,
-    state: PolicyState,
+    state: ActivityState,
+    /// An instant and the wall-clock time then, to state a cooldown's end as a clock time.
+    clock: (Instant, u64),
 }
 
 impl Policy {
-    /// A running node with nothing blocking it.
+    /// A running node with nothing pausing it.
     pub fn new(config: PolicyConfig) -> Self {
         Self {
             config,
@@ -147,17 +107,27 @@ impl Policy {
             vram_pressure: false,
             schedule_allows: true,
             quiet_since: None,
-            state: PolicyState::Running,
+            state: ActivityState::Running,
+            clock: (Instant::now(), hearth_protocol::now_unix_ms()),
         }
     }
 
-    /// The current state.
-    pub fn state(&self) -> &PolicyState {
+    /// The automatic part of the node's state now.
+    pub fn state(&self) -> &ActivityState {
         &self.state
     }
 
-    /// Take in one observation at `now`; the actions it calls for.
-    pub fn handle(&mut self, input: Input, now: Instant) -> Vec<Action> {
+    /// `at` as milliseconds since the Unix epoch (the wall clock the node's state speaks).
+    pub fn unix_ms(&self, at: Instant) -> u64 {
+        let (anchor, anchor_ms) = self.clock;
+        match at.checked_duration_since(anchor) {
+            Some(after) => anchor_ms.saturating_add(after.as_millis() as u64),
+            None => anchor_ms.saturating_sub(anchor.duration_since(at).as_millis() as u64),
+        }
+    }
+
+    /// Take in one observation at `now`; whether the state changed.
+    pub fn handle(&mut self, input: Input, now: Instant) -> bool {
         let had_game_like = self.game_like().is_some();
         match input {
             Input::GameStarted { name } => {
@@ -192,82 +162,63 @@ impl Policy {
         self.evaluate(now)
     }
 
-    /// Let time pass: ends cooldowns.
-    pub fn tick(&mut self, now: Instant) -> Vec<Action> {
+    /// Let time pass (ends cooldowns); whether the state changed.
+    pub fn tick(&mut self, now: Instant) -> bool {
         self.evaluate(now)
     }
 
-    fn game_like(&self) -> Option<Blocker> {
+    fn game_like(&self) -> Option<PauseReason> {
         if let Some(game) = self.games.iter().next() {
-            return Some(Blocker::Game(game.clone()));
+            return Some(PauseReason::Game { name: game.clone() });
         }
         if let Some(name) = self.gpu_processes.values().next() {
-            return Some(Blocker::GpuProcess(name.clone()));
+            return Some(PauseReason::GpuProcess { name: name.clone() });
         }
-        self.fullscreen.then_some(Blocker::Fullscreen)
+        self.fullscreen.then_some(PauseReason::Fullscreen)
     }
 
-    /// The most important reason not to work now, and until when where known.
-    fn blocker(&mut self, now: Instant) -> Option<(Blocker, Option<Instant>)> {
-        if let Some(blocker) = self.game_like() {
-            return Some((blocker, None));
+    /// The most important reason not to work now.
+    fn reason(&mut self, now: Instant) -> Option<PauseReason> {
+        if let Some(reason) = self.game_like() {
+            return Some(reason);
         }
         let checks = [
-            (self.hot, Blocker::Temperature),
-            (self.vram_pressure, Blocker::VramPressure),
-            (!self.schedule_allows, Blocker::Schedule),
+            (self.hot, PauseReason::Temperature),
+            (self.vram_pressure, PauseReason::VramPressure),
+            (!self.schedule_allows, PauseReason::Schedule),
             (
                 self.config.idle_only && self.user_active,
-                Blocker::UserActive,
+                PauseReason::UserActive,
             ),
         ];
-        if let Some((_, blocker)) = checks.into_iter().find(|(on, _)| *on) {
-            return Some((blocker, None));
+        if let Some((_, reason)) = checks.into_iter().find(|(on, _)| *on) {
+            return Some(reason);
         }
         if let Some(since) = self.quiet_since {
             let end = since + self.config.cooldown;
             if now < end {
-                return Some((Blocker::CoolingDown, Some(end)));
+                return Some(PauseReason::CoolingDown {
+                    until_ms: self.unix_ms(end),
+                });
             }
             self.quiet_since = None;
         }
         None
     }
 
-    fn evaluate(&mut self, now: Instant) -> Vec<Action> {
-        let was_paused = matches!(self.state, PolicyState::Paused { .. });
-        let mut actions = Vec::new();
-        match self.blocker(now) {
-            Some((reason, until)) => {
-                if !was_paused {
-                    actions.extend([
-                        Action::StopLeasing,
-                        Action::FinishOrReturnJob,
-                        Action::FreeGpuMemoryAfter(self.config.free_memory_after),
-                    ]);
-                }
-                self.state = PolicyState::Paused { reason, until };
-            }
-            None => {
-                let duty = match self.config.throttle_when_active {
-                    Some(duty) if self.user_active => duty.clamp(1, 100),
-                    _ => 100,
-                };
-                let next = if duty < 100 {
-                    PolicyState::Throttled { duty_percent: duty }
-                } else {
-                    PolicyState::Running
-                };
-                if was_paused {
-                    actions.push(Action::StartLeasing);
-                }
-                if was_paused || next != self.state {
-                    actions.push(Action::SetDutyCycle(duty));
-                }
-                self.state = next;
-            }
-        }
-        actions
+    fn evaluate(&mut self, now: Instant) -> bool {
+        let next = match self.reason(now) {
+            Some(reason) => ActivityState::Paused { reason },
+            None => match self.config.throttle_when_active {
+                Some(duty) if self.user_active && duty < 100 => ActivityState::Throttled {
+                    duty_percent: duty.max(1),
+                },
+                _ => ActivityState::Running,
+            },
+        };
+        let changed = next != self.state;
+        self.state = next;
+        changed
     }
 }
 
@@ -330,12 +281,6 @@ mod tests {
         assert!(!guard.observe(8192 * MIB, 1024 * MIB, 0));
     }
 
-    const PAUSE: [Action; 3] = [
-        Action::StopLeasing,
-        Action::FinishOrReturnJob,
-        Action::FreeGpuMemoryAfter(Duration::from_secs(60)),
-    ];
-
     fn secs(t0: Instant, s: u64) -> Instant {
         t0 + Duration::from_secs(s)
     }
@@ -344,49 +289,45 @@ mod tests {
         Input::GameStarted { name: name.into() }
     }
 
+    fn paused(reason: PauseReason) -> ActivityState {
+        ActivityState::Paused { reason }
+    }
+
     #[test]
     fn a_game_pauses_at_once_and_work_resumes_after_the_cooldown() {
         let t0 = Instant::now();
         let mut p = Policy::new(PolicyConfig::default());
-        assert_eq!(p.handle(game("Cyberpunk2077.exe"), t0), PAUSE);
+        assert!(p.handle(game("Cyberpunk2077.exe"), t0));
         assert_eq!(
             p.state(),
-            &PolicyState::Paused {
-                reason: Blocker::Game("Cyberpunk2077.exe".into()),
-                until: None
-            }
+            &paused(PauseReason::Game {
+                name: "Cyberpunk2077.exe".into()
+            })
         );
-        // A second game while paused: no new actions.
-        assert!(p.handle(game("steam"), secs(t0, 1)).is_empty());
-        assert!(
-            p.handle(
-                Input::GameEnded {
-                    name: "steam".into()
-                },
-                secs(t0, 2)
-            )
-            .is_empty()
-        );
+        // A second game while paused: nothing changes.
+        assert!(!p.handle(game("steam"), secs(t0, 1)));
+        assert!(!p.handle(
+            Input::GameEnded {
+                name: "steam".into()
+            },
+            secs(t0, 2)
+        ));
         let ended = p.handle(
             Input::GameEnded {
                 name: "Cyberpunk2077.exe".into(),
             },
             secs(t0, 100),
         );
-        assert!(ended.is_empty(), "still cooling down");
+        assert!(ended, "from the game to the cooldown");
         assert_eq!(
             p.state(),
-            &PolicyState::Paused {
-                reason: Blocker::CoolingDown,
-                until: Some(secs(t0, 130))
-            }
+            &paused(PauseReason::CoolingDown {
+                until_ms: p.unix_ms(secs(t0, 130))
+            })
         );
-        assert!(p.tick(secs(t0, 129)).is_empty());
-        assert_eq!(
-            p.tick(secs(t0, 130)),
-            [Action::StartLeasing, Action::SetDutyCycle(100)]
-        );
-        assert_eq!(p.state(), &PolicyState::Running);
+        assert!(!p.tick(secs(t0, 129)), "the cooldown's end is stated once");
+        assert!(p.tick(secs(t0, 130)));
+        assert_eq!(p.state(), &ActivityState::Running);
     }
 
     #[test]
@@ -398,78 +339,70 @@ mod tests {
         p.handle(game("g"), secs(t0, 20));
         p.handle(Input::GameEnded { name: "g".into() }, secs(t0, 25));
         assert!(
-            p.tick(secs(t0, 41)).is_empty(),
+            !p.tick(secs(t0, 41)),
             "30 s from the second end, not the first"
         );
-        assert_eq!(p.tick(secs(t0, 55))[0], Action::StartLeasing);
+        assert!(p.tick(secs(t0, 55)));
+        assert_eq!(p.state(), &ActivityState::Running);
     }
 
     #[test]
     fn other_gpu_programs_and_fullscreen_windows_count_like_games() {
         let t0 = Instant::now();
         let mut p = Policy::new(PolicyConfig::default());
+        assert!(p.handle(
+            Input::GpuProcessSeen {
+                pid: 7,
+                name: "blender".into()
+            },
+            t0
+        ));
         assert_eq!(
-            p.handle(
-                Input::GpuProcessSeen {
-                    pid: 7,
-                    name: "blender".into()
-                },
-                t0
-            ),
-            PAUSE
+            p.state(),
+            &paused(PauseReason::GpuProcess {
+                name: "blender".into()
+            })
         );
         p.handle(Input::Fullscreen(true), t0);
         p.handle(Input::GpuProcessGone { pid: 7 }, secs(t0, 1));
-        assert_eq!(
-            p.state(),
-            &PolicyState::Paused {
-                reason: Blocker::Fullscreen,
-                until: None
-            }
-        );
+        assert_eq!(p.state(), &paused(PauseReason::Fullscreen));
         p.handle(Input::Fullscreen(false), secs(t0, 2));
-        assert_eq!(p.tick(secs(t0, 32))[0], Action::StartLeasing);
+        assert!(p.tick(secs(t0, 32)));
+        assert_eq!(p.state(), &ActivityState::Running);
     }
 
     #[test]
     fn temperature_pauses_with_hysteresis_and_no_cooldown() {
         let t0 = Instant::now();
         let mut p = Policy::new(PolicyConfig::default());
-        assert!(p.handle(Input::Temperature(82.9), t0).is_empty());
-        assert_eq!(p.handle(Input::Temperature(83.0), t0), PAUSE);
+        assert!(!p.handle(Input::Temperature(82.9), t0));
+        assert!(p.handle(Input::Temperature(83.0), t0));
+        assert_eq!(p.state(), &paused(PauseReason::Temperature));
         assert!(
-            p.handle(Input::Temperature(75.0), t0).is_empty(),
+            !p.handle(Input::Temperature(75.0), t0),
             "not cool enough yet"
         );
-        assert_eq!(
-            p.handle(Input::Temperature(70.0), t0),
-            [Action::StartLeasing, Action::SetDutyCycle(100)]
-        );
+        assert!(p.handle(Input::Temperature(70.0), t0));
+        assert_eq!(p.state(), &ActivityState::Running);
     }
 
     #[test]
     fn an_active_user_throttles_or_in_idle_only_mode_pauses() {
         let t0 = Instant::now();
         let mut p = Policy::new(PolicyConfig::default());
-        assert_eq!(
-            p.handle(Input::UserActive(true), t0),
-            [Action::SetDutyCycle(50)]
-        );
-        assert_eq!(p.state(), &PolicyState::Throttled { duty_percent: 50 });
-        assert_eq!(
-            p.handle(Input::UserActive(false), t0),
-            [Action::SetDutyCycle(100)]
-        );
+        assert!(p.handle(Input::UserActive(true), t0));
+        assert_eq!(p.state(), &ActivityState::Throttled { duty_percent: 50 });
+        assert!(p.handle(Input::UserActive(false), t0));
+        assert_eq!(p.state(), &ActivityState::Running);
 
         let mut idle_only = Policy::new(PolicyConfig {
             idle_only: true,
             ..PolicyConfig::default()
         });
-        assert_eq!(idle_only.handle(Input::UserActive(true), t0), PAUSE);
-        assert_eq!(
-            idle_only.handle(Input::UserActive(false), t0),
-            [Action::StartLeasing, Action::SetDutyCycle(100)]
-        );
+        assert!(idle_only.handle(Input::UserActive(true), t0));
+        assert_eq!(idle_only.state(), &paused(PauseReason::UserActive));
+        assert!(idle_only.handle(Input::UserActive(false), t0));
+        assert_eq!(idle_only.state(), &ActivityState::Running);
     }
 
     #[test]
@@ -480,15 +413,15 @@ mod tests {
         p.handle(Input::VramPressure(true), t0);
         p.handle(game("g"), t0);
         let reason = |p: &Policy| match p.state() {
-            PolicyState::Paused { reason, .. } => reason.clone(),
+            ActivityState::Paused { reason } => reason.clone(),
             other => panic!("{other:?}"),
         };
-        assert_eq!(reason(&p), Blocker::Game("g".into()));
+        assert_eq!(reason(&p), PauseReason::Game { name: "g".into() });
         p.handle(Input::GameEnded { name: "g".into() }, t0);
-        assert_eq!(reason(&p), Blocker::VramPressure);
+        assert_eq!(reason(&p), PauseReason::VramPressure);
         p.handle(Input::VramPressure(false), t0);
-        assert_eq!(reason(&p), Blocker::Schedule);
+        assert_eq!(reason(&p), PauseReason::Schedule);
         p.handle(Input::ScheduleAllows(true), t0);
-        assert_eq!(reason(&p), Blocker::CoolingDown);
+        assert!(matches!(reason(&p), PauseReason::CoolingDown { .. }));
     }
 }

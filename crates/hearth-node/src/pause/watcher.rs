@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use crate::pause::games::{GameList, ProcessScanner};
 use crate::pause::gpu_use::{GpuUseConfig, GpuUseMonitor};
-use crate::pause::policy::{Blocker, Input, Policy, PolicyConfig, PolicyState};
-use crate::{Node, PauseReason};
+use crate::pause::policy::{Input, Policy, PolicyConfig};
+use crate::{ActivityState, Node};
 
 /// How the watcher runs.
 #[derive(Clone, Debug)]
@@ -169,7 +169,7 @@ fn run(node: &Node, config: WatcherConfig, inbox: &mpsc::Receiver<Message>) {
     let mut running_games = std::collections::BTreeSet::new();
     // Nothing published yet: the first look's verdict is published whatever it is (a watcher
     // started by new settings replaces the old one's verdict).
-    let mut last: Option<Published> = None;
+    let mut last: Option<ActivityState> = None;
     let screen = (config.fullscreen || config.active_for.is_some())
         .then(|| desktop_source(config.display.as_deref()))
         .flatten();
@@ -254,7 +254,7 @@ fn run(node: &Node, config: WatcherConfig, inbox: &mpsc::Receiver<Message>) {
             gpu_users = busy;
         }
         policy.tick(now);
-        publish(node, &policy, &mut last, now);
+        publish(node, &policy, &mut last);
         // Wait for the next look, acting on observations from elsewhere as they come.
         let interval = if node.status().activity.is_paused() {
             config.interval.max(config.paused_interval)
@@ -268,7 +268,7 @@ fn run(node: &Node, config: WatcherConfig, inbox: &mpsc::Receiver<Message>) {
                 Ok(Message::Observed(input)) => {
                     let now = Instant::now();
                     policy.handle(input, now);
-                    publish(node, &policy, &mut last, now);
+                    publish(node, &policy, &mut last);
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => break,
                 Ok(Message::Stop) | Err(mpsc::RecvTimeoutError::Disconnected) => return,
@@ -277,28 +277,19 @@ fn run(node: &Node, config: WatcherConfig, inbox: &mpsc::Receiver<Message>) {
     }
 }
 
-/// What the watcher last told the node: its automatic pause and duty cycle.
-type Published = (Option<PauseReason>, u8);
-
-/// Set the node's automatic pause and throttle from the policy, when they changed.
-fn publish(node: &Node, policy: &Policy, last: &mut Option<Published>, now: Instant) {
-    let reason = pause_reason(policy.state(), now);
-    let duty = match policy.state() {
-        PolicyState::Throttled { duty_percent } => *duty_percent,
-        _ => 100,
-    };
-    // A cooldown's end is worked out once, not restated (a little later) on every tick.
-    let unchanged = last.as_ref().is_some_and(|(last_reason, last_duty)| {
-        let same_reason = match (last_reason, &reason) {
-            (Some(PauseReason::CoolingDown { .. }), Some(PauseReason::CoolingDown { .. })) => true,
-            (a, b) => a == b,
-        };
-        same_reason && *last_duty == duty
-    });
-    if !unchanged {
-        node.set_policy(reason.clone(), duty);
-        *last = Some((reason, duty));
+/// Set the node's automatic pause and throttle from the policy's state, when it changed.
+fn publish(node: &Node, policy: &Policy, last: &mut Option<ActivityState>) {
+    let state = policy.state();
+    if last.as_ref() == Some(state) {
+        return;
     }
+    let (reason, duty) = match state {
+        ActivityState::Paused { reason } => (Some(reason.clone()), 100),
+        ActivityState::Throttled { duty_percent } => (None, *duty_percent),
+        ActivityState::Running => (None, 100),
+    };
+    node.set_policy(reason, duty);
+    *last = Some(state.clone());
 }
 
 type DesktopSource = hearth_desktop::Desktop;
@@ -318,31 +309,10 @@ fn desktop_source(display: Option<&str>) -> Option<DesktopSource> {
     }
 }
 
-/// The node's automatic pause for a policy state (`None`: no automatic pause).
-pub fn pause_reason(state: &PolicyState, now: Instant) -> Option<PauseReason> {
-    let PolicyState::Paused { reason, until } = state else {
-        return None;
-    };
-    Some(match reason {
-        Blocker::Game(name) => PauseReason::Game { name: name.clone() },
-        Blocker::GpuProcess(name) => PauseReason::GpuProcess { name: name.clone() },
-        Blocker::Fullscreen => PauseReason::Fullscreen,
-        Blocker::Temperature => PauseReason::Temperature,
-        Blocker::VramPressure => PauseReason::VramPressure,
-        Blocker::Schedule => PauseReason::Schedule,
-        Blocker::UserActive => PauseReason::UserActive,
-        Blocker::CoolingDown => {
-            let left = until.map_or(Duration::ZERO, |u| u.saturating_duration_since(now));
-            PauseReason::CoolingDown {
-                until_ms: hearth_protocol::now_unix_ms() + left.as_millis() as u64,
-            }
-        }
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::PauseReason;
 
     fn wait_until(node: &Node, accept: impl Fn(&crate::ActivityState) -> bool) -> Duration {
         let started = Instant::now();
@@ -537,34 +507,5 @@ mod tests {
                 reason: PauseReason::Schedule,
             }
         });
-    }
-
-    #[test]
-    fn policy_states_map_to_pause_reasons() {
-        let now = Instant::now();
-        assert_eq!(pause_reason(&PolicyState::Running, now), None);
-        assert_eq!(
-            pause_reason(&PolicyState::Throttled { duty_percent: 50 }, now),
-            None
-        );
-        let game = PolicyState::Paused {
-            reason: Blocker::Game("eldenring".into()),
-            until: None,
-        };
-        assert_eq!(
-            pause_reason(&game, now),
-            Some(PauseReason::Game {
-                name: "eldenring".into()
-            })
-        );
-        let cooling = PolicyState::Paused {
-            reason: Blocker::CoolingDown,
-            until: Some(now + Duration::from_secs(30)),
-        };
-        let Some(PauseReason::CoolingDown { until_ms }) = pause_reason(&cooling, now) else {
-            panic!("not cooling down");
-        };
-        let left = until_ms.saturating_sub(hearth_protocol::now_unix_ms());
-        assert!((29_000..=30_000).contains(&left), "{left}");
     }
 }
