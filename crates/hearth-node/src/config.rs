@@ -43,6 +43,8 @@ pub struct NodeConfig {
     pub detect_games: bool,
     /// Pause by itself while a fullscreen window is in front.
     pub detect_fullscreen: bool,
+    /// Pause by itself while a laptop runs on its battery.
+    pub pause_on_battery: bool,
     /// Work only while the owner is away (no keyboard or mouse input for `away_after_s`).
     pub idle_only: bool,
     /// Seconds without input after which the owner counts as away.
@@ -118,6 +120,7 @@ impl Default for NodeConfig {
             model_memory_mib: 2048,
             detect_games: true,
             detect_fullscreen: true,
+            pause_on_battery: true,
             idle_only: false,
             away_after_s: 300,
             throttle_when_active_percent: 100,
@@ -364,6 +367,11 @@ impl NodeConfig {
                     .parse()
                     .map_err(|_| invalid(format!("{value:?}: use true or false")))?;
             }
+            "pause_on_battery" => {
+                next.pause_on_battery = value
+                    .parse()
+                    .map_err(|_| invalid(format!("{value:?}: use true or false")))?;
+            }
             "idle_only" => {
                 next.idle_only = value
                     .parse()
@@ -440,7 +448,7 @@ impl NodeConfig {
             other => {
                 return Err(invalid(format!(
                     "unknown setting {other:?} (pool, backend, concurrency, demo_interval_ms, api_port, \
-                     model_memory_mib, detect_games, detect_fullscreen, detect_gpu_processes, idle_only, away_after_s, \
+                     model_memory_mib, detect_games, detect_fullscreen, pause_on_battery, detect_gpu_processes, idle_only, away_after_s, \
                      throttle_when_active_percent, vram_min_free_mib, games, games_off, game_cooldown_s, free_memory_after_s, watch_interval_ms, \
                      payout_address, electricity_price_per_kwh, cpu_watts, currency, credit_value, temperature_stop_c, temperature_resume_c, schedule)"
                 )));

@@ -547,6 +547,9 @@ fn watcher_config(config: &NodeConfig) -> crate::pause::watcher::WatcherConfig {
             throttle_when_active: (config.throttle_when_active_percent < 100)
                 .then_some(config.throttle_when_active_percent),
         },
+        power_supply: config
+            .pause_on_battery
+            .then(|| PathBuf::from("/sys/class/power_supply")),
         // Input is watched only when a mode needs to know whether the owner is here.
         active_for: (config.idle_only || config.throttle_when_active_percent < 100)
             .then(|| Duration::from_secs(config.away_after_s)),

@@ -47,6 +47,8 @@ pub enum PauseReason {
     Schedule,
     /// "Only when I'm away" and the owner is at the computer.
     UserActive,
+    /// A laptop runs on its battery.
+    OnBattery,
     /// A game (or GPU program, or fullscreen window) just ended: waiting a little in case it
     /// comes back.
     CoolingDown {
@@ -76,6 +78,7 @@ pub const PAUSE_WORDING: &[(&str, &str)] = &[
     ("vram_pressure", "GPU memory is short"),
     ("schedule", "outside your schedule"),
     ("user_active", "you are at the computer"),
+    ("on_battery", "the computer is running on battery"),
     ("cooling_down", "your game ended; resuming {when}"),
     ("place.window", "the window"),
     ("place.tray", "the tray"),
@@ -87,6 +90,7 @@ pub const PAUSE_WORDING: &[(&str, &str)] = &[
         "working behind the fullscreen window",
     ),
     ("override.schedule", "working outside your schedule"),
+    ("override.on_battery", "working on battery"),
     (
         "override.user_active",
         "working while you are at the computer",
@@ -107,6 +111,7 @@ pub const OVERRIDABLE: &[&str] = &[
     "fullscreen",
     "schedule",
     "user_active",
+    "on_battery",
     "cooling_down",
 ];
 
@@ -172,6 +177,7 @@ impl PauseReason {
             PauseReason::VramPressure => "vram_pressure",
             PauseReason::Schedule => "schedule",
             PauseReason::UserActive => "user_active",
+            PauseReason::OnBattery => "on_battery",
             PauseReason::CoolingDown { .. } => "cooling_down",
         }
     }
@@ -622,6 +628,7 @@ mod tests {
             PauseReason::VramPressure,
             PauseReason::Schedule,
             PauseReason::UserActive,
+            PauseReason::OnBattery,
             PauseReason::CoolingDown { until_ms: 0 },
         ];
         let kinds: Vec<&str> = reasons.iter().map(PauseReason::kind).collect();

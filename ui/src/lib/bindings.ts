@@ -21,7 +21,7 @@ until_ms: number | null, } | { "kind": "game",
 /**
  * The game's program, e.g. "Cyberpunk2077.exe".
  */
-name: string, } | { "kind": "gpu_process", name: string, } | { "kind": "fullscreen" } | { "kind": "temperature" } | { "kind": "vram_pressure" } | { "kind": "schedule" } | { "kind": "user_active" } | { "kind": "cooling_down", 
+name: string, } | { "kind": "gpu_process", name: string, } | { "kind": "fullscreen" } | { "kind": "temperature" } | { "kind": "vram_pressure" } | { "kind": "schedule" } | { "kind": "user_active" } | { "kind": "on_battery" } | { "kind": "cooling_down", 
 /**
  * When work resumes, in milliseconds since the Unix epoch.
  */
@@ -408,6 +408,10 @@ detect_games: boolean,
  */
 detect_fullscreen: boolean, 
 /**
+ * Pause by itself while a laptop runs on its battery.
+ */
+pause_on_battery: boolean, 
+/**
  * Work only while the owner is away (no keyboard or mouse input for `away_after_s`).
  */
 idle_only: boolean, 
@@ -646,6 +650,7 @@ export const PAUSE_WORDING: Readonly<Record<string, string>> = {
   "vram_pressure": "GPU memory is short",
   "schedule": "outside your schedule",
   "user_active": "you are at the computer",
+  "on_battery": "the computer is running on battery",
   "cooling_down": "your game ended; resuming {when}",
   "place.window": "the window",
   "place.tray": "the tray",
@@ -654,6 +659,7 @@ export const PAUSE_WORDING: Readonly<Record<string, string>> = {
   "override.gpu_process": "working while {name} uses the GPU",
   "override.fullscreen": "working behind the fullscreen window",
   "override.schedule": "working outside your schedule",
+  "override.on_battery": "working on battery",
   "override.user_active": "working while you are at the computer",
   "override.cooling_down": "you skipped the wait after your game",
   "override.until": "{what}, until {until}",
@@ -661,4 +667,4 @@ export const PAUSE_WORDING: Readonly<Record<string, string>> = {
 };
 
 /** The pauses the owner may work through (from Rust's `OVERRIDABLE`). */
-export const OVERRIDABLE: readonly string[] = ["game","gpu_process","fullscreen","schedule","user_active","cooling_down"];
+export const OVERRIDABLE: readonly string[] = ["game","gpu_process","fullscreen","schedule","user_active","on_battery","cooling_down"];

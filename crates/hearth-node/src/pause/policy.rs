@@ -74,6 +74,8 @@ pub enum Input {
     VramPressure(bool),
     /// The weekly schedule allows work now.
     ScheduleAllows(bool),
+    /// The computer runs on its battery (no mains power).
+    OnBattery(bool),
 }
 
 /// The policy.
@@ -87,6 +89,7 @@ pub struct Policy {
     hot: bool,
     vram_pressure: bool,
     schedule_allows: bool,
+    on_battery: bool,
     /// When the last game-like reason went away, while the cooldown runs.
     quiet_since: Option<Instant>,
     state: ActivityState,
@@ -106,6 +109,7 @@ impl Policy {
             hot: false,
             vram_pressure: false,
             schedule_allows: true,
+            on_battery: false,
             quiet_since: None,
             state: ActivityState::Running,
             clock: (Instant::now(), hearth_protocol::now_unix_ms()),
@@ -153,6 +157,7 @@ impl Policy {
             }
             Input::VramPressure(on) => self.vram_pressure = on,
             Input::ScheduleAllows(yes) => self.schedule_allows = yes,
+            Input::OnBattery(yes) => self.on_battery = yes,
         }
         match (had_game_like, self.game_like().is_some()) {
             (true, false) => self.quiet_since = Some(now),
@@ -186,6 +191,7 @@ impl Policy {
             (self.hot, PauseReason::Temperature),
             (self.vram_pressure, PauseReason::VramPressure),
             (!self.schedule_allows, PauseReason::Schedule),
+            (self.on_battery, PauseReason::OnBattery),
             (
                 self.config.idle_only && self.user_active,
                 PauseReason::UserActive,
@@ -403,6 +409,20 @@ mod tests {
         assert_eq!(idle_only.state(), &paused(PauseReason::UserActive));
         assert!(idle_only.handle(Input::UserActive(false), t0));
         assert_eq!(idle_only.state(), &ActivityState::Running);
+    }
+
+    #[test]
+    fn a_laptop_on_battery_pauses_until_it_is_plugged_in() {
+        let t0 = Instant::now();
+        let mut p = Policy::new(PolicyConfig::default());
+        assert!(p.handle(Input::OnBattery(true), t0));
+        assert_eq!(p.state(), &paused(PauseReason::OnBattery));
+        assert!(p.handle(Input::OnBattery(false), secs(t0, 5)));
+        assert_eq!(
+            p.state(),
+            &ActivityState::Running,
+            "no cooldown after power returns"
+        );
     }
 
     #[test]

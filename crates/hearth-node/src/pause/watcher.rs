@@ -44,6 +44,9 @@ pub struct WatcherConfig {
     pub gpu_use: Option<GpuUseConfig>,
     /// NVML, for NVIDIA compute processes (with `gpu_use`).
     pub nvidia: Option<std::sync::Arc<dyn hearth_hardware::NvidiaSource>>,
+    /// Pause on battery: the power supplies' folder (`/sys/class/power_supply`); `None`: not
+    /// watched.
+    pub power_supply: Option<PathBuf>,
 }
 
 /// How often other programs' GPU use is sampled.
@@ -63,6 +66,7 @@ impl Default for WatcherConfig {
             active_for: None,
             gpu_use: Some(GpuUseConfig::default()),
             nvidia: None,
+            power_supply: None,
         }
     }
 }
@@ -182,6 +186,7 @@ fn run(node: &Node, config: WatcherConfig, inbox: &mpsc::Receiver<Message>) {
     let mut user_active = false;
     let mut was_fullscreen = false;
     let mut schedule_allowed = true;
+    let mut was_on_battery = false;
     loop {
         let now = Instant::now();
         let allowed = config.schedule.allows_now();
@@ -189,6 +194,14 @@ fn run(node: &Node, config: WatcherConfig, inbox: &mpsc::Receiver<Message>) {
             tracing::info!(allowed, "schedule window changed");
             policy.handle(Input::ScheduleAllows(allowed), now);
             schedule_allowed = allowed;
+        }
+        if let Some(folder) = &config.power_supply {
+            let battery = on_battery(folder);
+            if battery != was_on_battery {
+                tracing::info!(on_battery = battery, "mains power changed");
+                policy.handle(Input::OnBattery(battery), now);
+                was_on_battery = battery;
+            }
         }
         if let (Some(source), Some(active_for)) = (&screen, config.active_for) {
             match source.idle() {
@@ -290,6 +303,21 @@ fn publish(node: &Node, policy: &Policy, last: &mut Option<ActivityState>) {
     };
     node.set_policy(reason, duty);
     *last = Some(state.clone());
+}
+
+/// True when the computer has a mains adapter (`type` Mains) and none is `online`: a laptop
+/// on its battery. A desktop without adapters in `folder` never is.
+fn on_battery(folder: &std::path::Path) -> bool {
+    let Ok(entries) = std::fs::read_dir(folder) else {
+        return false;
+    };
+    let read = |path: PathBuf| std::fs::read_to_string(path).unwrap_or_default();
+    let mains: Vec<bool> = entries
+        .filter_map(Result::ok)
+        .filter(|e| read(e.path().join("type")).trim() == "Mains")
+        .map(|e| read(e.path().join("online")).trim() == "1")
+        .collect();
+    !mains.is_empty() && !mains.contains(&true)
 }
 
 type DesktopSource = hearth_desktop::Desktop;
@@ -431,6 +459,40 @@ mod tests {
             );
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    #[test]
+    fn unplugging_a_laptop_pauses_and_plugging_it_in_resumes() {
+        let supplies = tempfile::tempdir().unwrap();
+        let adapter = supplies.path().join("AC");
+        std::fs::create_dir_all(&adapter).unwrap();
+        std::fs::write(adapter.join("type"), "Mains\n").unwrap();
+        std::fs::write(adapter.join("online"), "1\n").unwrap();
+        let battery = supplies.path().join("BAT0");
+        std::fs::create_dir_all(&battery).unwrap();
+        std::fs::write(battery.join("type"), "Battery\n").unwrap();
+        let node = Node::new();
+        let _watcher = Watcher::start(
+            node.clone(),
+            WatcherConfig {
+                games: None,
+                fullscreen: false,
+                gpu_use: None,
+                power_supply: Some(supplies.path().to_owned()),
+                ..WatcherConfig::default()
+            },
+        )
+        .unwrap();
+        std::fs::write(adapter.join("online"), "0\n").unwrap();
+        wait_until(&node, |a| {
+            *a == crate::ActivityState::Paused {
+                reason: PauseReason::OnBattery,
+            }
+        });
+        std::fs::write(adapter.join("online"), "1\n").unwrap();
+        wait_until(&node, |a| *a == crate::ActivityState::Running);
+        // A desktop (no adapter) is never on battery.
+        assert!(!on_battery(&supplies.path().join("none")));
     }
 
     #[test]
