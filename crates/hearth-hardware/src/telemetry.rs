@@ -407,7 +407,9 @@ impl Drop for Sampler {
         let _ = self.stop.send(true);
         if let Some(thread) = self.thread.take() {
             thread.thread().unpark();
-            let _ = thread.join();
+            if thread.join().is_err() {
+                tracing::error!("the telemetry thread had panicked (its panic was logged)");
+            }
         }
     }
 }

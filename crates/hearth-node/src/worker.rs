@@ -752,10 +752,14 @@ async fn run_job(
             lease_id: job.lease_id.clone(),
             text_delta: delta,
         };
-        let _: Result<HeartbeatReply, _> = context
+        // The result carries the whole text anyway: a lost last beat only delays the stream.
+        let sent: Result<HeartbeatReply, _> = context
             .client
             .post(&format!("/node/v1/jobs/{}/heartbeat", job.id), &beat)
             .await;
+        if let Err(error) = sent {
+            tracing::warn!(job = %job.id, %error, "the last streamed text did not reach the pool before the result");
+        }
     }
     let result = JobResult {
         lease_id: job.lease_id.clone(),

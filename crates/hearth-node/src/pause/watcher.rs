@@ -130,8 +130,10 @@ impl Watcher {
             sender,
         );
         let _ = old.send(Message::Stop);
-        if let Some(previous) = self.thread.take() {
-            let _ = previous.join();
+        if let Some(previous) = self.thread.take()
+            && previous.join().is_err()
+        {
+            tracing::error!("the pause watcher had panicked (its panic was logged); starting anew");
         }
         self.thread = Some(spawn(self.node.clone(), config, inbox)?);
         tracing::info!("pause rules changed: watching by the new settings");
@@ -152,8 +154,10 @@ fn spawn(
 impl Drop for Watcher {
     fn drop(&mut self) {
         self.messages.send_stop();
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
+        if let Some(thread) = self.thread.take()
+            && thread.join().is_err()
+        {
+            tracing::error!("the pause watcher had panicked (its panic was logged)");
         }
     }
 }
