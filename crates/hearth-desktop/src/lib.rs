@@ -22,3 +22,20 @@ pub use windows::WindowsDesktop as Desktop;
 mod macos;
 #[cfg(target_os = "macos")]
 pub use macos::MacDesktop as Desktop;
+
+/// Why the desktop could not answer.
+#[derive(Debug, thiserror::Error)]
+pub enum DesktopError {
+    /// No display to connect to, or it refused the connection.
+    #[error("cannot reach the display: {0}")]
+    Connect(String),
+    /// The display or the system would not answer `question`.
+    #[error("{question}: {reason}")]
+    Query {
+        question: &'static str,
+        reason: String,
+    },
+    /// This platform cannot tell (yet).
+    #[error("{0} is not available on this platform yet")]
+    Unsupported(&'static str),
+}

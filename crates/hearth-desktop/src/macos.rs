@@ -5,6 +5,8 @@
 
 use std::time::Duration;
 
+use crate::DesktopError;
+
 #[link(name = "CoreGraphics", kind = "framework")]
 unsafe extern "C" {
     /// Seconds since the last event of `event_type` from `source_state`.
@@ -22,17 +24,17 @@ pub struct MacDesktop;
 
 impl MacDesktop {
     /// The session (`display` is an X11 notion and is ignored here).
-    pub fn connect(_display: Option<&str>) -> Result<Self, String> {
+    pub fn connect(_display: Option<&str>) -> Result<Self, DesktopError> {
         Ok(Self)
     }
 
     /// Not detected on macOS yet: an error, so the watcher turns the rule off and says why.
-    pub fn is_fullscreen(&self) -> Result<bool, String> {
-        Err("fullscreen detection is not available on macOS yet".into())
+    pub fn is_fullscreen(&self) -> Result<bool, DesktopError> {
+        Err(DesktopError::Unsupported("fullscreen detection"))
     }
 
     /// Time since the user last touched keyboard, mouse or trackpad.
-    pub fn idle(&self) -> Result<Duration, String> {
+    pub fn idle(&self) -> Result<Duration, DesktopError> {
         // SAFETY: plain values in, a double out.
         let seconds = unsafe {
             CGEventSourceSecondsSinceLastEventType(COMBINED_SESSION_STATE, ANY_INPUT_EVENT)
@@ -40,7 +42,10 @@ impl MacDesktop {
         if seconds.is_finite() && seconds >= 0.0 {
             Ok(Duration::from_secs_f64(seconds))
         } else {
-            Err(format!("Quartz answered {seconds} s"))
+            Err(DesktopError::Query {
+                question: "Quartz idle time",
+                reason: format!("answered {seconds} s"),
+            })
         }
     }
 }

@@ -6,6 +6,8 @@
 
 use std::time::Duration;
 
+use crate::DesktopError;
+
 use windows_sys::Win32::Foundation::RECT;
 use windows_sys::Win32::Graphics::Gdi::{
     GetMonitorInfoW, MONITOR_DEFAULTTONEAREST, MONITORINFO, MonitorFromWindow,
@@ -27,7 +29,7 @@ pub struct WindowsDesktop {
 
 impl WindowsDesktop {
     /// The session's desktop (`display` is an X11 notion and is ignored here).
-    pub fn connect(_display: Option<&str>) -> Result<Self, String> {
+    pub fn connect(_display: Option<&str>) -> Result<Self, DesktopError> {
         Ok(Self {
             own_pid: std::process::id(),
         })
@@ -35,7 +37,7 @@ impl WindowsDesktop {
 
     /// True when a Direct3D program runs exclusive fullscreen, a presentation is on, or the
     /// foreground window (not Hearth's, not the desktop's) covers its whole monitor.
-    pub fn is_fullscreen(&self) -> Result<bool, String> {
+    pub fn is_fullscreen(&self) -> Result<bool, DesktopError> {
         let mut state = 0;
         // SAFETY: `state` is a valid place for the one value the call writes.
         if unsafe { SHQueryUserNotificationState(&mut state) } == 0
@@ -81,7 +83,10 @@ impl WindowsDesktop {
             )
         };
         if found == 0 {
-            return Err("GetMonitorInfoW failed".into());
+            return Err(DesktopError::Query {
+                question: "GetMonitorInfoW",
+                reason: std::io::Error::last_os_error().to_string(),
+            });
         }
         let screen = monitor.rcMonitor;
         Ok(rect.left <= screen.left
@@ -91,14 +96,17 @@ impl WindowsDesktop {
     }
 
     /// Time since the user last touched keyboard or mouse (in this session).
-    pub fn idle(&self) -> Result<Duration, String> {
+    pub fn idle(&self) -> Result<Duration, DesktopError> {
         let mut info = LASTINPUTINFO {
             cbSize: std::mem::size_of::<LASTINPUTINFO>() as u32,
             dwTime: 0,
         };
         // SAFETY: `info.cbSize` is set as the call requires.
         if unsafe { GetLastInputInfo(&mut info) } == 0 {
-            return Err("GetLastInputInfo failed".into());
+            return Err(DesktopError::Query {
+                question: "GetLastInputInfo",
+                reason: std::io::Error::last_os_error().to_string(),
+            });
         }
         // Both are milliseconds since boot, wrapping every 49.7 days.
         // SAFETY: takes no arguments.

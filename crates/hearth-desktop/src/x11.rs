@@ -10,6 +10,13 @@ use x11rb::protocol::screensaver::ConnectionExt as _;
 use x11rb::protocol::xproto::{Atom, AtomEnum, ConnectionExt, Window};
 use x11rb::rust_connection::RustConnection;
 
+use crate::DesktopError;
+
+/// A failed question to the X server, named.
+fn asking(question: &'static str) -> impl Fn(String) -> DesktopError {
+    move |reason| DesktopError::Query { question, reason }
+}
+
 /// A connection to the X display, with the atoms it asks about.
 #[derive(Debug)]
 pub struct X11Desktop {
@@ -24,15 +31,17 @@ pub struct X11Desktop {
 
 impl X11Desktop {
     /// Connect to `display` (`None`: `$DISPLAY`).
-    pub fn connect(display: Option<&str>) -> Result<Self, String> {
-        let (conn, screen) = x11rb::connect(display).map_err(|e| e.to_string())?;
+    pub fn connect(display: Option<&str>) -> Result<Self, DesktopError> {
+        let (conn, screen) =
+            x11rb::connect(display).map_err(|e| DesktopError::Connect(e.to_string()))?;
         let root = conn.setup().roots[screen].root;
-        let atom = |name: &str| -> Result<Atom, String> {
+        let atom = |name: &str| -> Result<Atom, DesktopError> {
+            let failed = asking("interning an atom");
             Ok(conn
                 .intern_atom(false, name.as_bytes())
-                .map_err(|e| e.to_string())?
+                .map_err(|e| failed(e.to_string()))?
                 .reply()
-                .map_err(|e| e.to_string())?
+                .map_err(|e| failed(e.to_string()))?
                 .atom)
         };
         Ok(Self {
@@ -51,18 +60,19 @@ impl X11Desktop {
         window: Window,
         property: Atom,
         kind: AtomEnum,
-    ) -> Result<Vec<u32>, String> {
+    ) -> Result<Vec<u32>, DesktopError> {
+        let failed = asking("reading a window property");
         let reply = self
             .conn
             .get_property(false, window, property, kind, 0, 64)
-            .map_err(|e| e.to_string())?
+            .map_err(|e| failed(e.to_string()))?
             .reply()
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| failed(e.to_string()))?;
         Ok(reply.value32().map(Iterator::collect).unwrap_or_default())
     }
 
     /// True when the focused window is fullscreen and not one of Hearth's.
-    pub fn is_fullscreen(&self) -> Result<bool, String> {
+    pub fn is_fullscreen(&self) -> Result<bool, DesktopError> {
         let active = self.property32(self.root, self.active_window, AtomEnum::WINDOW)?;
         let Some(&window) = active.first().filter(|&&w| w != 0) else {
             return Ok(false);
@@ -81,13 +91,14 @@ impl X11Desktop {
     }
 
     /// Time since the user last touched keyboard or mouse.
-    pub fn idle(&self) -> Result<std::time::Duration, String> {
+    pub fn idle(&self) -> Result<std::time::Duration, DesktopError> {
+        let failed = asking("asking the screen saver extension for idle time");
         let info = self
             .conn
             .screensaver_query_info(self.root)
-            .map_err(|e| e.to_string())?
+            .map_err(|e| failed(e.to_string()))?
             .reply()
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| failed(e.to_string()))?;
         Ok(std::time::Duration::from_millis(u64::from(
             info.ms_since_user_input,
         )))
