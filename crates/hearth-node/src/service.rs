@@ -964,13 +964,30 @@ fn live_telemetry(sample: &hearth_hardware::TelemetrySample, executor: &Executor
 }
 
 /// Energy Hearth used between `from` and `to` (Unix ms): the GPUs' and its share of the
-/// processor's. Each sample covers the interval before it, counted in proportion to its
-/// overlap with the job. `None` when no sample covers the time (telemetry off).
+/// processor's (see [`energy_over`]).
 fn energy_between(sampler: &Sampler, from: u64, to: u64) -> Option<(f64, bool)> {
+    energy_over(
+        &sampler.history_since(from),
+        sampler.latest().as_deref(),
+        from,
+        to,
+    )
+}
+
+/// Energy over `from..to` (Unix ms) from `samples`, each covering the interval before it and
+/// counted in proportion to its overlap. The part after the newest reading (`latest`: a job
+/// ends before the next one is taken) is extrapolated at that reading's power and marked
+/// estimated. `None` with no reading at all (telemetry off, or the first second of a run).
+fn energy_over(
+    samples: &[Arc<hearth_hardware::TelemetrySample>],
+    latest: Option<&hearth_hardware::TelemetrySample>,
+    from: u64,
+    to: u64,
+) -> Option<(f64, bool)> {
+    let latest = latest?;
     let mut total = 0.0;
     let mut estimated = false;
-    let mut any = false;
-    for sample in sampler.history_since(from) {
+    for sample in samples {
         let end = sample.at_unix_ms;
         let start = end.saturating_sub((sample.interval_s * 1000.0) as u64);
         let overlap = end.min(to).saturating_sub(start.max(from));
@@ -981,9 +998,15 @@ fn energy_between(sampler: &Sampler, from: u64, to: u64) -> Option<(f64, bool)> 
         let (wh, sample_estimated) = sample.hearth_energy_wh();
         total += wh * share;
         estimated |= sample_estimated;
-        any = true;
     }
-    any.then_some((total, estimated))
+    let uncovered = to.saturating_sub(latest.at_unix_ms.max(from));
+    let latest_hours = latest.interval_s / 3600.0;
+    if uncovered > 0 && latest_hours > 0.0 {
+        let (wh, _) = latest.hearth_energy_wh();
+        total += wh / latest_hours * (uncovered as f64 / 3_600_000.0);
+        estimated = true;
+    }
+    Some((total, estimated))
 }
 
 #[cfg(test)]
@@ -1000,6 +1023,45 @@ mod tests {
         job.energy_wh = Some(0.5);
         job.energy_estimated = true;
         job
+    }
+
+    fn reading(at_unix_ms: u64, cpu_energy_wh: f64) -> Arc<hearth_hardware::TelemetrySample> {
+        Arc::new(hearth_hardware::TelemetrySample {
+            at_unix_ms,
+            interval_s: 1.0,
+            cpu_percent: 50.0,
+            ram_used_bytes: 0,
+            ram_total_bytes: 0,
+            process_cpu_percent: 100.0,
+            process_memory_bytes: 0,
+            logical_cores: 2,
+            cpu_power_w: 36.0,
+            cpu_power_estimated: false,
+            cpu_temperature_c: None,
+            process_cpu_energy_wh: cpu_energy_wh,
+            gpus: vec![],
+        })
+    }
+
+    #[test]
+    fn a_jobs_energy_counts_the_readings_it_overlaps_and_extrapolates_past_the_newest() {
+        // Two readings of 0.01 Wh a second (36 W), at 1 s and 2 s.
+        let samples = [reading(1_000, 0.01), reading(2_000, 0.01)];
+        let latest = samples.last().map(AsRef::as_ref);
+        // A job from 0.5 s to 1.5 s: half of each reading, measured.
+        let (wh, estimated) = energy_over(&samples, latest, 500, 1_500).unwrap();
+        assert!((wh - 0.01).abs() < 1e-9, "{wh}");
+        assert!(!estimated);
+        // A short job after the newest reading: at its power, and said to be estimated.
+        let (wh, estimated) = energy_over(&samples[2..], latest, 2_100, 2_350).unwrap();
+        assert!((wh - 0.0025).abs() < 1e-9, "{wh}");
+        assert!(estimated);
+        // Half covered, half after.
+        let (wh, estimated) = energy_over(&samples[1..], latest, 1_500, 2_500).unwrap();
+        assert!((wh - 0.01).abs() < 1e-9, "{wh}");
+        assert!(estimated);
+        // No reading yet: unknown, not zero.
+        assert_eq!(energy_over(&[], None, 0, 100), None);
     }
 
     #[test]
