@@ -76,6 +76,27 @@ fn edits(a: &str, b: &str) -> usize {
     row[b.len()]
 }
 
+/// Remove `--name VALUE` from `args` and return VALUE (`None` when absent); a usage error
+/// when the option is last, with no value.
+pub fn take_option(args: &mut Vec<String>, name: &str) -> anyhow::Result<Option<String>> {
+    let Some(at) = args.iter().position(|a| a == name) else {
+        return Ok(None);
+    };
+    if at + 1 >= args.len() {
+        return Err(usage(format!("{name} needs a value")));
+    }
+    let value = args.remove(at + 1);
+    args.remove(at);
+    Ok(Some(value))
+}
+
+/// Remove every `name` flag from `args`; whether there was one.
+pub fn take_flag(args: &mut Vec<String>, name: &str) -> bool {
+    let before = args.len();
+    args.retain(|a| a != name);
+    args.len() != before
+}
+
 /// Print `error` for `program` on standard error and give the exit status: 2 and a pointer to
 /// `help` for a [`UsageError`], else 1 with the error and its causes on one line (the
 /// backtrace too when `RUST_BACKTRACE` is set).
@@ -98,6 +119,25 @@ mod tests {
     use super::*;
 
     const COMMANDS: &[&str] = &["run", "status", "pause", "resume", "ledger"];
+
+    #[test]
+    fn options_and_flags_are_taken_out_of_the_arguments() {
+        let mut args: Vec<String> = ["serve", "--config", "pool.toml", "--json", "x"]
+            .map(String::from)
+            .to_vec();
+        assert!(take_flag(&mut args, "--json"));
+        assert!(!take_flag(&mut args, "--json"));
+        assert_eq!(
+            take_option(&mut args, "--config").unwrap().as_deref(),
+            Some("pool.toml")
+        );
+        assert_eq!(args, ["serve", "x"]);
+        assert_eq!(take_option(&mut args, "--config").unwrap(), None);
+        args.push("--port".into());
+        let missing = take_option(&mut args, "--port").unwrap_err();
+        assert!(missing.downcast_ref::<UsageError>().is_some());
+        assert_eq!(missing.to_string(), "--port needs a value");
+    }
 
     #[test]
     fn a_typo_gets_the_nearest_command_and_nonsense_gets_the_list() {

@@ -1,7 +1,6 @@
 //! [`Node`]: the handle every frontend holds.
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{broadcast, watch};
 
@@ -79,7 +78,7 @@ impl Node {
     pub fn new() -> Self {
         let initial = NodeStatus {
             activity: ActivityState::Running,
-            changed_at_ms: unix_millis(),
+            changed_at_ms: hearth_protocol::now_unix_ms(),
             revision: 0,
             overriding: None,
         };
@@ -121,7 +120,7 @@ impl Node {
 
     /// Stop taking work for `duration`, then resume by itself (see [`Node::expire_timed`]).
     pub fn pause_for(&self, source: ControlSource, duration: std::time::Duration) -> NodeStatus {
-        let until = unix_millis().saturating_add(duration.as_millis() as u64);
+        let until = hearth_protocol::now_unix_ms().saturating_add(duration.as_millis() as u64);
         self.update(|inputs| {
             inputs.user = Some((source, Some(until)));
             inputs.overriding = None;
@@ -167,13 +166,15 @@ impl Node {
             loop {
                 status.borrow_and_update();
                 let wait = node.next_deadline_ms().map(|deadline| {
-                    std::time::Duration::from_millis(deadline.saturating_sub(unix_millis()))
+                    std::time::Duration::from_millis(
+                        deadline.saturating_sub(hearth_protocol::now_unix_ms()),
+                    )
                 });
                 let changed = match wait {
                     Some(wait) => tokio::select! {
                         changed = status.changed() => changed,
                         () = tokio::time::sleep(wait) => {
-                            node.expire_pause(unix_millis());
+                            node.expire_pause(hearth_protocol::now_unix_ms());
                             Ok(())
                         }
                     },
@@ -278,7 +279,7 @@ impl Node {
             }
             status.activity = next;
             status.overriding = overriding;
-            status.changed_at_ms = unix_millis();
+            status.changed_at_ms = hearth_protocol::now_unix_ms();
             status.revision += 1;
             tracing::info!(
                 revision = status.revision,
@@ -300,13 +301,6 @@ impl Node {
     pub(crate) fn announce(&self, event: NodeEvent) {
         let _ = self.shared.events.send(event);
     }
-}
-
-fn unix_millis() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -542,7 +536,7 @@ mod tests {
         .await
         .expect("the timed pause ended by itself");
         node.set_policy(Some(PauseReason::Game { name: "g".into() }), 100);
-        let until = unix_millis() + 150;
+        let until = hearth_protocol::now_unix_ms() + 150;
         node.resume_anyway(ControlSource::Cli, Some(until)).unwrap();
         tokio::time::timeout(std::time::Duration::from_secs(5), async {
             while !status.borrow_and_update().activity.is_paused() {

@@ -48,12 +48,6 @@ const SEEDS: usize = 8;
 
 const NODES: usize = 32;
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 async fn send(
     http: &reqwest::Client,
     url: &str,
@@ -62,7 +56,7 @@ async fn send(
     body: Vec<u8>,
 ) -> anyhow::Result<reqwest::Response> {
     let mut request = http.post(format!("{url}{path}")).body(body.clone());
-    for (name, value) in signer.headers("POST", path, now_ms(), &body) {
+    for (name, value) in signer.headers("POST", path, hearth_protocol::now_unix_ms(), &body) {
         request = request.header(name, value);
     }
     let response = request.send().await?;
@@ -163,8 +157,8 @@ async fn node(
                     .collect::<Option<Vec<u32>>>()
                     .ok_or_else(|| anyhow::anyhow!("a text the bench did not queue"))?,
             },
-            started_unix_ms: now_ms(),
-            finished_unix_ms: now_ms(),
+            started_unix_ms: hearth_protocol::now_unix_ms(),
+            finished_unix_ms: hearth_protocol::now_unix_ms(),
             energy_wh: None,
             energy_estimated: false,
             next: Some(LeaseRequest {

@@ -38,12 +38,6 @@ fn env_usize(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 /// CPU seconds (user + system) of process `pid`, from /proc.
 fn cpu_s(pid: u32) -> f64 {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
@@ -186,7 +180,7 @@ async fn post(
     body: Vec<u8>,
 ) -> anyhow::Result<reqwest::Response> {
     let mut request = http.post(format!("{url}{path}")).body(body.clone());
-    for (name, value) in signer.headers("POST", path, now_ms(), &body) {
+    for (name, value) in signer.headers("POST", path, hearth_protocol::now_unix_ms(), &body) {
         request = request.header(name, value);
     }
     let response = request.send().await?;
@@ -292,8 +286,8 @@ async fn run_node(
                     .embedding_tokens(MODEL, texts)
                     .map_err(anyhow::Error::msg)?,
             },
-            started_unix_ms: now_ms(),
-            finished_unix_ms: now_ms(),
+            started_unix_ms: hearth_protocol::now_unix_ms(),
+            finished_unix_ms: hearth_protocol::now_unix_ms(),
             energy_wh: None,
             energy_estimated: false,
             next: Some(LeaseRequest {

@@ -13,7 +13,7 @@
 use std::io::{BufRead, Write};
 
 use anyhow::Context;
-use hearth_cli::usage;
+use hearth_cli::{take_flag, take_option, usage};
 use hearth_inference::chat::SMOLLM2_ID as CHAT_MODEL_ID;
 use hearth_inference::embeddings::MINILM_ID;
 use hearth_inference::images::EFFICIENTNET_ID;
@@ -232,26 +232,6 @@ fn run() -> anyhow::Result<()> {
         other => return Err(hearth_cli::unknown_command(other, COMMANDS)),
     }
     Ok(())
-}
-
-/// Remove `--name` from `args`; true if it was there.
-fn take_flag(args: &mut Vec<String>, name: &str) -> bool {
-    let before = args.len();
-    args.retain(|a| a != name);
-    args.len() != before
-}
-
-/// Remove `--name VALUE` from `args` and return VALUE.
-fn take_option(args: &mut Vec<String>, name: &str) -> anyhow::Result<Option<String>> {
-    let Some(at) = args.iter().position(|a| a == name) else {
-        return Ok(None);
-    };
-    if at + 1 >= args.len() {
-        return Err(usage(format!("{name} needs a value")));
-    }
-    let value = args.remove(at + 1);
-    args.remove(at);
-    Ok(Some(value))
 }
 
 /// Write a little-endian f32 array in NumPy's .npy format (version 1.0).

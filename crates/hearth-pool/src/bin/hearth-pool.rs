@@ -17,7 +17,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
-use hearth_cli::usage;
+use hearth_cli::{take_option, usage};
 use hearth_inference::ModelStore;
 use hearth_pool::accounts::{self, NewKey};
 use hearth_pool::admin::AdminEndpoint;
@@ -94,18 +94,6 @@ are held.
 
 /// The commands, for naming the nearest one to a typo.
 const COMMANDS: &[&str] = &["serve", "migrate", "payouts", "keys", "usage", "help"];
-
-fn take_option(args: &mut Vec<String>, name: &str) -> anyhow::Result<Option<String>> {
-    let Some(at) = args.iter().position(|a| a == name) else {
-        return Ok(None);
-    };
-    if at + 1 >= args.len() {
-        return Err(usage(format!("{name} needs a value")));
-    }
-    let value = args.remove(at + 1);
-    args.remove(at);
-    Ok(Some(value))
-}
 
 fn read_config(path: Option<&str>) -> anyhow::Result<PoolConfig> {
     match path {
