@@ -267,16 +267,20 @@ async fn pause(
     };
     Ok(Json(match seconds {
         None => node.pause(source),
-        Some(seconds @ 1..=86_400) => {
-            node.pause_for(source, std::time::Duration::from_secs(seconds))
-        }
-        Some(seconds) => {
-            return Err((
-                StatusCode::BAD_REQUEST,
-                format!("{seconds} seconds: pause for 1 second to 24 hours"),
-            ));
-        }
+        Some(seconds) => node.pause_for(source, within_a_day(seconds, "pause")?),
     }))
+}
+
+/// An owner's timed choice (pause, resume anyway) of `seconds`: 1 second to 24 hours, else a
+/// 400 that says so.
+fn within_a_day(seconds: u64, what: &str) -> Result<std::time::Duration, (StatusCode, String)> {
+    match seconds {
+        1..=86_400 => Ok(std::time::Duration::from_secs(seconds)),
+        _ => Err((
+            StatusCode::BAD_REQUEST,
+            format!("{seconds} seconds: {what} for 1 second to 24 hours"),
+        )),
+    }
 }
 
 async fn resume(
@@ -306,14 +310,9 @@ async fn resume_anyway(
 ) -> Result<Json<NodeStatus>, (StatusCode, String)> {
     let until_ms = match query.seconds {
         None => None,
-        Some(seconds @ 1..=86_400) => {
-            Some(hearth_protocol::now_unix_ms().saturating_add(u64::from(seconds) * 1000))
-        }
         Some(seconds) => {
-            return Err((
-                StatusCode::BAD_REQUEST,
-                format!("{seconds} seconds: resume for 1 second to 24 hours"),
-            ));
+            let lasting = within_a_day(u64::from(seconds), "resume")?;
+            Some(hearth_protocol::now_unix_ms().saturating_add(lasting.as_millis() as u64))
         }
     };
     state

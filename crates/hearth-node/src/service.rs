@@ -726,24 +726,25 @@ pub fn earnings(ledger: &Ledger, pool: &PoolStatus) -> Earnings {
     let now = now_unix_ms();
     let today = ledger.totals_between(local_midnight_ms(), now + 1);
     let hour = ledger.totals_between(now.saturating_sub(MS_PER_HOUR), now + 1);
-    // One entry per hour worked: small even after years.
-    let lifetime = ledger.totals_between(0, now + 1);
-    // Unknown terms: nothing is known to be payable yet.
+    // Payable: the hours before the settlement time (unknown terms: none yet); pending: the
+    // hours since. Together they are the lifetime total, each hour read once.
     let settled_before = pool
         .terms
         .as_ref()
         .map_or(0, |t| now.saturating_sub(t.settlement_ms));
-    let payable = ledger.totals_between(0, settled_before);
-    match (today, hour, lifetime, payable) {
-        (Ok(today), Ok(hour), Ok(lifetime), Ok(payable)) => Earnings {
+    let split = settled_before.div_ceil(MS_PER_HOUR) * MS_PER_HOUR;
+    let payable = ledger.totals_between(0, split);
+    let pending = ledger.totals_between(split, now + 1);
+    match (today, hour, payable, pending) {
+        (Ok(today), Ok(hour), Ok(payable), Ok(pending)) => Earnings {
             today_micro_credits: today.micro_credits,
             today_jobs: today.jobs_completed,
             today_failed: today.jobs_failed,
             last_hour_micro_credits: hour.micro_credits,
-            lifetime_micro_credits: lifetime.micro_credits,
+            lifetime_micro_credits: payable.micro_credits.saturating_add(pending.micro_credits),
             today_energy_wh: today.energy_wh,
             today_energy_estimated: today.energy_estimated,
-            pending_micro_credits: lifetime.micro_credits.saturating_sub(payable.micro_credits),
+            pending_micro_credits: pending.micro_credits,
             payable_micro_credits: payable.micro_credits,
             demo,
         },
