@@ -3,7 +3,7 @@
 //! Field names follow the Hugging Face checkpoint after [`BertEncoder::load_safetensors`]'s key
 //! remapping, so the weights load without any copying by hand.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use burn::module::Module;
 use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
@@ -11,10 +11,11 @@ use burn::store::{PyTorchToBurnAdapter, SafetensorsStore};
 use burn::tensor::activation::{gelu, softmax};
 use burn::tensor::{Device, Int, Tensor};
 
-use crate::error::Result;
+use crate::error::{InferenceError, Result};
+use crate::store::Manifest;
 
-/// Sizes of a BERT encoder.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Sizes of a BERT encoder, as a manifest's `[config]` states them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
 pub struct BertConfig {
     /// Vocabulary size.
     pub vocab_size: usize,
@@ -43,6 +44,21 @@ impl BertConfig {
         max_positions: 512,
         type_vocab: 2,
     };
+
+    /// The sizes a BERT model's manifest states in its `[config]` table.
+    pub fn from_manifest(manifest: &Manifest) -> Result<Self> {
+        let bad = |reason: String| InferenceError::Manifest {
+            path: PathBuf::from(&manifest.id),
+            reason,
+        };
+        let table = manifest
+            .config
+            .clone()
+            .ok_or_else(|| bad("a BERT model needs its sizes in [config]".into()))?;
+        toml::Value::Table(table)
+            .try_into()
+            .map_err(|e| bad(format!("[config]: {e}")))
+    }
 
     /// A model with these sizes and untrained weights.
     pub fn init(&self, device: &Device) -> BertEncoder {

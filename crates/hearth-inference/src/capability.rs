@@ -352,7 +352,7 @@ mod tests {
         std::fs::create_dir_all(&model_dir).unwrap();
         std::fs::write(
             model_dir.join("manifest.toml"),
-            "id = \"big\"\ntask = \"embedding\"\nname = \"Big\"\nlicence = \"MIT\"\nmemory_mib = 800\n\
+            "id = \"big\"\ntask = \"embeddings\"\narchitecture = \"bert\"\nname = \"Big\"\nlicence = \"MIT\"\nmemory_mib = 800\n\
              [source]\nregistry = \"pypi\"\npackage = \"p\"\nversion = \"1\"\n\
              [[files]]\nname = \"w\"\npath_in_package = \"w\"\nsize = 1\nsha256 = \"{}\"\n"
                 .replace("{}", &"0".repeat(64)),

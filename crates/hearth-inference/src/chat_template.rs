@@ -10,7 +10,7 @@ use crate::error::{InferenceError, Result};
 use crate::gguf::GgufFile;
 use crate::gguf_tokenizer::{GgufTokenizer, StreamDecoder};
 use crate::llama::LlamaConfig;
-use crate::store::{ModelStore, Task};
+use crate::store::{ModelStore, TaskKind};
 
 /// Longest text of all messages of one request, in bytes.
 pub const MAX_PROMPT_BYTES: usize = 256 * 1024;
@@ -179,7 +179,7 @@ impl ChatTemplate {
 /// Where the GGUF file of chat model `model_id` is, after checking it against its manifest.
 pub(crate) fn gguf_path(store: &ModelStore, model_id: &str) -> Result<std::path::PathBuf> {
     let model = store.verify(model_id)?;
-    if model.manifest.task != Task::ChatGeneration {
+    if model.manifest.task != TaskKind::Chat {
         return Err(InferenceError::Unsupported(format!(
             "model {model_id:?} is not a chat model"
         )));

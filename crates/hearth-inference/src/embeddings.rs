@@ -8,7 +8,7 @@ use crate::bert::{BertConfig, BertEncoder};
 use crate::bert_cpu::CpuBertEncoder;
 use crate::device::{ComputeBackend, ComputeDevice};
 use crate::error::{InferenceError, Result};
-use crate::store::{ModelStore, Task};
+use crate::store::{ModelStore, TaskKind};
 
 /// Model id of the default embedding model.
 pub const MINILM_ID: &str = "all-minilm-l6-v2";
@@ -55,7 +55,7 @@ impl EmbeddingTokenizer {
     /// The tokenizer of embedding model `id` in `store` (its tokenizer file verified).
     pub fn load(store: &ModelStore, id: &str) -> Result<Self> {
         let manifest = store.manifest(id)?;
-        if manifest.task != Task::Embedding {
+        if manifest.task != TaskKind::Embeddings {
             return Err(InferenceError::UnknownModel(format!(
                 "{id} is not an embedding model"
             )));
@@ -74,7 +74,7 @@ impl EmbeddingTokenizer {
         Ok(Self {
             tokenizer: load_tokenizer(&path, max_tokens)?,
             max_tokens,
-            dimensions: BertConfig::MINILM_L6.hidden,
+            dimensions: BertConfig::from_manifest(&manifest)?.hidden,
         })
     }
 
@@ -130,13 +130,13 @@ impl TextEmbedder {
     /// Verify and load model `id` from `store` onto `device`.
     pub fn load(store: &ModelStore, id: &str, device: ComputeDevice) -> Result<Self> {
         let model = store.verify(id)?;
-        if model.manifest.task != Task::Embedding {
+        if model.manifest.task != TaskKind::Embeddings {
             return Err(InferenceError::UnknownModel(format!(
                 "{id} is not an embedding model"
             )));
         }
         let tokenizer = EmbeddingTokenizer::load(store, id)?;
-        let config = BertConfig::MINILM_L6;
+        let config = BertConfig::from_manifest(&model.manifest)?;
         let encoder = config
             .init(&device.device)
             .load_safetensors(&model.file("model.safetensors")?)?;

@@ -12,7 +12,7 @@ use crate::device::{ComputeBackend, ComputeDevice};
 use crate::efficientnet::{EfficientNetLite, FoldedEfficientNet};
 use crate::efficientnet_cpu::CpuEfficientNet;
 use crate::error::{InferenceError, Result};
-use crate::store::{Manifest, ModelStore, Task};
+use crate::store::{Manifest, ModelStore, TaskKind};
 
 /// Model id of the default classifier.
 pub const EFFICIENTNET_ID: &str = "efficientnet-lite0";
@@ -153,7 +153,7 @@ impl ImageClassifier {
     /// Verify and load model `id` from `store` onto `device`.
     pub fn load(store: &ModelStore, id: &str, device: ComputeDevice) -> Result<Self> {
         let model = store.verify(id)?;
-        if model.manifest.task != Task::ImageClassification {
+        if model.manifest.task != TaskKind::ImageClassification {
             return Err(InferenceError::UnknownModel(format!(
                 "{id} is not an image classifier"
             )));

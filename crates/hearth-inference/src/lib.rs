@@ -9,6 +9,8 @@
 //!   read by [`gguf`] and tokenised by [`gguf_tokenizer`]; [`chat_template`] holds what a chat
 //!   model's words need without its weights (prompt template, answer text), for the pool too.
 //!
+//! - [`model`]: any model, loaded by the implementation its manifest names ([`Model`]).
+//!
 //! - [`capability`]: the capability benchmark (matrix products, bandwidth, which models fit).
 //!
 //! Model code ([`bert`], [`efficientnet`], [`llama`]) is separate from loading and preprocessing.
@@ -31,6 +33,7 @@ pub mod images;
 pub mod llama;
 mod llama_cpu;
 mod matvec;
+pub mod model;
 pub mod store;
 mod weights;
 
@@ -43,7 +46,8 @@ pub use device::{BackendPreference, ComputeBackend, ComputeDevice};
 pub use embeddings::{EmbeddingOutput, EmbeddingTokenizer, TextEmbedder};
 pub use error::{InferenceError, Result};
 pub use images::{ClassScore, ImageClassifier};
-pub use store::{Manifest, ModelStore, Task};
+pub use model::Model;
+pub use store::{Architecture, Manifest, ModelStore, Price, TaskKind};
 
 /// Deterministic values in [-1, 1) for the kernels' unit tests (xorshift from `seed`).
 #[cfg(test)]

@@ -11,16 +11,39 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{InferenceError, Result};
 
-/// What a model does.
+pub use hearth_protocol::TaskKind;
+
+/// How a model is built: which of Hearth's implementations runs it. Each runs one kind of task.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Task {
-    /// Text in, one unit-length vector per text out.
-    Embedding,
-    /// An image in, class labels with probabilities out.
-    ImageClassification,
-    /// Chat messages in, generated text out.
-    ChatGeneration,
+pub enum Architecture {
+    /// A BERT encoder in safetensors, mean-pooled into sentence embeddings; its sizes are in
+    /// the manifest's `[config]` ([`crate::bert::BertConfig`]).
+    Bert,
+    /// EfficientNet-Lite0 in a PyTorch checkpoint, with `labels.txt` beside the manifest.
+    EfficientnetLite0,
+    /// A Llama-family decoder in a GGUF file that carries its own sizes, vocabulary and chat
+    /// template.
+    Llama,
+}
+
+impl Architecture {
+    /// The kind of task this architecture runs.
+    pub fn task(self) -> TaskKind {
+        match self {
+            Self::Bert => TaskKind::Embeddings,
+            Self::EfficientnetLite0 => TaskKind::ImageClassification,
+            Self::Llama => TaskKind::Chat,
+        }
+    }
+}
+
+/// What a pool charges for a model unless its operator sets another price.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Price {
+    /// Micro-credits per unit: per 1000 input tokens for embeddings, per output token for
+    /// chat, per image for image classification.
+    pub micro_credits_per_unit: u64,
 }
 
 /// The registry package the weights come from.
@@ -53,7 +76,9 @@ pub struct Manifest {
     /// Stable id, also the folder name.
     pub id: String,
     /// What the model does.
-    pub task: Task,
+    pub task: TaskKind,
+    /// Which implementation runs it; it must run `task`.
+    pub architecture: Architecture,
     /// Human-readable name.
     pub name: String,
     /// SPDX licence of the weights.
@@ -69,6 +94,13 @@ pub struct Manifest {
     /// Task-specific settings (token limits, image size, normalisation), read by each model.
     #[serde(default)]
     pub preprocessing: BTreeMap<String, toml::Value>,
+    /// The architecture's sizes where its files do not carry them (a BERT's layers and widths).
+    #[serde(default)]
+    pub config: Option<toml::Table>,
+    /// What a pool charges for it by default; a model without one is not offered unless the
+    /// operator prices it.
+    #[serde(default)]
+    pub price: Option<Price>,
 }
 
 impl Manifest {
@@ -90,6 +122,14 @@ impl Manifest {
         };
         if self.files.is_empty() {
             return Err(bad("lists no files".into()));
+        }
+        if self.architecture.task() != self.task {
+            return Err(bad(format!(
+                "architecture {:?} runs {}, not {}",
+                self.architecture,
+                self.architecture.task(),
+                self.task
+            )));
         }
         for file in &self.files {
             let plain_name = Path::new(&file.name)
@@ -300,7 +340,8 @@ mod tests {
 
     const MANIFEST: &str = r#"
 id = "tiny"
-task = "embedding"
+task = "embeddings"
+architecture = "bert"
 name = "Tiny"
 licence = "MIT"
 [source]
@@ -392,6 +433,15 @@ mean = [0.5, 0.5, 0.5]
             store.verify("../tiny"),
             Err(InferenceError::UnknownModel(_))
         ));
+    }
+
+    #[test]
+    fn an_architecture_that_does_not_run_the_task_is_refused() {
+        let (dir, store) = store_with(b"hello");
+        let wrong = MANIFEST.replace("architecture = \"bert\"", "architecture = \"llama\"");
+        std::fs::write(dir.path().join("tiny/manifest.toml"), wrong).unwrap();
+        let error = store.manifest("tiny").unwrap_err().to_string();
+        assert!(error.contains("runs chat, not embeddings"), "{error}");
     }
 
     #[test]

@@ -1,18 +1,14 @@
-//! Runs a pool job with Hearth's models. Models load on first use and stay warm in a
-//! least-recently-used set bounded by a memory budget (each model's manifest states what it
-//! needs); a job in flight keeps its model alive even when it is evicted meanwhile.
+//! Runs a pool job with Hearth's models. Which models there are, and what runs each, comes from
+//! their manifests: the executor knows tasks, never model ids. Models load on first use and stay
+//! warm in a least-recently-used set bounded by a memory budget (each model's manifest states
+//! what it needs); a job in flight keeps its model alive even when it is evicted meanwhile.
 
-use std::any::Any;
 use std::sync::{Arc, Mutex};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use hearth_inference::chat::SMOLLM2_ID;
-use hearth_inference::embeddings::MINILM_ID;
-use hearth_inference::images::EFFICIENTNET_ID;
 use hearth_inference::{
-    CancelToken, ChatGenerator, ChatMessage, ComputeDevice, GenerationParams, ImageClassifier,
-    InferenceError, ModelStore, TextEmbedder,
+    CancelToken, ChatMessage, ComputeDevice, GenerationParams, InferenceError, Model, ModelStore,
 };
 use hearth_protocol::{ClassScore, TaskOutput, TaskPayload};
 
@@ -21,6 +17,12 @@ use hearth_protocol::{ClassScore, TaskOutput, TaskPayload};
 pub enum ExecError {
     #[error("model {0} is not offered by this node")]
     UnknownModel(String),
+    #[error("model {model} does {runs}, not {asked}")]
+    WrongTask {
+        model: String,
+        runs: hearth_protocol::TaskKind,
+        asked: &'static str,
+    },
     #[error("the job's input is unusable: {0}")]
     BadInput(String),
     #[error(transparent)]
@@ -45,7 +47,7 @@ struct WarmSet {
 
 struct WarmModel {
     id: String,
-    model: Arc<dyn Any + Send + Sync>,
+    model: Arc<Model>,
     bytes: u64,
     last_used: u64,
 }
@@ -105,27 +107,19 @@ impl Executor {
         n
     }
 
-    /// The model `id`, loaded by `load` unless it is warm; evicts others to fit the budget.
-    fn warm<T: Send + Sync + 'static>(
-        &self,
-        id: &str,
-        load: impl FnOnce() -> Result<T, InferenceError>,
-    ) -> Result<Arc<T>, InferenceError> {
+    /// The model `id`, loaded unless it is warm; evicts others to fit the budget.
+    fn warm(&self, id: &str) -> Result<Arc<Model>, InferenceError> {
         let mut warm = self.warm.lock().unwrap_or_else(|e| e.into_inner());
         warm.clock += 1;
         let now = warm.clock;
-        if let Some(entry) = warm.models.iter_mut().find(|m| m.id == id)
-            && let Ok(model) = Arc::clone(&entry.model).downcast::<T>()
-        {
+        if let Some(entry) = warm.models.iter_mut().find(|m| m.id == id) {
             entry.last_used = now;
-            return Ok(model);
+            return Ok(Arc::clone(&entry.model));
         }
-        warm.models.retain(|m| m.id != id);
         let bytes = self
             .store
-            .manifest(id)
-            .ok()
-            .and_then(|m| m.memory_mib)
+            .manifest(id)?
+            .memory_mib
             .map_or(DEFAULT_MODEL_BYTES, |mib| mib << 20);
         while !warm.models.is_empty()
             && warm.models.iter().map(|m| m.bytes).sum::<u64>() + bytes > self.budget_bytes
@@ -140,24 +134,31 @@ impl Executor {
             let evicted = warm.models.remove(oldest);
             tracing::info!(model = %evicted.id, loading = id, "model evicted to fit the memory budget");
         }
-        let model = Arc::new(load()?);
+        let model = Arc::new(Model::load(&self.store, id, &self.device)?);
         warm.models.push(WarmModel {
             id: id.to_owned(),
-            model: Arc::clone(&model) as Arc<dyn Any + Send + Sync>,
+            model: Arc::clone(&model),
             bytes,
             last_used: now,
         });
         Ok(model)
     }
 
-    /// Model ids this node can run: those whose weights are present (their hashes are checked
-    /// when they load, not a second time here).
+    /// Model ids this node can run: every model in the store whose weights are present (their
+    /// hashes are checked when they load, not a second time here). A manifest that cannot be
+    /// read leaves the store unlisted, with the reason logged.
     pub fn available_models(&self) -> Vec<String> {
-        [MINILM_ID, SMOLLM2_ID, EFFICIENTNET_ID]
-            .into_iter()
-            .filter(|id| self.store.is_present(id))
-            .map(str::to_owned)
-            .collect()
+        match self.store.list() {
+            Ok(manifests) => manifests
+                .into_iter()
+                .map(|m| m.id)
+                .filter(|id| self.store.is_present(id))
+                .collect(),
+            Err(error) => {
+                tracing::warn!(%error, store = %self.store.root().display(), "cannot list the models");
+                Vec::new()
+            }
+        }
     }
 
     /// The device models run on.
@@ -174,11 +175,12 @@ impl Executor {
         cancel: &CancelToken,
         on_text: &mut dyn FnMut(&str),
     ) -> Result<TaskOutput, ExecError> {
-        match task {
-            TaskPayload::Embeddings { texts } if model == MINILM_ID => {
-                let embedder = self.warm(MINILM_ID, || {
-                    TextEmbedder::load(&self.store, MINILM_ID, self.device.clone())
-                })?;
+        let loaded = self.warm(model).map_err(|error| match error {
+            InferenceError::UnknownModel(_) => ExecError::UnknownModel(model.to_owned()),
+            other => other.into(),
+        })?;
+        match (&*loaded, task) {
+            (Model::Embedder(embedder), TaskPayload::Embeddings { texts }) => {
                 let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
                 let out = embedder.embed(&refs)?;
                 Ok(TaskOutput::Embeddings {
@@ -186,10 +188,7 @@ impl Executor {
                     tokens: out.tokens.into_iter().map(|t| t as u32).collect(),
                 })
             }
-            TaskPayload::ImageClassification { images, top_k } if model == EFFICIENTNET_ID => {
-                let classifier = self.warm(EFFICIENTNET_ID, || {
-                    ImageClassifier::load(&self.store, EFFICIENTNET_ID, self.device.clone())
-                })?;
+            (Model::Classifier(classifier), TaskPayload::ImageClassification { images, top_k }) => {
                 let bytes = images
                     .iter()
                     .enumerate()
@@ -217,10 +216,7 @@ impl Executor {
                         .collect(),
                 })
             }
-            TaskPayload::Chat { messages, params } if model == SMOLLM2_ID => {
-                let chat = self.warm(SMOLLM2_ID, || {
-                    ChatGenerator::load(&self.store, SMOLLM2_ID, &self.device)
-                })?;
+            (Model::Chat(chat), TaskPayload::Chat { messages, params }) => {
                 let messages = to_messages(messages)?;
                 let params = GenerationParams {
                     max_tokens: params.max_tokens as usize,
@@ -244,17 +240,21 @@ impl Executor {
                     },
                 })
             }
-            TaskPayload::ChatScore {
-                messages,
-                token_ids,
-            } if model == SMOLLM2_ID => {
-                let chat = self.warm(SMOLLM2_ID, || {
-                    ChatGenerator::load(&self.store, SMOLLM2_ID, &self.device)
-                })?;
+            (
+                Model::Chat(chat),
+                TaskPayload::ChatScore {
+                    messages,
+                    token_ids,
+                },
+            ) => {
                 let ranks = chat.score_tokens(&to_messages(messages)?, token_ids)?;
                 Ok(TaskOutput::ChatScore { ranks })
             }
-            _ => Err(ExecError::UnknownModel(model.to_owned())),
+            (loaded, task) => Err(ExecError::WrongTask {
+                model: model.to_owned(),
+                runs: loaded.task(),
+                asked: task.name(),
+            }),
         }
     }
 }

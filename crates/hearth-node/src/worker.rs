@@ -18,7 +18,7 @@ use hearth_ledger::{JobOutcome, JobRecord, JobStatus, Ledger, LedgerError};
 use hearth_protocol::{
     Challenge, HardwareProfile, Heartbeat, HeartbeatReply, Job, JobResult, KeyPair, LeaseReply,
     LeaseRequest, PROTOCOL_VERSION, PublicKey, ReceiptsReply, ReceiptsRequest, Registration,
-    RegistrationReply, RequestSigner, ResultReply, ReturnJob, SessionSecret, TaskPayload,
+    RegistrationReply, RequestSigner, ResultReply, ReturnJob, SessionSecret,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -603,15 +603,6 @@ async fn give_back(context: &Context, job: &Job, reason: &str) {
     }
 }
 
-fn task_name(task: &TaskPayload) -> &'static str {
-    match task {
-        TaskPayload::Embeddings { .. } => "embeddings",
-        TaskPayload::Chat { .. } => "chat",
-        TaskPayload::ImageClassification { .. } => "image_classification",
-        TaskPayload::ChatScore { .. } => "chat_score",
-    }
-}
-
 /// Why a job stopped before it finished.
 enum Interrupted {
     Paused,
@@ -629,7 +620,7 @@ async fn run_job(
     let started = now_ms();
     let record = context
         .ledger
-        .start_job(&job.id, &job.model, task_name(&job.task), started)?;
+        .start_job(&job.id, &job.model, job.task.name(), started)?;
     // The start reaches the disk while the job runs, not before it.
     let flush_start = {
         let ledger = Arc::clone(&context.ledger);

@@ -69,3 +69,52 @@ fn least_recently_used_models_make_room_within_the_budget() {
     assert_eq!(executor.release_all(), 1);
     assert!(executor.loaded_models().is_empty());
 }
+
+/// A second embedding model added the way the docs say: a folder with its manifest (here
+/// all-MiniLM-L6-v2's, under another id and price) and its files. No code names it.
+fn store_with_an_added_model() -> (tempfile::TempDir, ModelStore) {
+    let shipped = ModelStore::from_env();
+    let dir = tempfile::tempdir().unwrap();
+    let added = dir.path().join("minilm-added/weights");
+    std::fs::create_dir_all(&added).unwrap();
+    let manifest = std::fs::read_to_string(shipped.root().join(MINILM_ID).join("manifest.toml"))
+        .unwrap()
+        .replace(&format!("id = \"{MINILM_ID}\""), "id = \"minilm-added\"");
+    std::fs::write(dir.path().join("minilm-added/manifest.toml"), manifest).unwrap();
+    for file in ["model.safetensors", "tokenizer.json"] {
+        let from = shipped.root().join(MINILM_ID).join("weights").join(file);
+        std::fs::hard_link(&from, added.join(file))
+            .or_else(|_| std::fs::copy(&from, added.join(file)).map(|_| ()))
+            .unwrap();
+    }
+    let store = ModelStore::new(dir.path());
+    (dir, store)
+}
+
+#[test]
+fn a_model_added_by_its_manifest_alone_is_offered_and_run() {
+    let (_dir, store) = store_with_an_added_model();
+    let executor = Executor::new(store, ComputeDevice::cpu());
+    assert_eq!(executor.available_models(), ["minilm-added"]);
+    let added = executor
+        .run("minilm-added", &embeddings(), &CancelToken::new(), &mut |_| {})
+        .unwrap();
+    let shipped = Executor::new(ModelStore::from_env(), ComputeDevice::cpu())
+        .run(MINILM_ID, &embeddings(), &CancelToken::new(), &mut |_| {})
+        .unwrap();
+    assert_eq!(added, shipped, "the same weights give the same vectors");
+    // A task the model's manifest does not name is refused, naming both.
+    let error = executor
+        .run("minilm-added", &image(), &CancelToken::new(), &mut |_| {})
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        error,
+        "model minilm-added does embeddings, not image_classification"
+    );
+    let unknown = executor
+        .run("not-a-model", &embeddings(), &CancelToken::new(), &mut |_| {})
+        .unwrap_err()
+        .to_string();
+    assert_eq!(unknown, "model not-a-model is not offered by this node");
+}

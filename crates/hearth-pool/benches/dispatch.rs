@@ -307,7 +307,7 @@ async fn main() -> anyhow::Result<()> {
         .unwrap_or(20_000);
     let (meter, missing) = Meter::load(
         &hearth_inference::ModelStore::from_env(),
-        &hearth_pool::config::default_models(),
+        &[],
     );
     anyhow::ensure!(
         missing.is_empty(),

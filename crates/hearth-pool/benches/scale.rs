@@ -332,7 +332,7 @@ async fn main() -> anyhow::Result<()> {
     );
     let (meter, missing) = Meter::load(
         &hearth_inference::ModelStore::from_env(),
-        &hearth_pool::config::default_models(),
+        &[],
     );
     anyhow::ensure!(missing.is_empty(), "model files missing: {missing:?}");
     let meter = Arc::new(meter);

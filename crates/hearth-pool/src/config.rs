@@ -6,21 +6,17 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-/// What a model does, as the pool routes it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ModelTask {
-    Embeddings,
-    Chat,
-    ImageClassification,
-}
+use hearth_protocol::TaskKind;
 
-/// A model the pool sells, with its price in micro-credits (integers only).
+/// A model the pool sells, with its price in micro-credits (integers only). By default the pool
+/// sells every model of its store whose manifest states a price ([`crate::Meter::load`]); an
+/// operator's config may list the offers instead.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ModelOffer {
     /// The model id customers name and nodes load, e.g. `all-minilm-l6-v2`.
     pub id: String,
-    pub task: ModelTask,
+    /// What it does; must be what its manifest says.
+    pub task: TaskKind,
     /// Embeddings: per 1000 input tokens. Chat: per output token. Images: per image.
     pub micro_credits_per_unit: u64,
 }
@@ -29,42 +25,21 @@ impl ModelOffer {
     /// The unit billed: `input_tokens`, `output_tokens` or `images`.
     pub fn unit(&self) -> &'static str {
         match self.task {
-            ModelTask::Embeddings => "input_tokens",
-            ModelTask::Chat => "output_tokens",
-            ModelTask::ImageClassification => "images",
+            TaskKind::Embeddings => "input_tokens",
+            TaskKind::Chat => "output_tokens",
+            TaskKind::ImageClassification => "images",
         }
     }
 
     /// The price of `units`, rounded up (embeddings are priced per thousand tokens).
     pub fn price(&self, units: u64) -> u64 {
         match self.task {
-            ModelTask::Embeddings => units
+            TaskKind::Embeddings => units
                 .saturating_mul(self.micro_credits_per_unit)
                 .div_ceil(1000),
             _ => units.saturating_mul(self.micro_credits_per_unit),
         }
     }
-}
-
-/// The models of a standard Hearth pool.
-pub fn default_models() -> Vec<ModelOffer> {
-    vec![
-        ModelOffer {
-            id: "all-minilm-l6-v2".into(),
-            task: ModelTask::Embeddings,
-            micro_credits_per_unit: 20,
-        },
-        ModelOffer {
-            id: "smollm2-135m-instruct".into(),
-            task: ModelTask::Chat,
-            micro_credits_per_unit: 2,
-        },
-        ModelOffer {
-            id: "efficientnet-lite0".into(),
-            task: ModelTask::ImageClassification,
-            micro_credits_per_unit: 50,
-        },
-    ]
 }
 
 /// Everything a pool is started with.
@@ -79,6 +54,8 @@ pub struct PoolConfig {
     pub demo: bool,
     /// Customer API keys (`Authorization: Bearer <key>`).
     pub api_keys: Vec<String>,
+    /// The models sold. Empty: every model of the store whose manifest states a price, at
+    /// that price.
     pub models: Vec<ModelOffer>,
     /// How long a lease lasts without a heartbeat.
     pub lease_ms: u64,
@@ -150,7 +127,7 @@ impl Default for PoolConfig {
             name: "Hearth pool".into(),
             demo: false,
             api_keys: Vec::new(),
-            models: default_models(),
+            models: Vec::new(),
             lease_ms: 30_000,
             max_attempts: 3,
             body_limit_bytes: 8 << 20,
@@ -194,9 +171,6 @@ impl PoolConfig {
     /// Parse a TOML config file's text; unset fields keep their defaults.
     pub fn from_toml(text: &str) -> Result<Self, String> {
         let config: Self = toml::from_str(text).map_err(|e| format!("config: {e}"))?;
-        if config.models.is_empty() {
-            return Err("the config lists no models".into());
-        }
         if config.embeddings_per_job == 0 || config.max_attempts == 0 {
             return Err("embeddings_per_job and max_attempts must be at least 1".into());
         }
@@ -238,7 +212,16 @@ mod tests {
 
     #[test]
     fn prices_are_integers_rounded_up_for_token_thousands() {
-        let models = default_models();
+        let offer = |task, micro_credits_per_unit| ModelOffer {
+            id: "m".into(),
+            task,
+            micro_credits_per_unit,
+        };
+        let models = [
+            offer(TaskKind::Embeddings, 20),
+            offer(TaskKind::Chat, 2),
+            offer(TaskKind::ImageClassification, 50),
+        ];
         let embed = &models[0];
         assert_eq!(embed.price(1000), 20);
         assert_eq!(embed.price(1), 1, "a started thousand is paid");
@@ -260,7 +243,7 @@ mod tests {
         .unwrap();
         assert_eq!(config.bind.port(), 8040);
         assert_eq!(config.lease_ms, 5000);
-        assert_eq!(config.models, default_models());
+        assert!(config.models.is_empty(), "the store's models, at their manifests' prices");
         assert!(PoolConfig::from_toml("lease_ms = \"soon\"").is_err());
         assert!(PoolConfig::from_toml("max_attempts = 0").is_err());
         let shared =

@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use hearth_inference::ModelStore;
 
 use crate::queue::random_id;
-use crate::{Meter, Pool, PoolConfig, SledStore, StartError};
+use crate::{Meter, ModelOffer, Pool, PoolConfig, SledStore, StartError, TaskKind};
 
 /// Photos the demo customer has classified (public domain, from scikit-image).
 const DEMO_IMAGES: [&[u8]; 2] = [
@@ -122,14 +122,16 @@ pub async fn start(
     for (model, reason) in &unmetered {
         tracing::warn!(%model, %reason, "the demo pool does not offer this model");
     }
-    config.models.retain(|m| meter.covers(&m.id));
+    config.models = meter.offers().to_vec();
     let store = Arc::new(SledStore::open(&data_dir.join("local-pool.sled"))?);
     let pool = Pool::start(config, store, Arc::new(meter)).await?;
     let stats = Arc::new(DemoStats::default());
+    let offers = pool.state().config.models.clone();
     let customer = pace.map(|pace| {
         tokio::spawn(demo_customer(
             pool.url(),
             api_key.clone(),
+            offers,
             pace,
             Arc::clone(&stats),
         ))
@@ -142,42 +144,74 @@ pub async fn start(
     })
 }
 
-/// The `n`-th request of the demo mix: half embeddings, a third chat, a sixth images.
-pub fn demo_request(n: u64) -> (&'static str, Value) {
+/// The demo mix: half embeddings, a third chat, a sixth images.
+const DEMO_MIX: [TaskKind; 6] = [
+    TaskKind::Embeddings,
+    TaskKind::Chat,
+    TaskKind::Embeddings,
+    TaskKind::ImageClassification,
+    TaskKind::Embeddings,
+    TaskKind::Chat,
+];
+
+/// The `n`-th request of the demo mix among the models `offers` sells, each kind's models in
+/// turn: the endpoint and the body. A kind the pool does not sell is skipped for the next in
+/// the mix; `None` when it sells nothing.
+pub fn demo_request(n: u64, offers: &[ModelOffer]) -> Option<(&'static str, Value)> {
     let pick = |list: &[&'static str], k: u64| list[(k as usize) % list.len()];
-    match n % 6 {
-        0 | 2 | 4 => {
+    let (kind, models) = (0..DEMO_MIX.len()).find_map(|i| {
+        let kind = DEMO_MIX[(n as usize + i) % DEMO_MIX.len()];
+        let models: Vec<&str> = offers
+            .iter()
+            .filter(|o| o.task == kind)
+            .map(|o| o.id.as_str())
+            .collect();
+        (!models.is_empty()).then_some((kind, models))
+    })?;
+    let round = n / DEMO_MIX.len() as u64;
+    let model = models[round as usize % models.len()];
+    Some(match kind {
+        TaskKind::Embeddings => {
             let texts: Vec<&str> = (0..4).map(|i| pick(DEMO_TEXTS, n + i * 5)).collect();
             (
                 "/v1/embeddings",
-                json!({ "model": "all-minilm-l6-v2", "input": texts }),
+                json!({ "model": model, "input": texts }),
             )
         }
-        1 | 5 => (
+        TaskKind::Chat => (
             "/v1/chat/completions",
             json!({
-                "model": "smollm2-135m-instruct",
-                "messages": [{ "role": "user", "content": pick(DEMO_QUESTIONS, n / 6) }],
+                "model": model,
+                "messages": [{ "role": "user", "content": pick(DEMO_QUESTIONS, round) }],
                 "max_tokens": 64,
                 "temperature": 0.7,
             }),
         ),
-        _ => (
+        TaskKind::ImageClassification => (
             "/v1/images/classifications",
             json!({
-                "model": "efficientnet-lite0",
-                "images": [BASE64.encode(DEMO_IMAGES[(n / 6) as usize % DEMO_IMAGES.len()])],
+                "model": model,
+                "images": [BASE64.encode(DEMO_IMAGES[round as usize % DEMO_IMAGES.len()])],
                 "top_k": 3,
             }),
         ),
-    }
+    })
 }
 
-async fn demo_customer(url: String, api_key: String, pace: Duration, stats: Arc<DemoStats>) {
+async fn demo_customer(
+    url: String,
+    api_key: String,
+    offers: Vec<ModelOffer>,
+    pace: Duration,
+    stats: Arc<DemoStats>,
+) {
     let http = reqwest::Client::new();
     let mut n = 0u64;
     loop {
-        let (path, body) = demo_request(n);
+        let Some((path, body)) = demo_request(n, &offers) else {
+            tracing::warn!("the demo pool sells no model: the demo customer has nothing to ask");
+            return;
+        };
         n += 1;
         stats.sent.fetch_add(1, Ordering::Relaxed);
         let outcome = http

@@ -45,7 +45,8 @@ use axum::routing::{get, post};
 use hearth_protocol::KeyPair;
 use tokio::sync::watch;
 
-pub use config::{ModelOffer, ModelTask, PoolConfig};
+pub use config::{ModelOffer, PoolConfig};
+pub use hearth_protocol::TaskKind;
 pub use error::ApiError;
 pub use meter::Meter;
 pub use reputation::NodeRecord;
@@ -166,12 +167,16 @@ async fn prometheus(
 
 impl Pool {
     /// Start a pool with `config`, `store` and `meter` (which must cover every model sold) on
-    /// the current tokio runtime.
+    /// the current tokio runtime. A config that lists no models sells the meter's offers: the
+    /// models of its store that have a price.
     pub async fn start(
-        config: PoolConfig,
+        mut config: PoolConfig,
         store: Arc<dyn PoolStore>,
         meter: Arc<Meter>,
     ) -> Result<Self, StartError> {
+        if config.models.is_empty() {
+            config.models = meter.offers().to_vec();
+        }
         let unmetered: Vec<String> = config
             .models
             .iter()

@@ -11,7 +11,8 @@ use std::str::FromStr;
 use hearth_inference::{ChatTemplate, EmbeddingTokenizer, FinishReason, ModelStore, Role};
 use hearth_protocol::{ChatMessage, ChatParams};
 
-use crate::config::{ModelOffer, ModelTask};
+use crate::config::ModelOffer;
+use hearth_protocol::TaskKind;
 
 /// The pool's own units for one job, fixed when the customer's request comes in.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -49,9 +50,29 @@ enum ModelMeter {
     Images,
 }
 
-/// Tokenizers of every model the pool sells.
+/// The tokenizer that counts `offer`'s units, checked against its manifest.
+fn meter_for(store: &ModelStore, offer: &ModelOffer) -> Result<ModelMeter, String> {
+    let manifest = store.manifest(&offer.id).map_err(|e| e.to_string())?;
+    if manifest.task != offer.task {
+        return Err(format!(
+            "offered for {}, but its manifest says {}",
+            offer.task, manifest.task
+        ));
+    }
+    let loaded = match offer.task {
+        TaskKind::Embeddings => {
+            EmbeddingTokenizer::load(store, &offer.id).map(ModelMeter::Embeddings)
+        }
+        TaskKind::Chat => ChatTemplate::load(store, &offer.id).map(ModelMeter::Chat),
+        TaskKind::ImageClassification => Ok(ModelMeter::Images),
+    };
+    loaded.map_err(|e| e.to_string())
+}
+
+/// Tokenizers of every model the pool sells, and the offers they make up.
 pub struct Meter {
     models: HashMap<String, ModelMeter>,
+    offers: Vec<ModelOffer>,
 }
 
 impl std::fmt::Debug for Meter {
@@ -63,27 +84,55 @@ impl std::fmt::Debug for Meter {
 }
 
 impl Meter {
-    /// Tokenizers for `offers` from `store`; each model that cannot be metered (its files are
-    /// missing or damaged) is left out and named with the reason.
+    /// Tokenizers for `offers` from `store`, or, when `offers` is empty, for every model of
+    /// `store` whose manifest states a price (offered at that price). Each model that cannot be
+    /// metered (its files are missing or damaged, its manifest says another task) is left out
+    /// and named with the reason.
     pub fn load(store: &ModelStore, offers: &[ModelOffer]) -> (Self, Vec<(String, String)>) {
-        let mut models = HashMap::new();
         let mut missing = Vec::new();
-        for offer in offers {
-            let loaded = match offer.task {
-                ModelTask::Embeddings => {
-                    EmbeddingTokenizer::load(store, &offer.id).map(ModelMeter::Embeddings)
+        let offers = if offers.is_empty() {
+            match store.list() {
+                Ok(manifests) => manifests
+                    .into_iter()
+                    .filter_map(|m| {
+                        Some(ModelOffer {
+                            micro_credits_per_unit: m.price?.micro_credits_per_unit,
+                            id: m.id,
+                            task: m.task,
+                        })
+                    })
+                    .collect(),
+                Err(error) => {
+                    missing.push((store.root().display().to_string(), error.to_string()));
+                    Vec::new()
                 }
-                ModelTask::Chat => ChatTemplate::load(store, &offer.id).map(ModelMeter::Chat),
-                ModelTask::ImageClassification => Ok(ModelMeter::Images),
-            };
-            match loaded {
+            }
+        } else {
+            offers.to_vec()
+        };
+        let mut models = HashMap::new();
+        let mut metered = Vec::new();
+        for offer in offers {
+            match meter_for(store, &offer) {
                 Ok(meter) => {
                     models.insert(offer.id.clone(), meter);
+                    metered.push(offer);
                 }
-                Err(error) => missing.push((offer.id.clone(), error.to_string())),
+                Err(error) => missing.push((offer.id.clone(), error)),
             }
         }
-        (Self { models }, missing)
+        (
+            Self {
+                models,
+                offers: metered,
+            },
+            missing,
+        )
+    }
+
+    /// The models this meter covers, with their prices.
+    pub fn offers(&self) -> &[ModelOffer] {
+        &self.offers
     }
 
     /// Whether model `id` can be metered.

@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use futures_util::stream::Stream;
-use hearth_protocol::{ChatMessage, ChatParams, TaskOutput, TaskPayload};
+use hearth_protocol::{ChatMessage, ChatParams, TaskKind, TaskOutput, TaskPayload};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
@@ -23,7 +23,6 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::PoolState;
 use crate::accounts::Admission;
-use crate::config::ModelTask;
 use crate::error::ApiError;
 use crate::meter::Metered;
 use crate::node_api::{parse, read_body};
@@ -54,7 +53,7 @@ impl<T: DeserializeOwned> FromRequest<Arc<PoolState>> for Customer<T> {
     }
 }
 
-fn offer(state: &PoolState, model: &str, task: ModelTask) -> Result<(), ApiError> {
+fn offer(state: &PoolState, model: &str, task: TaskKind) -> Result<(), ApiError> {
     match state.config.model(model) {
         Some(m) if m.task == task => Ok(()),
         Some(_) => Err(ApiError::invalid_param(
@@ -184,7 +183,7 @@ pub(crate) async fn embeddings(
         body: request,
     }: Customer<EmbeddingsRequest>,
 ) -> Result<Json<Value>, ApiError> {
-    offer(&state, &request.model, ModelTask::Embeddings)?;
+    offer(&state, &request.model, TaskKind::Embeddings)?;
     let texts = match request.input {
         EmbeddingInput::One(text) => vec![text],
         EmbeddingInput::Many(texts) => texts,
@@ -426,7 +425,7 @@ pub(crate) async fn chat_completions(
         body: request,
     }: Customer<ChatRequest>,
 ) -> Result<Response, ApiError> {
-    offer(&state, &request.model, ModelTask::Chat)?;
+    offer(&state, &request.model, TaskKind::Chat)?;
     let task = chat_task(&request)?;
     let TaskPayload::Chat { messages, .. } = &task else {
         return Err(ApiError::internal(
@@ -673,7 +672,7 @@ pub(crate) async fn classify_images(
         body: request,
     }: Customer<ClassifyRequest>,
 ) -> Result<Json<Value>, ApiError> {
-    offer(&state, &request.model, ModelTask::ImageClassification)?;
+    offer(&state, &request.model, TaskKind::ImageClassification)?;
     if request.images.is_empty() || request.images.len() > MAX_IMAGES {
         return Err(ApiError::invalid_param(
             "images",

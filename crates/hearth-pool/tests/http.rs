@@ -11,6 +11,7 @@ use hearth_protocol::{
     HEADER_MAC, HEADER_SIGNATURE, Heartbeat, KeyPair, LeaseRequest, RequestSigner, ResultReply,
     ReturnJob, SignedReceipt, TaskOutput,
 };
+use hearth_pool::{Meter, Pool, PoolConfig};
 use serde_json::{Value, json};
 
 mod support;
@@ -533,8 +534,8 @@ async fn customer_mistakes_get_openai_errors_and_nothing_is_queued() {
         ids,
         [
             "all-minilm-l6-v2",
-            "smollm2-135m-instruct",
-            "efficientnet-lite0"
+            "efficientnet-lite0",
+            "smollm2-135m-instruct"
         ]
     );
 }
@@ -572,4 +573,87 @@ async fn a_result_of_the_wrong_shape_is_refused_and_counted_against_the_node() {
     // The job is offered again.
     let again = node.lease(2000).await.remove(0);
     assert_eq!(again.id, job.id);
+}
+
+#[tokio::test]
+async fn a_model_added_by_its_manifest_alone_is_sold_at_its_price() {
+    // The added model: all-MiniLM-L6-v2's manifest under another id and price, with the file
+    // the pool meters it by. No code names it.
+    let shipped = hearth_inference::ModelStore::from_env();
+    let models = tempfile::tempdir().unwrap();
+    let folder = models.path().join("minilm-added");
+    std::fs::create_dir_all(folder.join("weights")).unwrap();
+    let manifest =
+        std::fs::read_to_string(shipped.root().join("all-minilm-l6-v2/manifest.toml"))
+            .unwrap()
+            .replace("id = \"all-minilm-l6-v2\"", "id = \"minilm-added\"")
+            .replace("micro_credits_per_unit = 20", "micro_credits_per_unit = 7000");
+    std::fs::write(folder.join("manifest.toml"), manifest).unwrap();
+    std::fs::copy(
+        shipped.root().join("all-minilm-l6-v2/weights/tokenizer.json"),
+        folder.join("weights/tokenizer.json"),
+    )
+    .unwrap();
+    let (meter, missing) = Meter::load(&hearth_inference::ModelStore::new(models.path()), &[]);
+    assert!(missing.is_empty(), "{missing:?}");
+    let data = tempfile::tempdir().unwrap();
+    let config = PoolConfig {
+        api_keys: vec![KEY.into()],
+        verification_share: 0.0,
+        probation_jobs: 0,
+        ..PoolConfig::default()
+    };
+    let store = support::test_store(data.path()).await;
+    let pool = Pool::start(config, store, std::sync::Arc::new(meter))
+        .await
+        .unwrap();
+    let url = pool.url();
+
+    let listed: Value = reqwest::Client::new()
+        .get(format!("{url}/v1/models"))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["data"][0]["id"], "minilm-added");
+    assert_eq!(listed["data"].as_array().unwrap().len(), 1);
+
+    let node = Node::join(&url, &["minilm-added"]).await;
+    let texts = vec!["a model added by its manifest".to_owned()];
+    let request = tokio::spawn(customer(
+        &url,
+        "/v1/embeddings",
+        json!({ "model": "minilm-added", "input": texts }),
+    ));
+    let job = loop {
+        if let Some(job) = node.lease(200).await.pop() {
+            break job;
+        }
+    };
+    let tokens = pool
+        .state()
+        .meter
+        .embedding_tokens("minilm-added", &texts)
+        .unwrap();
+    let output = TaskOutput::Embeddings {
+        vectors: vec![support::unit_vector(marker(&texts[0]))],
+        tokens: tokens.clone(),
+    };
+    let receipt = node
+        .submit(&job, output)
+        .await
+        .json::<ResultReply>()
+        .await
+        .unwrap()
+        .receipt
+        .unwrap();
+    assert_eq!(request.await.unwrap().status(), 200);
+    // Paid at the manifest's price: 7000 micro-credits per 1000 tokens, a started thousand
+    // rounded up.
+    let units = u64::from(tokens[0]);
+    assert_eq!(receipt.receipt.units, units);
+    assert_eq!(receipt.receipt.micro_credits, (units * 7000).div_ceil(1000));
 }

@@ -7,6 +7,10 @@
 //!     api_keys = ["sk-..."]
 //!     lease_ms = 30000
 //!     verification_share = 0.05
+//!
+//! Without `[[models]]` the pool sells every model of its store (`--models`, else
+//! `$HEARTH_MODELS`) whose manifest states a price, at that price. With them, it sells those:
+//!
 //!     [[models]]
 //!     id = "all-minilm-l6-v2"
 //!     task = "embeddings"

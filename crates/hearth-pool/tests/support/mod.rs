@@ -31,7 +31,7 @@ pub fn meter() -> Arc<Meter> {
     static METER: OnceLock<Arc<Meter>> = OnceLock::new();
     Arc::clone(METER.get_or_init(|| {
         let store = hearth_inference::ModelStore::from_env();
-        let (meter, missing) = Meter::load(&store, &hearth_pool::config::default_models());
+        let (meter, missing) = Meter::load(&store, &[]);
         assert!(
             missing.is_empty(),
             "model files missing (run `hearth-models fetch`): {missing:?}"
