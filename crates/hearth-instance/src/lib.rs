@@ -133,6 +133,20 @@ pub fn running_node(data_dir: &Path) -> Option<RunningNode> {
     })
 }
 
+/// Create `path` with `bytes`, readable by this user alone (mode 0600 on Unix), and make it
+/// durable before returning. An existing file is an error, never overwritten: a key or token is
+/// replaced only by removing the old one first.
+pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
+}
+
 /// Whether process `pid` exists and has not exited (a zombie waiting to be reaped has).
 pub fn process_alive(pid: u32) -> bool {
     if cfg!(target_os = "linux") {

@@ -312,7 +312,7 @@ fn a_tampered_receipt_on_disk_fails_verification() {
         }
     }
     {
-        let db = hearth_ledger::open_database(dir.path()).unwrap();
+        let db = hearth_sled::open(dir.path()).unwrap();
         let receipts = db.open_tree("receipts").unwrap();
         let key = 1u64.to_be_bytes();
         let mut receipt: SignedReceipt =
@@ -348,7 +348,7 @@ fn a_version_0_ledger_is_migrated_and_a_newer_one_refused() {
         note: None,
     };
     {
-        let db = hearth_ledger::open_database(dir.path()).unwrap();
+        let db = hearth_sled::open(dir.path()).unwrap();
         db.open_tree("jobs_v0")
             .unwrap()
             .insert("old-job", serde_json::to_vec(&old).unwrap())
@@ -365,7 +365,7 @@ fn a_version_0_ledger_is_migrated_and_a_newer_one_refused() {
     drop(ledger);
 
     {
-        let db = hearth_ledger::open_database(dir.path()).unwrap();
+        let db = hearth_sled::open(dir.path()).unwrap();
         db.open_tree("meta")
             .unwrap()
             .insert("schema_version", b"99".to_vec())
@@ -386,7 +386,7 @@ fn damaged_records_are_errors_not_panics() {
         ledger.start_job("fine", "m", "chat", T0).unwrap();
     }
     {
-        let db = hearth_ledger::open_database(dir.path()).unwrap();
+        let db = hearth_sled::open(dir.path()).unwrap();
         let mut key = (T0 + 1).to_be_bytes().to_vec();
         key.extend(b"broken");
         db.open_tree("jobs")
@@ -519,30 +519,6 @@ fn history_pages_come_newest_first_with_filters_counts_and_id_search() {
     let (_, page) = ledger.jobs_with_id_prefix("job-07", 0, 100).unwrap();
     assert_eq!(ids(&page), ["job-07"]);
     assert_eq!(ledger.jobs_with_id_prefix("nope", 0, 100).unwrap().0, 0);
-}
-
-/// A database whose holder lets go within the wait opens; one held throughout is refused with
-/// an error that says another process has it.
-#[test]
-fn opening_waits_for_a_released_lock_and_names_a_held_one() {
-    let dir = tempfile::tempdir().unwrap();
-    let held = hearth_ledger::open_database(dir.path()).unwrap();
-    held.insert("kept", b"yes".to_vec()).unwrap();
-    held.flush().unwrap();
-
-    let error = hearth_ledger::open_database(dir.path()).unwrap_err();
-    assert!(
-        error.to_string().contains("in use by another process"),
-        "{error}"
-    );
-
-    let releaser = std::thread::spawn(move || {
-        std::thread::sleep(std::time::Duration::from_millis(300));
-        drop(held);
-    });
-    let reopened = hearth_ledger::open_database(dir.path()).unwrap();
-    assert_eq!(reopened.get("kept").unwrap().as_deref(), Some(&b"yes"[..]));
-    releaser.join().unwrap();
 }
 
 #[test]

@@ -6,7 +6,7 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use crate::{NodeConfig, Service};
+use crate::{NodeConfig, RunningNode};
 
 /// Log lines the bundle carries at most.
 pub const BUNDLE_LOG_LINES: usize = 2000;
@@ -64,7 +64,7 @@ pub fn scrub(line: &str) -> String {
 }
 
 /// The whole bundle as text.
-pub fn bundle(service: &Service, log_dir: Option<&Path>) -> String {
+pub fn bundle(running: &RunningNode, log_dir: Option<&Path>) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -74,7 +74,7 @@ pub fn bundle(service: &Service, log_dir: Option<&Path>) -> String {
         std::env::consts::ARCH,
         chrono::Local::now().to_rfc3339()
     );
-    let overview = service.overview();
+    let overview = running.overview();
     let _ = writeln!(out, "== Node ==");
     let _ = writeln!(out, "node id   {}", overview.node_id);
     let _ = writeln!(out, "device    {}", overview.device);
@@ -97,7 +97,7 @@ pub fn bundle(service: &Service, log_dir: Option<&Path>) -> String {
         "today     {} jobs, {} failed",
         overview.earnings.today_jobs, overview.earnings.today_failed
     );
-    match service.ledger().job_count() {
+    match running.ledger().job_count() {
         Ok(count) => {
             let _ = writeln!(out, "ledger    {count} jobs");
         }
@@ -106,9 +106,9 @@ pub fn bundle(service: &Service, log_dir: Option<&Path>) -> String {
         }
     }
     let _ = writeln!(out, "\n== Hardware ==");
-    out.push_str(&hearth_hardware::render_table(service.hardware_report()));
+    out.push_str(&hearth_hardware::render_table(running.hardware_report()));
     let _ = writeln!(out, "\n== Benchmark ==");
-    match service.hardware_view().benchmark {
+    match running.hardware_view().benchmark {
         Some(bench) => {
             for b in bench.backends {
                 let _ = writeln!(
@@ -123,7 +123,7 @@ pub fn bundle(service: &Service, log_dir: Option<&Path>) -> String {
         }
     }
     let _ = writeln!(out, "\n== Settings ==");
-    out.push_str(&settings_without_secrets(&service.settings()));
+    out.push_str(&settings_without_secrets(&running.settings()));
     let _ = writeln!(out, "\n== Recent log lines ==");
     match log_dir {
         Some(dir) => {
@@ -153,7 +153,7 @@ fn settings_without_secrets(settings: &NodeConfig) -> String {
 
 /// Write the bundle to `folder` as `hearth-diagnostics-<time>.txt`; its path.
 pub fn save_bundle(
-    service: &Service,
+    running: &RunningNode,
     log_dir: Option<&Path>,
     folder: &Path,
 ) -> std::io::Result<PathBuf> {
@@ -162,7 +162,7 @@ pub fn save_bundle(
         "hearth-diagnostics-{}.txt",
         chrono::Local::now().format("%Y-%m-%d-%H%M%S")
     ));
-    std::fs::write(&path, bundle(service, log_dir))?;
+    std::fs::write(&path, bundle(running, log_dir))?;
     tracing::info!(path = %path.display(), "diagnostics bundle written");
     Ok(path)
 }

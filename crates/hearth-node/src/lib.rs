@@ -10,13 +10,15 @@
 
 mod bindings;
 pub mod config;
+mod demo_pool;
 pub mod diagnostics;
+pub mod earnings;
 pub mod executor;
 mod node;
 pub mod pause;
 pub mod resources;
+pub mod running;
 pub mod server;
-pub mod service;
 mod status;
 pub mod views;
 pub mod worker;
@@ -24,7 +26,7 @@ pub mod worker;
 pub use bindings::typescript_bindings;
 pub use config::NodeConfig;
 pub use node::Node;
-pub use service::{Service, ServiceError, ServiceOptions};
+pub use running::{RunningNode, StartError, StartOptions};
 pub use status::{
     ActivityState, ControlSource, Earnings, GpuLive, JobState, JobSummary, NodeEvent, NodeStatus,
     Overview, PauseOverride, PauseReason, PoolStatus, PoolTerms, Telemetry,

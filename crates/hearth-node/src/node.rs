@@ -157,7 +157,7 @@ impl Node {
 
     /// Keep the owner's timed pauses and overrides to their time, on a timer of their own
     /// (independent of the pause watcher: a node without one still resumes after "pause for
-    /// 30 minutes"). The task holds a handle to the node and runs until aborted (the service
+    /// 30 minutes"). The task holds a handle to the node and runs until aborted (the running node
     /// aborts its tasks when it stops).
     pub fn expire_timed(&self) -> tokio::task::JoinHandle<()> {
         let node = self.clone();

@@ -1,6 +1,8 @@
 //! Resource use over time. The sampler's one-second readings are averaged into minutes and
 //! kept in the ledger for a week, so the window's hour and day charts survive restarts; a
-//! chart asks for a span and gets at most [`MAX_POINTS`] points, each an average.
+//! chart asks for a span and gets at most [`MAX_POINTS`] points, each an average. Live readings
+//! also go to the node's subscribers and the pause policy (temperature, GPU memory), and give
+//! each job its energy.
 
 use std::sync::Arc;
 
@@ -8,7 +10,9 @@ use hearth_hardware::Sampler;
 use hearth_ledger::Ledger;
 use tokio::task::JoinHandle;
 
-use crate::status::{GpuLive, Telemetry};
+use crate::Node;
+use crate::executor::Executor;
+use crate::status::{GpuLive, NodeEvent, Telemetry};
 
 /// One stored record covers this long.
 pub const MINUTE_MS: u64 = 60_000;
@@ -154,6 +158,127 @@ pub fn record_minutes(sampler: &Sampler, ledger: Arc<Ledger>) -> JoinHandle<()> 
     })
 }
 
+/// Telemetry to the node's subscribers, and the hottest GPU's temperature to the pause policy.
+/// With a VRAM limit, the GPU's memory figures and what Hearth's models hold decide whether
+/// memory is short, for the GPU the models run on.
+pub(crate) fn forward_telemetry(
+    node: &Node,
+    sampler: &Sampler,
+    policy: Option<crate::pause::watcher::PolicyInputs>,
+    vram: Option<crate::pause::policy::VramGuard>,
+    executor: Arc<Executor>,
+) -> JoinHandle<()> {
+    let mut samples = sampler.subscribe();
+    let node = node.clone();
+    let mut vram = vram;
+    tokio::spawn(async move {
+        let mut was_short = false;
+        loop {
+            match samples.recv().await {
+                Ok(sample) => {
+                    let hottest = sample
+                        .gpus
+                        .iter()
+                        .filter_map(|g| g.temperature_c)
+                        .reduce(f32::max);
+                    if let (Some(policy), Some(celsius)) = (&policy, hottest) {
+                        policy.send(crate::pause::policy::Input::Temperature(celsius));
+                    }
+                    if let (Some(policy), Some(guard)) = (&policy, &mut vram) {
+                        let ours = executor.device().adapter.as_ref().map(|a| a.name.as_str());
+                        let gpu = sample
+                            .gpus
+                            .iter()
+                            .filter(|g| g.vram_total_bytes.is_some() && g.vram_used_bytes.is_some())
+                            .find(|g| ours.is_none_or(|name| g.name == name))
+                            .or_else(|| sample.gpus.iter().find(|g| g.vram_total_bytes.is_some()));
+                        if let Some(gpu) = gpu {
+                            let short = guard.observe(
+                                gpu.vram_total_bytes.unwrap_or(0),
+                                gpu.vram_used_bytes.unwrap_or(0),
+                                executor.loaded_bytes(),
+                            );
+                            if short != was_short {
+                                tracing::info!(short, gpu = %gpu.name, "GPU memory pressure changed");
+                                policy.send(crate::pause::policy::Input::VramPressure(short));
+                                was_short = short;
+                            }
+                        }
+                    }
+                    node.announce(NodeEvent::Telemetry {
+                        telemetry: live_telemetry(&sample, &executor),
+                    });
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+            }
+        }
+    })
+}
+
+/// Live telemetry from a sample, with what Hearth's models hold on the GPU they run on.
+pub(crate) fn live_telemetry(
+    sample: &hearth_hardware::TelemetrySample,
+    executor: &Executor,
+) -> Telemetry {
+    let mut telemetry = Telemetry::from(sample);
+    let ours = executor.device().adapter.as_ref().filter(|a| {
+        a.is_hardware && executor.device().backend == hearth_inference::ComputeBackend::Wgpu
+    });
+    if let Some(adapter) = ours
+        && let Some(gpu) = telemetry.gpus.iter_mut().find(|g| g.name == adapter.name)
+    {
+        gpu.hearth_vram_bytes = Some(executor.loaded_bytes());
+    }
+    telemetry
+}
+
+/// Energy Hearth used between `from` and `to` (Unix ms): the GPUs' and its share of the
+/// processor's (see [`energy_over`]).
+pub(crate) fn energy_between(sampler: &Sampler, from: u64, to: u64) -> Option<(f64, bool)> {
+    energy_over(
+        &sampler.history_since(from),
+        sampler.latest().as_deref(),
+        from,
+        to,
+    )
+}
+
+/// Energy over `from..to` (Unix ms) from `samples`, each covering the interval before it and
+/// counted in proportion to its overlap. The part after the newest reading (`latest`: a job
+/// ends before the next one is taken) is extrapolated at that reading's power and marked
+/// estimated. `None` with no reading at all (telemetry off, or the first second of a run).
+fn energy_over(
+    samples: &[Arc<hearth_hardware::TelemetrySample>],
+    latest: Option<&hearth_hardware::TelemetrySample>,
+    from: u64,
+    to: u64,
+) -> Option<(f64, bool)> {
+    let latest = latest?;
+    let mut total = 0.0;
+    let mut estimated = false;
+    for sample in samples {
+        let end = sample.at_unix_ms;
+        let start = end.saturating_sub((sample.interval_s * 1000.0) as u64);
+        let overlap = end.min(to).saturating_sub(start.max(from));
+        if overlap == 0 || end <= start {
+            continue;
+        }
+        let share = overlap as f64 / (end - start) as f64;
+        let (wh, sample_estimated) = sample.hearth_energy_wh();
+        total += wh * share;
+        estimated |= sample_estimated;
+    }
+    let uncovered = to.saturating_sub(latest.at_unix_ms.max(from));
+    let latest_hours = latest.interval_s / 3600.0;
+    if uncovered > 0 && latest_hours > 0.0 {
+        let (wh, _) = latest.hearth_energy_wh();
+        total += wh / latest_hours * (uncovered as f64 / 3_600_000.0);
+        estimated = true;
+    }
+    Some((total, estimated))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -216,5 +341,44 @@ mod tests {
         assert_eq!(few[0].cpu_percent, 20.0);
         assert_eq!(few[1].cpu_percent, 70.0);
         assert_eq!(downsample(points[..10].to_vec(), 240).len(), 10);
+    }
+
+    fn sample_at(at_unix_ms: u64, cpu_energy_wh: f64) -> Arc<hearth_hardware::TelemetrySample> {
+        Arc::new(hearth_hardware::TelemetrySample {
+            at_unix_ms,
+            interval_s: 1.0,
+            cpu_percent: 50.0,
+            ram_used_bytes: 0,
+            ram_total_bytes: 0,
+            process_cpu_percent: 100.0,
+            process_memory_bytes: 0,
+            logical_cores: 2,
+            cpu_power_w: 36.0,
+            cpu_power_estimated: false,
+            cpu_temperature_c: None,
+            process_cpu_energy_wh: cpu_energy_wh,
+            gpus: vec![],
+        })
+    }
+
+    #[test]
+    fn a_jobs_energy_counts_the_readings_it_overlaps_and_extrapolates_past_the_newest() {
+        // Two readings of 0.01 Wh a second (36 W), at 1 s and 2 s.
+        let samples = [sample_at(1_000, 0.01), sample_at(2_000, 0.01)];
+        let latest = samples.last().map(AsRef::as_ref);
+        // A job from 0.5 s to 1.5 s: half of each reading, measured.
+        let (wh, estimated) = energy_over(&samples, latest, 500, 1_500).unwrap();
+        assert!((wh - 0.01).abs() < 1e-9, "{wh}");
+        assert!(!estimated);
+        // A short job after the newest reading: at its power, and said to be estimated.
+        let (wh, estimated) = energy_over(&samples[2..], latest, 2_100, 2_350).unwrap();
+        assert!((wh - 0.0025).abs() < 1e-9, "{wh}");
+        assert!(estimated);
+        // Half covered, half after.
+        let (wh, estimated) = energy_over(&samples[1..], latest, 1_500, 2_500).unwrap();
+        assert!((wh - 0.01).abs() < 1e-9, "{wh}");
+        assert!(estimated);
+        // No reading yet: unknown, not zero.
+        assert_eq!(energy_over(&[], None, 0, 100), None);
     }
 }

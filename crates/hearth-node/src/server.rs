@@ -39,7 +39,7 @@ use tokio_stream::wrappers::BroadcastStream;
 
 use crate::status::{Earnings, JobSummary, NodeStatus, Overview, PoolStatus};
 use crate::views::{EarningsReport, HardwareView, JobPage, JobQuery};
-use crate::{ControlSource, NodeConfig, NodeEvent, Service};
+use crate::{ControlSource, NodeConfig, NodeEvent, RunningNode};
 
 pub use hearth_instance::{SERVER_FILE, ServerInfo, TOKEN_FILE};
 
@@ -65,12 +65,12 @@ pub fn load_or_create_token(data_dir: &Path) -> std::io::Result<String> {
     let mut bytes = [0u8; 24];
     getrandom::fill(&mut bytes).map_err(|e| std::io::Error::other(e.to_string()))?;
     let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    crate::worker::write_private(&path, token.as_bytes())?;
+    hearth_instance::write_private(&path, token.as_bytes())?;
     Ok(token)
 }
 
 struct ServerState {
-    service: Arc<Service>,
+    running: Arc<RunningNode>,
     token: String,
     ui_dir: Option<PathBuf>,
 }
@@ -116,9 +116,9 @@ pub struct Server {
     pub task: tokio::task::JoinHandle<()>,
 }
 
-/// Serve `service` on 127.0.0.1:`port` (0: a free port) with `token`, and the UI from `ui_dir`.
+/// Serve `running` on 127.0.0.1:`port` (0: a free port) with `token`, and the UI from `ui_dir`.
 pub async fn serve(
-    service: Arc<Service>,
+    running: Arc<RunningNode>,
     port: u16,
     token: String,
     ui_dir: Option<PathBuf>,
@@ -126,7 +126,7 @@ pub async fn serve(
     let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, port)).await?;
     let addr = listener.local_addr()?;
     let state = Arc::new(ServerState {
-        service,
+        running,
         token,
         ui_dir,
     });
@@ -219,11 +219,11 @@ async fn allow_desktop_window(
 }
 
 async fn overview(_: Authorized, State(state): State<Arc<ServerState>>) -> Json<Overview> {
-    Json(state.service.overview())
+    Json(state.running.overview())
 }
 
 async fn status(_: Authorized, State(state): State<Arc<ServerState>>) -> Json<NodeStatus> {
-    Json(state.service.node().status())
+    Json(state.running.node().status())
 }
 
 /// Who asks, for the state's reason ("paused from the window"): `?from=window` from the UI,
@@ -254,7 +254,7 @@ async fn pause(
     State(state): State<Arc<ServerState>>,
     Query(query): Query<PauseQuery>,
 ) -> Result<Json<NodeStatus>, (StatusCode, String)> {
-    let (node, source) = (state.service.node(), control_source(query.from.as_deref()));
+    let (node, source) = (state.running.node(), control_source(query.from.as_deref()));
     let seconds = match (query.minutes, query.seconds) {
         (Some(_), Some(_)) => {
             return Err((
@@ -290,7 +290,7 @@ async fn resume(
 ) -> Json<NodeStatus> {
     Json(
         state
-            .service
+            .running
             .node()
             .resume(control_source(from.from.as_deref())),
     )
@@ -316,7 +316,7 @@ async fn resume_anyway(
         }
     };
     state
-        .service
+        .running
         .node()
         .resume_anyway(control_source(query.from.as_deref()), until_ms)
         .map(Json)
@@ -324,15 +324,15 @@ async fn resume_anyway(
 }
 
 async fn end_override(_: Authorized, State(state): State<Arc<ServerState>>) -> Json<NodeStatus> {
-    Json(state.service.node().end_override())
+    Json(state.running.node().end_override())
 }
 
 async fn games(
     _: Authorized,
     State(state): State<Arc<ServerState>>,
 ) -> Result<Json<crate::views::GamesView>, (StatusCode, String)> {
-    off_thread(&state.service, |service| {
-        Ok::<_, std::convert::Infallible>(service.games_view())
+    off_thread(&state.running, |running| {
+        Ok::<_, std::convert::Infallible>(running.games_view())
     })
     .await
 }
@@ -354,8 +354,8 @@ async fn telemetry_history(
             format!("{minutes} minutes: ask for 1 minute to 7 days (10080)"),
         ));
     }
-    off_thread(&state.service, move |service| {
-        service.telemetry_history(u64::from(minutes) * 60_000)
+    off_thread(&state.running, move |running| {
+        running.telemetry_history(u64::from(minutes) * 60_000)
     })
     .await
 }
@@ -372,24 +372,24 @@ async fn jobs(
 ) -> Json<Vec<JobSummary>> {
     Json(
         state
-            .service
+            .running
             .recent_jobs(query.limit.unwrap_or(50).clamp(1, 10_000)),
     )
 }
 
 async fn earnings(_: Authorized, State(state): State<Arc<ServerState>>) -> Json<Earnings> {
-    Json(state.service.earnings())
+    Json(state.running.earnings())
 }
 
 async fn pool(_: Authorized, State(state): State<Arc<ServerState>>) -> Json<PoolStatus> {
-    Json(state.service.pool())
+    Json(state.running.pool())
 }
 
 async fn events(
     _: Authorized,
     State(state): State<Arc<ServerState>>,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-    let node = state.service.node().clone();
+    let node = state.running.node().clone();
     // First the current state, then every change.
     let first = NodeEvent::StatusChanged {
         status: node.status(),
@@ -417,7 +417,7 @@ async fn verify(
     _: Authorized,
     State(state): State<Arc<ServerState>>,
 ) -> Result<Json<VerifyReport>, (StatusCode, String)> {
-    verify_ledger(state.service.ledger())
+    verify_ledger(state.running.ledger())
         .map(Json)
         .map_err(|e| (StatusCode::CONFLICT, e))
 }
@@ -436,10 +436,10 @@ pub fn verify_ledger(ledger: &hearth_ledger::Ledger) -> Result<VerifyReport, Str
 }
 
 async fn export(_: Authorized, State(state): State<Arc<ServerState>>) -> Response {
-    let service = Arc::clone(&state.service);
+    let running = Arc::clone(&state.running);
     let csv = tokio::task::spawn_blocking(move || {
         let mut out = Vec::new();
-        service.ledger().export_csv(&mut out).map(|_| out)
+        running.ledger().export_csv(&mut out).map(|_| out)
     })
     .await;
     match csv {
@@ -464,8 +464,8 @@ async fn save_export(
     _: Authorized,
     State(state): State<Arc<ServerState>>,
 ) -> Result<Json<String>, (StatusCode, String)> {
-    off_thread(&state.service, |service| {
-        let folder = hearth_instance::export_dir(service.data_dir());
+    off_thread(&state.running, |running| {
+        let folder = hearth_instance::export_dir(running.data_dir());
         let path = folder.join(format!(
             "hearth-jobs-{}.csv",
             chrono::Local::now().format("%Y-%m-%d-%H%M%S")
@@ -474,7 +474,7 @@ async fn save_export(
         let mut file = std::io::BufWriter::new(
             std::fs::File::create(&path).map_err(hearth_ledger::LedgerError::Export)?,
         );
-        service.ledger().export_csv(&mut file)?;
+        running.ledger().export_csv(&mut file)?;
         std::io::Write::flush(&mut file).map_err(hearth_ledger::LedgerError::Export)?;
         tracing::info!(path = %path.display(), "job history exported");
         Ok::<_, hearth_ledger::LedgerError>(path.display().to_string())
@@ -487,10 +487,10 @@ async fn save_diagnostics(
     _: Authorized,
     State(state): State<Arc<ServerState>>,
 ) -> Result<Json<String>, (StatusCode, String)> {
-    off_thread(&state.service, |service| {
-        let logs = service.data_dir().join("logs");
-        let folder = hearth_instance::export_dir(service.data_dir());
-        crate::diagnostics::save_bundle(service, logs.is_dir().then_some(logs.as_path()), &folder)
+    off_thread(&state.running, |running| {
+        let logs = running.data_dir().join("logs");
+        let folder = hearth_instance::export_dir(running.data_dir());
+        crate::diagnostics::save_bundle(running, logs.is_dir().then_some(logs.as_path()), &folder)
             .map(|path| path.display().to_string())
     })
     .await
@@ -498,11 +498,11 @@ async fn save_diagnostics(
 
 /// A question answered off the async threads (it may read many ledger records, or measure).
 async fn off_thread<T: Send + 'static, E: std::fmt::Display + Send + 'static>(
-    service: &Arc<Service>,
-    ask: impl FnOnce(&Service) -> Result<T, E> + Send + 'static,
+    running: &Arc<RunningNode>,
+    ask: impl FnOnce(&RunningNode) -> Result<T, E> + Send + 'static,
 ) -> Result<Json<T>, (StatusCode, String)> {
-    let service = Arc::clone(service);
-    match tokio::task::spawn_blocking(move || ask(&service)).await {
+    let running = Arc::clone(running);
+    match tokio::task::spawn_blocking(move || ask(&running)).await {
         Ok(Ok(answer)) => Ok(Json(answer)),
         Ok(Err(e)) => Err((StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
         Err(e) => Err((StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
@@ -513,7 +513,7 @@ async fn earnings_report(
     _: Authorized,
     State(state): State<Arc<ServerState>>,
 ) -> Result<Json<EarningsReport>, (StatusCode, String)> {
-    off_thread(&state.service, Service::earnings_report).await
+    off_thread(&state.running, RunningNode::earnings_report).await
 }
 
 async fn job_page(
@@ -521,11 +521,11 @@ async fn job_page(
     State(state): State<Arc<ServerState>>,
     Json(query): Json<JobQuery>,
 ) -> Result<Json<JobPage>, (StatusCode, String)> {
-    off_thread(&state.service, move |service| service.job_page(&query)).await
+    off_thread(&state.running, move |running| running.job_page(&query)).await
 }
 
 async fn settings(_: Authorized, State(state): State<Arc<ServerState>>) -> Json<NodeConfig> {
-    Json(state.service.settings())
+    Json(state.running.settings())
 }
 
 /// Save settings; a bad value is a 422 naming the setting (`key: reason`).
@@ -535,7 +535,7 @@ async fn save_settings(
     Json(settings): Json<NodeConfig>,
 ) -> Result<Json<NodeConfig>, (StatusCode, String)> {
     state
-        .service
+        .running
         .save_settings(settings)
         .map(Json)
         .map_err(|e| (StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))
@@ -545,8 +545,8 @@ async fn hardware(
     _: Authorized,
     State(state): State<Arc<ServerState>>,
 ) -> Result<Json<HardwareView>, (StatusCode, String)> {
-    off_thread(&state.service, |service| {
-        Ok::<_, Infallible>(service.hardware_view())
+    off_thread(&state.running, |running| {
+        Ok::<_, Infallible>(running.hardware_view())
     })
     .await
 }
@@ -556,7 +556,7 @@ async fn benchmark(
     _: Authorized,
     State(state): State<Arc<ServerState>>,
 ) -> Result<Json<HardwareView>, (StatusCode, String)> {
-    off_thread(&state.service, Service::run_benchmark).await
+    off_thread(&state.running, RunningNode::run_benchmark).await
 }
 
 #[derive(Deserialize)]
@@ -570,7 +570,7 @@ async fn logs(
     State(state): State<Arc<ServerState>>,
     Query(query): Query<LogsQuery>,
 ) -> Json<Vec<String>> {
-    let dir = state.service.data_dir().join("logs");
+    let dir = state.running.data_dir().join("logs");
     let lines = query.lines.unwrap_or(200).clamp(1, 5000);
     Json(
         tokio::task::spawn_blocking(move || crate::diagnostics::recent_log_lines(&dir, lines))
@@ -581,10 +581,10 @@ async fn logs(
 
 /// The diagnostics bundle as a text download.
 async fn diagnostics(_: Authorized, State(state): State<Arc<ServerState>>) -> Response {
-    let service = Arc::clone(&state.service);
+    let running = Arc::clone(&state.running);
     let text = tokio::task::spawn_blocking(move || {
-        let logs = service.data_dir().join("logs");
-        crate::diagnostics::bundle(&service, logs.is_dir().then_some(logs.as_path()))
+        let logs = running.data_dir().join("logs");
+        crate::diagnostics::bundle(&running, logs.is_dir().then_some(logs.as_path()))
     })
     .await;
     match text {

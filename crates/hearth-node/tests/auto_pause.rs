@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use hearth_inference::ModelStore;
 use hearth_node::{
-    ActivityState, JobState, NodeConfig, NodeEvent, PauseReason, Service, ServiceOptions,
+    ActivityState, JobState, NodeConfig, NodeEvent, PauseReason, RunningNode, StartOptions,
 };
 use tokio::sync::broadcast::error::RecvError;
 
@@ -46,7 +46,7 @@ async fn a_game_pauses_the_node_within_a_second_and_work_resumes_after_the_coold
         game_cooldown_s: 2,
         ..NodeConfig::default()
     };
-    let service = Service::start(ServiceOptions {
+    let running = RunningNode::start(StartOptions {
         data_dir: data.path().to_owned(),
         config,
         models: ModelStore::from_env(),
@@ -54,7 +54,7 @@ async fn a_game_pauses_the_node_within_a_second_and_work_resumes_after_the_coold
     })
     .await
     .unwrap();
-    let mut events = service.node().subscribe();
+    let mut events = running.node().subscribe();
     // Work first: a job ends, so the models are warm and the demo customer is busy.
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -109,7 +109,7 @@ async fn a_game_pauses_the_node_within_a_second_and_work_resumes_after_the_coold
             _ => {}
         }
     }
-    assert!(service.node().status().activity.is_paused());
+    assert!(running.node().status().activity.is_paused());
 
     // The game ends: cooling down, then running, then work again.
     game.kill().unwrap();
@@ -143,5 +143,5 @@ async fn a_game_pauses_the_node_within_a_second_and_work_resumes_after_the_coold
             Err(_) => panic!("no work after the cooldown"),
         }
     }
-    service.shutdown(Duration::from_secs(10)).await;
+    running.shutdown(Duration::from_secs(10)).await;
 }

@@ -97,7 +97,12 @@ fn a_model_added_by_its_manifest_alone_is_offered_and_run() {
     let executor = Executor::new(store, ComputeDevice::cpu());
     assert_eq!(executor.available_models(), ["minilm-added"]);
     let added = executor
-        .run("minilm-added", &embeddings(), &CancelToken::new(), &mut |_| {})
+        .run(
+            "minilm-added",
+            &embeddings(),
+            &CancelToken::new(),
+            &mut |_| {},
+        )
         .unwrap();
     let shipped = Executor::new(ModelStore::from_env(), ComputeDevice::cpu())
         .run(MINILM_ID, &embeddings(), &CancelToken::new(), &mut |_| {})
@@ -113,7 +118,12 @@ fn a_model_added_by_its_manifest_alone_is_offered_and_run() {
         "model minilm-added does embeddings, not image_classification"
     );
     let unknown = executor
-        .run("not-a-model", &embeddings(), &CancelToken::new(), &mut |_| {})
+        .run(
+            "not-a-model",
+            &embeddings(),
+            &CancelToken::new(),
+            &mut |_| {},
+        )
         .unwrap_err()
         .to_string();
     assert_eq!(unknown, "model not-a-model is not offered by this node");

@@ -305,10 +305,7 @@ async fn main() -> anyhow::Result<()> {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(20_000);
-    let (meter, missing) = Meter::load(
-        &hearth_inference::ModelStore::from_env(),
-        &[],
-    );
+    let (meter, missing) = Meter::load(&hearth_inference::ModelStore::from_env(), &[]);
     anyhow::ensure!(
         missing.is_empty(),
         "model files missing (run hearth-models fetch): {missing:?}"

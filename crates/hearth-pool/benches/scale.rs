@@ -330,10 +330,7 @@ async fn main() -> anyhow::Result<()> {
         files as usize > nodes + 1000,
         "{nodes} connections need more open files than {files}"
     );
-    let (meter, missing) = Meter::load(
-        &hearth_inference::ModelStore::from_env(),
-        &[],
-    );
+    let (meter, missing) = Meter::load(&hearth_inference::ModelStore::from_env(), &[]);
     anyhow::ensure!(missing.is_empty(), "model files missing: {missing:?}");
     let meter = Arc::new(meter);
 

@@ -243,7 +243,10 @@ mod tests {
         .unwrap();
         assert_eq!(config.bind.port(), 8040);
         assert_eq!(config.lease_ms, 5000);
-        assert!(config.models.is_empty(), "the store's models, at their manifests' prices");
+        assert!(
+            config.models.is_empty(),
+            "the store's models, at their manifests' prices"
+        );
         assert!(PoolConfig::from_toml("lease_ms = \"soon\"").is_err());
         assert!(PoolConfig::from_toml("max_attempts = 0").is_err());
         let shared =

@@ -173,10 +173,7 @@ pub fn demo_request(n: u64, offers: &[ModelOffer]) -> Option<(&'static str, Valu
     Some(match kind {
         TaskKind::Embeddings => {
             let texts: Vec<&str> = (0..4).map(|i| pick(DEMO_TEXTS, n + i * 5)).collect();
-            (
-                "/v1/embeddings",
-                json!({ "model": model, "input": texts }),
-            )
+            ("/v1/embeddings", json!({ "model": model, "input": texts }))
         }
         TaskKind::Chat => (
             "/v1/chat/completions",

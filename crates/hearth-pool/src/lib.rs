@@ -46,8 +46,8 @@ use hearth_protocol::KeyPair;
 use tokio::sync::watch;
 
 pub use config::{ModelOffer, PoolConfig};
-pub use hearth_protocol::TaskKind;
 pub use error::ApiError;
+pub use hearth_protocol::TaskKind;
 pub use meter::Meter;
 pub use reputation::NodeRecord;
 pub use store::{Payment, PgStore, PoolStore, SledStore, StoreError, UsageCharge, audit_chains};

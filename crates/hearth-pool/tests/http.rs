@@ -7,11 +7,11 @@
 
 use std::time::Duration;
 
+use hearth_pool::{Meter, Pool, PoolConfig};
 use hearth_protocol::{
     HEADER_MAC, HEADER_SIGNATURE, Heartbeat, KeyPair, LeaseRequest, RequestSigner, ResultReply,
     ReturnJob, SignedReceipt, TaskOutput,
 };
-use hearth_pool::{Meter, Pool, PoolConfig};
 use serde_json::{Value, json};
 
 mod support;
@@ -583,14 +583,18 @@ async fn a_model_added_by_its_manifest_alone_is_sold_at_its_price() {
     let models = tempfile::tempdir().unwrap();
     let folder = models.path().join("minilm-added");
     std::fs::create_dir_all(folder.join("weights")).unwrap();
-    let manifest =
-        std::fs::read_to_string(shipped.root().join("all-minilm-l6-v2/manifest.toml"))
-            .unwrap()
-            .replace("id = \"all-minilm-l6-v2\"", "id = \"minilm-added\"")
-            .replace("micro_credits_per_unit = 20", "micro_credits_per_unit = 7000");
+    let manifest = std::fs::read_to_string(shipped.root().join("all-minilm-l6-v2/manifest.toml"))
+        .unwrap()
+        .replace("id = \"all-minilm-l6-v2\"", "id = \"minilm-added\"")
+        .replace(
+            "micro_credits_per_unit = 20",
+            "micro_credits_per_unit = 7000",
+        );
     std::fs::write(folder.join("manifest.toml"), manifest).unwrap();
     std::fs::copy(
-        shipped.root().join("all-minilm-l6-v2/weights/tokenizer.json"),
+        shipped
+            .root()
+            .join("all-minilm-l6-v2/weights/tokenizer.json"),
         folder.join("weights/tokenizer.json"),
     )
     .unwrap();

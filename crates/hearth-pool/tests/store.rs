@@ -143,7 +143,7 @@ async fn sled_reads_and_converts_stores_of_older_layouts() {
         };
         {
             // Rewrite the indexes, heads and balances as the older layouts had them.
-            let db = hearth_ledger::open_database(&path).unwrap();
+            let db = hearth_sled::open(&path).unwrap();
             let (by_job, heads, balances) = (
                 db.open_tree("receipts_by_job").unwrap(),
                 db.open_tree("chain_heads").unwrap(),
@@ -232,7 +232,7 @@ async fn sled_ignores_and_writes_over_the_remains_of_an_unsynced_batch() {
                 .unwrap();
             receipts.pop().unwrap()
         };
-        let db = hearth_ledger::open_database(&path).unwrap();
+        let db = hearth_sled::open(&path).unwrap();
         let mut node_key = b"node-a/".to_vec();
         node_key.extend(1u64.to_be_bytes());
         db.open_tree("receipts_by_node")

@@ -92,7 +92,6 @@ pub fn node_id(key: &PublicKey) -> String {
     sha256_hex(key.0.as_bytes())[..32].to_owned()
 }
 
-
 /// `N` bytes from a cryptographically secure generator: this thread's ChaCha generator
 /// (rand's `ThreadRng`), seeded and reseeded from the operating system, so the ids and nonces
 /// a busy pool or node makes for every request cost no system call each. Keys are drawn from

@@ -26,7 +26,9 @@ mod task;
 pub use keys::{KeyPair, PublicKey, node_id, nonce, random_bytes};
 pub use messages::*;
 pub use receipt::{Receipt, SignedReceipt};
-pub use signing::{RequestSigner, SessionKey, SessionSecret, request_payload, session_grant_payload};
+pub use signing::{
+    RequestSigner, SessionKey, SessionSecret, request_payload, session_grant_payload,
+};
 pub use task::*;
 
 use sha2::{Digest, Sha256};

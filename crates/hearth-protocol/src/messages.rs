@@ -188,4 +188,3 @@ pub struct ErrorDetail {
     pub param: Option<String>,
     pub code: Option<String>,
 }
-

@@ -137,4 +137,3 @@ pub enum TaskOutput {
         ranks: Vec<u32>,
     },
 }
-

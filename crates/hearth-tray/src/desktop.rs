@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use hearth_node::{ActivityState, NodeEvent, PauseReason, Service};
+use hearth_node::{ActivityState, NodeEvent, PauseReason, RunningNode};
 use tokio::sync::broadcast::error::RecvError;
 
 /// Register (or unregister) Hearth to start in the tray when the owner logs in.
@@ -31,11 +31,11 @@ pub fn apply_start_at_login(wanted: bool) {
 
 /// Follow the node's events: notify the owner of pauses Hearth takes by itself (when the
 /// settings ask for it) and keep the login entry in step with the settings.
-pub fn spawn_notifier(runtime: &tokio::runtime::Runtime, service: Arc<Service>) {
-    let node = service.node().clone();
+pub fn spawn_notifier(runtime: &tokio::runtime::Runtime, running: Arc<RunningNode>) {
+    let node = running.node().clone();
     let mut events = node.subscribe();
     // Read once here; later changes arrive as events (no file read per state change).
-    let mut wanted = service.settings().notify_on_auto_pause;
+    let mut wanted = running.settings().notify_on_auto_pause;
     runtime.spawn(async move {
         let mut last = node.status().activity;
         loop {

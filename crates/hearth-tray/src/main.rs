@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hearth_instance::IN_TRAY_FLAG;
-use hearth_node::{Node, Service, ServiceOptions, server};
+use hearth_node::{Node, RunningNode, StartOptions, server};
 
 /// How long running jobs get to be handed back when Hearth quits.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -55,22 +55,22 @@ fn run() -> anyhow::Result<()> {
         .thread_name("hearth-node")
         .build()?;
     let node = Node::new();
-    let service = runtime.block_on(start(&data_dir, node.clone()))?;
+    let running = runtime.block_on(start(&data_dir, node.clone()))?;
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         in_tray,
-        node = service.node_id(),
-        device = service.device(),
+        node = running.node_id(),
+        device = running.device(),
         "Hearth started"
     );
-    desktop::apply_start_at_login(service.settings().start_at_login);
-    desktop::spawn_notifier(&runtime, Arc::clone(&service));
+    desktop::apply_start_at_login(running.settings().start_at_login);
+    desktop::spawn_notifier(&runtime, Arc::clone(&running));
 
-    run_tray(&runtime, &service);
+    run_tray(&runtime, &running);
 
     tracing::info!("Hearth quitting: giving running jobs back");
     hearth_instance::withdraw(&data_dir);
-    runtime.block_on(service.shutdown(SHUTDOWN_GRACE));
+    runtime.block_on(running.shutdown(SHUTDOWN_GRACE));
     Ok(())
 }
 
@@ -88,27 +88,27 @@ fn limit_malloc_arenas() {
 fn limit_malloc_arenas() {}
 
 /// Start the node and its API on 127.0.0.1 (a free port), and publish where it listens.
-async fn start(data_dir: &Path, node: Node) -> anyhow::Result<Arc<Service>> {
-    let options = ServiceOptions::from_data_dir(data_dir)?;
-    let service = Arc::new(Service::start_with(options, node).await?);
+async fn start(data_dir: &Path, node: Node) -> anyhow::Result<Arc<RunningNode>> {
+    let options = StartOptions::from_data_dir(data_dir)?;
+    let running = Arc::new(RunningNode::start_with(options, node).await?);
     let token = server::load_or_create_token(data_dir)?;
-    let api = server::serve(Arc::clone(&service), 0, token, None).await?;
+    let api = server::serve(Arc::clone(&running), 0, token, None).await?;
     hearth_instance::publish(data_dir, &format!("http://{}", api.addr))?;
     tracing::info!(addr = %api.addr, "local API listening");
-    Ok(service)
+    Ok(running)
 }
 
 /// Show the tray and run the desktop's main loop until Quit, a termination signal or the end
 /// of the desktop session (its display closing).
 #[cfg(target_os = "linux")]
-fn run_tray(runtime: &tokio::runtime::Runtime, service: &Arc<Service>) {
+fn run_tray(runtime: &tokio::runtime::Runtime, running: &Arc<RunningNode>) {
     if let Some(display) = gtk::gdk::Display::default() {
         display.connect_closed(|_, _| {
             tracing::info!("the desktop session ended");
             gtk::main_quit();
         });
     }
-    let tray = match tray::Tray::create(Arc::clone(service)) {
+    let tray = match tray::Tray::create(Arc::clone(running)) {
         Ok(tray) => Some(tray),
         Err(error) => {
             tracing::warn!(%error, "could not create the tray icon");
@@ -116,7 +116,7 @@ fn run_tray(runtime: &tokio::runtime::Runtime, service: &Arc<Service>) {
         }
     };
     if let Some(tray) = tray {
-        tray.follow(service);
+        tray.follow(running);
     }
     runtime.spawn(async {
         termination().await;
@@ -129,7 +129,7 @@ fn run_tray(runtime: &tokio::runtime::Runtime, service: &Arc<Service>) {
 /// Without GTK's main loop there is no tray here yet (Windows and macOS need their own event
 /// loops); Hearth runs until it is asked to stop.
 #[cfg(not(target_os = "linux"))]
-fn run_tray(runtime: &tokio::runtime::Runtime, _service: &Arc<Service>) {
+fn run_tray(runtime: &tokio::runtime::Runtime, _service: &Arc<RunningNode>) {
     tracing::warn!("the tray icon is only built on Linux so far");
     runtime.block_on(termination());
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hearth_node::{
-    ActivityState, ControlSource, Earnings, Node, NodeEvent, NodeStatus, PauseReason, Service,
+    ActivityState, ControlSource, Earnings, Node, NodeEvent, NodeStatus, PauseReason, RunningNode,
 };
 use tokio::sync::broadcast::error::RecvError;
 use tray_icon::menu::{Menu, MenuEvent, MenuItem, PredefinedMenuItem};
@@ -34,8 +34,8 @@ pub struct Tray {
 }
 
 impl Tray {
-    /// Build the tray icon and its menu, and route menu clicks to `service`'s node.
-    pub fn create(service: Arc<Service>) -> anyhow::Result<Self> {
+    /// Build the tray icon and its menu, and route menu clicks to `running`'s node.
+    pub fn create(running: Arc<RunningNode>) -> anyhow::Result<Self> {
         let status_line = MenuItem::new("Hearth", false, None);
         let earnings_line = MenuItem::new("Today: starting…", false, None);
         let toggle = MenuItem::with_id(ITEM_TOGGLE, "Pause", true, None);
@@ -55,7 +55,7 @@ impl Tray {
             .with_tooltip("Hearth")
             .with_menu(Box::new(menu))
             .build()?;
-        let node = service.node().clone();
+        let node = running.node().clone();
         MenuEvent::set_event_handler(Some(move |event: MenuEvent| on_click(&node, &event)));
         let tray = Self {
             icon,
@@ -64,16 +64,16 @@ impl Tray {
             toggle,
             shown_icon: std::cell::Cell::new(ICON_RUNNING),
         };
-        tray.show_status(&service.node().status(), None);
-        tray.show_earnings(&service.earnings(), &service.credit_rate());
+        tray.show_status(&running.node().status(), None);
+        tray.show_earnings(&running.earnings(), &running.credit_rate());
         Ok(tray)
     }
 
     /// Keep the tray current from the node's events, on GTK's main loop.
     #[cfg(target_os = "linux")]
-    pub fn follow(self, service: &Arc<Service>) {
-        let node = service.node().clone();
-        let service = Arc::clone(service);
+    pub fn follow(self, running: &Arc<RunningNode>) {
+        let node = running.node().clone();
+        let running = Arc::clone(running);
         let mut events = node.subscribe();
         gtk::glib::MainContext::default().spawn_local(async move {
             let mut pool_error: Option<String> = None;
@@ -90,7 +90,7 @@ impl Tray {
                         }
                     }
                     Ok(NodeEvent::EarningsChanged { earnings }) => {
-                        self.show_earnings(&earnings, &service.credit_rate());
+                        self.show_earnings(&earnings, &running.credit_rate());
                     }
                     Ok(_) => {}
                     Err(RecvError::Lagged(_)) => {

@@ -89,7 +89,12 @@ fn run() -> anyhow::Result<()> {
                     Ok(_) => "verified".to_owned(),
                     Err(e) => format!("not ready: {e}"),
                 };
-                println!("{:<22} {:<22} {}", manifest.id, manifest.task.as_str(), state);
+                println!(
+                    "{:<22} {:<22} {}",
+                    manifest.id,
+                    manifest.task.as_str(),
+                    state
+                );
             }
         }
         "fetch" => {

@@ -20,7 +20,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use hearth_cli::usage;
 use hearth_node::server::{self, VerifyReport};
-use hearth_node::{NodeConfig, NodeStatus, Overview, Service, ServiceOptions};
+use hearth_node::{NodeConfig, NodeStatus, Overview, RunningNode, StartOptions};
 
 const USAGE: &str = "usage: hearth-node [--data-dir DIR] <command>
   run [--pool URL|embedded] [--port N] [--backend auto|cpu|wgpu] [--no-demo]
@@ -241,7 +241,7 @@ fn run(args: Vec<String>) -> anyhow::Result<()> {
         ["bench", rest @ ..] => {
             let force = rest.contains(&"--force");
             let store = hearth_inference::ModelStore::from_env();
-            let path = args.data_dir.join(hearth_node::service::CAPABILITY_FILE);
+            let path = args.data_dir.join(hearth_node::running::CAPABILITY_FILE);
             let (report, measured) =
                 hearth_inference::capability::load_or_run_here(&path, &store, force, &mut |p| {
                     eprintln!("[{:>3.0}%] {}", p.fraction * 100.0, p.message)
@@ -357,29 +357,29 @@ fn ui_dir() -> Option<PathBuf> {
 
 async fn serve(data_dir: PathBuf, config: NodeConfig) -> anyhow::Result<()> {
     let port = config.api_port;
-    let options = ServiceOptions {
+    let options = StartOptions {
         config,
-        ..ServiceOptions::from_data_dir(&data_dir)?
+        ..StartOptions::from_data_dir(&data_dir)?
     };
-    let service = Arc::new(Service::start(options).await?);
+    let running = Arc::new(RunningNode::start(options).await?);
     let token = server::load_or_create_token(&data_dir)?;
     let ui = ui_dir();
     if ui.is_none() {
         tracing::warn!("the web UI is not built (cd ui && npm run build); serving the API only");
     }
-    let server = server::serve(Arc::clone(&service), port, token.clone(), ui)
+    let server = server::serve(Arc::clone(&running), port, token.clone(), ui)
         .await
         .with_context(|| format!("listening on 127.0.0.1:{port}"))?;
     let url = format!("http://{}", server.addr);
     hearth_instance::publish(&data_dir, &url)?;
-    outln!("Hearth node {} on {}", service.node_id(), service.device());
+    outln!("Hearth node {} on {}", running.node_id(), running.device());
     outln!("web UI: {url}/?token={token}");
     outln!("ready");
     wait_for_signal().await;
     eprintln!("stopping: giving running jobs back to the pool");
     hearth_instance::withdraw(&data_dir);
     server.task.abort();
-    service.shutdown(Duration::from_secs(15)).await;
+    running.shutdown(Duration::from_secs(15)).await;
     Ok(())
 }
 

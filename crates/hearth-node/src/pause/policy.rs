@@ -3,7 +3,7 @@
 //! the automatic part of the node's state comes out, in the node's own model
 //! ([`ActivityState`] with its [`PauseReason`]). The owner's own pause is not the policy's:
 //! [`crate::Node`] keeps it (with their "Resume anyway") over the policy's verdict, and the
-//! service acts on the state that results (stops leasing, frees GPU memory after a while, sets
+//! running node acts on the state that results (stops leasing, frees GPU memory after a while, sets
 //! the duty cycle). Time is passed in, so every transition and every hysteresis is tested
 //! without waiting.
 //!

@@ -5,7 +5,7 @@
 //! Sources wired here: game processes ([`ProcessScanner`]), other programs keeping the GPU busy
 //! ([`GpuUseMonitor`], once a second), on Linux with an X display a fullscreen window in front
 //! and the owner's input (`hearth-desktop`), the owner's weekly schedule, and observations
-//! sent from elsewhere ([`PolicyInputs`]: the service sends GPU temperature and memory).
+//! sent from elsewhere ([`PolicyInputs`]: the running node sends GPU temperature and memory).
 
 use std::path::PathBuf;
 use std::sync::mpsc;

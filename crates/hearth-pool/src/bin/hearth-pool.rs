@@ -236,7 +236,15 @@ async fn run(mut args: Vec<String>) -> anyhow::Result<()> {
                 // With PostgreSQL nothing else made the folder.
                 std::fs::create_dir_all(&data)
                     .with_context(|| format!("creating {}", data.display()))?;
-                write_private(&admin_file, &serde_json::to_vec(admin)?)
+                // A previous run's file names an address that is gone.
+                match std::fs::remove_file(&admin_file) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        return Err(e)
+                            .with_context(|| format!("replacing {}", admin_file.display()));
+                    }
+                    _ => {}
+                }
+                hearth_instance::write_private(&admin_file, &serde_json::to_vec(admin)?)
                     .with_context(|| format!("writing {}", admin_file.display()))?;
             }
             println!("hearth pool listening on {}", pool.url());
@@ -256,15 +264,6 @@ async fn run(mut args: Vec<String>) -> anyhow::Result<()> {
 
 /// Where a serving pool says how to reach its admin API.
 const ADMIN_FILE: &str = "admin.json";
-
-/// Write `bytes` to `path` readable by this user alone.
-fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    std::io::Write::write_all(&mut options.open(path)?, bytes)
-}
 
 /// What an admin command asks for.
 enum AdminCall {

@@ -159,7 +159,7 @@ pub struct SledStore {
 impl SledStore {
     /// Open (or create) the database in `dir`.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        let db = hearth_ledger::open_database(dir)?;
+        let db = hearth_sled::open(dir)?;
         Self {
             heads: db.open_tree("chain_heads")?,
             receipts: db.open_tree("receipts_by_job")?,
