@@ -27,12 +27,34 @@ const WATCH_INTERVAL: Duration = Duration::from_secs(1);
 /// The background process the window talks to, once found, or why there is none.
 #[derive(Debug, Default)]
 struct Core {
-    found: Mutex<Option<Result<RunningNode, String>>>,
+    found: Mutex<Option<Result<RunningNode, CoreError>>>,
+}
+
+/// Why the window has no background process to show.
+#[derive(Clone, Debug, thiserror::Error)]
+enum CoreError {
+    #[error("{0} is missing")]
+    Missing(PathBuf),
+    #[error("could not find Hearth's programs: {0}")]
+    Locate(String),
+    #[error("could not start {program}: {reason}")]
+    Spawn { program: PathBuf, reason: String },
+    #[error("Hearth's background process stopped ({status}); its log is in {log_dir}")]
+    Stopped { status: String, log_dir: PathBuf },
+    #[error("Hearth's background process did not start within {0:?}")]
+    Timeout(Duration),
+}
+
+/// The UI shows the error's words.
+impl serde::Serialize for CoreError {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
 }
 
 /// Where the UI finds the node's API: its address and token.
 #[tauri::command]
-async fn core_address(core: tauri::State<'_, Core>) -> Result<RunningNode, String> {
+async fn core_address(core: tauri::State<'_, Core>) -> Result<RunningNode, CoreError> {
     loop {
         if let Some(found) = core.found.lock().unwrap_or_else(|e| e.into_inner()).clone() {
             return found;
@@ -45,7 +67,7 @@ async fn core_address(core: tauri::State<'_, Core>) -> Result<RunningNode, Strin
 pub fn run() {
     let data_dir = match hearth_instance::DataFolder::Hearth.path() {
         Ok(dir) => dir,
-        Err(error) => fail(&error),
+        Err(error) => fail(&error.to_string()),
     };
     let _log_guard = match hearth_instance::logging::init(&data_dir) {
         Ok(guard) => Some(guard),
@@ -58,7 +80,7 @@ pub fn run() {
         // At login: the background process alone, no window.
         match find_or_start_core(&data_dir, true) {
             Ok(core) => tracing::info!(pid = core.pid, "Hearth is running in the tray"),
-            Err(error) => fail(&error),
+            Err(error) => fail(&error.to_string()),
         }
         return;
     }
@@ -113,7 +135,7 @@ fn connect_and_watch(app: &AppHandle, data_dir: &Path) {
 }
 
 /// The running background process, or a new one started (and waited for).
-fn find_or_start_core(data_dir: &Path, in_tray: bool) -> Result<RunningNode, String> {
+fn find_or_start_core(data_dir: &Path, in_tray: bool) -> Result<RunningNode, CoreError> {
     if let Some(core) = hearth_instance::running_node(data_dir) {
         return Ok(core);
     }
@@ -128,7 +150,10 @@ fn find_or_start_core(data_dir: &Path, in_tray: bool) -> Result<RunningNode, Str
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .map_err(|e| format!("could not start {}: {e}", program.display()))?;
+        .map_err(|e| CoreError::Spawn {
+            program: program.clone(),
+            reason: e.to_string(),
+        })?;
     tracing::info!(pid = child.id(), "started the background process");
     let started = Instant::now();
     loop {
@@ -139,30 +164,26 @@ fn find_or_start_core(data_dir: &Path, in_tray: bool) -> Result<RunningNode, Str
         }
         if let Ok(Some(status)) = child.try_wait() {
             // Another launch may have started one at the same moment.
-            return hearth_instance::running_node(data_dir).ok_or_else(|| {
-                format!(
-                    "Hearth's background process stopped ({status}); its log is in {}",
-                    hearth_instance::logging::log_dir(data_dir).display()
-                )
+            return hearth_instance::running_node(data_dir).ok_or_else(|| CoreError::Stopped {
+                status: status.to_string(),
+                log_dir: hearth_instance::logging::log_dir(data_dir),
             });
         }
         if started.elapsed() > START_TIMEOUT {
-            return Err(format!(
-                "Hearth's background process did not start within {START_TIMEOUT:?}"
-            ));
+            return Err(CoreError::Timeout(START_TIMEOUT));
         }
         std::thread::sleep(Duration::from_millis(50));
     }
 }
 
 /// `hearth-tray` beside this program.
-fn core_program() -> Result<PathBuf, String> {
+fn core_program() -> Result<PathBuf, CoreError> {
     let program = hearth_instance::sibling_program(hearth_instance::TRAY_PROGRAM)
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| CoreError::Locate(e.to_string()))?;
     if program.is_file() {
         Ok(program)
     } else {
-        Err(format!("{} is missing", program.display()))
+        Err(CoreError::Missing(program))
     }
 }
 

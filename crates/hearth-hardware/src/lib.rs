@@ -25,7 +25,7 @@ use serde::Serialize;
 
 pub use cpu_power::{CpuPower, CpuPowerReading, TYPICAL_CPU_WATTS};
 pub use gpu::{AdapterRecord, GpuInfo, GpuKind, Vendor, merge_adapters, wgpu_adapters};
-pub use nvidia::{NvidiaGpu, NvidiaReading, NvidiaSource, Nvml};
+pub use nvidia::{NvidiaError, NvidiaGpu, NvidiaReading, NvidiaSource, Nvml};
 pub use processes::{GpuProcess, ProcessSource, drm_process, drm_processes};
 pub use system::{CpuInfo, MemoryInfo};
 pub use table::render_table;
@@ -101,7 +101,9 @@ pub fn detect(sources: &Sources<'_>) -> HardwareReport {
             }
             SourceStatus::Available
         }
-        Err(reason) => SourceStatus::NotAvailable { reason },
+        Err(reason) => SourceStatus::NotAvailable {
+            reason: reason.to_string(),
+        },
     };
     HardwareReport {
         gpus,

@@ -56,54 +56,89 @@ impl NvidiaReading {
     }
 }
 
+/// Why NVML gave no answer.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum NvidiaError {
+    /// The library did not load or start (no NVIDIA driver: the usual case on other GPUs).
+    #[error("NVML is not available: {0}")]
+    Unavailable(String),
+    /// NVML is there but a call failed; names the call.
+    #[error("NVML {call}: {reason}")]
+    Call { call: &'static str, reason: String },
+}
+
+impl NvidiaError {
+    fn call(call: &'static str) -> impl FnOnce(nvml_wrapper::error::NvmlError) -> Self {
+        move |e| Self::Call {
+            call,
+            reason: e.to_string(),
+        }
+    }
+}
+
 /// Something that lists NVIDIA GPUs, reads their figures and the processes on them.
 pub trait NvidiaSource: std::fmt::Debug + Send + Sync {
     /// The GPUs, or why they cannot be listed.
-    fn gpus(&self) -> Result<Vec<NvidiaGpu>, String>;
+    fn gpus(&self) -> Result<Vec<NvidiaGpu>, NvidiaError>;
     /// Live figures of every GPU.
-    fn readings(&self) -> Result<Vec<NvidiaReading>, String>;
+    fn readings(&self) -> Result<Vec<NvidiaReading>, NvidiaError>;
     /// Processes with work (compute or graphics) on any GPU.
-    fn processes(&self) -> Result<Vec<GpuProcess>, String>;
+    fn processes(&self) -> Result<Vec<GpuProcess>, NvidiaError>;
 }
 
 /// The real NVML (`libnvidia-ml.so.1`), loaded on first use and kept.
 #[derive(Debug, Default)]
 pub struct Nvml {
-    handle: OnceLock<Result<nvml_wrapper::Nvml, String>>,
+    handle: OnceLock<Result<nvml_wrapper::Nvml, NvidiaError>>,
 }
 
 impl Nvml {
-    fn nvml(&self) -> Result<&nvml_wrapper::Nvml, String> {
+    fn nvml(&self) -> Result<&nvml_wrapper::Nvml, NvidiaError> {
         self.handle
-            .get_or_init(|| nvml_wrapper::Nvml::init().map_err(|e| e.to_string()))
+            .get_or_init(|| {
+                nvml_wrapper::Nvml::init().map_err(|e| NvidiaError::Unavailable(e.to_string()))
+            })
             .as_ref()
             .map_err(Clone::clone)
     }
 }
 
 impl NvidiaSource for Nvml {
-    fn gpus(&self) -> Result<Vec<NvidiaGpu>, String> {
+    fn gpus(&self) -> Result<Vec<NvidiaGpu>, NvidiaError> {
         let nvml = self.nvml()?;
-        let driver_version = nvml.sys_driver_version().map_err(|e| e.to_string())?;
-        let count = nvml.device_count().map_err(|e| e.to_string())?;
+        let driver_version = nvml
+            .sys_driver_version()
+            .map_err(NvidiaError::call("sys_driver_version"))?;
+        let count = nvml
+            .device_count()
+            .map_err(NvidiaError::call("device_count"))?;
         (0..count)
             .map(|index| {
-                let device = nvml.device_by_index(index).map_err(|e| e.to_string())?;
+                let device = nvml
+                    .device_by_index(index)
+                    .map_err(NvidiaError::call("device_by_index"))?;
                 Ok(NvidiaGpu {
-                    name: device.name().map_err(|e| e.to_string())?,
-                    vram_total_bytes: device.memory_info().map_err(|e| e.to_string())?.total,
+                    name: device.name().map_err(NvidiaError::call("name"))?,
+                    vram_total_bytes: device
+                        .memory_info()
+                        .map_err(NvidiaError::call("memory_info"))?
+                        .total,
                     driver_version: driver_version.clone(),
                 })
             })
             .collect()
     }
 
-    fn readings(&self) -> Result<Vec<NvidiaReading>, String> {
+    fn readings(&self) -> Result<Vec<NvidiaReading>, NvidiaError> {
         let nvml = self.nvml()?;
-        let count = nvml.device_count().map_err(|e| e.to_string())?;
+        let count = nvml
+            .device_count()
+            .map_err(NvidiaError::call("device_count"))?;
         (0..count)
             .map(|index| {
-                let device = nvml.device_by_index(index).map_err(|e| e.to_string())?;
+                let device = nvml
+                    .device_by_index(index)
+                    .map_err(NvidiaError::call("device_by_index"))?;
                 let memory = device.memory_info().ok();
                 Ok(NvidiaReading {
                     index,
@@ -122,12 +157,16 @@ impl NvidiaSource for Nvml {
             .collect()
     }
 
-    fn processes(&self) -> Result<Vec<GpuProcess>, String> {
+    fn processes(&self) -> Result<Vec<GpuProcess>, NvidiaError> {
         let nvml = self.nvml()?;
-        let count = nvml.device_count().map_err(|e| e.to_string())?;
+        let count = nvml
+            .device_count()
+            .map_err(NvidiaError::call("device_count"))?;
         let mut found = Vec::new();
         for index in 0..count {
-            let device = nvml.device_by_index(index).map_err(|e| e.to_string())?;
+            let device = nvml
+                .device_by_index(index)
+                .map_err(NvidiaError::call("device_by_index"))?;
             let lists = [
                 (
                     ProcessSource::NvmlCompute,

@@ -50,12 +50,20 @@ pub enum DataFolder {
     Pool,
 }
 
+/// The system names no data folder and the variable that would is not set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("this system names no data folder (set {variable})")]
+pub struct NoDataFolder {
+    /// The environment variable to set.
+    pub variable: &'static str,
+}
+
 impl DataFolder {
     /// `$HEARTH_DATA_DIR` (Hearth) or `$HEARTH_POOL_DATA_DIR` (a pool) when set, else a folder
     /// in the platform's data folder: `app.hearth.desktop` or `hearth-pool` (in
     /// `~/.local/share` on Linux, `%APPDATA%` on Windows). A headless node set up before the
     /// programs shared a folder keeps its old one (`hearth`) until the shared one exists.
-    pub fn path(self) -> Result<PathBuf, String> {
+    pub fn path(self) -> Result<PathBuf, NoDataFolder> {
         self.resolve(|name| std::env::var_os(name), dirs::data_dir())
     }
 
@@ -64,7 +72,7 @@ impl DataFolder {
         self,
         variable: impl Fn(&str) -> Option<std::ffi::OsString>,
         platform: Option<PathBuf>,
-    ) -> Result<PathBuf, String> {
+    ) -> Result<PathBuf, NoDataFolder> {
         let (name, folder) = match self {
             Self::Hearth => ("HEARTH_DATA_DIR", APP_IDENTIFIER),
             Self::Pool => ("HEARTH_POOL_DATA_DIR", "hearth-pool"),
@@ -72,8 +80,7 @@ impl DataFolder {
         if let Some(dir) = variable(name).filter(|d| !d.is_empty()) {
             return Ok(PathBuf::from(dir));
         }
-        let platform =
-            platform.ok_or_else(|| format!("this system names no data folder (set {name})"))?;
+        let platform = platform.ok_or(NoDataFolder { variable: name })?;
         let shared = platform.join(folder);
         let legacy = platform.join(LEGACY_NODE_FOLDER);
         if self == Self::Hearth && !shared.exists() && legacy.is_dir() {
@@ -202,11 +209,9 @@ mod tests {
             DataFolder::Pool.resolve(set, base.clone()),
             Ok(platform.path().join("hearth-pool"))
         );
-        assert!(
-            DataFolder::Hearth
-                .resolve(unset, None)
-                .unwrap_err()
-                .contains("HEARTH_DATA_DIR")
+        assert_eq!(
+            DataFolder::Hearth.resolve(unset, None).unwrap_err().to_string(),
+            "this system names no data folder (set HEARTH_DATA_DIR)"
         );
         // A headless node's older folder is kept until the shared one exists.
         std::fs::create_dir(platform.path().join("hearth")).unwrap();

@@ -25,7 +25,7 @@ pub mod worker;
 
 pub use bindings::typescript_bindings;
 pub use config::NodeConfig;
-pub use node::Node;
+pub use node::{Node, OverrideRefused};
 pub use running::{RunningNode, StartError, StartOptions};
 pub use status::{
     ActivityState, ControlSource, Earnings, GpuLive, JobState, JobSummary, NodeEvent, NodeStatus,

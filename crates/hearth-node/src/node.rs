@@ -12,6 +12,18 @@ use crate::status::{
 /// A subscriber that lags gets `RecvError::Lagged` and should re-read [`Node::status`].
 const EVENT_BUFFER: usize = 256;
 
+/// Why "Resume anyway" was refused, in words the owner reads.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum OverrideRefused {
+    #[error("paused by you: resume instead")]
+    PausedByOwner,
+    #[error("not paused: nothing to resume")]
+    NotPaused,
+    /// The pause protects the computer (heat, short GPU memory); holds its description.
+    #[error("{0} and this pause protects the computer: it cannot be overridden")]
+    Protective(String),
+}
+
 /// A cheap, cloneable handle to the node. All clones share one state.
 #[derive(Clone, Debug)]
 pub struct Node {
@@ -195,22 +207,19 @@ impl Node {
         &self,
         source: ControlSource,
         until_ms: Option<u64>,
-    ) -> Result<NodeStatus, String> {
+    ) -> Result<NodeStatus, OverrideRefused> {
         let mut refusal = None;
         let status = self.update(|inputs| {
             if inputs.user.is_some() {
-                refusal = Some("paused by you: resume instead".to_owned());
+                refusal = Some(OverrideRefused::PausedByOwner);
                 return;
             }
             let Some(reason) = inputs.automatic.clone() else {
-                refusal = Some("not paused: nothing to resume".to_owned());
+                refusal = Some(OverrideRefused::NotPaused);
                 return;
             };
             if !reason.can_override() {
-                refusal = Some(format!(
-                    "{} and this pause protects the computer: it cannot be overridden",
-                    reason.describe()
-                ));
+                refusal = Some(OverrideRefused::Protective(reason.describe()));
                 return;
             }
             inputs.overriding = Some(PauseOverride {
@@ -412,7 +421,7 @@ mod tests {
         };
         assert_eq!(
             node.resume_anyway(ControlSource::Window, None).unwrap_err(),
-            "not paused: nothing to resume"
+            OverrideRefused::NotPaused
         );
         node.set_policy(Some(game.clone()), 100);
         let anyway = node.resume_anyway(ControlSource::Tray, None).unwrap();
@@ -464,6 +473,7 @@ mod tests {
         assert!(
             node.resume_anyway(ControlSource::Cli, None)
                 .unwrap_err()
+                .to_string()
                 .contains("cannot be overridden")
         );
         // The owner's own pause is lifted by resume, not by "anyway"; pausing ends an override.
@@ -473,6 +483,7 @@ mod tests {
         assert!(
             node.resume_anyway(ControlSource::Cli, None)
                 .unwrap_err()
+                .to_string()
                 .contains("resume instead")
         );
         node.resume(ControlSource::Window);

@@ -433,7 +433,9 @@ impl RunningNode {
 
     /// Run the capability benchmark again (seconds of full load), announcing its progress as
     /// [`NodeEvent::BenchmarkProgress`]; the Hardware page's view afterwards.
-    pub fn run_benchmark(&self) -> Result<crate::views::HardwareView, String> {
+    pub fn run_benchmark(
+        &self,
+    ) -> Result<crate::views::HardwareView, hearth_inference::InferenceError> {
         let node = self.node.clone();
         hearth_inference::capability::load_or_run(
             &self.data_dir.join(CAPABILITY_FILE),
@@ -447,8 +449,7 @@ impl RunningNode {
                     message: progress.message,
                 });
             },
-        )
-        .map_err(|e| e.to_string())?;
+        )?;
         Ok(self.hardware_view())
     }
 
@@ -475,14 +476,16 @@ impl RunningNode {
     }
 
     /// Resource use over the last `span_ms`, oldest first (see [`crate::resources::history`]).
-    pub fn telemetry_history(&self, span_ms: u64) -> Result<Vec<Telemetry>, String> {
+    pub fn telemetry_history(
+        &self,
+        span_ms: u64,
+    ) -> Result<Vec<Telemetry>, hearth_ledger::LedgerError> {
         crate::resources::history(
             self.sampler.as_deref(),
             &self.ledger,
             span_ms,
             now_unix_ms(),
         )
-        .map_err(|e| e.to_string())
     }
 
     /// Stop working: running jobs are given back to the pool and the worker ends (waiting at

@@ -320,7 +320,7 @@ async fn resume_anyway(
         .node()
         .resume_anyway(control_source(query.from.as_deref()), until_ms)
         .map(Json)
-        .map_err(|reason| (StatusCode::CONFLICT, reason))
+        .map_err(|refused| (StatusCode::CONFLICT, refused.to_string()))
 }
 
 async fn end_override(_: Authorized, State(state): State<Arc<ServerState>>) -> Json<NodeStatus> {
@@ -419,16 +419,24 @@ async fn verify(
 ) -> Result<Json<VerifyReport>, (StatusCode, String)> {
     verify_ledger(state.running.ledger())
         .map(Json)
-        .map_err(|e| (StatusCode::CONFLICT, e))
+        .map_err(|e| (StatusCode::CONFLICT, e.to_string()))
+}
+
+/// Why the ledger's receipts could not be checked (or did not check out).
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    #[error("no pool has paid this node yet: nothing to verify")]
+    NoPoolKey,
+    #[error(transparent)]
+    Ledger(#[from] hearth_ledger::LedgerError),
 }
 
 /// Check every receipt's signature and the chain, with the pool key the worker stored.
-pub fn verify_ledger(ledger: &hearth_ledger::Ledger) -> Result<VerifyReport, String> {
+pub fn verify_ledger(ledger: &hearth_ledger::Ledger) -> Result<VerifyReport, VerifyError> {
     let key: hearth_protocol::PublicKey = ledger
-        .setting(crate::worker::POOL_KEY_SETTING)
-        .map_err(|e| e.to_string())?
-        .ok_or("no pool has paid this node yet: nothing to verify")?;
-    let report = ledger.verify_chain(&key).map_err(|e| e.to_string())?;
+        .setting(crate::worker::POOL_KEY_SETTING)?
+        .ok_or(VerifyError::NoPoolKey)?;
+    let report = ledger.verify_chain(&key)?;
     Ok(VerifyReport {
         receipts: report.receipts,
         micro_credits: report.micro_credits,

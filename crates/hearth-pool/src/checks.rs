@@ -5,7 +5,7 @@
 
 use hearth_protocol::{TaskOutput, TaskPayload};
 
-use crate::meter::{Meter, Metered};
+use crate::meter::{Meter, MeterError, Metered};
 use crate::queue::Accepted;
 
 /// How far an embedding's length may be from 1 (the models scale every vector to unit length).
@@ -13,12 +13,55 @@ const UNIT_LENGTH_TOLERANCE: f64 = 1e-3;
 /// How far above 1 a class list's probabilities may add up (rounding).
 const PROBABILITY_SUM_TOLERANCE: f64 = 1e-3;
 
+/// Why a node's result is refused, and nothing paid. Each is a strike against the node.
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    #[error("{vectors} vectors for {texts} texts")]
+    VectorCount { vectors: usize, texts: usize },
+    #[error("token counts {claimed:?} are not the texts' {counted:?}")]
+    TokenCounts {
+        claimed: Vec<u32>,
+        counted: Vec<u32>,
+    },
+    #[error("vector {index} has {values} values; the model's have {dimensions}")]
+    VectorSize {
+        index: usize,
+        values: usize,
+        dimensions: usize,
+    },
+    #[error("vector {0} holds values that are not finite")]
+    NotFinite(usize),
+    #[error("vector {index} has length {length}, not 1")]
+    NotUnitLength { index: usize, length: f64 },
+    #[error("the text does not begin with what was streamed")]
+    StreamDiffers,
+    /// The chat answer does not count up (or the model cannot be metered).
+    #[error(transparent)]
+    Chat(#[from] MeterError),
+    #[error("{results} results for {images} images")]
+    ResultCount { results: usize, images: u32 },
+    #[error("result {index} lists {classes} classes for top_k {top_k}")]
+    ClassCount {
+        index: usize,
+        classes: usize,
+        top_k: u32,
+    },
+    #[error("result {0} has probabilities that are not probabilities")]
+    NotProbabilities(usize),
+    #[error("result {0} is not a list of distinct classes, most likely first")]
+    NotRanked(usize),
+    #[error("{ranks} ranks for {tokens} tokens")]
+    RankCount { ranks: usize, tokens: usize },
+    #[error("the output is for another kind of task")]
+    WrongTask,
+}
+
 /// The units `output` is paid for, or why it is refused.
 pub(crate) fn check_output(
     meter: &Meter,
     accepted: &Accepted,
     output: &TaskOutput,
-) -> Result<u64, String> {
+) -> Result<u64, Refusal> {
     let model = accepted.model.as_str();
     match (&accepted.leased_task, &accepted.metered, output) {
         (
@@ -27,29 +70,34 @@ pub(crate) fn check_output(
             TaskOutput::Embeddings { vectors, tokens },
         ) => {
             if vectors.len() != texts.len() {
-                return Err(format!(
-                    "{} vectors for {} texts",
-                    vectors.len(),
-                    texts.len()
-                ));
+                return Err(Refusal::VectorCount {
+                    vectors: vectors.len(),
+                    texts: texts.len(),
+                });
             }
             if tokens != expected {
-                return Err(format!(
-                    "token counts {tokens:?} are not the texts' {expected:?}"
-                ));
+                return Err(Refusal::TokenCounts {
+                    claimed: tokens.clone(),
+                    counted: expected.clone(),
+                });
             }
-            let dimensions = meter
-                .embedding_dimensions(model)
-                .ok_or_else(|| format!("{model} is not an embedding model"))?;
+            let dimensions =
+                meter
+                    .embedding_dimensions(model)
+                    .ok_or_else(|| MeterError::WrongKind {
+                        model: model.to_owned(),
+                        kind: "an embedding",
+                    })?;
             for (i, vector) in vectors.iter().enumerate() {
                 if vector.len() != dimensions {
-                    return Err(format!(
-                        "vector {i} has {} values; the model's have {dimensions}",
-                        vector.len()
-                    ));
+                    return Err(Refusal::VectorSize {
+                        index: i,
+                        values: vector.len(),
+                        dimensions,
+                    });
                 }
                 if vector.iter().any(|x| !x.is_finite()) {
-                    return Err(format!("vector {i} holds values that are not finite"));
+                    return Err(Refusal::NotFinite(i));
                 }
                 let length = vector
                     .iter()
@@ -57,7 +105,7 @@ pub(crate) fn check_output(
                     .sum::<f64>()
                     .sqrt();
                 if (length - 1.0).abs() > UNIT_LENGTH_TOLERANCE {
-                    return Err(format!("vector {i} has length {length}, not 1"));
+                    return Err(Refusal::NotUnitLength { index: i, length });
                 }
             }
             Ok(accepted.metered.input_units())
@@ -74,7 +122,7 @@ pub(crate) fn check_output(
             },
         ) => {
             if !text.starts_with(accepted.streamed.as_str()) {
-                return Err("the text does not begin with what was streamed".into());
+                return Err(Refusal::StreamDiffers);
             }
             let count = meter.check_chat(
                 model,
@@ -94,23 +142,25 @@ pub(crate) fn check_output(
             TaskOutput::ImageClassification { results },
         ) => {
             if results.len() != *count as usize {
-                return Err(format!("{} results for {count} images", results.len()));
+                return Err(Refusal::ResultCount {
+                    results: results.len(),
+                    images: *count,
+                });
             }
             for (i, classes) in results.iter().enumerate() {
                 if classes.is_empty() || classes.len() > *top_k as usize {
-                    return Err(format!(
-                        "result {i} lists {} classes for top_k {top_k}",
-                        classes.len()
-                    ));
+                    return Err(Refusal::ClassCount {
+                        index: i,
+                        classes: classes.len(),
+                        top_k: *top_k,
+                    });
                 }
                 let probabilities_fit = classes
                     .iter()
                     .all(|c| c.probability.is_finite() && (0.0..=1.0).contains(&c.probability));
                 let sum: f64 = classes.iter().map(|c| f64::from(c.probability)).sum();
                 if !probabilities_fit || sum > 1.0 + PROBABILITY_SUM_TOLERANCE {
-                    return Err(format!(
-                        "result {i} has probabilities that are not probabilities"
-                    ));
+                    return Err(Refusal::NotProbabilities(i));
                 }
                 let descending = classes
                     .windows(2)
@@ -119,23 +169,20 @@ pub(crate) fn check_output(
                 ids.sort_unstable();
                 ids.dedup();
                 if !descending || ids.len() != classes.len() {
-                    return Err(format!(
-                        "result {i} is not a list of distinct classes, most likely first"
-                    ));
+                    return Err(Refusal::NotRanked(i));
                 }
             }
             Ok(u64::from(*count))
         }
         (TaskPayload::ChatScore { token_ids, .. }, _, TaskOutput::ChatScore { ranks }) => {
             if ranks.is_empty() || ranks.len() != token_ids.len() {
-                return Err(format!(
-                    "{} ranks for {} tokens",
-                    ranks.len(),
-                    token_ids.len()
-                ));
+                return Err(Refusal::RankCount {
+                    ranks: ranks.len(),
+                    tokens: token_ids.len(),
+                });
             }
             Ok(token_ids.len() as u64)
         }
-        _ => Err("the output is for another kind of task".into()),
+        _ => Err(Refusal::WrongTask),
     }
 }

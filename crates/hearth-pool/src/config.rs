@@ -169,41 +169,68 @@ impl PoolConfig {
     }
 
     /// Parse a TOML config file's text; unset fields keep their defaults.
-    pub fn from_toml(text: &str) -> Result<Self, String> {
-        let config: Self = toml::from_str(text).map_err(|e| format!("config: {e}"))?;
-        if config.embeddings_per_job == 0 || config.max_attempts == 0 {
-            return Err("embeddings_per_job and max_attempts must be at least 1".into());
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let config: Self = toml::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string()))?;
+        let invalid = |field: &'static str, rule: String| Err(ConfigError::Invalid { field, rule });
+        if config.embeddings_per_job == 0 {
+            return invalid("embeddings_per_job", "must be at least 1".into());
+        }
+        if config.max_attempts == 0 {
+            return invalid("max_attempts", "must be at least 1".into());
         }
         if config.tls_cert_file.is_some() != config.tls_key_file.is_some() {
-            return Err("tls_cert_file and tls_key_file go together".into());
+            return invalid(
+                "tls_key_file",
+                "goes with tls_cert_file: set both or neither".into(),
+            );
         }
-        if config.quarantine_strikes == 0 || config.max_queued_jobs == 0 {
-            return Err("quarantine_strikes and max_queued_jobs must be at least 1".into());
+        if config.quarantine_strikes == 0 {
+            return invalid("quarantine_strikes", "must be at least 1".into());
+        }
+        if config.max_queued_jobs == 0 {
+            return invalid("max_queued_jobs", "must be at least 1".into());
         }
         if let Some(url) = &config.database
             && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
         {
-            return Err(format!(
-                "database must be a postgres:// URL (or left out for the built-in sled database), not {url:?}"
-            ));
+            return invalid(
+                "database",
+                format!(
+                    "must be a postgres:// URL (or left out for the built-in sled database), not {url:?}"
+                ),
+            );
         }
         if config.database_connections == 0 {
-            return Err("database_connections must be at least 1".into());
+            return invalid("database_connections", "must be at least 1".into());
         }
         if !(0.0..=1.0).contains(&config.verification_share) {
-            return Err("verification_share must be between 0 and 1".into());
+            return invalid("verification_share", "must be between 0 and 1".into());
         }
         if !(config.credit_value.is_finite() && (0.0..=1e6).contains(&config.credit_value)) {
-            return Err("credit_value must be between 0 and 1000000".into());
+            return invalid("credit_value", "must be between 0 and 1000000".into());
         }
         if config.currency.len() != 3 || !config.currency.chars().all(|c| c.is_ascii_uppercase()) {
-            return Err(format!(
-                "currency {:?}: use a three-letter code such as EUR or USD",
-                config.currency
-            ));
+            return invalid(
+                "currency",
+                format!(
+                    "{:?}: use a three-letter code such as EUR or USD",
+                    config.currency
+                ),
+            );
         }
         Ok(config)
     }
+}
+
+/// What is wrong with a pool's config file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// Not TOML, or a field of the wrong type.
+    #[error("config: {0}")]
+    Syntax(String),
+    /// A field outside what it may be.
+    #[error("config: {field} {rule}")]
+    Invalid { field: &'static str, rule: String },
 }
 
 #[cfg(test)]

@@ -45,12 +45,14 @@ use axum::routing::{get, post};
 use hearth_protocol::KeyPair;
 use tokio::sync::watch;
 
-pub use config::{ModelOffer, PoolConfig};
+pub use config::{ConfigError as PoolConfigError, ModelOffer, PoolConfig};
 pub use error::ApiError;
 pub use hearth_protocol::TaskKind;
-pub use meter::Meter;
+pub use meter::{Meter, MeterError};
 pub use reputation::NodeRecord;
-pub use store::{Payment, PgStore, PoolStore, SledStore, StoreError, UsageCharge, audit_chains};
+pub use store::{
+    AuditError, Payment, PgStore, PoolStore, SledStore, StoreError, UsageCharge, audit_chains,
+};
 
 /// Everything the handlers share.
 #[derive(Debug)]

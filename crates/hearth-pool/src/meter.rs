@@ -50,14 +50,50 @@ enum ModelMeter {
     Images,
 }
 
+/// Why a model cannot be metered, or a request or answer does not count up.
+#[derive(Debug, thiserror::Error)]
+pub enum MeterError {
+    #[error("the pool cannot meter model {0}")]
+    Unmetered(String),
+    #[error("{model} is not {kind} model")]
+    WrongKind { model: String, kind: &'static str },
+    #[error("offered for {offered}, but its manifest says {manifest}")]
+    OfferTask {
+        offered: TaskKind,
+        manifest: TaskKind,
+    },
+    /// The model's files or the text (a tokenizer's or template's refusal, an unknown role).
+    #[error(transparent)]
+    Model(#[from] hearth_inference::InferenceError),
+    #[error(
+        "the prompt is {prompt} tokens; the model's context window is {context}, so nothing is left to answer with"
+    )]
+    PromptTooLong { prompt: usize, context: usize },
+    #[error("{tokens} answer tokens for a limit of {max}")]
+    AnswerTokens { tokens: usize, max: usize },
+    #[error("completion_tokens {claimed} but {actual} token ids")]
+    CompletionCount { claimed: u32, actual: u32 },
+    #[error("prompt_tokens {claimed}, the prompt has {actual}")]
+    PromptCount { claimed: u32, actual: u32 },
+    #[error("the text is not what the token ids decode to")]
+    TextMismatch,
+    #[error("the answer stops after {tokens} of {max} tokens without an end")]
+    NoEnd { tokens: usize, max: usize },
+    #[error("finish reason {claimed:?}, the tokens say {expected:?}")]
+    FinishReason {
+        claimed: String,
+        expected: &'static str,
+    },
+}
+
 /// The tokenizer that counts `offer`'s units, checked against its manifest.
-fn meter_for(store: &ModelStore, offer: &ModelOffer) -> Result<ModelMeter, String> {
-    let manifest = store.manifest(&offer.id).map_err(|e| e.to_string())?;
+fn meter_for(store: &ModelStore, offer: &ModelOffer) -> Result<ModelMeter, MeterError> {
+    let manifest = store.manifest(&offer.id)?;
     if manifest.task != offer.task {
-        return Err(format!(
-            "offered for {}, but its manifest says {}",
-            offer.task, manifest.task
-        ));
+        return Err(MeterError::OfferTask {
+            offered: offer.task,
+            manifest: manifest.task,
+        });
     }
     let loaded = match offer.task {
         TaskKind::Embeddings => {
@@ -66,7 +102,7 @@ fn meter_for(store: &ModelStore, offer: &ModelOffer) -> Result<ModelMeter, Strin
         TaskKind::Chat => ChatTemplate::load(store, &offer.id).map(ModelMeter::Chat),
         TaskKind::ImageClassification => Ok(ModelMeter::Images),
     };
-    loaded.map_err(|e| e.to_string())
+    Ok(loaded?)
 }
 
 /// Tokenizers of every model the pool sells, and the offers they make up.
@@ -88,7 +124,7 @@ impl Meter {
     /// `store` whose manifest states a price (offered at that price). Each model that cannot be
     /// metered (its files are missing or damaged, its manifest says another task) is left out
     /// and named with the reason.
-    pub fn load(store: &ModelStore, offers: &[ModelOffer]) -> (Self, Vec<(String, String)>) {
+    pub fn load(store: &ModelStore, offers: &[ModelOffer]) -> (Self, Vec<(String, MeterError)>) {
         let mut missing = Vec::new();
         let offers = if offers.is_empty() {
             match store.list() {
@@ -103,7 +139,7 @@ impl Meter {
                     })
                     .collect(),
                 Err(error) => {
-                    missing.push((store.root().display().to_string(), error.to_string()));
+                    missing.push((store.root().display().to_string(), error.into()));
                     Vec::new()
                 }
             }
@@ -140,21 +176,21 @@ impl Meter {
         self.models.contains_key(id)
     }
 
-    fn model(&self, id: &str) -> Result<&ModelMeter, String> {
+    fn model(&self, id: &str) -> Result<&ModelMeter, MeterError> {
         self.models
             .get(id)
-            .ok_or_else(|| format!("the pool cannot meter model {id}"))
+            .ok_or_else(|| MeterError::Unmetered(id.to_owned()))
     }
 
     /// Tokens of each text as embedding model `model` reads them; an error names a text the
     /// model would refuse (empty, too long).
-    pub fn embedding_tokens(&self, model: &str, texts: &[String]) -> Result<Vec<u32>, String> {
+    pub fn embedding_tokens(&self, model: &str, texts: &[String]) -> Result<Vec<u32>, MeterError> {
         match self.model(model)? {
             ModelMeter::Embeddings(tokenizer) => {
                 let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
-                tokenizer.count(&texts).map_err(|e| e.to_string())
+                Ok(tokenizer.count(&texts)?)
             }
-            _ => Err(format!("{model} is not an embedding model")),
+            _ => Err(wrong_kind(model, "an embedding")),
         }
     }
 
@@ -167,20 +203,17 @@ impl Meter {
     }
 
     /// Tokens of the prompt chat model `model` reads for `messages`.
-    pub fn prompt_tokens(&self, model: &str, messages: &[ChatMessage]) -> Result<u32, String> {
+    pub fn prompt_tokens(&self, model: &str, messages: &[ChatMessage]) -> Result<u32, MeterError> {
         let ModelMeter::Chat(template) = self.model(model)? else {
-            return Err(format!("{model} is not a chat model"));
+            return Err(wrong_kind(model, "a chat"));
         };
         let messages = to_inference(messages)?;
-        let prompt = template
-            .prompt_tokens(&messages)
-            .map_err(|e| e.to_string())?;
+        let prompt = template.prompt_tokens(&messages)?;
         if prompt.len() >= template.context() {
-            return Err(format!(
-                "the prompt is {} tokens; the model's context window is {}, so nothing is left to answer with",
-                prompt.len(),
-                template.context()
-            ));
+            return Err(MeterError::PromptTooLong {
+                prompt: prompt.len(),
+                context: template.context(),
+            });
         }
         Ok(prompt.len() as u32)
     }
@@ -200,49 +233,50 @@ impl Meter {
         claimed_prompt_tokens: u32,
         claimed_completion_tokens: u32,
         finish_reason: &str,
-    ) -> Result<ChatCount, String> {
+    ) -> Result<ChatCount, MeterError> {
         let ModelMeter::Chat(template) = self.model(model)? else {
-            return Err(format!("{model} is not a chat model"));
+            return Err(wrong_kind(model, "a chat"));
         };
         let max = params.max_tokens as usize;
         if token_ids.is_empty() || token_ids.len() > max {
-            return Err(format!(
-                "{} answer tokens for a limit of {max}",
-                token_ids.len()
-            ));
+            return Err(MeterError::AnswerTokens {
+                tokens: token_ids.len(),
+                max,
+            });
         }
         let completion_tokens = token_ids.len() as u32;
         if claimed_completion_tokens != completion_tokens {
-            return Err(format!(
-                "completion_tokens {claimed_completion_tokens} but {completion_tokens} token ids"
-            ));
+            return Err(MeterError::CompletionCount {
+                claimed: claimed_completion_tokens,
+                actual: completion_tokens,
+            });
         }
         if claimed_prompt_tokens != prompt_tokens {
-            return Err(format!(
-                "prompt_tokens {claimed_prompt_tokens}, the prompt has {prompt_tokens}"
-            ));
+            return Err(MeterError::PromptCount {
+                claimed: claimed_prompt_tokens,
+                actual: prompt_tokens,
+            });
         }
-        let (replayed, finish) = template
-            .replay(token_ids, &params.stop)
-            .map_err(|e| e.to_string())?;
+        let (replayed, finish) = template.replay(token_ids, &params.stop)?;
         if replayed != text {
-            return Err("the text is not what the token ids decode to".into());
+            return Err(MeterError::TextMismatch);
         }
         let context_full = prompt_tokens as usize + token_ids.len() >= template.context();
         let expected = match finish {
             FinishReason::Stop => "stop",
             FinishReason::Length if token_ids.len() == max || context_full => "length",
             FinishReason::Length | FinishReason::Cancelled => {
-                return Err(format!(
-                    "the answer stops after {} of {max} tokens without an end",
-                    token_ids.len()
-                ));
+                return Err(MeterError::NoEnd {
+                    tokens: token_ids.len(),
+                    max,
+                });
             }
         };
         if finish_reason != expected {
-            return Err(format!(
-                "finish reason {finish_reason:?}, the tokens say {expected:?}"
-            ));
+            return Err(MeterError::FinishReason {
+                claimed: finish_reason.to_owned(),
+                expected,
+            });
         }
         Ok(ChatCount {
             prompt_tokens,
@@ -252,22 +286,29 @@ impl Meter {
 
     /// The token ids of `text` under chat model `model`'s tokenizer, for tests and tools that
     /// play a node.
-    pub fn chat_token_ids(&self, model: &str, text: &str) -> Result<Vec<u32>, String> {
+    pub fn chat_token_ids(&self, model: &str, text: &str) -> Result<Vec<u32>, MeterError> {
         match self.model(model)? {
-            ModelMeter::Chat(template) => {
-                template.tokenizer().encode(text).map_err(|e| e.to_string())
-            }
-            _ => Err(format!("{model} is not a chat model")),
+            ModelMeter::Chat(template) => Ok(template.tokenizer().encode(text)?),
+            _ => Err(wrong_kind(model, "a chat")),
         }
     }
 }
 
-fn to_inference(messages: &[ChatMessage]) -> Result<Vec<hearth_inference::ChatMessage>, String> {
+fn wrong_kind(model: &str, kind: &'static str) -> MeterError {
+    MeterError::WrongKind {
+        model: model.to_owned(),
+        kind,
+    }
+}
+
+fn to_inference(
+    messages: &[ChatMessage],
+) -> Result<Vec<hearth_inference::ChatMessage>, MeterError> {
     messages
         .iter()
         .map(|m| {
             Ok(hearth_inference::ChatMessage {
-                role: Role::from_str(&m.role).map_err(|e| e.to_string())?,
+                role: Role::from_str(&m.role)?,
                 content: m.content.clone(),
             })
         })

@@ -435,7 +435,7 @@ async fn settle(
         Ok(units) => units,
         Err(reason) => {
             state.metrics.count(Outcome::Refused, 1);
-            let record = state.nodes.strike(&id, &reason).await;
+            let record = state.nodes.strike(&id, &reason.to_string()).await;
             tracing::warn!(job = %job_id, node = %id, strikes = record.strikes, %reason, "result refused");
             state.queue.reject_result(&job_id).await?;
             return Err(ApiError::unprocessable(format!(

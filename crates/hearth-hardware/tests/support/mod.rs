@@ -4,7 +4,9 @@
 
 use std::path::PathBuf;
 
-use hearth_hardware::{GpuProcess, NvidiaGpu, NvidiaReading, NvidiaSource, ProcessSource};
+use hearth_hardware::{
+    GpuProcess, NvidiaError, NvidiaGpu, NvidiaReading, NvidiaSource, ProcessSource,
+};
 
 pub fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -17,7 +19,7 @@ pub fn fixture(name: &str) -> PathBuf {
 pub struct OneRtx4090;
 
 impl NvidiaSource for OneRtx4090 {
-    fn gpus(&self) -> Result<Vec<NvidiaGpu>, String> {
+    fn gpus(&self) -> Result<Vec<NvidiaGpu>, NvidiaError> {
         Ok(vec![NvidiaGpu {
             name: "NVIDIA GeForce RTX 4090".into(),
             vram_total_bytes: 25_757_220_864,
@@ -25,7 +27,7 @@ impl NvidiaSource for OneRtx4090 {
         }])
     }
 
-    fn readings(&self) -> Result<Vec<NvidiaReading>, String> {
+    fn readings(&self) -> Result<Vec<NvidiaReading>, NvidiaError> {
         Ok(vec![NvidiaReading {
             index: 0,
             name: "NVIDIA GeForce RTX 4090".into(),
@@ -41,7 +43,7 @@ impl NvidiaSource for OneRtx4090 {
         }])
     }
 
-    fn processes(&self) -> Result<Vec<GpuProcess>, String> {
+    fn processes(&self) -> Result<Vec<GpuProcess>, NvidiaError> {
         Ok(vec![GpuProcess {
             pid: 4242,
             name: "Cyberpunk2077.exe".into(),
@@ -58,15 +60,21 @@ impl NvidiaSource for OneRtx4090 {
 pub struct NoDriver;
 
 impl NvidiaSource for NoDriver {
-    fn gpus(&self) -> Result<Vec<NvidiaGpu>, String> {
-        Err("libnvidia-ml.so.1: cannot open shared object file".into())
+    fn gpus(&self) -> Result<Vec<NvidiaGpu>, NvidiaError> {
+        Err(NvidiaError::Unavailable(
+            "libnvidia-ml.so.1: cannot open shared object file".into(),
+        ))
     }
 
-    fn readings(&self) -> Result<Vec<NvidiaReading>, String> {
-        Err("libnvidia-ml.so.1: cannot open shared object file".into())
+    fn readings(&self) -> Result<Vec<NvidiaReading>, NvidiaError> {
+        Err(NvidiaError::Unavailable(
+            "libnvidia-ml.so.1: cannot open shared object file".into(),
+        ))
     }
 
-    fn processes(&self) -> Result<Vec<GpuProcess>, String> {
-        Err("libnvidia-ml.so.1: cannot open shared object file".into())
+    fn processes(&self) -> Result<Vec<GpuProcess>, NvidiaError> {
+        Err(NvidiaError::Unavailable(
+            "libnvidia-ml.so.1: cannot open shared object file".into(),
+        ))
     }
 }

@@ -259,7 +259,7 @@ fn run(args: Vec<String>) -> anyhow::Result<()> {
                 }
                 None => {
                     let ledger = open_ledger(&args.data_dir)?;
-                    server::verify_ledger(&ledger).map_err(anyhow::Error::msg)?
+                    server::verify_ledger(&ledger)?
                 }
             };
             outln!(

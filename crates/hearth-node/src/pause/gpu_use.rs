@@ -321,13 +321,17 @@ mod tests {
     struct FakeNvml(Vec<hearth_hardware::GpuProcess>);
 
     impl NvidiaSource for FakeNvml {
-        fn gpus(&self) -> Result<Vec<hearth_hardware::NvidiaGpu>, String> {
+        fn gpus(&self) -> Result<Vec<hearth_hardware::NvidiaGpu>, hearth_hardware::NvidiaError> {
             Ok(Vec::new())
         }
-        fn readings(&self) -> Result<Vec<hearth_hardware::NvidiaReading>, String> {
+        fn readings(
+            &self,
+        ) -> Result<Vec<hearth_hardware::NvidiaReading>, hearth_hardware::NvidiaError> {
             Ok(Vec::new())
         }
-        fn processes(&self) -> Result<Vec<hearth_hardware::GpuProcess>, String> {
+        fn processes(
+            &self,
+        ) -> Result<Vec<hearth_hardware::GpuProcess>, hearth_hardware::NvidiaError> {
             Ok(self.0.clone())
         }
     }

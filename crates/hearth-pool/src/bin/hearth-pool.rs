@@ -103,7 +103,7 @@ fn read_config(path: Option<&str>) -> anyhow::Result<PoolConfig> {
     match path {
         Some(path) => {
             let text = std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
-            PoolConfig::from_toml(&text).map_err(anyhow::Error::msg)
+            PoolConfig::from_toml(&text).map_err(anyhow::Error::from)
         }
         None => Ok(PoolConfig::default()),
     }

@@ -189,7 +189,7 @@ pub(crate) async fn chat_completions(
     let prompt_tokens = state
         .meter
         .prompt_tokens(&request.model, messages)
-        .map_err(|e| ApiError::invalid_param("messages", e))?;
+        .map_err(|e| ApiError::invalid_param("messages", e.to_string()))?;
     let deadline = deadline(&state);
     let job = NewJob {
         task,

@@ -75,7 +75,7 @@ pub(crate) async fn embeddings(
     let counts = state
         .meter
         .embedding_tokens(&request.model, &texts)
-        .map_err(|e| ApiError::invalid_param("input", e))?;
+        .map_err(|e| ApiError::invalid_param("input", e.to_string()))?;
     let tokens: u64 = counts.iter().map(|&t| u64::from(t)).sum();
     let per_job = state.config.embeddings_per_job;
     let jobs = texts

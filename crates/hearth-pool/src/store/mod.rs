@@ -477,37 +477,64 @@ pub(crate) fn to_json<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, StoreEr
     serde_json::to_vec(value).map_err(|e| StoreError::Invalid(e.to_string()))
 }
 
+/// What an audit of the receipt chains found wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("node {node}: receipt {sequence}: {source}")]
+    Signature {
+        node: String,
+        sequence: u64,
+        source: hearth_protocol::ProtocolError,
+    },
+    #[error("node {node}: receipt {sequence} does not follow receipt {after:?}")]
+    Broken {
+        node: String,
+        sequence: u64,
+        after: Option<u64>,
+    },
+    #[error("node {node}: balance {balance} but its receipts add up to {sum}")]
+    Balance {
+        node: String,
+        balance: u64,
+        sum: u64,
+    },
+}
+
 /// Every node's chain from the start: each receipt signed by `pool_key`, in sequence from 0,
 /// each naming the hash of the one before; and its balance equal to the chain's sum. The number
 /// of receipts checked, or what is wrong (an audit, and the tests' check after a crash).
 pub async fn audit_chains(
     store: &dyn PoolStore,
     pool_key: &hearth_protocol::PublicKey,
-) -> Result<u64, String> {
+) -> Result<u64, AuditError> {
     let mut checked = 0;
-    for (node, balance) in store.balances().await.map_err(|e| e.to_string())? {
+    for (node, balance) in store.balances().await? {
         let mut expected = ChainEnd::default();
         let mut sum = 0u64;
         loop {
             let after = expected.next_sequence.checked_sub(1);
-            let page = store
-                .receipts_after(&node, after, 1000)
-                .await
-                .map_err(|e| e.to_string())?;
+            let page = store.receipts_after(&node, after, 1000).await?;
             if page.is_empty() {
                 break;
             }
             for receipt in &page {
-                receipt.verify(pool_key).map_err(|e| {
-                    format!("node {node}: receipt {}: {e}", receipt.receipt.sequence)
-                })?;
+                receipt
+                    .verify(pool_key)
+                    .map_err(|source| AuditError::Signature {
+                        node: node.clone(),
+                        sequence: receipt.receipt.sequence,
+                        source,
+                    })?;
                 if receipt.receipt.sequence != expected.next_sequence
                     || receipt.receipt.prev_hash != expected.prev_hash
                 {
-                    return Err(format!(
-                        "node {node}: receipt {} does not follow receipt {:?}",
-                        receipt.receipt.sequence, after
-                    ));
+                    return Err(AuditError::Broken {
+                        node,
+                        sequence: receipt.receipt.sequence,
+                        after,
+                    });
                 }
                 sum = sum.saturating_add(receipt.receipt.micro_credits);
                 expected = ChainEnd::after(receipt);
@@ -515,9 +542,7 @@ pub async fn audit_chains(
             }
         }
         if sum != balance {
-            return Err(format!(
-                "node {node}: balance {balance} but its receipts add up to {sum}"
-            ));
+            return Err(AuditError::Balance { node, balance, sum });
         }
     }
     Ok(checked)
