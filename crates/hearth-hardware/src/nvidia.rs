@@ -8,7 +8,7 @@ use nvml_wrapper::enums::device::UsedGpuMemory;
 use serde::Serialize;
 
 use crate::processes::{GpuProcess, ProcessSource};
-use crate::telemetry::GpuReading;
+use crate::telemetry::GpuSample;
 
 /// NVIDIA's PCI vendor id.
 pub const NVIDIA_VENDOR: u32 = 0x10de;
@@ -39,8 +39,8 @@ pub struct NvidiaReading {
 }
 
 impl NvidiaReading {
-    pub(crate) fn into_reading(self) -> GpuReading {
-        GpuReading {
+    pub(crate) fn into_sample(self) -> GpuSample {
+        GpuSample {
             id: format!("nvml:{}", self.index),
             name: self.name,
             utilisation_percent: self.utilisation_percent.map(|u| u as f32),
@@ -52,6 +52,7 @@ impl NvidiaReading {
             core_clock_mhz: self.graphics_clock_mhz,
             memory_clock_mhz: self.memory_clock_mhz,
             fan_percent: self.fan_percent.map(|f| f as f32),
+            ..GpuSample::default()
         }
     }
 }

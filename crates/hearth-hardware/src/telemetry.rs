@@ -28,8 +28,9 @@ pub const HISTORY_LEN: usize = 3600;
 /// Board power assumed for estimates when the GPU reports no power limit, by kind.
 const DISCRETE_BOARD_POWER_W: f32 = 150.0;
 
-/// One GPU at one moment.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+/// One GPU at one moment: what its driver reports, and the energy worked out from it over the
+/// interval before the moment ([`GpuSample::with_energy`]).
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct GpuSample {
     /// Stable name of the GPU within this machine: `nvml:0`, `drm:card1`.
     pub id: String,
@@ -41,6 +42,8 @@ pub struct GpuSample {
     pub temperature_c: Option<f32>,
     /// Measured board power.
     pub power_w: Option<f32>,
+    /// The most the board may draw, for energy estimates.
+    pub power_limit_w: Option<f32>,
     pub core_clock_mhz: Option<u32>,
     pub memory_clock_mhz: Option<u32>,
     /// Fan speed in percent, where the board reports it.
@@ -108,27 +111,10 @@ fn process_cpu_energy_wh(
     f64::from(power_w * ours / machine) * interval_s / 3600.0
 }
 
-/// A GPU reading before energy is worked out.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct GpuReading {
-    pub id: String,
-    pub name: String,
-    pub utilisation_percent: Option<f32>,
-    pub vram_used_bytes: Option<u64>,
-    pub vram_total_bytes: Option<u64>,
-    pub temperature_c: Option<f32>,
-    pub power_w: Option<f32>,
-    /// The most the board may draw, for energy estimates.
-    pub power_limit_w: Option<f32>,
-    pub core_clock_mhz: Option<u32>,
-    pub memory_clock_mhz: Option<u32>,
-    pub fan_percent: Option<f32>,
-}
-
-impl GpuReading {
-    /// Energy over `interval_s`: measured where power is known, else estimated from
+impl GpuSample {
+    /// With the energy over `interval_s`: measured where power is known, else estimated from
     /// utilisation and the board's power limit (or a typical discrete board's).
-    fn into_sample(self, interval_s: f64) -> GpuSample {
+    fn with_energy(self, interval_s: f64) -> GpuSample {
         let hours = interval_s / 3600.0;
         let (energy_wh, energy_estimated) = match (self.power_w, self.utilisation_percent) {
             (Some(power), _) => (Some(f64::from(power) * hours), false),
@@ -139,18 +125,9 @@ impl GpuReading {
             (None, None) => (None, false),
         };
         GpuSample {
-            id: self.id,
-            name: self.name,
-            utilisation_percent: self.utilisation_percent,
-            vram_used_bytes: self.vram_used_bytes,
-            vram_total_bytes: self.vram_total_bytes,
-            temperature_c: self.temperature_c,
-            power_w: self.power_w,
-            core_clock_mhz: self.core_clock_mhz,
-            memory_clock_mhz: self.memory_clock_mhz,
-            fan_percent: self.fan_percent,
             energy_wh,
             energy_estimated,
+            ..self
         }
     }
 }
@@ -158,7 +135,7 @@ impl GpuReading {
 /// Where GPU readings come from; tests use fixtures and fakes.
 pub trait GpuReadings: Send + std::fmt::Debug {
     /// Current readings of every GPU this source knows.
-    fn read(&mut self) -> Vec<GpuReading>;
+    fn read(&mut self) -> Vec<GpuSample>;
 }
 
 /// GPUs in sysfs (AMD's amdgpu publishes the most) and NVIDIA GPUs through NVML.
@@ -181,12 +158,12 @@ impl PlatformGpus {
 }
 
 impl GpuReadings for PlatformGpus {
-    fn read(&mut self) -> Vec<GpuReading> {
-        let mut readings: Vec<GpuReading> = amd::read_cards(&self.sysfs)
+    fn read(&mut self) -> Vec<GpuSample> {
+        let mut readings: Vec<GpuSample> = amd::read_cards(&self.sysfs)
             .into_iter()
             // NVIDIA's driver publishes little in sysfs; NVML below covers those cards.
             .filter(|card| card.vendor_id != crate::nvidia::NVIDIA_VENDOR)
-            .map(|card| GpuReading {
+            .map(|card| GpuSample {
                 id: format!("drm:{}", card.name),
                 // sysfs gives no marketing name: the maker, then the card and its PCI ids.
                 name: format!(
@@ -209,12 +186,13 @@ impl GpuReadings for PlatformGpus {
                 core_clock_mhz: card.core_clock_mhz,
                 memory_clock_mhz: card.memory_clock_mhz,
                 fan_percent: card.fan_percent,
+                ..GpuSample::default()
             })
             .collect();
         // A machine without NVML stays without it: one failed load is not retried every second.
         if !self.nvidia_failed {
             match self.nvidia.readings() {
-                Ok(nvidia) => readings.extend(nvidia.into_iter().map(NvidiaReading::into_reading)),
+                Ok(nvidia) => readings.extend(nvidia.into_iter().map(NvidiaReading::into_sample)),
                 Err(reason) => {
                     tracing::debug!(%reason, "no NVML telemetry");
                     self.nvidia_failed = true;
@@ -476,7 +454,7 @@ fn run(
             gpus: gpus
                 .read()
                 .into_iter()
-                .map(|r| r.into_sample(interval_s))
+                .map(|r| r.with_energy(interval_s))
                 .collect(),
         });
         history
@@ -539,25 +517,25 @@ mod tests {
 
     #[test]
     fn energy_is_measured_from_power_or_estimated_from_utilisation() {
-        let measured = GpuReading {
+        let measured = GpuSample {
             power_w: Some(200.0),
             utilisation_percent: Some(50.0),
-            ..GpuReading::default()
+            ..GpuSample::default()
         }
-        .into_sample(36.0);
+        .with_energy(36.0);
         assert_eq!(measured.energy_wh, Some(2.0));
         assert!(!measured.energy_estimated);
 
-        let estimated = GpuReading {
+        let estimated = GpuSample {
             utilisation_percent: Some(50.0),
             power_limit_w: Some(300.0),
-            ..GpuReading::default()
+            ..GpuSample::default()
         }
-        .into_sample(3600.0);
+        .with_energy(3600.0);
         assert_eq!(estimated.energy_wh, Some(150.0));
         assert!(estimated.energy_estimated);
 
-        let unknown = GpuReading::default().into_sample(1.0);
+        let unknown = GpuSample::default().with_energy(1.0);
         assert_eq!(unknown.energy_wh, None);
     }
 }

@@ -210,7 +210,10 @@ mod tests {
             Ok(platform.path().join("hearth-pool"))
         );
         assert_eq!(
-            DataFolder::Hearth.resolve(unset, None).unwrap_err().to_string(),
+            DataFolder::Hearth
+                .resolve(unset, None)
+                .unwrap_err()
+                .to_string(),
             "this system names no data folder (set HEARTH_DATA_DIR)"
         );
         // A headless node's older folder is kept until the shared one exists.

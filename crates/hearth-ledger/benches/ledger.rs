@@ -10,7 +10,7 @@
 use std::time::{Duration, Instant};
 
 use hearth_ledger::{JobOutcome, JobRecord, JobStatus, Ledger};
-use hearth_protocol::{KeyPair, Receipt, SignedReceipt};
+use hearth_protocol::{KeyPair, Payment, Receipt, SignedReceipt};
 
 const HOUR: u64 = 3_600_000;
 
@@ -78,12 +78,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ledger.start_job(&id, "all-minilm-l6-v2", "embeddings", at)?;
         let receipt = SignedReceipt::sign(
             Receipt {
-                job_id: id.clone(),
-                node_id: "node".into(),
-                model: "all-minilm-l6-v2".into(),
-                units: 100,
-                unit: "input_tokens".into(),
-                micro_credits: 2,
+                payment: Payment {
+                    job_id: id.clone(),
+                    node_id: "node".into(),
+                    model: "all-minilm-l6-v2".into(),
+                    units: 100,
+                    unit: "input_tokens".into(),
+                    micro_credits: 2,
+                },
                 issued_unix_ms: at,
                 sequence: head.as_ref().map_or(0, |h| h.receipt.sequence + 1),
                 prev_hash: head.as_ref().map_or_else(String::new, SignedReceipt::hash),

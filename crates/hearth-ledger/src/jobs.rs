@@ -69,8 +69,8 @@ impl Ledger {
         };
         if let Some(receipt) = &outcome.receipt {
             self.check_receipt(receipt, pool_key)?;
-            record.units = receipt.receipt.units;
-            record.micro_credits = receipt.receipt.micro_credits;
+            record.units = receipt.receipt.payment.units;
+            record.micro_credits = receipt.receipt.payment.micro_credits;
         }
         record.status = outcome.status;
         record.ended_unix_ms = Some(outcome.ended_unix_ms);
@@ -112,7 +112,7 @@ impl Ledger {
     ) -> Result<JobRecord> {
         let _write = self.write.lock().unwrap_or_else(|e| e.into_inner());
         self.check_receipt(&receipt, pool_key)?;
-        let paid = &receipt.receipt;
+        let paid = &receipt.receipt.payment;
         let existing = match self.job_index.get(paid.job_id.as_bytes())? {
             Some(key) => match self.jobs.get(&key)? {
                 Some(bytes) => Some((key.to_vec(), decode::<JobRecord>(&key, &bytes)?)),
@@ -123,7 +123,7 @@ impl Ledger {
         let (key, before, mut record) = match existing {
             Some((key, record)) => (key, Some(record.clone()), record),
             None => {
-                let started = paid.issued_unix_ms;
+                let started = receipt.receipt.issued_unix_ms;
                 let record = JobRecord::started(&paid.job_id, &paid.model, "", started);
                 (job_key(started, &paid.job_id), None, record)
             }
@@ -131,7 +131,11 @@ impl Ledger {
         record.status = JobStatus::Completed;
         record.units = paid.units;
         record.micro_credits = paid.micro_credits;
-        record.ended_unix_ms = Some(record.ended_unix_ms.unwrap_or(paid.issued_unix_ms));
+        record.ended_unix_ms = Some(
+            record
+                .ended_unix_ms
+                .unwrap_or(receipt.receipt.issued_unix_ms),
+        );
         record.note = Some("receipt collected from the pool after the job".into());
         record.receipt = Some(receipt.clone());
         // Hour totals: take back what the old record counted, add what the new one counts.

@@ -20,7 +20,7 @@ impl Ledger {
         pool_key: &PublicKey,
     ) -> Result<()> {
         let bad = |reason: String| LedgerError::BadReceipt {
-            job_id: receipt.receipt.job_id.clone(),
+            job_id: receipt.receipt.payment.job_id.clone(),
             sequence: receipt.receipt.sequence,
             reason,
         };
@@ -42,7 +42,7 @@ impl Ledger {
             let (key, bytes) = entry?;
             let receipt: SignedReceipt = decode(&key, &bytes)?;
             let bad = |reason: String| LedgerError::BadReceipt {
-                job_id: receipt.receipt.job_id.clone(),
+                job_id: receipt.receipt.payment.job_id.clone(),
                 sequence: receipt.receipt.sequence,
                 reason,
             };
@@ -53,7 +53,7 @@ impl Ledger {
             report.receipts += 1;
             report.micro_credits = report
                 .micro_credits
-                .saturating_add(receipt.receipt.micro_credits);
+                .saturating_add(receipt.receipt.payment.micro_credits);
             previous = Some(receipt);
         }
         Ok(report)

@@ -5,7 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers fail the test by panicking
 
 use hearth_ledger::{JobOutcome, JobRecord, JobStatus, Ledger, LedgerError, SCHEMA_VERSION};
-use hearth_protocol::{KeyPair, Receipt, SignedReceipt};
+use hearth_protocol::{KeyPair, Payment, Receipt, SignedReceipt};
 
 const HOUR: u64 = 3_600_000;
 const T0: u64 = 1_764_000_000_000; // 2025-11-24, an hour boundary plus change
@@ -27,12 +27,14 @@ impl Pool {
     fn receipt(&mut self, job_id: &str, units: u64, micro_credits: u64) -> SignedReceipt {
         let receipt = SignedReceipt::sign(
             Receipt {
-                job_id: job_id.into(),
-                node_id: "node".into(),
-                model: "all-minilm-l6-v2".into(),
-                units,
-                unit: "input_tokens".into(),
-                micro_credits,
+                payment: Payment {
+                    job_id: job_id.into(),
+                    node_id: "node".into(),
+                    model: "all-minilm-l6-v2".into(),
+                    units,
+                    unit: "input_tokens".into(),
+                    micro_credits,
+                },
                 issued_unix_ms: T0,
                 sequence: self.head.as_ref().map_or(0, |h| h.receipt.sequence + 1),
                 prev_hash: self
@@ -143,7 +145,7 @@ fn forged_or_out_of_order_receipts_are_refused_and_nothing_is_written() {
     let third = pool.receipt("c", 1, 1);
 
     let mut forged = first.clone();
-    forged.receipt.micro_credits = 1_000_000;
+    forged.receipt.payment.micro_credits = 1_000_000;
     let err = ledger
         .finish_job("a", completed(T0 + 1, forged), &pool.key.public_key())
         .unwrap_err();
@@ -317,7 +319,7 @@ fn a_tampered_receipt_on_disk_fails_verification() {
         let key = 1u64.to_be_bytes();
         let mut receipt: SignedReceipt =
             serde_json::from_slice(&receipts.get(key).unwrap().unwrap()).unwrap();
-        receipt.receipt.micro_credits = 500;
+        receipt.receipt.payment.micro_credits = 500;
         receipts
             .insert(key, serde_json::to_vec(&receipt).unwrap())
             .unwrap();

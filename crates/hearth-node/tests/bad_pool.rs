@@ -106,12 +106,14 @@ async fn result(
     let impostor = KeyPair::generate().unwrap();
     let receipt = SignedReceipt::sign(
         Receipt {
-            job_id: id,
-            node_id: "n".into(),
-            model: "all-minilm-l6-v2".into(),
-            units: 8,
-            unit: "input_tokens".into(),
-            micro_credits: 1_000_000,
+            payment: hearth_protocol::Payment {
+                job_id: id,
+                node_id: "n".into(),
+                model: "all-minilm-l6-v2".into(),
+                units: 8,
+                unit: "input_tokens".into(),
+                micro_credits: 1_000_000,
+            },
             issued_unix_ms: hearth_protocol::now_unix_ms(),
             sequence: 0,
             prev_hash: String::new(),

@@ -149,10 +149,16 @@ async fn killing_the_node_twenty_times_loses_no_receipt_and_pays_nothing_twice()
     assert_eq!(report.receipts, issued.len() as u64);
     assert_eq!(
         report.micro_credits,
-        issued.iter().map(|r| r.receipt.micro_credits).sum::<u64>()
+        issued
+            .iter()
+            .map(|r| r.receipt.payment.micro_credits)
+            .sum::<u64>()
     );
     // Nothing paid twice: one receipt per job, at the pool and in the ledger.
-    let paid_jobs: HashSet<&str> = issued.iter().map(|r| r.receipt.job_id.as_str()).collect();
+    let paid_jobs: HashSet<&str> = issued
+        .iter()
+        .map(|r| r.receipt.payment.job_id.as_str())
+        .collect();
     assert_eq!(paid_jobs.len(), issued.len(), "a job was paid twice");
     let jobs = ledger.jobs_between(0, u64::MAX, usize::MAX).unwrap();
     let credited: Vec<_> = jobs.iter().filter(|j| j.micro_credits > 0).collect();

@@ -47,12 +47,10 @@ use tokio::sync::watch;
 
 pub use config::{ConfigError as PoolConfigError, ModelOffer, PoolConfig};
 pub use error::ApiError;
-pub use hearth_protocol::TaskKind;
+pub use hearth_protocol::{Payment, TaskKind};
 pub use meter::{Meter, MeterError};
 pub use reputation::NodeRecord;
-pub use store::{
-    AuditError, Payment, PgStore, PoolStore, SledStore, StoreError, UsageCharge, audit_chains,
-};
+pub use store::{AuditError, PgStore, PoolStore, SledStore, StoreError, UsageCharge, audit_chains};
 
 /// Everything the handlers share.
 #[derive(Debug)]
@@ -446,7 +444,7 @@ pub async fn earnings(
             let Some(last) = page.last() else { break };
             after = Some(last.receipt.sequence);
             for receipt in &page {
-                let credits = receipt.receipt.micro_credits;
+                let credits = receipt.receipt.payment.micro_credits;
                 let bucket = if quarantined {
                     &mut earned.held
                 } else if now_unix_ms.saturating_sub(receipt.receipt.issued_unix_ms) < settlement_ms

@@ -24,8 +24,8 @@ use crate::error::ApiError;
 use crate::metrics::Outcome;
 use crate::nodes::{MAX_PROFILE_MODELS, MAX_PROFILE_TEXT, NodeInfo};
 use crate::queue::{Completed, IdleMemo, LeaseError, now_unix_ms};
-use crate::store::Payment;
 use crate::verify::{Answer, Verdict};
+use hearth_protocol::Payment;
 
 /// Largest registration body, in bytes (a profile lists a few model ids).
 const MAX_REGISTRATION_BYTES: usize = 64 << 10;
@@ -534,7 +534,9 @@ async fn settle(
         ));
     }
     Ok(ResultReply {
-        receipt: receipts.into_iter().find(|r| r.receipt.node_id == id),
+        receipt: receipts
+            .into_iter()
+            .find(|r| r.receipt.payment.node_id == id),
         pending_verification: false,
         jobs: Vec::new(),
     })

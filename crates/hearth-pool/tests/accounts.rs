@@ -61,7 +61,10 @@ async fn customers_are_charged_what_nodes_are_paid_plus_the_fee_within_their_lim
     // The fee is charged on each job's pay, rounded up there.
     let charged: u64 = receipts
         .iter()
-        .map(|r| r.receipt.micro_credits + (r.receipt.micro_credits * 2_500).div_ceil(10_000))
+        .map(|r| {
+            r.receipt.payment.micro_credits
+                + (r.receipt.payment.micro_credits * 2_500).div_ceil(10_000)
+        })
         .sum();
     let usage = pool.state().store.usage().await.unwrap();
     let (_, model, used) = usage.iter().find(|(k, _, _)| *k == metered.key.id).unwrap();

@@ -83,7 +83,10 @@ async fn embeddings_flow_through_two_nodes_and_each_is_paid_with_a_chained_recei
             previous = Some(receipt);
         }
     }
-    let total: u64 = receipts.iter().map(|(_, r)| r.receipt.micro_credits).sum();
+    let total: u64 = receipts
+        .iter()
+        .map(|(_, r)| r.receipt.payment.micro_credits)
+        .sum();
     let balances = pool.state().store.balances().await.unwrap();
     assert_eq!(balances.iter().map(|(_, b)| b).sum::<u64>(), total);
 }
@@ -107,8 +110,8 @@ async fn a_repeated_result_gets_the_same_receipt_and_pays_nothing_more() {
         .unwrap()
         .receipt
         .unwrap();
-    assert_eq!(first.receipt.units, 2);
-    assert_eq!(first.receipt.micro_credits, 100);
+    assert_eq!(first.receipt.payment.units, 2);
+    assert_eq!(first.receipt.payment.micro_credits, 100);
     let again = node.submit(&job, answer(&job)).await;
     assert_eq!(again.status(), 200);
     assert_eq!(
@@ -658,6 +661,9 @@ async fn a_model_added_by_its_manifest_alone_is_sold_at_its_price() {
     // Paid at the manifest's price: 7000 micro-credits per 1000 tokens, a started thousand
     // rounded up.
     let units = u64::from(tokens[0]);
-    assert_eq!(receipt.receipt.units, units);
-    assert_eq!(receipt.receipt.micro_credits, (units * 7000).div_ceil(1000));
+    assert_eq!(receipt.receipt.payment.units, units);
+    assert_eq!(
+        receipt.receipt.payment.micro_credits,
+        (units * 7000).div_ceil(1000)
+    );
 }

@@ -249,12 +249,15 @@ async fn three_processes_share_one_network_and_survive_a_kill() {
     for receipt in &node_receipts {
         receipt.verify(pool_key).unwrap();
         let held = store
-            .receipt_for_job(&receipt.receipt.job_id, &receipt.receipt.node_id)
+            .receipt_for_job(
+                &receipt.receipt.payment.job_id,
+                &receipt.receipt.payment.node_id,
+            )
             .await
             .unwrap()
             .expect("a receipt handed out is in the store");
         assert_eq!(&held, receipt);
-        assert!(seen.insert(receipt.receipt.job_id.clone()));
+        assert!(seen.insert(receipt.receipt.payment.job_id.clone()));
     }
     let balances: HashMap<String, u64> = store.balances().await.unwrap().into_iter().collect();
     let paid: u64 = balances.values().sum();

@@ -123,14 +123,14 @@ async fn a_sled_pool_killed_while_it_pays_keeps_every_receipt_it_gave() {
         let r = &receipt.receipt;
         assert_eq!(
             store
-                .receipt_for_job(&r.job_id, &r.node_id)
+                .receipt_for_job(&r.payment.job_id, &r.payment.node_id)
                 .await
                 .unwrap()
                 .as_ref(),
             Some(receipt),
             "receipt {} of node {} was given and is lost",
             r.sequence,
-            r.node_id
+            r.payment.node_id
         );
     }
     assert!(audited as usize >= given.len());

@@ -76,7 +76,7 @@ async fn pay_concurrently(store: &dyn PoolStore, writers: &[Arc<ReceiptWriter>],
                 assert_eq!(receipts.len(), payments.len());
                 for (r, p) in receipts.iter().zip(&payments) {
                     assert_eq!(
-                        (&r.receipt.job_id, &r.receipt.node_id),
+                        (&r.receipt.payment.job_id, &r.receipt.payment.node_id),
                         (&p.job_id, &p.node_id)
                     );
                 }
@@ -86,7 +86,10 @@ async fn pay_concurrently(store: &dyn PoolStore, writers: &[Arc<ReceiptWriter>],
     for task in tasks {
         task.await.unwrap();
     }
-    assert_eq!(audit_chains(store, &key.public_key()).await.unwrap(), 300 + 60);
+    assert_eq!(
+        audit_chains(store, &key.public_key()).await.unwrap(),
+        300 + 60
+    );
     let total: u64 = store.balances().await.unwrap().iter().map(|(_, b)| b).sum();
     let paid: u64 = (0..300u64).map(|i| 1 + i).sum::<u64>() + 60;
     assert_eq!(total, paid);
@@ -158,7 +161,10 @@ async fn sled_reads_and_converts_stores_of_older_layouts() {
                     node_key
                 };
                 by_job
-                    .insert(format!("{}/node-a", receipt.receipt.job_id), entry.clone())
+                    .insert(
+                        format!("{}/node-a", receipt.receipt.payment.job_id),
+                        entry.clone(),
+                    )
                     .unwrap();
                 heads.insert("node-a", entry).unwrap();
             }
@@ -369,7 +375,12 @@ async fn a_job_is_paid_to_a_node_once(store: Arc<dyn PoolStore>) {
         usage(store.as_ref()).await,
         vec![("k".to_owned(), 3, 6, 56)]
     );
-    assert_eq!(audit_chains(store.as_ref(), &key.public_key()).await.unwrap(), 3);
+    assert_eq!(
+        audit_chains(store.as_ref(), &key.public_key())
+            .await
+            .unwrap(),
+        3
+    );
 }
 
 #[tokio::test]

@@ -25,7 +25,7 @@ mod task;
 
 pub use keys::{KeyPair, PublicKey, node_id, nonce, random_bytes};
 pub use messages::*;
-pub use receipt::{Receipt, SignedReceipt};
+pub use receipt::{Payment, Receipt, SignedReceipt};
 pub use signing::{
     RequestSigner, SessionKey, SessionSecret, request_payload, session_grant_payload,
 };
@@ -211,16 +211,24 @@ mod tests {
     fn receipts_chain_and_verify() {
         let pool = KeyPair::generate().unwrap();
         let receipt = |sequence, prev_hash: String| Receipt {
-            job_id: format!("job-{sequence}"),
-            node_id: "n".into(),
-            model: "m".into(),
-            units: 10,
-            unit: "images".into(),
-            micro_credits: 25,
+            payment: Payment {
+                job_id: format!("job-{sequence}"),
+                node_id: "n".into(),
+                model: "m".into(),
+                units: 10,
+                unit: "images".into(),
+                micro_credits: 25,
+            },
             issued_unix_ms: 5,
             sequence,
             prev_hash,
         };
+        // The signed bytes are flat, in the order receipts were always signed in, so receipts
+        // kept in ledgers before the payment had a type of its own still verify.
+        assert_eq!(
+            String::from_utf8(receipt(0, String::new()).canonical_bytes()).unwrap(),
+            r#"{"job_id":"job-0","node_id":"n","model":"m","units":10,"unit":"images","micro_credits":25,"issued_unix_ms":5,"sequence":0,"prev_hash":""}"#
+        );
         let first = SignedReceipt::sign(receipt(0, String::new()), &pool);
         let second = SignedReceipt::sign(receipt(1, first.hash()), &pool);
         assert_eq!(first.verify(&pool.public_key()), Ok(()));
@@ -229,7 +237,7 @@ mod tests {
         assert!(second.follows(None).is_err());
 
         let mut forged = second.clone();
-        forged.receipt.micro_credits = 1_000_000;
+        forged.receipt.payment.micro_credits = 1_000_000;
         assert_eq!(
             forged.verify(&pool.public_key()),
             Err(ProtocolError::SignatureMismatch)

@@ -4,9 +4,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::{KeyPair, ProtocolError, PublicKey, sha256_hex};
 
-/// What the pool pays for one job.
+/// What the pool pays a node for one job, before its place in the node's chain is known.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Receipt {
+pub struct Payment {
     pub job_id: String,
     pub node_id: String,
     pub model: String,
@@ -15,6 +15,14 @@ pub struct Receipt {
     /// `input_tokens`, `output_tokens` or `images`.
     pub unit: String,
     pub micro_credits: u64,
+}
+
+/// A payment in its node's chain. On the wire its fields are flat, the payment's first, as
+/// they always were (the signature covers these bytes).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Receipt {
+    #[serde(flatten)]
+    pub payment: Payment,
     pub issued_unix_ms: u64,
     /// Position in this node's chain, from 0.
     pub sequence: u64,
@@ -63,14 +71,14 @@ impl SignedReceipt {
             Some(prev) => {
                 self.receipt.sequence == prev.receipt.sequence + 1
                     && self.receipt.prev_hash == prev.hash()
-                    && self.receipt.node_id == prev.receipt.node_id
+                    && self.receipt.payment.node_id == prev.receipt.payment.node_id
             }
         };
         if ok {
             Ok(())
         } else {
             Err(ProtocolError::BrokenChain {
-                job_id: self.receipt.job_id.clone(),
+                job_id: self.receipt.payment.job_id.clone(),
             })
         }
     }

@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use hearth_protocol::{KeyPair, Receipt, SignedReceipt};
+use hearth_protocol::{KeyPair, Payment, Receipt, SignedReceipt};
 
 use crate::accounts::{CustomerKey, Usage};
 use crate::queue::job::{Claim, JobCounts, JobEdit, JobRow, QueueEvent};
@@ -193,17 +193,6 @@ pub async fn open(
     }
 }
 
-/// One payment to record: a receipt before its place in the node's chain is known.
-#[derive(Clone, Debug)]
-pub struct Payment {
-    pub job_id: String,
-    pub node_id: String,
-    pub model: String,
-    pub units: u64,
-    pub unit: String,
-    pub micro_credits: u64,
-}
-
 /// What one job costs its customer, recorded with the job's receipts.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UsageCharge {
@@ -246,24 +235,17 @@ impl ChainEnd {
     }
 }
 
-impl Payment {
-    /// This payment's receipt at `end` of its node's chain, signed.
-    fn sign_at(&self, end: &ChainEnd, issued_unix_ms: u64, key: &KeyPair) -> SignedReceipt {
-        SignedReceipt::sign(
-            Receipt {
-                job_id: self.job_id.clone(),
-                node_id: self.node_id.clone(),
-                model: self.model.clone(),
-                units: self.units,
-                unit: self.unit.clone(),
-                micro_credits: self.micro_credits,
-                issued_unix_ms,
-                sequence: end.next_sequence,
-                prev_hash: end.prev_hash.clone(),
-            },
-            key,
-        )
-    }
+/// `payment`'s receipt at `end` of its node's chain, signed.
+fn sign_at(payment: &Payment, end: &ChainEnd, issued_unix_ms: u64, key: &KeyPair) -> SignedReceipt {
+    SignedReceipt::sign(
+        Receipt {
+            payment: payment.clone(),
+            issued_unix_ms,
+            sequence: end.next_sequence,
+            prev_hash: end.prev_hash.clone(),
+        },
+        key,
+    )
 }
 
 /// Chain and sign `payments` in order: a node's first payment of the batch follows the end
@@ -282,7 +264,7 @@ pub(crate) fn chain_payments(
             Some(end) => end.clone(),
             None => start_of(&payment.node_id)?,
         };
-        let receipt = payment.sign_at(&end, now, key);
+        let receipt = sign_at(payment, &end, now, key);
         moved.insert(payment.node_id.clone(), ChainEnd::after(&receipt));
         signed.push(receipt);
     }
@@ -536,7 +518,7 @@ pub async fn audit_chains(
                         after,
                     });
                 }
-                sum = sum.saturating_add(receipt.receipt.micro_credits);
+                sum = sum.saturating_add(receipt.receipt.payment.micro_credits);
                 expected = ChainEnd::after(receipt);
                 checked += 1;
             }

@@ -283,7 +283,7 @@ impl SledStore {
         }
         Ok(self
             .receipt_at(node_id, sequence)?
-            .filter(|r| r.receipt.job_id == job_id))
+            .filter(|r| r.receipt.payment.job_id == job_id))
     }
 
     fn append(
@@ -318,16 +318,18 @@ impl SledStore {
         let mut heads: HashMap<&str, Head> = HashMap::new();
         for receipt in &receipts {
             let r = &receipt.receipt;
-            let key = node_key(&r.node_id, r.sequence);
+            let key = node_key(&r.payment.node_id, r.sequence);
             self.by_node.insert(key.as_slice(), to_json(receipt)?)?;
             self.receipts
-                .insert(format!("{}/{}", r.job_id, r.node_id), key)?;
-            let head = heads.entry(r.node_id.as_str()).or_insert_with(|| Head {
-                last: 0,
-                balance: tails.get(&r.node_id).map_or(0, |t| t.balance),
-            });
+                .insert(format!("{}/{}", r.payment.job_id, r.payment.node_id), key)?;
+            let head = heads
+                .entry(r.payment.node_id.as_str())
+                .or_insert_with(|| Head {
+                    last: 0,
+                    balance: tails.get(&r.payment.node_id).map_or(0, |t| t.balance),
+                });
             head.last = r.sequence;
-            head.balance = head.balance.saturating_add(r.micro_credits);
+            head.balance = head.balance.saturating_add(r.payment.micro_credits);
         }
         for (node, head) in &heads {
             self.heads.insert(node.as_bytes(), &head.encode()[..])?;

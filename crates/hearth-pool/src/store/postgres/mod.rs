@@ -344,16 +344,16 @@ impl PoolStore for PgStore {
         let mut columns = ReceiptColumns::default();
         for receipt in &receipts {
             let r = &receipt.receipt;
-            if let Some(chain) = chains.get_mut(&r.node_id) {
-                chain.credits = chain.credits.saturating_add(r.micro_credits);
+            if let Some(chain) = chains.get_mut(&r.payment.node_id) {
+                chain.credits = chain.credits.saturating_add(r.payment.micro_credits);
                 chain.end = ChainEnd::after(receipt);
             }
-            columns.node.push(r.node_id.clone());
+            columns.node.push(r.payment.node_id.clone());
             columns.sequence.push(int8(r.sequence, "sequence")?);
-            columns.job.push(r.job_id.clone());
+            columns.job.push(r.payment.job_id.clone());
             columns
                 .credits
-                .push(int8(r.micro_credits, "micro-credits")?);
+                .push(int8(r.payment.micro_credits, "micro-credits")?);
             columns.issued.push(int8(r.issued_unix_ms, "time")?);
             columns.signed.push(
                 String::from_utf8(to_json(receipt)?)
