@@ -26,7 +26,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{FromRequestParts, Query, State};
+use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, Uri, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -37,11 +37,20 @@ use serde::{Deserialize, Serialize};
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::BroadcastStream;
 
-use crate::status::{Earnings, JobSummary, NodeStatus, Overview, PoolStatus};
-use crate::views::{EarningsReport, HardwareView, JobPage, JobQuery};
-use crate::{ControlSource, NodeConfig, NodeEvent, RunningNode};
+use crate::status::Overview;
+use crate::{NodeEvent, RunningNode};
 
 pub use hearth_instance::{SERVER_FILE, ServerInfo, TOKEN_FILE};
+
+mod control;
+mod records;
+
+use control::{end_override, games, pause, resume, resume_anyway, save_settings, settings, status};
+pub use records::{VerifyError, verify_ledger};
+use records::{
+    benchmark, diagnostics, earnings, earnings_report, export, hardware, job_page, jobs, logs,
+    pool, save_diagnostics, save_export, telemetry_history, verify,
+};
 
 /// The result of `ledger verify`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -222,169 +231,6 @@ async fn overview(_: Authorized, State(state): State<Arc<ServerState>>) -> Json<
     Json(state.running.overview())
 }
 
-async fn status(_: Authorized, State(state): State<Arc<ServerState>>) -> Json<NodeStatus> {
-    Json(state.running.node().status())
-}
-
-/// Who asks, for the state's reason ("paused from the window"): `?from=window` from the UI,
-/// else the command line.
-#[derive(Deserialize)]
-struct FromQuery {
-    from: Option<String>,
-}
-
-fn control_source(from: Option<&str>) -> ControlSource {
-    match from {
-        Some("window") => ControlSource::Window,
-        _ => ControlSource::Cli,
-    }
-}
-
-#[derive(Deserialize)]
-struct PauseQuery {
-    /// Pause this long, then resume by itself; absent (and no `seconds`): until resumed.
-    minutes: Option<u32>,
-    /// The same in seconds (the CLI's `--for 90s`).
-    seconds: Option<u32>,
-    from: Option<String>,
-}
-
-async fn pause(
-    _: Authorized,
-    State(state): State<Arc<ServerState>>,
-    Query(query): Query<PauseQuery>,
-) -> Result<Json<NodeStatus>, (StatusCode, String)> {
-    let (node, source) = (state.running.node(), control_source(query.from.as_deref()));
-    let seconds = match (query.minutes, query.seconds) {
-        (Some(_), Some(_)) => {
-            return Err((
-                StatusCode::BAD_REQUEST,
-                "give minutes or seconds, not both".into(),
-            ));
-        }
-        (Some(minutes), None) => Some(u64::from(minutes) * 60),
-        (None, seconds) => seconds.map(u64::from),
-    };
-    Ok(Json(match seconds {
-        None => node.pause(source),
-        Some(seconds) => node.pause_for(source, within_a_day(seconds, "pause")?),
-    }))
-}
-
-/// An owner's timed choice (pause, resume anyway) of `seconds`: 1 second to 24 hours, else a
-/// 400 that says so.
-fn within_a_day(seconds: u64, what: &str) -> Result<std::time::Duration, (StatusCode, String)> {
-    match seconds {
-        1..=86_400 => Ok(std::time::Duration::from_secs(seconds)),
-        _ => Err((
-            StatusCode::BAD_REQUEST,
-            format!("{seconds} seconds: {what} for 1 second to 24 hours"),
-        )),
-    }
-}
-
-async fn resume(
-    _: Authorized,
-    State(state): State<Arc<ServerState>>,
-    Query(from): Query<FromQuery>,
-) -> Json<NodeStatus> {
-    Json(
-        state
-            .running
-            .node()
-            .resume(control_source(from.from.as_deref())),
-    )
-}
-
-#[derive(Deserialize)]
-struct AnywayQuery {
-    /// Work through the pause this long; absent: until its reason ends.
-    seconds: Option<u32>,
-    from: Option<String>,
-}
-
-async fn resume_anyway(
-    _: Authorized,
-    State(state): State<Arc<ServerState>>,
-    Query(query): Query<AnywayQuery>,
-) -> Result<Json<NodeStatus>, (StatusCode, String)> {
-    let until_ms = match query.seconds {
-        None => None,
-        Some(seconds) => {
-            let lasting = within_a_day(u64::from(seconds), "resume")?;
-            Some(hearth_protocol::now_unix_ms().saturating_add(lasting.as_millis() as u64))
-        }
-    };
-    state
-        .running
-        .node()
-        .resume_anyway(control_source(query.from.as_deref()), until_ms)
-        .map(Json)
-        .map_err(|refused| (StatusCode::CONFLICT, refused.to_string()))
-}
-
-async fn end_override(_: Authorized, State(state): State<Arc<ServerState>>) -> Json<NodeStatus> {
-    Json(state.running.node().end_override())
-}
-
-async fn games(
-    _: Authorized,
-    State(state): State<Arc<ServerState>>,
-) -> Result<Json<crate::views::GamesView>, (StatusCode, String)> {
-    off_thread(&state.running, |running| {
-        Ok::<_, std::convert::Infallible>(running.games_view())
-    })
-    .await
-}
-
-#[derive(Deserialize)]
-struct SpanQuery {
-    minutes: Option<u32>,
-}
-
-async fn telemetry_history(
-    _: Authorized,
-    State(state): State<Arc<ServerState>>,
-    Query(query): Query<SpanQuery>,
-) -> Result<Json<Vec<crate::Telemetry>>, (StatusCode, String)> {
-    let minutes = query.minutes.unwrap_or(5);
-    if !(1..=10_080).contains(&minutes) {
-        return Err((
-            StatusCode::BAD_REQUEST,
-            format!("{minutes} minutes: ask for 1 minute to 7 days (10080)"),
-        ));
-    }
-    off_thread(&state.running, move |running| {
-        running.telemetry_history(u64::from(minutes) * 60_000)
-    })
-    .await
-}
-
-#[derive(Deserialize)]
-struct JobsQuery {
-    limit: Option<usize>,
-}
-
-async fn jobs(
-    _: Authorized,
-    State(state): State<Arc<ServerState>>,
-    Query(query): Query<JobsQuery>,
-) -> Json<Vec<JobSummary>> {
-    Json(
-        state
-            .running
-            .recent_jobs(query.limit.unwrap_or(50).clamp(1, 10_000)),
-    )
-}
-
-async fn earnings(_: Authorized, State(state): State<Arc<ServerState>>) -> Json<Earnings> {
-    Json(state.running.earnings())
-}
-
-async fn pool(_: Authorized, State(state): State<Arc<ServerState>>) -> Json<PoolStatus> {
-    Json(state.running.pool())
-}
-
 async fn events(
     _: Authorized,
     State(state): State<Arc<ServerState>>,
@@ -413,97 +259,6 @@ async fn events(
     Sse::new(stream).keep_alive(KeepAlive::default())
 }
 
-async fn verify(
-    _: Authorized,
-    State(state): State<Arc<ServerState>>,
-) -> Result<Json<VerifyReport>, (StatusCode, String)> {
-    verify_ledger(state.running.ledger())
-        .map(Json)
-        .map_err(|e| (StatusCode::CONFLICT, e.to_string()))
-}
-
-/// Why the ledger's receipts could not be checked (or did not check out).
-#[derive(Debug, thiserror::Error)]
-pub enum VerifyError {
-    #[error("no pool has paid this node yet: nothing to verify")]
-    NoPoolKey,
-    #[error(transparent)]
-    Ledger(#[from] hearth_ledger::LedgerError),
-}
-
-/// Check every receipt's signature and the chain, with the pool key the worker stored.
-pub fn verify_ledger(ledger: &hearth_ledger::Ledger) -> Result<VerifyReport, VerifyError> {
-    let key: hearth_protocol::PublicKey = ledger
-        .setting(crate::worker::POOL_KEY_SETTING)?
-        .ok_or(VerifyError::NoPoolKey)?;
-    let report = ledger.verify_chain(&key)?;
-    Ok(VerifyReport {
-        receipts: report.receipts,
-        micro_credits: report.micro_credits,
-    })
-}
-
-async fn export(_: Authorized, State(state): State<Arc<ServerState>>) -> Response {
-    let running = Arc::clone(&state.running);
-    let csv = tokio::task::spawn_blocking(move || {
-        let mut out = Vec::new();
-        running.ledger().export_csv(&mut out).map(|_| out)
-    })
-    .await;
-    match csv {
-        Ok(Ok(bytes)) => (
-            [
-                (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
-                (
-                    header::CONTENT_DISPOSITION,
-                    "attachment; filename=\"hearth-jobs.csv\"",
-                ),
-            ],
-            bytes,
-        )
-            .into_response(),
-        Ok(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
-    }
-}
-
-/// Write the job history as CSV into the Downloads folder (or `$HEARTH_EXPORT_DIR`); its path.
-async fn save_export(
-    _: Authorized,
-    State(state): State<Arc<ServerState>>,
-) -> Result<Json<String>, (StatusCode, String)> {
-    off_thread(&state.running, |running| {
-        let folder = hearth_instance::export_dir(running.data_dir());
-        let path = folder.join(format!(
-            "hearth-jobs-{}.csv",
-            chrono::Local::now().format("%Y-%m-%d-%H%M%S")
-        ));
-        std::fs::create_dir_all(&folder).map_err(hearth_ledger::LedgerError::Export)?;
-        let mut file = std::io::BufWriter::new(
-            std::fs::File::create(&path).map_err(hearth_ledger::LedgerError::Export)?,
-        );
-        running.ledger().export_csv(&mut file)?;
-        std::io::Write::flush(&mut file).map_err(hearth_ledger::LedgerError::Export)?;
-        tracing::info!(path = %path.display(), "job history exported");
-        Ok::<_, hearth_ledger::LedgerError>(path.display().to_string())
-    })
-    .await
-}
-
-/// Write the diagnostics bundle into the Downloads folder (or `$HEARTH_EXPORT_DIR`); its path.
-async fn save_diagnostics(
-    _: Authorized,
-    State(state): State<Arc<ServerState>>,
-) -> Result<Json<String>, (StatusCode, String)> {
-    off_thread(&state.running, |running| {
-        let logs = running.data_dir().join("logs");
-        let folder = hearth_instance::export_dir(running.data_dir());
-        crate::diagnostics::save_bundle(running, logs.is_dir().then_some(logs.as_path()), &folder)
-            .map(|path| path.display().to_string())
-    })
-    .await
-}
-
 /// A question answered off the async threads (it may read many ledger records, or measure).
 async fn off_thread<T: Send + 'static, E: std::fmt::Display + Send + 'static>(
     running: &Arc<RunningNode>,
@@ -514,100 +269,6 @@ async fn off_thread<T: Send + 'static, E: std::fmt::Display + Send + 'static>(
         Ok(Ok(answer)) => Ok(Json(answer)),
         Ok(Err(e)) => Err((StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
         Err(e) => Err((StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
-    }
-}
-
-async fn earnings_report(
-    _: Authorized,
-    State(state): State<Arc<ServerState>>,
-) -> Result<Json<EarningsReport>, (StatusCode, String)> {
-    off_thread(&state.running, RunningNode::earnings_report).await
-}
-
-async fn job_page(
-    _: Authorized,
-    State(state): State<Arc<ServerState>>,
-    Json(query): Json<JobQuery>,
-) -> Result<Json<JobPage>, (StatusCode, String)> {
-    off_thread(&state.running, move |running| running.job_page(&query)).await
-}
-
-async fn settings(_: Authorized, State(state): State<Arc<ServerState>>) -> Json<NodeConfig> {
-    Json(state.running.settings())
-}
-
-/// Save settings; a bad value is a 422 naming the setting (`key: reason`).
-async fn save_settings(
-    _: Authorized,
-    State(state): State<Arc<ServerState>>,
-    Json(settings): Json<NodeConfig>,
-) -> Result<Json<NodeConfig>, (StatusCode, String)> {
-    state
-        .running
-        .save_settings(settings)
-        .map(Json)
-        .map_err(|e| (StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))
-}
-
-async fn hardware(
-    _: Authorized,
-    State(state): State<Arc<ServerState>>,
-) -> Result<Json<HardwareView>, (StatusCode, String)> {
-    off_thread(&state.running, |running| {
-        Ok::<_, Infallible>(running.hardware_view())
-    })
-    .await
-}
-
-/// Run the capability benchmark (progress arrives as events); the Hardware page's view.
-async fn benchmark(
-    _: Authorized,
-    State(state): State<Arc<ServerState>>,
-) -> Result<Json<HardwareView>, (StatusCode, String)> {
-    off_thread(&state.running, RunningNode::run_benchmark).await
-}
-
-#[derive(Deserialize)]
-struct LogsQuery {
-    lines: Option<usize>,
-}
-
-/// The newest log lines, where this node writes log files (`<data>/logs`).
-async fn logs(
-    _: Authorized,
-    State(state): State<Arc<ServerState>>,
-    Query(query): Query<LogsQuery>,
-) -> Json<Vec<String>> {
-    let dir = state.running.data_dir().join("logs");
-    let lines = query.lines.unwrap_or(200).clamp(1, 5000);
-    Json(
-        tokio::task::spawn_blocking(move || crate::diagnostics::recent_log_lines(&dir, lines))
-            .await
-            .unwrap_or_default(),
-    )
-}
-
-/// The diagnostics bundle as a text download.
-async fn diagnostics(_: Authorized, State(state): State<Arc<ServerState>>) -> Response {
-    let running = Arc::clone(&state.running);
-    let text = tokio::task::spawn_blocking(move || {
-        let logs = running.data_dir().join("logs");
-        crate::diagnostics::bundle(&running, logs.is_dir().then_some(logs.as_path()))
-    })
-    .await;
-    match text {
-        Ok(text) => (
-            [
-                (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
-                (
-                    header::CONTENT_DISPOSITION,
-                    "attachment; filename=\"hearth-diagnostics.txt\"",
-                ),
-            ],
-            text,
-        )
-            .into_response(),
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
 }
 
