@@ -69,7 +69,7 @@ impl Preprocessing {
             .with_guessed_format()
             .map_err(|e| decode_error(e.to_string()))?;
         // Check the header's size first: a 20000x20000 header must not cost 1.6 GB.
-        let (width, height) = reader_dimensions(bytes).map_err(decode_error)?;
+        let (width, height) = reader_dimensions(bytes).map_err(|e| decode_error(e.to_string()))?;
         if width > MAX_IMAGE_SIDE || height > MAX_IMAGE_SIDE {
             return Err(InferenceError::ImageTooLarge {
                 index,
@@ -112,12 +112,10 @@ impl Preprocessing {
     }
 }
 
-fn reader_dimensions(bytes: &[u8]) -> std::result::Result<(u32, u32), String> {
+fn reader_dimensions(bytes: &[u8]) -> image::ImageResult<(u32, u32)> {
     ImageReader::new(Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(|e| e.to_string())?
+        .with_guessed_format()?
         .into_dimensions()
-        .map_err(|e| e.to_string())
 }
 
 /// One predicted class.

@@ -116,8 +116,11 @@ pub fn publish(data_dir: &Path, url: &str) -> std::io::Result<()> {
 /// Remove the server file if this process wrote it.
 pub fn withdraw(data_dir: &Path) {
     let path = data_dir.join(SERVER_FILE);
-    if read_server_file(&path).is_some_and(|info| info.pid == std::process::id()) {
-        let _ = std::fs::remove_file(path);
+    if read_server_file(&path).is_some_and(|info| info.pid == std::process::id())
+        && let Err(error) = std::fs::remove_file(&path)
+    {
+        // Harmless: a server file whose process is gone is ignored by whoever reads it.
+        tracing::warn!(%error, file = %path.display(), "could not remove the server file");
     }
 }
 

@@ -129,7 +129,7 @@ fn run_tray(runtime: &tokio::runtime::Runtime, running: &Arc<RunningNode>) {
 /// Without GTK's main loop there is no tray here yet (Windows and macOS need their own event
 /// loops); Hearth runs until it is asked to stop.
 #[cfg(not(target_os = "linux"))]
-fn run_tray(runtime: &tokio::runtime::Runtime, _service: &Arc<RunningNode>) {
+fn run_tray(runtime: &tokio::runtime::Runtime, _running: &Arc<RunningNode>) {
     tracing::warn!("the tray icon is only built on Linux so far");
     runtime.block_on(termination());
 }
@@ -147,7 +147,11 @@ async fn termination() {
             return;
         }
     }
-    let _ = tokio::signal::ctrl_c().await;
+    if let Err(error) = tokio::signal::ctrl_c().await {
+        // No way to hear Ctrl-C: wait for the tray's Quit instead of quitting at once.
+        tracing::warn!(%error, "cannot listen for Ctrl-C");
+        std::future::pending::<()>().await;
+    }
 }
 
 /// Open the window: start `hearth-app`, which shows the running node (or, when a window is
@@ -164,9 +168,12 @@ pub(crate) fn open_window() {
         Ok(mut child) => {
             tracing::info!(pid = child.id(), "opening the window");
             // Reap it when it ends, so no zombie is left behind.
-            let _ = std::thread::Builder::new()
+            let reaper = std::thread::Builder::new()
                 .name("hearth-window-reaper".into())
                 .spawn(move || child.wait());
+            if let Err(error) = reaper {
+                tracing::warn!(%error, "the window's exit will not be collected");
+            }
         }
         Err(error) => {
             tracing::error!(%error, program = %program.display(), "could not open the window");

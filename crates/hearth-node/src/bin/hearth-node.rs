@@ -394,14 +394,22 @@ async fn wait_for_signal() {
                     _ = term.recv() => {}
                 }
             }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
+            Err(error) => {
+                eprintln!("warning: cannot listen for SIGTERM ({error}); Ctrl-C stops the node");
+                ctrl_c().await;
             }
         }
     }
     #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
+    ctrl_c().await;
+}
+
+/// Until Ctrl-C; forever when it cannot be listened for (the node is stopped some other way,
+/// rather than quitting the moment it started).
+async fn ctrl_c() {
+    if let Err(error) = tokio::signal::ctrl_c().await {
+        eprintln!("warning: cannot listen for Ctrl-C ({error})");
+        std::future::pending::<()>().await;
     }
 }
 

@@ -367,7 +367,9 @@ impl ReceiptWriter {
     pub async fn close(mut self) {
         drop(self.requests.take());
         for task in self.tasks.drain(..) {
-            let _ = task.await;
+            if let Err(error) = task.await {
+                tracing::error!(%error, "a receipt writer task ended abnormally");
+            }
         }
     }
 }
