@@ -155,36 +155,3 @@ pub fn merge_adapters(adapters: &[AdapterRecord]) -> Vec<GpuInfo> {
     });
     gpus
 }
-
-/// Every adapter wgpu finds, on every graphics API. Asked once per process, in a child
-/// process where the binary serves probes (see [`crate::probe`]).
-pub fn wgpu_adapters() -> Vec<AdapterRecord> {
-    crate::probe::adapters()
-}
-
-/// Ask wgpu in this process (loads the drivers here).
-pub(crate) fn wgpu_adapters_here() -> Vec<AdapterRecord> {
-    let instance =
-        wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
-    pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()))
-        .iter()
-        .map(|adapter| {
-            let info = adapter.get_info();
-            AdapterRecord {
-                kind: match info.device_type {
-                    wgpu::DeviceType::DiscreteGpu => GpuKind::Discrete,
-                    wgpu::DeviceType::IntegratedGpu => GpuKind::Integrated,
-                    wgpu::DeviceType::VirtualGpu => GpuKind::Virtual,
-                    wgpu::DeviceType::Cpu => GpuKind::Software,
-                    wgpu::DeviceType::Other => GpuKind::Other,
-                },
-                name: info.name,
-                vendor_id: info.vendor,
-                device_id: info.device,
-                api: format!("{:?}", info.backend),
-                driver: info.driver,
-                driver_info: info.driver_info,
-            }
-        })
-        .collect()
-}

@@ -24,8 +24,9 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 pub use cpu_power::{CpuPower, CpuPowerReading, TYPICAL_CPU_WATTS};
-pub use gpu::{AdapterRecord, GpuInfo, GpuKind, Vendor, merge_adapters, wgpu_adapters};
+pub use gpu::{AdapterRecord, GpuInfo, GpuKind, Vendor, merge_adapters};
 pub use nvidia::{NvidiaError, NvidiaGpu, NvidiaReading, NvidiaSource, Nvml};
+pub use probe::wgpu_adapters;
 pub use processes::{GpuProcess, ProcessSource, drm_process, drm_processes};
 pub use system::{CpuInfo, MemoryInfo};
 pub use table::render_table;

@@ -8,7 +8,6 @@ use nvml_wrapper::enums::device::UsedGpuMemory;
 use serde::Serialize;
 
 use crate::processes::{GpuProcess, ProcessSource};
-use crate::telemetry::GpuSample;
 
 /// NVIDIA's PCI vendor id.
 pub const NVIDIA_VENDOR: u32 = 0x10de;
@@ -36,25 +35,6 @@ pub struct NvidiaReading {
     pub memory_clock_mhz: Option<u32>,
     /// The first fan's speed in percent of its maximum.
     pub fan_percent: Option<u32>,
-}
-
-impl NvidiaReading {
-    pub(crate) fn into_sample(self) -> GpuSample {
-        GpuSample {
-            id: format!("nvml:{}", self.index),
-            name: self.name,
-            utilisation_percent: self.utilisation_percent.map(|u| u as f32),
-            vram_used_bytes: self.vram_used_bytes,
-            vram_total_bytes: self.vram_total_bytes,
-            temperature_c: self.temperature_c.map(|t| t as f32),
-            power_w: self.power_mw.map(|p| p as f32 / 1000.0),
-            power_limit_w: self.power_limit_mw.map(|p| p as f32 / 1000.0),
-            core_clock_mhz: self.graphics_clock_mhz,
-            memory_clock_mhz: self.memory_clock_mhz,
-            fan_percent: self.fan_percent.map(|f| f as f32),
-            ..GpuSample::default()
-        }
-    }
 }
 
 /// Why NVML gave no answer.

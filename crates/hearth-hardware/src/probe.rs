@@ -4,7 +4,7 @@
 //! asks, and they stay mapped: Mesa's lavapipe brings LLVM (43 MiB resident here) into an app
 //! that may never run a model on a GPU, and a broken driver that crashes while being asked
 //! takes the asker with it. A long-running Hearth binary therefore calls
-//! [`serve_probe_if_asked`] first thing in `main`; from then on [`crate::wgpu_adapters`] runs
+//! [`serve_probe_if_asked`] first thing in `main`; from then on [`wgpu_adapters`] runs
 //! the same binary with [`PROBE_ARG`], reads the list as JSON and keeps it for the life of the
 //! process. The drivers are loaded in-process only when a model actually runs on a GPU.
 
@@ -14,7 +14,7 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::AdapterRecord;
+use crate::gpu::{AdapterRecord, GpuKind};
 
 /// The argument that makes a Hearth binary print its wgpu adapters as JSON and exit.
 pub const PROBE_ARG: &str = "--probe-gpu-adapters";
@@ -29,7 +29,7 @@ static CAN_PROBE_IN_CHILD: AtomicBool = AtomicBool::new(false);
 /// that this binary can probe in a child, and return. Call before anything else in `main`.
 pub fn serve_probe_if_asked() {
     if std::env::args().nth(1).as_deref() == Some(PROBE_ARG) {
-        let adapters = crate::gpu::wgpu_adapters_here();
+        let adapters = wgpu_adapters_here();
         match serde_json::to_string(&adapters) {
             Ok(json) => {
                 println!("{json}");
@@ -44,19 +44,52 @@ pub fn serve_probe_if_asked() {
     CAN_PROBE_IN_CHILD.store(true, Ordering::SeqCst);
 }
 
+/// Every adapter wgpu finds, on every graphics API. Asked once per process, in a child
+/// process where the binary serves probes (see this module).
+pub fn wgpu_adapters() -> Vec<AdapterRecord> {
+    adapters()
+}
+
+/// Ask wgpu in this process (loads the drivers here).
+pub(crate) fn wgpu_adapters_here() -> Vec<AdapterRecord> {
+    let instance =
+        wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+    pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()))
+        .iter()
+        .map(|adapter| {
+            let info = adapter.get_info();
+            AdapterRecord {
+                kind: match info.device_type {
+                    wgpu::DeviceType::DiscreteGpu => GpuKind::Discrete,
+                    wgpu::DeviceType::IntegratedGpu => GpuKind::Integrated,
+                    wgpu::DeviceType::VirtualGpu => GpuKind::Virtual,
+                    wgpu::DeviceType::Cpu => GpuKind::Software,
+                    wgpu::DeviceType::Other => GpuKind::Other,
+                },
+                name: info.name,
+                vendor_id: info.vendor,
+                device_id: info.device,
+                api: format!("{:?}", info.backend),
+                driver: info.driver,
+                driver_info: info.driver_info,
+            }
+        })
+        .collect()
+}
+
 /// The adapters, probed once per process: in a child when the binary serves probes, else here.
-pub(crate) fn adapters() -> Vec<AdapterRecord> {
+fn adapters() -> Vec<AdapterRecord> {
     static ADAPTERS: OnceLock<Vec<AdapterRecord>> = OnceLock::new();
     ADAPTERS
         .get_or_init(|| {
             if !CAN_PROBE_IN_CHILD.load(Ordering::SeqCst) {
-                return crate::gpu::wgpu_adapters_here();
+                return wgpu_adapters_here();
             }
             match probe_in_child() {
                 Ok(adapters) => adapters,
                 Err(ChildProbe::CannotStart(error)) => {
                     tracing::warn!(%error, "cannot start the GPU probe; asking the drivers here");
-                    crate::gpu::wgpu_adapters_here()
+                    wgpu_adapters_here()
                 }
                 Err(ChildProbe::Failed(reason)) => {
                     // Asking again here could crash or hang Hearth the same way.

@@ -132,6 +132,26 @@ impl GpuSample {
     }
 }
 
+/// An NVIDIA GPU's figures, in the units every GPU's are kept in.
+impl From<NvidiaReading> for GpuSample {
+    fn from(reading: NvidiaReading) -> Self {
+        GpuSample {
+            id: format!("nvml:{}", reading.index),
+            name: reading.name,
+            utilisation_percent: reading.utilisation_percent.map(|u| u as f32),
+            vram_used_bytes: reading.vram_used_bytes,
+            vram_total_bytes: reading.vram_total_bytes,
+            temperature_c: reading.temperature_c.map(|t| t as f32),
+            power_w: reading.power_mw.map(|p| p as f32 / 1000.0),
+            power_limit_w: reading.power_limit_mw.map(|p| p as f32 / 1000.0),
+            core_clock_mhz: reading.graphics_clock_mhz,
+            memory_clock_mhz: reading.memory_clock_mhz,
+            fan_percent: reading.fan_percent.map(|f| f as f32),
+            ..GpuSample::default()
+        }
+    }
+}
+
 /// Where GPU readings come from; tests use fixtures and fakes.
 pub trait GpuReadings: Send + std::fmt::Debug {
     /// Current readings of every GPU this source knows.
@@ -192,7 +212,7 @@ impl GpuReadings for PlatformGpus {
         // A machine without NVML stays without it: one failed load is not retried every second.
         if !self.nvidia_failed {
             match self.nvidia.readings() {
-                Ok(nvidia) => readings.extend(nvidia.into_iter().map(NvidiaReading::into_sample)),
+                Ok(nvidia) => readings.extend(nvidia.into_iter().map(GpuSample::from)),
                 Err(reason) => {
                     tracing::debug!(%reason, "no NVML telemetry");
                     self.nvidia_failed = true;
