@@ -9,15 +9,15 @@ use crate::error::Result;
 use crate::images::ImageClassifier;
 use crate::store::{Architecture, ModelStore, TaskKind};
 
-/// A loaded model, of the kind its manifest says.
+/// A loaded model, of the kind its manifest says (boxed: the kinds differ much in size).
 #[derive(Debug)]
 pub enum Model {
     /// Sentence embeddings.
-    Embedder(TextEmbedder),
+    Embedder(Box<TextEmbedder>),
     /// Image classification.
-    Classifier(ImageClassifier),
+    Classifier(Box<ImageClassifier>),
     /// Chat generation.
-    Chat(ChatGenerator),
+    Chat(Box<ChatGenerator>),
 }
 
 impl Model {
@@ -26,11 +26,13 @@ impl Model {
     pub fn load(store: &ModelStore, id: &str, device: &ComputeDevice) -> Result<Self> {
         let manifest = store.manifest(id)?;
         Ok(match manifest.architecture {
-            Architecture::Bert => Self::Embedder(TextEmbedder::load(store, id, device.clone())?),
-            Architecture::EfficientnetLite0 => {
-                Self::Classifier(ImageClassifier::load(store, id, device.clone())?)
+            Architecture::Bert => {
+                Self::Embedder(Box::new(TextEmbedder::load(store, id, device.clone())?))
             }
-            Architecture::Llama => Self::Chat(ChatGenerator::load(store, id, device)?),
+            Architecture::EfficientnetLite0 => {
+                Self::Classifier(Box::new(ImageClassifier::load(store, id, device.clone())?))
+            }
+            Architecture::Llama => Self::Chat(Box::new(ChatGenerator::load(store, id, device)?)),
         })
     }
 

@@ -153,10 +153,10 @@ pub(super) async fn run_job(
     } else {
         Some(slot)
     };
-    if record_receipt(context, &job, reply, measured).await? {
-        if let Some(slot) = hold_slot {
-            rest_in_slot(context, slot, rest_until, &mut stop).await;
-        }
+    if record_receipt(context, &job, reply, measured).await?
+        && let Some(slot) = hold_slot
+    {
+        rest_in_slot(context, slot, rest_until, &mut stop).await;
     }
     Ok(())
 }
