@@ -66,8 +66,8 @@ async fn the_official_openai_client_works_unchanged() {
         seen["models"],
         serde_json::json!([
             "all-minilm-l6-v2",
-            "smollm2-135m-instruct",
-            "efficientnet-lite0"
+            "efficientnet-lite0",
+            "smollm2-135m-instruct"
         ])
     );
     // The scripted node's vectors start with a marker of their text: base64 decoded by the
