@@ -27,7 +27,7 @@ use crate::worker::{self, WorkerConfig, WorkerError, WorkerEvent};
 pub enum StartError {
     #[error("data folder {path}: {reason}")]
     DataDir { path: String, reason: String },
-    #[error("the ledger in {path} is in use or unreadable ({source}); is another Hearth running?")]
+    #[error("the ledger in {path} did not open: {source}")]
     Ledger {
         path: String,
         source: hearth_ledger::LedgerError,

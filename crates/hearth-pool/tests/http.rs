@@ -518,23 +518,8 @@ async fn customer_mistakes_get_openai_errors_and_nothing_is_queued() {
         "nothing was queued"
     );
 
-    let models: Value = http
-        .get(format!("{url}/v1/models"))
-        .bearer_auth(KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let ids: Vec<&str> = models["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["id"].as_str().unwrap())
-        .collect();
     assert_eq!(
-        ids,
+        model_ids(&url).await,
         [
             "all-minilm-l6-v2",
             "efficientnet-lite0",
@@ -616,17 +601,7 @@ async fn a_model_added_by_its_manifest_alone_is_sold_at_its_price() {
         .unwrap();
     let url = pool.url();
 
-    let listed: Value = reqwest::Client::new()
-        .get(format!("{url}/v1/models"))
-        .bearer_auth(KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(listed["data"][0]["id"], "minilm-added");
-    assert_eq!(listed["data"].as_array().unwrap().len(), 1);
+    assert_eq!(model_ids(&url).await, ["minilm-added"]);
 
     let node = Node::join(&url, &["minilm-added"]).await;
     let texts = vec!["a model added by its manifest".to_owned()];
@@ -666,4 +641,23 @@ async fn a_model_added_by_its_manifest_alone_is_sold_at_its_price() {
         receipt.receipt.payment.micro_credits,
         (units * 7000).div_ceil(1000)
     );
+}
+
+/// The ids `GET /v1/models` lists, in its order.
+async fn model_ids(url: &str) -> Vec<String> {
+    let models: Value = reqwest::Client::new()
+        .get(format!("{url}/v1/models"))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    models["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap().to_owned())
+        .collect()
 }
