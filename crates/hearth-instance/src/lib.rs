@@ -98,19 +98,17 @@ pub fn export_dir(fallback: &Path) -> PathBuf {
         .unwrap_or_else(|| fallback.to_owned())
 }
 
-/// Record that this process serves the API at `url` (written whole, then renamed into
-/// place, so a reader never sees half a file).
+/// Record that this process serves the API at `url` (atomically: a reader never sees half a
+/// file).
 pub fn publish(data_dir: &Path, url: &str) -> std::io::Result<()> {
     let info = ServerInfo {
         url: url.to_owned(),
         pid: std::process::id(),
     };
-    let partial = data_dir.join(format!("{SERVER_FILE}.{}", std::process::id()));
-    std::fs::write(
-        &partial,
-        serde_json::to_vec(&info).map_err(std::io::Error::other)?,
-    )?;
-    std::fs::rename(&partial, data_dir.join(SERVER_FILE))
+    write_atomic(
+        &data_dir.join(SERVER_FILE),
+        &serde_json::to_vec(&info).map_err(std::io::Error::other)?,
+    )
 }
 
 /// Remove the server file if this process wrote it.
@@ -143,18 +141,81 @@ pub fn running_node(data_dir: &Path) -> Option<RunningNode> {
     })
 }
 
-/// Create `path` with `bytes`, readable by this user alone (mode 0600 on Unix), and make it
-/// durable before returning. An existing file is an error, never overwritten: a key or token is
-/// replaced only by removing the old one first.
+/// Write `bytes` to `path` whole or not at all: into a temporary file beside it, synced, then
+/// renamed over it, and the folder synced. A crash or a full disk leaves the old file or the
+/// new one, never half of one (and no temporary file when the write itself failed).
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let temporary = write_temporary(path, bytes, false)?;
+    if let Err(error) = std::fs::rename(&temporary, path) {
+        discard(&temporary);
+        return Err(error);
+    }
+    sync_folder(path)
+}
+
+/// Create `path` with `bytes`, readable by this user alone (mode 0600 on Unix), whole or not at
+/// all as [`write_atomic`] does, but never replacing a file that is there: that is an error
+/// (`AlreadyExists`). A key or token is replaced only by removing the old one first.
 pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let temporary = write_temporary(path, bytes, true)?;
+    // A hard link puts the file in place only where there is none, in one step.
+    let placed = std::fs::hard_link(&temporary, path);
+    discard(&temporary);
+    placed?;
+    sync_folder(path)
+}
+
+/// `bytes` in a synced temporary file beside `path` (private: mode 0600); removed again if
+/// anything fails.
+fn write_temporary(path: &Path, bytes: &[u8], private: bool) -> std::io::Result<PathBuf> {
     use std::io::Write;
+    let name = path
+        .file_name()
+        .ok_or_else(|| std::io::Error::other(format!("{} names no file", path.display())))?;
+    let temporary = path.with_file_name(format!(
+        ".{}.{}.tmp",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
     let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
+    options.write(true).create(true).truncate(true);
     #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(path)?;
-    file.write_all(bytes)?;
-    file.sync_all()
+    if private {
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    }
+    #[cfg(not(unix))]
+    let _ = private; // the user's own folder is private on Windows
+    let written = options.open(&temporary).and_then(|mut file| {
+        file.write_all(bytes)?;
+        file.sync_all()
+    });
+    match written {
+        Ok(()) => Ok(temporary),
+        Err(error) => {
+            discard(&temporary);
+            Err(error)
+        }
+    }
+}
+
+/// Remove a temporary file that is no longer wanted; a failure is logged (it is only litter).
+fn discard(temporary: &Path) {
+    if let Err(error) = std::fs::remove_file(temporary)
+        && error.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!(%error, file = %temporary.display(), "could not remove a temporary file");
+    }
+}
+
+/// Make a rename or link in `path`'s folder durable (Unix; Windows has no folder handle to sync).
+fn sync_folder(path: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    if let Some(folder) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::File::open(folder)?.sync_all()?;
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
 }
 
 /// Whether process `pid` exists and has not exited (a zombie waiting to be reaped has).
@@ -287,5 +348,47 @@ mod tests {
         assert!(dir.path().join(SERVER_FILE).exists());
         std::fs::write(dir.path().join(SERVER_FILE), b"{ not json").unwrap();
         assert_eq!(running_node(dir.path()), None);
+    }
+
+    /// Names in `dir`, sorted: what a crash or a failed write would leave lying about.
+    fn names(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn private_files_are_whole_owner_only_and_never_replace_one_that_is_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("node.key");
+        write_private(&key, b"first").unwrap();
+        assert_eq!(std::fs::read(&key).unwrap(), b"first");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&key).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        let again = write_private(&key, b"second").unwrap_err();
+        assert_eq!(again.kind(), std::io::ErrorKind::AlreadyExists);
+        assert_eq!(std::fs::read(&key).unwrap(), b"first", "the key is kept");
+        assert_eq!(names(dir.path()), ["node.key"], "no temporary file is left");
+    }
+
+    #[test]
+    fn atomic_writes_replace_the_whole_file_and_leave_nothing_when_they_fail() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = dir.path().join("config.toml");
+        write_atomic(&settings, b"a = 1\n").unwrap();
+        write_atomic(&settings, b"a = 2\n").unwrap();
+        assert_eq!(std::fs::read(&settings).unwrap(), b"a = 2\n");
+        assert_eq!(names(dir.path()), ["config.toml"]);
+        // Into a folder that is not there: an error, and no litter anywhere.
+        let nowhere = dir.path().join("missing/config.toml");
+        assert!(write_atomic(&nowhere, b"x").is_err());
+        assert_eq!(names(dir.path()), ["config.toml"]);
     }
 }

@@ -181,9 +181,7 @@ impl NodeConfig {
         };
         let text = toml::to_string_pretty(self).map_err(|e| bad(e.to_string()))?;
         std::fs::create_dir_all(data_dir).map_err(|e| bad(e.to_string()))?;
-        let temporary = path.with_extension("toml.tmp");
-        std::fs::write(&temporary, text).map_err(|e| bad(e.to_string()))?;
-        std::fs::rename(&temporary, &path).map_err(|e| bad(e.to_string()))
+        hearth_instance::write_atomic(&path, text.as_bytes()).map_err(|e| bad(e.to_string()))
     }
 
     /// Check every field, with a message a user can act on.

@@ -162,7 +162,7 @@ pub fn save_bundle(
         "hearth-diagnostics-{}.txt",
         chrono::Local::now().format("%Y-%m-%d-%H%M%S")
     ));
-    std::fs::write(&path, bundle(running, log_dir))?;
+    hearth_instance::write_atomic(&path, bundle(running, log_dir).as_bytes())?;
     tracing::info!(path = %path.display(), "diagnostics bundle written");
     Ok(path)
 }

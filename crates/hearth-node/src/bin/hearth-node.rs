@@ -288,7 +288,8 @@ fn run(args: Vec<String>) -> anyhow::Result<()> {
                     }
                 }
                 [file] => {
-                    std::fs::write(file, &csv).with_context(|| format!("writing {file}"))?;
+                    hearth_instance::write_atomic(std::path::Path::new(file), &csv)
+                        .with_context(|| format!("writing {file}"))?;
                     eprintln!(
                         "wrote {} lines to {file}",
                         csv.iter().filter(|b| **b == b'\n').count()

@@ -133,11 +133,9 @@ pub(super) async fn save_export(
             chrono::Local::now().format("%Y-%m-%d-%H%M%S")
         ));
         std::fs::create_dir_all(&folder).map_err(hearth_ledger::LedgerError::Export)?;
-        let mut file = std::io::BufWriter::new(
-            std::fs::File::create(&path).map_err(hearth_ledger::LedgerError::Export)?,
-        );
-        running.ledger().export_csv(&mut file)?;
-        std::io::Write::flush(&mut file).map_err(hearth_ledger::LedgerError::Export)?;
+        let mut csv = Vec::new();
+        running.ledger().export_csv(&mut csv)?;
+        hearth_instance::write_atomic(&path, &csv).map_err(hearth_ledger::LedgerError::Export)?;
         tracing::info!(path = %path.display(), "job history exported");
         Ok::<_, hearth_ledger::LedgerError>(path.display().to_string())
     })
