@@ -10,10 +10,15 @@ use crate::{
 };
 
 impl Ledger {
-    /// Record that a job started; returns the record. Not flushed here: the caller runs [`Ledger::flush`] alongside
-    /// the job (the worker does, on a blocking thread) so the disk sync costs the job no time.
-    /// A crash before the flush loses only the note that the job started; the pool runs it
-    /// again either way, and nothing owed is lost (receipts are collected from the pool).
+    /// Record that a job started; returns the record. Not flushed here: the caller runs
+    /// [`Ledger::flush`] alongside the job (the worker does, on a blocking thread) so the disk
+    /// sync costs the job no time. A crash before the flush loses only the note that the job
+    /// started; the pool runs it again either way, and nothing owed is lost (receipts are
+    /// collected from the pool).
+    ///
+    /// A job this node ran before without finishing it (Hearth stopped while it ran, or it was
+    /// handed back for the owner) is started again in place of its old row, with a note: one
+    /// row per job, so counts and history stay true.
     pub fn start_job(
         &self,
         job_id: &str,
@@ -21,14 +26,32 @@ impl Ledger {
         task: &str,
         started_unix_ms: u64,
     ) -> Result<JobRecord> {
-        let record = JobRecord::started(job_id, model, task, started_unix_ms);
+        let mut record = JobRecord::started(job_id, model, task, started_unix_ms);
         let key = job_key(started_unix_ms, job_id);
         let _write = self.write.lock().unwrap_or_else(|e| e.into_inner());
+        let earlier = match self.job_index.get(job_id.as_bytes())? {
+            Some(old_key) if old_key.as_ref() != key.as_slice() => self
+                .jobs
+                .get(&old_key)?
+                .and_then(|bytes| decode::<JobRecord>(&old_key, &bytes).ok())
+                .filter(|old| matches!(old.status, JobStatus::Interrupted | JobStatus::Returned))
+                .map(|old| (old_key, old.status)),
+            _ => None,
+        };
+        if let Some((_, status)) = &earlier {
+            record.note = Some(match status {
+                JobStatus::Interrupted => "started again: Hearth had stopped while it ran".into(),
+                _ => "started again after it was handed back".into(),
+            });
+        }
         let new = (&self.jobs, &self.job_index)
             .transaction(|(jobs, index)| -> TxResult<bool> {
+                if let Some((old_key, _)) = &earlier {
+                    jobs.remove(old_key)?;
+                }
                 let before = jobs.insert(key.as_slice(), encode(&record))?;
                 index.insert(job_id.as_bytes(), key.as_slice())?;
-                Ok(before.is_none())
+                Ok(before.is_none() && earlier.is_none())
             })
             .map_err(tx_error)?;
         if new
@@ -252,9 +275,13 @@ impl Ledger {
     /// Put `record` into the in-memory newest jobs, in start order.
     fn remember(&self, record: &JobRecord) {
         let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(slot) = recent.iter_mut().find(|r| r.job_id == record.job_id) {
-            *slot = record.clone();
-            return;
+        if let Some(at) = recent.iter().position(|r| r.job_id == record.job_id) {
+            if recent[at].started_unix_ms == record.started_unix_ms {
+                recent[at] = record.clone();
+                return;
+            }
+            // Started again: it moves to its new place.
+            recent.remove(at);
         }
         let key = (record.started_unix_ms, &record.job_id);
         let at = recent.partition_point(|r| (r.started_unix_ms, &r.job_id) <= key);

@@ -277,6 +277,69 @@ fn late_receipts_complete_interrupted_pending_and_unseen_jobs_once() {
     assert_eq!((report.receipts, report.micro_credits), (3, 50));
 }
 
+/// A job that Hearth stopped in the middle of, leased again by this node and completed, is
+/// one row: completed, with its receipt, counted once (issue 21: it was two rows).
+#[test]
+fn a_job_started_again_after_an_interruption_is_one_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut pool = Pool::new();
+    {
+        let ledger = Ledger::open(dir.path()).unwrap();
+        ledger
+            .start_job("again", "all-minilm-l6-v2", "embeddings", T0)
+            .unwrap();
+        ledger
+            .start_job("other", "all-minilm-l6-v2", "embeddings", T0 + 1)
+            .unwrap();
+        ledger.flush().unwrap();
+    } // Hearth stops while both run.
+    let ledger = Ledger::open(dir.path()).unwrap();
+    assert_eq!(ledger.job_count().unwrap(), 2);
+    let restarted = ledger
+        .start_job("again", "all-minilm-l6-v2", "embeddings", T0 + HOUR)
+        .unwrap();
+    assert_eq!(
+        restarted.note.as_deref(),
+        Some("started again: Hearth had stopped while it ran")
+    );
+    let receipt = pool.receipt("again", 10, 7);
+    ledger
+        .finish_job(
+            "again",
+            completed(T0 + HOUR + 5, receipt),
+            &pool.key.public_key(),
+        )
+        .unwrap();
+
+    assert_eq!(ledger.job_count().unwrap(), 2, "one row per job");
+    let recent = ledger.recent_jobs(10).unwrap();
+    let ids: Vec<(&str, JobStatus)> = recent
+        .iter()
+        .map(|j| (j.job_id.as_str(), j.status))
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            ("again", JobStatus::Completed),
+            ("other", JobStatus::Interrupted)
+        ]
+    );
+    let (total, page) = ledger.jobs_page(0, u64::MAX, 0, 10, None).unwrap();
+    assert_eq!(total, 2);
+    assert_eq!(page.len(), 2);
+    assert_eq!(
+        ledger.totals_between(0, u64::MAX).unwrap().jobs_completed,
+        1
+    );
+    // And so after reopening, read from disk rather than memory.
+    drop(ledger);
+    let reopened = Ledger::open(dir.path()).unwrap();
+    assert_eq!(reopened.job_count().unwrap(), 2);
+    let again = reopened.job("again").unwrap().unwrap();
+    assert_eq!(again.status, JobStatus::Completed);
+    assert_eq!(again.micro_credits, 7);
+}
+
 #[test]
 fn state_changes_are_kept_newest_first_across_reopening() {
     let dir = tempfile::tempdir().unwrap();
