@@ -35,9 +35,10 @@ pub enum Refusal {
     NotUnitLength { index: usize, length: f64 },
     #[error("the text does not begin with what was streamed")]
     StreamDiffers,
-    /// The chat answer does not count up (or the model cannot be metered).
+    /// The answer does not count up as the pool's meter counts it, or its model cannot be
+    /// metered.
     #[error(transparent)]
-    Chat(#[from] MeterError),
+    Count(#[from] MeterError),
     #[error("{results} results for {images} images")]
     ResultCount { results: usize, images: u32 },
     #[error("result {index} lists {classes} classes for top_k {top_k}")]

@@ -1103,9 +1103,7 @@ async fn the_operator_binary_helps_without_a_database_and_drains_on_sigterm() {
     let waiting = waiting.await.unwrap();
     assert_eq!(waiting.status(), 503);
     assert!(waiting.headers().contains_key("retry-after"));
-    let reply = node.submit(&job, answer(&job)).await;
-    assert_eq!(reply.status(), 200);
-    let receipt = reply.json::<ResultReply>().await.unwrap().receipt.unwrap();
+    let receipt = node.receipt(&job, answer(&job)).await;
     receipt.verify(&node.pool_key).unwrap();
     assert_eq!(held.await.unwrap().status(), 200);
     let status = tokio::time::timeout(Duration::from_secs(10), serve.wait())

@@ -37,14 +37,7 @@ async fn embeddings_flow_through_two_nodes_and_each_is_paid_with_a_chained_recei
     while done < 3 {
         for node in [&a, &b] {
             for job in node.lease(200).await {
-                let response = node.submit(&job, answer(&job)).await;
-                assert_eq!(response.status(), 200);
-                let receipt = response
-                    .json::<ResultReply>()
-                    .await
-                    .unwrap()
-                    .receipt
-                    .unwrap();
+                let receipt = node.receipt(&job, answer(&job)).await;
                 receipt.verify(&node.pool_key).unwrap();
                 receipts.push((node.signer.node_id().to_owned(), receipt));
                 done += 1;
@@ -102,14 +95,7 @@ async fn a_repeated_result_gets_the_same_receipt_and_pays_nothing_more() {
         json!({ "model": "efficientnet-lite0", "images": ["iVBORw0KGgo=", "iVBORw0KGgo="], "top_k": 3 }),
     ));
     let job = node.lease(2000).await.remove(0);
-    let first = node
-        .submit(&job, answer(&job))
-        .await
-        .json::<ResultReply>()
-        .await
-        .unwrap()
-        .receipt
-        .unwrap();
+    let first = node.receipt(&job, answer(&job)).await;
     assert_eq!(first.receipt.payment.units, 2);
     assert_eq!(first.receipt.payment.micro_credits, 100);
     let again = node.submit(&job, answer(&job)).await;
@@ -624,14 +610,7 @@ async fn a_model_added_by_its_manifest_alone_is_sold_at_its_price() {
         vectors: vec![support::unit_vector(marker(&texts[0]))],
         tokens: tokens.clone(),
     };
-    let receipt = node
-        .submit(&job, output)
-        .await
-        .json::<ResultReply>()
-        .await
-        .unwrap()
-        .receipt
-        .unwrap();
+    let receipt = node.receipt(&job, output).await;
     assert_eq!(request.await.unwrap().status(), 200);
     // Paid at the manifest's price: 7000 micro-credits per 1000 tokens, a started thousand
     // rounded up.

@@ -19,9 +19,6 @@ pub enum TaskKind {
 }
 
 impl TaskKind {
-    /// Every kind, in a stable order.
-    pub const ALL: [TaskKind; 3] = [Self::Embeddings, Self::Chat, Self::ImageClassification];
-
     /// The kind's name as written in manifests, configs and on the wire.
     pub fn as_str(self) -> &'static str {
         match self {

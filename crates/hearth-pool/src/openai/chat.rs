@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use super::{Customer, JobsGuard, deadline, offer, submit};
+use super::{Customer, deadline, offer, submit, wait_for_one};
 use crate::PoolState;
 use crate::accounts::Admission;
 use crate::error::ApiError;
@@ -223,14 +223,7 @@ pub(crate) async fn chat_completions(
             .keep_alive(KeepAlive::default())
             .into_response());
     }
-    let mut guard = JobsGuard {
-        state: &state,
-        ids: vec![submitted.job_id.clone()],
-    };
-    let completed = guard
-        .wait(&submitted.job_id, submitted.done, deadline)
-        .await?;
-    guard.ids.clear();
+    let completed = wait_for_one(&state, submitted, deadline).await?;
     let TaskOutput::Chat {
         text,
         prompt_tokens,

@@ -10,7 +10,7 @@ use hearth_protocol::{TaskKind, TaskOutput, TaskPayload};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Customer, JobsGuard, deadline, offer, submit};
+use super::{Customer, deadline, offer, submit, wait_for_one};
 use crate::PoolState;
 use crate::error::ApiError;
 use crate::meter::Metered;
@@ -79,14 +79,7 @@ pub(crate) async fn classify_images(
     else {
         return Err(ApiError::internal("no job was queued".into()));
     };
-    let mut guard = JobsGuard {
-        state: &state,
-        ids: vec![submitted.job_id.clone()],
-    };
-    let completed = guard
-        .wait(&submitted.job_id, submitted.done, deadline)
-        .await?;
-    guard.ids.clear();
+    let completed = wait_for_one(&state, submitted, deadline).await?;
     let TaskOutput::ImageClassification { results } = completed.output else {
         return Err(ApiError::internal(
             "a node answered with another kind of output".into(),

@@ -137,6 +137,23 @@ impl JobsGuard<'_> {
     }
 }
 
+/// Wait for a request's one job until `deadline`: cancelled if the customer hangs up meanwhile.
+async fn wait_for_one(
+    state: &PoolState,
+    submitted: Submitted,
+    deadline: tokio::time::Instant,
+) -> Result<Completed, ApiError> {
+    let mut guard = JobsGuard {
+        state,
+        ids: vec![submitted.job_id.clone()],
+    };
+    let completed = guard
+        .wait(&submitted.job_id, submitted.done, deadline)
+        .await?;
+    guard.ids.clear();
+    Ok(completed)
+}
+
 impl Drop for JobsGuard<'_> {
     /// The customer hung up mid-request: its jobs are cancelled in the background.
     fn drop(&mut self) {

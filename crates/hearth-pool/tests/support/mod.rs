@@ -14,7 +14,7 @@ use hearth_pool::{Meter, PgStore, Pool, PoolConfig, PoolStore, SledStore};
 use hearth_protocol::{
     Challenge, ClassScore, HardwareProfile, Job, JobResult, KeyPair, LeaseReply, LeaseRequest,
     PROTOCOL_VERSION, PublicKey, Registration, RegistrationReply, RequestSigner, SessionSecret,
-    TaskOutput, TaskPayload,
+    SignedReceipt, TaskOutput, TaskPayload,
 };
 use serde_json::Value;
 
@@ -283,6 +283,19 @@ impl Node {
         };
         self.post(&format!("/node/v1/jobs/{}/result", job.id), &result)
             .await
+    }
+
+    /// Submit `output` for `job` and take the receipt the pool answers with (accepted, paid at
+    /// once).
+    pub async fn receipt(&self, job: &Job, output: TaskOutput) -> SignedReceipt {
+        let response = self.submit(job, output).await;
+        assert_eq!(response.status(), 200);
+        response
+            .json::<hearth_protocol::ResultReply>()
+            .await
+            .unwrap()
+            .receipt
+            .expect("a receipt at once")
     }
 }
 
