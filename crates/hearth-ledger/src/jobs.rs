@@ -100,7 +100,9 @@ impl Ledger {
         record.energy_wh = outcome.energy_wh;
         record.energy_estimated = outcome.energy_estimated;
         record.receipt = outcome.receipt.clone();
-        record.note = outcome.note;
+        // A note from the start (started again after an interruption) stays unless the end
+        // has its own.
+        record.note = outcome.note.or(record.note);
         let hour = outcome.ended_unix_ms / MS_PER_HOUR;
         let mut totals = self.hour(hour)?;
         if let Some(delta) = hour_totals(&record) {

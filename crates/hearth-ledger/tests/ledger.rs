@@ -337,6 +337,11 @@ fn a_job_started_again_after_an_interruption_is_one_row() {
     assert_eq!(reopened.job_count().unwrap(), 2);
     let again = reopened.job("again").unwrap().unwrap();
     assert_eq!(again.status, JobStatus::Completed);
+    assert_eq!(
+        again.note.as_deref(),
+        Some("started again: Hearth had stopped while it ran"),
+        "the history says it ran twice"
+    );
     assert_eq!(again.micro_credits, 7);
 }
 
