@@ -137,7 +137,7 @@ pub async fn usage_csv(store: &dyn PoolStore) -> Result<String, StoreError> {
     Ok(csv)
 }
 
-/// The keys the pool accepts, and each one's requests this minute and in flight.
+/// The keys the pool accepts, and each one's rate allowance and requests in flight.
 #[derive(Debug)]
 pub struct Accounts {
     store: Arc<dyn PoolStore>,
@@ -146,8 +146,8 @@ pub struct Accounts {
     keys: RwLock<HashMap<String, CustomerKey>>,
     /// Micro-credits charged so far, by key id.
     charged: Mutex<HashMap<String, u64>>,
-    /// By key id: (minute, requests in it).
-    minutes: Mutex<HashMap<String, (u64, u32)>>,
+    /// By key id: what each may still ask within a minute.
+    minutes: Mutex<crate::rate::PerMinute<String>>,
     in_flight: Arc<Mutex<HashMap<String, u32>>>,
 }
 
@@ -260,25 +260,19 @@ impl Accounts {
                 return Err(ApiError::quota_exceeded(charged, quota));
             }
         }
-        let now = now_unix_ms();
-        let minute = now / 60_000;
-        {
-            let mut minutes = self.minutes.lock().unwrap_or_else(|e| e.into_inner());
-            let entry = minutes.entry(key.id.clone()).or_insert((minute, 0));
-            if entry.0 != minute {
-                *entry = (minute, 0);
-            }
-            if entry.1 >= key.requests_per_minute {
-                return Err(ApiError::rate_limited(
+        self.minutes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take(key.id.clone(), key.requests_per_minute, now_unix_ms())
+            .map_err(|retry| {
+                ApiError::rate_limited(
                     format!(
                         "Rate limit reached: {} requests per minute for this key.",
                         key.requests_per_minute
                     ),
-                    60 - (now % 60_000) / 1000,
-                ));
-            }
-            entry.1 += 1;
-        }
+                    retry,
+                )
+            })?;
         let mut in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
         let running = in_flight.entry(key.id.clone()).or_insert(0);
         if *running >= key.max_concurrent {

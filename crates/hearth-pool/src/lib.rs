@@ -29,6 +29,7 @@ pub mod node_api;
 pub mod nodes;
 pub mod openai;
 pub mod queue;
+mod rate;
 pub mod reputation;
 mod server;
 pub mod store;

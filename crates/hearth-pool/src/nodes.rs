@@ -96,8 +96,8 @@ pub struct Nodes {
     seen: Mutex<SeenSignatures>,
     /// Challenges given out and not yet used, with their expiry.
     challenges: Mutex<Challenges>,
-    /// Registrations and challenges per source address in the current minute.
-    per_address: Mutex<HashMap<IpAddr, (u64, u32)>>,
+    /// What each source address may still register or ask challenges for.
+    per_address: Mutex<crate::rate::PerMinute<IpAddr>>,
     /// When this pool process started: signatures made before it may have been seen by the
     /// process before (whose replay cache is gone), so they are refused.
     started_unix_ms: u64,
@@ -275,30 +275,20 @@ impl Nodes {
         self.len() == 0
     }
 
-    /// Count a registration or challenge from `address`: 429 past the per-minute limit.
+    /// Count a registration or challenge from `address`: 429 past the per-minute limit
+    /// (over any sixty seconds, see [`crate::rate`]).
     pub fn limit_registrations(&self, address: IpAddr) -> Result<(), ApiError> {
-        let now = now_unix_ms();
-        let minute = now / 60_000;
-        let mut table = self.per_address.lock().unwrap_or_else(|e| e.into_inner());
-        if table.len() > 100_000 {
-            table.retain(|_, (m, _)| *m == minute);
-        }
-        let entry = table.entry(address).or_insert((minute, 0));
-        if entry.0 != minute {
-            *entry = (minute, 0);
-        }
-        if entry.1 >= self.config.registrations_per_minute {
-            let retry = 60 - (now % 60_000) / 1000;
-            return Err(ApiError::rate_limited(
-                format!(
-                    "more than {} registrations from {address} this minute",
-                    self.config.registrations_per_minute
-                ),
-                retry,
-            ));
-        }
-        entry.1 += 1;
-        Ok(())
+        let per_minute = self.config.registrations_per_minute;
+        self.per_address
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take(address, per_minute, now_unix_ms())
+            .map_err(|retry| {
+                ApiError::rate_limited(
+                    format!("more than {per_minute} registrations from {address} in a minute"),
+                    retry,
+                )
+            })
     }
 
     /// A fresh challenge for a registration.

@@ -110,7 +110,7 @@ async fn customers_are_charged_what_nodes_are_paid_plus_the_fee_within_their_lim
         "nothing queued for it"
     );
 
-    // A rate limit: the third request this minute is refused with Retry-After.
+    // A rate limit: the third request within a minute is refused with Retry-After.
     let slow = accounts
         .add(&NewKey {
             requests_per_minute: 2,

@@ -802,7 +802,7 @@ async fn identities_cost_a_challenge_and_registrations_are_rate_limited() {
     );
     let (_, _) = registration_request(&url, &key, &secret).await;
     let (_, _) = registration_request(&url, &key, &secret).await;
-    // The fourth challenge this minute from this address is refused.
+    // The fourth challenge within a minute from this address is refused.
     let http = reqwest::Client::new();
     let limited = http
         .post(format!("{url}/node/v1/challenge"))
