@@ -109,9 +109,25 @@ pub fn report(program: &str, error: &anyhow::Error) -> ExitCode {
     if backtrace {
         eprintln!("{program}: {error:?}");
     } else {
-        eprintln!("{program}: {error:#}");
+        eprintln!("{program}: {}", error_chain(error.as_ref()));
     }
     ExitCode::FAILURE
+}
+
+/// An error and its causes in one line, each cause once: many errors already say their
+/// cause in their own words, and printing the chain as well would say it twice.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 #[cfg(test)]

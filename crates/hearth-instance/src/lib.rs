@@ -141,6 +141,30 @@ pub fn running_node(data_dir: &Path) -> Option<RunningNode> {
     })
 }
 
+/// The operating system's number for an input/output error (the same on Linux and macOS).
+const EIO: i32 = 5;
+
+/// An error writing or reading Hearth's data folder, in words that say what the owner can do:
+/// a full disk, a read-only one, a folder Hearth may not write to, a failing disk. Other
+/// errors read as the system gives them.
+pub fn explain_io(error: &std::io::Error) -> String {
+    use std::io::ErrorKind;
+    let what = match error.kind() {
+        ErrorKind::StorageFull | ErrorKind::QuotaExceeded => {
+            "the disk is full: free some space, then start Hearth again"
+        }
+        ErrorKind::ReadOnlyFilesystem => "the disk is read-only",
+        ErrorKind::PermissionDenied => "Hearth may not write there (check the folder's owner)",
+        _ if error.raw_os_error() == Some(EIO)
+            || error.to_string().contains("Input/output error") =>
+        {
+            "the disk reports errors and may be failing: check it, then start Hearth again"
+        }
+        _ => return error.to_string(),
+    };
+    format!("{what} ({error})")
+}
+
 /// Write `bytes` to `path` whole or not at all: into a temporary file beside it, synced, then
 /// renamed over it, and the folder synced. A crash or a full disk leaves the old file or the
 /// new one, never half of one (and no temporary file when the write itself failed).

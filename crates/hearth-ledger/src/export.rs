@@ -12,7 +12,7 @@ impl Ledger {
             "job_id,model,task,status,started_unix_ms,ended_unix_ms,units,micro_credits,energy_wh,energy_estimated,receipt_sequence"
         )?;
         let mut rows = 0;
-        for entry in self.jobs.iter() {
+        for entry in self.t()?.jobs.iter() {
             let (key, bytes) = entry?;
             let r: JobRecord = decode(&key, &bytes)?;
             writeln!(

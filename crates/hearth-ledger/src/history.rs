@@ -11,16 +11,16 @@ impl Ledger {
     /// flushed (changes are rare).
     pub fn record_activity<T: Serialize>(&self, at_unix_ms: u64, change: &T) -> Result<()> {
         let mut key = at_unix_ms.to_be_bytes().to_vec();
-        key.extend(self.db.generate_id()?.to_be_bytes());
-        self.activity.insert(key, encode(change))?;
-        self.db.flush()?;
+        key.extend(self.t()?.db.generate_id()?.to_be_bytes());
+        self.t()?.activity.insert(key, encode(change))?;
+        self.flush()?;
         Ok(())
     }
 
     /// The newest `n` recorded state changes, newest first (unreadable ones left out).
     pub fn recent_activity<T: DeserializeOwned>(&self, n: usize) -> Result<Vec<T>> {
         let mut out = Vec::new();
-        for entry in self.activity.iter().rev() {
+        for entry in self.t()?.activity.iter().rev() {
             if out.len() >= n {
                 break;
             }
@@ -41,11 +41,12 @@ impl Ledger {
         record: &T,
         keep_ms: u64,
     ) -> Result<()> {
-        self.telemetry
+        self.t()?
+            .telemetry
             .insert(at_unix_ms.to_be_bytes(), encode(record))?;
         let cutoff = at_unix_ms.saturating_sub(keep_ms).to_be_bytes();
-        for key in self.telemetry.range(..cutoff).keys() {
-            self.telemetry.remove(key?)?;
+        for key in self.t()?.telemetry.range(..cutoff).keys() {
+            self.t()?.telemetry.remove(key?)?;
         }
         Ok(())
     }
@@ -59,6 +60,7 @@ impl Ledger {
     ) -> Result<Vec<(u64, T)>> {
         let mut out = Vec::new();
         for entry in self
+            .t()?
             .telemetry
             .range(from_unix_ms.to_be_bytes()..to_unix_ms.to_be_bytes())
         {

@@ -29,8 +29,9 @@ impl Ledger {
         let mut record = JobRecord::started(job_id, model, task, started_unix_ms);
         let key = job_key(started_unix_ms, job_id);
         let _write = self.write.lock().unwrap_or_else(|e| e.into_inner());
-        let earlier = match self.job_index.get(job_id.as_bytes())? {
+        let earlier = match self.t()?.job_index.get(job_id.as_bytes())? {
             Some(old_key) if old_key.as_ref() != key.as_slice() => self
+                .t()?
                 .jobs
                 .get(&old_key)?
                 .and_then(|bytes| decode::<JobRecord>(&old_key, &bytes).ok())
@@ -44,7 +45,7 @@ impl Ledger {
                 _ => "started again after it was handed back".into(),
             });
         }
-        let new = (&self.jobs, &self.job_index)
+        let new = (&self.t()?.jobs, &self.t()?.job_index)
             .transaction(|(jobs, index)| -> TxResult<bool> {
                 if let Some((old_key, _)) = &earlier {
                     jobs.remove(old_key)?;
@@ -69,7 +70,7 @@ impl Ledger {
 
     /// Make everything written so far durable.
     pub fn flush(&self) -> Result<()> {
-        self.db.flush()?;
+        hearth_sled::flush(&self.t()?.db)?;
         Ok(())
     }
 
@@ -83,10 +84,11 @@ impl Ledger {
     ) -> Result<JobRecord> {
         let _write = self.write.lock().unwrap_or_else(|e| e.into_inner());
         let key = self
+            .t()?
             .job_index
             .get(job_id)?
             .ok_or_else(|| LedgerError::UnknownJob(job_id.to_owned()))?;
-        let mut record: JobRecord = match self.jobs.get(&key)? {
+        let mut record: JobRecord = match self.t()?.jobs.get(&key)? {
             Some(bytes) => decode(&key, &bytes)?,
             None => return Err(LedgerError::UnknownJob(job_id.to_owned())),
         };
@@ -109,7 +111,7 @@ impl Ledger {
             totals.add(&delta);
         }
         let bytes = encode(&record);
-        (&self.jobs, &self.receipts, &self.hours)
+        (&self.t()?.jobs, &self.t()?.receipts, &self.t()?.hours)
             .transaction(|(jobs, receipts, hours)| -> TxResult<()> {
                 jobs.insert(key.as_ref(), bytes.as_slice())?;
                 if let Some(receipt) = &outcome.receipt {
@@ -119,7 +121,7 @@ impl Ledger {
                 Ok(())
             })
             .map_err(tx_error)?;
-        self.db.flush()?;
+        self.flush()?;
         self.remember(&record);
         Ok(record)
     }
@@ -138,8 +140,8 @@ impl Ledger {
         let _write = self.write.lock().unwrap_or_else(|e| e.into_inner());
         self.check_receipt(&receipt, pool_key)?;
         let paid = &receipt.receipt.payment;
-        let existing = match self.job_index.get(paid.job_id.as_bytes())? {
-            Some(key) => match self.jobs.get(&key)? {
+        let existing = match self.t()?.job_index.get(paid.job_id.as_bytes())? {
+            Some(key) => match self.t()?.jobs.get(&key)? {
                 Some(bytes) => Some((key.to_vec(), decode::<JobRecord>(&key, &bytes)?)),
                 None => None,
             },
@@ -188,7 +190,12 @@ impl Ledger {
             }
         }
         let bytes = encode(&record);
-        (&self.jobs, &self.job_index, &self.receipts, &self.hours)
+        (
+            &self.t()?.jobs,
+            &self.t()?.job_index,
+            &self.t()?.receipts,
+            &self.t()?.hours,
+        )
             .transaction(|(jobs, index, receipts, hour_tree)| -> TxResult<()> {
                 jobs.insert(key.as_slice(), bytes.as_slice())?;
                 index.insert(record.job_id.as_bytes(), key.as_slice())?;
@@ -202,7 +209,7 @@ impl Ledger {
         if before.is_none() {
             *self.job_count.lock().unwrap_or_else(|e| e.into_inner()) = None;
         }
-        self.db.flush()?;
+        self.flush()?;
         self.remember(&record);
         Ok(record)
     }
@@ -233,13 +240,15 @@ impl Ledger {
                 totals.add(&delta);
             }
         }
-        self.jobs.apply_batch(jobs)?;
-        self.job_index.apply_batch(index)?;
+        self.t()?.jobs.apply_batch(jobs)?;
+        self.t()?.job_index.apply_batch(index)?;
         *self.job_count.lock().unwrap_or_else(|e| e.into_inner()) = None;
         for (hour, totals) in hours {
-            self.hours.insert(hour.to_be_bytes(), encode(&totals))?;
+            self.t()?
+                .hours
+                .insert(hour.to_be_bytes(), encode(&totals))?;
         }
-        self.db.flush()?;
+        self.flush()?;
         drop(_write);
         self.reload_recent();
         Ok(())
@@ -247,10 +256,10 @@ impl Ledger {
 
     /// One job.
     pub fn job(&self, job_id: &str) -> Result<Option<JobRecord>> {
-        let Some(key) = self.job_index.get(job_id)? else {
+        let Some(key) = self.t()?.job_index.get(job_id)? else {
             return Ok(None);
         };
-        match self.jobs.get(&key)? {
+        match self.t()?.jobs.get(&key)? {
             Some(bytes) => Ok(Some(decode(&key, &bytes)?)),
             None => Ok(None),
         }
@@ -258,7 +267,10 @@ impl Ledger {
 
     /// Refill the in-memory newest jobs from disk (damaged records are left out).
     pub(crate) fn reload_recent(&self) {
-        let mut newest: std::collections::VecDeque<JobRecord> = self
+        let Ok(trees) = self.t() else {
+            return; // being reopened: the reopen reloads it
+        };
+        let mut newest: std::collections::VecDeque<JobRecord> = trees
             .jobs
             .iter()
             .rev()
@@ -303,7 +315,8 @@ impl Ledger {
             let recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
             return Ok(recent.iter().rev().take(n).cloned().collect());
         }
-        self.jobs
+        self.t()?
+            .jobs
             .iter()
             .rev()
             .take(n)
@@ -329,6 +342,7 @@ impl Ledger {
             return self.all_jobs_page(offset, limit);
         }
         let range = self
+            .t()?
             .jobs
             .range(from_unix_ms.to_be_bytes()..to_unix_ms.to_be_bytes())
             .rev();
@@ -371,7 +385,7 @@ impl Ledger {
             return Ok(count);
         }
         let mut count = 0u64;
-        for key in self.jobs.iter().keys() {
+        for key in self.t()?.jobs.iter().keys() {
             key?;
             count += 1;
         }
@@ -389,7 +403,8 @@ impl Ledger {
             decode(&key, &bytes)
         };
         let page = if from_newest <= total / 2 {
-            self.jobs
+            self.t()?
+                .jobs
                 .iter()
                 .rev()
                 .skip(offset)
@@ -400,6 +415,7 @@ impl Ledger {
             // Rows `offset..end` counted from the newest are `total-end..total-offset` from
             // the oldest.
             let mut oldest_first = self
+                .t()?
                 .jobs
                 .iter()
                 .skip((total - end) as usize)
@@ -422,7 +438,7 @@ impl Ledger {
     ) -> Result<(u64, Vec<JobRecord>)> {
         // Keys in the id index map to time keys; newest first is time order reversed.
         let mut keys = Vec::new();
-        for entry in self.job_index.scan_prefix(prefix.as_bytes()) {
+        for entry in self.t()?.job_index.scan_prefix(prefix.as_bytes()) {
             let (_, key) = entry?;
             keys.push(key);
         }
@@ -430,7 +446,7 @@ impl Ledger {
         let total = keys.len() as u64;
         let mut page = Vec::new();
         for key in keys.into_iter().skip(offset).take(limit) {
-            if let Some(bytes) = self.jobs.get(&key)? {
+            if let Some(bytes) = self.t()?.jobs.get(&key)? {
                 page.push(decode(&key, &bytes)?);
             }
         }
@@ -444,7 +460,8 @@ impl Ledger {
         to_unix_ms: u64,
         limit: usize,
     ) -> Result<Vec<JobRecord>> {
-        self.jobs
+        self.t()?
+            .jobs
             .range(from_unix_ms.to_be_bytes()..to_unix_ms.to_be_bytes())
             .take(limit)
             .map(|entry| {
@@ -458,7 +475,7 @@ impl Ledger {
     pub fn totals_between(&self, from_unix_ms: u64, to_unix_ms: u64) -> Result<Totals> {
         let mut sum = Totals::default();
         let (from, to) = (from_unix_ms / MS_PER_HOUR, to_unix_ms.div_ceil(MS_PER_HOUR));
-        for entry in self.hours.range(from.to_be_bytes()..to.to_be_bytes()) {
+        for entry in self.t()?.hours.range(from.to_be_bytes()..to.to_be_bytes()) {
             let (key, bytes) = entry?;
             sum.add(&decode::<Totals>(&key, &bytes)?);
         }
@@ -468,7 +485,8 @@ impl Ledger {
     /// Totals per hour in `[from, to)`: `(hour start in unix ms, totals)`, for charts.
     pub fn hourly(&self, from_unix_ms: u64, to_unix_ms: u64) -> Result<Vec<(u64, Totals)>> {
         let (from, to) = (from_unix_ms / MS_PER_HOUR, to_unix_ms.div_ceil(MS_PER_HOUR));
-        self.hours
+        self.t()?
+            .hours
             .range(from.to_be_bytes()..to.to_be_bytes())
             .map(|entry| {
                 let (key, bytes) = entry?;

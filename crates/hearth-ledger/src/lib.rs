@@ -15,7 +15,8 @@
 //! flushed to disk before [`Ledger::finish_job`] returns, so a crash never loses a job the UI
 //! was told about and never counts one twice.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
 
 mod export;
 mod history;
@@ -51,6 +52,22 @@ pub enum LedgerError {
     },
     #[error("writing the export: {0}")]
     Export(#[from] std::io::Error),
+    /// A moment while the database is opened again after a storage error.
+    #[error("the ledger is being reopened after a storage error; try again")]
+    Reopening,
+}
+
+impl LedgerError {
+    /// The operating system's error when the disk refused a write or read (full, read-only,
+    /// failing): the node pauses for it and tries again. `None` for every other error.
+    pub fn storage_fault(&self) -> Option<&std::io::Error> {
+        match self {
+            LedgerError::Storage(sled::Error::Io(error)) | LedgerError::Export(error) => {
+                Some(error)
+            }
+            _ => None,
+        }
+    }
 }
 
 /// Shorthand for ledger results.
@@ -164,6 +181,23 @@ pub struct ChainReport {
 /// The ledger.
 #[derive(Debug)]
 pub struct Ledger {
+    /// Where its database lives, to open it again after a storage error.
+    dir: PathBuf,
+    /// The open database; `None` only while [`Ledger::reopen`] swaps it.
+    trees: RwLock<Option<Arc<Trees>>>,
+    /// Serialises writers: each reads totals and chain heads it then updates.
+    write: Mutex<()>,
+    /// The newest [`RECENT_CACHED`] jobs by start time, oldest first: the overview and tray
+    /// ask for them constantly, and a reverse scan of a large tree is slow.
+    recent: Mutex<std::collections::VecDeque<JobRecord>>,
+    /// How many jobs there are, once counted (a count reads every key); kept current by
+    /// [`Ledger::start_job`], forgotten by the rarer writes that may add jobs in bulk.
+    job_count: Mutex<Option<u64>>,
+}
+
+/// The ledger's sled database and its trees.
+#[derive(Debug)]
+struct Trees {
     db: sled::Db,
     jobs: sled::Tree,
     job_index: sled::Tree,
@@ -174,14 +208,60 @@ pub struct Ledger {
     /// Resource use at a coarse interval (a minute), for charts that survive restarts.
     telemetry: sled::Tree,
     meta: sled::Tree,
-    /// Serialises writers: each reads totals and chain heads it then updates.
-    write: Mutex<()>,
-    /// The newest [`RECENT_CACHED`] jobs by start time, oldest first: the overview and tray
-    /// ask for them constantly, and a reverse scan of a large tree is slow.
-    recent: Mutex<std::collections::VecDeque<JobRecord>>,
-    /// How many jobs there are, once counted (a count reads every key); kept current by
-    /// [`Ledger::start_job`], forgotten by the rarer writes that may add jobs in bulk.
-    job_count: Mutex<Option<u64>>,
+}
+
+impl Trees {
+    fn open(dir: &Path) -> Result<Self> {
+        let db = hearth_sled::open(dir)?;
+        let tree = |name: &str| db.open_tree(name);
+        let trees = (|| {
+            Ok::<_, sled::Error>([
+                tree("jobs")?,
+                tree("job_index")?,
+                tree("receipts")?,
+                tree("hours")?,
+                tree("settings")?,
+                tree("activity")?,
+                tree("telemetry")?,
+                tree("meta")?,
+            ])
+        })();
+        match trees {
+            Ok(
+                [
+                    jobs,
+                    job_index,
+                    receipts,
+                    hours,
+                    settings,
+                    activity,
+                    telemetry,
+                    meta,
+                ],
+            ) => Ok(Self {
+                db,
+                jobs,
+                job_index,
+                receipts,
+                hours,
+                settings,
+                activity,
+                telemetry,
+                meta,
+            }),
+            Err(error) => {
+                hearth_sled::close(db);
+                Err(hearth_sled::explain(dir, error).into())
+            }
+        }
+    }
+}
+
+impl Drop for Ledger {
+    /// Closes the database without letting a failing disk panic the process.
+    fn drop(&mut self) {
+        self.close();
+    }
 }
 
 /// Jobs kept in memory for [`Ledger::recent_jobs`].
@@ -222,30 +302,71 @@ impl Ledger {
     /// Open (or create) the ledger in `dir`, migrating an older layout. Jobs left running by a
     /// previous run are marked [`JobStatus::Interrupted`].
     pub fn open(dir: &Path) -> Result<Self> {
-        let db = hearth_sled::open(dir)?;
         let ledger = Self {
-            jobs: db.open_tree("jobs")?,
-            job_index: db.open_tree("job_index")?,
-            receipts: db.open_tree("receipts")?,
-            hours: db.open_tree("hours")?,
-            settings: db.open_tree("settings")?,
-            activity: db.open_tree("activity")?,
-            telemetry: db.open_tree("telemetry")?,
-            meta: db.open_tree("meta")?,
-            db,
+            trees: RwLock::new(Some(Arc::new(Trees::open(dir)?))),
+            dir: dir.to_owned(),
             write: Mutex::new(()),
             recent: Mutex::new(std::collections::VecDeque::new()),
             job_count: Mutex::new(None),
         };
-        ledger.migrate()?;
-        ledger.mark_interrupted()?;
+        // The first writes happen here: a full or read-only disk is told as such.
+        let explained = |error: LedgerError| match error {
+            LedgerError::Storage(error) => LedgerError::Storage(hearth_sled::explain(dir, error)),
+            other => other,
+        };
+        if let Err(error) = ledger.migrate().and_then(|()| ledger.mark_interrupted()) {
+            ledger.close();
+            return Err(explained(error));
+        }
         ledger.reload_recent();
         Ok(ledger)
     }
 
+    /// The open database.
+    fn t(&self) -> Result<Arc<Trees>> {
+        self.trees
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .ok_or(LedgerError::Reopening)
+    }
+
+    /// Open the database again, after a write failed (a full disk, an I/O error). sled keeps
+    /// a failed write's error for the life of the open database and refuses every later write
+    /// with it, even once the disk has room; only a fresh open clears it. What was flushed
+    /// before the failure is all there; what was not had not been acknowledged to anyone.
+    pub fn reopen(&self) -> Result<()> {
+        let _writers = self.write.lock().unwrap_or_else(|e| e.into_inner());
+        let mut trees = self.trees.write().unwrap_or_else(|e| e.into_inner());
+        // The old handle holds the database's lock: it goes first (readers holding a clone
+        // finish within the lock wait of `hearth_sled::open`).
+        if let Some(old) = trees.take() {
+            hearth_sled::close(old);
+        }
+        *trees = Some(Arc::new(Trees::open(&self.dir)?));
+        drop(trees);
+        *self.job_count.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        self.reload_recent();
+        Ok(())
+    }
+
+    /// Close the database now (a failed open), whatever the disk does meanwhile.
+    fn close(&self) {
+        let trees = self.trees.write().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(trees) = trees {
+            hearth_sled::close(trees);
+        }
+    }
+
+    /// Write and flush a marker: whether the ledger can store what comes next (the test a
+    /// node paused by a storage error makes before it works again).
+    pub fn probe_write(&self) -> Result<()> {
+        self.set_setting("storage_probe_unix_ms", &hearth_protocol::now_unix_ms())
+    }
+
     /// The schema version stored in the database (0: written before versions existed).
     pub fn schema_version(&self) -> Result<u32> {
-        Ok(match self.meta.get("schema_version")? {
+        Ok(match self.t()?.meta.get("schema_version")? {
             None => 0,
             Some(bytes) => decode(b"schema_version", &bytes)?,
         })
@@ -259,31 +380,36 @@ impl Ledger {
         if found == 0 {
             // Version 0 kept jobs in a `jobs_v0` tree keyed by job id alone, with no index
             // and no hourly totals. Re-key them by time and rebuild the totals.
-            let old = self.db.open_tree("jobs_v0")?;
+            let old = self.t()?.db.open_tree("jobs_v0")?;
             for entry in old.iter() {
                 let (key, bytes) = entry?;
                 let record: JobRecord = decode(&key, &bytes)?;
                 let time_key = job_key(record.started_unix_ms, &record.job_id);
-                self.jobs.insert(time_key.as_slice(), bytes.as_ref())?;
-                self.job_index.insert(record.job_id.as_bytes(), time_key)?;
+                self.t()?.jobs.insert(time_key.as_slice(), bytes.as_ref())?;
+                self.t()?
+                    .job_index
+                    .insert(record.job_id.as_bytes(), time_key)?;
                 if let Some(hour_delta) = jobs::hour_totals(&record) {
                     let hour = record.ended_unix_ms.unwrap_or(record.started_unix_ms) / MS_PER_HOUR;
                     let mut totals = self.hour(hour)?;
                     totals.add(&hour_delta);
-                    self.hours.insert(hour.to_be_bytes(), encode(&totals))?;
+                    self.t()?
+                        .hours
+                        .insert(hour.to_be_bytes(), encode(&totals))?;
                 }
             }
-            self.db.drop_tree("jobs_v0")?;
+            self.t()?.db.drop_tree("jobs_v0")?;
         }
-        self.meta
+        self.t()?
+            .meta
             .insert("schema_version", encode(&SCHEMA_VERSION))?;
-        self.db.flush()?;
+        self.flush()?;
         Ok(())
     }
 
     /// The stored totals of one unix hour (zero when nothing ended in it).
     fn hour(&self, hour: u64) -> Result<Totals> {
-        match self.hours.get(hour.to_be_bytes())? {
+        match self.t()?.hours.get(hour.to_be_bytes())? {
             Some(bytes) => decode(b"hour", &bytes),
             None => Ok(Totals::default()),
         }
@@ -293,7 +419,7 @@ impl Ledger {
     /// left as it is (reads of it report it), so one bad record never locks the user out.
     fn mark_interrupted(&self) -> Result<()> {
         let mut changed = false;
-        for entry in self.jobs.iter() {
+        for entry in self.t()?.jobs.iter() {
             let (key, bytes) = entry?;
             let mut record: JobRecord = match decode(&key, &bytes) {
                 Ok(record) => record,
@@ -305,19 +431,19 @@ impl Ledger {
             if record.status == JobStatus::Running {
                 record.status = JobStatus::Interrupted;
                 record.note = Some("Hearth stopped while the job ran".into());
-                self.jobs.insert(key, encode(&record))?;
+                self.t()?.jobs.insert(key, encode(&record))?;
                 changed = true;
             }
         }
         if changed {
-            self.db.flush()?;
+            self.flush()?;
         }
         Ok(())
     }
 
     /// A setting, if set.
     pub fn setting<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
-        match self.settings.get(key)? {
+        match self.t()?.settings.get(key)? {
             Some(bytes) => Ok(Some(decode(key.as_bytes(), &bytes)?)),
             None => Ok(None),
         }
@@ -325,8 +451,8 @@ impl Ledger {
 
     /// Store a setting durably.
     pub fn set_setting<T: Serialize>(&self, key: &str, value: &T) -> Result<()> {
-        self.settings.insert(key, encode(value))?;
-        self.db.flush()?;
+        self.t()?.settings.insert(key, encode(value))?;
+        self.flush()?;
         Ok(())
     }
 }

@@ -7,7 +7,7 @@ use crate::{ChainReport, Ledger, LedgerError, Result, decode};
 impl Ledger {
     /// The newest receipt stored.
     pub fn chain_head(&self) -> Result<Option<SignedReceipt>> {
-        match self.receipts.last()? {
+        match self.t()?.receipts.last()? {
             Some((key, bytes)) => Ok(Some(decode(&key, &bytes)?)),
             None => Ok(None),
         }
@@ -38,7 +38,7 @@ impl Ledger {
             receipts: 0,
             micro_credits: 0,
         };
-        for entry in self.receipts.iter() {
+        for entry in self.t()?.receipts.iter() {
             let (key, bytes) = entry?;
             let receipt: SignedReceipt = decode(&key, &bytes)?;
             let bad = |reason: String| LedgerError::BadReceipt {

@@ -220,6 +220,60 @@ fn everything_survives_reopening_and_running_jobs_become_interrupted() {
     );
 }
 
+/// Opening again in place (as after a storage error) keeps every record and the running job
+/// as it was (it is this process's own), and the ledger takes writes after it.
+#[test]
+fn reopening_in_place_keeps_everything_and_takes_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut pool = Pool::new();
+    let ledger = std::sync::Arc::new(Ledger::open(dir.path()).unwrap());
+    ledger.start_job("done", "m", "chat", T0).unwrap();
+    ledger
+        .finish_job(
+            "done",
+            completed(T0 + 5, pool.receipt("done", 3, 6)),
+            &pool.key.public_key(),
+        )
+        .unwrap();
+    ledger.start_job("running", "m", "chat", T0 + 10).unwrap();
+    ledger.flush().unwrap();
+    // A reader on another thread meanwhile sees the ledger or a clear "try again".
+    let reader = {
+        let ledger = std::sync::Arc::clone(&ledger);
+        std::thread::spawn(move || {
+            for _ in 0..200 {
+                match ledger.job("done") {
+                    Ok(job) => assert_eq!(job.unwrap().micro_credits, 6),
+                    Err(LedgerError::Reopening) => {}
+                    Err(other) => panic!("{other}"),
+                }
+            }
+        })
+    };
+    ledger.reopen().unwrap();
+    reader.join().unwrap();
+    assert_eq!(
+        ledger.job("running").unwrap().unwrap().status,
+        JobStatus::Running
+    );
+    assert_eq!(ledger.recent_jobs(10).unwrap().len(), 2);
+    ledger.probe_write().unwrap();
+    ledger
+        .finish_job(
+            "running",
+            completed(T0 + 20, pool.receipt("running", 1, 2)),
+            &pool.key.public_key(),
+        )
+        .unwrap();
+    assert_eq!(
+        ledger
+            .verify_chain(&pool.key.public_key())
+            .unwrap()
+            .micro_credits,
+        8
+    );
+}
+
 #[test]
 fn late_receipts_complete_interrupted_pending_and_unseen_jobs_once() {
     let dir = tempfile::tempdir().unwrap();

@@ -20,6 +20,7 @@ pub mod resources;
 pub mod running;
 pub mod server;
 mod status;
+pub mod storage;
 pub mod views;
 pub mod worker;
 

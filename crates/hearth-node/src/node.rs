@@ -43,6 +43,8 @@ struct Inputs {
     /// The owner's pause: from where, and until when (ms since the epoch) if timed.
     user: Option<(ControlSource, Option<u64>)>,
     automatic: Option<PauseReason>,
+    /// A storage fault ([`crate::storage`]): before everything, as nothing could be recorded.
+    fault: Option<PauseReason>,
     /// The policy's duty cycle while nothing pauses the node (`None`: flat out).
     throttle: Option<u8>,
     /// The owner's "Resume anyway": kept only while it covers the automatic pause.
@@ -50,9 +52,15 @@ struct Inputs {
 }
 
 impl Inputs {
-    /// The owner's pause comes first (it is theirs to lift), then the policy's unless the
-    /// owner chose to work through it.
+    /// A storage fault comes first (no one can lift it but a disk with room), then the
+    /// owner's pause (it is theirs to lift), then the policy's unless the owner chose to work
+    /// through it.
     fn activity(&self) -> ActivityState {
+        if let Some(fault) = &self.fault {
+            return ActivityState::Paused {
+                reason: fault.clone(),
+            };
+        }
         let automatic = self.automatic.as_ref().filter(|reason| {
             !self
                 .overriding
@@ -274,6 +282,12 @@ impl Node {
         })
     }
 
+    /// Pause for a storage fault (a [`PauseReason::DiskFull`] or
+    /// [`PauseReason::StorageFailing`]), or lift it with `None`.
+    pub fn set_storage_fault(&self, fault: Option<PauseReason>) -> NodeStatus {
+        self.update(|inputs| inputs.fault = fault)
+    }
+
     /// Change the inputs, and if the resulting state differs, publish it and announce it.
     /// The event is sent while the inputs are locked, so subscribers see changes in exactly
     /// the order they were made.
@@ -391,6 +405,36 @@ mod tests {
         );
         node.set_policy(None, 100);
         assert!(!node.status().activity.is_paused());
+    }
+
+    /// A storage fault pauses over everything, the owner's resume cannot lift it, and when it
+    /// ends the pause beneath it shows again.
+    #[test]
+    fn a_storage_fault_pauses_over_everything_until_it_is_lifted() {
+        let node = Node::new();
+        let full = PauseReason::DiskFull {
+            needed_bytes: 120_000_000,
+        };
+        node.pause(ControlSource::Tray);
+        node.set_storage_fault(Some(full.clone()));
+        assert_eq!(
+            node.status().activity,
+            ActivityState::Paused {
+                reason: full.clone()
+            }
+        );
+        node.resume(ControlSource::Tray);
+        assert_eq!(
+            node.status().activity,
+            ActivityState::Paused { reason: full }
+        );
+        node.pause(ControlSource::Tray);
+        assert!(
+            node.set_storage_fault(None).activity.is_paused(),
+            "the owner's pause stays"
+        );
+        node.resume(ControlSource::Tray);
+        assert_eq!(node.status().activity, ActivityState::Running);
     }
 
     #[test]

@@ -128,7 +128,11 @@ pub fn history(
 }
 
 /// Average the sampler's readings into minutes and store each in the ledger as it ends.
-pub fn record_minutes(sampler: &Sampler, ledger: Arc<Ledger>) -> JoinHandle<()> {
+pub fn record_minutes(
+    sampler: &Sampler,
+    ledger: Arc<Ledger>,
+    storage: Arc<crate::storage::StorageHealth>,
+) -> JoinHandle<()> {
     let mut samples = sampler.subscribe();
     tokio::spawn(async move {
         let mut minute: Vec<Telemetry> = Vec::new();
@@ -150,6 +154,9 @@ pub fn record_minutes(sampler: &Sampler, ledger: Arc<Ledger>) -> JoinHandle<()> 
                 .await;
                 if let Ok(Err(error)) = stored {
                     tracing::warn!(%error, "resource history not stored");
+                    if let Some(failure) = crate::storage::WriteFailure::from_ledger(&error) {
+                        storage.failed(&failure);
+                    }
                 }
                 minute.clear();
             }

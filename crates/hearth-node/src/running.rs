@@ -20,6 +20,7 @@ use crate::executor::Executor;
 use crate::pause::follower::{follow_pause_state, record_state_changes, watcher_config};
 use crate::resources::{energy_between, forward_telemetry, live_telemetry};
 use crate::status::{Earnings, JobSummary, NodeEvent, Overview, PoolStatus, Telemetry};
+use crate::storage::StorageHealth;
 use crate::worker::{self, WorkerConfig, WorkerError, WorkerEvent};
 
 /// Why the node could not start.
@@ -169,8 +170,13 @@ impl RunningNode {
             ..PoolStatus::default()
         });
         let mut tasks = Vec::new();
+        let storage = StorageHealth::new(node.clone(), Arc::clone(&ledger), data_dir.clone());
 
-        tasks.push(record_state_changes(&node, Arc::clone(&ledger)));
+        tasks.push(record_state_changes(
+            &node,
+            Arc::clone(&ledger),
+            Arc::clone(&storage),
+        ));
         let (paused_tx, paused) = watch::channel(node.status().activity.is_paused());
         let (duty_tx, duty) = watch::channel(100u8);
         tasks.push(node.expire_timed());
@@ -194,6 +200,7 @@ impl RunningNode {
             tasks.push(crate::resources::record_minutes(
                 sampler,
                 Arc::clone(&ledger),
+                Arc::clone(&storage),
             ));
             let inputs = watcher.as_ref().map(crate::pause::watcher::Watcher::inputs);
             // Memory pressure matters only where the models run on a GPU.
@@ -215,8 +222,13 @@ impl RunningNode {
         }
         let (stop, stopped) = watch::channel(false);
         let events = {
-            let (node, ledger, pool) = (node.clone(), Arc::clone(&ledger), pool.clone());
-            move |event: WorkerEvent| on_worker_event(&node, &ledger, &pool, event)
+            let (node, ledger, storage, pool) = (
+                node.clone(),
+                Arc::clone(&ledger),
+                Arc::clone(&storage),
+                pool.clone(),
+            );
+            move |event: WorkerEvent| on_worker_event(&node, &ledger, &storage, &pool, event)
         };
         let energy = sampler.as_ref().map(|sampler| {
             let sampler = Arc::clone(sampler);
@@ -527,6 +539,7 @@ pub const CAPABILITY_FILE: &str = "capability.json";
 fn on_worker_event(
     node: &Node,
     ledger: &Ledger,
+    storage: &Arc<StorageHealth>,
     pool: &watch::Sender<PoolStatus>,
     event: WorkerEvent,
 ) {
@@ -597,5 +610,6 @@ fn on_worker_event(
         WorkerEvent::ReceiptsCollected { count } => {
             tracing::info!(count, "missed receipts collected");
         }
+        WorkerEvent::StorageFailed(failure) => storage.failed(&failure),
     }
 }

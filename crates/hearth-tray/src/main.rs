@@ -91,9 +91,18 @@ fn limit_malloc_arenas() {}
 async fn start(data_dir: &Path, node: Node) -> anyhow::Result<Arc<RunningNode>> {
     let options = StartOptions::from_data_dir(data_dir)?;
     let running = Arc::new(RunningNode::start_with(options, node).await?);
-    let token = server::load_or_create_token(data_dir)?;
+    let in_data_dir = |what: &str, error: std::io::Error| {
+        anyhow::anyhow!(
+            "{what} in {}: {}",
+            data_dir.display(),
+            hearth_instance::explain_io(&error)
+        )
+    };
+    let token =
+        server::load_or_create_token(data_dir).map_err(|e| in_data_dir("the API token", e))?;
     let api = server::serve(Arc::clone(&running), 0, token, None).await?;
-    hearth_instance::publish(data_dir, &format!("http://{}", api.addr))?;
+    hearth_instance::publish(data_dir, &format!("http://{}", api.addr))
+        .map_err(|e| in_data_dir("publishing the API's address", e))?;
     tracing::info!(addr = %api.addr, "local API listening");
     Ok(running)
 }

@@ -21,7 +21,16 @@ until_ms: number | null, } | { "kind": "game",
 /**
  * The game's program, e.g. "Cyberpunk2077.exe".
  */
-name: string, } | { "kind": "gpu_process", name: string, } | { "kind": "fullscreen" } | { "kind": "temperature" } | { "kind": "vram_pressure" } | { "kind": "schedule" } | { "kind": "user_active" } | { "kind": "on_battery" } | { "kind": "cooling_down", 
+name: string, } | { "kind": "gpu_process", name: string, } | { "kind": "fullscreen" } | { "kind": "temperature" } | { "kind": "vram_pressure" } | { "kind": "schedule" } | { "kind": "user_active" } | { "kind": "on_battery" } | { "kind": "disk_full", 
+/**
+ * Free space still wanted (Hearth's headroom less what is free); 0 when the disk
+ * shows room but refuses anyway (a quota).
+ */
+needed_bytes: number, } | { "kind": "storage_failing", 
+/**
+ * What is wrong, in words.
+ */
+error: string, } | { "kind": "cooling_down", 
 /**
  * When work resumes, in milliseconds since the Unix epoch.
  */
@@ -652,6 +661,9 @@ export const PAUSE_WORDING: Readonly<Record<string, string>> = {
   "user_active": "you are at the computer",
   "on_battery": "the computer is running on battery",
   "cooling_down": "your game ended; resuming {when}",
+  "disk_full": "the disk is full: {needed} more free space is needed (Hearth resumes by itself)",
+  "disk_full_unsized": "the disk is full (Hearth resumes by itself once it can save again)",
+  "storage_failing": "Hearth cannot save its data ({error}); it resumes by itself once it can",
   "place.window": "the window",
   "place.tray": "the tray",
   "place.cli": "the command line",

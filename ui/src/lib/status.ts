@@ -47,6 +47,12 @@ export function describeReason(reason: PauseReason, now: number = Date.now()): s
     }
     case "user_active":
       return `Paused while ${worded(reason.kind)}`;
+    case "disk_full":
+      return reason.needed_bytes === 0
+        ? `Paused: ${worded("disk_full_unsized")}`
+        : `Paused: ${worded(reason.kind, { needed: `${Math.ceil(reason.needed_bytes / 1_000_000)} MB` })}`;
+    case "storage_failing":
+      return `Paused: ${worded(reason.kind, { error: reason.error })}`;
     default:
       return `Paused: ${worded(reason.kind)}`;
   }

@@ -363,7 +363,13 @@ async fn serve(data_dir: PathBuf, config: NodeConfig) -> anyhow::Result<()> {
         ..StartOptions::from_data_dir(&data_dir)?
     };
     let running = Arc::new(RunningNode::start(options).await?);
-    let token = server::load_or_create_token(&data_dir)?;
+    let token = server::load_or_create_token(&data_dir).map_err(|e| {
+        anyhow::anyhow!(
+            "the API token in {}: {}",
+            data_dir.display(),
+            hearth_instance::explain_io(&e)
+        )
+    })?;
     let ui = ui_dir();
     if ui.is_none() {
         tracing::warn!("the web UI is not built (cd ui && npm run build); serving the API only");
@@ -372,7 +378,13 @@ async fn serve(data_dir: PathBuf, config: NodeConfig) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("listening on 127.0.0.1:{port}"))?;
     let url = format!("http://{}", server.addr);
-    hearth_instance::publish(&data_dir, &url)?;
+    hearth_instance::publish(&data_dir, &url).map_err(|e| {
+        anyhow::anyhow!(
+            "publishing the API's address in {}: {}",
+            data_dir.display(),
+            hearth_instance::explain_io(&e)
+        )
+    })?;
     outln!("Hearth node {} on {}", running.node_id(), running.device());
     outln!("web UI: {url}/?token={token}");
     outln!("ready");

@@ -14,6 +14,7 @@ use tokio::task::JoinHandle;
 use crate::Node;
 use crate::config::NodeConfig;
 use crate::executor::Executor;
+use crate::storage::{StorageHealth, WriteFailure};
 
 /// How the pause watcher runs for `config`.
 pub(crate) fn watcher_config(config: &NodeConfig) -> crate::pause::watcher::WatcherConfig {
@@ -51,8 +52,13 @@ pub(crate) fn watcher_config(config: &NodeConfig) -> crate::pause::watcher::Watc
     }
 }
 
-/// Every pause and resume, with its reason, goes into the ledger.
-pub(crate) fn record_state_changes(node: &Node, ledger: Arc<Ledger>) -> JoinHandle<()> {
+/// Every pause and resume, with its reason, goes into the ledger. A write the disk refuses
+/// pauses the node for it ([`StorageHealth`]).
+pub(crate) fn record_state_changes(
+    node: &Node,
+    ledger: Arc<Ledger>,
+    storage: Arc<StorageHealth>,
+) -> JoinHandle<()> {
     let mut status = node.watch_status();
     tokio::spawn(async move {
         while status.changed().await.is_ok() {
@@ -62,8 +68,15 @@ pub(crate) fn record_state_changes(node: &Node, ledger: Arc<Ledger>) -> JoinHand
                 ledger.record_activity(now.changed_at_ms, &now)
             })
             .await;
-            if !matches!(written, Ok(Ok(()))) {
-                tracing::error!(?written, "could not record a state change");
+            match written {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => {
+                    tracing::error!(%error, "could not record a state change");
+                    if let Some(failure) = WriteFailure::from_ledger(&error) {
+                        storage.failed(&failure);
+                    }
+                }
+                Err(error) => tracing::error!(%error, "could not record a state change"),
             }
         }
     })

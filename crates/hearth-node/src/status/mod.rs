@@ -58,6 +58,20 @@ pub enum PauseReason {
     UserActive,
     /// A laptop runs on its battery.
     OnBattery,
+    /// The disk holding Hearth's data is full: nothing could be recorded, so nothing is taken.
+    /// Work resumes by itself once a write succeeds.
+    DiskFull {
+        /// Free space still wanted (Hearth's headroom less what is free); 0 when the disk
+        /// shows room but refuses anyway (a quota).
+        #[ts(type = "number")]
+        needed_bytes: u64,
+    },
+    /// Writing Hearth's data fails (a read-only or failing disk). Work resumes by itself once
+    /// a write succeeds.
+    StorageFailing {
+        /// What is wrong, in words.
+        error: String,
+    },
     /// A game (or GPU program, or fullscreen window) just ended: waiting a little in case it
     /// comes back.
     CoolingDown {

@@ -25,6 +25,18 @@ pub const PAUSE_WORDING: &[(&str, &str)] = &[
     ("user_active", "you are at the computer"),
     ("on_battery", "the computer is running on battery"),
     ("cooling_down", "your game ended; resuming {when}"),
+    (
+        "disk_full",
+        "the disk is full: {needed} more free space is needed (Hearth resumes by itself)",
+    ),
+    (
+        "disk_full_unsized",
+        "the disk is full (Hearth resumes by itself once it can save again)",
+    ),
+    (
+        "storage_failing",
+        "Hearth cannot save its data ({error}); it resumes by itself once it can",
+    ),
     ("place.window", "the window"),
     ("place.tray", "the tray"),
     ("place.cli", "the command line"),
@@ -71,6 +83,11 @@ fn worded(key: &str, values: &[(&str, &str)]) -> String {
         .fold(template.to_owned(), |text, (name, value)| {
             text.replace(&format!("{{{name}}}"), value)
         })
+}
+
+/// "120 MB": a size as the owner reads it (decimal megabytes, as file managers show them).
+fn megabytes(bytes: u64) -> String {
+    format!("{} MB", bytes.div_ceil(1_000_000))
 }
 
 /// A clock time ("14:30") in the local time zone.
@@ -124,6 +141,8 @@ impl PauseReason {
             PauseReason::UserActive => "user_active",
             PauseReason::OnBattery => "on_battery",
             PauseReason::CoolingDown { .. } => "cooling_down",
+            PauseReason::DiskFull { .. } => "disk_full",
+            PauseReason::StorageFailing { .. } => "storage_failing",
         }
     }
 
@@ -145,6 +164,11 @@ impl PauseReason {
                     clock(*until_ms).map_or_else(|| "shortly".to_owned(), |t| format!("at {t}"));
                 worded("cooling_down", &[("when", &when)])
             }
+            PauseReason::DiskFull { needed_bytes: 0 } => worded("disk_full_unsized", &[]),
+            PauseReason::DiskFull { needed_bytes } => {
+                worded("disk_full", &[("needed", &megabytes(*needed_bytes))])
+            }
+            PauseReason::StorageFailing { error } => worded("storage_failing", &[("error", error)]),
             other => worded(other.kind(), &[]),
         }
     }

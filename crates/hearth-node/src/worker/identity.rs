@@ -17,12 +17,12 @@ pub fn load_or_create_identity(path: &Path) -> Result<KeyPair, WorkerError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let key = KeyPair::generate().map_err(|e| bad(e.to_string()))?;
             if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir).map_err(|e| bad(e.to_string()))?;
+                std::fs::create_dir_all(dir).map_err(|e| bad(hearth_instance::explain_io(&e)))?;
             }
             hearth_instance::write_private(path, &key.secret_bytes())
-                .map_err(|e| bad(e.to_string()))?;
+                .map_err(|e| bad(hearth_instance::explain_io(&e)))?;
             Ok(key)
         }
-        Err(e) => Err(bad(e.to_string())),
+        Err(e) => Err(bad(hearth_instance::explain_io(&e))),
     }
 }

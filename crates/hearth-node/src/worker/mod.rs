@@ -27,7 +27,7 @@ mod pool_client;
 
 pub use identity::load_or_create_identity;
 use job::run_job;
-pub use pool_client::{MAX_REPLY_BYTES, PoolClient, error_chain};
+pub use pool_client::{MAX_REPLY_BYTES, PoolClient};
 
 /// Why the worker could not go on.
 #[derive(Debug, thiserror::Error)]
@@ -107,6 +107,8 @@ pub enum WorkerEvent {
     JobEnded(JobRecord),
     /// Receipts the node had missed were collected and stored.
     ReceiptsCollected { count: usize },
+    /// The ledger could not write (a full or failing disk): the node pauses until it can.
+    StorageFailed(crate::storage::WriteFailure),
 }
 
 /// Measures a job's energy from `start` to `end` (Unix ms): watt-hours and whether estimated.
@@ -127,6 +129,31 @@ struct Context {
     /// the next lease overlaps the ledger write.
     busy: std::sync::atomic::AtomicUsize,
     slot_freed: tokio::sync::Notify,
+    /// A ledger write failed since receipts were last collected: a receipt the pool issued
+    /// may be missing, so they are collected before the next lease.
+    receipts_owed: std::sync::atomic::AtomicBool,
+}
+
+impl Context {
+    /// Note what a failure means for the node: a ledger that cannot write pauses it (and
+    /// receipts are collected once it works again).
+    fn report(&self, error: &WorkerError) {
+        report_ledger_failure(self.events.as_ref(), &self.receipts_owed, error);
+    }
+}
+
+/// [`Context::report`], for before the context exists.
+fn report_ledger_failure(
+    events: &(dyn Fn(WorkerEvent) + Send + Sync),
+    receipts_owed: &std::sync::atomic::AtomicBool,
+    error: &WorkerError,
+) {
+    if let WorkerError::Ledger(error) = error {
+        receipts_owed.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(failure) = crate::storage::WriteFailure::from_ledger(error) {
+            events(WorkerEvent::StorageFailed(failure));
+        }
+    }
 }
 
 /// One job's claim on a concurrency slot; released when dropped.
@@ -192,11 +219,22 @@ pub async fn run(
         }
     };
     tracing::info!(node = %client.node_id(), pool = %joined.pool_name, session = client.has_session(), "joined the pool");
-    if pinned.is_none() {
-        // Trust on first use: this pool's key from now on.
-        ledger.set_setting(&pin_setting, &joined.pool_public_key)?;
+    let receipts_owed = std::sync::atomic::AtomicBool::new(false);
+    // Trust on first use: this pool's key from now on. (A ledger that cannot write pauses the
+    // node; the pin is stored at the next join.)
+    let pinned_now = match pinned {
+        None => ledger.set_setting(&pin_setting, &joined.pool_public_key),
+        Some(_) => Ok(()),
+    };
+    for written in [
+        pinned_now,
+        ledger.set_setting(POOL_KEY_SETTING, &joined.pool_public_key),
+    ] {
+        if let Err(error) = written {
+            tracing::error!(%error, "could not store the pool's key");
+            report_ledger_failure(&events, &receipts_owed, &error.into());
+        }
     }
-    ledger.set_setting(POOL_KEY_SETTING, &joined.pool_public_key)?;
     events(WorkerEvent::Joined {
         pool_name: joined.pool_name.clone(),
         demo: joined.demo,
@@ -213,9 +251,11 @@ pub async fn run(
         energy,
         busy: std::sync::atomic::AtomicUsize::new(0),
         slot_freed: tokio::sync::Notify::new(),
+        receipts_owed,
     });
     if let Err(error) = collect_receipts(&context).await {
         tracing::warn!(%error, "could not collect missed receipts; will try after the next job");
+        context.report(&error);
     }
 
     let mut running: JoinSet<()> = JoinSet::new();
@@ -231,6 +271,14 @@ pub async fn run(
             .max(1)
             .saturating_sub(context.busy.load(std::sync::atomic::Ordering::SeqCst));
         if leasing.is_none() && !stopping && !is_paused && free > 0 {
+            if context
+                .receipts_owed
+                .swap(false, std::sync::atomic::Ordering::SeqCst)
+                && let Err(error) = collect_receipts(&context).await
+            {
+                tracing::warn!(%error, "could not collect missed receipts");
+                context.report(&error);
+            }
             let context = Arc::clone(&context);
             leasing = Some(tokio::spawn(async move {
                 let request = LeaseRequest {
@@ -290,6 +338,7 @@ pub async fn run(
                         let slot = Slot(&context);
                         if let Err(error) = run_job(&context, job, slot, paused, stop).await {
                             tracing::warn!(job = %id, %error, "job did not complete");
+                            context.report(&error);
                         }
                     });
                 }
@@ -318,6 +367,7 @@ async fn rejoin(context: &Context) {
             );
             if let Err(error) = collect_receipts(context).await {
                 tracing::warn!(%error, "could not collect missed receipts");
+                context.report(&error);
             }
         }
         Err(error) => tracing::warn!(%error, "could not register again; will retry"),

@@ -43,7 +43,7 @@ impl PoolClient {
             .timeout(Duration::from_secs(90));
         if let Some(pem) = extra_ca_pem {
             let certificates = reqwest::Certificate::from_pem_bundle(pem)
-                .map_err(|e| bad(format!("the pool CA file: {}", error_chain(&e))))?;
+                .map_err(|e| bad(format!("the pool CA file: {}", hearth_cli::error_chain(&e))))?;
             if certificates.is_empty() {
                 return Err(bad("the pool CA file holds no certificate".into()));
             }
@@ -53,7 +53,7 @@ impl PoolClient {
         }
         let http = builder
             .build()
-            .map_err(|e| bad(format!("HTTP client: {}", error_chain(&e))))?;
+            .map_err(|e| bad(format!("HTTP client: {}", hearth_cli::error_chain(&e))))?;
         Ok(Self {
             url: url.trim_end_matches('/').to_owned(),
             http,
@@ -94,7 +94,10 @@ impl PoolClient {
         for (name, value) in headers {
             request = request.header(name, value);
         }
-        let mut response = request.send().await.map_err(|e| err(error_chain(&e)))?;
+        let mut response = request
+            .send()
+            .await
+            .map_err(|e| err(hearth_cli::error_chain(&e)))?;
         let status = response.status();
         // Read at most MAX_REPLY_BYTES, whatever the pool claims or sends.
         let mut body = Vec::new();
@@ -173,20 +176,4 @@ impl PoolClient {
         }
         Ok(reply)
     }
-}
-
-/// An error and every cause under it, so a refused certificate says why ("invalid peer
-/// certificate: UnknownIssuer") instead of only "error sending request".
-pub fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }

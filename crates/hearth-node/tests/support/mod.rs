@@ -20,6 +20,12 @@ pub struct NodeProcess {
 impl NodeProcess {
     /// Start `hearth-node run` with `args` and wait for its "ready" line.
     pub fn start(data_dir: &Path, args: &[&str]) -> Self {
+        Self::try_start(data_dir, args, &[]).unwrap_or_else(|why| panic!("{why}"))
+    }
+
+    /// Start `hearth-node run` with `args` and environment `env`, and wait for its "ready"
+    /// line; `Err` with what it printed and how it ended when it exits (or stalls) before.
+    pub fn try_start(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Result<Self, String> {
         let mut child = Command::new(env!("CARGO_BIN_EXE_hearth-node"))
             .arg("--data-dir")
             .arg(data_dir)
@@ -29,10 +35,29 @@ impl NodeProcess {
                 "RUST_LOG",
                 std::env::var("HEARTH_TEST_NODE_LOG").unwrap_or_else(|_| "warn".into()),
             )
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("start hearth-node");
+        // Its standard error passes through to the test's, and the last lines are kept to
+        // say why a start failed.
+        let said = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let stderr = child.stderr.take().unwrap();
+        {
+            let said = std::sync::Arc::clone(&said);
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines() {
+                    let Ok(line) = line else { break };
+                    eprintln!("{line}");
+                    let mut said = said.lock().unwrap();
+                    if said.len() == 20 {
+                        said.remove(0);
+                    }
+                    said.push(line);
+                }
+            });
+        }
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -52,11 +77,28 @@ impl NodeProcess {
                 Ok(line) => banner.push(line),
                 Err(e) => {
                     let _ = child.kill();
-                    panic!("hearth-node did not become ready: {e}; printed {banner:?}");
+                    let ended = child.wait().map(|s| s.to_string()).unwrap_or_default();
+                    // The pipe's reader may still be passing on the last lines.
+                    std::thread::sleep(Duration::from_millis(100));
+                    let said = said.lock().unwrap().join("\n");
+                    return Err(format!(
+                        "hearth-node did not become ready ({e}; {ended}); printed {banner:?}; said:\n{said}"
+                    ));
                 }
             }
         }
-        Self { child, banner }
+        Ok(Self { child, banner })
+    }
+
+    /// The node's API address and token, from its banner ("web UI: URL/?token=T").
+    pub fn api(&self) -> (String, String) {
+        let line = self
+            .banner
+            .iter()
+            .find_map(|l| l.strip_prefix("web UI: "))
+            .expect("the banner names the web UI");
+        let (url, token) = line.split_once("/?token=").expect("a token in the URL");
+        (url.to_owned(), token.to_owned())
     }
 
     /// SIGKILL, as a crash or power cut would.
