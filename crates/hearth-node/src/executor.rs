@@ -25,6 +25,10 @@ pub enum ExecError {
     },
     #[error("the job's input is unusable: {0}")]
     BadInput(String),
+    /// This node's copy of the model failed its check (a file missing, cut short or
+    /// altered): it is not run until its files are fetched again ([`Executor::repair`]).
+    #[error("this node's copy of model {model} is damaged: {reason}")]
+    BrokenModel { model: String, reason: String },
     #[error(transparent)]
     Inference(#[from] InferenceError),
 }
@@ -36,6 +40,8 @@ pub struct Executor {
     device: ComputeDevice,
     budget_bytes: u64,
     warm: Mutex<WarmSet>,
+    /// Models whose files failed their check, with why: not offered, not run.
+    broken: Mutex<std::collections::BTreeMap<String, String>>,
 }
 
 /// Models kept loaded, with when each was last used.
@@ -77,6 +83,7 @@ impl Executor {
             device,
             budget_bytes,
             warm: Mutex::new(WarmSet::default()),
+            broken: Mutex::new(std::collections::BTreeMap::new()),
         }
     }
 
@@ -145,19 +152,73 @@ impl Executor {
     }
 
     /// Model ids this node can run: every model in the store whose weights are present (their
-    /// hashes are checked when they load, not a second time here). A manifest that cannot be
-    /// read leaves the store unlisted, with the reason logged.
+    /// hashes are checked when they load, not a second time here) and not found damaged. A
+    /// manifest that cannot be read leaves the store unlisted, with the reason logged.
     pub fn available_models(&self) -> Vec<String> {
+        let broken = self
+            .broken
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         match self.store.list() {
             Ok(manifests) => manifests
                 .into_iter()
                 .map(|m| m.id)
-                .filter(|id| self.store.is_present(id))
+                .filter(|id| self.store.is_present(id) && !broken.contains_key(id))
                 .collect(),
             Err(error) => {
                 tracing::warn!(%error, store = %self.store.root().display(), "cannot list the models");
                 Vec::new()
             }
+        }
+    }
+
+    /// Models whose files failed their check, with why (they are not offered meanwhile).
+    pub fn broken_models(&self) -> std::collections::BTreeMap<String, String> {
+        self.broken
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Fetch model `id`'s files again from the package cache (`hearth-models fetch`'s path;
+    /// each file verified by size and hash before it replaces the damaged one), and offer the
+    /// model again (blocking: call from a blocking thread).
+    pub fn repair(&self, id: &str) -> Result<(), InferenceError> {
+        let report = self
+            .store
+            .fetch(id, &hearth_inference::fetch::default_package_cache())?;
+        self.broken
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
+        tracing::info!(model = id, fetched = ?report.extracted, "model files fetched again and verified");
+        Ok(())
+    }
+
+    /// Mark model `id` damaged when `error` says its files are (missing, cut short, altered,
+    /// unreadable as weights); the error for the job either way.
+    fn loading_failed(&self, id: &str, error: InferenceError) -> ExecError {
+        match error {
+            InferenceError::UnknownModel(_) => ExecError::UnknownModel(id.to_owned()),
+            InferenceError::MissingFile { .. }
+            | InferenceError::SizeMismatch { .. }
+            | InferenceError::HashMismatch { .. }
+            | InferenceError::Weights { .. }
+            | InferenceError::Gguf { .. }
+            | InferenceError::Tokenizer(_) => {
+                let reason = error.to_string();
+                tracing::error!(model = id, %reason, "the model's files failed their check; not taking its jobs until they are fetched again");
+                self.broken
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(id.to_owned(), reason.clone());
+                ExecError::BrokenModel {
+                    model: id.to_owned(),
+                    reason,
+                }
+            }
+            other => other.into(),
         }
     }
 
@@ -175,10 +236,20 @@ impl Executor {
         cancel: &CancelToken,
         on_text: &mut dyn FnMut(&str),
     ) -> Result<TaskOutput, ExecError> {
-        let loaded = self.warm(model).map_err(|error| match error {
-            InferenceError::UnknownModel(_) => ExecError::UnknownModel(model.to_owned()),
-            other => other.into(),
-        })?;
+        if let Some(reason) = self
+            .broken
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(model)
+        {
+            return Err(ExecError::BrokenModel {
+                model: model.to_owned(),
+                reason: reason.clone(),
+            });
+        }
+        let loaded = self
+            .warm(model)
+            .map_err(|error| self.loading_failed(model, error))?;
         match (&*loaded, task) {
             (Model::Embedder(embedder), TaskPayload::Embeddings { texts }) => {
                 let refs: Vec<&str> = texts.iter().map(String::as_str).collect();

@@ -611,5 +611,14 @@ fn on_worker_event(
             tracing::info!(count, "missed receipts collected");
         }
         WorkerEvent::StorageFailed(failure) => storage.failed(&failure),
+        WorkerEvent::Notices(notices) => {
+            for notice in &notices {
+                tracing::warn!(%notice, "work is not running as it should");
+            }
+            pool.send_modify(|p| p.notices = notices);
+            node.announce(NodeEvent::PoolChanged {
+                pool: pool.borrow().clone(),
+            });
+        }
     }
 }

@@ -350,3 +350,132 @@ async fn the_worker_registers_again_after_the_pool_restarts() {
     worker.await.unwrap().unwrap();
     assert_eq!(ledger.verify_chain(&pool_key).unwrap().receipts, 2);
 }
+
+/// A model whose weights file was altered on disk (one flipped byte: its hash check refuses
+/// it): the job is handed back once with the reason, the model is left out of leases and its
+/// files are fetched again from the package cache, verified; then the pool's job comes back
+/// and completes, in one ledger row. The owner was told meanwhile, and the notice is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_model_is_handed_back_once_fetched_again_and_served() {
+    let Rig {
+        dir,
+        pool,
+        ledger,
+        key,
+        ..
+    } = rig().await;
+    // This node's own store: a copy of the image model, its weights damaged.
+    let store_dir = dir.path().join("models");
+    let source = ModelStore::from_env().root().join("efficientnet-lite0");
+    let copy = store_dir.join("efficientnet-lite0");
+    std::fs::create_dir_all(copy.join("weights")).unwrap();
+    for entry in std::fs::read_dir(&source).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            std::fs::copy(&path, copy.join(path.file_name().unwrap())).unwrap();
+        }
+    }
+    let mut damaged = None;
+    for entry in std::fs::read_dir(source.join("weights")).unwrap() {
+        let path = entry.unwrap().path();
+        let target = copy.join("weights").join(path.file_name().unwrap());
+        let mut bytes = std::fs::read(&path).unwrap();
+        if damaged.is_none() && bytes.len() > 4096 {
+            bytes[4096] ^= 0x01;
+            damaged = Some(target.clone());
+        }
+        std::fs::write(&target, bytes).unwrap();
+    }
+    let damaged = damaged.expect("a weights file to damage");
+    let executor = Arc::new(Executor::new(
+        ModelStore::new(&store_dir),
+        ComputeDevice::cpu(),
+    ));
+    assert_eq!(executor.available_models(), ["efficientnet-lite0"]);
+
+    let notices = Arc::new(Mutex::new(Vec::<Vec<String>>::new()));
+    let ended = Arc::new(Mutex::new(Vec::new()));
+    let (_pause, paused) = watch::channel(false);
+    let (stop_tx, stop) = watch::channel(false);
+    let config = WorkerConfig {
+        pool_url: pool.url(),
+        lease_wait: Duration::from_millis(300),
+        ..WorkerConfig::default()
+    };
+    let worker = {
+        let (notices, ended) = (Arc::clone(&notices), Arc::clone(&ended));
+        let (executor, ledger) = (Arc::clone(&executor), Arc::clone(&ledger));
+        tokio::spawn(worker::run(
+            config,
+            key,
+            executor,
+            ledger,
+            paused,
+            stop,
+            None,
+            move |event| match event {
+                worker::WorkerEvent::Notices(now) => notices.lock().unwrap().push(now),
+                worker::WorkerEvent::JobEnded(record) => ended.lock().unwrap().push(record),
+                _ => {}
+            },
+        ))
+    };
+    let photo = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../hearth-inference/fixtures/chelsea.png"
+    ))
+    .unwrap();
+    let images = ask(
+        &pool.url(),
+        pool.api_key(),
+        "/v1/images/classifications",
+        json!({"model": "efficientnet-lite0", "top_k": 1,
+               "images": [base64::engine::general_purpose::STANDARD.encode(photo)]}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(images["data"][0]["labels"][0]["label"], "Egyptian cat");
+    stop_tx.send(true).unwrap();
+    worker.await.unwrap().unwrap();
+
+    // Handed back once with the reason, then completed: one row, paid.
+    let ended = ended.lock().unwrap().clone();
+    assert_eq!(ended.len(), 2, "{ended:?}");
+    assert_eq!(ended[0].status, JobStatus::Returned);
+    let reason = ended[0].note.clone().unwrap();
+    assert!(
+        reason.starts_with("this node's copy of efficientnet-lite0 is damaged (")
+            && reason.contains("has sha256")
+            && reason.ends_with("; fetching it again"),
+        "{reason}"
+    );
+    assert_eq!(ended[1].job_id, ended[0].job_id);
+    assert_eq!(ended[1].status, JobStatus::Completed);
+    let rows = ledger.jobs_between(0, u64::MAX, 100).unwrap();
+    assert_eq!(rows.len(), 1);
+    assert!(rows[0].micro_credits > 0);
+    assert_eq!(
+        rows[0].note.as_deref(),
+        Some("started again after it was handed back")
+    );
+    // The file is whole again, and the owner was told while it was not.
+    hearth_inference::store::verify_file(
+        &damaged,
+        std::fs::metadata(&damaged).unwrap().len(),
+        &hearth_inference::store::sha256_file(
+            &source.join("weights").join(damaged.file_name().unwrap()),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let notices = notices.lock().unwrap().clone();
+    assert!(
+        notices.first().is_some_and(|first| first.len() == 1
+            && first[0].starts_with(
+                "efficientnet-lite0: this computer's copy failed its check; fetching it again"
+            )),
+        "{notices:?}"
+    );
+    assert_eq!(notices.last().unwrap(), &Vec::<String>::new());
+    assert!(executor.broken_models().is_empty());
+}

@@ -118,6 +118,7 @@ async fn node(
     let lease = serde_json::to_vec(&LeaseRequest {
         max_jobs: 1,
         wait_ms: 500,
+        models: None,
     })?;
     let mut overheads = Vec::new();
     let mut handed: Vec<hearth_protocol::Job> = Vec::new();
@@ -164,6 +165,7 @@ async fn node(
             next: Some(LeaseRequest {
                 max_jobs: 1,
                 wait_ms: 0,
+                models: None,
             }),
         };
         let submitted = Instant::now();

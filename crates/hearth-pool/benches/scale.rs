@@ -253,6 +253,7 @@ async fn run_node(
     let lease = serde_json::to_vec(&LeaseRequest {
         max_jobs: 1,
         wait_ms: POLL_MS,
+        models: None,
     })?;
     let mut handed = Vec::new();
     while !stop.load(Ordering::Relaxed) {
@@ -293,6 +294,7 @@ async fn run_node(
             next: Some(LeaseRequest {
                 max_jobs: 1,
                 wait_ms: 0,
+                models: None,
             }),
         };
         let path = format!("/node/v1/jobs/{}/result", job.id);

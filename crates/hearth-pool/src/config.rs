@@ -61,6 +61,10 @@ pub struct PoolConfig {
     pub lease_ms: u64,
     /// Leases a job may lose (expiry, node gone) before the customer gets an error.
     pub max_attempts: u32,
+    /// Times nodes may hand a job back unanswered (paused for their owner, restarted, a
+    /// damaged model) before the customer gets an error: a hand-back costs no attempt, but
+    /// a job every node hands back must still end.
+    pub max_handbacks: u32,
     /// Largest request body accepted, in bytes.
     pub body_limit_bytes: usize,
     /// Longest a node's lease request may wait for work.
@@ -130,6 +134,7 @@ impl Default for PoolConfig {
             models: Vec::new(),
             lease_ms: 30_000,
             max_attempts: 3,
+            max_handbacks: 10,
             body_limit_bytes: 8 << 20,
             max_lease_wait_ms: 30_000,
             request_timeout_ms: 300_000,
@@ -177,6 +182,9 @@ impl PoolConfig {
         }
         if config.max_attempts == 0 {
             return invalid("max_attempts", "must be at least 1".into());
+        }
+        if config.max_handbacks == 0 {
+            return invalid("max_handbacks", "must be at least 1".into());
         }
         if config.tls_cert_file.is_some() != config.tls_key_file.is_some() {
             return invalid(

@@ -268,10 +268,26 @@ async fn lease_for(
     } else {
         1
     };
-    Ok(state
+    // A node may narrow what it registered (a model whose files it found damaged).
+    let models: Vec<String> = match &request.models {
+        Some(only) => info
+            .profile
+            .models
+            .iter()
+            .filter(|m| only.contains(m))
+            .cloned()
+            .collect(),
+        None => info.profile.models.clone(),
+    };
+    let jobs = state
         .queue
-        .lease(id, &info.profile.models, max, wait, established, &info.idle)
-        .await?)
+        .lease(id, &models, max, wait, established, &info.idle)
+        .await?;
+    if request.models.is_some() {
+        // What a narrowed look found says nothing about the node's other models.
+        info.idle.forget();
+    }
+    Ok(jobs)
 }
 
 /// `POST /node/v1/lease`: long poll for work.
@@ -308,7 +324,8 @@ pub(crate) async fn heartbeat(
     }))
 }
 
-/// `POST /node/v1/jobs/{id}/return`: no penalty.
+/// `POST /node/v1/jobs/{id}/return`: no penalty (the hand-back is counted, so a job no node
+/// answers still ends).
 pub(crate) async fn give_back(
     State(state): State<Arc<PoolState>>,
     Path(job_id): Path<String>,
@@ -323,7 +340,8 @@ pub(crate) async fn give_back(
         .give_back(&job_id, &id, &request.lease_id)
         .await
         .map_err(lease_error)?;
-    tracing::info!(job = %job_id, node = %id, reason = %request.reason, "job returned");
+    let reason: String = request.reason.chars().take(200).collect();
+    tracing::info!(job = %job_id, node = %id, reason = ?reason, "job returned");
     Ok(Json(serde_json::json!({ "returned": job_id })))
 }
 

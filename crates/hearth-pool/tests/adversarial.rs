@@ -421,6 +421,7 @@ async fn a_new_key_takes_one_job_at_a_time_whatever_it_asks_for() {
             &hearth_protocol::LeaseRequest {
                 max_jobs: 64,
                 wait_ms: 2000,
+                models: None,
             },
         )
         .await;
@@ -691,6 +692,7 @@ async fn strikes_belong_to_the_key_quarantine_holds_its_earnings_and_restarts_fo
             &hearth_protocol::LeaseRequest {
                 max_jobs: 1,
                 wait_ms: 0,
+                models: None,
             },
         )
         .await;
@@ -744,6 +746,7 @@ async fn strikes_belong_to_the_key_quarantine_holds_its_earnings_and_restarts_fo
     let lease_body = serde_json::to_vec(&hearth_protocol::LeaseRequest {
         max_jobs: 1,
         wait_ms: 0,
+        models: None,
     })
     .unwrap();
     let recorded = signing

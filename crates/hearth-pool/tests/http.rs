@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use hearth_pool::{Meter, Pool, PoolConfig};
 use hearth_protocol::{
-    HEADER_MAC, HEADER_SIGNATURE, Heartbeat, KeyPair, LeaseRequest, RequestSigner, ResultReply,
-    ReturnJob, SignedReceipt, TaskOutput,
+    HEADER_MAC, HEADER_SIGNATURE, Heartbeat, KeyPair, LeaseReply, LeaseRequest, RequestSigner,
+    ResultReply, ReturnJob, SignedReceipt, TaskOutput,
 };
 use serde_json::{Value, json};
 
@@ -193,6 +193,59 @@ async fn a_returned_job_is_leased_again_and_too_many_lost_leases_fail_the_reques
     );
 }
 
+/// A job that every node hands back (a damaged model, a node pausing over and over) costs no
+/// attempt, but its hand-backs are counted: after `max_handbacks` the customer's request ends
+/// with an error instead of waiting for ever. A node that narrows its lease to other models
+/// is not offered the job meanwhile.
+#[tokio::test]
+async fn a_job_handed_back_too_often_ends_and_a_narrowed_lease_skips_it() {
+    let (pool, _dir) = pool(|c| c.max_handbacks = 3).await;
+    let url = pool.url();
+    let node = Node::join(&url, &["all-minilm-l6-v2", "smollm2-135m-instruct"]).await;
+    let request = tokio::spawn(customer(
+        &url,
+        "/v1/embeddings",
+        json!({ "model": "all-minilm-l6-v2", "input": "hello" }),
+    ));
+    // Narrowed to the chat model (the embedder's files failed their check): no job comes.
+    let narrowed = node
+        .post(
+            "/node/v1/lease",
+            &LeaseRequest {
+                max_jobs: 1,
+                wait_ms: 300,
+                models: Some(vec!["smollm2-135m-instruct".into()]),
+            },
+        )
+        .await;
+    assert_eq!(narrowed.status(), 200);
+    assert!(narrowed.json::<LeaseReply>().await.unwrap().jobs.is_empty());
+    for _ in 0..3 {
+        let job = node.lease(2000).await.remove(0);
+        let reply = node
+            .post(
+                &format!("/node/v1/jobs/{}/return", job.id),
+                &ReturnJob {
+                    lease_id: job.lease_id.clone(),
+                    reason: "this node's copy of all-minilm-l6-v2 is damaged".into(),
+                },
+            )
+            .await;
+        assert_eq!(reply.status(), 200);
+    }
+    let response = tokio::time::timeout(Duration::from_secs(10), request)
+        .await
+        .expect("the request ends")
+        .unwrap();
+    assert_eq!(response.status(), 503);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(
+        body["error"]["message"],
+        "nodes handed the job back 3 times without an answer; retry later"
+    );
+    assert_eq!(pool.state().queue.counts().await.unwrap(), (0, 0));
+}
+
 #[tokio::test]
 async fn streamed_chat_arrives_as_openai_chunks() {
     let (pool, _dir) = pool(|_| {}).await;
@@ -271,6 +324,7 @@ impl RawLease {
         serde_json::to_vec(&LeaseRequest {
             max_jobs,
             wait_ms: 0,
+            models: None,
         })
         .unwrap()
     }

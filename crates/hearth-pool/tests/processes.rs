@@ -63,6 +63,7 @@ async fn work(
         let lease = LeaseRequest {
             max_jobs: 2,
             wait_ms: 300,
+            models: None,
         };
         let Some(reply) = node
             .try_post::<LeaseReply>(lease_at, "/node/v1/lease", &lease)

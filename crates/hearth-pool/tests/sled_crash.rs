@@ -25,6 +25,7 @@ async fn work(node: Arc<Node>, url: String, paid: Arc<AtomicUsize>) -> Vec<Signe
         let lease = LeaseRequest {
             max_jobs: 1,
             wait_ms: 100,
+            models: None,
         };
         let Some(reply) = node
             .try_post::<LeaseReply>(&url, "/node/v1/lease", &lease)
@@ -170,6 +171,7 @@ async fn a_sled_pool_killed_while_it_pays_keeps_every_receipt_it_gave() {
                 &LeaseRequest {
                     max_jobs: 1,
                     wait_ms: 2000,
+                    models: None,
                 },
             )
             .await;

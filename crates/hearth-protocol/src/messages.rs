@@ -86,6 +86,10 @@ pub struct RegistrationReply {
 pub struct LeaseRequest {
     pub max_jobs: u32,
     pub wait_ms: u64,
+    /// Only jobs for these of the node's registered models (`None`: any of them). A node
+    /// leaves out a model whose files failed their check until it has fetched them again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub models: Option<Vec<String>>,
 }
 
 /// Jobs handed to the node (empty when none came within the wait).

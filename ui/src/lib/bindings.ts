@@ -199,7 +199,12 @@ error: string | null,
 /**
  * What the pool pays, once it said (older pools do not).
  */
-terms: PoolTerms | null, };
+terms: PoolTerms | null, 
+/**
+ * What keeps work from running as it should, in words: a model whose files were damaged
+ * being fetched again, jobs failing in a row. Empty when nothing does.
+ */
+notices: Array<string>, };
 
 /**
  * One GPU's live readings; `None` where the board does not report a figure.

@@ -497,6 +497,9 @@ fn print_overview(o: &Overview) {
         ),
     };
     outln!("pool      {pool}");
+    for notice in &o.pool.notices {
+        outln!("notice    {notice}");
+    }
     outln!(
         "today     {} credits from {} jobs ({} failed); last hour {}",
         credits(o.earnings.today_micro_credits),

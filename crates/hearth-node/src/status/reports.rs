@@ -121,6 +121,10 @@ pub struct PoolStatus {
     pub error: Option<String>,
     /// What the pool pays, once it said (older pools do not).
     pub terms: Option<PoolTerms>,
+    /// What keeps work from running as it should, in words: a model whose files were damaged
+    /// being fetched again, jobs failing in a row. Empty when nothing does.
+    #[serde(default)]
+    pub notices: Vec<String>,
 }
 
 /// The pool's payout terms, as it told them when the node joined.

@@ -5,7 +5,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use hearth_inference::CancelToken;
+use hearth_inference::{CancelToken, InferenceError};
 use hearth_ledger::{JobOutcome, JobStatus, LedgerError};
 use hearth_protocol::{Heartbeat, HeartbeatReply, Job, JobResult, ResultReply, TaskOutput};
 use tokio::sync::watch;
@@ -108,8 +108,33 @@ pub(super) async fn run_job(
         (output, interrupted) => {
             let (status, reason) = match (interrupted, output) {
                 (Some(why), _) => (JobStatus::Returned, why.reason().to_owned()),
-                (None, Ok(Err(e))) => (JobStatus::Failed, e.to_string()),
-                (None, Err(e)) => (JobStatus::Failed, format!("the job crashed: {e}")),
+                (None, Ok(Err(ExecError::BrokenModel { model, reason }))) => {
+                    // Handed back once: the model is left out of leases until its files
+                    // are fetched again.
+                    context.trouble.repair(&context.executor, &model);
+                    (
+                        JobStatus::Returned,
+                        format!(
+                            "this node's copy of {model} is damaged ({reason}); fetching it again"
+                        ),
+                    )
+                }
+                (None, Ok(Err(e))) => {
+                    // A customer's unusable input is not the node's failure.
+                    if !matches!(
+                        e,
+                        ExecError::BadInput(_)
+                            | ExecError::Inference(InferenceError::InvalidRequest(_))
+                    ) {
+                        context.trouble.job_failed(&e.to_string());
+                    }
+                    (JobStatus::Failed, e.to_string())
+                }
+                (None, Err(e)) => {
+                    let reason = format!("the job crashed: {e}");
+                    context.trouble.job_failed(&reason);
+                    (JobStatus::Failed, reason)
+                }
                 (None, Ok(Ok(_))) => (JobStatus::Failed, "no output".to_owned()),
             };
             give_back(context, &job, &reason).await;
@@ -122,6 +147,7 @@ pub(super) async fn run_job(
             return Ok(());
         }
     };
+    context.trouble.job_completed();
     send_last_text(context, &job, &computed.streamed).await;
     let reply = match deliver(context, &job, output, measured, &stop).await {
         Ok(reply) => reply,

@@ -24,6 +24,7 @@ use crate::executor::Executor;
 mod identity;
 mod job;
 mod pool_client;
+mod trouble;
 
 pub use identity::load_or_create_identity;
 use job::run_job;
@@ -109,6 +110,9 @@ pub enum WorkerEvent {
     ReceiptsCollected { count: usize },
     /// The ledger could not write (a full or failing disk): the node pauses until it can.
     StorageFailed(crate::storage::WriteFailure),
+    /// What keeps work from running as it should, in words (a damaged model being fetched
+    /// again, jobs failing in a row); empty when nothing does. Sent when it changes.
+    Notices(Vec<String>),
 }
 
 /// Measures a job's energy from `start` to `end` (Unix ms): watt-hours and whether estimated.
@@ -123,7 +127,9 @@ struct Context {
     pool_key: PublicKey,
     /// What the node registered with, to register again after the pool forgot it.
     profile: HardwareProfile,
-    events: Box<dyn Fn(WorkerEvent) + Send + Sync>,
+    events: Arc<dyn Fn(WorkerEvent) + Send + Sync>,
+    /// Damaged models and failures in a row.
+    trouble: Arc<trouble::Trouble>,
     energy: Option<Arc<EnergyMeter>>,
     /// Jobs computing or submitting. A job frees its slot once the pool has its result, so
     /// the next lease overlaps the ledger write.
@@ -240,6 +246,7 @@ pub async fn run(
         demo: joined.demo,
         terms: joined.terms.clone(),
     });
+    let events: Arc<dyn Fn(WorkerEvent) + Send + Sync> = Arc::new(events);
     let context = Arc::new(Context {
         config,
         client,
@@ -247,7 +254,8 @@ pub async fn run(
         ledger,
         pool_key: joined.pool_public_key,
         profile,
-        events: Box::new(events),
+        trouble: Arc::new(trouble::Trouble::new(Arc::clone(&events))),
+        events,
         energy,
         busy: std::sync::atomic::AtomicUsize::new(0),
         slot_freed: tokio::sync::Notify::new(),
@@ -270,7 +278,8 @@ pub async fn run(
             .concurrency
             .max(1)
             .saturating_sub(context.busy.load(std::sync::atomic::Ordering::SeqCst));
-        if leasing.is_none() && !stopping && !is_paused && free > 0 {
+        let failure_wait = context.trouble.lease_wait();
+        if leasing.is_none() && !stopping && !is_paused && free > 0 && failure_wait.is_none() {
             if context
                 .receipts_owed
                 .swap(false, std::sync::atomic::Ordering::SeqCst)
@@ -281,9 +290,13 @@ pub async fn run(
             }
             let context = Arc::clone(&context);
             leasing = Some(tokio::spawn(async move {
+                // A model found damaged is left out until it is fetched again.
+                let models = (!context.executor.broken_models().is_empty())
+                    .then(|| context.executor.available_models());
                 let request = LeaseRequest {
                     max_jobs: free as u32,
                     wait_ms: context.config.lease_wait.as_millis() as u64,
+                    models,
                 };
                 context.client.post("/node/v1/lease", &request).await
             }));
@@ -344,6 +357,8 @@ pub async fn run(
                 }
             }
             () = context.slot_freed.notified() => {}
+            // Jobs failed in a row: the next lease waits its turn.
+            () = tokio::time::sleep(failure_wait.unwrap_or_default()), if failure_wait.is_some() && leasing.is_none() => {}
             Ok(()) = paused.changed() => {}
             Ok(()) = stop.changed() => {}
             // Nothing running, nothing leasing, and no one can pause or stop us any more.

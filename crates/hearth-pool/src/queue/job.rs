@@ -55,6 +55,8 @@ impl JobState {
 pub enum JobFailure {
     #[error("the job lost {0} leases (nodes timed out or went away)")]
     Exhausted(u32),
+    #[error("nodes handed the job back {0} times without an answer; retry later")]
+    HandedBack(u32),
     #[error("the nodes' answers did not agree, so none was accepted")]
     Unverified,
     #[error("the pool is shutting down before the job finished; retry")]
@@ -128,6 +130,9 @@ pub struct JobBody {
     /// The customer went away: the node holding it is told to stop.
     #[serde(default)]
     pub cancelled: bool,
+    /// Times nodes handed it back unanswered ([`JobRow::hand_back`]).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub handed_back: u32,
     /// Set when [`JobState::Finished`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outcome: Option<Outcome>,
@@ -199,13 +204,17 @@ impl JobRow {
     }
 
     /// Its node let go of it without a result (gave it back, or came back after a crash): no
-    /// attempt is counted. Forgotten if its customer went away; ended if the customer already
+    /// attempt is counted, but hand-backs are, so a job no node answers still ends (after
+    /// `max_handbacks`). Forgotten if its customer went away; ended if the customer already
     /// read part of a streamed answer; otherwise back in line.
-    pub fn hand_back(&mut self) -> Edit {
+    pub fn hand_back(&mut self, max_handbacks: u32) -> Edit {
+        self.body.handed_back += 1;
         if self.body.cancelled {
             Edit::delete()
         } else if self.is_partly_streamed() {
             self.finish(Err(JobFailure::StreamBroken))
+        } else if self.body.handed_back >= max_handbacks {
+            self.finish(Err(JobFailure::HandedBack(self.body.handed_back)))
         } else {
             self.requeue()
         }
@@ -450,6 +459,11 @@ impl QueueEvent {
             _ => None,
         }
     }
+}
+
+/// For `skip_serializing_if`: a count that was never raised is not stored.
+fn is_zero(count: &u32) -> bool {
+    *count == 0
 }
 
 #[cfg(test)]

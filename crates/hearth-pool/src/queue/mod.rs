@@ -309,7 +309,8 @@ impl Queue {
         .await?
     }
 
-    /// The node gives the job back: it goes to the front of the queue, no attempt counted.
+    /// The node gives the job back: it goes to the front of the queue, no attempt counted
+    /// (the hand-back is: see [`JobRow::hand_back`]).
     pub async fn give_back(
         &self,
         job_id: &str,
@@ -320,7 +321,7 @@ impl Queue {
             if !job.is_leased_to(node_id, lease_id) {
                 return (Edit::keep(), Err(LeaseError::NotYourLease));
             }
-            (job.hand_back(), Ok(()))
+            (job.hand_back(self.config.max_handbacks), Ok(()))
         })
         .await?
     }
@@ -376,7 +377,7 @@ impl Queue {
                     {
                         return (Edit::keep(), false);
                     }
-                    (job.hand_back(), true)
+                    (job.hand_back(self.config.max_handbacks), true)
                 })
                 .await;
             match edited {

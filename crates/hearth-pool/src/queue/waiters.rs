@@ -226,6 +226,12 @@ impl IdleMemo {
             .store(Self::word(heard, established), Ordering::Release);
     }
 
+    /// Remember nothing: the next lease looks (its node asked for other models than the
+    /// look it remembers).
+    pub fn forget(&self) {
+        self.0.store(0, Ordering::Release);
+    }
+
     /// Whether a look now would find what the last one did (nothing).
     pub(super) fn nothing_new(&self, heard: u64, established: bool) -> bool {
         self.0.load(Ordering::Acquire) == Self::word(heard, established)

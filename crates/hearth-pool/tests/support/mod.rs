@@ -264,6 +264,7 @@ impl Node {
                 &LeaseRequest {
                     max_jobs: 1,
                     wait_ms,
+                    models: None,
                 },
             )
             .await;
