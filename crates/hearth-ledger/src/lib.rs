@@ -58,6 +58,16 @@ pub enum LedgerError {
 }
 
 impl LedgerError {
+    /// The database itself is damaged (sled found corrupt data, or a record this code wrote
+    /// no longer reads): opening it again will not help, unlike a full disk or a held lock.
+    pub fn is_damage(&self) -> bool {
+        matches!(
+            self,
+            LedgerError::Storage(sled::Error::Corruption { .. } | sled::Error::ReportableBug(_))
+                | LedgerError::Corrupt { .. }
+        )
+    }
+
     /// The operating system's error when the disk refused a write or read (full, read-only,
     /// failing): the node pauses for it and tries again. `None` for every other error.
     pub fn storage_fault(&self) -> Option<&std::io::Error> {

@@ -112,12 +112,15 @@ impl RunningNode {
             reason: e.to_string(),
         })?;
         let ledger_dir = data_dir.join("ledger");
-        let ledger = Arc::new(
-            Ledger::open(&ledger_dir).map_err(|source| StartError::Ledger {
+        // A ledger damaged beyond opening is moved aside and a new one started; the owner is
+        // told, and the worker collects the receipts again when it joins the pool.
+        let (ledger, damaged) =
+            crate::storage::open_ledger(&ledger_dir).map_err(|source| StartError::Ledger {
                 path: ledger_dir.display().to_string(),
                 source,
-            })?,
-        );
+            })?;
+        let ledger = Arc::new(ledger);
+        let lasting_notices: Vec<String> = damaged.into_iter().collect();
         let key = worker::load_or_create_identity(&data_dir.join("node.key"))?;
         let node_id = hearth_protocol::node_id(&key.public_key());
 
@@ -167,6 +170,7 @@ impl RunningNode {
         let (pool, _) = watch::channel(PoolStatus {
             url: pool_url.clone(),
             demo: embedded.is_some(),
+            notices: lasting_notices.clone(),
             ..PoolStatus::default()
         });
         let mut tasks = Vec::new();
@@ -228,7 +232,9 @@ impl RunningNode {
                 Arc::clone(&storage),
                 pool.clone(),
             );
-            move |event: WorkerEvent| on_worker_event(&node, &ledger, &storage, &pool, event)
+            move |event: WorkerEvent| {
+                on_worker_event(&node, &ledger, &storage, &pool, &lasting_notices, event);
+            }
         };
         let energy = sampler.as_ref().map(|sampler| {
             let sampler = Arc::clone(sampler);
@@ -541,6 +547,7 @@ fn on_worker_event(
     ledger: &Ledger,
     storage: &Arc<StorageHealth>,
     pool: &watch::Sender<PoolStatus>,
+    lasting_notices: &[String],
     event: WorkerEvent,
 ) {
     match event {
@@ -615,7 +622,7 @@ fn on_worker_event(
             for notice in &notices {
                 tracing::warn!(%notice, "work is not running as it should");
             }
-            pool.send_modify(|p| p.notices = notices);
+            pool.send_modify(|p| p.notices = [lasting_notices, &notices].concat());
             node.announce(NodeEvent::PoolChanged {
                 pool: pool.borrow().clone(),
             });

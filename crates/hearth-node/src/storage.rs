@@ -156,6 +156,41 @@ impl StorageHealth {
     }
 }
 
+/// Open the ledger in `dir`; when it is damaged beyond opening, move it aside (never deleted:
+/// `ledger.damaged-<time>` beside it), start a new one and say so in the returned notice. The
+/// worker collects every receipt the pool issued to this node when it joins, so the earnings
+/// come back into the new ledger; jobs that earned nothing are the only history lost.
+pub fn open_ledger(dir: &Path) -> Result<(Ledger, Option<String>), hearth_ledger::LedgerError> {
+    match Ledger::open(dir) {
+        Ok(ledger) => Ok((ledger, None)),
+        Err(error) if error.is_damage() => {
+            let aside = dir.with_file_name(format!(
+                "{}.damaged-{}",
+                dir.file_name()
+                    .map_or("ledger".into(), |n| n.to_string_lossy()),
+                hearth_protocol::now_unix_ms() / 1000
+            ));
+            std::fs::rename(dir, &aside).map_err(hearth_ledger::LedgerError::Export)?;
+            tracing::error!(%error, moved_to = %aside.display(), "the ledger is damaged; it was moved aside and a new one started");
+            let ledger = Ledger::open(dir)?;
+            ledger.set_setting(DAMAGED_LEDGER_SETTING, &aside.display().to_string())?;
+            Ok((ledger, Some(damaged_notice(&aside.display().to_string()))))
+        }
+        Err(error) => Err(error),
+    }
+}
+
+/// The ledger setting naming where a damaged ledger was moved (told until the owner has seen
+/// receipts come back).
+pub const DAMAGED_LEDGER_SETTING: &str = "damaged_ledger_moved_to";
+
+/// What the owner is told after a damaged ledger was moved aside.
+pub fn damaged_notice(moved_to: &str) -> String {
+    format!(
+        "The earnings ledger was damaged and could not be read. It was moved to {moved_to} (nothing was deleted) and a new one started; your receipts are collected again from the pool."
+    )
+}
+
 /// Free bytes for Hearth on the disk that holds `dir` (`None` where it cannot be told).
 pub fn free_bytes(dir: &Path) -> Option<u64> {
     fs2::available_space(dir).ok()
@@ -171,6 +206,47 @@ mod tests {
             os_code,
             message: "x".into(),
         }
+    }
+
+    /// A ledger sled cannot read is moved aside with everything in it, a new one opens, and
+    /// the owner is told where the old one went.
+    #[test]
+    fn a_damaged_ledger_is_moved_aside_and_a_new_one_started() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("ledger");
+        {
+            let ledger = Ledger::open(&dir).unwrap();
+            ledger.set_setting("kept", &1u32).unwrap();
+        }
+        // A finished snapshot full of garbage: sled refuses the database as corrupt.
+        std::fs::write(
+            dir.join(format!("snap.{:016X}", u64::MAX >> 8)),
+            vec![0x5a; 4096],
+        )
+        .unwrap();
+        let (ledger, notice) = open_ledger(&dir).unwrap();
+        let notice = notice.expect("the owner is told");
+        let moved: Vec<_> = std::fs::read_dir(root.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|name| name.starts_with("ledger.damaged-"))
+            .collect();
+        assert_eq!(moved.len(), 1);
+        assert!(notice.contains(&moved[0]), "{notice}");
+        assert!(
+            root.path().join(&moved[0]).join("db").exists(),
+            "nothing deleted"
+        );
+        assert_eq!(ledger.setting::<u32>("kept").unwrap(), None, "a new ledger");
+        assert!(
+            ledger
+                .setting::<String>(DAMAGED_LEDGER_SETTING)
+                .unwrap()
+                .is_some_and(|to| to.ends_with(&moved[0]))
+        );
+        // A healthy ledger opens as it is, with nothing to tell.
+        drop(ledger);
+        assert!(open_ledger(&dir).unwrap().1.is_none());
     }
 
     /// A full disk says how much room is wanted; read-only and failing disks say so.

@@ -583,3 +583,84 @@ async fn a_full_tmpfs_pauses_the_node_until_space_is_freed() {
     );
     busy.stop().await;
 }
+
+/// A ledger damaged beyond opening (a snapshot full of garbage: sled refuses it) does not
+/// strand the owner: the node moves it aside (nothing deleted), starts a new one, says so in
+/// its status, and collects every receipt the pool issued to it back into the new ledger.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_ledger_is_moved_aside_and_the_receipts_come_back_from_the_pool() {
+    let busy = Busy::start().await;
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("data");
+    let args = busy.args();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let node = NodeProcess::start(&data, &args);
+    let id = node_id(&data).unwrap();
+    assert!(busy.paid_beyond(&id, 2, Duration::from_secs(60)).await);
+    assert!(node.stop().success());
+    let paid_before = busy.issued(&id).await.len();
+    std::fs::write(
+        data.join("ledger")
+            .join(format!("snap.{:016X}", u64::MAX >> 8)),
+        vec![0x5a; 4096],
+    )
+    .unwrap();
+
+    let node = NodeProcess::start(&data, &args);
+    let api = node.api();
+    let overview: Value = reqwest::Client::new()
+        .get(format!("{}/api/overview", api.0))
+        .bearer_auth(&api.1)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let notice = overview["pool"]["notices"][0]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        notice
+            .starts_with("The earnings ledger was damaged and could not be read. It was moved to "),
+        "{overview}"
+    );
+    assert!(
+        busy.paid_beyond(&id, paid_before, Duration::from_secs(60))
+            .await
+    );
+    assert!(node.stop().success());
+
+    let moved: Vec<PathBuf> = std::fs::read_dir(&data)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("ledger.damaged-")
+        })
+        .collect();
+    assert_eq!(moved.len(), 1);
+    assert!(notice.contains(&*moved[0].to_string_lossy()));
+    assert!(moved[0].join("db").exists(), "the damaged ledger is kept");
+    let ledger = Ledger::open(&data.join("ledger")).unwrap();
+    let report = ledger
+        .verify_chain(&busy.pool.pool().state().pool_key.public_key())
+        .unwrap();
+    let issued = busy.issued(&id).await;
+    assert_eq!(
+        report.receipts,
+        issued.len() as u64,
+        "every receipt came back"
+    );
+    assert_eq!(
+        report.micro_credits,
+        issued
+            .iter()
+            .map(|r| r.receipt.payment.micro_credits)
+            .sum::<u64>()
+    );
+    busy.stop().await;
+}
