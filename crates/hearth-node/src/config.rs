@@ -180,8 +180,9 @@ impl NodeConfig {
             reason,
         };
         let text = toml::to_string_pretty(self).map_err(|e| bad(e.to_string()))?;
-        std::fs::create_dir_all(data_dir).map_err(|e| bad(e.to_string()))?;
-        hearth_instance::write_atomic(&path, text.as_bytes()).map_err(|e| bad(e.to_string()))
+        std::fs::create_dir_all(data_dir).map_err(|e| bad(hearth_instance::explain_io(&e)))?;
+        hearth_instance::write_atomic(&path, text.as_bytes())
+            .map_err(|e| bad(hearth_instance::explain_io(&e)))
     }
 
     /// Check every field, with a message a user can act on.

@@ -174,6 +174,29 @@ fn writes_logged(log: &Path) -> Vec<String> {
         .collect()
 }
 
+/// Save the settings through the API, as the window does (one more storage write: the
+/// settings file, written to a temporary file, synced and renamed). The status it answered.
+async fn save_settings(http: &reqwest::Client, api: &(String, String)) -> Option<u16> {
+    let mut settings: Value = http
+        .get(format!("{}/api/settings", api.0))
+        .bearer_auth(&api.1)
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()?;
+    settings["game_cooldown_s"] = json!(45);
+    let saved = http
+        .put(format!("{}/api/settings", api.0))
+        .bearer_auth(&api.1)
+        .json(&settings)
+        .send()
+        .await
+        .ok()?;
+    Some(saved.status().as_u16())
+}
+
 async fn status(http: &reqwest::Client, api: &(String, String)) -> Option<Value> {
     let response = http
         .get(format!("{}/api/status", api.0))
@@ -235,6 +258,7 @@ async fn run_once(busy: &Busy, library: &Path, fault: Fault, at: usize) -> Seen 
             seen.refused = Some(why);
         }
         Ok(mut node) if fault == Fault::Kill => {
+            let _ = save_settings(&http, &node.api()).await;
             // Killed at the write, or the run ended before it (a write that came late).
             let deadline = Instant::now() + Duration::from_secs(30);
             while Instant::now() < deadline {
@@ -250,6 +274,13 @@ async fn run_once(busy: &Busy, library: &Path, fault: Fault, at: usize) -> Seen 
         }
         Ok(node) => {
             let api = node.api();
+            // The settings file is one of the writes: saved, or refused as a storage error
+            // (507) with the old file intact.
+            let saved = save_settings(&http, &api).await;
+            assert!(
+                matches!(saved, Some(200 | 507)),
+                "write {at} ({fault:?}): saving the settings answered {saved:?}"
+            );
             // The fault surfaces as a paused state naming the disk.
             let deadline = Instant::now() + Duration::from_secs(30);
             while Instant::now() < deadline && seen.paused.is_none() {
@@ -299,7 +330,10 @@ async fn run_once(busy: &Busy, library: &Path, fault: Fault, at: usize) -> Seen 
         );
         assert!(node.stop().success());
     }
-    // The ledger opens, verifies and holds every receipt the pool issued, each job once.
+    // The settings file is whole (the old one or the new one), and the ledger opens,
+    // verifies and holds every receipt the pool issued, each job once.
+    hearth_node::config::NodeConfig::load(&data)
+        .unwrap_or_else(|e| panic!("write {at} ({fault:?}): the settings do not read: {e}"));
     let id = node_id(&data).unwrap();
     let ledger = Ledger::open(&data.join("ledger"))
         .unwrap_or_else(|e| panic!("write {at} ({fault:?}): the ledger did not open: {e}"));
@@ -339,6 +373,10 @@ async fn every_storage_write_fails_in_turn_and_the_node_recovers_losing_nothing(
         ("HEARTH_FAULT_LOG", log.to_str().unwrap()),
     ];
     let node = NodeProcess::try_start(&data, &args, &env).unwrap();
+    assert_eq!(
+        save_settings(&reqwest::Client::new(), &node.api()).await,
+        Some(200)
+    );
     let id = node_id(&data).unwrap();
     assert!(
         busy.paid_beyond(&id, JOBS_COUNTED - 1, Duration::from_secs(60))

@@ -153,5 +153,13 @@ pub(super) async fn save_settings(
         .running
         .save_settings(settings)
         .map(Json)
-        .map_err(|e| (StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))
+        .map_err(|e| {
+            // A setting that is wrong is the caller's to fix; a file that cannot be written
+            // (a full or failing disk) is not.
+            let status = match e {
+                crate::config::ConfigError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+                crate::config::ConfigError::File { .. } => StatusCode::INSUFFICIENT_STORAGE,
+            };
+            (status, e.to_string())
+        })
 }
