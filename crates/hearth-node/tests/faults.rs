@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use hearth_ledger::Ledger;
 use hearth_pool::embedded::EmbeddedPool;
 use serde_json::{Value, json};
-use support::{NodeProcess, ask};
+use support::{NodeProcess, api_get, ask};
 
 /// Jobs paid in a counting run: its writes are the ones each fault run fails in turn.
 const JOBS_COUNTED: usize = 2;
@@ -536,15 +536,7 @@ async fn a_full_tmpfs_pauses_the_node_until_space_is_freed() {
     };
     let http = reqwest::Client::new();
     let id = {
-        let overview: Value = http
-            .get(format!("{}/api/overview", api.0))
-            .bearer_auth(&api.1)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let overview = api_get(&http, &api, "/api/overview").await;
         overview["node_id"].as_str().unwrap().to_owned()
     };
     assert!(
@@ -646,15 +638,7 @@ async fn a_damaged_ledger_is_moved_aside_and_the_receipts_come_back_from_the_poo
 
     let node = NodeProcess::start(&data, &args);
     let api = node.api();
-    let overview: Value = reqwest::Client::new()
-        .get(format!("{}/api/overview", api.0))
-        .bearer_auth(&api.1)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let overview = api_get(&reqwest::Client::new(), &api, "/api/overview").await;
     let notice = overview["pool"]["notices"][0]
         .as_str()
         .unwrap_or_default()

@@ -15,7 +15,7 @@ mod support;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use support::NodeProcess;
+use support::{NodeProcess, api_get};
 
 /// One reading of the node process.
 #[derive(Clone, Copy, Debug)]
@@ -91,15 +91,7 @@ async fn a_working_node_stays_flat_in_memory_threads_files_and_data() {
         let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
             .unwrap()
             .count();
-        let overview: serde_json::Value = http
-            .get(format!("{}/api/overview", api.0))
-            .bearer_auth(&api.1)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let overview = api_get(&http, &api, "/api/overview").await;
         let jobs = overview["earnings"]["today_jobs"]
             .as_f64()
             .unwrap_or(f64::NAN);

@@ -234,50 +234,21 @@ static mode_t creation_mode(int flags, va_list args) {
     return (flags & (O_CREAT | O_TMPFILE)) ? (mode_t)va_arg(args, int) : 0;
 }
 
-int open(const char *path, int flags, ...) {
-    REAL(open);
-    va_list args;
-    va_start(args, flags);
-    mode_t mode = creation_mode(flags, args);
-    va_end(args);
-    if (flags & O_CREAT) {
-        PATH_WRITE("create", path);
+/* open, open64, openat and openat64: a creation is a numbered write. */
+#define OPEN_WRAPPER(name, params, args) \
+    int name params { \
+        REAL(name); \
+        va_list list; \
+        va_start(list, flags); \
+        mode_t mode = creation_mode(flags, list); \
+        va_end(list); \
+        if (flags & O_CREAT) { \
+            PATH_WRITE("create", path); \
+        } \
+        return real_##name args; \
     }
-    return real_open(path, flags, mode);
-}
 
-int open64(const char *path, int flags, ...) {
-    REAL(open64);
-    va_list args;
-    va_start(args, flags);
-    mode_t mode = creation_mode(flags, args);
-    va_end(args);
-    if (flags & O_CREAT) {
-        PATH_WRITE("create", path);
-    }
-    return real_open64(path, flags, mode);
-}
-
-int openat(int dir, const char *path, int flags, ...) {
-    REAL(openat);
-    va_list args;
-    va_start(args, flags);
-    mode_t mode = creation_mode(flags, args);
-    va_end(args);
-    if (flags & O_CREAT) {
-        PATH_WRITE("create", path);
-    }
-    return real_openat(dir, path, flags, mode);
-}
-
-int openat64(int dir, const char *path, int flags, ...) {
-    REAL(openat64);
-    va_list args;
-    va_start(args, flags);
-    mode_t mode = creation_mode(flags, args);
-    va_end(args);
-    if (flags & O_CREAT) {
-        PATH_WRITE("create", path);
-    }
-    return real_openat64(dir, path, flags, mode);
-}
+OPEN_WRAPPER(open, (const char *path, int flags, ...), (path, flags, mode))
+OPEN_WRAPPER(open64, (const char *path, int flags, ...), (path, flags, mode))
+OPEN_WRAPPER(openat, (int dir, const char *path, int flags, ...), (dir, path, flags, mode))
+OPEN_WRAPPER(openat64, (int dir, const char *path, int flags, ...), (dir, path, flags, mode))

@@ -122,6 +122,18 @@ impl Drop for NodeProcess {
     }
 }
 
+/// GET `path` from a node's API (`(url, token)` as [`NodeProcess::api`] gives it) as JSON.
+pub async fn api_get(http: &reqwest::Client, api: &(String, String), path: &str) -> Value {
+    http.get(format!("{}{path}", api.0))
+        .bearer_auth(&api.1)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 /// Run the CLI (`hearth-node --data-dir DIR args…`) and return its standard output.
 pub fn cli(data_dir: &Path, args: &[&str]) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_hearth-node"))
