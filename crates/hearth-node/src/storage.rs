@@ -261,20 +261,20 @@ mod tests {
         assert_eq!(needed_bytes, 0);
         assert_eq!(
             full.describe(),
-            "the disk is full (Hearth resumes by itself once it can save again)"
+            "the disk is full; Hearth resumes by itself once it can save again"
         );
         assert_eq!(
             PauseReason::DiskFull {
                 needed_bytes: 119_500_000
             }
             .describe(),
-            "the disk is full: 120 MB more free space is needed (Hearth resumes by itself)"
+            "the disk is full: 120 MB more free space is needed; Hearth resumes by itself"
         );
         assert_eq!(
             failure(ErrorKind::ReadOnlyFilesystem, Some(30))
                 .reason(dir.path())
                 .describe(),
-            "Hearth cannot save its data (the disk is read-only); it resumes by itself once it can"
+            "Hearth cannot save its data: the disk is read-only; it resumes by itself once it can"
         );
         let eio = failure(ErrorKind::Other, Some(5)).reason(dir.path());
         assert!(

@@ -125,7 +125,7 @@ impl Tray {
                     PauseReason::User { .. } => "Resume",
                     PauseReason::CoolingDown { .. } => "Skip wait",
                     automatic if automatic.can_override() => "Resume anyway",
-                    // Heat or short GPU memory: it resumes by itself.
+                    // Heat, short GPU memory or a storage fault: it resumes by itself.
                     _ => {
                         toggle_enabled = false;
                         "Resumes by itself"

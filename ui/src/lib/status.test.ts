@@ -45,10 +45,10 @@ describe("wording", () => {
   });
   it("says what a storage fault needs", () => {
     expect(describeReason({ kind: "disk_full", needed_bytes: 119_500_000 })).toBe(
-      "Paused: the disk is full: 120 MB more free space is needed (Hearth resumes by itself)",
+      "Paused: the disk is full: 120 MB more free space is needed; Hearth resumes by itself",
     );
     expect(describeReason({ kind: "storage_failing", error: "the disk is read-only" })).toBe(
-      "Paused: Hearth cannot save its data (the disk is read-only); it resumes by itself once it can",
+      "Paused: Hearth cannot save its data: the disk is read-only; it resumes by itself once it can",
     );
   });
   it("gives a headline and a detail line", () => {

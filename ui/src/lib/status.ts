@@ -110,6 +110,14 @@ export function pausedAutomatically(status: NodeStatus | null): boolean {
   return status?.activity.kind === "paused" && status.activity.reason.kind !== "user";
 }
 
+/** Why the owner cannot lift an automatic pause, and that it ends by itself. */
+export function automaticPauseExplains(status: NodeStatus): string {
+  const kind = status.activity.kind === "paused" ? status.activity.reason.kind : "";
+  if (kind === "disk_full" || kind === "storage_failing")
+    return "Hearth takes no work it could not record; it checks the disk again by itself and resumes as soon as it can save.";
+  return "This pause protects your computer; Hearth resumes by itself when it ends.";
+}
+
 /** The headline word for a status. */
 export function headline(status: NodeStatus): "Running" | "Throttled" | "Paused" {
   switch (status.activity.kind) {

@@ -27,15 +27,15 @@ pub const PAUSE_WORDING: &[(&str, &str)] = &[
     ("cooling_down", "your game ended; resuming {when}"),
     (
         "disk_full",
-        "the disk is full: {needed} more free space is needed (Hearth resumes by itself)",
+        "the disk is full: {needed} more free space is needed; Hearth resumes by itself",
     ),
     (
         "disk_full_unsized",
-        "the disk is full (Hearth resumes by itself once it can save again)",
+        "the disk is full; Hearth resumes by itself once it can save again",
     ),
     (
         "storage_failing",
-        "Hearth cannot save its data ({error}); it resumes by itself once it can",
+        "Hearth cannot save its data: {error}; it resumes by itself once it can",
     ),
     ("place.window", "the window"),
     ("place.tray", "the tray"),

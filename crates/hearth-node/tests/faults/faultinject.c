@@ -5,6 +5,8 @@
  * From the write numbered HEARTH_FAULT_AT on, each such write fails with ENOSPC or EIO
  * (HEARTH_FAULT_MODE=enospc|eio) until the file HEARTH_FAULT_HEAL exists (the owner freed
  * space); with HEARTH_FAULT_MODE=kill the process is killed (SIGKILL) at that write instead.
+ * With HEARTH_FAULT_TRIGGER instead, the writes fail while that file exists (and the heal
+ * file does not): a disk that fills at a moment the test chooses.
  * HEARTH_FAULT_LOG, when set, gets one line per numbered write: "N operation path".
  *
  * Writes elsewhere (standard output, logs, the model store outside the folder) pass through
@@ -32,6 +34,7 @@ static size_t fault_dir_len;
 static long fault_at = -1;
 static enum mode fault_mode = MODE_ENOSPC;
 static const char *heal_file;
+static const char *trigger_file;
 static int log_fd = -1;
 static long numbered;
 
@@ -51,6 +54,7 @@ __attribute__((constructor)) static void fault_init(void) {
         fault_mode = MODE_KILL;
     }
     heal_file = getenv("HEARTH_FAULT_HEAL");
+    trigger_file = getenv("HEARTH_FAULT_TRIGGER");
     const char *log = getenv("HEARTH_FAULT_LOG");
     if (log != NULL) {
         log_fd = (int)syscall(SYS_openat, AT_FDCWD, log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
@@ -96,14 +100,15 @@ static int numbered_write(const char *operation, const char *path) {
             syscall(SYS_write, log_fd, line, (size_t)len);
         }
     }
-    if (fault_at <= 0 || n < fault_at) {
+    int armed = trigger_file != NULL ? access(trigger_file, F_OK) == 0 : fault_at > 0 && n >= fault_at;
+    if (!armed) {
         return 0;
     }
     if (heal_file != NULL && access(heal_file, F_OK) == 0) {
         return 0;
     }
     if (fault_mode == MODE_KILL) {
-        if (n == fault_at) {
+        if (trigger_file != NULL || n == fault_at) {
             kill(getpid(), SIGKILL);
         }
         return 0;
