@@ -234,6 +234,8 @@ async fn run_once(busy: &Busy, library: &Path, fault: Fault, at: usize) -> Seen 
         ("HEARTH_FAULT_MODE", fault.mode()),
         ("HEARTH_FAULT_HEAL", heal.to_str().unwrap()),
         ("HEARTH_FAULT_LOG", log.to_str().unwrap()),
+        // A refused start's reason in words, not a backtrace (the test command sets one).
+        ("RUST_BACKTRACE", "0"),
     ];
     let http = reqwest::Client::new();
     let mut seen = Seen::default();
@@ -320,7 +322,7 @@ async fn run_once(busy: &Busy, library: &Path, fault: Fault, at: usize) -> Seen 
     }
     // Started again with the fault gone (after a refused start or a kill), it works.
     if seen.refused.is_some() || seen.killed {
-        let node = NodeProcess::try_start(&data, &args, &[])
+        let node = NodeProcess::try_start(&data, &args, &[("RUST_BACKTRACE", "0")])
             .unwrap_or_else(|why| panic!("write {at} ({fault:?}): the next start failed: {why}"));
         let id = node_id(&data).unwrap();
         let before = busy.issued(&id).await.len();

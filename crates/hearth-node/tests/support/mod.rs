@@ -51,7 +51,7 @@ impl NodeProcess {
                     let Ok(line) = line else { break };
                     eprintln!("{line}");
                     let mut said = said.lock().unwrap();
-                    if said.len() == 20 {
+                    if said.len() == 50 {
                         said.remove(0);
                     }
                     said.push(line);
