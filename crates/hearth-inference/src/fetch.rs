@@ -70,7 +70,10 @@ impl ModelStore {
         for file in wanted {
             let target = weights_dir.join(&file.name);
             let partial = weights_dir.join(format!("{}.partial", file.name));
-            {
+            // Written beside the target, synced, verified and only then renamed over it: a
+            // full disk, a failing one or a kill never leaves a file under the weights' name
+            // that is not whole, and what a failure began is removed.
+            let extracted = (|| -> Result<()> {
                 let mut entry = archive.by_name(&file.path_in_package).map_err(|e| {
                     InferenceError::Manifest {
                         path: package.clone(),
@@ -81,14 +84,20 @@ impl ModelStore {
                 let mut out = BufWriter::new(out);
                 std::io::copy(&mut entry, &mut out).map_err(|e| InferenceError::io(&partial, e))?;
                 out.flush().map_err(|e| InferenceError::io(&partial, e))?;
-            }
-            if let Err(error) = verify_file(&partial, file.size, &file.sha256) {
-                if let Err(remove) = std::fs::remove_file(&partial) {
-                    tracing::warn!(%remove, path = %partial.display(), "could not remove a bad download");
+                out.get_ref()
+                    .sync_all()
+                    .map_err(|e| InferenceError::io(&partial, e))?;
+                verify_file(&partial, file.size, &file.sha256)?;
+                std::fs::rename(&partial, &target).map_err(|e| InferenceError::io(&target, e))
+            })();
+            if let Err(error) = extracted {
+                if let Err(remove) = std::fs::remove_file(&partial)
+                    && remove.kind() != std::io::ErrorKind::NotFound
+                {
+                    tracing::warn!(%remove, path = %partial.display(), "could not remove an unfinished extraction");
                 }
                 return Err(error);
             }
-            std::fs::rename(&partial, &target).map_err(|e| InferenceError::io(&target, e))?;
             report.extracted.push(file.name.clone());
         }
         Ok(report)
