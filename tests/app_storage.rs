@@ -1,16 +1,15 @@
 //! A disk that fills while the app works, as the owner sees it: the real app (window and tray)
-//! runs with the fault library preloaded (`crates/hearth-node/tests/faults/faultinject.c`);
+//! runs with the fault library preloaded (`hearth-faults`);
 //! when the test "fills the disk" every write to the ledger fails with ENOSPC. The window and
 //! the tray say the disk is full and that Hearth resumes by itself, no Resume button is offered,
 //! and once space is "freed" the app works again by itself.
 
 #![cfg(target_os = "linux")]
 
-use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use hearth_e2e::{App, Desktop, TrayMenu, wait_for};
+use hearth_faults::{Injection, Mode};
 
 fn number(text: &str) -> Option<f64> {
     text.split_whitespace().next()?.parse().ok()
@@ -19,26 +18,14 @@ fn number(text: &str) -> Option<f64> {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_full_disk_pauses_the_app_visibly_and_it_resumes_by_itself() -> anyhow::Result<()> {
     let desktop = Desktop::start().await?;
-    let library = desktop.app_data_dir().with_file_name("libhearthfault.so");
-    let source = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../crates/hearth-node/tests/faults/faultinject.c");
-    let built = Command::new("cc")
-        .args(["-shared", "-fPIC", "-O1", "-Wall", "-Werror", "-o"])
-        .arg(&library)
-        .arg(&source)
-        .arg("-ldl")
-        .status()?;
-    assert!(built.success(), "the fault library builds");
     let full = desktop.app_data_dir().with_file_name("disk-full");
     let freed = desktop.app_data_dir().with_file_name("disk-freed");
-    desktop.set_env("LD_PRELOAD", &library.display().to_string());
-    desktop.set_env(
-        "HEARTH_FAULT_DIR",
-        &desktop.app_data_dir().join("ledger").display().to_string(),
-    );
-    desktop.set_env("HEARTH_FAULT_TRIGGER", &full.display().to_string());
-    desktop.set_env("HEARTH_FAULT_HEAL", &freed.display().to_string());
-    desktop.set_env("HEARTH_FAULT_MODE", "enospc");
+    let injection = Injection::watching(&desktop.app_data_dir().join("ledger"))
+        .failing_while(&full, Mode::DiskFull)
+        .healed_by(&freed);
+    for (name, value) in injection.env() {
+        desktop.set_env(name, value);
+    }
     let app = App::launch(&desktop).await?;
 
     let working = wait_for("a completed job", Duration::from_secs(60), || async {

@@ -1,6 +1,5 @@
 //! The model store's writes under storage faults: `hearth-models fetch` extracts a model's
-//! weights with the fault library of the node's tests preloaded (`hearth-node/tests/faults/
-//! faultinject.c`), which numbers every write in the store and fails one (and all after it)
+//! weights with the fault library preloaded (`hearth-faults`), which numbers every write in the store and fails one (and all after it)
 //! with ENOSPC or EIO, or kills the process there. After each: no file under the weights' name
 //! that is not whole, nothing unfinished left behind (unless killed), and the next fetch,
 //! with the fault gone, makes the model whole and verified.
@@ -14,24 +13,10 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use hearth_faults::{Injection, Mode, writes_logged};
 use hearth_inference::ModelStore;
 
 const MODEL: &str = "efficientnet-lite0";
-
-fn fault_library(dir: &Path) -> PathBuf {
-    let source =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../hearth-node/tests/faults/faultinject.c");
-    let library = dir.join("libhearthfault.so");
-    let built = Command::new("cc")
-        .args(["-shared", "-fPIC", "-O1", "-Wall", "-Werror", "-o"])
-        .arg(&library)
-        .arg(&source)
-        .arg("-ldl")
-        .status()
-        .expect("a C compiler (cc) builds the fault library");
-    assert!(built.success());
-    library
-}
 
 /// A store holding the model's manifest and labels, its weights not fetched yet.
 fn bare_store(root: &Path) -> PathBuf {
@@ -71,26 +56,13 @@ fn weights(store: &Path) -> Vec<String> {
 #[test]
 fn every_kind_of_model_store_write_fails_and_the_next_fetch_makes_it_whole() {
     let root = tempfile::tempdir().unwrap();
-    let library = fault_library(root.path());
-    let library = library.to_str().unwrap();
 
     // Counting run.
     let store = bare_store(&root.path().join("count"));
     let log = root.path().join("count.log");
-    let counted = fetch(
-        &store,
-        &[
-            ("LD_PRELOAD", library),
-            ("HEARTH_FAULT_DIR", store.to_str().unwrap()),
-            ("HEARTH_FAULT_LOG", log.to_str().unwrap()),
-        ],
-    );
+    let counted = fetch(&store, &Injection::watching(&store).logging_to(&log).env());
     assert!(counted.status.success(), "{counted:?}");
-    let writes: Vec<String> = std::fs::read_to_string(&log)
-        .unwrap()
-        .lines()
-        .map(str::to_owned)
-        .collect();
+    let writes = writes_logged(&log);
     let total = writes.len();
     // Every creation, sync and rename; the data writes at both ends and evenly between.
     let mut points: Vec<usize> = writes
@@ -121,47 +93,39 @@ fn every_kind_of_model_store_write_fails_and_the_next_fetch_makes_it_whole() {
     let target = ModelStore::from_env().manifest(MODEL).unwrap().files[0]
         .name
         .clone();
-    for mode in ["enospc", "eio", "kill"] {
+    for mode in [Mode::DiskFull, Mode::IoError, Mode::Kill] {
         for &at in &points {
-            let store = bare_store(&root.path().join(format!("{mode}-{at}")));
-            let at_text = at.to_string();
-            let failed = fetch(
-                &store,
-                &[
-                    ("LD_PRELOAD", library),
-                    ("HEARTH_FAULT_DIR", store.to_str().unwrap()),
-                    ("HEARTH_FAULT_AT", &at_text),
-                    ("HEARTH_FAULT_MODE", mode),
-                ],
-            );
+            let store = bare_store(&root.path().join(format!("{}-{at}", mode.name())));
+            let injection = Injection::watching(&store).failing_from(at, mode);
+            let failed = fetch(&store, &injection.env());
             assert!(
                 !failed.status.success(),
-                "{mode} at write {at}: the fetch failed"
+                "{mode:?} at write {at}: the fetch failed"
             );
             let left = weights(&store);
-            if mode == "kill" {
+            if mode == Mode::Kill {
                 // Killed: at most its unfinished file, never one under the weights' name.
                 assert!(
                     left.iter().all(|name| name.ends_with(".partial")),
-                    "{mode} at write {at}: {left:?}"
+                    "{mode:?} at write {at}: {left:?}"
                 );
             } else {
                 let said = String::from_utf8_lossy(&failed.stderr);
-                let expected = if mode == "enospc" {
+                let expected = if mode == Mode::DiskFull {
                     "No space left on device"
                 } else {
                     "Input/output error"
                 };
-                assert!(said.contains(expected), "{mode} at write {at}: {said}");
-                assert!(left.is_empty(), "{mode} at write {at}: left {left:?}");
+                assert!(said.contains(expected), "{mode:?} at write {at}: {said}");
+                assert!(left.is_empty(), "{mode:?} at write {at}: left {left:?}");
             }
             // The fault gone, the next fetch makes the model whole and verified.
             let again = fetch(&store, &[]);
-            assert!(again.status.success(), "{mode} at write {at}: {again:?}");
+            assert!(again.status.success(), "{mode:?} at write {at}: {again:?}");
             assert_eq!(
                 weights(&store),
                 std::slice::from_ref(&target),
-                "{mode} at write {at}"
+                "{mode:?} at write {at}"
             );
             ModelStore::new(&store).verify(MODEL).unwrap();
         }

@@ -153,7 +153,9 @@ pub fn explain_io(error: &std::io::Error) -> String {
         ErrorKind::StorageFull | ErrorKind::QuotaExceeded => {
             "the disk is full: free some space, then start Hearth again"
         }
-        ErrorKind::ReadOnlyFilesystem => "the disk is read-only",
+        ErrorKind::ReadOnlyFilesystem => {
+            "the disk is read-only: make it writable again, or start Hearth with another data folder"
+        }
         ErrorKind::PermissionDenied => "Hearth may not write there (check the folder's owner)",
         _ if error.raw_os_error() == Some(EIO)
             || error.to_string().contains("Input/output error") =>

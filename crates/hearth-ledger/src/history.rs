@@ -10,9 +10,10 @@ impl Ledger {
     /// Record a change of the node's state (a pause, a resume, and why) at `at_unix_ms`;
     /// flushed (changes are rare).
     pub fn record_activity<T: Serialize>(&self, at_unix_ms: u64, change: &T) -> Result<()> {
+        let t = self.t()?;
         let mut key = at_unix_ms.to_be_bytes().to_vec();
-        key.extend(self.t()?.db.generate_id()?.to_be_bytes());
-        self.t()?.activity.insert(key, encode(change))?;
+        key.extend(t.db.generate_id()?.to_be_bytes());
+        t.activity.insert(key, encode(change))?;
         self.flush()?;
         Ok(())
     }
@@ -41,12 +42,12 @@ impl Ledger {
         record: &T,
         keep_ms: u64,
     ) -> Result<()> {
-        self.t()?
-            .telemetry
+        let t = self.t()?;
+        t.telemetry
             .insert(at_unix_ms.to_be_bytes(), encode(record))?;
         let cutoff = at_unix_ms.saturating_sub(keep_ms).to_be_bytes();
-        for key in self.t()?.telemetry.range(..cutoff).keys() {
-            self.t()?.telemetry.remove(key?)?;
+        for key in t.telemetry.range(..cutoff).keys() {
+            t.telemetry.remove(key?)?;
         }
         Ok(())
     }

@@ -29,9 +29,10 @@ impl Ledger {
         let mut record = JobRecord::started(job_id, model, task, started_unix_ms);
         let key = job_key(started_unix_ms, job_id);
         let _write = self.write.lock().unwrap_or_else(|e| e.into_inner());
-        let earlier = match self.t()?.job_index.get(job_id.as_bytes())? {
-            Some(old_key) if old_key.as_ref() != key.as_slice() => self
-                .t()?
+        // After the write lock: a reopen (which holds it) has finished.
+        let t = self.t()?;
+        let earlier = match t.job_index.get(job_id.as_bytes())? {
+            Some(old_key) if old_key.as_ref() != key.as_slice() => t
                 .jobs
                 .get(&old_key)?
                 .and_then(|bytes| decode::<JobRecord>(&old_key, &bytes).ok())
@@ -45,7 +46,7 @@ impl Ledger {
                 _ => "started again after it was handed back".into(),
             });
         }
-        let new = (&self.t()?.jobs, &self.t()?.job_index)
+        let new = (&t.jobs, &t.job_index)
             .transaction(|(jobs, index)| -> TxResult<bool> {
                 if let Some((old_key, _)) = &earlier {
                     jobs.remove(old_key)?;
@@ -83,12 +84,13 @@ impl Ledger {
         pool_key: &PublicKey,
     ) -> Result<JobRecord> {
         let _write = self.write.lock().unwrap_or_else(|e| e.into_inner());
-        let key = self
-            .t()?
+        // After the write lock: a reopen (which holds it) has finished.
+        let t = self.t()?;
+        let key = t
             .job_index
             .get(job_id)?
             .ok_or_else(|| LedgerError::UnknownJob(job_id.to_owned()))?;
-        let mut record: JobRecord = match self.t()?.jobs.get(&key)? {
+        let mut record: JobRecord = match t.jobs.get(&key)? {
             Some(bytes) => decode(&key, &bytes)?,
             None => return Err(LedgerError::UnknownJob(job_id.to_owned())),
         };
@@ -111,7 +113,7 @@ impl Ledger {
             totals.add(&delta);
         }
         let bytes = encode(&record);
-        (&self.t()?.jobs, &self.t()?.receipts, &self.t()?.hours)
+        (&t.jobs, &t.receipts, &t.hours)
             .transaction(|(jobs, receipts, hours)| -> TxResult<()> {
                 jobs.insert(key.as_ref(), bytes.as_slice())?;
                 if let Some(receipt) = &outcome.receipt {
@@ -123,6 +125,9 @@ impl Ledger {
             .map_err(tx_error)?;
         self.flush()?;
         self.remember(&record);
+        if let Some(receipt) = &record.receipt {
+            self.mark_chain(receipt)?;
+        }
         Ok(record)
     }
 
@@ -138,10 +143,12 @@ impl Ledger {
         pool_key: &PublicKey,
     ) -> Result<JobRecord> {
         let _write = self.write.lock().unwrap_or_else(|e| e.into_inner());
+        // After the write lock: a reopen (which holds it) has finished.
+        let t = self.t()?;
         self.check_receipt(&receipt, pool_key)?;
         let paid = &receipt.receipt.payment;
-        let existing = match self.t()?.job_index.get(paid.job_id.as_bytes())? {
-            Some(key) => match self.t()?.jobs.get(&key)? {
+        let existing = match t.job_index.get(paid.job_id.as_bytes())? {
+            Some(key) => match t.jobs.get(&key)? {
                 Some(bytes) => Some((key.to_vec(), decode::<JobRecord>(&key, &bytes)?)),
                 None => None,
             },
@@ -190,12 +197,7 @@ impl Ledger {
             }
         }
         let bytes = encode(&record);
-        (
-            &self.t()?.jobs,
-            &self.t()?.job_index,
-            &self.t()?.receipts,
-            &self.t()?.hours,
-        )
+        (&t.jobs, &t.job_index, &t.receipts, &t.hours)
             .transaction(|(jobs, index, receipts, hour_tree)| -> TxResult<()> {
                 jobs.insert(key.as_slice(), bytes.as_slice())?;
                 index.insert(record.job_id.as_bytes(), key.as_slice())?;
@@ -211,6 +213,7 @@ impl Ledger {
         }
         self.flush()?;
         self.remember(&record);
+        self.mark_chain(&receipt)?;
         Ok(record)
     }
 
@@ -219,6 +222,8 @@ impl Ledger {
     /// chain, which only grows through [`Ledger::finish_job`].
     pub fn import_jobs(&self, records: &[JobRecord]) -> Result<()> {
         let _write = self.write.lock().unwrap_or_else(|e| e.into_inner());
+        // After the write lock: a reopen (which holds it) has finished.
+        let t = self.t()?;
         let mut jobs = sled::Batch::default();
         let mut index = sled::Batch::default();
         let mut hours: std::collections::BTreeMap<u64, Totals> = std::collections::BTreeMap::new();
@@ -240,13 +245,11 @@ impl Ledger {
                 totals.add(&delta);
             }
         }
-        self.t()?.jobs.apply_batch(jobs)?;
-        self.t()?.job_index.apply_batch(index)?;
+        t.jobs.apply_batch(jobs)?;
+        t.job_index.apply_batch(index)?;
         *self.job_count.lock().unwrap_or_else(|e| e.into_inner()) = None;
         for (hour, totals) in hours {
-            self.t()?
-                .hours
-                .insert(hour.to_be_bytes(), encode(&totals))?;
+            t.hours.insert(hour.to_be_bytes(), encode(&totals))?;
         }
         self.flush()?;
         drop(_write);
@@ -256,10 +259,11 @@ impl Ledger {
 
     /// One job.
     pub fn job(&self, job_id: &str) -> Result<Option<JobRecord>> {
-        let Some(key) = self.t()?.job_index.get(job_id)? else {
+        let t = self.t()?;
+        let Some(key) = t.job_index.get(job_id)? else {
             return Ok(None);
         };
-        match self.t()?.jobs.get(&key)? {
+        match t.jobs.get(&key)? {
             Some(bytes) => Ok(Some(decode(&key, &bytes)?)),
             None => Ok(None),
         }
@@ -395,6 +399,7 @@ impl Ledger {
 
     /// A page of every job, newest first, walking from whichever end of the tree is nearer.
     fn all_jobs_page(&self, offset: usize, limit: usize) -> Result<(u64, Vec<JobRecord>)> {
+        let t = self.t()?;
         let total = self.job_count()?;
         let from_newest = offset as u64;
         let end = (from_newest + limit as u64).min(total);
@@ -403,8 +408,7 @@ impl Ledger {
             decode(&key, &bytes)
         };
         let page = if from_newest <= total / 2 {
-            self.t()?
-                .jobs
+            t.jobs
                 .iter()
                 .rev()
                 .skip(offset)
@@ -414,8 +418,7 @@ impl Ledger {
         } else {
             // Rows `offset..end` counted from the newest are `total-end..total-offset` from
             // the oldest.
-            let mut oldest_first = self
-                .t()?
+            let mut oldest_first = t
                 .jobs
                 .iter()
                 .skip((total - end) as usize)
@@ -436,9 +439,10 @@ impl Ledger {
         offset: usize,
         limit: usize,
     ) -> Result<(u64, Vec<JobRecord>)> {
+        let t = self.t()?;
         // Keys in the id index map to time keys; newest first is time order reversed.
         let mut keys = Vec::new();
-        for entry in self.t()?.job_index.scan_prefix(prefix.as_bytes()) {
+        for entry in t.job_index.scan_prefix(prefix.as_bytes()) {
             let (_, key) = entry?;
             keys.push(key);
         }
@@ -446,7 +450,7 @@ impl Ledger {
         let total = keys.len() as u64;
         let mut page = Vec::new();
         for key in keys.into_iter().skip(offset).take(limit) {
-            if let Some(bytes) = self.t()?.jobs.get(&key)? {
+            if let Some(bytes) = t.jobs.get(&key)? {
                 page.push(decode(&key, &bytes)?);
             }
         }

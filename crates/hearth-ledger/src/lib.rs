@@ -13,7 +13,9 @@
 //!
 //! A finished job, its receipt and its hour's totals are written in one transaction and
 //! flushed to disk before [`Ledger::finish_job`] returns, so a crash never loses a job the UI
-//! was told about and never counts one twice.
+//! was told about and never counts one twice. Beside the database, `chain-mark.json` names the
+//! newest receipt made durable, so a log tail the disk damaged (sled drops it silently) is
+//! found: [`Ledger::lost_receipts`].
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -23,6 +25,8 @@ mod history;
 mod jobs;
 mod receipts;
 use std::sync::Mutex;
+
+pub use receipts::{CHAIN_MARK_FILE, LostReceipts};
 
 use hearth_protocol::SignedReceipt;
 use serde::de::DeserializeOwned;
@@ -52,6 +56,9 @@ pub enum LedgerError {
     },
     #[error("writing the export: {0}")]
     Export(#[from] std::io::Error),
+    /// The chain mark beside the database could not be written.
+    #[error("recording the newest receipt beside the ledger: {0}")]
+    ChainMark(std::io::Error),
     /// A moment while the database is opened again after a storage error.
     #[error("the ledger is being reopened after a storage error; try again")]
     Reopening,
@@ -72,9 +79,9 @@ impl LedgerError {
     /// failing): the node pauses for it and tries again. `None` for every other error.
     pub fn storage_fault(&self) -> Option<&std::io::Error> {
         match self {
-            LedgerError::Storage(sled::Error::Io(error)) | LedgerError::Export(error) => {
-                Some(error)
-            }
+            LedgerError::Storage(sled::Error::Io(error))
+            | LedgerError::Export(error)
+            | LedgerError::ChainMark(error) => Some(error),
             _ => None,
         }
     }
@@ -383,6 +390,7 @@ impl Ledger {
     }
 
     fn migrate(&self) -> Result<()> {
+        let t = self.t()?;
         let found = self.schema_version()?;
         if found > SCHEMA_VERSION {
             return Err(LedgerError::TooNew { found });
@@ -390,29 +398,23 @@ impl Ledger {
         if found == 0 {
             // Version 0 kept jobs in a `jobs_v0` tree keyed by job id alone, with no index
             // and no hourly totals. Re-key them by time and rebuild the totals.
-            let old = self.t()?.db.open_tree("jobs_v0")?;
+            let old = t.db.open_tree("jobs_v0")?;
             for entry in old.iter() {
                 let (key, bytes) = entry?;
                 let record: JobRecord = decode(&key, &bytes)?;
                 let time_key = job_key(record.started_unix_ms, &record.job_id);
-                self.t()?.jobs.insert(time_key.as_slice(), bytes.as_ref())?;
-                self.t()?
-                    .job_index
-                    .insert(record.job_id.as_bytes(), time_key)?;
+                t.jobs.insert(time_key.as_slice(), bytes.as_ref())?;
+                t.job_index.insert(record.job_id.as_bytes(), time_key)?;
                 if let Some(hour_delta) = jobs::hour_totals(&record) {
                     let hour = record.ended_unix_ms.unwrap_or(record.started_unix_ms) / MS_PER_HOUR;
                     let mut totals = self.hour(hour)?;
                     totals.add(&hour_delta);
-                    self.t()?
-                        .hours
-                        .insert(hour.to_be_bytes(), encode(&totals))?;
+                    t.hours.insert(hour.to_be_bytes(), encode(&totals))?;
                 }
             }
-            self.t()?.db.drop_tree("jobs_v0")?;
+            t.db.drop_tree("jobs_v0")?;
         }
-        self.t()?
-            .meta
-            .insert("schema_version", encode(&SCHEMA_VERSION))?;
+        t.meta.insert("schema_version", encode(&SCHEMA_VERSION))?;
         self.flush()?;
         Ok(())
     }
@@ -428,8 +430,9 @@ impl Ledger {
     /// Jobs still `Running` from a previous run become `Interrupted`. A damaged record is
     /// left as it is (reads of it report it), so one bad record never locks the user out.
     fn mark_interrupted(&self) -> Result<()> {
+        let t = self.t()?;
         let mut changed = false;
-        for entry in self.t()?.jobs.iter() {
+        for entry in t.jobs.iter() {
             let (key, bytes) = entry?;
             let mut record: JobRecord = match decode(&key, &bytes) {
                 Ok(record) => record,
@@ -441,7 +444,7 @@ impl Ledger {
             if record.status == JobStatus::Running {
                 record.status = JobStatus::Interrupted;
                 record.note = Some("Hearth stopped while the job ran".into());
-                self.t()?.jobs.insert(key, encode(&record))?;
+                t.jobs.insert(key, encode(&record))?;
                 changed = true;
             }
         }

@@ -1,10 +1,96 @@
-//! The pool's receipts: a hash chain, each signed by the pool; the newest, and a check of all.
+//! The pool's receipts: a hash chain, each signed by the pool; the newest, and a check of all;
+//! and the chain mark, which tells when the disk lost the newest of them.
+//!
+//! sled opens a log whose tail the disk damaged by dropping everything from the damage on,
+//! without an error: records the ledger had made durable, receipts among them, are simply
+//! gone. So beside sled's files the ledger keeps a small file naming the newest receipt it
+//! made durable (written whole or not at all, after the flush). A chain that ends before the
+//! mark lost its tail: [`Ledger::lost_receipts`] says so, and the node tells the owner and
+//! collects the receipts again from the pool.
 
 use hearth_protocol::{PublicKey, SignedReceipt};
+use serde::{Deserialize, Serialize};
 
 use crate::{ChainReport, Ledger, LedgerError, Result, decode};
 
+/// The chain mark's file, in the ledger's folder (it moves with the folder).
+pub const CHAIN_MARK_FILE: &str = "chain-mark.json";
+
+/// What the chain mark holds: the newest receipt made durable.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct ChainMark {
+    sequence: u64,
+    hash: String,
+}
+
+/// Receipts the ledger held once, on disk, and holds no more: the disk damaged the end of the
+/// database's log and sled dropped it when it opened.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LostReceipts {
+    /// The newest receipt the ledger had made durable.
+    pub held_through: u64,
+    /// The newest it holds now (`None`: none at all).
+    pub holds_through: Option<u64>,
+}
+
+impl LostReceipts {
+    /// How many receipts are missing from the end of the chain.
+    pub fn count(&self) -> u64 {
+        match self.holds_through {
+            Some(sequence) => self.held_through.saturating_sub(sequence),
+            None => self.held_through + 1,
+        }
+    }
+}
+
 impl Ledger {
+    /// The receipts missing from the end of the chain since they were made durable (`None`
+    /// when the chain reaches the mark). They come back as late receipts from the pool; once
+    /// the chain reaches the mark again, nothing is missing.
+    pub fn lost_receipts(&self) -> Result<Option<LostReceipts>> {
+        let Some(mark) = self.chain_mark() else {
+            return Ok(None);
+        };
+        let holds_through = self.chain_head()?.map(|head| head.receipt.sequence);
+        Ok(
+            (holds_through.is_none_or(|sequence| sequence < mark.sequence)).then_some(
+                LostReceipts {
+                    held_through: mark.sequence,
+                    holds_through,
+                },
+            ),
+        )
+    }
+
+    /// The chain mark, if one was written (an unreadable one is treated as none: it is a hint,
+    /// and the pool's record is what receipts are collected from).
+    fn chain_mark(&self) -> Option<ChainMark> {
+        let bytes = std::fs::read(self.dir.join(CHAIN_MARK_FILE)).ok()?;
+        serde_json::from_slice(&bytes)
+            .map_err(|error| tracing::warn!(%error, "the ledger's chain mark does not read"))
+            .ok()
+    }
+
+    /// Move the chain mark up to `receipt`, just made durable. Never down: while receipts lost
+    /// from the end are collected again, the mark keeps saying how far the chain went.
+    pub(crate) fn mark_chain(&self, receipt: &SignedReceipt) -> Result<()> {
+        if self
+            .chain_mark()
+            .is_some_and(|mark| mark.sequence >= receipt.receipt.sequence)
+        {
+            return Ok(());
+        }
+        let mark = ChainMark {
+            sequence: receipt.receipt.sequence,
+            hash: receipt.hash(),
+        };
+        hearth_instance::write_atomic(
+            &self.dir.join(CHAIN_MARK_FILE),
+            &serde_json::to_vec(&mark).unwrap_or_default(),
+        )
+        .map_err(LedgerError::ChainMark)
+    }
+
     /// The newest receipt stored.
     pub fn chain_head(&self) -> Result<Option<SignedReceipt>> {
         match self.t()?.receipts.last()? {

@@ -680,3 +680,89 @@ fn resource_use_is_kept_for_its_window_and_survives_reopening() {
         .unwrap();
     assert_eq!(window.len(), 2, "from is inclusive, to exclusive");
 }
+
+/// sled opens a log whose end the disk damaged by dropping everything from the damage on,
+/// silently. The chain mark beside the database finds it: the receipts missing from the end
+/// are counted, they come back as late receipts, and then nothing is missing.
+#[test]
+fn receipts_lost_from_a_damaged_log_tail_are_found_and_come_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut pool = Pool::new();
+    let mut issued = Vec::new();
+    {
+        let ledger = Ledger::open(dir.path()).unwrap();
+        for i in 0..3 {
+            let id = format!("job-number-{i}");
+            ledger.start_job(&id, "m", "embeddings", T0 + i).unwrap();
+            let receipt = pool.receipt(&id, 1, 5);
+            issued.push(receipt.clone());
+            ledger
+                .finish_job(&id, completed(T0 + i, receipt), &pool.key.public_key())
+                .unwrap();
+        }
+        assert_eq!(ledger.lost_receipts().unwrap(), None, "all there");
+    }
+    // One bit flipped in the newest job's last record in the log, as a failing disk does.
+    let db = dir.path().join("db");
+    let mut bytes = std::fs::read(&db).unwrap();
+    let needle = b"job-number-2";
+    let at = bytes
+        .windows(needle.len())
+        .rposition(|w| w == needle)
+        .unwrap();
+    bytes[at] ^= 0x01;
+    std::fs::write(&db, &bytes).unwrap();
+
+    let ledger = Ledger::open(dir.path()).unwrap();
+    // sled opened it without a word, one receipt short.
+    assert_eq!(
+        ledger.chain_head().unwrap().map(|h| h.receipt.sequence),
+        Some(1)
+    );
+    let lost = ledger.lost_receipts().unwrap().expect("the loss is found");
+    assert_eq!((lost.held_through, lost.holds_through), (2, Some(1)));
+    assert_eq!(lost.count(), 1);
+    // The pool hands it out again; the chain reaches the mark and nothing is missing.
+    let key = pool.key.public_key();
+    let record = ledger.record_late_receipt(issued[2].clone(), &key).unwrap();
+    assert_eq!(
+        (record.job_id.as_str(), record.status),
+        ("job-number-2", JobStatus::Completed)
+    );
+    assert_eq!(ledger.lost_receipts().unwrap(), None);
+    let report = ledger.verify_chain(&key).unwrap();
+    assert_eq!((report.receipts, report.micro_credits), (3, 15));
+    drop(ledger);
+    assert_eq!(
+        Ledger::open(dir.path()).unwrap().lost_receipts().unwrap(),
+        None
+    );
+}
+
+/// The mark never runs ahead of what is durable, and one that lags (a kill between the
+/// database's flush and the mark) reports nothing missing; a ledger with no mark (written
+/// before marks existed) reports nothing either.
+#[test]
+fn a_lagging_or_absent_chain_mark_reports_nothing_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut pool = Pool::new();
+    let ledger = Ledger::open(dir.path()).unwrap();
+    let key = pool.key.public_key();
+    ledger.start_job("a", "m", "embeddings", T0).unwrap();
+    ledger
+        .finish_job("a", completed(T0, pool.receipt("a", 1, 5)), &key)
+        .unwrap();
+    let mark_file = dir.path().join(hearth_ledger::CHAIN_MARK_FILE);
+    let first_mark = std::fs::read(&mark_file).unwrap();
+    ledger.start_job("b", "m", "embeddings", T0 + 1).unwrap();
+    ledger
+        .finish_job("b", completed(T0 + 1, pool.receipt("b", 1, 5)), &key)
+        .unwrap();
+    let mark: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&mark_file).unwrap()).unwrap();
+    assert_eq!(mark["sequence"], 1);
+    std::fs::write(&mark_file, first_mark).unwrap();
+    assert_eq!(ledger.lost_receipts().unwrap(), None, "a lagging mark");
+    std::fs::remove_file(&mark_file).unwrap();
+    assert_eq!(ledger.lost_receipts().unwrap(), None, "no mark");
+}

@@ -120,7 +120,16 @@ impl RunningNode {
                 source,
             })?;
         let ledger = Arc::new(ledger);
-        let lasting_notices: Vec<String> = damaged.into_iter().collect();
+        let mut lasting_notices: Vec<String> = damaged.into_iter().collect();
+        // A log tail the disk damaged opens without an error, shorter: the chain mark tells.
+        match ledger.lost_receipts() {
+            Ok(Some(lost)) => {
+                tracing::error!(held_through = lost.held_through, holds_through = ?lost.holds_through, "the ledger lost receipts from its end; collecting them again from the pool");
+                lasting_notices.push(crate::storage::lost_receipts_notice(&lost));
+            }
+            Ok(None) => {}
+            Err(error) => tracing::warn!(%error, "could not check the ledger's chain mark"),
+        }
         let key = worker::load_or_create_identity(&data_dir.join("node.key"))?;
         let node_id = hearth_protocol::node_id(&key.public_key());
 

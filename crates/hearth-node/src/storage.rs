@@ -191,6 +191,20 @@ pub fn damaged_notice(moved_to: &str) -> String {
     )
 }
 
+/// What the owner is told when the end of the ledger's log was lost (the disk damaged it, and
+/// sled opened what came before).
+pub fn lost_receipts_notice(lost: &hearth_ledger::LostReceipts) -> String {
+    let count = lost.count();
+    let receipts = if count == 1 {
+        "receipt".to_owned()
+    } else {
+        format!("{count} receipts")
+    };
+    format!(
+        "The disk damaged the end of the earnings ledger: its newest {receipts} went missing. They are collected again from the pool; nothing is counted twice."
+    )
+}
+
 /// Free bytes for Hearth on the disk that holds `dir` (`None` where it cannot be told).
 pub fn free_bytes(dir: &Path) -> Option<u64> {
     fs2::available_space(dir).ok()

@@ -2,7 +2,8 @@
 //! `hearth-node` process works for a pool's customers with a small library preloaded
 //! (`faults/faultinject.c`) that numbers every storage write it makes in its data folder
 //! (data writes, syncs, file creations, renames, links) and fails one of them, and every one
-//! after it until the "disk" is healed, with ENOSPC or EIO, or kills the process at it.
+//! after it until the "disk" is healed, with ENOSPC, EIO or EROFS, or kills the process at it
+//! (the `hearth-faults` crate).
 //!
 //! A counting run learns how many writes a fresh node makes while it starts and is paid for
 //! its first jobs; then each write in turn is failed in each mode. After every fault: the
@@ -22,6 +23,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use hearth_faults::{Injection, Mode as Fault, writes_logged};
 use hearth_ledger::Ledger;
 use hearth_pool::embedded::EmbeddedPool;
 use serde_json::{Value, json};
@@ -30,41 +32,9 @@ use support::{NodeProcess, api_get, ask};
 /// Jobs paid in a counting run: its writes are the ones each fault run fails in turn.
 const JOBS_COUNTED: usize = 2;
 
-/// The fault-injection library, compiled once per test binary run.
-fn fault_library() -> PathBuf {
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/faults/faultinject.c");
-    let library = Path::new(env!("CARGO_TARGET_TMPDIR")).join("libhearthfault.so");
-    let built = Command::new("cc")
-        .args(["-shared", "-fPIC", "-O1", "-Wall", "-Werror", "-o"])
-        .arg(&library)
-        .arg(&source)
-        .arg("-ldl")
-        .status()
-        .expect("a C compiler (cc) builds the fault library");
-    assert!(built.success(), "the fault library did not build");
-    library
-}
-
-/// How a run fails its chosen write.
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Fault {
-    /// That write and every one after fail with ENOSPC until healed.
-    DiskFull,
-    /// Likewise with EIO: a failing disk.
-    IoError,
-    /// The process is killed (SIGKILL) at that write.
-    Kill,
-}
-
-impl Fault {
-    fn mode(self) -> &'static str {
-        match self {
-            Fault::DiskFull => "enospc",
-            Fault::IoError => "eio",
-            Fault::Kill => "kill",
-        }
-    }
-}
+/// What a start refused on a read-only disk says.
+const READ_ONLY_SAID: &str =
+    "the disk is read-only: make it writable again, or start Hearth with another data folder";
 
 /// The pool in this process and customers keeping it busy with short embedding requests.
 struct Busy {
@@ -165,15 +135,6 @@ fn node_id(data: &Path) -> Option<String> {
     })
 }
 
-/// Numbered writes the injection library logged so far.
-fn writes_logged(log: &Path) -> Vec<String> {
-    std::fs::read_to_string(log)
-        .unwrap_or_default()
-        .lines()
-        .map(str::to_owned)
-        .collect()
-}
-
 /// Save the settings through the API, as the window does (one more storage write: the
 /// settings file, written to a temporary file, synced and renamed). The status it answered.
 async fn save_settings(http: &reqwest::Client, api: &(String, String)) -> Option<u16> {
@@ -219,24 +180,20 @@ struct Seen {
 
 /// One run: a fresh node whose write number `at` fails by `fault`, healed (or restarted)
 /// after, and checked.
-async fn run_once(busy: &Busy, library: &Path, fault: Fault, at: usize) -> Seen {
+async fn run_once(busy: &Busy, fault: Fault, at: usize) -> Seen {
     let root = tempfile::tempdir().unwrap();
     let data = root.path().join("data");
     let heal = root.path().join("healed");
     let log = root.path().join("writes.log");
     let args = busy.args();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let at_text = at.to_string();
-    let env = [
-        ("LD_PRELOAD", library.to_str().unwrap()),
-        ("HEARTH_FAULT_DIR", data.to_str().unwrap()),
-        ("HEARTH_FAULT_AT", at_text.as_str()),
-        ("HEARTH_FAULT_MODE", fault.mode()),
-        ("HEARTH_FAULT_HEAL", heal.to_str().unwrap()),
-        ("HEARTH_FAULT_LOG", log.to_str().unwrap()),
-        // A refused start's reason in words, not a backtrace (the test command sets one).
-        ("RUST_BACKTRACE", "0"),
-    ];
+    let injection = Injection::watching(&data)
+        .failing_from(at, fault)
+        .healed_by(&heal)
+        .logging_to(&log);
+    let mut env = injection.env();
+    // A refused start's reason in words, not a backtrace (the test command sets one).
+    env.push(("RUST_BACKTRACE", "0"));
     let http = reqwest::Client::new();
     let mut seen = Seen::default();
     let started = NodeProcess::try_start(&data, &args, &env);
@@ -248,6 +205,7 @@ async fn run_once(busy: &Busy, library: &Path, fault: Fault, at: usize) -> Seen 
             } else {
                 let said = match fault {
                     Fault::DiskFull => "the disk is full: free some space, then start Hearth again",
+                    Fault::ReadOnly => READ_ONLY_SAID,
                     _ => {
                         "the disk reports errors and may be failing: check it, then start Hearth again"
                     }
@@ -301,18 +259,39 @@ async fn run_once(busy: &Busy, library: &Path, fault: Fault, at: usize) -> Seen 
                 seen.paused.is_some() || numbered < at,
                 "write {at} ({fault:?}) failed but the node did not pause for it"
             );
-            // Space is freed: it works again by itself, and is paid for new work.
+            if fault == Fault::ReadOnly
+                && let Some(reason) = &seen.paused
+            {
+                assert!(
+                    reason.contains(r#""storage_failing""#)
+                        && reason.contains("the disk is read-only"),
+                    "write {at}: {reason}"
+                );
+            }
+            // Space is freed: it resumes by itself, and is paid for new work. (A job whose
+            // result reached the pool as the fault hit may be paid while still paused: the
+            // new work counted is what comes after the resume.)
             std::fs::write(&heal, b"").unwrap();
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                let now = status(&http, &api).await;
+                if now
+                    .as_ref()
+                    .is_some_and(|s| s["activity"]["kind"] == "running")
+                {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "write {at} ({fault:?}): the node did not resume after the fault was gone: {now:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
             let id = node_id(&data).expect("a started node has its key");
             let before = busy.issued(&id).await.len();
             assert!(
                 busy.paid_beyond(&id, before, Duration::from_secs(60)).await,
                 "write {at} ({fault:?}): the node did not work again after the fault was gone"
-            );
-            let resumed = status(&http, &api).await.unwrap();
-            assert_eq!(
-                resumed["activity"]["kind"], "running",
-                "write {at}: {resumed}"
             );
             assert!(
                 node.stop().success(),
@@ -360,7 +339,6 @@ async fn run_once(busy: &Busy, library: &Path, fault: Fault, at: usize) -> Seen 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_storage_write_fails_in_turn_and_the_node_recovers_losing_nothing() {
-    let library = fault_library();
     let busy = Busy::start().await;
 
     // Counting run: the writes a fresh node makes until it is paid for its first jobs.
@@ -369,12 +347,8 @@ async fn every_storage_write_fails_in_turn_and_the_node_recovers_losing_nothing(
     let log = root.path().join("writes.log");
     let args = busy.args();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let env = [
-        ("LD_PRELOAD", library.to_str().unwrap()),
-        ("HEARTH_FAULT_DIR", data.to_str().unwrap()),
-        ("HEARTH_FAULT_LOG", log.to_str().unwrap()),
-    ];
-    let node = NodeProcess::try_start(&data, &args, &env).unwrap();
+    let counting = Injection::watching(&data).logging_to(&log);
+    let node = NodeProcess::try_start(&data, &args, &counting.env()).unwrap();
     assert_eq!(
         save_settings(&reqwest::Client::new(), &node.api()).await,
         Some(200)
@@ -416,16 +390,17 @@ async fn every_storage_write_fails_in_turn_and_the_node_recovers_losing_nothing(
     };
     let limit = setting("HEARTH_FAULT_POINTS").unwrap_or(usize::MAX);
     let first = setting("HEARTH_FAULT_FROM").unwrap_or(1);
-    let modes = std::env::var("HEARTH_FAULT_MODES").unwrap_or_else(|_| "enospc,eio,kill".into());
+    let modes =
+        std::env::var("HEARTH_FAULT_MODES").unwrap_or_else(|_| "enospc,eio,kill,erofs".into());
     let started = Instant::now();
     let mut table = Vec::new();
     for fault in [Fault::DiskFull, Fault::IoError, Fault::Kill] {
-        if !modes.split(',').any(|m| m == fault.mode()) {
+        if !modes.split(',').any(|m| m == fault.name()) {
             continue;
         }
         let (mut refused, mut paused, mut killed) = (0, 0, 0);
         for at in first..=writes.len().min(limit) {
-            let seen = run_once(&busy, &library, fault, at).await;
+            let seen = run_once(&busy, fault, at).await;
             refused += usize::from(seen.refused.is_some() && !seen.killed);
             paused += usize::from(seen.paused.is_some());
             killed += usize::from(seen.killed);
@@ -433,6 +408,18 @@ async fn every_storage_write_fails_in_turn_and_the_node_recovers_losing_nothing(
         table.push(format!(
             "{fault:?}: {} writes failed in turn: start refused {refused}, paused and resumed {paused}, killed {killed}",
             writes.len().min(limit)
+        ));
+    }
+    // A disk turned read-only: at the first write (the start is refused, saying so) and at the
+    // last (the node pauses saying so, and works again once it can write).
+    if modes.split(',').any(|m| m == Fault::ReadOnly.name()) {
+        let at_start = run_once(&busy, Fault::ReadOnly, 1).await;
+        assert!(at_start.refused.is_some(), "{at_start:?}");
+        let at_work = run_once(&busy, Fault::ReadOnly, writes.len()).await;
+        assert!(at_work.paused.is_some(), "{at_work:?}");
+        table.push(format!(
+            "ReadOnly: the start refused at write 1; paused and resumed at write {}",
+            writes.len()
         ));
     }
     for line in &table {
@@ -447,95 +434,167 @@ async fn every_storage_write_fails_in_turn_and_the_node_recovers_losing_nothing(
 /// full and how much room it wants, takes no work meanwhile, and once the file is removed it
 /// works again by itself; its ledger, copied out after a clean stop, verifies and holds every
 /// receipt the pool issued.
+/// A user and mount namespace (util-linux `unshare`, no privileges needed) whose shell mounts
+/// a small tmpfs as the data folder, starts the node on it and then follows the test's orders,
+/// one line each through a fifo (`order [argument]`), answering `done <order>` on its standard
+/// output when each is carried out. The node's own output comes through the same stream.
+struct Namespace {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    /// Lines read while waiting for an order to be done, not yet looked at.
+    unread: std::collections::VecDeque<String>,
+    orders: std::fs::File,
+    /// Files the namespace's shell hands back (outside the tmpfs).
+    control: PathBuf,
+    _root: tempfile::TempDir,
+}
+
+impl Namespace {
+    /// Mount a tmpfs of `size` at the data folder, start the node with `args`, then follow
+    /// orders by `orders`: the body of a shell `case "$order" in … esac` (with `$arg`, `$DATA`,
+    /// `$CONTROL`, `$NODE`, `$node` the node's process id, and the node's arguments as `"$@"`).
+    fn start(args: &[String], size: &str, orders: &str) -> Self {
+        let root = tempfile::tempdir().unwrap();
+        let (data, control) = (root.path().join("data"), root.path().join("control"));
+        std::fs::create_dir_all(&data).unwrap();
+        std::fs::create_dir_all(&control).unwrap();
+        let fifo = control.join("orders");
+        assert!(
+            Command::new("mkfifo")
+                .arg(&fifo)
+                .status()
+                .unwrap()
+                .success()
+        );
+        let script = format!(
+            r#"
+            set -e
+            mount -t tmpfs -o size={size} hearth-test "$DATA"
+            "$NODE" --data-dir "$DATA" run "$@" &
+            node=$!
+            exec 3<"$ORDERS"
+            while read -r order arg <&3; do
+                case "$order" in
+                    {orders}
+                esac
+                echo "done $order"
+            done
+            "#
+        );
+        let mut child = Command::new("unshare")
+            .args([
+                "--user",
+                "--map-root-user",
+                "--mount",
+                "sh",
+                "-c",
+                &script,
+                "sh",
+            ])
+            .args(args)
+            .env("DATA", &data)
+            .env("CONTROL", &control)
+            .env("ORDERS", &fifo)
+            .env("NODE", env!("CARGO_BIN_EXE_hearth-node"))
+            .env("RUST_BACKTRACE", "0")
+            .env(
+                "RUST_LOG",
+                std::env::var("HEARTH_TEST_NODE_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("unshare (util-linux) starts the namespace");
+        let stdout = child.stdout.take().unwrap();
+        let (lines_tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let _ = lines_tx.send(line);
+            }
+        });
+        // Opening the fifo waits for the shell to open its end.
+        let orders = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+        Self {
+            child,
+            lines,
+            unread: Default::default(),
+            orders,
+            control,
+            _root: root,
+        }
+    }
+
+    /// The node's API, once the node in the namespace says it is ready.
+    fn wait_for_node(&mut self) -> (String, String) {
+        let mut api = None;
+        while let Some(line) = self
+            .unread
+            .pop_front()
+            .or_else(|| self.lines.recv_timeout(Duration::from_secs(60)).ok())
+        {
+            if let Some(rest) = line.strip_prefix("web UI: ") {
+                let (url, token) = rest.split_once("/?token=").unwrap();
+                api = Some((url.to_owned(), token.to_owned()));
+            }
+            if line == "ready" {
+                break;
+            }
+        }
+        api.expect("the node in the namespace started (mounting a tmpfs needs user namespaces)")
+    }
+
+    /// Give an order and wait until it is carried out.
+    fn order(&mut self, text: &str) {
+        use std::io::Write;
+        writeln!(self.orders, "{text}").unwrap();
+        self.orders.flush().unwrap();
+        let order = text.split(' ').next().unwrap();
+        let done = format!("done {order}");
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(120)) {
+            if line == done {
+                return;
+            }
+            self.unread.push_back(line);
+        }
+        panic!("the namespace did not carry out {text:?}");
+    }
+
+    /// A file the namespace's shell wrote into the control folder.
+    fn control_file(&self, name: &str) -> String {
+        std::fs::read_to_string(self.control.join(name)).unwrap_or_default()
+    }
+
+    /// Wait for the namespace's shell to end (its files stay until the namespace is dropped).
+    fn ended(&mut self) -> std::process::ExitStatus {
+        tokio::task::block_in_place(|| self.child.wait()).unwrap()
+    }
+}
+
+/// The node's clean stop, and its ledger copied out of the tmpfs; the shell then ends.
+const STOP_AND_COPY_OUT: &str = r#"
+    stop) kill -TERM "$node"; status=0; wait "$node" || status=$?
+          cp -a "$DATA/ledger" "$DATA/node.key" "$CONTROL/"
+          echo "$status" > "$CONTROL/exit"; echo "done stop"; exit 0 ;;"#;
+
+/// The real thing: the data folder is a small tmpfs (mounted in a user and mount namespace of
+/// its own), and a file fills it while the node works. The node pauses saying the disk is
+/// full and how much room it wants, takes no work meanwhile, and once the file is removed it
+/// works again by itself; its ledger, copied out after a clean stop, verifies and holds every
+/// receipt the pool issued.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_tmpfs_pauses_the_node_until_space_is_freed() {
     let busy = Busy::start().await;
-    let root = tempfile::tempdir().unwrap();
-    let (data, control) = (root.path().join("data"), root.path().join("control"));
-    std::fs::create_dir_all(&data).unwrap();
-    std::fs::create_dir_all(&control).unwrap();
-    let orders = control.join("orders");
-    assert!(
-        Command::new("mkfifo")
-            .arg(&orders)
-            .status()
-            .unwrap()
-            .success()
+    let orders = format!(
+        r#"
+        fill) head -c 64M /dev/zero > "$DATA/filler" 2>/dev/null || true
+              df -k "$DATA" | tail -1 > "$CONTROL/filled" ;;
+        free) rm -f "$DATA/filler" ;;{STOP_AND_COPY_OUT}"#
     );
-    // The namespace's shell: mount, run the node, then follow the test's orders (one line
-    // each through the fifo): fill the disk, free it, stop the node and copy its ledger out.
-    let script = r#"
-        set -e
-        mount -t tmpfs -o size=16m hearth-test "$DATA"
-        "$NODE" --data-dir "$DATA" run "$@" &
-        node=$!
-        exec 3<"$ORDERS"
-        while read -r order <&3; do
-            case "$order" in
-                fill) head -c 64M /dev/zero > "$DATA/filler" 2>/dev/null || true
-                      df -k "$DATA" | tail -1 > "$CONTROL/filled" ;;
-                free) rm -f "$DATA/filler" ;;
-                stop) kill -TERM "$node"; status=0; wait "$node" || status=$?
-                      cp -a "$DATA/ledger" "$DATA/node.key" "$CONTROL/"
-                      echo "$status" > "$CONTROL/exit"; exit 0 ;;
-            esac
-        done
-    "#;
-    let args = busy.args();
-    let mut child = Command::new("unshare")
-        .args([
-            "--user",
-            "--map-root-user",
-            "--mount",
-            "sh",
-            "-c",
-            script,
-            "sh",
-        ])
-        .args(&args)
-        .env("DATA", &data)
-        .env("CONTROL", &control)
-        .env("ORDERS", &orders)
-        .env("NODE", env!("CARGO_BIN_EXE_hearth-node"))
-        .env(
-            "RUST_LOG",
-            std::env::var("HEARTH_TEST_NODE_LOG").unwrap_or_else(|_| "warn".into()),
-        )
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("unshare (util-linux) starts the namespace");
-    let stdout = child.stdout.take().unwrap();
-    let (lines_tx, lines) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-        {
-            let _ = lines_tx.send(line);
-        }
-    });
-    let mut api = None;
-    while let Ok(line) = lines.recv_timeout(Duration::from_secs(60)) {
-        if let Some(rest) = line.strip_prefix("web UI: ") {
-            let (url, token) = rest.split_once("/?token=").unwrap();
-            api = Some((url.to_owned(), token.to_owned()));
-        }
-        if line == "ready" {
-            break;
-        }
-    }
-    let api =
-        api.expect("the node in the namespace started (mounting a tmpfs needs user namespaces)");
-    let mut orders = std::fs::OpenOptions::new()
-        .write(true)
-        .open(&orders)
-        .unwrap();
-    let mut order = |text: &str| {
-        use std::io::Write;
-        writeln!(orders, "{text}").unwrap();
-        orders.flush().unwrap();
-    };
+    let mut namespace = Namespace::start(&busy.args(), "16m", &orders);
+    let api = namespace.wait_for_node();
     let http = reqwest::Client::new();
     let id = {
         let overview = api_get(&http, &api, "/api/overview").await;
@@ -546,7 +605,7 @@ async fn a_full_tmpfs_pauses_the_node_until_space_is_freed() {
         "the node works"
     );
 
-    order("fill");
+    namespace.order("fill");
     let deadline = Instant::now() + Duration::from_secs(60);
     let paused = loop {
         let now = status(&http, &api).await.unwrap();
@@ -564,9 +623,7 @@ async fn a_full_tmpfs_pauses_the_node_until_space_is_freed() {
         .unwrap();
     eprintln!(
         "filled ({}): paused, {needed} bytes wanted",
-        std::fs::read_to_string(control.join("filled"))
-            .unwrap_or_default()
-            .trim()
+        namespace.control_file("filled").trim()
     );
     assert!(
         needed > 40 << 20,
@@ -580,7 +637,7 @@ async fn a_full_tmpfs_pauses_the_node_until_space_is_freed() {
         "a job in flight at the fault may be paid, no new one"
     );
 
-    order("free");
+    namespace.order("free");
     let paid_before = busy.issued(&id).await.len();
     assert!(
         busy.paid_beyond(&id, paid_before, Duration::from_secs(60))
@@ -592,19 +649,10 @@ async fn a_full_tmpfs_pauses_the_node_until_space_is_freed() {
         "running"
     );
 
-    order("stop");
-    let ended = tokio::task::spawn_blocking(move || child.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(ended.success());
-    assert_eq!(
-        std::fs::read_to_string(control.join("exit"))
-            .unwrap()
-            .trim(),
-        "0"
-    );
-    let ledger = Ledger::open(&control.join("ledger")).unwrap();
+    namespace.order("stop");
+    assert_eq!(namespace.control_file("exit").trim(), "0", "a clean stop");
+    assert!(namespace.ended().success());
+    let ledger = Ledger::open(&namespace.control.join("ledger")).unwrap();
     let pool_key = busy.pool.pool().state().pool_key.public_key();
     let report = ledger.verify_chain(&pool_key).unwrap();
     let issued = busy.issued(&id).await;
@@ -613,6 +661,71 @@ async fn a_full_tmpfs_pauses_the_node_until_space_is_freed() {
         issued.len() as u64,
         "every receipt is in the ledger"
     );
+    busy.stop().await;
+}
+
+/// A real read-only mount: the node stopped, its tmpfs remounted read-only, a start is refused
+/// saying the disk is read-only and what to do, and leaves every file as it was. (A running
+/// node's disk cannot be remounted read-only here: Linux refuses while files are open for
+/// writing, so the read-only disk under a running node is the fault library's EROFS, in
+/// `every_storage_write_fails_in_turn_and_the_node_recovers_losing_nothing`.) Writable again,
+/// the node starts and works, and its ledger holds every receipt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_disk_refuses_the_start_saying_so_and_leaves_the_folder_as_it_was() {
+    let busy = Busy::start().await;
+    let orders = format!(
+        r#"
+        halt) kill -TERM "$node"; wait "$node" ;;
+        readonly) mount -o remount,ro "$DATA" ;;
+        writable) mount -o remount,rw "$DATA" ;;
+        files) (cd "$DATA" && find . -type f -exec sha256sum {{}} + | sort && find . | sort) > "$CONTROL/$arg" ;;
+        try) status=0
+             timeout 60 "$NODE" --data-dir "$DATA" run "$@" > "$CONTROL/try.out" 2> "$CONTROL/try.err" || status=$?
+             echo "$status" > "$CONTROL/try.status" ;;
+        start) "$NODE" --data-dir "$DATA" run "$@" & node=$! ;;{STOP_AND_COPY_OUT}"#
+    );
+    let mut namespace = Namespace::start(&busy.args(), "64m", &orders);
+    let http = reqwest::Client::new();
+    let api = namespace.wait_for_node();
+    let id = api_get(&http, &api, "/api/overview").await["node_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(busy.paid_beyond(&id, 0, Duration::from_secs(60)).await);
+    namespace.order("halt");
+    namespace.order("files before");
+    namespace.order("readonly");
+
+    namespace.order("try");
+    assert_ne!(namespace.control_file("try.status").trim(), "0");
+    let said = namespace.control_file("try.err");
+    eprintln!("a start on the read-only disk said: {}", said.trim());
+    assert!(
+        said.contains(READ_ONLY_SAID),
+        "the refusal says why: {said}"
+    );
+    assert!(!said.contains("another Hearth"), "{said}");
+    namespace.order("files after");
+    let (before, after) = (
+        namespace.control_file("before"),
+        namespace.control_file("after"),
+    );
+    assert!(before.contains("./ledger/db"), "{before}");
+    assert_eq!(before, after, "the folder is as it was");
+
+    namespace.order("writable");
+    namespace.order("start");
+    namespace.wait_for_node();
+    let paid = busy.issued(&id).await.len();
+    assert!(busy.paid_beyond(&id, paid, Duration::from_secs(60)).await);
+    namespace.order("stop");
+    assert_eq!(namespace.control_file("exit").trim(), "0");
+    assert!(namespace.ended().success());
+    let ledger = Ledger::open(&namespace.control.join("ledger")).unwrap();
+    let report = ledger
+        .verify_chain(&busy.pool.pool().state().pool_key.public_key())
+        .unwrap();
+    assert_eq!(report.receipts, busy.issued(&id).await.len() as u64);
     busy.stop().await;
 }
 
@@ -678,6 +791,76 @@ async fn a_damaged_ledger_is_moved_aside_and_the_receipts_come_back_from_the_poo
         report.receipts,
         issued.len() as u64,
         "every receipt came back"
+    );
+    assert_eq!(
+        report.micro_credits,
+        issued
+            .iter()
+            .map(|r| r.receipt.payment.micro_credits)
+            .sum::<u64>()
+    );
+    busy.stop().await;
+}
+
+/// A log tail the disk damaged: sled opens the ledger without an error but drops everything
+/// from the damage on, the newest receipt with it. The node finds it by the chain mark, says
+/// so, and collects the receipt back from the pool.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ledger_missing_its_newest_receipts_says_so_and_they_come_back() {
+    let busy = Busy::start().await;
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("data");
+    let args = busy.args();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let node = NodeProcess::start(&data, &args);
+    let id = node_id(&data).unwrap();
+    assert!(busy.paid_beyond(&id, 2, Duration::from_secs(60)).await);
+    assert!(node.stop().success());
+    let issued = busy.issued(&id).await;
+    let newest = &issued.last().unwrap().receipt.payment.job_id;
+    // One bit flipped in the newest receipt's record, as a failing disk does.
+    let db = data.join("ledger").join("db");
+    let mut bytes = std::fs::read(&db).unwrap();
+    let at = bytes
+        .windows(newest.len())
+        .rposition(|w| w == newest.as_bytes())
+        .expect("the newest receipt is in the log");
+    bytes[at] ^= 0x01;
+    std::fs::write(&db, &bytes).unwrap();
+    {
+        let ledger = Ledger::open(&data.join("ledger")).unwrap();
+        assert!(
+            ledger.lost_receipts().unwrap().is_some(),
+            "sled opened it shorter, without an error"
+        );
+    }
+
+    let node = NodeProcess::start(&data, &args);
+    let api = node.api();
+    let overview = api_get(&reqwest::Client::new(), &api, "/api/overview").await;
+    assert!(
+        overview["pool"]["notices"][0]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("The disk damaged the end of the earnings ledger: its newest"),
+        "{overview}"
+    );
+    let paid_before = busy.issued(&id).await.len();
+    assert!(
+        busy.paid_beyond(&id, paid_before, Duration::from_secs(60))
+            .await
+    );
+    assert!(node.stop().success());
+    let ledger = Ledger::open(&data.join("ledger")).unwrap();
+    assert_eq!(ledger.lost_receipts().unwrap(), None, "nothing missing now");
+    let report = ledger
+        .verify_chain(&busy.pool.pool().state().pool_key.public_key())
+        .unwrap();
+    let issued = busy.issued(&id).await;
+    assert_eq!(
+        report.receipts,
+        issued.len() as u64,
+        "every receipt is back"
     );
     assert_eq!(
         report.micro_credits,

@@ -144,20 +144,12 @@ impl Context {
     /// Note what a failure means for the node: a ledger that cannot write pauses it (and
     /// receipts are collected once it works again).
     fn report(&self, error: &WorkerError) {
-        report_ledger_failure(self.events.as_ref(), &self.receipts_owed, error);
-    }
-}
-
-/// [`Context::report`], for before the context exists.
-fn report_ledger_failure(
-    events: &(dyn Fn(WorkerEvent) + Send + Sync),
-    receipts_owed: &std::sync::atomic::AtomicBool,
-    error: &WorkerError,
-) {
-    if let WorkerError::Ledger(error) = error {
-        receipts_owed.store(true, std::sync::atomic::Ordering::SeqCst);
-        if let Some(failure) = crate::storage::WriteFailure::from_ledger(error) {
-            events(WorkerEvent::StorageFailed(failure));
+        if let WorkerError::Ledger(error) = error {
+            self.receipts_owed
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            if let Some(failure) = crate::storage::WriteFailure::from_ledger(error) {
+                (self.events)(WorkerEvent::StorageFailed(failure));
+            }
         }
     }
 }
@@ -225,22 +217,6 @@ pub async fn run(
         }
     };
     tracing::info!(node = %client.node_id(), pool = %joined.pool_name, session = client.has_session(), "joined the pool");
-    let receipts_owed = std::sync::atomic::AtomicBool::new(false);
-    // Trust on first use: this pool's key from now on. (A ledger that cannot write pauses the
-    // node; the pin is stored at the next join.)
-    let pinned_now = match pinned {
-        None => ledger.set_setting(&pin_setting, &joined.pool_public_key),
-        Some(_) => Ok(()),
-    };
-    for written in [
-        pinned_now,
-        ledger.set_setting(POOL_KEY_SETTING, &joined.pool_public_key),
-    ] {
-        if let Err(error) = written {
-            tracing::error!(%error, "could not store the pool's key");
-            report_ledger_failure(&events, &receipts_owed, &error.into());
-        }
-    }
     events(WorkerEvent::Joined {
         pool_name: joined.pool_name.clone(),
         demo: joined.demo,
@@ -259,8 +235,25 @@ pub async fn run(
         energy,
         busy: std::sync::atomic::AtomicUsize::new(0),
         slot_freed: tokio::sync::Notify::new(),
-        receipts_owed,
+        receipts_owed: std::sync::atomic::AtomicBool::new(false),
     });
+    // Trust on first use: this pool's key from now on. (A ledger that cannot write pauses the
+    // node; the pin is stored at the next join.)
+    let pinned_now = match pinned {
+        None => context.ledger.set_setting(&pin_setting, &context.pool_key),
+        Some(_) => Ok(()),
+    };
+    for written in [
+        pinned_now,
+        context
+            .ledger
+            .set_setting(POOL_KEY_SETTING, &context.pool_key),
+    ] {
+        if let Err(error) = written {
+            tracing::error!(%error, "could not store the pool's key");
+            context.report(&error.into());
+        }
+    }
     if let Err(error) = collect_receipts(&context).await {
         tracing::warn!(%error, "could not collect missed receipts; will try after the next job");
         context.report(&error);

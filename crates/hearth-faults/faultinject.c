@@ -1,9 +1,9 @@
 /*
  * Storage fault injection for Hearth's tests, loaded with LD_PRELOAD into a real
- * `hearth-node` process. It numbers every storage write the process makes under one folder
+ * Hearth process (the node, the app, `hearth-models`). It numbers every storage write the process makes under one folder
  * (the data folder): data writes, syncs, truncations, file creations, renames and links.
- * From the write numbered HEARTH_FAULT_AT on, each such write fails with ENOSPC or EIO
- * (HEARTH_FAULT_MODE=enospc|eio) until the file HEARTH_FAULT_HEAL exists (the owner freed
+ * From the write numbered HEARTH_FAULT_AT on, each such write fails with ENOSPC, EIO or EROFS
+ * (HEARTH_FAULT_MODE=enospc|eio|erofs) until the file HEARTH_FAULT_HEAL exists (the owner freed
  * space); with HEARTH_FAULT_MODE=kill the process is killed (SIGKILL) at that write instead.
  * With HEARTH_FAULT_TRIGGER instead, the writes fail while that file exists (and the heal
  * file does not): a disk that fills at a moment the test chooses.
@@ -27,7 +27,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-enum mode { MODE_ENOSPC, MODE_EIO, MODE_KILL };
+enum mode { MODE_ENOSPC, MODE_EIO, MODE_EROFS, MODE_KILL };
 
 static const char *fault_dir;
 static size_t fault_dir_len;
@@ -50,6 +50,8 @@ __attribute__((constructor)) static void fault_init(void) {
     const char *mode = getenv("HEARTH_FAULT_MODE");
     if (mode != NULL && strcmp(mode, "eio") == 0) {
         fault_mode = MODE_EIO;
+    } else if (mode != NULL && strcmp(mode, "erofs") == 0) {
+        fault_mode = MODE_EROFS;
     } else if (mode != NULL && strcmp(mode, "kill") == 0) {
         fault_mode = MODE_KILL;
     }
@@ -113,7 +115,14 @@ static int numbered_write(const char *operation, const char *path) {
         }
         return 0;
     }
-    return fault_mode == MODE_EIO ? EIO : ENOSPC;
+    switch (fault_mode) {
+    case MODE_EIO:
+        return EIO;
+    case MODE_EROFS:
+        return EROFS;
+    default:
+        return ENOSPC;
+    }
 }
 
 #define REAL(name) \
