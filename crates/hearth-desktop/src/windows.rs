@@ -116,3 +116,106 @@ impl WindowsDesktop {
         )))
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed call fails the test
+mod tests {
+    use super::*;
+    use windows_sys::Win32::System::LibraryLoader::GetModuleHandleW;
+    use windows_sys::Win32::UI::WindowsAndMessaging::{
+        CreateWindowExW, DefWindowProcW, DispatchMessageW, GetMessageW, GetSystemMetrics, MSG,
+        RegisterClassW, SM_CXSCREEN, SM_CYSCREEN, SW_SHOW, SetForegroundWindow, ShowWindow,
+        TranslateMessage, WNDCLASSW, WS_POPUP, WS_VISIBLE,
+    };
+
+    /// One test at a time: a window coming to the front counts as input under Wine.
+    static DESKTOP: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    /// Nobody touches keyboard or mouse during the test: the idle time grows with the clock.
+    #[test]
+    fn idle_time_grows_while_nobody_touches_anything() {
+        let _alone = DESKTOP.lock().unwrap_or_else(|e| e.into_inner());
+        let desktop = WindowsDesktop::connect(None).unwrap();
+        let before = desktop.idle().unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        let after = desktop.idle().unwrap();
+        assert!(
+            after >= before + Duration::from_millis(250),
+            "{before:?} then {after:?}"
+        );
+    }
+
+    /// A program whose window covers the whole screen in front counts as fullscreen; once it
+    /// ends, nothing does. The program is this test binary again, running
+    /// [`fullscreen_stand_in`] (another process: Hearth's own windows never count).
+    #[test]
+    fn another_programs_window_covering_the_screen_is_fullscreen() {
+        let _alone = DESKTOP.lock().unwrap_or_else(|e| e.into_inner());
+        let desktop = WindowsDesktop::connect(None).unwrap();
+        assert!(!desktop.is_fullscreen().unwrap(), "nothing in front yet");
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--ignored",
+                "--exact",
+                "windows::tests::fullscreen_stand_in",
+            ])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let until = |wanted: bool| {
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            while desktop.is_fullscreen().unwrap() != wanted {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "fullscreen never became {wanted}"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        };
+        until(true);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        until(false);
+    }
+
+    /// Stands in for a game: a window covering the primary screen, brought to the front, kept
+    /// until the process is killed.
+    #[test]
+    #[ignore = "started by another_programs_window_covering_the_screen_is_fullscreen"]
+    fn fullscreen_stand_in() {
+        let class: Vec<u16> = "HearthFullscreenStandIn\0".encode_utf16().collect();
+        // SAFETY: a window class and window made the documented way: the class name outlives
+        // the calls, the window procedure is the system's default, and the message loop
+        // runs on the thread that made the window.
+        unsafe {
+            let instance = GetModuleHandleW(std::ptr::null());
+            let mut wc: WNDCLASSW = std::mem::zeroed();
+            wc.lpfnWndProc = Some(DefWindowProcW);
+            wc.hInstance = instance;
+            wc.lpszClassName = class.as_ptr();
+            assert_ne!(RegisterClassW(&wc), 0);
+            let window = CreateWindowExW(
+                0,
+                class.as_ptr(),
+                class.as_ptr(),
+                WS_POPUP | WS_VISIBLE,
+                0,
+                0,
+                GetSystemMetrics(SM_CXSCREEN),
+                GetSystemMetrics(SM_CYSCREEN),
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                instance,
+                std::ptr::null(),
+            );
+            assert!(!window.is_null());
+            ShowWindow(window, SW_SHOW);
+            SetForegroundWindow(window);
+            let mut message: MSG = std::mem::zeroed();
+            while GetMessageW(&mut message, std::ptr::null_mut(), 0, 0) > 0 {
+                TranslateMessage(&message);
+                DispatchMessageW(&message);
+            }
+        }
+    }
+}

@@ -40,6 +40,10 @@ pub(crate) fn cpu() -> CpuInfo {
             physical_cores: None,
         };
     };
+    // Windows: the list without sysinfo's usage counters, which Wine lacks (see telemetry).
+    #[cfg(windows)]
+    system.refresh_cpu_list(sysinfo::CpuRefreshKind::nothing().with_frequency());
+    #[cfg(not(windows))]
     system.refresh_cpu_all();
     let cpus = system.cpus();
     CpuInfo {

@@ -228,6 +228,9 @@ impl GpuReadings for PlatformGpus {
 struct HostReader {
     system: Option<System>,
     pid: Option<Pid>,
+    /// The machine's busy and idle times at the last reading.
+    #[cfg(windows)]
+    cpu_times: CpuTimes,
 }
 
 struct HostReading {
@@ -241,9 +244,18 @@ struct HostReading {
 
 impl HostReader {
     fn new() -> Self {
+        #[cfg_attr(not(windows), allow(unused_mut))]
+        let mut system = System::new().ok();
+        // Windows: the processors are listed without sysinfo's usage counters (see CpuTimes).
+        #[cfg(windows)]
+        if let Some(system) = system.as_mut() {
+            system.refresh_cpu_list(sysinfo::CpuRefreshKind::nothing());
+        }
         let mut reader = Self {
-            system: System::new().ok(),
+            system,
             pid: sysinfo::get_current_pid().ok(),
+            #[cfg(windows)]
+            cpu_times: CpuTimes::default(),
         };
         // CPU use is a difference between two readings: take the first now.
         reader.read();
@@ -261,7 +273,12 @@ impl HostReader {
                 logical_cores: 1,
             };
         };
+        #[cfg(not(windows))]
         system.refresh_cpu_usage();
+        #[cfg(not(windows))]
+        let cpu_percent = system.global_cpu_usage();
+        #[cfg(windows)]
+        let cpu_percent = self.cpu_times.percent();
         system.refresh_memory();
         let (process_cpu_percent, process_memory_bytes) = match self.pid {
             Some(pid) => {
@@ -277,13 +294,55 @@ impl HostReader {
             None => (0.0, 0),
         };
         HostReading {
-            cpu_percent: system.global_cpu_usage(),
+            cpu_percent,
             ram_used_bytes: system.used_memory(),
             ram_total_bytes: system.total_memory(),
             process_cpu_percent,
             process_memory_bytes,
             logical_cores: system.cpus().len().max(1),
         }
+    }
+}
+
+/// The whole machine's CPU use between two readings, from the system's idle and busy times.
+/// (sysinfo reads it on Windows through a performance-counter query, which is slow to open and
+/// which Wine does not implement: the node would stop there.)
+#[cfg(windows)]
+#[derive(Debug, Default)]
+struct CpuTimes {
+    /// (idle, idle + busy) in 100 ns ticks.
+    last: Option<(u64, u64)>,
+}
+
+#[cfg(windows)]
+impl CpuTimes {
+    /// Percent busy since the last call (0 the first time).
+    #[allow(unsafe_code)]
+    fn percent(&mut self) -> f32 {
+        use windows_sys::Win32::Foundation::FILETIME;
+        use windows_sys::Win32::System::Threading::GetSystemTimes;
+        let zero = FILETIME {
+            dwLowDateTime: 0,
+            dwHighDateTime: 0,
+        };
+        let (mut idle, mut kernel, mut user) = (zero, zero, zero);
+        // SAFETY: three valid places for the three times the call writes.
+        if unsafe { GetSystemTimes(&mut idle, &mut kernel, &mut user) } == 0 {
+            return 0.0;
+        }
+        let ticks = |t: FILETIME| (u64::from(t.dwHighDateTime) << 32) | u64::from(t.dwLowDateTime);
+        // Kernel time includes the idle time.
+        let (idle, total) = (ticks(idle), ticks(kernel).saturating_add(ticks(user)));
+        let percent = match self.last {
+            Some((last_idle, last_total)) if total > last_total => {
+                let busy =
+                    1.0 - idle.saturating_sub(last_idle) as f64 / (total - last_total) as f64;
+                (busy * 100.0).clamp(0.0, 100.0) as f32
+            }
+            _ => 0.0,
+        };
+        self.last = Some((idle, total));
+        percent
     }
 }
 

@@ -277,6 +277,20 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
+    /// On Windows the data folder is in the roaming application data (`%APPDATA%`), where a
+    /// profile that moves between machines takes the ledger along.
+    #[cfg(windows)]
+    #[test]
+    fn on_windows_the_data_folder_is_in_appdata() {
+        let appdata = std::env::var_os("APPDATA").expect("Windows sets %APPDATA%");
+        assert_eq!(
+            DataFolder::Hearth
+                .resolve(|_| None, dirs::data_dir())
+                .unwrap(),
+            PathBuf::from(appdata).join(APP_IDENTIFIER)
+        );
+    }
+
     #[test]
     fn every_program_of_hearth_shares_one_folder_and_a_pool_has_its_own() {
         let platform = tempfile::tempdir().unwrap();

@@ -135,9 +135,67 @@ fn run_tray(runtime: &tokio::runtime::Runtime, running: &Arc<RunningNode>) {
     gtk::main();
 }
 
-/// Without GTK's main loop there is no tray here yet (Windows and macOS need their own event
-/// loops); Hearth runs until it is asked to stop.
-#[cfg(not(target_os = "linux"))]
+/// Show the tray and run Windows' message loop on this thread (the tray icon's hidden window
+/// lives here) until Quit or Ctrl-C. The node's events reach the tray
+/// through a channel; each wakes the loop with a thread message.
+#[cfg(windows)]
+#[allow(unsafe_code)]
+fn run_tray(runtime: &tokio::runtime::Runtime, running: &Arc<RunningNode>) {
+    use windows_sys::Win32::System::Threading::GetCurrentThreadId;
+    use windows_sys::Win32::UI::WindowsAndMessaging::{
+        DispatchMessageW, GetMessageW, MSG, PostThreadMessageW, TranslateMessage, WM_APP, WM_QUIT,
+    };
+    // SAFETY: takes no arguments.
+    let thread = unsafe { GetCurrentThreadId() };
+    let tray = match tray::Tray::create(Arc::clone(running)) {
+        Ok(tray) => Some(tray),
+        Err(error) => {
+            tracing::warn!(%error, "could not create the tray icon");
+            None
+        }
+    };
+    let (updates, updated) = std::sync::mpsc::channel();
+    let mut events = running.node().subscribe();
+    runtime.spawn(async move {
+        loop {
+            let event = events.recv().await;
+            let closed = matches!(event, Err(tokio::sync::broadcast::error::RecvError::Closed));
+            if closed || updates.send(event).is_err() {
+                break;
+            }
+            // SAFETY: posts a message without pointers to a thread of this process.
+            unsafe { PostThreadMessageW(thread, WM_APP, 0, 0) };
+        }
+    });
+    runtime.spawn(async move {
+        termination().await;
+        tracing::info!("asked to stop");
+        // SAFETY: as above.
+        unsafe { PostThreadMessageW(thread, WM_QUIT, 0, 0) };
+    });
+    let mut follower = tray.map(|tray| tray::Follower::new(tray, running));
+    // SAFETY: a zeroed MSG is a valid place for GetMessageW to fill; the loop runs on the
+    // thread that made the tray's window, as Windows requires.
+    unsafe {
+        let mut message: MSG = std::mem::zeroed();
+        while GetMessageW(&mut message, std::ptr::null_mut(), 0, 0) > 0 {
+            if message.hwnd.is_null() && message.message == WM_APP {
+                while let Ok(event) = updated.try_recv() {
+                    if let Some(follower) = follower.as_mut() {
+                        follower.handle(event);
+                    }
+                }
+                continue;
+            }
+            TranslateMessage(&message);
+            DispatchMessageW(&message);
+        }
+    }
+}
+
+/// macOS needs its own event loop for a tray, not written yet; Hearth runs until it is asked
+/// to stop.
+#[cfg(not(any(target_os = "linux", windows)))]
 fn run_tray(runtime: &tokio::runtime::Runtime, _running: &Arc<RunningNode>) {
     tracing::warn!("the tray icon is only built on Linux so far");
     runtime.block_on(termination());

@@ -1,6 +1,7 @@
 //! The tray icon: a status line, today's earnings, Pause/Resume (Resume anyway or Skip wait
 //! during an automatic pause), timed pauses, Open Hearth and Quit, kept current from the
-//! node's events. Runs on GTK's main thread.
+//! node's events. Runs on the main loop's thread: GTK's on Linux, the Win32 message loop on
+//! Windows.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -72,32 +73,15 @@ impl Tray {
     /// Keep the tray current from the node's events, on GTK's main loop.
     #[cfg(target_os = "linux")]
     pub fn follow(self, running: &Arc<RunningNode>) {
-        let node = running.node().clone();
-        let running = Arc::clone(running);
-        let mut events = node.subscribe();
+        let mut events = running.node().subscribe();
+        let mut follower = Follower::new(self, running);
         gtk::glib::MainContext::default().spawn_local(async move {
-            let mut pool_error: Option<String> = None;
             loop {
-                match events.recv().await {
-                    Ok(NodeEvent::StatusChanged { status }) => {
-                        self.show_status(&status, pool_error.as_deref());
-                    }
-                    Ok(NodeEvent::PoolChanged { pool }) => {
-                        let error = (!pool.connected).then(|| pool.error.clone()).flatten();
-                        if error != pool_error {
-                            pool_error = error;
-                            self.show_status(&node.status(), pool_error.as_deref());
-                        }
-                    }
-                    Ok(NodeEvent::EarningsChanged { earnings }) => {
-                        self.show_earnings(&earnings, &running.credit_rate());
-                    }
-                    Ok(_) => {}
-                    Err(RecvError::Lagged(_)) => {
-                        self.show_status(&node.status(), pool_error.as_deref());
-                    }
-                    Err(RecvError::Closed) => break,
+                let event = events.recv().await;
+                if matches!(event, Err(RecvError::Closed)) {
+                    break;
                 }
+                follower.handle(event);
             }
         });
     }
@@ -168,6 +152,52 @@ impl Tray {
     }
 }
 
+/// Keeps a tray current from the node's events, on whichever main loop the platform runs.
+pub struct Follower {
+    tray: Tray,
+    running: Arc<RunningNode>,
+    /// Why the pool cannot be reached, while it cannot.
+    pool_error: Option<String>,
+}
+
+impl Follower {
+    pub fn new(tray: Tray, running: &Arc<RunningNode>) -> Self {
+        Self {
+            tray,
+            running: Arc::clone(running),
+            pool_error: None,
+        }
+    }
+
+    /// Make the tray show what `event` changed (everything again after missed events).
+    pub fn handle(&mut self, event: Result<NodeEvent, RecvError>) {
+        match event {
+            Ok(NodeEvent::StatusChanged { status }) => {
+                self.tray.show_status(&status, self.pool_error.as_deref());
+            }
+            Ok(NodeEvent::PoolChanged { pool }) => {
+                let error = (!pool.connected).then(|| pool.error.clone()).flatten();
+                if error != self.pool_error {
+                    self.pool_error = error;
+                    self.tray
+                        .show_status(&self.running.node().status(), self.pool_error.as_deref());
+                }
+            }
+            Ok(NodeEvent::EarningsChanged { earnings }) => {
+                self.tray
+                    .show_earnings(&earnings, &self.running.credit_rate());
+            }
+            Ok(_) | Err(RecvError::Closed) => {}
+            Err(RecvError::Lagged(_)) => {
+                self.tray
+                    .show_status(&self.running.node().status(), self.pool_error.as_deref());
+                self.tray
+                    .show_earnings(&self.running.earnings(), &self.running.credit_rate());
+            }
+        }
+    }
+}
+
 fn on_click(node: &Node, event: &MenuEvent) {
     tracing::debug!(item = event.id.as_ref(), "tray menu clicked");
     match event.id.as_ref() {
@@ -195,6 +225,13 @@ fn on_click(node: &Node, event: &MenuEvent) {
             tracing::info!("Quit chosen in the tray");
             #[cfg(target_os = "linux")]
             gtk::main_quit();
+            // The menu's click arrives on the message loop's thread: end that loop.
+            #[cfg(windows)]
+            #[allow(unsafe_code)]
+            // SAFETY: takes no pointers; posts WM_QUIT to this (the loop's) thread.
+            unsafe {
+                windows_sys::Win32::UI::WindowsAndMessaging::PostQuitMessage(0);
+            }
         }
         _ => {}
     }

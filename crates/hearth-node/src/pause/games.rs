@@ -3,6 +3,10 @@
 //! under a game library folder (Steam's `steamapps/common`, Epic, GOG, Lutris…), when it is a
 //! Windows program run through Wine/Proton (an `.exe` that is not a known helper), or when its
 //! name is on the list.
+//!
+//! [`ProcessScanner`] finds them: on Linux through `/proc`, on Windows through the system's
+//! process list (where every program is an `.exe`, so that rule is off: see
+//! [`GameList::matches_on_windows`]).
 
 use std::path::Path;
 
@@ -77,6 +81,29 @@ impl GameList {
             .map(|n| format!("named {n}"))
     }
 
+    /// Which rule makes a program running on Windows itself a game. Every Windows program is an
+    /// `.exe`, so the Wine rule is off; folders compare with either slash and without case (as
+    /// Windows paths do), names with or without `.exe`.
+    pub fn matches_on_windows(&self, name: &str, exe: &str) -> Option<String> {
+        let path = exe.replace('\\', "/").to_lowercase();
+        if let Some(marker) = self
+            .path_markers
+            .iter()
+            .find(|m| path.contains(&m.to_lowercase()))
+        {
+            return Some(format!("under {marker}"));
+        }
+        let lower = name.to_lowercase();
+        let stem = lower.strip_suffix(".exe").unwrap_or(&lower);
+        self.names
+            .iter()
+            .find(|n| {
+                let n = n.to_lowercase();
+                n == lower || n == stem
+            })
+            .map(|n| format!("named {n}"))
+    }
+
     /// Every game process under `procfs` (normally `/proc`), `exclude_pid` left out.
     pub fn scan(&self, procfs: &Path, exclude_pid: u32) -> Vec<GameProcess> {
         let mut found: Vec<GameProcess> = process_ids(procfs)
@@ -132,6 +159,7 @@ pub fn process_ids(procfs: &Path) -> Vec<u32> {
 /// new process may still be between fork and exec) and the games it knows (to notice them
 /// end). Every [`FULL_RESCAN_EVERY`] ticks, when ids wrap around, or where `loadavg` is
 /// missing, it lists and examines everything (a launcher that execs its game much later).
+#[cfg(not(windows))]
 #[derive(Debug)]
 pub struct ProcessScanner {
     list: GameList,
@@ -142,6 +170,7 @@ pub struct ProcessScanner {
     last_pid: Option<u32>,
 }
 
+#[cfg(not(windows))]
 #[derive(Debug)]
 struct Known {
     first_seen: std::time::Instant,
@@ -153,8 +182,10 @@ pub const YOUNG: std::time::Duration = std::time::Duration::from_secs(2);
 /// Every this many ticks, every process is listed and examined again.
 pub const FULL_RESCAN_EVERY: u64 = 40;
 /// More new ids than this since the last tick: list everything instead.
+#[cfg(not(windows))]
 const MAX_NEW_IDS: u32 = 4096;
 
+#[cfg(not(windows))]
 impl ProcessScanner {
     /// A scanner of `procfs` with `list`, never reporting `exclude_pid` (Hearth itself).
     pub fn new(list: GameList, procfs: impl Into<std::path::PathBuf>, exclude_pid: u32) -> Self {
@@ -239,9 +270,113 @@ impl ProcessScanner {
     }
 }
 
+/// Finds games on Windows: the system's process list (a snapshot per tick, a few hundred
+/// entries) with each program's path, read once per process.
+#[cfg(windows)]
+#[derive(Debug)]
+pub struct ProcessScanner {
+    list: GameList,
+    exclude_pid: u32,
+    /// `None` where the system would not be read (said once, in the log).
+    system: Option<sysinfo::System>,
+}
+
+#[cfg(windows)]
+impl ProcessScanner {
+    /// A scanner with `list`, never reporting `exclude_pid` (Hearth itself); `procfs` is a
+    /// Linux notion and is ignored.
+    pub fn new(list: GameList, _procfs: impl Into<std::path::PathBuf>, exclude_pid: u32) -> Self {
+        let system = sysinfo::System::new()
+            .map_err(|error| tracing::error!(%error, "game detection is off: the process list cannot be read"))
+            .ok();
+        Self {
+            list,
+            exclude_pid,
+            system,
+        }
+    }
+
+    /// The games running now, by pid.
+    pub fn scan(&mut self, _now: std::time::Instant) -> Vec<GameProcess> {
+        use sysinfo::{ProcessRefreshKind, ProcessesToUpdate, UpdateKind};
+        let Some(system) = self.system.as_mut() else {
+            return Vec::new();
+        };
+        system.refresh_processes_specifics(
+            ProcessesToUpdate::All,
+            true,
+            ProcessRefreshKind::nothing().with_exe(UpdateKind::OnlyIfNotSet),
+        );
+        // A process seen while it starts has no path yet (sysinfo then keeps an empty one):
+        // ask again for those.
+        let pathless: Vec<sysinfo::Pid> = system
+            .processes()
+            .iter()
+            .filter(|(_, p)| p.exe().is_none_or(|exe| exe.as_os_str().is_empty()))
+            .map(|(pid, _)| *pid)
+            .collect();
+        if !pathless.is_empty() {
+            system.refresh_processes_specifics(
+                ProcessesToUpdate::Some(&pathless),
+                false,
+                ProcessRefreshKind::nothing().with_exe(UpdateKind::Always),
+            );
+        }
+        let mut games: Vec<GameProcess> = system
+            .processes()
+            .iter()
+            .filter(|(pid, _)| pid.as_u32() != self.exclude_pid)
+            .filter_map(|(pid, process)| {
+                let name = process.name().to_string_lossy().into_owned();
+                let exe = process
+                    .exe()
+                    .map(|path| path.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                let rule = self.list.matches_on_windows(&name, &exe)?;
+                Some(GameProcess {
+                    pid: pid.as_u32(),
+                    name,
+                    rule,
+                })
+            })
+            .collect();
+        games.sort_by_key(|g| g.pid);
+        games
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// On Windows itself every program is an `.exe`: games are known by their folder (either
+    /// slash, any case) or their name (with or without `.exe`), never by being an `.exe`.
+    #[test]
+    fn on_windows_folders_and_names_make_games_and_being_an_exe_does_not() {
+        let list = GameList::builtin();
+        let rule = |name: &str, exe: &str| list.matches_on_windows(name, exe);
+        assert_eq!(
+            rule(
+                "eldenring.exe",
+                r"C:\Program Files (x86)\Steam\SteamApps\common\ELDEN RING\Game\eldenring.exe"
+            )
+            .as_deref(),
+            Some("under /steamapps/common/")
+        );
+        assert_eq!(
+            rule("VALORANT.exe", r"C:\Riot Games\VALORANT\live\VALORANT.exe").as_deref(),
+            Some("under /Riot Games/")
+        );
+        assert_eq!(
+            rule("Factorio.exe", r"D:\Factorio\bin\x64\Factorio.exe").as_deref(),
+            Some("named factorio")
+        );
+        assert_eq!(rule("notepad.exe", r"C:\Windows\notepad.exe"), None);
+        assert_eq!(
+            rule("steam.exe", r"C:\Program Files (x86)\Steam\steam.exe"),
+            None
+        );
+    }
 
     #[test]
     fn the_builtin_list_parses_and_matches_what_it_should() {

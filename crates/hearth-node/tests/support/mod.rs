@@ -26,7 +26,23 @@ impl NodeProcess {
     /// Start `hearth-node run` with `args` and environment `env`, and wait for its "ready"
     /// line; `Err` with what it printed and how it ended when it exits (or stalls) before.
     pub fn try_start(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Result<Self, String> {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_hearth-node"))
+        Self::try_start_with(
+            Command::new(env!("CARGO_BIN_EXE_hearth-node")),
+            data_dir,
+            args,
+            env,
+        )
+    }
+
+    /// [`NodeProcess::try_start`] for the node program `program` names (another build of it,
+    /// or a runner and the program: Wine and `hearth-node.exe`).
+    pub fn try_start_with(
+        mut program: Command,
+        data_dir: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Self, String> {
+        let mut child = program
             .arg("--data-dir")
             .arg(data_dir)
             .arg("run")
