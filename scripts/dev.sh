@@ -35,7 +35,8 @@ STAGE=""
 STAGE_STARTED=$SECONDS
 end_stage() {
   if [ -n "$STAGE" ]; then
-    printf '    (%s: %d s)\n' "$STAGE" $((SECONDS - STAGE_STARTED)) >&2
+    printf '    (%s: %d s; %s free for the build)\n' "$STAGE" $((SECONDS - STAGE_STARTED)) \
+      "$(df -h --output=avail "${CARGO_TARGET_DIR:-$ROOT}" 2>/dev/null | tail -1 | tr -d ' ')" >&2
   fi
 }
 log() {
@@ -94,8 +95,62 @@ setup_rust() {
   if [ -n "${CI:-}" ] && [ -z "${CARGO_TARGET_DIR:-}" ]; then
     # CI clones afresh each run; keep the build cache outside the clone.
     export CARGO_TARGET_DIR="$HOME/.cache/hearth-target"
+    # A one-off build gains nothing from incremental state, and it is gigabytes on disk.
+    export CARGO_INCREMENTAL=0
+    mkdir -p "$CARGO_TARGET_DIR"
+    find "$CARGO_TARGET_DIR" -maxdepth 3 -type d -name incremental -prune -exec rm -rf {} +
+    drop_cache_if_short_of_room "$CARGO_TARGET_DIR"
   fi
   export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-auto}"
+}
+
+# A build cache kept from run to run gathers a copy of every test program each change made
+# (cargo names them by a hash of their inputs and never removes the old ones). At the start of a
+# CI run a cache that has left too little room is dropped (a cold build fits CI's time); at the
+# end, the programs this run did not build or use are removed, so the cache stays one build.
+MIN_FREE_FOR_BUILD_GIB=40
+
+drop_cache_if_short_of_room() {
+  local dir="$1" free_gib
+  free_gib=$(($(df --output=avail -k "$dir" | tail -1) / 1048576))
+  if [ "$free_gib" -lt "$MIN_FREE_FOR_BUILD_GIB" ] && [ -n "$(ls -A "$dir")" ]; then
+    log "dropping the build cache: ${free_gib} GiB free, a build needs about $MIN_FREE_FOR_BUILD_GIB"
+    rm -rf "${dir:?}"/*
+  fi
+}
+
+# Removes from the cache's deps folders every program not among this run's (listed by cargo's
+# JSON messages on standard input). A program that is also a binary's uplifted copy has a second
+# hard link and stays.
+prune_stale_programs() {
+  python3 -c '
+import json, os, sys
+root = sys.argv[1]
+current = set()
+for line in sys.stdin:
+    try:
+        m = json.loads(line)
+    except ValueError:
+        continue
+    if m.get("reason") == "compiler-artifact":
+        current.update(os.path.realpath(f) for f in m.get("filenames", []))
+        if m.get("executable"):
+            current.add(os.path.realpath(m["executable"]))
+if not current:
+    sys.exit("cargo listed no programs: nothing pruned")
+freed = 0
+for folder, _, names in os.walk(root):
+    if os.path.basename(folder) != "deps":
+        continue
+    for name in names:
+        path = os.path.realpath(os.path.join(folder, name))
+        st = os.lstat(path)
+        if (os.access(path, os.X_OK) and not name.endswith((".so", ".dll", ".rlib", ".rmeta"))
+                and st.st_nlink == 1 and path not in current):
+            freed += st.st_size
+            os.remove(path)
+print(f"pruned {freed / 2**30:.1f} GiB of earlier runs'"'"' test programs from the build cache", file=sys.stderr)
+' "$1"
 }
 
 # The official OpenAI Python client, pinned, for the pool's compatibility test.
@@ -155,8 +210,7 @@ check_desktop_platforms() {
     [ "$target" = x86_64-pc-windows-gnu ] && packages+=(-p hearth-tray -p hearth-node)
     if rustup target list --installed | grep -qx "$target" || rustup target add "$target" >/dev/null 2>&1; then
       log "clippy for $target (${packages[*]})"
-      CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target}/cross" \
-        cargo clippy "${packages[@]}" --target "$target" --locked -- -D warnings
+      cargo clippy "${packages[@]}" --target "$target" --locked -- -D warnings
     else
       log "skipping the $target check: rustup could not add the target"
     fi
@@ -171,12 +225,17 @@ check_desktop_platforms() {
 # (HEARTH_WINDOWS_SETUP: tests/windows_installer.rs).
 WINDOWS_TARGET=x86_64-pc-windows-gnu
 WINDOWS_PROGRAMS=(hearth-node hearth-tray hearth-pool hearth-models hearth-app)
+WINDOWS_BUILD=(--target "$WINDOWS_TARGET" --locked --bins
+  -p hearth-node -p hearth-tray -p hearth-pool -p hearth-inference -p hearth-app)
+WINDOWS_TESTS=(--target "$WINDOWS_TARGET" --locked -p hearth-ledger -p hearth-instance -p hearth-desktop)
 
 build_and_test_windows() {
   rustup target list --installed | grep -qx "$WINDOWS_TARGET" || rustup target add "$WINDOWS_TARGET"
+  # Without debug information (and so, by cargo's default, stripped of the standard library's):
+  # with line tables each program was about 230 MB, and CI's disk ran out.
+  local -x CARGO_PROFILE_DEV_DEBUG=false
   log "building the Windows programs ($WINDOWS_TARGET, MinGW-w64)"
-  cargo build --target "$WINDOWS_TARGET" --locked --bins \
-    -p hearth-node -p hearth-tray -p hearth-pool -p hearth-inference -p hearth-app
+  cargo build "${WINDOWS_BUILD[@]}"
   local out program
   out="$(cd "${CARGO_TARGET_DIR:-target}/$WINDOWS_TARGET/debug" && pwd)"
   for program in "${WINDOWS_PROGRAMS[@]}"; do
@@ -189,7 +248,7 @@ build_and_test_windows() {
 
   log "tests as Windows programs under Wine: the ledger, the data folder, the desktop"
   CARGO_TARGET_X86_64_PC_WINDOWS_GNU_RUNNER="$ROOT/scripts/windows/wine-run" xvfb-run -a \
-    cargo test --target "$WINDOWS_TARGET" --locked -p hearth-ledger -p hearth-instance -p hearth-desktop
+    cargo test "${WINDOWS_TESTS[@]}"
 }
 
 # A release build of the Windows programs and its installer.
@@ -200,8 +259,7 @@ cmd_windows_installer() {
   build_ui
   rustup target list --installed | grep -qx "$WINDOWS_TARGET" || rustup target add "$WINDOWS_TARGET"
   log "building the Windows programs, release ($WINDOWS_TARGET)"
-  cargo build --release --target "$WINDOWS_TARGET" --locked --bins \
-    -p hearth-node -p hearth-tray -p hearth-pool -p hearth-inference -p hearth-app
+  cargo build --release "${WINDOWS_BUILD[@]}"
   local out="${CARGO_TARGET_DIR:-target}/$WINDOWS_TARGET/release"
   log "the installer"
   scripts/windows/installer.sh "$out" "$out/hearth-setup.exe"
@@ -277,8 +335,20 @@ cmd_test() {
   # One closing line for the whole run, summed over every test binary.
   awk '/^test result:/ { passed += $4; failed += $6 } END { printf "rust tests: %d passed, %d failed\n", passed, failed }' "$results"
   rm -f "$results"
+  if [ -n "${CI:-}" ]; then
+    log "pruning the build cache"
+    list_this_runs_programs | prune_stale_programs "$CARGO_TARGET_DIR"
+  fi
   end_stage
   printf 'total: %d s\n' "$SECONDS" >&2
+}
+
+# Cargo's JSON messages for every program this run built: the Linux workspace and the Windows
+# programs and tests (all fresh by now, so nothing is compiled).
+list_this_runs_programs() {
+  cargo test --workspace --all-targets --locked --no-run --message-format=json 2>/dev/null
+  CARGO_PROFILE_DEV_DEBUG=false cargo build "${WINDOWS_BUILD[@]}" --message-format=json 2>/dev/null
+  CARGO_PROFILE_DEV_DEBUG=false cargo test "${WINDOWS_TESTS[@]}" --no-run --message-format=json 2>/dev/null
 }
 
 # The pool's test binaries that the workspace run built, run again with the pool's state in
