@@ -210,6 +210,9 @@ pub struct Ledger {
     /// How many jobs there are, once counted (a count reads every key); kept current by
     /// [`Ledger::start_job`], forgotten by the rarer writes that may add jobs in bulk.
     job_count: Mutex<Option<u64>>,
+    /// The sequence the chain mark names, read from its file at open and kept current by
+    /// each mark, so a receipt costs no read of the file.
+    chain_marked: Mutex<Option<u64>>,
 }
 
 /// The ledger's sled database and its trees.
@@ -325,6 +328,7 @@ impl Ledger {
             write: Mutex::new(()),
             recent: Mutex::new(std::collections::VecDeque::new()),
             job_count: Mutex::new(None),
+            chain_marked: Mutex::new(receipts::read_chain_mark(dir)),
         };
         // The first writes happen here: a full or read-only disk is told as such.
         let explained = |error: LedgerError| match error {

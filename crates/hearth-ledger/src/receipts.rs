@@ -16,11 +16,21 @@ use crate::{ChainReport, Ledger, LedgerError, Result, decode};
 /// The chain mark's file, in the ledger's folder (it moves with the folder).
 pub const CHAIN_MARK_FILE: &str = "chain-mark.json";
 
-/// What the chain mark holds: the newest receipt made durable.
+/// What the chain mark holds: the sequence of the newest receipt made durable. (Marks
+/// written before this form also hold that receipt's hash, which is not needed and ignored.)
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 struct ChainMark {
     sequence: u64,
-    hash: String,
+}
+
+/// The sequence the chain mark in `dir` names, if one was written (an unreadable one is
+/// treated as none: it is a hint, and the pool's record is what receipts are collected from).
+pub(crate) fn read_chain_mark(dir: &std::path::Path) -> Option<u64> {
+    let bytes = std::fs::read(dir.join(CHAIN_MARK_FILE)).ok()?;
+    serde_json::from_slice::<ChainMark>(&bytes)
+        .map_err(|error| tracing::warn!(%error, "the ledger's chain mark does not read"))
+        .ok()
+        .map(|mark| mark.sequence)
 }
 
 /// Receipts the ledger held once, on disk, and holds no more: the disk damaged the end of the
@@ -48,47 +58,33 @@ impl Ledger {
     /// when the chain reaches the mark). They come back as late receipts from the pool; once
     /// the chain reaches the mark again, nothing is missing.
     pub fn lost_receipts(&self) -> Result<Option<LostReceipts>> {
-        let Some(mark) = self.chain_mark() else {
+        let Some(marked) = *self.chain_marked.lock().unwrap_or_else(|e| e.into_inner()) else {
             return Ok(None);
         };
         let holds_through = self.chain_head()?.map(|head| head.receipt.sequence);
         Ok(
-            (holds_through.is_none_or(|sequence| sequence < mark.sequence)).then_some(
-                LostReceipts {
-                    held_through: mark.sequence,
-                    holds_through,
-                },
-            ),
+            (holds_through.is_none_or(|sequence| sequence < marked)).then_some(LostReceipts {
+                held_through: marked,
+                holds_through,
+            }),
         )
-    }
-
-    /// The chain mark, if one was written (an unreadable one is treated as none: it is a hint,
-    /// and the pool's record is what receipts are collected from).
-    fn chain_mark(&self) -> Option<ChainMark> {
-        let bytes = std::fs::read(self.dir.join(CHAIN_MARK_FILE)).ok()?;
-        serde_json::from_slice(&bytes)
-            .map_err(|error| tracing::warn!(%error, "the ledger's chain mark does not read"))
-            .ok()
     }
 
     /// Move the chain mark up to `receipt`, just made durable. Never down: while receipts lost
     /// from the end are collected again, the mark keeps saying how far the chain went.
     pub(crate) fn mark_chain(&self, receipt: &SignedReceipt) -> Result<()> {
-        if self
-            .chain_mark()
-            .is_some_and(|mark| mark.sequence >= receipt.receipt.sequence)
-        {
+        let mut marked = self.chain_marked.lock().unwrap_or_else(|e| e.into_inner());
+        let sequence = receipt.receipt.sequence;
+        if marked.is_some_and(|marked| marked >= sequence) {
             return Ok(());
         }
-        let mark = ChainMark {
-            sequence: receipt.receipt.sequence,
-            hash: receipt.hash(),
-        };
         hearth_instance::write_atomic(
             &self.dir.join(CHAIN_MARK_FILE),
-            &serde_json::to_vec(&mark).unwrap_or_default(),
+            &serde_json::to_vec(&ChainMark { sequence }).unwrap_or_default(),
         )
-        .map_err(LedgerError::ChainMark)
+        .map_err(LedgerError::ChainMark)?;
+        *marked = Some(sequence);
+        Ok(())
     }
 
     /// The newest receipt stored.

@@ -27,7 +27,7 @@ use hearth_faults::{Injection, Mode as Fault, writes_logged};
 use hearth_ledger::Ledger;
 use hearth_pool::embedded::EmbeddedPool;
 use serde_json::{Value, json};
-use support::{NodeProcess, api_get, ask};
+use support::{NodeProcess, api_get, ask, assert_ledger_holds_every_receipt};
 
 /// Jobs paid in a counting run: its writes are the ones each fault run fails in turn.
 const JOBS_COUNTED: usize = 2;
@@ -318,16 +318,8 @@ async fn run_once(busy: &Busy, fault: Fault, at: usize) -> Seen {
     let id = node_id(&data).unwrap();
     let ledger = Ledger::open(&data.join("ledger"))
         .unwrap_or_else(|e| panic!("write {at} ({fault:?}): the ledger did not open: {e}"));
-    let pool_key = busy.pool.pool().state().pool_key.public_key();
-    let report = ledger
-        .verify_chain(&pool_key)
-        .unwrap_or_else(|e| panic!("write {at} ({fault:?}): the ledger does not verify: {e}"));
-    let issued = busy.issued(&id).await;
-    assert_eq!(
-        report.receipts,
-        issued.len() as u64,
-        "write {at} ({fault:?}): every receipt issued is in the ledger"
-    );
+    assert_ledger_holds_every_receipt(&busy.pool, &ledger, &id, &format!("write {at} ({fault:?})"))
+        .await;
     let jobs = ledger.jobs_between(0, u64::MAX, usize::MAX).unwrap();
     let mut ids: Vec<&str> = jobs.iter().map(|j| j.job_id.as_str()).collect();
     ids.sort_unstable();
@@ -653,14 +645,7 @@ async fn a_full_tmpfs_pauses_the_node_until_space_is_freed() {
     assert_eq!(namespace.control_file("exit").trim(), "0", "a clean stop");
     assert!(namespace.ended().success());
     let ledger = Ledger::open(&namespace.control.join("ledger")).unwrap();
-    let pool_key = busy.pool.pool().state().pool_key.public_key();
-    let report = ledger.verify_chain(&pool_key).unwrap();
-    let issued = busy.issued(&id).await;
-    assert_eq!(
-        report.receipts,
-        issued.len() as u64,
-        "every receipt is in the ledger"
-    );
+    assert_ledger_holds_every_receipt(&busy.pool, &ledger, &id, "after the disk filled").await;
     busy.stop().await;
 }
 
@@ -722,10 +707,7 @@ async fn a_read_only_disk_refuses_the_start_saying_so_and_leaves_the_folder_as_i
     assert_eq!(namespace.control_file("exit").trim(), "0");
     assert!(namespace.ended().success());
     let ledger = Ledger::open(&namespace.control.join("ledger")).unwrap();
-    let report = ledger
-        .verify_chain(&busy.pool.pool().state().pool_key.public_key())
-        .unwrap();
-    assert_eq!(report.receipts, busy.issued(&id).await.len() as u64);
+    assert_ledger_holds_every_receipt(&busy.pool, &ledger, &id, "writable again").await;
     busy.stop().await;
 }
 
@@ -783,22 +765,7 @@ async fn a_damaged_ledger_is_moved_aside_and_the_receipts_come_back_from_the_poo
     assert!(notice.contains(&*moved[0].to_string_lossy()));
     assert!(moved[0].join("db").exists(), "the damaged ledger is kept");
     let ledger = Ledger::open(&data.join("ledger")).unwrap();
-    let report = ledger
-        .verify_chain(&busy.pool.pool().state().pool_key.public_key())
-        .unwrap();
-    let issued = busy.issued(&id).await;
-    assert_eq!(
-        report.receipts,
-        issued.len() as u64,
-        "every receipt came back"
-    );
-    assert_eq!(
-        report.micro_credits,
-        issued
-            .iter()
-            .map(|r| r.receipt.payment.micro_credits)
-            .sum::<u64>()
-    );
+    assert_ledger_holds_every_receipt(&busy.pool, &ledger, &id, "the new ledger").await;
     busy.stop().await;
 }
 
@@ -853,21 +820,6 @@ async fn a_ledger_missing_its_newest_receipts_says_so_and_they_come_back() {
     assert!(node.stop().success());
     let ledger = Ledger::open(&data.join("ledger")).unwrap();
     assert_eq!(ledger.lost_receipts().unwrap(), None, "nothing missing now");
-    let report = ledger
-        .verify_chain(&busy.pool.pool().state().pool_key.public_key())
-        .unwrap();
-    let issued = busy.issued(&id).await;
-    assert_eq!(
-        report.receipts,
-        issued.len() as u64,
-        "every receipt is back"
-    );
-    assert_eq!(
-        report.micro_credits,
-        issued
-            .iter()
-            .map(|r| r.receipt.payment.micro_credits)
-            .sum::<u64>()
-    );
+    assert_ledger_holds_every_receipt(&busy.pool, &ledger, &id, "the mended tail").await;
     busy.stop().await;
 }

@@ -222,3 +222,37 @@ pub async fn first_refusal(
         .unwrap();
     error
 }
+
+/// The receipts `pool` issued to `node_id`, after checking that `ledger` verifies against the
+/// pool's key and holds every one of them and all their credits: nothing the pool paid is
+/// missing from the owner's books. `context` names the run in a failure.
+pub async fn assert_ledger_holds_every_receipt(
+    pool: &hearth_pool::embedded::EmbeddedPool,
+    ledger: &hearth_ledger::Ledger,
+    node_id: &str,
+    context: &str,
+) -> Vec<hearth_protocol::SignedReceipt> {
+    let state = pool.pool().state();
+    let report = ledger
+        .verify_chain(&state.pool_key.public_key())
+        .unwrap_or_else(|e| panic!("{context}: the ledger does not verify: {e}"));
+    let issued = state
+        .store
+        .receipts_after(node_id, None, 100_000)
+        .await
+        .unwrap_or_else(|e| panic!("{context}: the pool's receipts do not read: {e}"));
+    assert_eq!(
+        report.receipts,
+        issued.len() as u64,
+        "{context}: every receipt the pool issued is in the ledger"
+    );
+    assert_eq!(
+        report.micro_credits,
+        issued
+            .iter()
+            .map(|r| r.receipt.payment.micro_credits)
+            .sum::<u64>(),
+        "{context}: every credit the pool issued is in the ledger"
+    );
+    issued
+}
