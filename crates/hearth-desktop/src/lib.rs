@@ -7,6 +7,11 @@
 //!   presentation) or a foreground window covering its monitor; `GetLastInputInfo`.
 //! - macOS: idle time from Quartz event sources; fullscreen is not detected yet (an error
 //!   says so, and the watcher turns that rule off).
+//!
+//! And the one thing Hearth tells the desktop: [`set_start_at_login`].
+
+mod login;
+pub use login::{LOGIN_ENTRY, set_start_at_login};
 
 #[cfg(target_os = "linux")]
 mod x11;

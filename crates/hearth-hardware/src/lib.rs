@@ -2,8 +2,8 @@
 //!
 //! [`detect`] lists every GPU — wgpu adapters on all graphics APIs, merged when one physical GPU
 //! shows up through several — and fills in what the platform tells beyond wgpu: NVIDIA through
-//! NVML (loaded at run time; no driver is a clean "not available"), AMD through sysfs. CPU and
-//! memory come from sysinfo.
+//! NVML (loaded at run time; no driver is a clean "not available"), AMD through sysfs, and on
+//! Windows DXGI's adapter list. CPU and memory come from sysinfo.
 //!
 //! [`Sampler`] takes live [`TelemetrySample`]s (1 Hz by default) into an hour-long ring buffer
 //! and a broadcast stream; [`drm_processes`] and [`NvidiaSource::processes`] tell which
@@ -11,7 +11,9 @@
 
 pub mod amd;
 pub mod cpu_power;
+pub mod dxgi;
 mod gpu;
+pub mod gpu_engines;
 pub mod nvidia;
 pub mod probe;
 pub mod processes;
@@ -55,6 +57,8 @@ pub struct HardwareReport {
     pub memory: MemoryInfo,
     /// Whether NVML answered.
     pub nvml: SourceStatus,
+    /// Whether DXGI (Windows' adapter list) answered.
+    pub dxgi: SourceStatus,
 }
 
 /// Where [`detect`] looks. Tests point these at fixtures and fakes.
@@ -106,11 +110,20 @@ pub fn detect(sources: &Sources<'_>) -> HardwareReport {
             reason: reason.to_string(),
         },
     };
+    // Windows' own list: dedicated memory and driver versions wgpu does not give.
+    let dxgi = match dxgi::local_adapters() {
+        Ok(adapters) => {
+            dxgi::apply_dxgi(&mut gpus, &adapters);
+            SourceStatus::Available
+        }
+        Err(reason) => SourceStatus::NotAvailable { reason },
+    };
     HardwareReport {
         gpus,
         cpu: system::cpu(),
         memory: system::memory(),
         nvml,
+        dxgi,
     }
 }
 

@@ -77,11 +77,30 @@ impl Nvml {
     fn nvml(&self) -> Result<&nvml_wrapper::Nvml, NvidiaError> {
         self.handle
             .get_or_init(|| {
-                nvml_wrapper::Nvml::init().map_err(|e| NvidiaError::Unavailable(e.to_string()))
+                nvml_wrapper::Nvml::init()
+                    .or_else(|error| init_from_older_driver_folder().ok_or(error))
+                    .map_err(|e| NvidiaError::Unavailable(e.to_string()))
             })
             .as_ref()
             .map_err(Clone::clone)
     }
+}
+
+/// Drivers before R418 put `nvml.dll` in NVSMI under Program Files, not in System32 where
+/// the loader looks.
+#[cfg(windows)]
+fn init_from_older_driver_folder() -> Option<nvml_wrapper::Nvml> {
+    let program_files = std::env::var_os("ProgramFiles")?;
+    let dll = std::path::Path::new(&program_files).join(r"NVIDIA Corporation\NVSMI\nvml.dll");
+    nvml_wrapper::Nvml::builder()
+        .lib_path(dll.as_os_str())
+        .init()
+        .ok()
+}
+
+#[cfg(not(windows))]
+fn init_from_older_driver_folder() -> Option<nvml_wrapper::Nvml> {
+    None
 }
 
 impl NvidiaSource for Nvml {

@@ -35,11 +35,44 @@ pub struct GpuProcess {
     pub source: ProcessSource,
 }
 
-/// A process's short name from `/proc`.
+/// A process's short name: `/proc/<pid>/comm` on Linux, the program's file name
+/// (`eldenring.exe`) on Windows; empty when it cannot be read.
+#[cfg(not(windows))]
 pub fn process_name(pid: u32) -> String {
     std::fs::read_to_string(format!("/proc/{pid}/comm"))
         .map(|s| s.trim().to_owned())
         .unwrap_or_default()
+}
+
+#[cfg(windows)]
+#[allow(unsafe_code)]
+pub fn process_name(pid: u32) -> String {
+    use windows_sys::Win32::Foundation::CloseHandle;
+    use windows_sys::Win32::System::Threading::{
+        OpenProcess, PROCESS_NAME_WIN32, PROCESS_QUERY_LIMITED_INFORMATION,
+        QueryFullProcessImageNameW,
+    };
+    // SAFETY: asks for a handle with the least right there is; checked before use.
+    let process = unsafe { OpenProcess(PROCESS_QUERY_LIMITED_INFORMATION, 0, pid) };
+    if process.is_null() {
+        return String::new();
+    }
+    let mut path = [0u16; 1024];
+    let mut length = path.len() as u32;
+    // SAFETY: the buffer and its length in characters; the handle is live until closed below.
+    let ok = unsafe {
+        QueryFullProcessImageNameW(process, PROCESS_NAME_WIN32, path.as_mut_ptr(), &mut length)
+    };
+    // SAFETY: the handle opened above, closed once.
+    unsafe { CloseHandle(process) };
+    if ok == 0 {
+        return String::new();
+    }
+    let path = String::from_utf16_lossy(&path[..length as usize]);
+    path.rsplit(['\\', '/'])
+        .next()
+        .unwrap_or_default()
+        .to_owned()
 }
 
 /// Every process under `procfs` (normally `/proc`) with a DRM device open, one entry per
@@ -186,6 +219,18 @@ fn parse_size(value: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Run as a Windows program: a process's name is its program's file name.
+    #[cfg(windows)]
+    #[test]
+    fn on_windows_a_process_is_named_by_its_program_file() {
+        let name = process_name(std::process::id());
+        assert!(
+            name.starts_with("hearth_hardware-") && name.ends_with(".exe"),
+            "{name}"
+        );
+        assert_eq!(process_name(u32::MAX - 1), "", "no such process");
+    }
 
     #[test]
     fn sizes_parse_with_units() {

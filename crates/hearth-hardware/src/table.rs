@@ -50,5 +50,13 @@ pub fn render_table(report: &HardwareReport) -> String {
         SourceStatus::NotAvailable { reason } => format!("not available ({reason})"),
     };
     let _ = writeln!(out, "NVML    {nvml}");
+    // Only where there is one: elsewhere "not available" would be noise.
+    if cfg!(windows) {
+        let dxgi = match &report.dxgi {
+            SourceStatus::Available => "available".to_owned(),
+            SourceStatus::NotAvailable { reason } => format!("not available ({reason})"),
+        };
+        let _ = writeln!(out, "DXGI    {dxgi}");
+    }
     out
 }

@@ -25,6 +25,25 @@ const SENTENCES: [&str; 3] = [
     "Receipts are signed by the pool and chained.",
 ];
 
+/// Ends every program in the Wine prefix `wine-run` uses when dropped, a failed test's too:
+/// Wine's own programs (services.exe, explorer.exe) outlive ours a while, and to the Linux nodes
+/// tested after this one a running .exe is a game.
+struct EndsWine;
+
+impl Drop for EndsWine {
+    fn drop(&mut self) {
+        let prefix = std::env::var_os("WINEPREFIX")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| {
+                Path::new(&std::env::var_os("HOME").unwrap_or_default()).join(".cache/hearth/wine")
+            });
+        let _ = Command::new("wineserver")
+            .arg("-k")
+            .env("WINEPREFIX", prefix)
+            .status();
+    }
+}
+
 /// The embeddings the pool's customers get back for [`SENTENCES`].
 async fn embeddings(pool: &hearth_pool::embedded::EmbeddedPool) -> Vec<Vec<f64>> {
     let url = pool.url();
@@ -62,6 +81,7 @@ async fn the_windows_node_works_under_wine_and_its_embeddings_match_linux() {
         );
         return;
     };
+    let _ends_wine = EndsWine;
     let runner = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/windows/wine-run");
     let store = hearth_inference::ModelStore::from_env();
     let pool_dir = tempfile::tempdir().unwrap();

@@ -6,23 +6,14 @@ use std::sync::Arc;
 use hearth_node::{ActivityState, NodeEvent, PauseReason, RunningNode};
 use tokio::sync::broadcast::error::RecvError;
 
-/// Register (or unregister) Hearth to start in the tray when the owner logs in.
+/// Register (or unregister) Hearth to start in the tray when the owner logs in: the login
+/// entry runs the window program with `--in-tray`.
 pub fn apply_start_at_login(wanted: bool) {
-    let result = (|| -> anyhow::Result<()> {
-        let program = crate::window_program()
-            .ok_or_else(|| anyhow::anyhow!("cannot find the window program"))?;
-        let launcher = auto_launch::AutoLaunchBuilder::new()
-            .set_app_name("Hearth")
-            .set_app_path(&program.display().to_string())
-            .set_args(&[hearth_instance::IN_TRAY_FLAG])
-            .build()?;
-        match (wanted, launcher.is_enabled()?) {
-            (true, false) => launcher.enable()?,
-            (false, true) => launcher.disable()?,
-            _ => {}
-        }
-        Ok(())
-    })();
+    let result = crate::window_program()
+        .ok_or_else(|| std::io::Error::other("cannot find the window program"))
+        .and_then(|program| {
+            hearth_desktop::set_start_at_login(&program, hearth_instance::IN_TRAY_FLAG, wanted)
+        });
     match result {
         Ok(()) => tracing::debug!(wanted, "start at login set"),
         Err(error) => tracing::warn!(%error, wanted, "could not change start at login"),

@@ -1,7 +1,8 @@
 //! "Another program is using the GPU": which processes besides Hearth keep a GPU busy.
 //!
 //! Sources: on Linux the DRM fdinfo every open `/dev/dri` file publishes (amdgpu, i915, xe and
-//! other drivers: engine busy time in ns), and on NVIDIA NVML's running compute processes
+//! other drivers: engine busy time in ns), on Windows the GPU Engine performance counters
+//! (what Task Manager's GPU column reads), and on NVIDIA NVML's running compute processes
 //! (CUDA/OpenCL work). Having a GPU open is not enough: the desktop, a browser and most apps
 //! hold one all day. A process counts when its engines were busy for at least
 //! [`GpuUseConfig::busy_share`] of the time over two samples in a row, or when it runs compute
@@ -40,6 +41,9 @@ pub const DESKTOP_PROCESSES: &[&str] = &[
     "labwc",
     "wayfire",
 ];
+
+/// Windows' compositor and session manager draw the desktop (compared without case).
+pub const WINDOWS_DESKTOP_PROCESSES: &[&str] = &["dwm.exe", "csrss.exe"];
 
 /// New processes are looked at on every sample for this long (a program opens its GPU a
 /// little after it starts).
@@ -92,6 +96,8 @@ pub struct GpuUseMonitor {
     nvidia: Option<Arc<dyn NvidiaSource>>,
     tracked: HashMap<u32, Tracked>,
     samples: u64,
+    #[cfg(windows)]
+    engines: windows_engines::Engines,
 }
 
 impl GpuUseMonitor {
@@ -102,6 +108,8 @@ impl GpuUseMonitor {
             nvidia,
             tracked: HashMap::new(),
             samples: 0,
+            #[cfg(windows)]
+            engines: windows_engines::Engines::default(),
         }
     }
 
@@ -163,6 +171,8 @@ impl GpuUseMonitor {
                 busy.insert(pid, tracked.name.clone());
             }
         }
+        #[cfg(windows)]
+        busy.extend(self.engines.busy(&self.config));
         if let Some(nvidia) = &self.nvidia {
             match nvidia.processes() {
                 Ok(processes) => {
@@ -213,6 +223,108 @@ impl GpuUseMonitor {
                 Some(parent) if parent == self.config.exclude_pid => return true,
                 Some(parent) if parent > 1 => current = parent,
                 _ => return false,
+            }
+        }
+        false
+    }
+}
+
+/// Windows has no `/proc`: the GPU Engine counters tell each process's busiest engine.
+#[cfg(windows)]
+mod windows_engines {
+    use std::collections::{BTreeMap, HashMap};
+
+    use hearth_hardware::gpu_engines::{GpuEngineCounters, busiest_engine_by_process};
+
+    use super::{GpuUseConfig, WINDOWS_DESKTOP_PROCESSES};
+
+    /// What a process busy on a GPU was found to be.
+    #[derive(Debug)]
+    struct Seen {
+        /// Samples in a row it was busy.
+        streak: u32,
+        name: String,
+        /// Hearth's own child, or the desktop's compositor: never counts.
+        ignored: bool,
+    }
+
+    #[derive(Debug, Default)]
+    pub(super) struct Engines {
+        counters: Option<GpuEngineCounters>,
+        /// The system has no counters (Wine, old Windows): not asked again.
+        unavailable: bool,
+        seen: HashMap<u32, Seen>,
+    }
+
+    impl Engines {
+        /// The processes busy at least `config.busy_share` on a shader engine for two
+        /// readings in a row: pid → name.
+        pub(super) fn busy(&mut self, config: &GpuUseConfig) -> BTreeMap<u32, String> {
+            let mut busy = BTreeMap::new();
+            if self.unavailable {
+                return busy;
+            }
+            let Some(counters) = self.counters.as_mut() else {
+                match GpuEngineCounters::open() {
+                    // The first reading is only where the next one counts from.
+                    Ok(counters) => self.counters = Some(counters),
+                    Err(error) => {
+                        tracing::info!(%error, "GPU use of other programs is not watched");
+                        self.unavailable = true;
+                    }
+                }
+                return busy;
+            };
+            let readings = match counters.read() {
+                Ok(readings) => readings,
+                Err(error) => {
+                    tracing::debug!(%error, "the GPU Engine counters did not answer");
+                    return busy;
+                }
+            };
+            let threshold = config.busy_share * 100.0;
+            let busiest = busiest_engine_by_process(&readings, config.exclude_pid);
+            self.seen
+                .retain(|pid, _| busiest.get(pid).is_some_and(|p| *p >= threshold));
+            for (pid, _) in busiest.into_iter().filter(|(_, p)| *p >= threshold) {
+                let seen = self.seen.entry(pid).or_insert_with(|| {
+                    let name = hearth_hardware::processes::process_name(pid);
+                    let ignored = WINDOWS_DESKTOP_PROCESSES
+                        .iter()
+                        .any(|desktop| desktop.eq_ignore_ascii_case(&name))
+                        || descends_from(pid, config.exclude_pid);
+                    Seen {
+                        streak: 0,
+                        name,
+                        ignored,
+                    }
+                });
+                seen.streak += 1;
+                if seen.streak >= 2 && !seen.ignored {
+                    busy.insert(pid, seen.name.clone());
+                }
+            }
+            busy
+        }
+    }
+
+    /// Whether `pid`'s parents lead to `ancestor` (a few generations up).
+    fn descends_from(pid: u32, ancestor: u32) -> bool {
+        use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
+        let Ok(mut system) = System::new() else {
+            return false;
+        };
+        system.refresh_processes_specifics(
+            ProcessesToUpdate::All,
+            true,
+            ProcessRefreshKind::nothing(),
+        );
+        let mut current = Pid::from_u32(pid);
+        for _ in 0..8 {
+            match system.process(current).and_then(|p| p.parent()) {
+                Some(parent) if parent.as_u32() == ancestor => return true,
+                Some(parent) => current = parent,
+                None => return false,
             }
         }
         false
