@@ -107,14 +107,16 @@ setup_rust() {
 # A build cache kept from run to run gathers a copy of every test program each change made
 # (cargo names them by a hash of their inputs and never removes the old ones). At the start of a
 # CI run a cache that has left too little room is dropped (a cold build fits CI's time); at the
-# end, the programs this run did not build or use are removed, so the cache stays one build.
-MIN_FREE_FOR_BUILD_GIB=40
+# end, the programs this run did not build or use are removed, so the cache stays about one
+# build (17 GiB here, Linux and Windows). A run that rebuilds all of Hearth's own crates writes
+# up to about 8 GiB more; a cold build about 20 GiB.
+MIN_FREE_FOR_BUILD_GIB=15
 
 drop_cache_if_short_of_room() {
   local dir="$1" free_gib
   free_gib=$(($(df --output=avail -k "$dir" | tail -1) / 1048576))
   if [ "$free_gib" -lt "$MIN_FREE_FOR_BUILD_GIB" ] && [ -n "$(ls -A "$dir")" ]; then
-    log "dropping the build cache: ${free_gib} GiB free, a build needs about $MIN_FREE_FOR_BUILD_GIB"
+    log "dropping the build cache: ${free_gib} GiB free, a run may need $MIN_FREE_FOR_BUILD_GIB"
     rm -rf "${dir:?}"/*
   fi
 }

@@ -106,7 +106,7 @@ fn windows_path(path: &Path) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn the_windows_tray_shows_its_icon_and_its_menu_pauses_the_node() -> anyhow::Result<()> {
+async fn the_windows_tray_shows_its_icon_and_follows_the_node() -> anyhow::Result<()> {
     let Some(node) = std::env::var_os("HEARTH_WINDOWS_NODE") else {
         eprintln!(
             "skipped: HEARTH_WINDOWS_NODE names no Windows build (scripts/dev.sh test makes one)"
