@@ -1,9 +1,9 @@
 //! `hearth-tray.exe` under Wine, on a private X server: Wine's desktop with its taskbar
 //! (`explorer /desktop=shell`) shows the icon in its notification area as Windows does. The
-//! test finds the icon there by its colours; paused (through the node's API), the icon turns
-//! grey, and resumed it is the flame again: the tray follows the node on Windows' message loop.
-//! Its menu cannot be opened under Wine 8 (see below). Screenshots go to
-//! test-output/screenshots/windows-tray-*.png.
+//! test finds the icon there by its colours, right-clicks it, and chooses Pause in the menu
+//! that opens: the node pauses "from the tray" and the icon turns grey; Resume in the same menu
+//! brings the flame back. The tray follows the node on Windows' message loop. Screenshots go
+//! to test-output/screenshots/windows-tray-*.png.
 //!
 //! It needs the Windows programs and Wine, which `scripts/dev.sh test` provides (it names
 //! hearth-node.exe, beside hearth-tray.exe, in HEARTH_WINDOWS_NODE); without them it says so
@@ -106,7 +106,7 @@ fn windows_path(path: &Path) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn the_windows_tray_shows_its_icon_and_follows_the_node() -> anyhow::Result<()> {
+async fn the_windows_tray_menu_pauses_and_resumes_the_node() -> anyhow::Result<()> {
     let Some(node) = std::env::var_os("HEARTH_WINDOWS_NODE") else {
         eprintln!(
             "skipped: HEARTH_WINDOWS_NODE names no Windows build (scripts/dev.sh test makes one)"
@@ -209,16 +209,16 @@ async fn the_windows_tray_shows_its_icon_and_follows_the_node() -> anyhow::Resul
     );
     desktop.screenshot(&shots.join("windows-tray-icon.png"))?;
 
-    // The menu cannot be opened here: before it handles any click, tray-icon asks
-    // Shell_NotifyIconGetRect where its icon is, and Wine 8 answers E_NOTIMPL, so the click is
-    // dropped. The icon still follows the node through the message loop: paused from the
-    // window's API, it turns grey; resumed, the flame comes back.
+    // The menu, as the owner uses it: a right-click on the icon opens it at the cursor, and its
+    // first black (enabled) item under the two grey status lines is Pause; the node pauses
+    // "from the tray", and the icon turns grey. The same item then reads Resume.
     let in_icon = (
         x0.saturating_sub(4),
         y0.saturating_sub(4),
         x1 - x0 + 8,
         y1 - y0 + 8,
     );
+    let icon_centre = ((x0 + x1) / 2, (y0 + y1) / 2);
     let flame_shown = |shown: bool| {
         let desktop = &desktop;
         async move {
@@ -232,35 +232,32 @@ async fn the_windows_tray_shows_its_icon_and_follows_the_node() -> anyhow::Resul
             .then_some(())
         }
     };
-    let control = |action: &'static str| {
-        let (http, running) = (&http, &running);
-        async move {
-            let answer = http
-                .post(format!("{}/api/{action}", running.0))
-                .bearer_auth(&running.1)
-                .send()
-                .await?;
-            anyhow::ensure!(
-                answer.status().is_success(),
-                "{action}: {}",
-                answer.status()
-            );
-            anyhow::Ok(())
-        }
-    };
-    control("pause").await?;
-    wait_for("the node paused", Duration::from_secs(20), || async {
-        status().await.filter(|s| s["activity"]["kind"] == "paused")
-    })
+    choose_toggle_from_menu(&desktop, icon_centre, &shots.join("windows-tray-menu.png")).await?;
+    let paused = wait_for(
+        "the node paused from the tray",
+        Duration::from_secs(20),
+        || async { status().await.filter(|s| s["activity"]["kind"] == "paused") },
+    )
     .await?;
+    assert_eq!(
+        paused["activity"]["reason"],
+        serde_json::json!({"kind": "user", "source": "tray", "until_ms": null}),
+        "paused by the tray's Pause"
+    );
     wait_for("the grey icon", Duration::from_secs(10), || {
         flame_shown(false)
     })
     .await?;
     desktop.screenshot(&shots.join("windows-tray-paused.png"))?;
-    control("resume").await?;
+
+    choose_toggle_from_menu(
+        &desktop,
+        icon_centre,
+        &shots.join("windows-tray-menu-paused.png"),
+    )
+    .await?;
     wait_for(
-        "the node running again",
+        "the node running again, resumed from the tray",
         Duration::from_secs(20),
         || async {
             status()
@@ -271,6 +268,61 @@ async fn the_windows_tray_shows_its_icon_and_follows_the_node() -> anyhow::Resul
     .await?;
     wait_for("the flame again", Duration::from_secs(10), || {
         flame_shown(true)
+    })
+    .await?;
+    Ok(())
+}
+
+/// Right-click the tray icon at `icon`, wait for its menu (what changed on the screen above
+/// the taskbar), save a screenshot of it to `shot`, and click its first item written in black:
+/// the Pause/Resume toggle, under the status and earnings lines, which are disabled (grey).
+async fn choose_toggle_from_menu(
+    desktop: &Desktop,
+    icon: (u32, u32),
+    shot: &Path,
+) -> anyhow::Result<()> {
+    let (w, h) = WINE_DESKTOP;
+    let above_taskbar = (0, 0, w, h - TASKBAR_HEIGHT);
+    let before = Screen::capture(desktop);
+    desktop.click_at(icon.0, icon.1, 3)?;
+    let menu = wait_for("the tray menu", Duration::from_secs(10), || async {
+        let now = Screen::capture(desktop);
+        let changed = now.find(above_taskbar, |x, y, rgb| before.pixel(x, y) != rgb);
+        if changed.len() < 2000 {
+            return None;
+        }
+        let (mx0, my0, mx1, my1) = bounds(&changed);
+        // Black text well inside the menu's frame: the enabled items.
+        let inside = (
+            mx0 + 4,
+            my0 + 4,
+            (mx1 - mx0).saturating_sub(8),
+            (my1 - my0).saturating_sub(8),
+        );
+        let black = now.find(inside, |_, _, [r, g, b]| r.max(g).max(b) < 40);
+        (!black.is_empty()).then_some(((mx0, my0, mx1, my1), black))
+    })
+    .await?;
+    desktop.screenshot(shot)?;
+    let ((mx0, my0, mx1, my1), black) = menu;
+    // The first enabled item: the run of rows, from the topmost black pixel, that hold black.
+    let top = black.iter().map(|p| p.1).min().unwrap();
+    let rows: std::collections::BTreeSet<u32> = black.iter().map(|p| p.1).collect();
+    let mut bottom = top;
+    while rows.contains(&(bottom + 1)) {
+        bottom += 1;
+    }
+    assert!(
+        bottom - top <= 16 && my1 - my0 >= 5 * (bottom - top),
+        "one line of text in a menu of several: text rows {top}..={bottom}, menu {:?}",
+        (mx0, my0, mx1, my1)
+    );
+    desktop.click_at(mx0 + 30, (top + bottom) / 2, 1)?;
+    // The menu closes once the item is chosen.
+    wait_for("the menu closed", Duration::from_secs(10), || async {
+        let now = Screen::capture(desktop);
+        (now.pixel(mx0 + 4, (my0 + my1) / 2) == before.pixel(mx0 + 4, (my0 + my1) / 2))
+            .then_some(())
     })
     .await?;
     Ok(())

@@ -7,6 +7,8 @@
 
 mod desktop;
 mod tray;
+#[cfg(windows)]
+mod windows_menu;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

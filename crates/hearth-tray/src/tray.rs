@@ -54,8 +54,10 @@ impl Tray {
             .with_id("hearth")
             .with_icon(decode_icon(ICON_RUNNING)?)
             .with_tooltip("Hearth")
-            .with_menu(Box::new(menu))
+            .with_menu(Box::new(menu.clone()))
             .build()?;
+        #[cfg(windows)]
+        crate::windows_menu::open_menu_on_click(&icon, menu)?;
         let node = running.node().clone();
         MenuEvent::set_event_handler(Some(move |event: MenuEvent| on_click(&node, &event)));
         let tray = Self {
