@@ -46,6 +46,16 @@ pub enum SourceStatus {
     NotAvailable { reason: String },
 }
 
+impl std::fmt::Display for SourceStatus {
+    /// "available", or "not available (the reason)".
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Available => f.write_str("available"),
+            Self::NotAvailable { reason } => write!(f, "not available ({reason})"),
+        }
+    }
+}
+
 /// Everything [`detect`] found.
 #[derive(Clone, Debug, Serialize)]
 pub struct HardwareReport {

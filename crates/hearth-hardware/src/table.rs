@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use crate::{HardwareReport, SourceStatus};
+use crate::HardwareReport;
 
 const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
 const HEADER: &str = "GPU                                      KIND        VENDOR   VRAM       APIS           DRIVER";
@@ -45,18 +45,10 @@ pub fn render_table(report: &HardwareReport) -> String {
         gib(report.memory.total_bytes),
         gib(report.memory.available_bytes)
     );
-    let nvml = match &report.nvml {
-        SourceStatus::Available => "available".to_owned(),
-        SourceStatus::NotAvailable { reason } => format!("not available ({reason})"),
-    };
-    let _ = writeln!(out, "NVML    {nvml}");
+    let _ = writeln!(out, "NVML    {}", report.nvml);
     // Only where there is one: elsewhere "not available" would be noise.
     if cfg!(windows) {
-        let dxgi = match &report.dxgi {
-            SourceStatus::Available => "available".to_owned(),
-            SourceStatus::NotAvailable { reason } => format!("not available ({reason})"),
-        };
-        let _ = writeln!(out, "DXGI    {dxgi}");
+        let _ = writeln!(out, "DXGI    {}", report.dxgi);
     }
     out
 }

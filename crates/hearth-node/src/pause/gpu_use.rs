@@ -74,6 +74,19 @@ impl Default for GpuUseConfig {
     }
 }
 
+/// Samples in a row a process was busy; it counts as using the GPU from the second on (one
+/// busy sample may be a program's start or a window being drawn).
+#[derive(Debug, Default)]
+struct BusyStreak(u32);
+
+impl BusyStreak {
+    /// Record one sample; whether the process now counts as using the GPU.
+    fn observe(&mut self, busy: bool) -> bool {
+        self.0 = if busy { self.0.saturating_add(1) } else { 0 };
+        self.0 >= 2
+    }
+}
+
 /// What the monitor remembers of a process.
 #[derive(Debug)]
 struct Tracked {
@@ -84,8 +97,7 @@ struct Tracked {
     has_gpu: bool,
     /// Engine busy time at the last sample, and when.
     last_busy: Option<(u64, Instant)>,
-    /// Samples in a row it was busy.
-    busy_streak: u32,
+    busy_streak: BusyStreak,
     name: String,
 }
 
@@ -162,12 +174,8 @@ impl GpuUseMonitor {
                 _ => None,
             };
             tracked.last_busy = total.map(|ns| (ns, now));
-            if share.is_some_and(|s| s >= self.config.busy_share) {
-                tracked.busy_streak += 1;
-            } else {
-                tracked.busy_streak = 0;
-            }
-            if tracked.busy_streak >= 2 {
+            let busy_now = share.is_some_and(|s| s >= self.config.busy_share);
+            if tracked.busy_streak.observe(busy_now) {
                 busy.insert(pid, tracked.name.clone());
             }
         }
@@ -210,7 +218,7 @@ impl GpuUseMonitor {
             ignored,
             has_gpu: false,
             last_busy: None,
-            busy_streak: 0,
+            busy_streak: BusyStreak::default(),
             name,
         }
     }
@@ -236,16 +244,15 @@ mod windows_engines {
 
     use hearth_hardware::gpu_engines::{GpuEngineCounters, busiest_engine_by_process};
 
-    use super::{GpuUseConfig, WINDOWS_DESKTOP_PROCESSES};
+    use super::{BusyStreak, GpuUseConfig, WINDOWS_DESKTOP_PROCESSES};
 
-    /// What a process busy on a GPU was found to be.
-    #[derive(Debug)]
+    /// What the monitor remembers of a process with a GPU engine.
+    #[derive(Debug, Default)]
     struct Seen {
-        /// Samples in a row it was busy.
-        streak: u32,
-        name: String,
-        /// Hearth's own child, or the desktop's compositor: never counts.
-        ignored: bool,
+        streak: BusyStreak,
+        /// Its name, and whether it never counts (Hearth's own child, or the desktop's
+        /// compositor): looked up once, when it first counts as busy.
+        identity: Option<(String, bool)>,
     }
 
     #[derive(Debug, Default)]
@@ -253,6 +260,7 @@ mod windows_engines {
         counters: Option<GpuEngineCounters>,
         /// The system has no counters (Wine, old Windows): not asked again.
         unavailable: bool,
+        /// Every process the counters list, kept while they list it.
         seen: HashMap<u32, Seen>,
     }
 
@@ -284,41 +292,51 @@ mod windows_engines {
             };
             let threshold = config.busy_share * 100.0;
             let busiest = busiest_engine_by_process(&readings, config.exclude_pid);
-            self.seen
-                .retain(|pid, _| busiest.get(pid).is_some_and(|p| *p >= threshold));
-            for (pid, _) in busiest.into_iter().filter(|(_, p)| *p >= threshold) {
-                let seen = self.seen.entry(pid).or_insert_with(|| {
+            self.seen.retain(|pid, _| busiest.contains_key(pid));
+            // The system's processes, listed at most once a sample and only when a process
+            // newly counts (to tell Hearth's own children).
+            let mut processes = None;
+            for (pid, percent) in busiest {
+                let seen = self.seen.entry(pid).or_default();
+                if !seen.streak.observe(percent >= threshold) {
+                    continue;
+                }
+                let (name, ignored) = seen.identity.get_or_insert_with(|| {
                     let name = hearth_hardware::processes::process_name(pid);
                     let ignored = WINDOWS_DESKTOP_PROCESSES
                         .iter()
                         .any(|desktop| desktop.eq_ignore_ascii_case(&name))
-                        || descends_from(pid, config.exclude_pid);
-                    Seen {
-                        streak: 0,
-                        name,
-                        ignored,
-                    }
+                        || descends_from(pid, config.exclude_pid, &mut processes);
+                    (name, ignored)
                 });
-                seen.streak += 1;
-                if seen.streak >= 2 && !seen.ignored {
-                    busy.insert(pid, seen.name.clone());
+                if !*ignored {
+                    busy.insert(pid, name.clone());
                 }
             }
             busy
         }
     }
 
-    /// Whether `pid`'s parents lead to `ancestor` (a few generations up).
-    fn descends_from(pid: u32, ancestor: u32) -> bool {
+    /// Whether `pid`'s parents lead to `ancestor` (a few generations up), from `processes`,
+    /// the system's process list, made on first use.
+    fn descends_from(
+        pid: u32,
+        ancestor: u32,
+        processes: &mut Option<Option<sysinfo::System>>,
+    ) -> bool {
         use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
-        let Ok(mut system) = System::new() else {
+        let listed = processes.get_or_insert_with(|| {
+            let mut system = System::new().ok()?;
+            system.refresh_processes_specifics(
+                ProcessesToUpdate::All,
+                true,
+                ProcessRefreshKind::nothing(),
+            );
+            Some(system)
+        });
+        let Some(system) = listed else {
             return false;
         };
-        system.refresh_processes_specifics(
-            ProcessesToUpdate::All,
-            true,
-            ProcessRefreshKind::nothing(),
-        );
         let mut current = Pid::from_u32(pid);
         for _ in 0..8 {
             match system.process(current).and_then(|p| p.parent()) {
@@ -381,6 +399,16 @@ pub(crate) mod fake_procfs {
 mod tests {
     use super::fake_procfs::{process, set_busy};
     use super::*;
+
+    #[test]
+    fn a_streak_counts_from_its_second_busy_sample_and_an_idle_one_ends_it() {
+        let mut streak = BusyStreak::default();
+        let seen: Vec<bool> = [true, true, true, false, true, true]
+            .into_iter()
+            .map(|busy| streak.observe(busy))
+            .collect();
+        assert_eq!(seen, [false, true, true, false, false, true]);
+    }
 
     #[test]
     fn a_busy_process_counts_after_two_busy_samples_and_idle_ones_never() {
