@@ -133,10 +133,6 @@ async fn the_windows_tray_menu_pauses_and_resumes_the_node() -> anyhow::Result<(
         .join("drive_c/users")
         .join(&user)
         .join("AppData/Roaming/app.hearth.desktop");
-    // The CPU path: under Wine, wgpu's DX12 device is Wine's made-up adapter, whose shader
-    // compiler is not implemented, and a model loaded on it takes the process down.
-    std::fs::create_dir_all(&data)?;
-    std::fs::write(data.join("config.toml"), "backend = \"cpu\"\n")?;
     let wine = |args: &[&str]| {
         let mut command = Command::new("wine");
         command
@@ -188,6 +184,27 @@ async fn the_windows_tray_menu_pauses_and_resumes_the_node() -> anyhow::Result<(
             .filter(|s| s["activity"]["kind"] == "running")
     })
     .await?;
+    // The default settings ("auto"): wgpu offers Wine's DX12 device, a made-up adapter
+    // whose shader compiler is not implemented. Its check (hearth-models.exe gpu-check, in a
+    // process of its own) fails, and the node works on the processor and says why, instead of
+    // taking the tray down at the first model it loads on that device.
+    let overview: serde_json::Value = http
+        .get(format!("{}/api/overview", running.0))
+        .bearer_auth(&running.1)
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(overview["device"], "your processor", "{overview:#}");
+    let notices = overview["pool"]["notices"].to_string();
+    assert!(
+        notices.contains("failed Hearth's check") && notices.contains("works on the processor"),
+        "{notices}"
+    );
+    let verdict: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(data.join("gpu-check.json"))?)?;
+    assert_eq!(verdict["passed"], false, "{verdict:#}");
+    eprintln!("the GPU check under Wine: {verdict}");
 
     // The icon: the flame's colours in the taskbar's notification area, right of Start.
     let taskbar = (80, h - TASKBAR_HEIGHT, w - 80, TASKBAR_HEIGHT);

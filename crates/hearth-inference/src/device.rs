@@ -68,6 +68,8 @@ pub struct AdapterSummary {
     pub api: String,
     /// True for discrete, integrated and virtual GPUs; false for software rasterisers.
     pub is_hardware: bool,
+    /// The driver and its version as wgpu reports them (empty where it reports none).
+    pub driver: String,
 }
 
 /// A device chosen for running models.
@@ -176,6 +178,9 @@ pub fn wgpu_adapters() -> Vec<AdapterSummary> {
             ),
             name: record.name,
             api: record.api,
+            driver: format!("{} {}", record.driver, record.driver_info)
+                .trim()
+                .to_owned(),
         })
         .collect()
 }
@@ -196,6 +201,7 @@ mod tests {
             name: name.into(),
             api: api.into(),
             is_hardware,
+            driver: String::new(),
         }
     }
 

@@ -29,6 +29,7 @@ mod error;
 pub mod fetch;
 pub mod gguf;
 pub mod gguf_tokenizer;
+pub mod gpu_check;
 pub mod images;
 pub mod llama;
 mod llama_cpu;

@@ -19,6 +19,8 @@ pub const APP_IDENTIFIER: &str = "app.hearth.desktop";
 pub const TRAY_PROGRAM: &str = "hearth-tray";
 /// The window's program name.
 pub const WINDOW_PROGRAM: &str = "hearth-app";
+/// The model tool (`hearth-models`), beside the others; the node runs its GPU check.
+pub const MODELS_PROGRAM: &str = "hearth-models";
 /// Start without opening the window (how Hearth starts at login).
 pub const IN_TRAY_FLAG: &str = "--in-tray";
 

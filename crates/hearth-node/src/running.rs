@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hearth_hardware::{Nvml, PlatformGpus, Sampler};
-use hearth_inference::{ComputeDevice, ModelStore};
+use hearth_inference::{BackendPreference, ComputeBackend, ComputeDevice, ModelStore};
 use hearth_ledger::Ledger;
 use hearth_protocol::now_unix_ms;
 use tokio::sync::watch;
@@ -94,6 +94,8 @@ pub struct RunningNode {
     /// The settings the running started with (command-line overrides included); saves
     /// go through this lock one at a time.
     config: std::sync::Mutex<NodeConfig>,
+    /// The GPU failed its check ([`checked_device`]): the benchmark leaves it out too.
+    gpu_refused: bool,
 }
 
 impl RunningNode {
@@ -147,10 +149,15 @@ impl RunningNode {
         };
 
         let preference = config.backend_preference();
-        let device = tokio::task::spawn_blocking(move || ComputeDevice::select(preference))
-            .await
-            .map_err(|e| StartError::Device(e.to_string()))?
-            .map_err(|e| StartError::Device(e.to_string()))?;
+        let check_dir = data_dir.clone();
+        let (device, gpu_refused) = tokio::task::spawn_blocking(move || {
+            ComputeDevice::select(preference)
+                .map(|device| checked_device(device, preference, &check_dir))
+        })
+        .await
+        .map_err(|e| StartError::Device(e.to_string()))?
+        .map_err(|e| StartError::Device(e.to_string()))?;
+        lasting_notices.extend(gpu_refused.clone());
         let device_name = device.describe();
         tracing::info!(device = %device_name, node = %node_id, pool = %pool_url, "node starting");
         let executor = Arc::new(Executor::with_budget(
@@ -297,6 +304,7 @@ impl RunningNode {
             models: options.models.clone(),
             hardware: std::sync::OnceLock::new(),
             config: std::sync::Mutex::new(config.clone()),
+            gpu_refused: gpu_refused.is_some(),
         })
     }
 
@@ -468,7 +476,10 @@ impl RunningNode {
             &self.data_dir.join(CAPABILITY_FILE),
             &self.models,
             self.hardware_report(),
-            &hearth_inference::capability::usable_devices(),
+            &hearth_inference::capability::usable_devices()
+                .into_iter()
+                .filter(|device| !(self.gpu_refused && device.backend == ComputeBackend::Wgpu))
+                .collect::<Vec<_>>(),
             true,
             &mut |progress| {
                 node.announce(NodeEvent::BenchmarkProgress {
@@ -636,5 +647,42 @@ fn on_worker_event(
                 pool: pool.borrow().clone(),
             });
         }
+    }
+}
+
+/// `device`, unless "auto" chose a GPU that fails Hearth's check: a small computation run by
+/// `hearth-models gpu-check` in a process of its own (a driver that cannot compile the
+/// kernels can take the program down; see `hearth_inference::gpu_check`). Then the processor,
+/// and the reason for the owner. A GPU the owner chose in the settings is used as chosen.
+fn checked_device(
+    device: ComputeDevice,
+    preference: BackendPreference,
+    data_dir: &Path,
+) -> (ComputeDevice, Option<String>) {
+    if preference != BackendPreference::Auto || device.backend != ComputeBackend::Wgpu {
+        return (device, None);
+    }
+    let (Some(adapter), Ok(checker)) = (
+        device.adapter.as_ref(),
+        hearth_instance::sibling_program(hearth_instance::MODELS_PROGRAM),
+    ) else {
+        return (device, None);
+    };
+    match hearth_inference::gpu_check::verdict(data_dir, adapter, &checker) {
+        Some(verdict) if !verdict.passed => {
+            tracing::error!(gpu = %adapter.name, reason = %verdict.detail, "the GPU failed its check; working on the processor");
+            let notice = format!(
+                "The GPU ({}) failed Hearth's check ({}), so Hearth works on the processor. \
+                 Updating the GPU's driver may help; Hearth checks it again when the driver \
+                 changes.",
+                adapter.name, verdict.detail
+            );
+            (ComputeDevice::cpu(), Some(notice))
+        }
+        Some(verdict) => {
+            tracing::info!(gpu = %adapter.name, check = %verdict.detail, "the GPU passed its check");
+            (device, None)
+        }
+        None => (device, None),
     }
 }

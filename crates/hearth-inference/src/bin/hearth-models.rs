@@ -29,6 +29,8 @@ const USAGE: &str = "usage: hearth-models [--backend auto|cpu|wgpu] <command>
   classify [--top 5] IMAGE...   what is in each image
   preprocess IMAGE OUT.npy      the classifier's input, for reference runs
   bench [--json] [--force]      the capability benchmark
+  gpu-check [--json]            whether the GPU computes a small product right (run by the
+                                node, in a process of its own, before it trusts a GPU)
   chat [--max-tokens 256] [--temperature 0.7] [--seed 1] [--system TEXT] [MESSAGE]
                                 a reply (no MESSAGE: a conversation on standard input)";
 
@@ -40,6 +42,7 @@ const COMMANDS: &[&str] = &[
     "classify",
     "preprocess",
     "bench",
+    "gpu-check",
     "chat",
     "help",
 ];
@@ -175,6 +178,25 @@ fn run() -> anyhow::Result<()> {
                     path.display()
                 );
             }
+        }
+        "gpu-check" => {
+            let verdict = hearth_inference::gpu_check::check_here()?;
+            if json {
+                println!("{}", serde_json::to_string(&verdict)?);
+            } else {
+                println!(
+                    "{} ({}): {}: {}",
+                    verdict.adapter,
+                    verdict.api,
+                    if verdict.passed { "passed" } else { "failed" },
+                    verdict.detail
+                );
+            }
+            anyhow::ensure!(
+                verdict.passed,
+                "the GPU failed the check: {}",
+                verdict.detail
+            );
         }
         "chat" => {
             let device = ComputeDevice::select(backend)?;
