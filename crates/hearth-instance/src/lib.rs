@@ -236,7 +236,7 @@ fn discard(temporary: &Path) {
 }
 
 /// Make a rename or link in `path`'s folder durable (Unix; Windows has no folder handle to sync).
-fn sync_folder(path: &Path) -> std::io::Result<()> {
+pub fn sync_folder(path: &Path) -> std::io::Result<()> {
     #[cfg(unix)]
     if let Some(folder) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::File::open(folder)?.sync_all()?;

@@ -11,6 +11,7 @@
 mod bindings;
 pub mod config;
 mod demo_pool;
+pub mod model_fetch;
 pub mod diagnostics;
 pub mod earnings;
 pub mod executor;

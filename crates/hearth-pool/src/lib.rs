@@ -3,7 +3,8 @@
 //!
 //! - [`openai`]: the customer API (`/v1/models`, `/v1/embeddings`, `/v1/chat/completions`,
 //!   `/v1/images/classifications`), authenticated by API key.
-//! - [`node_api`]: the node API (`/node/v1/...`), every request signed by the node's key.
+//! - [`node_api`]: the node API (`/node/v1/...`), every request signed by the node's key;
+//!   `model_files`: the models' manifests and files for nodes that lack them (range requests).
 //! - [`meter`]: what the pool counts itself (tokens by its own tokenizers) so it pays only for
 //!   what it can check; [`checks`]: what a result must be to be paid.
 //! - [`queue`]: leases, heartbeats, expiry and requeue, results accepted once.
@@ -25,6 +26,7 @@ pub mod embedded;
 pub mod error;
 pub mod meter;
 pub mod metrics;
+mod model_files;
 pub mod node_api;
 pub mod nodes;
 pub mod openai;
@@ -118,6 +120,8 @@ pub fn router(state: Arc<PoolState>) -> Router {
         .route("/node/v1/jobs/{id}/return", post(node_api::give_back))
         .route("/node/v1/jobs/{id}/result", post(node_api::result))
         .route("/node/v1/receipts", post(node_api::receipts))
+        .route("/node/v1/models", get(model_files::manifests))
+        .route("/node/v1/files/{sha256}", get(model_files::file))
         .route("/health", get(health))
         .route("/metrics", get(prometheus))
         .fallback(|uri: axum::http::Uri| async move {

@@ -3,12 +3,17 @@
 //! prompts by the model's own template, and a chat answer's tokens replayed into its text.
 //!
 //! The tokenizers come from the same verified model files the nodes run
-//! ([`hearth_inference::ModelStore`]); no weights are loaded.
+//! ([`hearth_inference::ModelStore`]); no weights are loaded. The meter also keeps what it
+//! read of each model sold, its manifest and where its files are, which the pool hands to
+//! nodes that lack them (`/node/v1/models`, `/node/v1/files/{sha256}`).
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::str::FromStr;
 
-use hearth_inference::{ChatTemplate, EmbeddingTokenizer, FinishReason, ModelStore, Role};
+use hearth_inference::{
+    ChatTemplate, EmbeddingTokenizer, FinishReason, Manifest, ModelStore, Role,
+};
 use hearth_protocol::{ChatMessage, ChatParams};
 
 use crate::config::ModelOffer;
@@ -86,8 +91,16 @@ pub enum MeterError {
     },
 }
 
+/// A model file the pool hands to nodes: where it is in the pool's model store, and its size
+/// (from the manifest; the node checks the hash of what it receives).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServedFile {
+    pub path: PathBuf,
+    pub size: u64,
+}
+
 /// The tokenizer that counts `offer`'s units, checked against its manifest.
-fn meter_for(store: &ModelStore, offer: &ModelOffer) -> Result<ModelMeter, MeterError> {
+fn meter_for(store: &ModelStore, offer: &ModelOffer) -> Result<(ModelMeter, Manifest), MeterError> {
     let manifest = store.manifest(&offer.id)?;
     if manifest.task != offer.task {
         return Err(MeterError::OfferTask {
@@ -102,13 +115,17 @@ fn meter_for(store: &ModelStore, offer: &ModelOffer) -> Result<ModelMeter, Meter
         TaskKind::Chat => ChatTemplate::load(store, &offer.id).map(ModelMeter::Chat),
         TaskKind::ImageClassification => Ok(ModelMeter::Images),
     };
-    Ok(loaded?)
+    Ok((loaded?, manifest))
 }
 
 /// Tokenizers of every model the pool sells, and the offers they make up.
 pub struct Meter {
     models: HashMap<String, ModelMeter>,
     offers: Vec<ModelOffer>,
+    /// The manifests of the models metered, by id.
+    manifests: Vec<Manifest>,
+    /// Their files, by sha256.
+    files: HashMap<String, ServedFile>,
 }
 
 impl std::fmt::Debug for Meter {
@@ -148,11 +165,24 @@ impl Meter {
         };
         let mut models = HashMap::new();
         let mut metered = Vec::new();
+        let mut manifests = Vec::new();
+        let mut files = HashMap::new();
         for offer in offers {
             match meter_for(store, &offer) {
-                Ok(meter) => {
+                Ok((meter, manifest)) => {
                     models.insert(offer.id.clone(), meter);
                     metered.push(offer);
+                    let weights = store.root().join(&manifest.id).join("weights");
+                    for file in &manifest.files {
+                        files.insert(
+                            file.sha256.to_ascii_lowercase(),
+                            ServedFile {
+                                path: weights.join(&file.name),
+                                size: file.size,
+                            },
+                        );
+                    }
+                    manifests.push(manifest);
                 }
                 Err(error) => missing.push((offer.id.clone(), error)),
             }
@@ -161,9 +191,21 @@ impl Meter {
             Self {
                 models,
                 offers: metered,
+                manifests,
+                files,
             },
             missing,
         )
+    }
+
+    /// The manifests of the models this meter covers.
+    pub fn manifests(&self) -> &[Manifest] {
+        &self.manifests
+    }
+
+    /// The file of a model sold whose sha256 is `sha256` (lower-case hex).
+    pub fn file(&self, sha256: &str) -> Option<&ServedFile> {
+        self.files.get(sha256)
     }
 
     /// The models this meter covers, with their prices.

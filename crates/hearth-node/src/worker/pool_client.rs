@@ -130,6 +130,33 @@ impl PoolClient {
         serde_json::from_slice(&body).map_err(|e| err(format!("{path}: unreadable reply: {e}")))
     }
 
+    /// Ask the pool for the model file whose sha256 is `sha256`, from byte `from` on (a range
+    /// request when `from` is not 0). The reply is handed back unread: its body is the file,
+    /// streamed, and its status says whether the range was honoured (206) or the whole file
+    /// comes (200). No overall time limit: the caller limits each stall instead.
+    pub async fn get_file(
+        &self,
+        sha256: &str,
+        from: u64,
+    ) -> Result<reqwest::Response, WorkerError> {
+        let path = format!("/node/v1/files/{sha256}");
+        let mut request = self
+            .http
+            .get(format!("{}{path}", self.url))
+            // Large files on slow lines: the client's 90 s limit would cut them.
+            .timeout(Duration::from_secs(7 * 24 * 3600));
+        if from > 0 {
+            request = request.header(reqwest::header::RANGE, format!("bytes={from}-"));
+        }
+        for (name, value) in self.signer().headers("GET", &path, now_ms(), &[]) {
+            request = request.header(name, value);
+        }
+        request.send().await.map_err(|e| WorkerError::Pool {
+            url: self.url.clone(),
+            reason: hearth_cli::error_chain(&e),
+        })
+    }
+
     /// Register with the node's hardware profile, quoting a fresh challenge from the pool and
     /// asking for a session: later requests carry a MAC instead of a signature when the pool
     /// grants one (signed with its key). With `pinned`, a pool answering with another key is
