@@ -9,8 +9,8 @@ use ts_rs::{Config, TS};
 use crate::NodeConfig;
 
 use crate::status::{
-    ActivityState, ControlSource, Earnings, GpuLive, JobState, JobSummary, NodeEvent, NodeStatus,
-    Overview, PauseOverride, PauseReason, PoolStatus, PoolTerms, Telemetry,
+    ActivityState, ControlSource, Earnings, GpuLive, JobState, JobSummary, ModelDownload,
+    NodeEvent, NodeStatus, Overview, PauseOverride, PauseReason, PoolStatus, PoolTerms, Telemetry,
 };
 use crate::views::{
     BackendView, BenchmarkView, EarningsReport, ExpectedEarnings, GameEntryView, GamesView,
@@ -31,6 +31,7 @@ pub fn typescript_bindings() -> String {
         (JobSummary::docs(), JobSummary::decl(&cfg)),
         (Earnings::docs(), Earnings::decl(&cfg)),
         (PoolTerms::docs(), PoolTerms::decl(&cfg)),
+        (ModelDownload::docs(), ModelDownload::decl(&cfg)),
         (PoolStatus::docs(), PoolStatus::decl(&cfg)),
         (GpuLive::docs(), GpuLive::decl(&cfg)),
         (Telemetry::docs(), Telemetry::decl(&cfg)),

@@ -39,6 +39,11 @@ pub struct NodeConfig {
     /// recently used model is unloaded to make room.
     #[ts(type = "number")]
     pub model_memory_mib: u64,
+    /// Disk the models' files may take, in MiB: a model the pool sells that would not fit is
+    /// not fetched.
+    #[ts(type = "number")]
+    #[serde(default = "default_model_disk_mib")]
+    pub model_disk_mib: u64,
     /// Pause by itself while a game runs.
     pub detect_games: bool,
     /// Pause by itself while a fullscreen window is in front.
@@ -109,6 +114,11 @@ pub struct NodeConfig {
     pub pool_key: Option<String>,
 }
 
+/// 20 GiB: the models Hearth serves today take well under 1 GiB.
+fn default_model_disk_mib() -> u64 {
+    20 << 10
+}
+
 impl Default for NodeConfig {
     fn default() -> Self {
         Self {
@@ -118,6 +128,7 @@ impl Default for NodeConfig {
             demo_interval_ms: 1500,
             api_port: 7420,
             model_memory_mib: 2048,
+            model_disk_mib: default_model_disk_mib(),
             detect_games: true,
             detect_fullscreen: true,
             pause_on_battery: true,
@@ -242,6 +253,15 @@ impl NodeConfig {
                 ),
             ));
         }
+        if self.model_disk_mib < 512 {
+            return Err(invalid(
+                "model_disk_mib",
+                format!(
+                    "{} MiB is too little for the models (512 at least)",
+                    self.model_disk_mib
+                ),
+            ));
+        }
         if !(50..=5000).contains(&self.watch_interval_ms) {
             return Err(invalid(
                 "watch_interval_ms",
@@ -356,6 +376,7 @@ impl NodeConfig {
             "concurrency" => next.concurrency = number(value)? as usize,
             "demo_interval_ms" => next.demo_interval_ms = number(value)?,
             "model_memory_mib" => next.model_memory_mib = number(value)?,
+            "model_disk_mib" => next.model_disk_mib = number(value)?,
             "detect_games" => {
                 next.detect_games = value
                     .parse()
@@ -447,7 +468,7 @@ impl NodeConfig {
             other => {
                 return Err(invalid(format!(
                     "unknown setting {other:?} (pool, backend, concurrency, demo_interval_ms, api_port, \
-                     model_memory_mib, detect_games, detect_fullscreen, pause_on_battery, detect_gpu_processes, idle_only, away_after_s, \
+                     model_memory_mib, model_disk_mib, detect_games, detect_fullscreen, pause_on_battery, detect_gpu_processes, idle_only, away_after_s, \
                      throttle_when_active_percent, vram_min_free_mib, games, games_off, game_cooldown_s, free_memory_after_s, watch_interval_ms, \
                      payout_address, electricity_price_per_kwh, cpu_watts, currency, credit_value, temperature_stop_c, temperature_resume_c, schedule)"
                 )));
@@ -500,6 +521,7 @@ mod tests {
             ("concurrency", "many", "concurrency"),
             ("api_port", "70000", "api_port"),
             ("model_memory_mib", "10", "model_memory_mib"),
+            ("model_disk_mib", "100", "model_disk_mib"),
             ("detect_games", "maybe", "detect_games"),
             (
                 "throttle_when_active_percent",

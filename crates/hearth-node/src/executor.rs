@@ -87,6 +87,11 @@ impl Executor {
         }
     }
 
+    /// The model store the models are loaded from.
+    pub fn store(&self) -> &ModelStore {
+        &self.store
+    }
+
     /// Ids of the models loaded now, least recently used first.
     pub fn loaded_models(&self) -> Vec<String> {
         let warm = self.warm.lock().unwrap_or_else(|e| e.into_inner());

@@ -11,10 +11,10 @@
 mod bindings;
 pub mod config;
 mod demo_pool;
-pub mod model_fetch;
 pub mod diagnostics;
 pub mod earnings;
 pub mod executor;
+pub mod model_fetch;
 mod node;
 pub mod pause;
 pub mod resources;
@@ -30,6 +30,6 @@ pub use config::NodeConfig;
 pub use node::{Node, OverrideRefused};
 pub use running::{RunningNode, StartError, StartOptions};
 pub use status::{
-    ActivityState, ControlSource, Earnings, GpuLive, JobState, JobSummary, NodeEvent, NodeStatus,
-    Overview, PauseOverride, PauseReason, PoolStatus, PoolTerms, Telemetry,
+    ActivityState, ControlSource, Earnings, GpuLive, JobState, JobSummary, ModelDownload,
+    NodeEvent, NodeStatus, Overview, PauseOverride, PauseReason, PoolStatus, PoolTerms, Telemetry,
 };

@@ -275,6 +275,7 @@ impl RunningNode {
             pool_ca_pem,
             concurrency: config.concurrency,
             duty_percent: Some(duty),
+            model_disk_bytes: config.model_disk_mib << 20,
             ..WorkerConfig::default()
         };
         let worker = tokio::spawn(worker::run(
@@ -643,6 +644,12 @@ fn on_worker_event(
                 tracing::warn!(%notice, "work is not running as it should");
             }
             pool.send_modify(|p| p.notices = [lasting_notices, &notices].concat());
+            node.announce(NodeEvent::PoolChanged {
+                pool: pool.borrow().clone(),
+            });
+        }
+        WorkerEvent::Downloads(downloads) => {
+            pool.send_modify(|p| p.downloads = downloads);
             node.announce(NodeEvent::PoolChanged {
                 pool: pool.borrow().clone(),
             });

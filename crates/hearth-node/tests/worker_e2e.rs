@@ -479,3 +479,91 @@ async fn a_damaged_model_is_handed_back_once_fetched_again_and_served() {
     assert_eq!(notices.last().unwrap(), &Vec::<String>::new());
     assert!(executor.broken_models().is_empty());
 }
+
+/// A node with an empty model folder joins a pool that sells three models: it fetches them
+/// from the pool in the background (progress reported as it goes), checks them, and serves a
+/// customer's request on one of them: no package manager, no toolchain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_without_the_models_fetches_them_from_the_pool_and_serves_them() {
+    let Rig {
+        dir,
+        pool,
+        ledger,
+        key,
+        ..
+    } = rig().await;
+    let empty = ModelStore::new(dir.path().join("node-models"));
+    let executor = Arc::new(Executor::new(empty.clone(), ComputeDevice::cpu()));
+    assert!(executor.available_models().is_empty());
+    let (progress_tx, mut progress) = tokio::sync::mpsc::unbounded_channel();
+    let (_pause, paused) = watch::channel(false);
+    let (stop_tx, stop) = watch::channel(false);
+    let config = WorkerConfig {
+        pool_url: pool.url(),
+        lease_wait: Duration::from_millis(300),
+        ..WorkerConfig::default()
+    };
+    let worker = tokio::spawn({
+        let (ledger, executor) = (Arc::clone(&ledger), Arc::clone(&executor));
+        worker::run(
+            config,
+            key,
+            executor,
+            ledger,
+            paused,
+            stop,
+            None,
+            move |event| {
+                if let worker::WorkerEvent::Downloads(downloads) = event {
+                    let _ = progress_tx.send(downloads);
+                }
+            },
+        )
+    });
+    let started = std::time::Instant::now();
+    let embeddings = ask(
+        &pool.url(),
+        pool.api_key(),
+        "/v1/embeddings",
+        json!({"model": "all-minilm-l6-v2", "input": ["Fetched from the pool."]}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        embeddings["data"][0]["embedding"].as_array().unwrap().len(),
+        384
+    );
+    eprintln!(
+        "served {:.1} s after the node started with no models",
+        started.elapsed().as_secs_f64()
+    );
+    // Every model the pool sells arrives, reported on the way, until the list empties.
+    let mut seen = Vec::new();
+    loop {
+        let downloads = tokio::time::timeout(Duration::from_secs(120), progress.recv())
+            .await
+            .expect("the downloads go on")
+            .expect("the worker runs");
+        let done = downloads.is_empty();
+        seen.push(downloads);
+        if done {
+            break;
+        }
+    }
+    for id in [
+        "all-minilm-l6-v2",
+        "efficientnet-lite0",
+        "smollm2-135m-instruct",
+    ] {
+        empty.verify(id).unwrap();
+    }
+    assert_eq!(executor.available_models().len(), 3);
+    assert!(
+        seen.iter()
+            .flatten()
+            .any(|d| d.done_bytes > 0 && d.done_bytes < d.total_bytes && d.bytes_per_second > 0.0),
+        "progress part-way was reported: {seen:?}"
+    );
+    stop_tx.send(true).unwrap();
+    worker.await.unwrap().unwrap();
+}

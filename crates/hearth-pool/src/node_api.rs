@@ -268,15 +268,21 @@ async fn lease_for(
     } else {
         1
     };
-    // A node may narrow what it registered (a model whose files it found damaged).
+    // A node may say what it runs now instead of what it registered: without a model whose
+    // files it found damaged, with one it fetched since. Only models this pool sells count,
+    // as in a registration's profile.
     let models: Vec<String> = match &request.models {
-        Some(only) => info
-            .profile
-            .models
-            .iter()
-            .filter(|m| only.contains(m))
-            .cloned()
-            .collect(),
+        Some(now) => {
+            let mut models: Vec<String> = now
+                .iter()
+                .filter(|m| m.len() <= MAX_PROFILE_TEXT && state.config.model(m).is_some())
+                .take(MAX_PROFILE_MODELS)
+                .cloned()
+                .collect();
+            models.sort_unstable();
+            models.dedup();
+            models
+        }
         None => info.profile.models.clone(),
     };
     let jobs = state

@@ -181,6 +181,23 @@ credit_value: number, currency: string,
 settlement_ms: number, };
 
 /**
+ * A model being fetched from the pool.
+ */
+export type ModelDownload = { model: string, 
+/**
+ * Bytes of its files on disk (what an earlier attempt kept included).
+ */
+done_bytes: number, total_bytes: number, 
+/**
+ * Bytes received per second in this attempt.
+ */
+bytes_per_second: number, 
+/**
+ * Why the last attempt stopped, while it waits to go on.
+ */
+error: string | null, };
+
+/**
  * The pool this node works for.
  */
 export type PoolStatus = { url: string, 
@@ -204,7 +221,11 @@ terms: PoolTerms | null,
  * What keeps work from running as it should, in words: a model whose files were damaged
  * being fetched again, jobs failing in a row. Empty when nothing does.
  */
-notices: Array<string>, };
+notices: Array<string>, 
+/**
+ * Models being fetched from the pool (ones it sells that this computer lacks).
+ */
+downloads: Array<ModelDownload>, };
 
 /**
  * One GPU's live readings; `None` where the board does not report a figure.
@@ -413,6 +434,11 @@ api_port: number,
  * recently used model is unloaded to make room.
  */
 model_memory_mib: number, 
+/**
+ * Disk the models' files may take, in MiB: a model the pool sells that would not fit is
+ * not fetched.
+ */
+model_disk_mib: number, 
 /**
  * Pause by itself while a game runs.
  */

@@ -37,7 +37,7 @@ class InMemoryBackend implements Backend {
       node_id: "n",
       device: "CPU (test)",
       status: this.current,
-      pool: { url: "http://127.0.0.1:1", name: "Local demo pool", connected: true, demo: true, error: null, terms: null, notices: [] },
+      pool: { url: "http://127.0.0.1:1", name: "Local demo pool", connected: true, demo: true, error: null, terms: null, notices: [], downloads: [] },
       earnings: { today_micro_credits: 5, today_jobs: 1, today_failed: 0, last_hour_micro_credits: 5, lifetime_micro_credits: 5, today_energy_wh: 0.5, today_energy_estimated: true, pending_micro_credits: 0, payable_micro_credits: 0, demo: true },
       jobs: this.jobs,
       telemetry: null,
@@ -211,7 +211,7 @@ describe("NodeStore", () => {
       earnings: { today_micro_credits: 12, today_jobs: 2, today_failed: 0, last_hour_micro_credits: 12, lifetime_micro_credits: 12, today_energy_wh: 1, today_energy_estimated: true, pending_micro_credits: 0, payable_micro_credits: 0, demo: true },
     });
     expect(store.earnings?.today_jobs).toBe(2);
-    backend.emit({ type: "pool_changed", pool: { url: "u", name: null, connected: false, demo: true, error: "gone", terms: null, notices: [] } });
+    backend.emit({ type: "pool_changed", pool: { url: "u", name: null, connected: false, demo: true, error: "gone", terms: null, notices: [], downloads: [] } });
     expect(store.pool?.connected).toBe(false);
   });
 

@@ -9,7 +9,9 @@
 mod reports;
 mod wording;
 
-pub use reports::{Earnings, GpuLive, JobState, JobSummary, PoolStatus, PoolTerms, Telemetry};
+pub use reports::{
+    Earnings, GpuLive, JobState, JobSummary, ModelDownload, PoolStatus, PoolTerms, Telemetry,
+};
 pub use wording::{OVERRIDABLE, PAUSE_WORDING};
 
 use serde::{Deserialize, Serialize};

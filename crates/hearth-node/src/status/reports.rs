@@ -125,6 +125,24 @@ pub struct PoolStatus {
     /// being fetched again, jobs failing in a row. Empty when nothing does.
     #[serde(default)]
     pub notices: Vec<String>,
+    /// Models being fetched from the pool (ones it sells that this computer lacks).
+    #[serde(default)]
+    pub downloads: Vec<ModelDownload>,
+}
+
+/// A model being fetched from the pool.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, TS)]
+pub struct ModelDownload {
+    pub model: String,
+    /// Bytes of its files on disk (what an earlier attempt kept included).
+    #[ts(type = "number")]
+    pub done_bytes: u64,
+    #[ts(type = "number")]
+    pub total_bytes: u64,
+    /// Bytes received per second in this attempt.
+    pub bytes_per_second: f64,
+    /// Why the last attempt stopped, while it waits to go on.
+    pub error: Option<String>,
 }
 
 /// The pool's payout terms, as it told them when the node joined.

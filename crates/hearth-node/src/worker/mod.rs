@@ -21,6 +21,7 @@ use tokio::sync::watch;
 
 use crate::executor::Executor;
 
+mod fetching;
 mod identity;
 mod job;
 mod pool_client;
@@ -74,6 +75,9 @@ pub struct WorkerConfig {
     /// computed for `t`, its slot rests `t × (100 − d) / d` before the next lease. `None`:
     /// always 100.
     pub duty_percent: Option<watch::Receiver<u8>>,
+    /// Disk the models' files may take; a model the pool sells that would not fit is not
+    /// fetched.
+    pub model_disk_bytes: u64,
 }
 
 impl Default for WorkerConfig {
@@ -87,6 +91,7 @@ impl Default for WorkerConfig {
             pause_grace: Duration::from_secs(1),
             concurrency: 1,
             duty_percent: None,
+            model_disk_bytes: 20 << 30,
         }
     }
 }
@@ -113,6 +118,9 @@ pub enum WorkerEvent {
     /// What keeps work from running as it should, in words (a damaged model being fetched
     /// again, jobs failing in a row); empty when nothing does. Sent when it changes.
     Notices(Vec<String>),
+    /// The models being fetched from the pool, and how far each is (empty once all are
+    /// here). Sent a few times a second at most.
+    Downloads(Vec<crate::status::ModelDownload>),
 }
 
 /// Measures a job's energy from `start` to `end` (Unix ms): watt-hours and whether estimated.
@@ -259,6 +267,9 @@ pub async fn run(
         context.report(&error);
     }
 
+    // The models the pool sells that this computer lacks are fetched meanwhile.
+    let _fetching = fetching::Fetching::start(Arc::clone(&context));
+
     let mut running: JoinSet<()> = JoinSet::new();
     // One lease request at a time, never dropped half-way (the pool may already have handed
     // us jobs): it runs as its own task and is always awaited.
@@ -283,9 +294,11 @@ pub async fn run(
             }
             let context = Arc::clone(&context);
             leasing = Some(tokio::spawn(async move {
-                // A model found damaged is left out until it is fetched again.
-                let models = (!context.executor.broken_models().is_empty())
-                    .then(|| context.executor.available_models());
+                // What the node can run now, where that is not what it registered: a model
+                // found damaged is left out until it is fetched again, one fetched from the
+                // pool since is added.
+                let available = context.executor.available_models();
+                let models = (available != context.profile.models).then_some(available);
                 let request = LeaseRequest {
                     max_jobs: free as u32,
                     wait_ms: context.config.lease_wait.as_millis() as u64,

@@ -85,12 +85,35 @@ impl PoolClient {
             reason,
         };
         let bytes = serde_json::to_vec(body).map_err(|e| err(e.to_string()))?;
-        let mut request = self
-            .http
-            .post(format!("{}{path}", self.url))
-            .header("content-type", "application/json")
-            .body(bytes.clone());
-        let headers = self.signer().headers("POST", path, now_ms(), &bytes);
+        self.call(reqwest::Method::POST, path, bytes).await
+    }
+
+    /// `GET path` (signed over no body), its JSON reply parsed.
+    pub(super) async fn get<R: DeserializeOwned>(&self, path: &str) -> Result<R, WorkerError> {
+        self.call(reqwest::Method::GET, path, Vec::new()).await
+    }
+
+    /// A signed request with a JSON body (none for a GET), its reply read whole within
+    /// [`MAX_REPLY_BYTES`] and parsed; the pool's own words on an error status.
+    async fn call<R: DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        bytes: Vec<u8>,
+    ) -> Result<R, WorkerError> {
+        let err = |reason: String| WorkerError::Pool {
+            url: self.url.clone(),
+            reason,
+        };
+        let headers = self
+            .signer()
+            .headers(method.as_str(), path, now_ms(), &bytes);
+        let mut request = self.http.request(method, format!("{}{path}", self.url));
+        if !bytes.is_empty() {
+            request = request
+                .header("content-type", "application/json")
+                .body(bytes);
+        }
         for (name, value) in headers {
             request = request.header(name, value);
         }
