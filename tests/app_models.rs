@@ -1,0 +1,126 @@
+//! Models that arrive from the pool, as the owner sees them: the app starts with an empty model
+//! folder and a pool that sells three models (an embedded pool in this process, behind a proxy
+//! that passes 20 MB/s, a home line's speed, so there is a download to see). The window shows
+//! each model being fetched, with a progress bar, the megabytes and the speed
+//! (`test-output/screenshots/window-model-download.png`); once they are here, it does real jobs
+//! on them.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use hearth_e2e::{App, Desktop, wait_for};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// What the proxy passes from the pool, per second.
+const LINE_BYTES_PER_SECOND: f64 = 20e6;
+
+/// A TCP proxy to `pool` that passes the pool's replies at most at [`LINE_BYTES_PER_SECOND`]
+/// per connection.
+async fn slow_line(pool: SocketAddr) -> anyhow::Result<SocketAddr> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let Ok(upstream) = TcpStream::connect(pool).await else {
+                    return;
+                };
+                let (mut client_read, mut client_write) = client.into_split();
+                let (mut pool_read, mut pool_write) = upstream.into_split();
+                tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut client_read, &mut pool_write).await;
+                });
+                let started = Instant::now();
+                let mut passed = 0f64;
+                let mut buffer = vec![0; 64 << 10];
+                while let Ok(read) = pool_read.read(&mut buffer).await {
+                    if read == 0 || client_write.write_all(&buffer[..read]).await.is_err() {
+                        break;
+                    }
+                    passed += read as f64;
+                    // The line's pace: a byte may not arrive before its time.
+                    let due = Duration::from_secs_f64(passed / LINE_BYTES_PER_SECOND);
+                    if let Some(early) = due.checked_sub(started.elapsed()) {
+                        tokio::time::sleep(early).await;
+                    }
+                }
+            });
+        }
+    });
+    Ok(addr)
+}
+
+fn number(text: &str) -> Option<f64> {
+    text.split_whitespace().next()?.parse().ok()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_window_shows_models_arriving_from_the_pool_then_work() -> anyhow::Result<()> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let shots = root.join("test-output/screenshots");
+    let pool_dir = tempfile::tempdir()?;
+    let pool = hearth_pool::embedded::start(
+        pool_dir.path(),
+        &hearth_inference::ModelStore::from_env(),
+        Some(Duration::from_millis(500)),
+    )
+    .await?;
+    let pool_addr: SocketAddr = pool.url().trim_start_matches("http://").parse()?;
+    let line = slow_line(pool_addr).await?;
+
+    let desktop = Desktop::start().await?;
+    std::fs::write(
+        desktop.app_data_dir().join("config.toml"),
+        format!("first_run_done = true\npool = \"http://{line}\"\n"),
+    )?;
+    let models = pool_dir.path().join("node-models");
+    std::fs::create_dir_all(&models)?;
+    desktop.set_env("HEARTH_MODELS", &models.display().to_string());
+    let app = App::launch(&desktop).await?;
+
+    let figures = app
+        .wait_for_text("[data-testid=download-figures]", |t| t.contains("MB/s"))
+        .await?;
+    let download = app
+        .text("[data-testid=model-download]")
+        .await
+        .unwrap_or_default();
+    assert!(download.contains("from the pool"), "{download}");
+    desktop.screenshot(&shots.join("window-model-download.png"))?;
+    eprintln!("the window shows: {download}");
+    // "12.3 of 91.3 MB, 19.8 MB/s": part of the way, at about the line's speed.
+    let numbers: Vec<f64> = figures
+        .split(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    let [done, total, speed] = numbers[..] else {
+        panic!("figures: {figures}");
+    };
+    assert!(done < total, "{figures}");
+    assert!(speed > 2.0 && speed < 30.0, "{figures}");
+
+    // Once the models are here, the demo customer's requests are served by this node.
+    wait_for(
+        "jobs done on the fetched models",
+        Duration::from_secs(90),
+        || async {
+            let jobs = number(&app.text("[data-testid=jobs-today]").await?)?;
+            (jobs >= 1.0).then_some(())
+        },
+    )
+    .await?;
+    assert!(
+        app.text("[data-testid=model-download]").await.is_none(),
+        "the downloads are gone from the window once done"
+    );
+    for id in [
+        "all-minilm-l6-v2",
+        "efficientnet-lite0",
+        "smollm2-135m-instruct",
+    ] {
+        hearth_inference::ModelStore::new(&models).verify(id)?;
+    }
+    app.close().await?;
+    Ok(())
+}
