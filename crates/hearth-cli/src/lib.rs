@@ -130,9 +130,24 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
     text
 }
 
+/// `text` cut to at most `max` characters (on a character boundary), with an ellipsis when
+/// cut: a reason that must fit a menu line or a notice.
+pub fn shorten(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text.to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_text_is_shortened_on_a_character_boundary() {
+        assert_eq!(shorten("ümlaut", 3), "üml…");
+        assert_eq!(shorten("short", 60), "short");
+    }
 
     const COMMANDS: &[&str] = &["run", "status", "pause", "resume", "ledger"];
 

@@ -257,7 +257,7 @@ fn run_child(program: &Path, timeout: Duration) -> std::io::Result<ChildOutcome>
     if let Ok(verdict) = serde_json::from_str::<GpuVerdict>(stdout.trim()) {
         return Ok(ChildOutcome::Verdict(verdict));
     }
-    let said = shorten(reason_in(&stderr).unwrap_or("it said nothing"), 200);
+    let said = hearth_cli::shorten(reason_in(&stderr).unwrap_or("it said nothing"), 200);
     Ok(ChildOutcome::Failed(format!(
         "the check ended with {status}: {said}"
     )))
@@ -277,14 +277,6 @@ fn reason_in(stderr: &str) -> Option<&str> {
         .and_then(|at| lines.get(at + 1))
         .or(lines.last())
         .copied()
-}
-
-/// `text` cut to at most `max` characters, with an ellipsis when cut.
-fn shorten(text: &str, max: usize) -> String {
-    match text.char_indices().nth(max) {
-        Some((end, _)) => format!("{}…", &text[..end]),
-        None => text.to_owned(),
-    }
 }
 
 #[cfg(test)]

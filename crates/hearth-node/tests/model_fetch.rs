@@ -52,22 +52,21 @@ async fn pool_with_a_copy(dir: &Path) -> (hearth_pool::Pool, std::path::PathBuf)
     (pool, weights)
 }
 
+/// A node's profile: the processor, no models yet.
+fn profile() -> HardwareProfile {
+    HardwareProfile {
+        backend: "cpu".into(),
+        device: "your processor".into(),
+        memory_bytes: 1 << 30,
+        models: vec![],
+        matmul_gflops: None,
+    }
+}
+
 /// A registered client for the pool at `url`.
 async fn registered(url: &str) -> PoolClient {
     let client = PoolClient::new(url, KeyPair::generate().unwrap(), None).unwrap();
-    client
-        .register(
-            HardwareProfile {
-                backend: "cpu".into(),
-                device: "your processor".into(),
-                memory_bytes: 1 << 30,
-                models: vec![],
-                matmul_gflops: None,
-            },
-            None,
-        )
-        .await
-        .unwrap();
+    client.register(profile(), None).await.unwrap();
     client
 }
 
@@ -211,19 +210,7 @@ async fn registered_through(pool: SocketAddr, proxy: SocketAddr) -> PoolClient {
     // client for the proxy's address can use the node registered through the pool's.
     let copy = KeyPair::from_secret_bytes(&key.secret_bytes()).unwrap();
     let direct = PoolClient::new(&format!("http://{pool}"), copy, None).unwrap();
-    direct
-        .register(
-            HardwareProfile {
-                backend: "cpu".into(),
-                device: "your processor".into(),
-                memory_bytes: 1 << 30,
-                models: vec![],
-                matmul_gflops: None,
-            },
-            None,
-        )
-        .await
-        .unwrap();
+    direct.register(profile(), None).await.unwrap();
     PoolClient::new(&format!("http://{proxy}"), key, None).unwrap()
 }
 

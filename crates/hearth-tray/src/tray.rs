@@ -124,7 +124,7 @@ impl Tray {
                 )
             }
             (_, Some(error)) => (
-                format!("Cannot reach the pool ({})", shorten(error, 60)),
+                format!("Cannot reach the pool ({})", hearth_cli::shorten(error, 60)),
                 "Pause",
                 ICON_ERROR,
             ),
@@ -255,14 +255,6 @@ fn decode_icon(png_bytes: &[u8]) -> anyhow::Result<Icon> {
     Ok(Icon::from_rgba(pixels, frame.width, frame.height)?)
 }
 
-/// `text` cut to at most `max` characters, with an ellipsis when cut.
-fn shorten(text: &str, max: usize) -> String {
-    match text.char_indices().nth(max) {
-        Some((end, _)) => format!("{}…", &text[..end]),
-        None => text.to_owned(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -273,11 +265,5 @@ mod tests {
         for icon in [ICON_RUNNING, ICON_PAUSED, ICON_THROTTLED, ICON_ERROR] {
             decode_icon(icon).unwrap();
         }
-    }
-
-    #[test]
-    fn long_reasons_are_shortened_on_a_character_boundary() {
-        assert_eq!(shorten("ümlaut", 3), "üml…");
-        assert_eq!(shorten("short", 60), "short");
     }
 }

@@ -555,3 +555,29 @@ fn describe_download(download: &hearth_node::ModelDownload) -> String {
     }
     line
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_download_reads_as_how_far_how_fast_and_why_it_waits() {
+        let mut download = hearth_node::ModelDownload {
+            model: "all-minilm-l6-v2".into(),
+            done_bytes: 41_000_000,
+            total_bytes: 91_334_623,
+            bytes_per_second: 12_300_000.0,
+            error: None,
+        };
+        assert_eq!(
+            describe_download(&download),
+            "all-minilm-l6-v2: 45% (41.0 of 91.3 MB, 12.3 MB/s)"
+        );
+        download.bytes_per_second = 0.0;
+        download.error = Some("the pool refused (trying again in 10 s)".into());
+        assert_eq!(
+            describe_download(&download),
+            "all-minilm-l6-v2: 45% (41.0 of 91.3 MB): the pool refused (trying again in 10 s)"
+        );
+    }
+}
