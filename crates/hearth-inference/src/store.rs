@@ -115,11 +115,20 @@ impl Manifest {
         Ok(manifest)
     }
 
-    fn check(&self, path: &Path) -> Result<()> {
+    /// Check what a manifest must be before anything uses it: an id that is a plain folder
+    /// name, plain file names, sha256s of 64 hex digits, an architecture that runs its task.
+    /// (A manifest from a pool is checked as a file's is; `origin` names it in the error.)
+    pub fn check(&self, origin: &Path) -> Result<()> {
         let bad = |reason: String| InferenceError::Manifest {
-            path: path.to_owned(),
+            path: origin.to_owned(),
             reason,
         };
+        if !is_model_id(&self.id) {
+            return Err(bad(format!(
+                "id {:?} must be lower-case letters, digits, '-' and '.'",
+                self.id
+            )));
+        }
         if self.files.is_empty() {
             return Err(bad("lists no files".into()));
         }
@@ -223,11 +232,7 @@ impl ModelStore {
 
     /// The manifest of model `id`.
     pub fn manifest(&self, id: &str) -> Result<Manifest> {
-        let valid_id = !id.is_empty()
-            && id
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
-        if !valid_id || id.starts_with('.') {
+        if !is_model_id(id) {
             return Err(InferenceError::UnknownModel(id.to_owned()));
         }
         let path = self.root.join(id).join("manifest.toml");
@@ -282,6 +287,16 @@ impl ModelStore {
             weights_dir,
         })
     }
+}
+
+/// A model id: lower-case letters, digits, '-' and '.', not starting with '.' (so it is a
+/// plain folder name in the store).
+pub fn is_model_id(id: &str) -> bool {
+    !id.is_empty()
+        && !id.starts_with('.')
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
 }
 
 /// Check one file's size, then its sha256 (streamed, so large files cost no memory).

@@ -293,6 +293,12 @@ pub async fn fetch_model(
     allowed_bytes: u64,
     progress: &mut (dyn FnMut(&FileProgress) + Send),
 ) -> Result<(), FetchError> {
+    // A manifest from the network: its id and file names become paths, so they are checked
+    // first (a pool naming "../" would write outside the model folder).
+    manifest.check(Path::new(&format!(
+        "the pool's manifest of {:?}",
+        manifest.id
+    )))?;
     let folder = store.root().join(&manifest.id);
     let weights = folder.join("weights");
     let have = |file: &ModelFile| {
@@ -301,16 +307,17 @@ pub async fn fetch_model(
             + std::fs::metadata(weights.join(format!("{}{PARTIAL_SUFFIX}", file.name)))
                 .map_or(0, |m| m.len().min(file.size))
     };
+    // Sizes from the network: added without overflowing.
     let missing: u64 = manifest
         .files
         .iter()
         .map(|f| f.size - have(f).min(f.size))
-        .sum();
+        .fold(0, u64::saturating_add);
     let used = bytes_used(store);
-    if used + missing > allowed_bytes {
+    if used.saturating_add(missing) > allowed_bytes {
         return Err(FetchError::OverQuota {
             model: manifest.id.clone(),
-            needed_mb: (used + missing - allowed_bytes).div_ceil(1_000_000),
+            needed_mb: (used.saturating_add(missing) - allowed_bytes).div_ceil(1_000_000),
             allowed_mb: allowed_bytes / 1_000_000,
         });
     }
@@ -361,6 +368,32 @@ mod tests {
         let (_, done) = resume_point(&path, 10).unwrap();
         assert_eq!(done, 0);
         assert!(!path.exists());
+    }
+
+    #[tokio::test]
+    async fn a_manifest_naming_paths_outside_the_model_folder_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ModelStore::new(dir.path().join("models"));
+        let good = ModelStore::from_env().manifest("all-minilm-l6-v2").unwrap();
+        // Nobody listens there: the refusal comes before any request.
+        let pool = PoolClient::new(
+            "http://127.0.0.1:9",
+            hearth_protocol::KeyPair::generate().unwrap(),
+            None,
+        )
+        .unwrap();
+        let mut escaping_id = good.clone();
+        escaping_id.id = "../escape".into();
+        let mut escaping_file = good.clone();
+        escaping_file.files[0].name = "../../escape".into();
+        for manifest in [escaping_id, escaping_file] {
+            let error = fetch_model(&pool, &store, &manifest, u64::MAX, &mut |_| {})
+                .await
+                .unwrap_err();
+            assert!(matches!(error, FetchError::Model(_)), "{error}");
+        }
+        assert!(!dir.path().join("escape").exists());
+        assert!(!store.root().exists(), "nothing written");
     }
 
     #[test]

@@ -64,7 +64,7 @@ async fn fetch_missing(context: Arc<Context>) {
         .map(|m| ModelDownload {
             model: m.id.clone(),
             done_bytes: 0,
-            total_bytes: m.files.iter().map(|f| f.size).sum(),
+            total_bytes: m.files.iter().map(|f| f.size).fold(0, u64::saturating_add),
             bytes_per_second: 0.0,
             error: None,
         })
