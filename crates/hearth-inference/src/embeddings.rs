@@ -65,10 +65,10 @@ impl EmbeddingTokenizer {
             .iter()
             .find(|f| f.name == "tokenizer.json")
             .ok_or_else(|| InferenceError::Manifest {
-                path: store.root().join(id),
+                path: store.model_dir(id),
                 reason: "lists no tokenizer.json".into(),
             })?;
-        let path = store.root().join(id).join("weights").join(&file.name);
+        let path = store.model_dir(id).join("weights").join(&file.name);
         crate::store::verify_file(&path, file.size, &file.sha256)?;
         let max_tokens = manifest.setting_f64("max_tokens").unwrap_or(256.0) as usize;
         Ok(Self {

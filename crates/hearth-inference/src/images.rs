@@ -157,7 +157,7 @@ impl ImageClassifier {
             )));
         }
         let preprocessing = Preprocessing::from_manifest(&model.manifest)?;
-        let labels_path = store.root().join(id).join("labels.txt");
+        let labels_path = store.model_dir(id).join("labels.txt");
         let labels: Vec<String> = std::fs::read_to_string(&labels_path)
             .map_err(|e| InferenceError::io(&labels_path, e))?
             .lines()

@@ -205,29 +205,92 @@ impl VerifiedModel {
     }
 }
 
-/// The folder of model folders.
+/// The folder of model folders: the node's own (`root`, where downloads go), and, for an
+/// installed app, the read-only folder of models shipped with it (`shipped`). A model in both
+/// is the node's own.
 #[derive(Clone, Debug)]
 pub struct ModelStore {
     root: PathBuf,
+    shipped: Option<PathBuf>,
+}
+
+/// Where an installed app's shipped models are, from its program's folder: `../share/hearth/models`
+/// (a Linux package's `/usr/bin` → `/usr/share/hearth/models`), else `models` beside it (Windows).
+pub fn shipped_models_beside(program_dir: &Path) -> Option<PathBuf> {
+    [
+        program_dir.join("../share/hearth/models"),
+        program_dir.join("models"),
+    ]
+    .into_iter()
+    .find(|dir| dir.is_dir())
+    .map(|dir| dir.canonicalize().unwrap_or(dir))
 }
 
 impl ModelStore {
     /// A store rooted at `root` (the repository's `models/`).
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        Self { root: root.into() }
+        Self {
+            root: root.into(),
+            shipped: None,
+        }
+    }
+
+    /// The same store, also reading the models shipped in `shipped` (never written).
+    pub fn with_shipped(mut self, shipped: impl Into<PathBuf>) -> Self {
+        self.shipped = Some(shipped.into());
+        self
     }
 
     /// The store in this repository: `$HEARTH_MODELS`, else `models/` at the workspace root.
     pub fn from_env() -> Self {
         match std::env::var_os("HEARTH_MODELS") {
             Some(dir) => Self::new(dir),
-            None => Self::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models")),
+            None => Self::new(Self::repository_models()),
         }
     }
 
-    /// Its root folder.
+    /// The models an app uses with data folder `data_dir`: `$HEARTH_MODELS` when set
+    /// (developers, tests); for an installed app, `models/` in the data folder over the models
+    /// shipped beside the program; from a checkout, the repository's `models/`.
+    pub fn for_data_dir(data_dir: &Path) -> Self {
+        if let Some(dir) = std::env::var_os("HEARTH_MODELS") {
+            return Self::new(dir);
+        }
+        let shipped = std::env::current_exe()
+            .ok()
+            .and_then(|exe| exe.parent().and_then(shipped_models_beside));
+        match shipped {
+            Some(shipped) => Self::new(data_dir.join("models")).with_shipped(shipped),
+            None if Self::repository_models().is_dir() => Self::new(Self::repository_models()),
+            None => Self::new(data_dir.join("models")),
+        }
+    }
+
+    fn repository_models() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models")
+    }
+
+    /// Its own folder, where models are written.
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// The folder of shipped models it also reads, if any.
+    pub fn shipped(&self) -> Option<&Path> {
+        self.shipped.as_deref()
+    }
+
+    /// The folder of model `id`: the store's own when it holds the model's manifest, else the
+    /// shipped one's when that does, else (a model not there yet) where it would be written.
+    pub fn model_dir(&self, id: &str) -> PathBuf {
+        let own = self.root.join(id);
+        if own.join("manifest.toml").exists() {
+            return own;
+        }
+        match &self.shipped {
+            Some(shipped) if shipped.join(id).join("manifest.toml").exists() => shipped.join(id),
+            _ => own,
+        }
     }
 
     /// The manifest of model `id`.
@@ -235,23 +298,39 @@ impl ModelStore {
         if !is_model_id(id) {
             return Err(InferenceError::UnknownModel(id.to_owned()));
         }
-        let path = self.root.join(id).join("manifest.toml");
+        let path = self.model_dir(id).join("manifest.toml");
         if !path.exists() {
             return Err(InferenceError::UnknownModel(id.to_owned()));
         }
         Manifest::read(&path)
     }
 
-    /// Every model with a manifest, by id.
+    /// Every model with a manifest, by id (the store's own first, then the shipped ones it
+    /// lacks). A store whose own folder is not there yet lists the shipped models.
     pub fn list(&self) -> Result<Vec<Manifest>> {
-        let entries =
-            std::fs::read_dir(&self.root).map_err(|e| InferenceError::io(&self.root, e))?;
-        let mut manifests = Vec::new();
-        for entry in entries {
-            let entry = entry.map_err(|e| InferenceError::io(&self.root, e))?;
-            let path = entry.path().join("manifest.toml");
-            if path.exists() {
-                manifests.push(Manifest::read(&path)?);
+        let mut manifests: Vec<Manifest> = Vec::new();
+        let folders = std::iter::once(&self.root).chain(self.shipped.as_ref());
+        for (n, folder) in folders.enumerate() {
+            let entries = match std::fs::read_dir(folder) {
+                Ok(entries) => entries,
+                Err(e)
+                    if n == 0
+                        && self.shipped.is_some()
+                        && e.kind() == std::io::ErrorKind::NotFound =>
+                {
+                    continue;
+                }
+                Err(e) => return Err(InferenceError::io(folder, e)),
+            };
+            for entry in entries {
+                let entry = entry.map_err(|e| InferenceError::io(folder, e))?;
+                let path = entry.path().join("manifest.toml");
+                if path.exists() {
+                    let manifest = Manifest::read(&path)?;
+                    if !manifests.iter().any(|m| m.id == manifest.id) {
+                        manifests.push(manifest);
+                    }
+                }
             }
         }
         manifests.sort_by(|a, b| a.id.cmp(&b.id));
@@ -264,7 +343,7 @@ impl ModelStore {
         let Ok(manifest) = self.manifest(id) else {
             return false;
         };
-        let weights_dir = self.root.join(id).join("weights");
+        let weights_dir = self.model_dir(id).join("weights");
         manifest.files.iter().all(|file| {
             std::fs::metadata(weights_dir.join(&file.name)).is_ok_and(|m| m.len() == file.size)
         })
@@ -273,7 +352,7 @@ impl ModelStore {
     /// Check every file of model `id` against its manifest: present, right size, right hash.
     pub fn verify(&self, id: &str) -> Result<VerifiedModel> {
         let manifest = self.manifest(id)?;
-        let weights_dir = self.root.join(id).join("weights");
+        let weights_dir = self.model_dir(id).join("weights");
         for file in &manifest.files {
             verify_file(&weights_dir.join(&file.name), file.size, &file.sha256)?;
         }
@@ -380,6 +459,59 @@ mean = [0.5, 0.5, 0.5]
         std::fs::write(dir.path().join("tiny/weights/weights.bin"), contents).unwrap();
         let store = ModelStore::new(dir.path());
         (dir, store)
+    }
+
+    /// An installed app: its own folder (not made yet) over the package's read-only one.
+    #[test]
+    fn shipped_models_are_read_where_they_are_and_the_own_copy_wins() {
+        let (shipped, _) = store_with(b"hello");
+        let home = tempfile::tempdir().unwrap();
+        let own = home.path().join("models");
+        let store = ModelStore::new(&own).with_shipped(shipped.path());
+        let ids: Vec<String> = store.list().unwrap().into_iter().map(|m| m.id).collect();
+        assert_eq!(ids, ["tiny"]);
+        assert!(store.is_present("tiny"));
+        assert_eq!(store.model_dir("tiny"), shipped.path().join("tiny"));
+        assert_eq!(
+            store.verify("tiny").unwrap().weights_dir,
+            shipped.path().join("tiny/weights")
+        );
+        assert!(!own.exists(), "reading writes nothing");
+        assert_eq!(
+            store.model_dir("other"),
+            own.join("other"),
+            "a new model goes to the own folder"
+        );
+
+        // A copy of its own (fetched from a pool, say) is the one used.
+        std::fs::create_dir_all(own.join("tiny/weights")).unwrap();
+        std::fs::write(own.join("tiny/manifest.toml"), MANIFEST).unwrap();
+        std::fs::write(own.join("tiny/weights/weights.bin"), b"hello").unwrap();
+        assert_eq!(store.model_dir("tiny"), own.join("tiny"));
+        assert_eq!(store.list().unwrap().len(), 1, "listed once");
+        assert_eq!(
+            store.verify("tiny").unwrap().weights_dir,
+            own.join("tiny/weights")
+        );
+    }
+
+    #[test]
+    fn an_installed_program_finds_the_models_its_package_ships() {
+        let prefix = tempfile::tempdir().unwrap();
+        let bin = prefix.path().join("bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        assert_eq!(shipped_models_beside(&bin), None);
+        std::fs::create_dir_all(prefix.path().join("share/hearth/models")).unwrap();
+        assert_eq!(
+            shipped_models_beside(&bin).map(|d| d.canonicalize().unwrap()),
+            Some(
+                prefix
+                    .path()
+                    .join("share/hearth/models")
+                    .canonicalize()
+                    .unwrap()
+            )
+        );
     }
 
     #[test]

@@ -10,7 +10,8 @@ use crate::NodeConfig;
 
 use crate::status::{
     ActivityState, ControlSource, Earnings, GpuLive, JobState, JobSummary, ModelDownload,
-    NodeEvent, NodeStatus, Overview, PauseOverride, PauseReason, PoolStatus, PoolTerms, Telemetry,
+    NewVersion, NodeEvent, NodeStatus, Overview, PauseOverride, PauseReason, PoolStatus, PoolTerms,
+    Telemetry,
 };
 use crate::views::{
     BackendView, BenchmarkView, EarningsReport, ExpectedEarnings, GameEntryView, GamesView,
@@ -32,6 +33,7 @@ pub fn typescript_bindings() -> String {
         (Earnings::docs(), Earnings::decl(&cfg)),
         (PoolTerms::docs(), PoolTerms::decl(&cfg)),
         (ModelDownload::docs(), ModelDownload::decl(&cfg)),
+        (NewVersion::docs(), NewVersion::decl(&cfg)),
         (PoolStatus::docs(), PoolStatus::decl(&cfg)),
         (GpuLive::docs(), GpuLive::decl(&cfg)),
         (Telemetry::docs(), Telemetry::decl(&cfg)),

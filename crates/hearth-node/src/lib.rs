@@ -31,5 +31,6 @@ pub use node::{Node, OverrideRefused};
 pub use running::{RunningNode, StartError, StartOptions};
 pub use status::{
     ActivityState, ControlSource, Earnings, GpuLive, JobState, JobSummary, ModelDownload,
-    NodeEvent, NodeStatus, Overview, PauseOverride, PauseReason, PoolStatus, PoolTerms, Telemetry,
+    NewVersion, NodeEvent, NodeStatus, Overview, PauseOverride, PauseReason, PoolStatus, PoolTerms,
+    Telemetry,
 };

@@ -19,7 +19,7 @@ use crate::earnings::{earnings, earnings_report, expected_earnings, job_page};
 use crate::executor::Executor;
 use crate::pause::follower::{follow_pause_state, record_state_changes, watcher_config};
 use crate::resources::{energy_between, forward_telemetry, live_telemetry};
-use crate::status::{Earnings, JobSummary, NodeEvent, Overview, PoolStatus, Telemetry};
+use crate::status::{Earnings, JobSummary, NewVersion, NodeEvent, Overview, PoolStatus, Telemetry};
 use crate::storage::StorageHealth;
 use crate::worker::{self, WorkerConfig, WorkerError, WorkerEvent};
 
@@ -56,12 +56,13 @@ pub struct StartOptions {
 }
 
 impl StartOptions {
-    /// The settings in `data_dir`'s `config.toml`, models from the default store.
+    /// The settings in `data_dir`'s `config.toml`, models from the store for that data folder
+    /// ([`ModelStore::for_data_dir`]).
     pub fn from_data_dir(data_dir: &Path) -> Result<Self, crate::config::ConfigError> {
         Ok(Self {
             data_dir: data_dir.to_owned(),
             config: NodeConfig::load(data_dir)?,
-            models: ModelStore::from_env(),
+            models: ModelStore::for_data_dir(data_dir),
             telemetry: true,
         })
     }
@@ -159,7 +160,14 @@ impl RunningNode {
         .map_err(|e| StartError::Device(e.to_string()))?;
         lasting_notices.extend(gpu_refused.clone());
         let device_name = device.describe();
-        tracing::info!(device = %device_name, node = %node_id, pool = %pool_url, "node starting");
+        tracing::info!(
+            device = %device_name,
+            node = %node_id,
+            pool = %pool_url,
+            models = %options.models.root().display(),
+            shipped_models = %options.models.shipped().map(|d| d.display().to_string()).unwrap_or_default(),
+            "node starting"
+        );
         let executor = Arc::new(Executor::with_budget(
             options.models.clone(),
             device,
@@ -576,8 +584,18 @@ fn on_worker_event(
             pool_name,
             demo,
             terms,
+            release,
+            serving,
         } => {
+            let new_version = release
+                .as_ref()
+                .and_then(|r| NewVersion::from_notice(r, env!("CARGO_PKG_VERSION")));
+            if let Some(new) = &new_version {
+                tracing::info!(version = %new.version, url = %new.url, "a new version of Hearth is available");
+            }
             pool.send_modify(|p| {
+                p.new_version = new_version;
+                p.serving = serving;
                 p.name = Some(pool_name);
                 p.demo = demo;
                 p.connected = true;
@@ -650,6 +668,12 @@ fn on_worker_event(
         }
         WorkerEvent::Downloads(downloads) => {
             pool.send_modify(|p| p.downloads = downloads);
+            node.announce(NodeEvent::PoolChanged {
+                pool: pool.borrow().clone(),
+            });
+        }
+        WorkerEvent::Serving(models) => {
+            pool.send_modify(|p| p.serving = models);
             node.announce(NodeEvent::PoolChanged {
                 pool: pool.borrow().clone(),
             });

@@ -60,6 +60,7 @@ async fn register(State(pool): State<Arc<FakePool>>) -> Response {
         demo: false,
         terms: None,
         session: None,
+        release: None,
     })
     .into_response()
 }

@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use hearth_inference::ModelStore;
 use hearth_node::model_fetch::{FetchError, FileProgress, fetch_file, fetch_model};
@@ -18,6 +18,8 @@ use hearth_node::worker::PoolClient;
 use hearth_protocol::{HardwareProfile, KeyPair};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+
+mod support;
 
 const MODEL: &str = "all-minilm-l6-v2";
 
@@ -73,6 +75,22 @@ async fn registered(url: &str) -> PoolClient {
 /// A TCP proxy to `pool` that cuts its first connection after `cut_after` bytes from the pool
 /// have passed (the others pass whole); counts the bytes it passed from the pool.
 async fn cutting_proxy(pool: SocketAddr, cut_after: u64) -> (SocketAddr, Arc<AtomicU64>) {
+    proxy(pool, Some(cut_after), None).await
+}
+
+/// A TCP proxy to `pool` that passes at most `pace` bytes a second on each connection (a home
+/// line); counts the bytes it passed from the pool.
+async fn line(pool: SocketAddr, pace: Option<f64>) -> (SocketAddr, Arc<AtomicU64>) {
+    proxy(pool, None, pace).await
+}
+
+/// [`cutting_proxy`] and [`line`]: the first connection cut after `cut_after` bytes, every
+/// one paced at `pace` bytes a second.
+async fn proxy(
+    pool: SocketAddr,
+    cut_after: Option<u64>,
+    pace: Option<f64>,
+) -> (SocketAddr, Arc<AtomicU64>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let passed = Arc::new(AtomicU64::new(0));
@@ -80,7 +98,7 @@ async fn cutting_proxy(pool: SocketAddr, cut_after: u64) -> (SocketAddr, Arc<Ato
     tokio::spawn(async move {
         let mut first = true;
         while let Ok((client, _)) = listener.accept().await {
-            let limit = if first { Some(cut_after) } else { None };
+            let limit = if first { cut_after } else { None };
             first = false;
             let counter = Arc::clone(&counter);
             tokio::spawn(async move {
@@ -92,6 +110,7 @@ async fn cutting_proxy(pool: SocketAddr, cut_after: u64) -> (SocketAddr, Arc<Ato
                 });
                 let mut buffer = vec![0; 64 << 10];
                 let mut sent = 0u64;
+                let started = Instant::now();
                 loop {
                     let read = match pool_read.read(&mut buffer).await {
                         Ok(0) | Err(_) => break,
@@ -108,6 +127,12 @@ async fn cutting_proxy(pool: SocketAddr, cut_after: u64) -> (SocketAddr, Arc<Ato
                     }
                     sent += allowed;
                     counter.fetch_add(allowed, Ordering::SeqCst);
+                    // The line's pace: a byte may not arrive before its time.
+                    if let Some(due) = pace.map(|pace| Duration::from_secs_f64(sent as f64 / pace))
+                        && let Some(early) = due.checked_sub(started.elapsed())
+                    {
+                        tokio::time::sleep(early).await;
+                    }
                     if limit.is_some_and(|limit| sent >= limit) {
                         // Cut: both halves dropped, the connection closes mid-reply.
                         break;
@@ -201,6 +226,82 @@ async fn a_download_broken_off_anywhere_goes_on_where_it_stopped() {
         fastest / 1e6
     );
     assert_no_partials(&node_store);
+}
+
+/// The real node program, killed (SIGKILL) part-way through fetching the model over a slow
+/// line, then started again on a fast one: it goes on from what it kept (the second start
+/// fetches only the rest) and the model verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_mid_download_goes_on_from_what_it_kept() {
+    const KILL_AT: u64 = 30_000_000;
+    let dir = tempfile::tempdir().unwrap();
+    let (pool, _) = pool_with_a_copy(dir.path()).await;
+    let pool_addr: SocketAddr = pool.url().trim_start_matches("http://").parse().unwrap();
+    let manifest = ModelStore::from_env().manifest(MODEL).unwrap();
+    let total: u64 = manifest.files.iter().map(|f| f.size).sum();
+    let node_store = ModelStore::new(dir.path().join("node-models"));
+    std::fs::create_dir_all(node_store.root()).unwrap();
+    let models = node_store.root().display().to_string();
+    let data = dir.path().join("node-data");
+    let start = |proxy: SocketAddr| {
+        support::NodeProcess::try_start(
+            &data,
+            &[
+                "--pool",
+                &format!("http://{proxy}"),
+                "--port",
+                "0",
+                "--backend",
+                "cpu",
+            ],
+            &[("HEARTH_MODELS", &models)],
+        )
+        .unwrap()
+    };
+
+    let (slow, _) = line(pool_addr, Some(20e6)).await;
+    let node = start(slow);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while partial_bytes(&node_store) < KILL_AT {
+        assert!(
+            Instant::now() < deadline,
+            "the download did not reach {KILL_AT} bytes"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    node.kill_hard();
+    let kept = partial_bytes(&node_store);
+    assert!(kept < total, "killed part-way: {kept} of {total}");
+
+    let (fast, passed) = line(pool_addr, None).await;
+    let started = Instant::now();
+    let node = start(fast);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !node_store.is_present(MODEL) {
+        assert!(
+            Instant::now() < deadline,
+            "the model did not arrive after the restart"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let took = started.elapsed();
+    node_store.verify(MODEL).unwrap();
+    let fetched = passed.load(Ordering::SeqCst);
+    eprintln!(
+        "killed with {:.1} of {:.1} MB kept; the restart fetched {:.1} MB more and had the model in {:.1} s",
+        kept as f64 / 1e6,
+        total as f64 / 1e6,
+        fetched as f64 / 1e6,
+        took.as_secs_f64()
+    );
+    // What was kept is not fetched again (the rest, plus the node's own small requests).
+    assert!(
+        fetched < total - kept + 1_000_000,
+        "the restart fetched {fetched} bytes; {} were missing",
+        total - kept
+    );
+    assert_no_partials(&node_store);
+    node.kill_hard();
 }
 
 /// A client registered with the pool directly, whose later requests go through `proxy`.

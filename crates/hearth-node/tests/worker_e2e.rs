@@ -496,6 +496,8 @@ async fn a_node_without_the_models_fetches_them_from_the_pool_and_serves_them() 
     let executor = Arc::new(Executor::new(empty.clone(), ComputeDevice::cpu()));
     assert!(executor.available_models().is_empty());
     let (progress_tx, mut progress) = tokio::sync::mpsc::unbounded_channel();
+    // What the node told it serves: nothing at its join, then each model as it arrives.
+    let serving = Arc::new(std::sync::Mutex::new(Vec::<Vec<String>>::new()));
     let (_pause, paused) = watch::channel(false);
     let (stop_tx, stop) = watch::channel(false);
     let config = WorkerConfig {
@@ -505,20 +507,19 @@ async fn a_node_without_the_models_fetches_them_from_the_pool_and_serves_them() 
     };
     let worker = tokio::spawn({
         let (ledger, executor) = (Arc::clone(&ledger), Arc::clone(&executor));
-        worker::run(
-            config,
-            key,
-            executor,
-            ledger,
-            paused,
-            stop,
-            None,
-            move |event| {
-                if let worker::WorkerEvent::Downloads(downloads) = event {
+        worker::run(config, key, executor, ledger, paused, stop, None, {
+            let serving = Arc::clone(&serving);
+            move |event| match event {
+                worker::WorkerEvent::Downloads(downloads) => {
                     let _ = progress_tx.send(downloads);
                 }
-            },
-        )
+                worker::WorkerEvent::Joined {
+                    serving: models, ..
+                }
+                | worker::WorkerEvent::Serving(models) => serving.lock().unwrap().push(models),
+                _ => {}
+            }
+        })
     });
     let started = std::time::Instant::now();
     let embeddings = ask(
@@ -558,6 +559,10 @@ async fn a_node_without_the_models_fetches_them_from_the_pool_and_serves_them() 
         empty.verify(id).unwrap();
     }
     assert_eq!(executor.available_models().len(), 3);
+    let serving = serving.lock().unwrap().clone();
+    assert_eq!(serving.first(), Some(&Vec::new()), "{serving:?}");
+    assert_eq!(serving.last().map(Vec::len), Some(3), "{serving:?}");
+    assert_eq!(serving.len(), 4, "joined, then one per model: {serving:?}");
     assert!(
         seen.iter()
             .flatten()

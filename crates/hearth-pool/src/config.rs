@@ -122,6 +122,9 @@ pub struct PoolConfig {
     pub database: Option<String>,
     /// Most connections this process opens to PostgreSQL.
     pub database_connections: usize,
+    /// The newest Hearth release, told to nodes when they join so their owners hear of it
+    /// (`[release]` with `version`, an https `url` and `notes`). `None`: nodes hear of none.
+    pub release: Option<hearth_protocol::ReleaseNotice>,
 }
 
 impl Default for PoolConfig {
@@ -158,6 +161,7 @@ impl Default for PoolConfig {
             admin_bind: None,
             database: None,
             database_connections: 16,
+            release: None,
         }
     }
 }
@@ -226,6 +230,26 @@ impl PoolConfig {
                 ),
             );
         }
+        if let Some(release) = &config.release {
+            if !release.url.starts_with("https://") {
+                return invalid(
+                    "release.url",
+                    format!(
+                        "{:?}: owners open it, so it must be an https:// address",
+                        release.url
+                    ),
+                );
+            }
+            if !release.is_newer_than("0") {
+                return invalid(
+                    "release.version",
+                    format!(
+                        "{:?}: must be dotted numbers such as 0.2.0",
+                        release.version
+                    ),
+                );
+            }
+        }
         Ok(config)
     }
 }
@@ -291,5 +315,20 @@ mod tests {
             Some("postgres://hearth@127.0.0.1:5432/pool")
         );
         assert!(PoolConfig::from_toml("database = \"mysql://x\"").is_err());
+        let release = PoolConfig::from_toml(
+            "[release]\nversion = \"0.2.0\"\nurl = \"https://example.org/r\"\nnotes = \"Faster.\"\n",
+        )
+        .unwrap()
+        .release
+        .unwrap();
+        assert_eq!(release.version, "0.2.0");
+        assert_eq!(release.headline(), "Faster.");
+        for wrong in [
+            "[release]\nversion = \"0.2.0\"\nurl = \"http://example.org/r\"\n",
+            "[release]\nversion = \"next\"\nurl = \"https://example.org/r\"\n",
+            "[release]\nversion = \"0.2.0\"\n",
+        ] {
+            assert!(PoolConfig::from_toml(wrong).is_err(), "{wrong}");
+        }
     }
 }

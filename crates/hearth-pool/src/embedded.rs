@@ -105,6 +105,17 @@ pub async fn start(
     models: &ModelStore,
     pace: Option<Duration>,
 ) -> Result<EmbeddedPool, StartError> {
+    start_from(data_dir, models, pace, PoolConfig::default()).await
+}
+
+/// [`start`] from `base` (e.g. a release to announce): the demo pool's own settings (its name,
+/// its key, no verification) replace those of `base`.
+pub async fn start_from(
+    data_dir: &Path,
+    models: &ModelStore,
+    pace: Option<Duration>,
+    base: PoolConfig,
+) -> Result<EmbeddedPool, StartError> {
     let api_key = random_id("sk-local-");
     let mut config = PoolConfig {
         name: "Local demo pool".into(),
@@ -116,7 +127,7 @@ pub async fn start(
         request_timeout_ms: 600_000,
         verification_share: 0.0,
         probation_jobs: 0,
-        ..PoolConfig::default()
+        ..base
     };
     let (meter, unmetered) = Meter::load(models, &config.models);
     for (model, reason) in &unmetered {

@@ -50,7 +50,7 @@ use tokio::sync::watch;
 
 pub use config::{ConfigError as PoolConfigError, ModelOffer, PoolConfig};
 pub use error::ApiError;
-pub use hearth_protocol::{Payment, TaskKind};
+pub use hearth_protocol::{Payment, ReleaseNotice, TaskKind};
 pub use meter::{Meter, MeterError};
 pub use reputation::NodeRecord;
 pub use store::{AuditError, PgStore, PoolStore, SledStore, StoreError, UsageCharge, audit_chains};

@@ -172,7 +172,7 @@ impl Meter {
                 Ok((meter, manifest)) => {
                     models.insert(offer.id.clone(), meter);
                     metered.push(offer);
-                    let weights = store.root().join(&manifest.id).join("weights");
+                    let weights = store.model_dir(&manifest.id).join("weights");
                     for file in &manifest.files {
                         files.insert(
                             file.sha256.to_ascii_lowercase(),

@@ -247,6 +247,7 @@ pub(crate) async fn register(
             settlement_ms: state.config.settlement_ms,
         }),
         session: grant,
+        release: state.config.release.clone(),
     }))
 }
 

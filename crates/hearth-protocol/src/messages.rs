@@ -64,6 +64,58 @@ pub struct PayoutTerms {
     pub settlement_ms: u64,
 }
 
+/// The newest release of the node software a pool knows of, told to nodes when they join so
+/// their owners hear of it (a node never installs it by itself).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReleaseNotice {
+    /// Its version, e.g. `0.2.0` (compared with the node's own as dotted numbers).
+    pub version: String,
+    /// Where to get it: a web page (https) the owner opens.
+    pub url: String,
+    /// Its release notes; owners see the first line.
+    #[serde(default)]
+    pub notes: String,
+}
+
+impl ReleaseNotice {
+    /// Whether it is newer than `version` (both dotted numbers, e.g. `0.10.0` > `0.9.3`; a
+    /// pre-release suffix such as `-rc.1` sorts before its release). A version that is not
+    /// dotted numbers is never newer.
+    pub fn is_newer_than(&self, version: &str) -> bool {
+        match (parse_version(&self.version), parse_version(version)) {
+            (Some(theirs), Some(ours)) => theirs > ours,
+            _ => false,
+        }
+    }
+
+    /// The first line of the notes, trimmed.
+    pub fn headline(&self) -> &str {
+        self.notes
+            .lines()
+            .map(str::trim)
+            .find(|l| !l.is_empty())
+            .unwrap_or("")
+    }
+}
+
+/// `1.2.3` → ([1, 2, 3], true); `1.2.3-rc.1` → ([1, 2, 3], false): a pre-release sorts first.
+fn parse_version(version: &str) -> Option<(Vec<u64>, bool)> {
+    let version = version.trim().trim_start_matches('v');
+    let (numbers, pre) = match version.split_once('-') {
+        Some((numbers, _)) => (numbers, false),
+        None => (version, true),
+    };
+    let numbers: Vec<u64> = numbers
+        .split('.')
+        .map(|n| n.parse().ok())
+        .collect::<Option<_>>()?;
+    let mut numbers = numbers;
+    while numbers.len() > 1 && numbers.last() == Some(&0) {
+        numbers.pop();
+    }
+    Some((numbers, pre))
+}
+
 /// The pool's answer to a registration.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RegistrationReply {
@@ -79,6 +131,9 @@ pub struct RegistrationReply {
     /// Present when the registration asked for a session.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session: Option<SessionGrant>,
+    /// The newest node release the pool knows of, when its operator named one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release: Option<ReleaseNotice>,
 }
 
 /// `POST /node/v1/lease`: wait up to `wait_ms` for up to `max_jobs` jobs.
@@ -191,4 +246,51 @@ pub struct ErrorDetail {
     pub kind: String,
     pub param: Option<String>,
     pub code: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn notice(version: &str, notes: &str) -> ReleaseNotice {
+        ReleaseNotice {
+            version: version.into(),
+            url: "https://example.org/hearth".into(),
+            notes: notes.into(),
+        }
+    }
+
+    #[test]
+    fn a_release_is_newer_by_its_numbers_not_its_text() {
+        for (theirs, ours, newer) in [
+            ("0.2.0", "0.1.0", true),
+            ("0.10.0", "0.9.3", true),
+            ("1.0", "0.99.99", true),
+            ("0.1.0", "0.1.0", false),
+            ("0.1", "0.1.0", false),
+            ("0.1.0", "0.2.0", false),
+            ("v0.2.0", "0.1.0", true),
+            ("0.2.0-rc.1", "0.2.0", false),
+            ("0.2.0", "0.2.0-rc.1", true),
+            ("0.2.0-rc.1", "0.1.9", true),
+            ("latest", "0.1.0", false),
+            ("0.2.x", "0.1.0", false),
+            ("", "0.1.0", false),
+        ] {
+            assert_eq!(
+                notice(theirs, "").is_newer_than(ours),
+                newer,
+                "{theirs} newer than {ours}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_headline_is_the_first_line_with_words() {
+        assert_eq!(
+            notice("1.0.0", "\n  Faster chat on CPUs.  \nAnd more.").headline(),
+            "Faster chat on CPUs."
+        );
+        assert_eq!(notice("1.0.0", "").headline(), "");
+    }
 }

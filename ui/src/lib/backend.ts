@@ -60,4 +60,6 @@ export interface Backend {
   logs(lines: number): Promise<string[]>;
   /** Save the diagnostics bundle (no keys); resolves with where it went. */
   saveDiagnostics(): Promise<string>;
+  /** Open the page of the new version the pool told of in the browser; resolves with its address. */
+  openNewVersion(): Promise<string>;
 }

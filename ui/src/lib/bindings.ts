@@ -198,6 +198,23 @@ bytes_per_second: number,
 error: string | null, };
 
 /**
+ * A newer release of Hearth, which the owner may install (Hearth never installs it itself).
+ */
+export type NewVersion = { 
+/**
+ * E.g. `0.2.0`.
+ */
+version: string, 
+/**
+ * Where to get it (always https).
+ */
+url: string, 
+/**
+ * The first line of its release notes.
+ */
+headline: string, };
+
+/**
  * The pool this node works for.
  */
 export type PoolStatus = { url: string, 
@@ -225,7 +242,16 @@ notices: Array<string>,
 /**
  * Models being fetched from the pool (ones it sells that this computer lacks).
  */
-downloads: Array<ModelDownload>, };
+downloads: Array<ModelDownload>, 
+/**
+ * A newer Hearth than this one, as the pool told when the node joined.
+ */
+new_version: NewVersion | null, 
+/**
+ * The models this node offers the pool now (once joined): empty while the first ones are
+ * still being fetched.
+ */
+serving: Array<string>, };
 
 /**
  * One GPU's live readings; `None` where the board does not report a figure.

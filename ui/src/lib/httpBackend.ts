@@ -138,6 +138,10 @@ export class HttpBackend implements Backend {
       : this.#download("/api/diagnostics", "hearth-diagnostics.txt");
   }
 
+  openNewVersion(): Promise<string> {
+    return this.#call("POST", "/api/new-version/open");
+  }
+
   async #download(path: string, name: string): Promise<string> {
     const response = await fetch(`${this.#base}${path}`, {
       headers: { Authorization: `Bearer ${this.#token}` },

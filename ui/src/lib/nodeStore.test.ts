@@ -37,7 +37,7 @@ class InMemoryBackend implements Backend {
       node_id: "n",
       device: "CPU (test)",
       status: this.current,
-      pool: { url: "http://127.0.0.1:1", name: "Local demo pool", connected: true, demo: true, error: null, terms: null, notices: [], downloads: [] },
+      pool: { url: "http://127.0.0.1:1", name: "Local demo pool", connected: true, demo: true, error: null, terms: null, notices: [], downloads: [], new_version: null, serving: [] },
       earnings: { today_micro_credits: 5, today_jobs: 1, today_failed: 0, last_hour_micro_credits: 5, lifetime_micro_credits: 5, today_energy_wh: 0.5, today_energy_estimated: true, pending_micro_credits: 0, payable_micro_credits: 0, demo: true },
       jobs: this.jobs,
       telemetry: null,
@@ -113,6 +113,9 @@ class InMemoryBackend implements Backend {
     return Promise.reject(new Error("not used by the store"));
   }
   saveDiagnostics(): Promise<never> {
+    return Promise.reject(new Error("not used by the store"));
+  }
+  openNewVersion(): Promise<never> {
     return Promise.reject(new Error("not used by the store"));
   }
   /** A change made elsewhere, e.g. from the tray. */
@@ -211,7 +214,7 @@ describe("NodeStore", () => {
       earnings: { today_micro_credits: 12, today_jobs: 2, today_failed: 0, last_hour_micro_credits: 12, lifetime_micro_credits: 12, today_energy_wh: 1, today_energy_estimated: true, pending_micro_credits: 0, payable_micro_credits: 0, demo: true },
     });
     expect(store.earnings?.today_jobs).toBe(2);
-    backend.emit({ type: "pool_changed", pool: { url: "u", name: null, connected: false, demo: true, error: "gone", terms: null, notices: [], downloads: [] } });
+    backend.emit({ type: "pool_changed", pool: { url: "u", name: null, connected: false, demo: true, error: "gone", terms: null, notices: [], downloads: [], new_version: null, serving: [] } });
     expect(store.pool?.connected).toBe(false);
   });
 

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
-import type { NodeStatus } from "./bindings";
-import { describeReason, detail, headline, newer, overrideOffer } from "./status";
+import type { NodeStatus, PoolStatus } from "./bindings";
+import { describeReason, detail, headline, newer, overrideOffer, waitingForModels } from "./status";
 
 const running = (revision: number): NodeStatus => ({
   activity: { kind: "running" },
@@ -64,6 +64,40 @@ describe("wording", () => {
     expect(detail(throttled)).toBe(
       "Working 50% of the time while you use the computer, so it stays smooth.",
     );
+  });
+});
+
+describe("a node without models yet", () => {
+  const pool = (serving: string[], downloading: number): PoolStatus => ({
+    url: "https://pool.example",
+    name: "Example pool",
+    connected: true,
+    demo: false,
+    error: null,
+    terms: null,
+    notices: [],
+    downloads: Array.from({ length: downloading }, (_, i) => ({
+      model: `model-${i}`,
+      done_bytes: 0,
+      total_bytes: 1e6,
+      bytes_per_second: 0,
+      error: null,
+    })),
+    new_version: null,
+    serving,
+  });
+  it("says it waits for models rather than that it takes work", () => {
+    expect(waitingForModels(pool([], 2))).toBe(true);
+    expect(detail(running(0), 0, waitingForModels(pool([], 2)))).toBe(
+      "Hearth is fetching the models it runs from the pool; work starts once they are here.",
+    );
+  });
+  it("takes work with any model it has, and says so once they are all here", () => {
+    expect(waitingForModels(pool(["all-minilm-l6-v2"], 2))).toBe(false);
+    expect(waitingForModels(pool([], 0))).toBe(false);
+    expect(waitingForModels({ ...pool([], 2), connected: false })).toBe(false);
+    expect(waitingForModels(null)).toBe(false);
+    expect(detail(running(0), 0, false)).toBe("Hearth is taking work from the pool.");
   });
 });
 

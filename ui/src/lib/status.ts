@@ -1,6 +1,14 @@
 // Pure helpers that turn node status into what the user reads.
 
-import { OVERRIDABLE, PAUSE_WORDING, type ControlSource, type NodeStatus, type PauseOverride, type PauseReason } from "./bindings";
+import {
+  OVERRIDABLE,
+  PAUSE_WORDING,
+  type ControlSource,
+  type NodeStatus,
+  type PauseOverride,
+  type PauseReason,
+  type PoolStatus,
+} from "./bindings";
 
 /** Keep the newer of two snapshots; events and query answers may arrive in either order. */
 export function newer(current: NodeStatus | null, incoming: NodeStatus): NodeStatus {
@@ -118,6 +126,11 @@ export function automaticPauseExplains(status: NodeStatus): string {
   return "This pause protects your computer; Hearth resumes by itself when it ends.";
 }
 
+/** Joined, but with no model to run while the first ones arrive from the pool. */
+export function waitingForModels(pool: PoolStatus | null): boolean {
+  return !!pool?.connected && pool.serving.length === 0 && pool.downloads.length > 0;
+}
+
 /** The headline word for a status. */
 export function headline(status: NodeStatus): "Running" | "Throttled" | "Paused" {
   switch (status.activity.kind) {
@@ -130,10 +143,15 @@ export function headline(status: NodeStatus): "Running" | "Throttled" | "Paused"
   }
 }
 
-/** One line under the headline. */
-export function detail(status: NodeStatus, now: number = Date.now()): string {
+/**
+ * One line under the headline. `waitingForModels`: the node has joined but has no model to run
+ * yet (its first ones are still arriving from the pool).
+ */
+export function detail(status: NodeStatus, now: number = Date.now(), waitingForModels = false): string {
   const activity = status.activity;
   if (status.overriding) return describeOverride(status.overriding);
+  if (activity.kind === "running" && waitingForModels)
+    return "Hearth is fetching the models it runs from the pool; work starts once they are here.";
   if (activity.kind === "running") return "Hearth is taking work from the pool.";
   if (activity.kind === "throttled")
     return `${capitalised(worded("throttled", { percent: String(activity.duty_percent) }))}, so it stays smooth.`;

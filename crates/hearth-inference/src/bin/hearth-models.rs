@@ -80,7 +80,12 @@ fn run() -> anyhow::Result<()> {
     let system = take_option(&mut args, "--system")?;
     let json = take_flag(&mut args, "--json");
     let force = take_flag(&mut args, "--force");
-    let store = ModelStore::from_env();
+    // The models Hearth uses here (`ModelStore::for_data_dir`): $HEARTH_MODELS when set; an
+    // installed app's (its own over its package's); else this checkout's.
+    let store = match hearth_instance::DataFolder::Hearth.path() {
+        Ok(data_dir) => ModelStore::for_data_dir(&data_dir),
+        Err(_) => ModelStore::from_env(),
+    };
     let Some(command) = args.first().cloned() else {
         return Err(usage("no command given"));
     };

@@ -241,7 +241,7 @@ fn run(args: Vec<String>) -> anyhow::Result<()> {
         }
         ["bench", rest @ ..] => {
             let force = rest.contains(&"--force");
-            let store = hearth_inference::ModelStore::from_env();
+            let store = hearth_inference::ModelStore::for_data_dir(&args.data_dir);
             let path = args.data_dir.join(hearth_node::running::CAPABILITY_FILE);
             let (report, measured) =
                 hearth_inference::capability::load_or_run_here(&path, &store, force, &mut |p| {
@@ -503,6 +503,18 @@ fn print_overview(o: &Overview) {
     }
     for download in &o.pool.downloads {
         outln!("download  {}", describe_download(download));
+    }
+    if let Some(new) = &o.pool.new_version {
+        outln!(
+            "update    Hearth {} is available{}: {}",
+            new.version,
+            if new.headline.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", new.headline)
+            },
+            new.url
+        );
     }
     outln!(
         "today     {} credits from {} jobs ({} failed); last hour {}",

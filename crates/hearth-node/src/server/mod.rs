@@ -49,7 +49,7 @@ use control::{end_override, games, pause, resume, resume_anyway, save_settings, 
 pub use records::{VerifyError, verify_ledger};
 use records::{
     benchmark, diagnostics, earnings, earnings_report, export, hardware, job_page, jobs, logs,
-    pool, save_diagnostics, save_export, telemetry_history, verify,
+    open_new_version, pool, save_diagnostics, save_export, telemetry_history, verify,
 };
 
 /// The result of `ledger verify`.
@@ -153,6 +153,7 @@ pub async fn serve(
         .route("/api/jobs", get(jobs))
         .route("/api/earnings", get(earnings))
         .route("/api/pool", get(pool))
+        .route("/api/new-version/open", post(open_new_version))
         .route("/api/events", get(events))
         .route("/api/ledger/verify", get(verify))
         .route("/api/ledger/export", get(export))

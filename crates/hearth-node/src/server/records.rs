@@ -67,6 +67,28 @@ pub(super) async fn pool(_: Authorized, State(state): State<Arc<ServerState>>) -
     Json(state.running.pool())
 }
 
+/// Open the page of the new version the pool told of in the owner's browser (only that
+/// address: the window never names one). Answers the address opened.
+pub(super) async fn open_new_version(
+    _: Authorized,
+    State(state): State<Arc<ServerState>>,
+) -> Result<Json<String>, (StatusCode, String)> {
+    let Some(new) = state.running.pool().new_version else {
+        return Err((
+            StatusCode::NOT_FOUND,
+            "the pool told of no newer version".into(),
+        ));
+    };
+    hearth_desktop::open_in_browser(&new.url)
+        .map(|()| Json(new.url.clone()))
+        .map_err(|e| {
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("could not open {}: {e}", new.url),
+            )
+        })
+}
+
 pub(super) async fn verify(
     _: Authorized,
     State(state): State<Arc<ServerState>>,

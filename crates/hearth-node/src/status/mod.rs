@@ -10,7 +10,8 @@ mod reports;
 mod wording;
 
 pub use reports::{
-    Earnings, GpuLive, JobState, JobSummary, ModelDownload, PoolStatus, PoolTerms, Telemetry,
+    Earnings, GpuLive, JobState, JobSummary, ModelDownload, NewVersion, PoolStatus, PoolTerms,
+    Telemetry,
 };
 pub use wording::{OVERRIDABLE, PAUSE_WORDING};
 
@@ -195,6 +196,39 @@ pub enum NodeEvent {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_owner_hears_only_of_a_newer_release_at_an_https_address() {
+        let notice = |version: &str, url: &str| hearth_protocol::ReleaseNotice {
+            version: version.into(),
+            url: url.into(),
+            notes: "Faster chat on CPUs.\nAnd more.".into(),
+        };
+        assert_eq!(
+            NewVersion::from_notice(&notice("v0.2.0", "https://example.org/0.2"), "0.1.0"),
+            Some(NewVersion {
+                version: "0.2.0".into(),
+                url: "https://example.org/0.2".into(),
+                headline: "Faster chat on CPUs.".into(),
+            })
+        );
+        assert_eq!(
+            NewVersion::from_notice(&notice("0.1.0", "https://example.org/0.1"), "0.1.0"),
+            None,
+            "the version it runs"
+        );
+        for hostile in [
+            "javascript:alert(1)",
+            "http://example.org",
+            "file:///etc/passwd",
+        ] {
+            assert_eq!(
+                NewVersion::from_notice(&notice("9.0.0", hostile), "0.1.0"),
+                None,
+                "{hostile}"
+            );
+        }
+    }
 
     #[test]
     fn status_serialises_with_tagged_unions() {

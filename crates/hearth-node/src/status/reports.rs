@@ -128,6 +128,37 @@ pub struct PoolStatus {
     /// Models being fetched from the pool (ones it sells that this computer lacks).
     #[serde(default)]
     pub downloads: Vec<ModelDownload>,
+    /// A newer Hearth than this one, as the pool told when the node joined.
+    #[serde(default)]
+    pub new_version: Option<NewVersion>,
+    /// The models this node offers the pool now (once joined): empty while the first ones are
+    /// still being fetched.
+    #[serde(default)]
+    pub serving: Vec<String>,
+}
+
+/// A newer release of Hearth, which the owner may install (Hearth never installs it itself).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, TS)]
+pub struct NewVersion {
+    /// E.g. `0.2.0`.
+    pub version: String,
+    /// Where to get it (always https).
+    pub url: String,
+    /// The first line of its release notes.
+    pub headline: String,
+}
+
+impl NewVersion {
+    /// What a pool's notice tells this node's owner: something only when the release is newer
+    /// than `running` (this program's version) and its address is https (a pool's text is
+    /// never made a link of another kind).
+    pub fn from_notice(notice: &hearth_protocol::ReleaseNotice, running: &str) -> Option<Self> {
+        (notice.is_newer_than(running) && notice.url.starts_with("https://")).then(|| Self {
+            version: notice.version.trim().trim_start_matches('v').to_owned(),
+            url: notice.url.clone(),
+            headline: notice.headline().to_owned(),
+        })
+    }
 }
 
 /// A model being fetched from the pool.

@@ -114,6 +114,7 @@ async fn fetch_missing(context: Arc<Context>) {
         match outcome {
             Ok(()) => {
                 tracing::info!(model = %manifest.id, "model fetched from the pool and verified");
+                (context.events)(WorkerEvent::Serving(context.executor.available_models()));
                 queue.remove(0);
                 if let Some(i) = index {
                     downloads.remove(i);

@@ -104,6 +104,10 @@ pub enum WorkerEvent {
         pool_name: String,
         demo: bool,
         terms: Option<hearth_protocol::PayoutTerms>,
+        /// The newest release the pool knows of.
+        release: Option<hearth_protocol::ReleaseNotice>,
+        /// The models the node registered (those it can run now).
+        serving: Vec<String>,
     },
     /// The pool could not be reached or refused us; the worker retries.
     PoolUnreachable { error: String },
@@ -121,6 +125,8 @@ pub enum WorkerEvent {
     /// The models being fetched from the pool, and how far each is (empty once all are
     /// here). Sent a few times a second at most.
     Downloads(Vec<crate::status::ModelDownload>),
+    /// The models the node runs changed (one fetched from the pool).
+    Serving(Vec<String>),
 }
 
 /// Measures a job's energy from `start` to `end` (Unix ms): watt-hours and whether estimated.
@@ -229,6 +235,8 @@ pub async fn run(
         pool_name: joined.pool_name.clone(),
         demo: joined.demo,
         terms: joined.terms.clone(),
+        release: joined.release.clone(),
+        serving: profile.models.clone(),
     });
     let events: Arc<dyn Fn(WorkerEvent) + Send + Sync> = Arc::new(events);
     let context = Arc::new(Context {

@@ -15,6 +15,14 @@
 //!     id = "all-minilm-l6-v2"
 //!     task = "embeddings"
 //!     micro_credits_per_unit = 20
+//!
+//! With `[release]` it tells joining nodes of the newest Hearth release; their owners see
+//! "a new version is available" and the notes' first line:
+//!
+//!     [release]
+//!     version = "0.2.0"
+//!     url = "https://example.org/hearth/releases/0.2.0"
+//!     notes = "Faster chat on CPUs.\nMore in the notes."
 
 use std::path::PathBuf;
 use std::process::ExitCode;
