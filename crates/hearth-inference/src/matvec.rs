@@ -7,9 +7,11 @@
 //! `W x` block by block in f32, so the result is the product with the dequantised weights up to
 //! the order of additions — the model's numbers do not change, only how fast they are read.
 //!
-//! Kernels: F32, F16, Q4_0, Q4_1 and Q8_0, with AVX2 + FMA + F16C where the CPU has them (any
-//! x86-64 CPU since 2013) and portable code elsewhere; rows are split across rayon's threads.
-//! Other block types are not read here: the caller keeps BLAS for those matrices.
+//! Kernels: F32, F16, Q4_0, Q4_1 and Q8_0 multiplied in their stored form, and Q5_0, Q5_1 and
+//! the K-quants (Q2_K … Q6_K, Q8_K) decoded one block at a time into a buffer on the stack and
+//! multiplied from there, with AVX2 + FMA + F16C where the CPU has them (any x86-64 CPU since
+//! 2013) and portable code elsewhere; rows are split across rayon's threads. Other block types
+//! are not read here: the caller keeps BLAS for those matrices.
 
 use std::sync::Arc;
 
@@ -17,17 +19,19 @@ use half::f16;
 use memmap2::Mmap;
 use rayon::prelude::*;
 
-use crate::gguf::{GgmlType, GgufFile};
+use crate::gguf::{BlockDecoder, GgmlType, GgufFile, block_decoder};
 
-/// Values per quantisation block (all the block types here).
+/// Values per quantisation block of the 32-value types; the K-quants' super-blocks hold 256.
 const BLOCK: usize = 32;
+/// The most values one block of any type here holds.
+const MAX_BLOCK: usize = 256;
 /// Work below this many weights runs on the calling thread; splitting costs more than it saves.
 const PARALLEL_MIN_WEIGHTS: usize = 1 << 18;
 /// Output rows per parallel task.
 const ROWS_PER_TASK: usize = 64;
 
-/// The stored formats this module multiplies directly.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// The stored formats this module multiplies.
+#[derive(Clone, Copy, Debug)]
 enum Format {
     F32,
     F16,
@@ -37,6 +41,13 @@ enum Format {
     Q4_1,
     /// 32 values: f16 scale `d`, 32 signed bytes `q`; value `d * q`.
     Q8_0,
+    /// Decoded block by block into f32 (`values` per block), then multiplied: Q5_0, Q5_1 and
+    /// the K-quants.
+    Decoded {
+        ggml_type: GgmlType,
+        values: usize,
+        decode: BlockDecoder,
+    },
 }
 
 impl Format {
@@ -47,8 +58,19 @@ impl Format {
             GgmlType::Q4_0 => Self::Q4_0,
             GgmlType::Q4_1 => Self::Q4_1,
             GgmlType::Q8_0 => Self::Q8_0,
-            _ => return None,
+            other => Self::Decoded {
+                ggml_type: other,
+                values: other.layout()?.0 as usize,
+                decode: block_decoder(other)?,
+            },
         })
+    }
+
+    /// Values per block: 1 (F32, F16), 32, or 256 (the K-quants).
+    fn block_values(self) -> usize {
+        self.ggml_type()
+            .layout()
+            .map_or(1, |(values, _)| values as usize)
     }
 
     fn ggml_type(self) -> GgmlType {
@@ -58,6 +80,7 @@ impl Format {
             Self::Q4_0 => GgmlType::Q4_0,
             Self::Q4_1 => GgmlType::Q4_1,
             Self::Q8_0 => GgmlType::Q8_0,
+            Self::Decoded { ggml_type, .. } => ggml_type,
         }
     }
 
@@ -117,7 +140,7 @@ impl BlockMatrix {
             let [out, inp] = info.shape()[..] else {
                 return None;
             };
-            if inp != cols {
+            if inp != cols || !cols.is_multiple_of(format.block_values()) {
                 return None;
             }
             // Checked against the file's size, with the length the format and shape give.
@@ -222,17 +245,14 @@ fn portable_row_dot(format: Format, row: &[u8], x: &[f32], block_sums: &[f32]) -
             .map(|(b, x)| f16_at(b, 0) * x)
             .sum(),
         Format::Q4_0 | Format::Q4_1 => {
-            let header = if format == Format::Q4_1 { 4 } else { 2 };
+            let with_min = matches!(format, Format::Q4_1);
+            let header = if with_min { 4 } else { 2 };
             blocks()
                 .zip(x.chunks_exact(BLOCK))
                 .zip(block_sums)
                 .map(|((b, xs), &sum)| {
                     let d = f16_at(b, 0);
-                    let min = if format == Format::Q4_1 {
-                        f16_at(b, 2)
-                    } else {
-                        -8.0 * d
-                    };
+                    let min = if with_min { f16_at(b, 2) } else { -8.0 * d };
                     let qs = &b[header..header + 16];
                     let dot: f32 = qs
                         .iter()
@@ -255,6 +275,17 @@ fn portable_row_dot(format: Format, row: &[u8], x: &[f32], block_sums: &[f32]) -
                 f16_at(b, 0) * dot
             })
             .sum(),
+        Format::Decoded { values, decode, .. } => {
+            let mut buffer = [0f32; MAX_BLOCK];
+            let buffer = &mut buffer[..values];
+            row.chunks_exact(row.len() / (x.len() / values))
+                .zip(x.chunks_exact(values))
+                .map(|(b, xs)| {
+                    decode(b, buffer);
+                    buffer.iter().zip(xs).map(|(w, x)| w * x).sum::<f32>()
+                })
+                .sum()
+        }
     }
 }
 
@@ -282,8 +313,35 @@ mod avx2 {
                 Format::Q4_0 => dot_q4(row.as_ptr(), 18, false, x, block_sums),
                 Format::Q4_1 => dot_q4(row.as_ptr(), 20, true, x, block_sums),
                 Format::Q8_0 => dot_q8_0(row.as_ptr(), x),
+                Format::Decoded { values, decode, .. } => dot_decoded(row, values, decode, x),
             }
         }
+    }
+
+    /// Each block decoded into a buffer by `decode` (plain Rust, which the compiler
+    /// vectorises), then multiplied with FMA.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn dot_decoded(
+        row: &[u8],
+        values: usize,
+        decode: super::BlockDecoder,
+        x: &[f32],
+    ) -> f32 {
+        let mut buffer = [0f32; super::MAX_BLOCK];
+        let buffer = &mut buffer[..values];
+        let block_bytes = row.len() / (x.len() / values);
+        let mut acc = _mm256_setzero_ps();
+        for (block, xs) in row.chunks_exact(block_bytes).zip(x.chunks_exact(values)) {
+            decode(block, buffer);
+            for i in (0..values).step_by(8) {
+                acc = _mm256_fmadd_ps(
+                    _mm256_loadu_ps(buffer.as_ptr().add(i)),
+                    _mm256_loadu_ps(xs.as_ptr().add(i)),
+                    acc,
+                );
+            }
+        }
+        sum8(acc)
     }
 
     #[target_feature(enable = "avx2,fma")]
@@ -403,10 +461,7 @@ mod tests {
         let raw = values(rows * format.row_bytes(cols), seed);
         let mut bytes: Vec<u8> = raw.iter().map(|v| ((v + 1.0) * 127.0) as u8).collect();
         let half = |v: f32| f16::from_f32(v).to_le_bytes();
-        let (block_bytes, scales) = match format {
-            Format::Q4_0 => (18, 1),
-            Format::Q4_1 => (20, 2),
-            Format::Q8_0 => (34, 1),
+        match format {
             Format::F16 => {
                 return values(rows * cols, seed)
                     .iter()
@@ -419,12 +474,26 @@ mod tests {
                     .flat_map(|v| v.to_le_bytes())
                     .collect();
             }
+            _ => {}
+        }
+        // Where each format keeps its f16 scales (Q8_K: one f32 at 0).
+        let (_, block_bytes) = format.ggml_type().layout().unwrap();
+        let scales: &[usize] = match format.ggml_type() {
+            GgmlType::Q4_0 | GgmlType::Q8_0 | GgmlType::Q5_0 => &[0],
+            GgmlType::Q4_1 | GgmlType::Q5_1 | GgmlType::Q4_K | GgmlType::Q5_K => &[0, 2],
+            GgmlType::Q2_K => &[80, 82],
+            GgmlType::Q3_K => &[108],
+            GgmlType::Q6_K => &[208],
+            GgmlType::Q8_K => &[],
+            other => panic!("no test blocks for {other}"),
         };
-        let scale_values = values(bytes.len() / block_bytes * 2, seed + 1);
-        for (i, block) in bytes.chunks_exact_mut(block_bytes).enumerate() {
-            block[..2].copy_from_slice(&half(scale_values[2 * i] * 0.05));
-            if scales == 2 {
-                block[2..4].copy_from_slice(&half(scale_values[2 * i + 1] * 0.1));
+        let scale_values = values(bytes.len() / block_bytes as usize * 2, seed + 1);
+        for (i, block) in bytes.chunks_exact_mut(block_bytes as usize).enumerate() {
+            for (k, &at) in scales.iter().enumerate() {
+                block[at..at + 2].copy_from_slice(&half(scale_values[2 * i + k] * 0.05));
+            }
+            if format.ggml_type() == GgmlType::Q8_K {
+                block[..4].copy_from_slice(&(scale_values[2 * i] * 0.01).to_le_bytes());
             }
         }
         bytes
@@ -443,20 +512,36 @@ mod tests {
             .collect()
     }
 
-    const FORMATS: [Format; 5] = [
-        Format::F32,
-        Format::F16,
-        Format::Q4_0,
-        Format::Q4_1,
-        Format::Q8_0,
-    ];
+    /// Every format this module reads.
+    fn formats() -> Vec<Format> {
+        [
+            GgmlType::F32,
+            GgmlType::F16,
+            GgmlType::Q4_0,
+            GgmlType::Q4_1,
+            GgmlType::Q8_0,
+            GgmlType::Q5_0,
+            GgmlType::Q5_1,
+            GgmlType::Q2_K,
+            GgmlType::Q3_K,
+            GgmlType::Q4_K,
+            GgmlType::Q5_K,
+            GgmlType::Q6_K,
+            GgmlType::Q8_K,
+        ]
+        .into_iter()
+        .map(|t| Format::of(t).unwrap())
+        .collect()
+    }
 
     #[test]
     fn every_kernel_matches_the_dequantised_product() {
-        let (rows, cols) = (70, 96);
-        let x = values(cols, 7);
-        let sums: Vec<f32> = x.chunks_exact(BLOCK).map(|b| b.iter().sum()).collect();
-        for format in FORMATS {
+        let rows = 70;
+        for format in formats() {
+            // Three blocks a row (the K-quants' super-blocks hold 256 values).
+            let cols = 3 * format.block_values().max(BLOCK);
+            let x = values(cols, 7);
+            let sums: Vec<f32> = x.chunks_exact(BLOCK).map(|b| b.iter().sum()).collect();
             let bytes = random_blocks(format, rows, cols, 3);
             let want = reference(format, &bytes, rows, cols, &x);
             let row_bytes = format.row_bytes(cols);
@@ -486,7 +571,9 @@ mod tests {
         file.tensor_raw("a", &[cols as u64, 300], GgmlType::Q4_1, &a);
         file.tensor_raw("b", &[cols as u64, 5000], GgmlType::Q8_0, &b);
         file.tensor_raw("c", &[cols as u64, 2], GgmlType::F32, &c);
-        file.tensor_raw("q5", &[cols as u64, 2], GgmlType::Q5_0, &[0; 2 * 44]);
+        file.tensor_raw("bf", &[cols as u64, 2], GgmlType::BF16, &[0; 2 * 128]);
+        let k = random_blocks(Format::of(GgmlType::Q4_K).unwrap(), 3, 256, 14);
+        file.tensor_raw("k", &[256, 3], GgmlType::Q4_K, &k);
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("m.gguf");
         std::fs::write(&path, file.finish()).unwrap();
@@ -506,7 +593,13 @@ mod tests {
             );
         }
         // Formats it does not read, wrong widths and unknown names leave the caller on BLAS.
-        assert!(BlockMatrix::from_gguf(&gguf, &["a", "q5"], cols).is_none());
+        assert!(BlockMatrix::from_gguf(&gguf, &["a", "bf"], cols).is_none());
+        let k_quant = BlockMatrix::from_gguf(&gguf, &["k"], 256).unwrap();
+        let x = values(256, 6);
+        let want = reference(Format::of(GgmlType::Q4_K).unwrap(), &k, 3, 256, &x);
+        for (g, w) in k_quant.matvec(&x).iter().zip(&want) {
+            assert!((g - w).abs() <= 1e-4 * (1.0 + w.abs()), "{g} vs {w}");
+        }
         assert!(BlockMatrix::from_gguf(&gguf, &["a"], 32).is_none());
         assert!(BlockMatrix::from_gguf(&gguf, &["missing"], cols).is_none());
     }

@@ -342,16 +342,17 @@ fn unsupported_architectures_and_quantisations_are_named() {
         "{err}"
     );
 
-    // The first layer's attention norm (F32, type 0) relabelled as Q4_K (type 12).
+    // The first layer's attention norm (F32, type 0) relabelled as IQ2_XXS (type 16), a type
+    // Hearth does not read.
     let (_dir, path) = patched_model(
         |b| find(b, b"blk.0.attn_norm.weight") + "blk.0.attn_norm.weight".len() + 4 + 8,
-        &12u32.to_le_bytes(),
+        &16u32.to_le_bytes(),
     );
     let err = ChatGenerator::from_gguf(&path, &ComputeDevice::cpu())
         .unwrap_err()
         .to_string();
     assert!(
-        err.contains("Q4_K") && err.contains("blk.0.attn_norm.weight"),
+        err.contains("IQ2_XXS") && err.contains("blk.0.attn_norm.weight"),
         "{err}"
     );
 

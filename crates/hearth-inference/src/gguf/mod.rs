@@ -25,6 +25,7 @@ mod dequant;
 
 pub use dequant::dequantize;
 use dequant::tensor_byte_len;
+pub(crate) use dequant::{BlockDecoder, block_decoder};
 
 const MAGIC: &[u8; 4] = b"GGUF";
 const DEFAULT_ALIGNMENT: u64 = 32;
@@ -105,6 +106,12 @@ impl GgmlType {
     pub const Q5_0: Self = Self(6);
     pub const Q5_1: Self = Self(7);
     pub const Q8_0: Self = Self(8);
+    pub const Q2_K: Self = Self(10);
+    pub const Q3_K: Self = Self(11);
+    pub const Q4_K: Self = Self(12);
+    pub const Q5_K: Self = Self(13);
+    pub const Q6_K: Self = Self(14);
+    pub const Q8_K: Self = Self(15);
     pub const BF16: Self = Self(30);
 
     /// The type's name as llama.cpp writes it.
@@ -153,6 +160,13 @@ impl GgmlType {
             Self::Q5_0 => (32, 22),
             Self::Q5_1 => (32, 24),
             Self::Q8_0 => (32, 34),
+            // The K-quants: super-blocks of 256 values with sub-block scales.
+            Self::Q2_K => (256, 84),
+            Self::Q3_K => (256, 110),
+            Self::Q4_K => (256, 144),
+            Self::Q5_K => (256, 176),
+            Self::Q6_K => (256, 210),
+            Self::Q8_K => (256, 292),
             _ => return None,
         })
     }

@@ -127,9 +127,10 @@ fn hostile_files_are_errors() {
 
 #[test]
 fn unsupported_types_are_named() {
-    let file = parse(one_tensor(12, &[256], &[0; 144])).unwrap();
+    // IQ2_XXS (type 16), an I-quant Hearth does not read.
+    let file = parse(one_tensor(16, &[256], &[0; 66])).unwrap();
     let err = file.tensor_f32("t").unwrap_err().to_string();
-    assert!(err.contains("Q4_K"), "{err}");
+    assert!(err.contains("IQ2_XXS"), "{err}");
 }
 
 #[test]
@@ -143,4 +144,58 @@ fn every_prefix_of_a_valid_file_is_an_error_not_a_panic() {
             "prefix of {len} bytes parsed"
         );
     }
+}
+
+/// Every block type Hearth reads, against the `gguf` Python package (llama.cpp's reader):
+/// rows of real tensors (Gemma 3 270M Q4_K_M: Q4_K, Q6_K, Q5_0, Q8_0; SmolLM2 Q4_1) and rows
+/// of random blocks for the types neither file has, with the values the package dequantised
+/// them to (`fixtures/blocks.gguf`, made by `fixtures/make_block_fixtures.py`).
+#[test]
+fn every_block_type_dequantises_like_the_gguf_package() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/blocks.gguf");
+    let file = GgufFile::open(&path).unwrap();
+    let mut types = std::collections::BTreeSet::new();
+    let mut cases = 0;
+    for info in file.tensors().iter().filter(|t| t.name.ends_with(".q")) {
+        let expected_name = info.name.replace(".q", ".f32");
+        let (ours, shape) = file.tensor_f32(&info.name).unwrap();
+        let (theirs, expected_shape) = file.tensor_f32(&expected_name).unwrap();
+        assert_eq!(shape, expected_shape, "{}", info.name);
+        let scale = theirs.iter().fold(1e-30f32, |m, v| m.max(v.abs()));
+        let worst = ours
+            .iter()
+            .zip(&theirs)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        // The same arithmetic in f32; only the order of a multiplication may differ.
+        assert!(
+            worst <= scale * 1e-6,
+            "{}: {} values, largest difference {worst} (largest value {scale})",
+            info.name,
+            ours.len()
+        );
+        types.insert(info.ggml_type.name());
+        cases += 1;
+    }
+    let expected: std::collections::BTreeSet<&str> = [
+        "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0",
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(types, expected, "{cases} cases");
+}
+
+/// Q8_K (llama.cpp's type for activations in K-quant products; the Python package cannot
+/// dequantise it): an f32 scale, 256 signed bytes, 16 sums the reader skips.
+#[test]
+fn dequantizes_q8_k_by_hand() {
+    let mut block = 0.25f32.to_le_bytes().to_vec();
+    block.extend((0..256).map(|i| (i as i8).wrapping_sub(100) as u8));
+    block.extend([0u8; 32]);
+    let values = dequantize(GgmlType::Q8_K, &block, 256).unwrap();
+    assert_eq!(values[0], -25.0);
+    assert_eq!(values[100], 0.0);
+    assert_eq!(values[227], 31.75);
+    assert_eq!(values[228], -32.0, "signed bytes wrap");
+    assert!(dequantize(GgmlType::Q8_K, &block[..291], 256).is_err());
 }
