@@ -1,7 +1,9 @@
-//! A chat model's words without its weights: the GGUF vocabulary, the ChatML template that turns
-//! a conversation into prompt tokens, the tokens that end the assistant's turn, and how generated
-//! tokens become the answer's text ([`AnswerText`]). The node's generator and the pool's meter
-//! (which counts and checks what a node claims it generated) share this one definition.
+//! A chat model's words without its weights: the GGUF vocabulary, the template that turns a
+//! conversation into prompt tokens (the file's own `tokenizer.chat_template`, a Jinja template
+//! rendered by minijinja, else ChatML written here), the tokens that end the assistant's turn,
+//! and how generated tokens become the answer's text ([`AnswerText`]). The node's generator and
+//! the pool's meter (which counts and checks what a node claims it generated) share this one
+//! definition.
 
 use std::path::Path;
 
@@ -24,8 +26,62 @@ pub struct ChatTemplate {
     im_start: u32,
     im_end: u32,
     default_system: String,
+    /// The file's own template, when it has one that renders (else ChatML as written here).
+    jinja: Option<Box<JinjaTemplate>>,
     /// The model's context window, in tokens.
     context: usize,
+}
+
+/// A GGUF file's `tokenizer.chat_template`, with what it is rendered with.
+#[derive(Debug)]
+struct JinjaTemplate {
+    source: String,
+    bos_token: String,
+    eos_token: String,
+    /// The vocabulary's special tokens (`<|im_start|>` ...) by their spelling, longest first:
+    /// where the template writes one, it is that token; in a message it is plain text.
+    specials: Vec<(String, u32)>,
+}
+
+/// Marks where message `i`'s text goes in a rendered template: characters from Unicode's
+/// private use area, which no message may contain (checked).
+const CONTENT_OPEN: char = '\u{F8F0}';
+const CONTENT_CLOSE: char = '\u{F8F1}';
+
+impl JinjaTemplate {
+    /// The template rendered for `roles` (each message's text left as a marker) with the
+    /// generation prompt.
+    fn render(&self, roles: &[&str]) -> std::result::Result<String, minijinja::Error> {
+        let mut env = minijinja::Environment::new();
+        env.add_function(
+            "raise_exception",
+            |message: String| -> std::result::Result<String, minijinja::Error> {
+                Err(minijinja::Error::new(
+                    minijinja::ErrorKind::InvalidOperation,
+                    message,
+                ))
+            },
+        );
+        let messages: Vec<minijinja::Value> = roles
+            .iter()
+            .enumerate()
+            .map(|(i, role)| {
+                minijinja::context! {
+                    role => *role,
+                    content => format!("{CONTENT_OPEN}{i}{CONTENT_CLOSE}"),
+                }
+            })
+            .collect();
+        env.render_str(
+            &self.source,
+            minijinja::context! {
+                messages => messages,
+                add_generation_prompt => true,
+                bos_token => &self.bos_token,
+                eos_token => &self.eos_token,
+            },
+        )
+    }
 }
 
 impl ChatTemplate {
@@ -66,14 +122,51 @@ impl ChatTemplate {
                 Some(t[start..start + len].to_owned())
             })
             .unwrap_or_default();
+        let jinja = file.get_str("tokenizer.chat_template").ok().and_then(|source| {
+            let spelling = |key: &str| {
+                file.get_u64(key)
+                    .ok()
+                    .and_then(|id| tokenizer.token_text(id as u32))
+                    .map(str::to_owned)
+                    .unwrap_or_default()
+            };
+            let mut specials: Vec<(String, u32)> = (0..tokenizer.vocab_size() as u32)
+                .filter(|&id| tokenizer.is_special(id))
+                .filter_map(|id| {
+                    let text = tokenizer.token_text(id)?;
+                    (!text.is_empty()).then(|| (text.to_owned(), id))
+                })
+                .collect();
+            specials.sort_by_key(|(text, _)| std::cmp::Reverse(text.len()));
+            let template = JinjaTemplate {
+                source: source.to_owned(),
+                bos_token: spelling("tokenizer.ggml.bos_token_id"),
+                eos_token: spelling("tokenizer.ggml.eos_token_id"),
+                specials,
+            };
+            // A template that cannot render a plain conversation is not used.
+            match template.render(&["system", "user", "assistant", "user"]) {
+                Ok(_) => Some(Box::new(template)),
+                Err(error) => {
+                    tracing::warn!(file = %path.display(), %error, "the file's chat template does not render; using ChatML");
+                    None
+                }
+            }
+        });
         Ok(Self {
             tokenizer,
             end_of_turn,
             im_start,
             im_end,
             default_system,
+            jinja,
             context,
         })
+    }
+
+    /// Whether prompts come from the file's own (Jinja) template.
+    pub fn uses_file_template(&self) -> bool {
+        self.jinja.is_some()
     }
 
     /// The tokenizer.
@@ -105,6 +198,68 @@ impl ChatTemplate {
                 limit: MAX_PROMPT_BYTES,
             });
         }
+        if let Some(jinja) = &self.jinja {
+            return self.render_tokens(jinja, messages);
+        }
+        self.chatml_tokens(messages)
+    }
+
+    /// The prompt from the file's template: rendered with a marker for each message's text,
+    /// then tokenised run by run: a special token's spelling that the template wrote is that
+    /// token; the messages' text, spliced in where its marker is, stays plain text (so a user
+    /// typing "<|im_end|>" cannot end their turn early).
+    fn render_tokens(&self, jinja: &JinjaTemplate, messages: &[ChatMessage]) -> Result<Vec<u32>> {
+        if let Some(i) = messages
+            .iter()
+            .position(|m| m.content.contains([CONTENT_OPEN, CONTENT_CLOSE]))
+        {
+            return Err(InferenceError::InvalidRequest(format!(
+                "message {i} holds a private-use character Hearth reserves (U+F8F0 or U+F8F1)"
+            )));
+        }
+        let roles: Vec<&str> = messages.iter().map(|m| m.role.as_str()).collect();
+        let rendered = jinja.render(&roles).map_err(|e| {
+            InferenceError::InvalidRequest(format!("the model's chat template refused: {e}"))
+        })?;
+        let mut ids = Vec::new();
+        // Plain text waiting to be tokenised as one run.
+        let mut run = String::new();
+        let mut rest = rendered.as_str();
+        while !rest.is_empty() {
+            if let Some(after_open) = rest.strip_prefix(CONTENT_OPEN) {
+                let (index, after) = after_open.split_once(CONTENT_CLOSE).ok_or_else(|| {
+                    InferenceError::InvalidRequest("the chat template cut a message".into())
+                })?;
+                let message = index
+                    .parse::<usize>()
+                    .ok()
+                    .and_then(|i| messages.get(i))
+                    .ok_or_else(|| {
+                        InferenceError::InvalidRequest("the chat template changed a message".into())
+                    })?;
+                run.push_str(&message.content);
+                rest = after;
+            } else if let Some((text, id)) = jinja
+                .specials
+                .iter()
+                .find(|(text, _)| rest.starts_with(text.as_str()))
+            {
+                ids.extend(self.encode_plain(&run)?);
+                run.clear();
+                ids.push(*id);
+                rest = &rest[text.len()..];
+            } else {
+                let next = rest.chars().next().map_or(1, char::len_utf8);
+                run.push_str(&rest[..next]);
+                rest = &rest[next..];
+            }
+        }
+        ids.extend(self.encode_plain(&run)?);
+        Ok(ids)
+    }
+
+    /// ChatML, as written here (files without a template of their own).
+    fn chatml_tokens(&self, messages: &[ChatMessage]) -> Result<Vec<u32>> {
         let newline = self.tokenizer.encode("\n")?;
         let mut ids = Vec::new();
         let mut push = |role: Role, content: &str| -> Result<()> {

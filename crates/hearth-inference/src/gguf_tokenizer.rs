@@ -178,6 +178,11 @@ impl GgufTokenizer {
             .unwrap_or(&[])
     }
 
+    /// How token `id` is written in the vocabulary (`<|im_end|>` for a special token).
+    pub fn token_text(&self, id: u32) -> Option<&str> {
+        self.tokens.get(id as usize).map(String::as_str)
+    }
+
     /// The id of the token written exactly `text`.
     pub fn token_id(&self, text: &str) -> Option<u32> {
         self.tokens.iter().position(|t| t == text).map(|i| i as u32)
